@@ -1,0 +1,301 @@
+"""JSONL fine-tuning records: detect each record's format, render it to training text, and read a
+(possibly gzipped) file line by line with a hard cap on the decompressed size.
+
+Pure functions and one small reader class; no HTTP, no database, no tokenizer. The upload API and
+the token statistics build on `DatasetReader`; the worker renders records with `render_record`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Literal, cast
+
+GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 section 2.3.1: ID1, ID2
+DEFAULT_MAX_BAD_LINES = 20  # enough to see a pattern in a bad file without a huge error body
+
+# Plain delimiters, not a model's chat template: the same text for every model, so token counts
+# are comparable across models. A model-specific template can be applied by the caller instead.
+ALPACA_INSTRUCTION = "### Instruction:\n"
+ALPACA_INPUT = "\n\n### Input:\n"
+ALPACA_RESPONSE = "\n\n### Response:\n"
+CHAT_TURN = "<|{role}|>\n"
+CHAT_TURN_END = "\n"
+
+
+class RecordFormat(StrEnum):
+    """The record shapes tunecost recognises in a JSONL line."""
+
+    TEXT = "text"  # {"text"}
+    PROMPT_COMPLETION = "prompt_completion"  # {"prompt", "completion"}
+    ALPACA = "alpaca"  # {"instruction", "input"?, "output"}
+    CHAT = "chat"  # {"messages": [{"role", "content"}, ...]}
+
+
+class BadLineReason(StrEnum):
+    """Why a line cannot be used for training."""
+
+    NOT_JSON = "not_json"
+    UNKNOWN_FORMAT = "unknown_format"
+    EMPTY_TEXT = "empty_text"
+
+
+class RecordError(ValueError):
+    """A record that is valid JSON but cannot be rendered; `reason` says which kind of problem."""
+
+    def __init__(self, reason: BadLineReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class CorruptStream(ValueError):
+    """The gzip stream is damaged or truncated; no further lines can be read."""
+
+
+class DatasetTooLarge(Exception):
+    """The decompressed stream passed `max_bytes` (an oversize upload or a gzip bomb)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"dataset exceeds the limit of {max_bytes} bytes (decompressed)")
+        self.max_bytes = max_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One rendered training example.
+
+    `text` is what the model trains on; `text[:prompt_chars]` is the prompt part, whose tokens a
+    trainer may mask out of the loss (0 for plain text: everything is trained on).
+    """
+
+    format: RecordFormat
+    text: str
+    prompt_chars: int = 0
+
+    @property
+    def prompt(self) -> str:
+        """The prompt part of `text` (may be empty)."""
+        return self.text[: self.prompt_chars]
+
+    @property
+    def completion(self) -> str:
+        """The part of `text` the loss is computed on when prompts are masked."""
+        return self.text[self.prompt_chars :]
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that was skipped: its 1-based number, the reason, and a short human detail."""
+
+    line: int
+    reason: BadLineReason
+    detail: str
+
+
+def detect_format(record: object) -> RecordFormat:
+    """Return the format of a parsed JSON record, judged by its keys; raise RecordError if none."""
+    if not isinstance(record, Mapping):
+        raise RecordError(
+            BadLineReason.UNKNOWN_FORMAT, f"expected a JSON object, got {type(record).__name__}"
+        )
+    if "messages" in record:
+        return RecordFormat.CHAT
+    if "instruction" in record and "output" in record:
+        return RecordFormat.ALPACA
+    if "prompt" in record and "completion" in record:
+        return RecordFormat.PROMPT_COMPLETION
+    if "text" in record:
+        return RecordFormat.TEXT
+    keys = ", ".join(sorted(str(k) for k in record)[:8]) or "none"
+    raise RecordError(
+        BadLineReason.UNKNOWN_FORMAT,
+        f"no known format matches the keys ({keys}); expected text, prompt+completion, "
+        "instruction+input+output or messages",
+    )
+
+
+def render_record(record: object, fmt: RecordFormat | None = None) -> Example:
+    """Render a parsed record to training text, detecting its format unless `fmt` is given."""
+    fmt = fmt or detect_format(record)
+    if not isinstance(record, Mapping):
+        raise RecordError(BadLineReason.UNKNOWN_FORMAT, "expected a JSON object")
+    match fmt:
+        case RecordFormat.TEXT:
+            example = Example(fmt, _string(record, "text"))
+        case RecordFormat.PROMPT_COMPLETION:
+            example = _render_prompt_completion(record)
+        case RecordFormat.ALPACA:
+            example = _render_alpaca(record)
+        case RecordFormat.CHAT:
+            example = _render_chat(record)
+    if not example.completion.strip():
+        raise RecordError(BadLineReason.EMPTY_TEXT, f"{fmt} record has no text to train on")
+    return example
+
+
+def parse_line(raw: bytes | str) -> Example:
+    """Decode, parse and render one JSONL line; raise RecordError with the reason if it is bad."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            detail = f"not valid UTF-8 at byte {exc.start}"
+            raise RecordError(BadLineReason.NOT_JSON, detail) from exc
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        detail = f"invalid JSON: {exc.msg} (column {exc.colno})"
+        raise RecordError(BadLineReason.NOT_JSON, detail) from exc
+    return render_record(record)
+
+
+class DatasetReader:
+    """Iterate `(line_number, Example)` over a JSONL or JSONL.gz stream, skipping bad lines.
+
+    Gzip is recognised by its magic bytes, not the file name. Blank lines are ignored. Bad lines
+    are counted in `bad_count` and the first `max_bad_lines` kept in `bad_lines`. Reading more than
+    `max_bytes` of decompressed data raises DatasetTooLarge, however the stream is compressed.
+    """
+
+    def __init__(
+        self,
+        source: IO[bytes] | Path | str,
+        *,
+        max_bytes: int,
+        max_bad_lines: int = DEFAULT_MAX_BAD_LINES,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self._source = source
+        self.max_bytes = max_bytes
+        self.max_bad_lines = max_bad_lines
+        self.bad_lines: list[BadLine] = []
+        self.bad_count = 0
+        self.examples = 0
+        self.bytes_read = 0
+        self.compressed = False
+        self.formats: Counter[RecordFormat] = Counter()
+
+    @property
+    def format(self) -> RecordFormat | Literal["mixed"] | None:
+        """The single format of the good records seen so far, "mixed", or None if none yet."""
+        if len(self.formats) > 1:
+            return "mixed"
+        return next(iter(self.formats), None)
+
+    def __iter__(self) -> Iterator[tuple[int, Example]]:
+        if isinstance(self._source, (str, Path)):
+            with open(self._source, "rb") as raw:
+                yield from self._iter_stream(raw)
+        else:
+            yield from self._iter_stream(self._source)
+
+    def _iter_stream(self, raw: IO[bytes]) -> Iterator[tuple[int, Example]]:
+        head, raw = _peek(raw, len(GZIP_MAGIC))
+        self.compressed = head == GZIP_MAGIC
+        stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if self.compressed else raw
+        try:
+            for line_no, line in enumerate(self._lines(stream), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    example = parse_line(line)
+                except RecordError as exc:
+                    self._record_bad(line_no, exc.reason, exc.detail)
+                    continue
+                self.examples += 1
+                self.formats[example.format] += 1
+                yield line_no, example
+        except (OSError, EOFError, zlib.error) as exc:
+            if not self.compressed:
+                raise
+            raise CorruptStream(f"corrupt gzip stream: {exc}") from exc
+
+    def _lines(self, stream: IO[bytes]) -> Iterator[bytes]:
+        # readline(limit) reads at most what the budget still allows, so one enormous line (or a
+        # decompression bomb without newlines) never lands in memory beyond max_bytes + 1.
+        while True:
+            line = stream.readline(self.max_bytes - self.bytes_read + 1)
+            if not line:
+                return
+            self.bytes_read += len(line)
+            if self.bytes_read > self.max_bytes:
+                raise DatasetTooLarge(self.max_bytes)
+            yield line
+
+    def _record_bad(self, line_no: int, reason: BadLineReason, detail: str) -> None:
+        self.bad_count += 1
+        if len(self.bad_lines) < self.max_bad_lines:
+            self.bad_lines.append(BadLine(line_no, reason, detail))
+
+
+def _peek(stream: IO[bytes], n: int) -> tuple[bytes, IO[bytes]]:
+    """The first `n` bytes of `stream` without consuming them, and the stream to read from."""
+    if hasattr(stream, "peek"):
+        return bytes(stream.peek(n)[:n]), stream
+    if stream.seekable():
+        start = stream.tell()
+        head = stream.read(n)
+        stream.seek(start)
+        return head, stream
+    buffered = io.BufferedReader(cast(io.RawIOBase, stream))  # forward-only raw streams
+    return bytes(buffered.peek(n)[:n]), cast(IO[bytes], buffered)
+
+
+def _string(record: Mapping[str, object], key: str, *, required: bool = True) -> str:
+    value = record.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(
+            BadLineReason.UNKNOWN_FORMAT,
+            f"field {key!r} must be a string, got {type(value).__name__}",
+        )
+    return value
+
+
+def _render_prompt_completion(record: Mapping[str, object]) -> Example:
+    prompt = _string(record, "prompt")
+    completion = _string(record, "completion")
+    return Example(RecordFormat.PROMPT_COMPLETION, prompt + completion, len(prompt))
+
+
+def _render_alpaca(record: Mapping[str, object]) -> Example:
+    instruction = _string(record, "instruction")
+    extra = _string(record, "input", required=False)
+    output = _string(record, "output")
+    prompt = ALPACA_INSTRUCTION + instruction
+    if extra.strip():
+        prompt += ALPACA_INPUT + extra
+    prompt += ALPACA_RESPONSE
+    return Example(RecordFormat.ALPACA, prompt + output, len(prompt))
+
+
+def _render_chat(record: Mapping[str, object]) -> Example:
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RecordError(BadLineReason.UNKNOWN_FORMAT, "'messages' must be a non-empty list")
+    parts: list[str] = []
+    prompt_chars = 0
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise RecordError(BadLineReason.UNKNOWN_FORMAT, f"messages[{i}] must be an object")
+        role = _string(message, "role")
+        content = _string(message, "content")
+        header = CHAT_TURN.format(role=role)
+        if role == "assistant":
+            # Everything before the last assistant reply is context: mask it when training.
+            prompt_chars = sum(map(len, parts)) + len(header)
+        parts.append(header + content + CHAT_TURN_END)
+    if not any(_string(m, "content").strip() for m in messages):
+        raise RecordError(BadLineReason.EMPTY_TEXT, "every message in 'messages' is empty")
+    # Without an assistant turn prompt_chars stays 0: the whole conversation is trained on.
+    return Example(RecordFormat.CHAT, "".join(parts), prompt_chars)
