@@ -1,0 +1,23 @@
+"""The catalog: GPUs, prices and storage prices (CSV files here) and model configs (models/)."""
+
+from app.catalog.loader import (
+    GPU_ALIASES,
+    Catalog,
+    GpuSpec,
+    PriceRow,
+    StoragePrice,
+    UnknownGpuError,
+    UnknownProviderError,
+    load_catalog,
+)
+
+__all__ = [
+    "GPU_ALIASES",
+    "Catalog",
+    "GpuSpec",
+    "PriceRow",
+    "StoragePrice",
+    "UnknownGpuError",
+    "UnknownProviderError",
+    "load_catalog",
+]

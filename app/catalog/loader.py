@@ -1,0 +1,280 @@
+"""The hardware and price catalog: GPUs, $/GPU-hour per provider, storage $/GB-month.
+
+Read once from the CSV files beside this module (units in the column names, an as-of date and a
+source on every price row) into frozen dataclasses. Admin price overrides produce a new `Catalog`
+with a higher `version`; the files are never rewritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+CATALOG_DIR = Path(__file__).resolve().parent
+BASE_VERSION = 1  # version of the shipped data files; overrides count up from here
+GIB = 1024**3
+TERA = 1e12
+GIGA = 1e9
+
+# Old or short names people use for a catalog GPU; the value is the catalog id.
+GPU_ALIASES = {"H100-80GB": "H100-80GB-SXM", "H100": "H100-80GB-SXM", "A100": "A100-80GB"}
+
+PricingKind = Literal["on_demand", "spot"]
+PRICING_KINDS: tuple[PricingKind, ...] = ("on_demand", "spot")
+
+
+class UnknownGpuError(ValueError):
+    """A GPU id that is not in the catalog; the message lists the valid ids."""
+
+    def __init__(self, gpu: str, valid: Iterable[str]) -> None:
+        self.gpu = gpu
+        self.valid = sorted(valid)
+        close = difflib.get_close_matches(gpu, self.valid, n=3, cutoff=0.4)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        super().__init__(f"unknown GPU {gpu!r}{hint}; valid ids: {', '.join(self.valid)}")
+
+
+class UnknownProviderError(ValueError):
+    """A provider that has no prices in the catalog; the message lists the known ones."""
+
+    def __init__(self, provider: str, valid: Iterable[str]) -> None:
+        self.provider = provider
+        self.valid = sorted(valid)
+        super().__init__(f"unknown provider {provider!r}; valid providers: {', '.join(self.valid)}")
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One accelerator: memory, dense peak throughput by precision, bandwidths, efficiency class."""
+
+    id: str
+    name: str
+    vendor: str
+    memory_gib: float
+    bf16_tflops_dense: float
+    fp16_tflops_dense: float
+    fp32_tflops: float
+    memory_bandwidth_gbps: float  # GB/s (1e9 bytes/s), device memory (HBM or GDDR)
+    interconnect: str
+    interconnect_gbps: float  # GB/s, vendor headline GPU-to-GPU figure (both directions)
+    supports_bf16: bool
+    tdp_watts: float
+    mfu_class: str
+    source: str
+
+    @property
+    def memory_bytes(self) -> int:
+        """Device memory in bytes."""
+        return int(self.memory_gib * GIB)
+
+    @property
+    def memory_gb(self) -> float:
+        """Device memory in decimal gigabytes."""
+        return self.memory_bytes / GIGA
+
+    @property
+    def is_cpu(self) -> bool:
+        """True for the `cpu` pseudo-device used to run and calibrate the loop without a GPU."""
+        return self.mfu_class == "cpu"
+
+    def peak_flops(self, compute_dtype: Literal["bf16", "fp16", "fp32"]) -> float:
+        """Dense peak FLOP/s for matmuls in `compute_dtype` (0.0 where the GPU lacks it)."""
+        tflops = {
+            "bf16": self.bf16_tflops_dense,
+            "fp16": self.fp16_tflops_dense,
+            "fp32": self.fp32_tflops,
+        }[compute_dtype]
+        return tflops * TERA
+
+
+@dataclass(frozen=True)
+class PriceRow:
+    """What one provider charges per GPU-hour for one GPU kind, on demand or spot."""
+
+    provider: str
+    gpu: str
+    pricing: PricingKind
+    usd_per_gpu_hour: float
+    as_of: date
+    source: str
+    instance: str = ""
+    gpus_per_instance: int = 1  # the smallest number of GPUs the provider rents at this price
+    region: str = ""
+
+    def billed_gpus(self, num_gpus: int) -> int:
+        """GPUs paid for when `num_gpus` are used: whole instances only."""
+        per = max(self.gpus_per_instance, 1)
+        return -(-num_gpus // per) * per
+
+
+@dataclass(frozen=True)
+class StoragePrice:
+    """Object/volume storage price of one provider, per GB-month."""
+
+    provider: str
+    tier: str
+    usd_per_gb_month: float
+    as_of: date
+    source: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """GPUs, prices and storage prices at one version; model configs are loaded on first use."""
+
+    gpus: Mapping[str, GpuSpec]
+    prices: tuple[PriceRow, ...]
+    storage_prices: Mapping[str, StoragePrice]
+    version: int = BASE_VERSION
+
+    @functools.cached_property
+    def models(self) -> Mapping[str, Any]:
+        """Catalog model configs by id (from `app.catalog.model_catalog`, imported lazily)."""
+        from app.catalog.model_catalog import load_model_configs
+
+        return load_model_configs()
+
+    @functools.cached_property
+    def providers(self) -> tuple[str, ...]:
+        """Every provider with at least one GPU price, sorted."""
+        return tuple(sorted({row.provider for row in self.prices}))
+
+    def resolve_gpu_id(self, gpu: str) -> str:
+        """The catalog id for `gpu` (exact id, alias, or case-insensitive match)."""
+        if gpu in self.gpus:
+            return gpu
+        if gpu in GPU_ALIASES:
+            return GPU_ALIASES[gpu]
+        folded = {key.lower(): key for key in self.gpus}
+        if gpu.lower() in folded:
+            return folded[gpu.lower()]
+        raise UnknownGpuError(gpu, self.gpus)
+
+    def gpu(self, gpu: str) -> GpuSpec:
+        """The spec of `gpu`; raises `UnknownGpuError` listing the valid ids."""
+        return self.gpus[self.resolve_gpu_id(gpu)]
+
+    def check_provider(self, provider: str) -> str:
+        """`provider` if the catalog prices anything there; else `UnknownProviderError`."""
+        if provider not in self.providers:
+            raise UnknownProviderError(provider, self.providers)
+        return provider
+
+    def prices_for(
+        self, gpu: str, *, provider: str | None = None, pricing: PricingKind | None = None
+    ) -> list[PriceRow]:
+        """Price rows for `gpu`, optionally one provider and/or pricing kind, cheapest first."""
+        gpu_id = self.resolve_gpu_id(gpu)
+        if provider is not None:
+            self.check_provider(provider)
+        rows = [
+            row
+            for row in self._prices_by_gpu.get(gpu_id, ())
+            if (provider is None or row.provider == provider)
+            and (pricing is None or row.pricing == pricing)
+        ]
+        return rows
+
+    def storage_price(self, provider: str | None) -> StoragePrice:
+        """Storage price for `provider`, or the cheapest listed when there is none for it."""
+        if provider is not None and provider in self.storage_prices:
+            return self.storage_prices[provider]
+        return min(self.storage_prices.values(), key=lambda s: s.usd_per_gb_month)
+
+    def with_price_overrides(self, overrides: Iterable[PriceRow], version: int) -> Catalog:
+        """A new catalog where each override replaces the row of its (provider, gpu, pricing)."""
+        if version <= self.version:
+            raise ValueError(f"version must advance past {self.version}, got {version}")
+        rows = {(r.provider, r.gpu, r.pricing): r for r in self.prices}
+        for row in overrides:
+            gpu_id = self.resolve_gpu_id(row.gpu)
+            if row.usd_per_gpu_hour < 0:
+                raise ValueError(f"negative price for {row.provider}/{gpu_id}")
+            if row.pricing not in PRICING_KINDS:
+                raise ValueError(f"pricing must be one of {PRICING_KINDS}, got {row.pricing!r}")
+            rows[(row.provider, gpu_id, row.pricing)] = replace(row, gpu=gpu_id)
+        return replace(self, prices=tuple(rows.values()), version=version)
+
+    @functools.cached_property
+    def _prices_by_gpu(self) -> dict[str, tuple[PriceRow, ...]]:
+        grouped: dict[str, list[PriceRow]] = {}
+        for row in self.prices:
+            grouped.setdefault(row.gpu, []).append(row)
+        return {
+            gpu: tuple(sorted(rows, key=lambda r: (r.usd_per_gpu_hour, r.provider)))
+            for gpu, rows in grouped.items()
+        }
+
+
+def _read_csv(name: str) -> list[dict[str, str]]:
+    with (CATALOG_DIR / name).open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _bool(text: str) -> bool:
+    if text.strip().lower() not in {"true", "false"}:
+        raise ValueError(f"expected true/false, got {text!r}")
+    return text.strip().lower() == "true"
+
+
+def _gpu(row: dict[str, str]) -> GpuSpec:
+    return GpuSpec(
+        id=row["id"],
+        name=row["name"],
+        vendor=row["vendor"],
+        memory_gib=float(row["memory_gib"]),
+        bf16_tflops_dense=float(row["bf16_tflops_dense"]),
+        fp16_tflops_dense=float(row["fp16_tflops_dense"]),
+        fp32_tflops=float(row["fp32_tflops"]),
+        memory_bandwidth_gbps=float(row["hbm_gbps"]),
+        interconnect=row["interconnect"],
+        interconnect_gbps=float(row["interconnect_gbps"]),
+        supports_bf16=_bool(row["supports_bf16"]),
+        tdp_watts=float(row["tdp_watts"]),
+        mfu_class=row["mfu_class"],
+        source=row["source"],
+    )
+
+
+def _price(row: dict[str, str], gpus: Mapping[str, GpuSpec]) -> PriceRow:
+    if row["gpu"] not in gpus:
+        raise ValueError(f"prices.csv names GPU {row['gpu']!r}, which gpus.csv does not list")
+    if row["pricing"] not in PRICING_KINDS:
+        raise ValueError(f"prices.csv: pricing {row['pricing']!r} is not one of {PRICING_KINDS}")
+    pricing: PricingKind = "spot" if row["pricing"] == "spot" else "on_demand"
+    return PriceRow(
+        provider=row["provider"],
+        gpu=row["gpu"],
+        pricing=pricing,
+        usd_per_gpu_hour=float(row["usd_per_gpu_hour"]),
+        as_of=date.fromisoformat(row["as_of"]),
+        source=row["source"],
+        instance=row["instance"],
+        gpus_per_instance=int(row["gpus_per_instance"]),
+        region=row["region"],
+    )
+
+
+def _storage(row: dict[str, str]) -> StoragePrice:
+    return StoragePrice(
+        provider=row["provider"],
+        tier=row["tier"],
+        usd_per_gb_month=float(row["usd_per_gb_month"]),
+        as_of=date.fromisoformat(row["as_of"]),
+        source=row["source"],
+    )
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    """The shipped catalog (read from the CSV files once per process)."""
+    gpus = {spec.id: spec for spec in map(_gpu, _read_csv("gpus.csv"))}
+    prices = tuple(_price(row, gpus) for row in _read_csv("prices.csv"))
+    storage = {s.provider: s for s in map(_storage, _read_csv("storage_prices.csv"))}
+    return Catalog(gpus=gpus, prices=prices, storage_prices=storage, version=BASE_VERSION)
