@@ -1,0 +1,1 @@
+"""tunecost: estimate, run and meter LLM fine-tunes."""

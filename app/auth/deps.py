@@ -1,0 +1,54 @@
+"""FastAPI dependencies that turn an Authorization header into a Principal with a scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.auth import service
+from app.auth.service import Principal
+from app.db import SessionDep, session_scope
+from app.errors import Forbidden, Unauthorized
+from app.models import Scope
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+
+
+def _principal(
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> Principal:
+    secret = bearer.credentials if bearer else header
+    if not secret:
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+    key = service.authenticate(session, secret=secret)
+    if key is None:
+        raise Unauthorized("the API key is unknown, revoked or expired")
+    if service.is_last_use_stale(key):
+        # Its own transaction: the use is recorded even when the request itself fails (403, 4xx).
+        with session_scope() as own:
+            service.touch(own, key_id=key.id)
+    return Principal(key_id=key.id, name=key.name, scope=Scope(key.scope), team=key.team)
+
+
+def require(scope: Scope) -> Callable[..., Principal]:
+    """A dependency that admits keys whose scope includes `scope`."""
+
+    def _check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if not principal.scope.allows(scope):
+            raise Forbidden(
+                f"this route needs the '{scope.value}' scope; the key has '{principal.scope.value}'"
+            )
+        return principal
+
+    return _check
+
+
+ReadPrincipal = Annotated[Principal, Depends(require(Scope.READ))]
+SubmitPrincipal = Annotated[Principal, Depends(require(Scope.SUBMIT))]
+AdminPrincipal = Annotated[Principal, Depends(require(Scope.ADMIN))]

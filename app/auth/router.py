@@ -1,0 +1,41 @@
+"""Admin routes to create, list and revoke API keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, status
+
+from app.auth import service
+from app.auth.deps import AdminPrincipal
+from app.auth.schemas import KeyCreated, KeyIn, KeyOut
+from app.db import SessionDep
+from app.errors import NotFound
+from app.models.base import utcnow
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
+def create_key(key_in: KeyIn, session: SessionDep, _: AdminPrincipal) -> KeyCreated:
+    """Create a key; the secret is in this response only."""
+    expires = utcnow() + timedelta(days=key_in.expires_in_days) if key_in.expires_in_days else None
+    key, secret = service.create(
+        session, name=key_in.name, scope=key_in.scope, team=key_in.team, expires_at=expires
+    )
+    return KeyCreated(**KeyOut.model_validate(key).model_dump(), secret=secret)
+
+
+@router.get("", response_model=list[KeyOut])
+def list_keys(session: SessionDep, _: AdminPrincipal) -> list[KeyOut]:
+    """Every key, newest first, without secrets."""
+    return [KeyOut.model_validate(k) for k in service.list_(session)]
+
+
+@router.post("/{key_id}/revoke", response_model=KeyOut)
+def revoke_key(key_id: str, session: SessionDep, _: AdminPrincipal) -> KeyOut:
+    """Revoke a key at once; requests with it get 401 from now on."""
+    key = service.revoke(session, key_id=key_id)
+    if key is None:
+        raise NotFound(f"no API key with id '{key_id}'")
+    return KeyOut.model_validate(key)

@@ -1,0 +1,42 @@
+"""Request and response bodies of the API-key routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import Scope
+
+
+class KeyIn(BaseModel):
+    """A key to create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    scope: Scope
+    team: str | None = Field(None, min_length=1, max_length=200)
+    expires_in_days: float | None = Field(None, gt=0, le=3650)
+
+
+class KeyOut(BaseModel):
+    """A key as listed: never the secret."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prefix: str
+    scope: Scope
+    team: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    """A new key, with its secret shown this once."""
+
+    secret: str

@@ -1,0 +1,39 @@
+"""The `tunecost` command line."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from app.cli.keys import bootstrap_admin_key, keys_app
+
+cli = typer.Typer(help="tunecost: estimate, run and meter LLM fine-tunes.", no_args_is_help=True)
+cli.add_typer(keys_app, name="keys")
+console = Console()
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema to the newest revision (Alembic upgrade head)."""
+    from app.migrate import upgrade_head
+
+    upgrade_head()
+    console.print("database schema is at head")
+
+
+@cli.command()
+def bootstrap() -> None:
+    """Migrate, then create and print an admin key if there is no key yet."""
+    from app.migrate import upgrade_head
+
+    upgrade_head()
+    secret = bootstrap_admin_key()
+    if secret:
+        console.print(
+            "[bold]No API key existed: created an admin key. It is shown once; store it now:[/bold]"
+        )
+        typer.echo(secret)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,118 @@
+"""One typed Settings object read from TUNECOST_* variables; bad values fail at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    """Everything the API, the worker and the CLI read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNECOST_", extra="ignore")
+
+    database_url: str = Field(
+        f"sqlite:///{VAR_DIR / 'tunecost.db'}",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    broker_url: str = Field(
+        f"sqla+sqlite:///{VAR_DIR / 'broker.db'}",
+        description="Celery broker: redis://host:6379/0, or kombu's SQLAlchemy transport",
+    )
+    storage_root: str = Field(
+        str(VAR_DIR / "storage"), description="where datasets and artifacts live; any fsspec URL"
+    )
+    model_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [VAR_DIR / "models"],
+        description="comma-separated folders that local model paths must lie under",
+    )
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, le=1 << 40, description="largest dataset upload accepted"
+    )
+    max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest JSON request body accepted")
+    bootstrap_admin_key: bool = Field(
+        True, description="create and print an admin key at start when there are no keys"
+    )
+    worker_ping_timeout_s: float = Field(1.0, gt=0, le=30)
+    heartbeat_interval_s: float = Field(5.0, gt=0, le=300)
+    heartbeat_stale_s: float = Field(60.0, gt=0)
+    visibility_timeout_s: int = Field(
+        7 * 24 * 3600, gt=0, description="broker redelivery delay; longer than the longest run"
+    )
+    worker_gpu: str | None = Field(
+        None, description="override the detected device kind of this worker (a catalog GPU id)"
+    )
+
+    @field_validator("model_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(p.strip()) for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError(
+                "TUNECOST_DATABASE_URL must start with sqlite:///, postgresql:// "
+                "or postgresql+psycopg://"
+            )
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if not value.startswith(
+            ("redis://", "rediss://", "sqla+sqlite:", "sqla+postgresql", "amqp://")
+        ):
+            raise ValueError(
+                "TUNECOST_BROKER_URL must be redis://..., amqp://... or sqla+sqlite:///path"
+            )
+        return value
+
+    @field_validator("storage_root")
+    @classmethod
+    def _storage_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("TUNECOST_STORAGE_ROOT must not be empty")
+        return value.rstrip("/") or "/"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def resolved_model_roots(self) -> list[Path]:
+        """The allowed model roots as absolute, symlink-free paths."""
+        return [p.expanduser().resolve() for p in self.model_roots]
+
+
+class SettingsError(RuntimeError):
+    """A TUNECOST_* variable holds a value tunecost cannot start with."""
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning a validation error into one naming the environment variables."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TUNECOST_{str(err['loc'][0]).upper()}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

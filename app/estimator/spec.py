@@ -1,0 +1,118 @@
+"""Inputs of the estimator: what is being fine-tuned, on what data, how, and on which hardware.
+
+These are plain pydantic models with bounds, shared by the API, the worker and the CLI. They carry
+no HTTP or database concerns; a value outside its bounds is rejected here with the field named.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Method(StrEnum):
+    """The three ways to customise a model that tunecost compares."""
+
+    FULL = "full"
+    LORA = "lora"
+    QLORA = "qlora"
+
+
+Optimizer = Literal[
+    "adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd", "adafactor"
+]
+Precision = Literal["fp32", "bf16_true", "bf16_mixed", "fp16_mixed"]
+Attention = Literal["sdpa", "flash_attention_2", "eager"]
+Sharding = Literal["auto", "ddp", "fsdp_zero2", "fsdp_zero3"]
+Pricing = Literal["on_demand", "spot"]
+Padding = Literal["longest", "max_length"]
+
+# Bounds that reject nonsense while admitting every real run we know of.
+MAX_SEQ_LEN = 1_048_576  # longest context of any catalog model is 131,072; leave headroom
+MAX_EXAMPLES = 10_000_000_000  # 1e10 examples is already far past any public fine-tuning set
+MAX_TOTAL_TOKENS = 100_000_000_000_000  # 1e14 tokens: ~7x the largest public pretraining runs
+MAX_GPUS_PER_NODE = 8  # the largest common single-node configuration (HGX/DGX)
+MAX_NODES = 64
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingSpec(_Spec):
+    """How the fine-tune runs; every field has the default a typical run uses."""
+
+    epochs: float = Field(1.0, gt=0, le=1000)
+    micro_batch_size: int = Field(1, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=65536)
+    seq_len: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_SEQ_LEN,
+        description="padded length; default: the dataset's longest example",
+    )
+    packing: bool = False
+    padding: Padding = Field(
+        "longest",
+        description="without packing: pad each micro-batch to its longest example (the HF and "
+        "LitGPT collators' default) or every example to seq_len",
+    )
+    gradient_checkpointing: bool = False
+    optimizer: Optimizer = "adamw"
+    precision: Precision = "bf16_true"
+    attention: Attention = "sdpa"
+    sharding: Sharding = Field("auto", description="multi-GPU strategy for full fine-tuning")
+
+
+class LoraSpec(_Spec):
+    """The adapter: rank, scale, dropout and which modules get one."""
+
+    r: int = Field(8, ge=1, le=4096)
+    alpha: float = Field(16, gt=0, le=1_000_000)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1
+    )
+    modules_to_save: list[str] = Field(default_factory=list)
+
+
+class QLoraSpec(_Spec):
+    """The 4-bit quantization of the frozen base in QLoRA (bitsandbytes)."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+
+
+class HardwareSpec(_Spec):
+    """Where it runs. `gpu=None` considers every catalog GPU; `num_gpus=None` the fewest that fit."""
+
+    gpu: str | None = None
+    num_gpus: int | None = Field(None, ge=1, le=MAX_GPUS_PER_NODE * MAX_NODES)
+    provider: str | None = None
+    pricing: Pricing = "on_demand"
+
+
+class DatasetShape(_Spec):
+    """What the estimator needs of a dataset: how many examples and how long they are.
+
+    Give either `num_examples` with `avg_tokens` (and ideally `max_tokens`), or `total_tokens`.
+    """
+
+    num_examples: int | None = Field(None, ge=1, le=MAX_EXAMPLES)
+    avg_tokens: float | None = Field(None, gt=0, le=MAX_SEQ_LEN)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_SEQ_LEN)
+    total_tokens: float | None = Field(None, ge=1, le=MAX_TOTAL_TOKENS)
+
+    @model_validator(mode="after")
+    def _enough_to_count(self) -> DatasetShape:
+        if self.total_tokens is None and (self.num_examples is None or self.avg_tokens is None):
+            raise ValueError("give total_tokens, or num_examples together with avg_tokens")
+        if (
+            self.max_tokens is not None
+            and self.avg_tokens is not None
+            and self.max_tokens < self.avg_tokens
+        ):
+            raise ValueError("max_tokens must be at least avg_tokens")
+        return self

@@ -1,0 +1,38 @@
+"""GET /v1/health: no key needed; 200 when the database is up, 503 problem+json when it is not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import get_settings
+from app.db import get_sessionmaker
+from app.errors import ServiceUnavailable, problem_response
+from app.health import service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/v1/health", response_model=None)
+def health() -> dict[str, Any] | JSONResponse:
+    """Database, broker, live workers (fresh heartbeats) and the schema revision."""
+    settings = get_settings()
+    session = get_sessionmaker()()
+    try:
+        db = service.database(session)
+        workers = service.live_workers(session, settings)
+    except SQLAlchemyError as exc:
+        err = ServiceUnavailable(f"the database cannot be reached ({type(exc).__name__})")
+        return problem_response(503, err.body() | {"database": {"ok": False}})
+    finally:
+        session.close()
+    return {
+        "status": "ok",
+        "database": db,
+        "broker": service.broker(settings),
+        "workers": {"live": sum(workers.values()), "by_gpu": workers},
+        "schema_revision": db["revision"],
+    }

@@ -1,0 +1,47 @@
+"""Health probes: database, broker, live workers and schema revision, each with a short timeout."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.models import WorkerNode
+from app.models.base import utcnow
+from app.queue import get_client
+
+
+def database(session: Session) -> dict[str, Any]:
+    """Whether the database answers, and the Alembic revision it is at."""
+    session.execute(text("SELECT 1"))
+    revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return {"ok": True, "revision": revision}
+
+
+def broker(settings: Settings) -> dict[str, Any]:
+    """Whether the broker accepts a connection within the ping timeout."""
+    try:
+        with get_client().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=settings.worker_ping_timeout_s)
+        return {"ok": True, "transport": settings.broker_url.split(":", 1)[0]}
+    except Exception as exc:  # any transport error means "not reachable"
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def live_workers(session: Session, settings: Settings) -> dict[str, int]:
+    """Workers whose heartbeat is fresh, by GPU kind.
+
+    Every worker upserts its row in `workers` every heartbeat interval. This works on every
+    broker, including kombu's SQLAlchemy transport, which has no broadcast, so `celery inspect
+    ping` answers nobody there (checked: `control.ping()` returned [] with a live worker).
+    """
+    cutoff = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
+    rows = session.execute(
+        select(WorkerNode.gpu, func.count())
+        .where(WorkerNode.last_seen_at >= cutoff)
+        .group_by(WorkerNode.gpu)
+    ).all()
+    return {gpu: int(n) for gpu, n in rows}

@@ -1,0 +1,25 @@
+"""ORM models, one file per table; importing this package registers them all on Base.metadata."""
+
+from app.models.api_key import ApiKey, Scope
+from app.models.base import Base
+from app.models.catalog import CatalogVersion, PriceOverride
+from app.models.dataset import Dataset
+from app.models.estimate import Estimate
+from app.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, JobTag
+from app.models.worker import WorkerNode
+
+__all__ = [
+    "FINAL_STATUSES",
+    "ApiKey",
+    "Base",
+    "CatalogVersion",
+    "Dataset",
+    "Estimate",
+    "Job",
+    "JobEvent",
+    "JobStatus",
+    "JobTag",
+    "PriceOverride",
+    "Scope",
+    "WorkerNode",
+]

@@ -1,0 +1,139 @@
+"""Fine-tune jobs: the request, the estimate snapshot, the metered actuals and their errors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, IdStr, JSONType, TimestampMixin
+
+
+class JobStatus(StrEnum):
+    """Life of a job: queued → running → one of the final states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCEL_REQUESTED = "cancel_requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether nothing more will happen to a job in this state."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.BUDGET_EXCEEDED}
+)
+
+
+class Job(TimestampMixin, Base):
+    """One fine-tune run. Estimated (`est_*`) and actual (`act_*`) figures sit side by side."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("created_by_key_id", "idempotency_key"),
+        Index("ix_jobs_finished_method_gpu", "finished_at", "method", "gpu"),
+    )
+
+    id: Mapped[str] = mapped_column(IdStr, primary_key=True)
+    status: Mapped[JobStatus] = mapped_column(String(32), index=True)
+    status_detail: Mapped[str | None] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(16), index=True)
+    model_ref: Mapped[str] = mapped_column(String(300), index=True)
+    gpu: Mapped[str] = mapped_column(String(64), index=True)
+    num_gpus: Mapped[int]
+    provider: Mapped[str | None] = mapped_column(String(64), index=True)
+    pricing: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(100))
+    team: Mapped[str | None] = mapped_column(String(200), index=True)
+
+    estimate_id: Mapped[str | None] = mapped_column(ForeignKey("estimates.id", ondelete="SET NULL"))
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    created_by_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    estimate_snapshot: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    max_cost_usd: Mapped[float | None] = mapped_column(Float)
+    max_steps: Mapped[int | None]
+    price_per_gpu_hour: Mapped[float] = mapped_column(Float)
+
+    est_cost_usd: Mapped[float | None] = mapped_column(Float)
+    est_gpu_hours: Mapped[float | None] = mapped_column(Float)
+    est_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    est_artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    cancel_requested_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    act_wall_s: Mapped[float | None] = mapped_column(Float)
+    act_gpu_hours: Mapped[float | None] = mapped_column(Float)
+    act_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    act_peak_kind: Mapped[str | None] = mapped_column(String(32))
+    act_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    act_tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    act_mfu: Mapped[float | None] = mapped_column(Float)
+    act_energy_kwh: Mapped[float | None] = mapped_column(Float)
+    act_cost_usd: Mapped[float | None] = mapped_column(Float)
+    eval_loss: Mapped[float | None] = mapped_column(Float)
+    artifact_path: Mapped[str | None] = mapped_column(String(1000))
+    artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    actuals: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    errors: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class JobTag(Base):
+    """A cost-allocation tag of a job (team, project, ...), one row per key, indexed for reports."""
+
+    __tablename__ = "job_tags"
+    __table_args__ = (Index("ix_job_tags_key_value", "key", "value"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(300))
+
+
+class JobEvent(Base):
+    """Progress and status events of a job, in order."""
+
+    __tablename__ = "job_events"
+
+    # SQLite only autoincrements INTEGER primary keys; PostgreSQL gets a BIGINT identity.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(16))
+    step: Mapped[int | None]
+    total_steps: Mapped[int | None]
+    loss: Mapped[float | None] = mapped_column(Float)
+    tokens: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    accrued_cost_usd: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str | None] = mapped_column(Text)

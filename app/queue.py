@@ -1,0 +1,67 @@
+"""The Celery configuration shared by the API (which only sends) and the worker (which runs).
+
+The API enqueues by task name and never imports `worker/`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from app.config import Settings, get_settings
+
+RUN_JOB_TASK = "tunecost.run_job"
+QUEUE_PREFIX = "gpu."
+
+
+def queue_for(gpu: str) -> str:
+    """The queue that workers with this GPU kind consume, e.g. `gpu.A100-80GB`."""
+    return QUEUE_PREFIX + gpu
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for long GPU jobs: JSON, late acks, one job at a time per worker."""
+    transport_options: dict[str, Any] = {
+        # A job may run for days; the broker must not hand an unacked one to another worker
+        # while the first is still training.
+        "visibility_timeout": settings.visibility_timeout_s,
+    }
+    redis = settings.broker_url.startswith(("redis://", "rediss://"))
+    return {
+        "broker_url": settings.broker_url,
+        # Job state lives in the database; the backend only serves diagnostic tasks (echo).
+        "result_backend": settings.broker_url if redis else None,
+        # kombu's SQLAlchemy transport hands these options to create_engine: send none there.
+        "broker_transport_options": transport_options if redis else {},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": 1,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,
+        "task_default_queue": queue_for("cpu"),
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_ignore_result": True,
+    }
+
+
+_client: Celery | None = None
+
+
+def get_client() -> Celery:
+    """A Celery app used only to send tasks and ping workers (no tasks registered)."""
+    global _client
+    if _client is None:
+        _client = Celery("tunecost-client")
+        _client.conf.update(celery_config(get_settings()))
+    return _client
+
+
+def enqueue_job(job_id: str, *, queue: str) -> None:
+    """Send the run_job task for `job_id` to `queue`; call only after the job row is committed."""
+    get_client().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Serve the API and one Celery worker on the embedded defaults (SQLite + SQLite broker).
+# Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+HOST=${TUNECOST_HOST:-127.0.0.1}
+PORT=${TUNECOST_PORT:-8000}
+mkdir -p var/storage var/models
+
+"$VENV/bin/tunecost" bootstrap
+
+"$VENV/bin/celery" -A worker.celery_app worker --loglevel INFO --concurrency 1 &
+worker_pid=$!
+stop() {
+  kill -TERM "$worker_pid" 2>/dev/null || true
+  wait "$worker_pid" 2>/dev/null || true
+}
+trap stop EXIT INT TERM
+
+echo "API on http://$HOST:$PORT (docs at /docs); worker pid $worker_pid. Ctrl-C stops both."
+"$VENV/bin/uvicorn" app.main:create_app --factory --host "$HOST" --port "$PORT"

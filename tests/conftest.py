@@ -1,0 +1,133 @@
+"""Shared fixtures: a fresh PostgreSQL database migrated by Alembic, real Redis, a real worker.
+
+The services are required: a test that needs them fails (never skips) when they are unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.support import ServiceEnv, clear_caches, start_worker
+
+PG_ADMIN_URL = os.environ.get(
+    "TUNECOST_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TUNECOST_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test session, migrated to head."""
+    from app.migrate import upgrade_head
+
+    name = f"tunecost_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(
+            f"PostgreSQL is required for the tests and unreachable at {PG_ADMIN_URL}: {exc}"
+        )
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade_head(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database (random index) for this session, emptied first."""
+    import redis
+
+    url = f"{REDIS_URL.rstrip('/')}/{random.randint(1, 15)}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"Redis is required for the tests and unreachable at {url}: {exc}")
+    client.flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def service_env(
+    pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceEnv]:
+    """TUNECOST_* pointed at the test PostgreSQL, Redis and temporary folders."""
+    root = tmp_path_factory.mktemp("tunecost")
+    env = ServiceEnv(
+        database_url=pg_url,
+        broker_url=redis_url,
+        storage_root=root / "storage",
+        model_root=root / "models",
+    )
+    env.model_root.mkdir()
+    saved = {k: os.environ.get(k) for k in env.variables()}
+    os.environ.update(env.variables())
+    clear_caches()
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    clear_caches()
+
+
+@pytest.fixture(scope="session")
+def app_client(service_env: ServiceEnv) -> Iterator[object]:
+    """A TestClient over the real app, on the test PostgreSQL."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def keys(service_env: ServiceEnv) -> dict[str, str]:
+    """One secret per scope: read, submit, admin (team 'ml' for submit)."""
+    from app.auth import service
+    from app.db import session_scope
+    from app.models import Scope
+
+    out = {}
+    with session_scope() as session:
+        for scope in Scope:
+            team = "ml" if scope == Scope.SUBMIT else None
+            _, secret = service.create(session, name=f"test {scope}", scope=scope, team=team)
+            out[scope.value] = secret
+    return out
+
+
+def auth(secret: str) -> dict[str, str]:
+    """The Authorization header for a key."""
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture(scope="session")
+def cpu_worker(
+    service_env: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """A real Celery worker process on Redis, consuming the `gpu.cpu` queue."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with start_worker(service_env, gpu="cpu", hostname=f"cpu-{uuid.uuid4().hex[:6]}", log=log) as w:
+        yield w
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database file URL in a temporary folder (not migrated)."""
+    return f"sqlite:///{tmp_path / 'tunecost.db'}"

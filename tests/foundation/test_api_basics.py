@@ -1,0 +1,111 @@
+"""Keys, scopes, problem+json errors and body limits over real HTTP handling and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app.auth import service
+from app.db import session_scope
+from app.models import ApiKey, Scope
+from app.models.base import utcnow
+from tests.conftest import auth
+
+PROBLEM = "application/problem+json"
+
+
+def _is_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert {"type", "title", "status", "detail"} <= body.keys()
+    assert body["status"] == status
+    return body
+
+
+def test_health_needs_no_key_and_reports_the_database(app_client) -> None:  # type: ignore[no-untyped-def]
+    r = app_client.get("/v1/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["database"]["ok"] is True
+    assert body["schema_revision"] == body["database"]["revision"] is not None
+
+
+def test_missing_and_wrong_keys_get_401(app_client) -> None:  # type: ignore[no-untyped-def]
+    _is_problem(app_client.get("/v1/keys"), 401)
+    _is_problem(app_client.get("/v1/keys", headers=auth("tc_nope_nope")), 401)
+
+
+def test_scopes_are_enforced(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    body = _is_problem(app_client.get("/v1/keys", headers=auth(keys["read"])), 403)
+    assert "admin" in body["detail"]
+    _is_problem(app_client.get("/v1/keys", headers=auth(keys["submit"])), 403)
+    assert app_client.get("/v1/keys", headers=auth(keys["admin"])).status_code == 200
+
+
+def test_created_key_is_hashed_at_rest_works_and_revocation_stops_it(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    admin = auth(keys["admin"])
+    created = app_client.post("/v1/keys", json={"name": "dash", "scope": "read"}, headers=admin)
+    assert created.status_code == 201, created.text
+    secret, key_id = created.json()["secret"], created.json()["id"]
+    with session_scope() as session:
+        row = session.get(ApiKey, key_id)
+        assert row is not None and secret not in (row.digest, row.prefix, row.name)
+        assert row.digest == service.digest(secret)
+    assert app_client.get("/v1/keys", headers=auth(secret)).status_code == 403  # read-only
+    listed = app_client.get("/v1/keys", headers=admin).json()
+    assert all("secret" not in k for k in listed)
+    with session_scope() as session:
+        assert session.get(ApiKey, key_id).last_used_at is not None  # type: ignore[union-attr]
+    assert app_client.post(f"/v1/keys/{key_id}/revoke", headers=admin).status_code == 200
+    _is_problem(app_client.get("/v1/keys", headers=auth(secret)), 401)
+    _is_problem(app_client.post("/v1/keys/key_missing/revoke", headers=admin), 404)
+
+
+def test_expired_key_is_refused(app_client) -> None:  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        _, secret = service.create(
+            session, name="old", scope=Scope.ADMIN, expires_at=utcnow() - timedelta(seconds=1)
+        )
+    _is_problem(app_client.get("/v1/keys", headers=auth(secret)), 401)
+
+
+def test_validation_errors_are_problem_json_with_field_paths(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    admin = auth(keys["admin"])
+    body = _is_problem(
+        app_client.post("/v1/keys", json={"name": "x", "scope": "root"}, headers=admin), 422
+    )
+    assert body["errors"][0]["loc"] == ["body", "scope"]
+    assert "scope" in body["detail"]
+    body = _is_problem(
+        app_client.post("/v1/keys", json={"name": "x", "scope": "read", "bogus": 1}, headers=admin),
+        422,
+    )
+    assert body["errors"][0]["loc"][-1] == "bogus"
+
+
+def test_malformed_json_is_422_not_500(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    r = app_client.post(
+        "/v1/keys",
+        content=b'{"name": "x", "scope": ',
+        headers={**auth(keys["admin"]), "content-type": "application/json"},
+    )
+    _is_problem(r, 422)
+
+
+def test_oversize_body_is_413_and_nothing_is_written(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        before = len(session.scalars(select(ApiKey)).all())
+    r = app_client.post(
+        "/v1/keys",
+        json={"name": "x" * 2_000_000, "scope": "read"},
+        headers=auth(keys["admin"]),
+    )
+    _is_problem(r, 413)
+    with session_scope() as session:
+        assert len(session.scalars(select(ApiKey)).all()) == before
+
+
+def test_unknown_route_is_problem_json(app_client) -> None:  # type: ignore[no-untyped-def]
+    _is_problem(app_client.get("/v1/nothing-here"), 404)

@@ -1,0 +1,135 @@
+"""Helpers for tests: the service environment, cache resets and a real worker subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ServiceEnv:
+    """Where the app under test keeps its state."""
+
+    database_url: str
+    broker_url: str
+    storage_root: Path
+    model_root: Path
+
+    def variables(self) -> dict[str, str]:
+        """The TUNECOST_* variables that point the app and workers here."""
+        return {
+            "TUNECOST_DATABASE_URL": self.database_url,
+            "TUNECOST_BROKER_URL": self.broker_url,
+            "TUNECOST_STORAGE_ROOT": str(self.storage_root),
+            "TUNECOST_MODEL_ROOTS": str(self.model_root),
+            "TUNECOST_HEARTBEAT_INTERVAL_S": "1",
+            "TUNECOST_HEARTBEAT_STALE_S": "10",
+        }
+
+
+def clear_caches() -> None:
+    """Forget cached settings, engines and the Celery client after the environment changed."""
+    import app.queue
+    from app.config import get_settings
+    from app.db import get_engine, get_sessionmaker
+
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+    app.queue._client = None
+
+
+@dataclass
+class WorkerProcess:
+    """A running `celery worker` subprocess."""
+
+    proc: subprocess.Popen[bytes]
+    hostname: str
+    queue: str
+    log: Path
+
+    def output(self) -> str:
+        """What the worker has logged so far."""
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns a truthy value; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def start_worker(
+    env: ServiceEnv, *, gpu: str, hostname: str, log: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[WorkerProcess]:
+    """Start `celery -A worker.celery_app worker` for `gpu` and wait until its heartbeat shows."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.models import WorkerNode
+
+    proc_env = {**os.environ, **env.variables(), "TUNECOST_WORKER_GPU": gpu, **(extra_env or {})}
+    queue = f"gpu.{gpu}"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "-n",
+                f"{hostname}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=proc_env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    full_name = None
+
+    def registered() -> bool:
+        nonlocal full_name
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{log.read_text(errors='replace')}")
+        with session_scope() as session:
+            full_name = session.scalar(
+                select(WorkerNode.hostname).where(WorkerNode.hostname.startswith(hostname))
+            )
+        return full_name is not None
+
+    worker = WorkerProcess(proc=proc, hostname=hostname, queue=queue, log=log)
+    try:
+        wait_for(registered, timeout=60, what=f"worker {hostname} heartbeat")
+        worker.hostname = full_name or hostname
+        yield worker
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

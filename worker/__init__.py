@@ -1,0 +1,1 @@
+"""Celery workers that run fine-tunes; imports app/, never the reverse."""

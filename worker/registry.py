@@ -1,0 +1,28 @@
+"""The `workers` table from the worker's side: heartbeat upserts and removal."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+
+from app.db import session_scope
+from app.models import WorkerNode
+from app.models.base import utcnow
+
+
+def beat(
+    *, hostname: str, gpu: str, queue: str, device_name: str, device_count: int, pid: int
+) -> None:
+    """Insert or refresh this worker's row."""
+    with session_scope() as session:
+        row = session.get(WorkerNode, hostname)
+        if row is None:
+            row = WorkerNode(hostname=hostname, started_at=utcnow())
+            session.add(row)
+        row.gpu, row.queue, row.device_name = gpu, queue, device_name
+        row.device_count, row.pid, row.last_seen_at = device_count, pid, utcnow()
+
+
+def remove(*, hostname: str) -> None:
+    """Forget a worker that shut down cleanly."""
+    with session_scope() as session:
+        session.execute(delete(WorkerNode).where(WorkerNode.hostname == hostname))

@@ -1,0 +1,14 @@
+"""Celery tasks. Each takes ids, reloads its rows and is safe to run twice (acks are late)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from worker.celery_app import celery_app
+
+
+@celery_app.task(name="tunecost.echo", ignore_result=False)
+def echo(payload: Any) -> dict[str, Any]:
+    """Return the payload and who ran it: proves the broker → worker path end to end."""
+    return {"payload": payload, "hostname": socket.gethostname()}
