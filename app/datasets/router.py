@@ -1,0 +1,89 @@
+"""Dataset routes: upload (submit scope), get and list (read scope)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from app.auth.deps import ReadPrincipal, SubmitPrincipal
+from app.config import get_settings
+from app.datasets import service
+from app.datasets.schemas import DatasetOut
+from app.datasets.upload import receive_upload
+from app.db import SessionDep
+from app.pagination import CursorQuery, LimitQuery, Page
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JSONL (or gzipped JSONL): one record per line in "
+                            "text, prompt/completion, Alpaca or chat format",
+                        },
+                        "name": {"type": "string", "maxLength": 300},
+                        "model_path": {
+                            "type": "string",
+                            "description": "a local model folder under TUNECOST_MODEL_ROOTS "
+                            "whose tokenizer counts the tokens; else an approximation is used",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    openapi_extra=_UPLOAD_BODY,
+    responses={413: {"description": "the upload passes TUNECOST_MAX_UPLOAD_BYTES"}},
+)
+async def upload_dataset(
+    request: Request, session: SessionDep, principal: SubmitPrincipal
+) -> DatasetOut:
+    """Upload a JSONL dataset; any bad line refuses the whole file and nothing is stored."""
+    upload = await receive_upload(
+        content_type=request.headers.get("content-type", ""),
+        stream=request.stream(),
+        max_bytes=get_settings().max_upload_bytes,
+    )
+    try:
+        row = await run_in_threadpool(
+            service.create,
+            session,
+            upload=upload,
+            name=upload.fields.get("name"),
+            model_path=upload.fields.get("model_path"),
+            principal=principal,
+        )
+    finally:
+        upload.discard()
+    return service.to_out(row)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, session: SessionDep, _: ReadPrincipal) -> DatasetOut:
+    """One dataset with its token statistics."""
+    return service.to_out(service.get(session, dataset_id=dataset_id))
+
+
+@router.get("", response_model=Page[DatasetOut])
+def list_datasets(
+    session: SessionDep, _: ReadPrincipal, limit: LimitQuery = 20, cursor: CursorQuery = None
+) -> Page[DatasetOut]:
+    """Datasets, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    rows, next_cursor = service.list_(session, limit=limit, cursor=cursor)
+    return Page[DatasetOut](items=[service.to_out(r) for r in rows], next_cursor=next_cursor)
