@@ -7,11 +7,46 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://tunecost.dev/problems/"
+
+
+class FieldError(BaseModel):
+    """Where a request was invalid and why."""
+
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, as every error response carries."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+def _problem_doc(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description, "content": {PROBLEM_JSON: {}}}
+
+
+# Documented on every authenticated route so the OpenAPI matches what clients really get.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _problem_doc("Missing, unknown, revoked or expired API key"),
+    403: _problem_doc("The key lacks the scope this route needs"),
+    404: _problem_doc("No such resource"),
+    409: _problem_doc("Conflicts with the current state"),
+    413: _problem_doc("Body over the configured limit"),
+    422: _problem_doc("Invalid request; `errors` lists the fields"),
+    503: _problem_doc("The database is unreachable; nothing was written"),
+}
 
 
 class AppError(Exception):
@@ -127,6 +162,18 @@ def install_error_handlers(app: FastAPI) -> None:
             "detail": str(exc.detail),
         }
         return problem_response(exc.status_code, body, getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # e.g. a NUL character in text, or a number past the column's range: the client's input.
+        reason = str(exc.orig).splitlines()[0] if exc.orig else "a value cannot be stored"
+        body = InvalidInput(f"a value in the request cannot be stored: {reason}").body()
+        return problem_response(422, body)
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(_: Request, exc: IntegrityError) -> JSONResponse:
+        body = Conflict("the request conflicts with existing data; nothing was written").body()
+        return problem_response(409, body)
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
