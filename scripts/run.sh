@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serve the API and one Celery worker on the embedded defaults (SQLite + SQLite broker).
-# Ctrl-C stops both.
+# Ctrl-C (or SIGTERM) stops both; if either exits, the other is stopped too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -12,11 +12,15 @@ mkdir -p var/storage var/models
 
 "$VENV/bin/celery" -A worker.celery_app worker --loglevel INFO --concurrency 1 &
 worker_pid=$!
+"$VENV/bin/uvicorn" app.main:create_app --factory --host "$HOST" --port "$PORT" &
+api_pid=$!
+
 stop() {
-  kill -TERM "$worker_pid" 2>/dev/null || true
-  wait "$worker_pid" 2>/dev/null || true
+  trap - EXIT INT TERM
+  kill -TERM "$api_pid" "$worker_pid" 2>/dev/null || true
+  wait "$api_pid" "$worker_pid" 2>/dev/null || true
 }
 trap stop EXIT INT TERM
 
 echo "API on http://$HOST:$PORT (docs at /docs); worker pid $worker_pid. Ctrl-C stops both."
-"$VENV/bin/uvicorn" app.main:create_app --factory --host "$HOST" --port "$PORT"
+wait -n "$api_pid" "$worker_pid"
