@@ -1,0 +1,107 @@
+"""Request and response bodies of the catalog routes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.estimator.spec import Pricing
+
+# Generous ceiling for one GPU-hour: the dearest listed rate is ~$15; rejects typos like 1e9.
+MAX_USD_PER_GPU_HOUR = 1000.0
+PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class GpuOut(BaseModel):
+    """One catalog GPU."""
+
+    id: str
+    name: str
+    vendor: str
+    memory_gib: float
+    bf16_tflops_dense: float
+    fp16_tflops_dense: float
+    fp32_tflops: float
+    memory_bandwidth_gbps: float
+    interconnect: str
+    interconnect_gbps: float
+    supports_bf16: bool
+    tdp_watts: float
+    source: str
+
+
+class GpuList(BaseModel):
+    """Every GPU of the catalog, and the short names accepted for some of them."""
+
+    catalog_version: int
+    gpus: list[GpuOut]
+    aliases: dict[str, str]
+
+
+class PriceOut(BaseModel):
+    """What a provider charges per GPU-hour; `override` when an admin set it."""
+
+    provider: str
+    gpu: str
+    pricing: str
+    usd_per_gpu_hour: float
+    instance: str
+    gpus_per_instance: int
+    region: str
+    as_of: date
+    source: str
+    override: bool
+
+
+class PriceList(BaseModel):
+    """Effective prices at one catalog version."""
+
+    catalog_version: int
+    prices: list[PriceOut]
+
+
+class PriceIn(BaseModel):
+    """A negotiated rate that replaces the listed one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd_per_gpu_hour: float = Field(ge=0, le=MAX_USD_PER_GPU_HOUR)
+    pricing: Pricing = "on_demand"
+
+
+class PriceSet(BaseModel):
+    """The stored override and the catalog version it created."""
+
+    catalog_version: int
+    price: PriceOut
+    set_at: datetime
+
+
+class PriceCleared(BaseModel):
+    """The catalog version created by removing an override."""
+
+    catalog_version: int
+
+
+class ModelOut(BaseModel):
+    """One catalog model: its hub id and the shape numbers of its config."""
+
+    id: str
+    model_type: str
+    architectures: list[str]
+    hidden_size: int | None
+    num_layers: int | None
+    num_attention_heads: int | None
+    num_key_value_heads: int | None
+    vocab_size: int | None
+    max_position_embeddings: int | None
+    total_params: int | None = Field(
+        None, description="exact count (built on the meta device); only with ?params=true"
+    )
+
+
+class ModelList(BaseModel):
+    """Every model of the catalog."""
+
+    models: list[ModelOut]
