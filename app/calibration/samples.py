@@ -1,0 +1,202 @@
+"""What one finished job says about its (GPU, method): an efficiency and a memory ratio.
+
+Only succeeded jobs that ran to the end count; a run stopped by its budget or a cancel is not a
+full run and would bias the time. The efficiency is the one that makes the estimator's own time
+model (`TimeBreakdown` in app/estimator/compute.py, stored on the job) reproduce the measured
+time: the bandwidth-bound per-step terms are taken as modelled and the matmul term absorbs the
+rest, as `compute.fit_mfu` does. The measured training-loop time is used where the worker
+recorded it (start-up is then left out on both sides); otherwise the wall time less the
+modelled start-up and saving.
+
+The memory ratio compares the measured peak with the estimator's uncalibrated peak: a snapshot
+made with a calibrated memory factor is divided by that factor when it recorded it, and left out
+of the memory fit when it did not (otherwise the fit would chase its own corrections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Job, JobStatus
+
+# The modelled fixed terms must leave at least this share of the measured wall time to the
+# matmuls; below it the fitted efficiency is mostly noise in the start-up model (tiny CPU runs).
+MIN_COMPUTE_SHARE = 0.1
+# Newest jobs read per (GPU, method): enough for a stable median, bounded work per fit, and
+# recent runs reflect the current software stack.
+MAX_JOBS_PER_GROUP = 200
+_STEP_TERMS = ("weight_stream_s", "dequant_s", "optimizer_s", "comm_s")
+
+
+@dataclass(frozen=True)
+class JobSample:
+    """One job's contribution to the fit of its (GPU, method)."""
+
+    job_id: str
+    gpu: str
+    method: str
+    finished_at: datetime
+    efficiency: float | None
+    efficiency_source: str | None  # "train_time", "wall_time", "hours_ratio", "measured_mfu"
+    memory_ratio: float | None  # measured peak / estimated peak
+    peak_kind: str | None  # what the measured peak is: CUDA reserved/allocated, or CPU RSS
+
+
+def _pos(value: Any) -> float | None:
+    if isinstance(value, int | float) and value > 0:
+        return float(value)
+    return None
+
+
+def step_fraction(snapshot: dict[str, Any]) -> float:
+    """Share of the estimated optimizer steps the job was set to run (max_steps), at most 1."""
+    steps = _pos(snapshot.get("steps"))
+    scaled = _pos((snapshot.get("job_scaled") or {}).get("steps"))
+    if steps and scaled and scaled < steps:
+        return scaled / steps
+    return 1.0
+
+
+def modelled_seconds(snapshot: dict[str, Any], *, mfu: float) -> float | None:
+    """The snapshot's wall time re-derived at efficiency `mfu` (scaled to the job's steps)."""
+    time = snapshot.get("time") or {}
+    own_mfu, compute = _pos(snapshot.get("mfu")), _pos(time.get("compute_s"))
+    if own_mfu is None or compute is None or mfu <= 0:
+        return None
+    frac = step_fraction(snapshot)
+    per_step = sum(float(time.get(k) or 0.0) for k in _STEP_TERMS)
+    fixed = float(time.get("overhead_s") or 0.0)
+    return fixed + frac * (per_step + compute * own_mfu / mfu)
+
+
+def raw_peak_bytes(snapshot: dict[str, Any], est_peak: float | None) -> float | None:
+    """The estimator's peak before any calibrated memory factor; None when it cannot be known."""
+    if not est_peak or est_peak <= 0:
+        return None
+    factor = _pos(snapshot.get("memory_factor"))
+    if factor is not None:
+        return est_peak / factor
+    if snapshot.get("basis", "prior") == "prior":
+        return float(est_peak)
+    return None
+
+
+def job_efficiency(
+    snapshot: dict[str, Any],
+    *,
+    wall_s: float | None,
+    train_s: float | None = None,
+    est_gpu_hours: float | None = None,
+    act_gpu_hours: float | None = None,
+    act_mfu: float | None = None,
+) -> tuple[float | None, str | None]:
+    """The efficiency this job implies, and how it was derived (None when it cannot tell)."""
+    mfu = _pos(snapshot.get("mfu"))
+    time = snapshot.get("time") or {}
+    compute = _pos(time.get("compute_s"))
+    if mfu is not None and compute is not None and (train_s or wall_s):
+        frac = step_fraction(snapshot)
+        per_step = frac * sum(float(time.get(k) or 0.0) for k in _STEP_TERMS)
+        if train_s:
+            measured, fixed, source = train_s, 0.0, "train_time"
+        else:
+            measured, fixed, source = (
+                float(wall_s or 0.0),
+                float(time.get("overhead_s") or 0.0),
+                "wall_time",
+            )
+        remaining = measured - fixed - per_step
+        if remaining >= MIN_COMPUTE_SHARE * measured:
+            return mfu * compute * frac / remaining, source
+    elif mfu is not None and est_gpu_hours and act_gpu_hours:
+        # No time breakdown stored: scale the whole estimate (overheads included).
+        return mfu * est_gpu_hours / act_gpu_hours, "hours_ratio"
+    if act_mfu is not None and act_mfu > 0:
+        return float(act_mfu), "measured_mfu"
+    return None, None
+
+
+def load_samples(
+    session: Session,
+    *,
+    exclude_job_ids: Sequence[str] = (),
+    finished_before: datetime | None = None,
+    finished_from: datetime | None = None,
+    per_group: int | None = MAX_JOBS_PER_GROUP,
+) -> list[JobSample]:
+    """Samples of succeeded full runs, newest `per_group` per (GPU, method), in time order."""
+    where = [
+        Job.status == JobStatus.SUCCEEDED,
+        Job.finished_at.is_not(None),
+        Job.act_wall_s.is_not(None),
+    ]
+    if exclude_job_ids:
+        where.append(Job.id.not_in(list(exclude_job_ids)))
+    if finished_before is not None:
+        where.append(Job.finished_at < finished_before)
+    if finished_from is not None:
+        where.append(Job.finished_at >= finished_from)
+    rank = (
+        func.row_number()
+        .over(partition_by=(Job.gpu, Job.method), order_by=(Job.finished_at.desc(), Job.id))
+        .label("rank")
+    )
+    inner = (
+        select(
+            Job.id,
+            Job.gpu,
+            Job.method,
+            Job.finished_at,
+            Job.act_wall_s,
+            Job.act_mfu,
+            Job.act_gpu_hours,
+            Job.est_gpu_hours,
+            Job.act_peak_bytes,
+            Job.act_peak_kind,
+            Job.est_peak_bytes,
+            Job.estimate_snapshot,
+            Job.errors,
+            Job.actuals["train_s"].as_float().label("train_s"),
+            rank,
+        )
+        .where(*where)
+        .subquery()
+    )
+    stmt = select(inner)
+    if per_group is not None:
+        stmt = stmt.where(inner.c.rank <= per_group)
+    stmt = stmt.order_by(inner.c.finished_at, inner.c.id)
+    out = []
+    for r in session.execute(stmt):
+        if (r.errors or {}).get("complete_run") is False:
+            continue  # succeeded but not the planned run: not comparable
+        snapshot = r.estimate_snapshot or {}
+        efficiency, source = job_efficiency(
+            snapshot,
+            wall_s=r.act_wall_s,
+            train_s=r.train_s,
+            est_gpu_hours=r.est_gpu_hours,
+            act_gpu_hours=r.act_gpu_hours,
+            act_mfu=r.act_mfu,
+        )
+        est_peak = raw_peak_bytes(snapshot, r.est_peak_bytes)
+        act_peak = _pos(r.act_peak_bytes)
+        out.append(
+            JobSample(
+                job_id=r.id,
+                gpu=r.gpu,
+                method=r.method,
+                finished_at=r.finished_at,
+                efficiency=efficiency,
+                efficiency_source=source,
+                memory_ratio=act_peak / est_peak if est_peak and act_peak else None,
+                peak_kind=r.act_peak_kind,
+            )
+        )
+    return out

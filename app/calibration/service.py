@@ -1,0 +1,161 @@
+"""Calibration: fit an efficiency and a memory factor per (GPU, method) from finished jobs.
+
+Per group, each job gives an efficiency and a measured/estimated peak ratio (see samples.py).
+Outliers are dropped with the modified z-score on the logarithm (ratios are multiplicative), the
+rest are combined by their geometric mean, and a value is only used once MIN_JOBS jobs back it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from app.calibration.samples import JobSample, load_samples
+from app.estimator.calibration_types import Calibration
+from app.estimator.spec import Method
+
+MIN_JOBS = 3  # jobs a fitted value needs before estimates use it; with fewer, keep the prior
+# Iglewicz & Hoaglin (1993), "How to Detect and Handle Outliers": modified z-score
+# M = 0.6745 (x - median) / MAD; |M| > 3.5 marks an outlier.
+MODIFIED_Z_SCALE = 0.6745
+MODIFIED_Z_LIMIT = 3.5
+# When most jobs agree exactly the MAD is 0 and any other value would be an "outlier"; a floor
+# of 0.01 in log space (1% apart) keeps jobs that differ by run-to-run noise.
+MIN_LOG_MAD = 0.01
+MAX_MFU = 1.0  # an efficiency is a fraction of peak; a fit above it is capped (and flagged)
+CPU_PEAK_KIND = "cpu_rss"  # what CPU jobs report: the process's peak resident set
+_METHODS = frozenset(m.value for m in Method)
+
+
+@dataclass(frozen=True)
+class RobustFit:
+    """A geometric mean over the jobs that survived the outlier guard."""
+
+    value: float | None
+    used: int
+    outliers: int
+    used_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupFit:
+    """Everything fitted for one (GPU, method), with the counts behind it."""
+
+    gpu: str
+    method: str
+    eligible_jobs: int
+    mfu: RobustFit
+    memory: RobustFit
+    mfu_capped: bool = False
+    efficiency_sources: dict[str, int] = field(default_factory=dict)
+    peak_kind: str | None = None
+
+    @property
+    def job_ids(self) -> frozenset[str]:
+        """The jobs either fitted value rests on."""
+        return frozenset(self.mfu.used_ids) | frozenset(self.memory.used_ids)
+
+    def calibration(self) -> Calibration | None:
+        """The estimator's view: only values with at least MIN_JOBS jobs behind them."""
+        mfu = self.mfu.value if self.mfu.used >= MIN_JOBS else None
+        memory = self.memory.value if self.memory.used >= MIN_JOBS else None
+        if mfu is None and memory is None:
+            return None
+        return Calibration(mfu=mfu, memory_factor=memory, jobs=len(self.job_ids))
+
+
+def robust_fit(values: Sequence[tuple[str, float]]) -> RobustFit:
+    """Geometric mean of the positive `values` after dropping modified-z outliers in log space."""
+    pairs = [(job_id, math.log(v)) for job_id, v in values if v > 0]
+    if not pairs:
+        return RobustFit(None, 0, 0)
+    logs = [x for _, x in pairs]
+    if len(logs) < MIN_JOBS:
+        # Too few to tell an outlier from the rule: keep them, the value is not used anyway.
+        kept = pairs
+    else:
+        median = statistics.median(logs)
+        mad = max(statistics.median(abs(x - median) for x in logs), MIN_LOG_MAD)
+        kept = [
+            (job_id, x)
+            for job_id, x in pairs
+            if abs(MODIFIED_Z_SCALE * (x - median) / mad) <= MODIFIED_Z_LIMIT
+        ]
+    value = math.exp(statistics.fmean(x for _, x in kept))
+    return RobustFit(value, len(kept), len(pairs) - len(kept), tuple(j for j, _ in kept))
+
+
+def _fit_group(gpu: str, method: str, samples: list[JobSample]) -> GroupFit:
+    eff = [(s.job_id, s.efficiency) for s in samples if s.efficiency is not None]
+    kinds = Counter(s.peak_kind for s in samples if s.memory_ratio is not None)
+    # Only peaks of one kind are comparable: take the most common one.
+    kind = kinds.most_common(1)[0][0] if kinds else None
+    mem = [
+        (s.job_id, s.memory_ratio)
+        for s in samples
+        if s.memory_ratio is not None and s.peak_kind == kind
+    ]
+    mfu = robust_fit(eff)
+    capped = mfu.value is not None and mfu.value > MAX_MFU
+    if capped:
+        mfu = RobustFit(MAX_MFU, mfu.used, mfu.outliers, mfu.used_ids)
+    sources = Counter(s.efficiency_source for s in samples if s.efficiency_source)
+    return GroupFit(
+        gpu=gpu,
+        method=method,
+        eligible_jobs=len(samples),
+        mfu=mfu,
+        memory=robust_fit(mem),
+        mfu_capped=capped,
+        efficiency_sources=dict(sources),
+        peak_kind=kind or (CPU_PEAK_KIND if gpu == "cpu" and kinds else None),
+    )
+
+
+def fit_samples(samples: Iterable[JobSample]) -> list[GroupFit]:
+    """Fit every (GPU, method) present in `samples`."""
+    groups: dict[tuple[str, str], list[JobSample]] = {}
+    for s in samples:
+        groups.setdefault((s.gpu, s.method), []).append(s)
+    return [_fit_group(gpu, method, rows) for (gpu, method), rows in sorted(groups.items())]
+
+
+def fit_groups(
+    session: Session,
+    *,
+    exclude_job_ids: Sequence[str] = (),
+    finished_before: datetime | None = None,
+) -> list[GroupFit]:
+    """The detailed fit of every (GPU, method) with succeeded full runs."""
+    samples = load_samples(
+        session, exclude_job_ids=exclude_job_ids, finished_before=finished_before
+    )
+    return fit_samples(samples)
+
+
+def to_table(groups: Iterable[GroupFit]) -> dict[tuple[str, Method], Calibration]:
+    """The groups with a usable fit, keyed as the estimator looks them up."""
+    table: dict[tuple[str, Method], Calibration] = {}
+    for group in groups:
+        calibration = group.calibration()
+        if calibration is not None and group.method in _METHODS:
+            table[(group.gpu, Method(group.method))] = calibration
+    return table
+
+
+def fit(
+    session: Session,
+    *,
+    exclude_job_ids: Sequence[str] = (),
+    finished_before: datetime | None = None,
+) -> dict[tuple[str, Method], Calibration]:
+    """Per (GPU, method), the calibration finished jobs support (only groups with enough jobs)."""
+    return to_table(
+        fit_groups(session, exclude_job_ids=exclude_job_ids, finished_before=finished_before)
+    )

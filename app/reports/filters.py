@@ -1,0 +1,215 @@
+"""Query parameters shared by the report routes: time window, column and tag filters, grouping.
+
+Every report reads the same filters, validated once here into a `ReportFilters` that turns into
+SQL `WHERE` clauses. A job belongs to a window by its `finished_at` (the moment its cost is
+known); jobs that have not finished are never in a report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, literal_column, select
+from sqlalchemy.orm import aliased
+
+from app.errors import InvalidInput
+from app.estimator.spec import Method
+from app.models import Job, JobStatus, JobTag
+
+TAG_PARAM_PREFIX = "tag."
+TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")  # the job_tags.key alphabet and width
+MAX_FILTER_VALUES = 100  # values of one filter; an IN list past this is a mistake, not a query
+# Column filters: query parameter -> job column.
+COLUMN_FILTERS = {
+    "method": Job.method,
+    "gpu": Job.gpu,
+    "model": Job.model_ref,
+    "status": Job.status,
+    "provider": Job.provider,
+    "team": Job.team,
+}
+# group_by values that name a job column; `tag:<key>` and `job` are handled apart.
+GROUP_COLUMNS = {
+    "method": Job.method,
+    "gpu": Job.gpu,
+    "model": Job.model_ref,
+    "provider": Job.provider,
+    "status": Job.status,
+    "team": Job.team,
+}
+GROUP_CHOICES = (*GROUP_COLUMNS, "job", "tag:<key>")
+
+
+def _query_field(name: str) -> str:
+    return f"query.{name}"
+
+
+def split_values(raw: Iterable[str], *, name: str) -> list[str]:
+    """Repeated and comma-separated values of one parameter, blanks dropped, order kept."""
+    out: list[str] = []
+    for item in raw:
+        out.extend(v.strip() for v in item.split(",") if v.strip())
+    if len(out) > MAX_FILTER_VALUES:
+        raise InvalidInput(f"{name}: at most {MAX_FILTER_VALUES} values", field=_query_field(name))
+    return list(dict.fromkeys(out))
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """`value` in UTC; a naive value is taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class ReportFilters:
+    """Which jobs a report covers: finished in [start, end), matching every filter given."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """The WHERE clauses selecting these jobs from `jobs`."""
+        out: list[ColumnElement[bool]] = [Job.finished_at.is_not(None)]
+        if self.start is not None:
+            out.append(Job.finished_at >= self.start)
+        if self.end is not None:
+            out.append(Job.finished_at < self.end)
+        for name, values in self.columns.items():
+            out.append(COLUMN_FILTERS[name].in_(values))
+        for key, values in self.tags.items():
+            tag = aliased(JobTag)
+            out.append(
+                exists(
+                    select(literal_column("1"))
+                    .select_from(tag)
+                    .where(tag.job_id == Job.id, tag.key == key, tag.value.in_(values))
+                )
+            )
+        return out
+
+    def where(self) -> ColumnElement[bool]:
+        """All clauses joined with AND."""
+        return and_(*self.clauses())
+
+
+def parse_filters(
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    params: Mapping[str, list[str]],
+    allowed: Iterable[str],
+) -> ReportFilters:
+    """Validate the window and the filter parameters; unknown parameters are refused by name.
+
+    `params` maps every query parameter to its values; `allowed` names the non-filter
+    parameters the route itself declares (from, to, group_by, ...).
+    """
+    start, end = as_utc(start), as_utc(end)
+    if start is not None and end is not None and start > end:
+        raise InvalidInput("from must not be later than to", field=_query_field("from"))
+    known = set(allowed)
+    columns: dict[str, tuple[str, ...]] = {}
+    tags: dict[str, tuple[str, ...]] = {}
+    for name, raw in params.items():
+        if name in known:
+            continue
+        if name.startswith(TAG_PARAM_PREFIX):
+            key = name.removeprefix(TAG_PARAM_PREFIX)
+            if not TAG_KEY.match(key):
+                raise InvalidInput(
+                    f"{name}: a tag key is 1-100 of A-Z a-z 0-9 _ . -", field=_query_field(name)
+                )
+            values = split_values(raw, name=name)
+            if not values:
+                raise InvalidInput(f"{name}: give at least one value", field=_query_field(name))
+            tags[key] = tuple(values)
+            continue
+        if name not in COLUMN_FILTERS:
+            accepted = sorted({*known, *COLUMN_FILTERS, "tag.<key>"})
+            raise InvalidInput(
+                f"unknown query parameter {name!r}; accepted: {', '.join(accepted)}",
+                field=_query_field(name),
+            )
+        values = split_values(raw, name=name)
+        if not values:
+            continue
+        _check_enum(name, values)
+        columns[name] = tuple(values)
+    return ReportFilters(start=start, end=end, columns=columns, tags=tags)
+
+
+def _check_enum(name: str, values: list[str]) -> None:
+    choices: tuple[str, ...] | None = None
+    if name == "method":
+        choices = tuple(m.value for m in Method)
+    elif name == "status":
+        choices = tuple(s.value for s in JobStatus)
+    if choices is None:
+        return
+    bad = [v for v in values if v not in choices]
+    if bad:
+        raise InvalidInput(
+            f"{name}: unknown value {bad[0]!r}; use one of {', '.join(choices)}",
+            field=_query_field(name),
+        )
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How report rows are grouped: a job column, a tag key, each job, or nothing."""
+
+    kind: str  # a GROUP_COLUMNS key, "tag", "job" or "none"
+    tag_key: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The group_by value this came from."""
+        return f"tag:{self.tag_key}" if self.kind == "tag" else self.kind
+
+
+def parse_group_by(value: str | None, *, allow_job: bool = True) -> Grouping:
+    """`method`, `gpu`, `model`, `provider`, `status`, `team`, `job` or `tag:<key>`."""
+    if value is None or value == "":
+        return Grouping("none")
+    if value.startswith("tag:"):
+        key = value.removeprefix("tag:")
+        if not TAG_KEY.match(key):
+            raise InvalidInput(
+                "group_by: tag:<key> needs a key of 1-100 of A-Z a-z 0-9 _ . -",
+                field=_query_field("group_by"),
+            )
+        return Grouping("tag", key)
+    if value in GROUP_COLUMNS or (value == "job" and allow_job):
+        return Grouping(value)
+    choices = [c for c in GROUP_CHOICES if allow_job or c != "job"]
+    raise InvalidInput(
+        f"group_by: unknown grouping {value!r}; use one of {', '.join(choices)}",
+        field=_query_field("group_by"),
+    )
+
+
+def query_lists(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """A request's query items as name -> every value given."""
+    out: dict[str, list[str]] = {}
+    for name, value in items:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def describe(filters: ReportFilters) -> dict[str, Any]:
+    """The applied filters as JSON, echoed back in every report."""
+    return {
+        "from": filters.start.isoformat() if filters.start else None,
+        "to": filters.end.isoformat() if filters.end else None,
+        **{name: list(values) for name, values in filters.columns.items()},
+        **{f"tag.{key}": list(values) for key, values in filters.tags.items()},
+    }

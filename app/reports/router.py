@@ -1,0 +1,181 @@
+"""Report routes (read scope): estimate vs actual, spend over time, the FOCUS 1.2 export.
+
+Filters common to all three: `from`/`to` (ISO 8601 date or date-time, UTC unless an offset is
+given; `to` is exclusive) on when the job finished, `method`, `gpu`, `model`, `status`,
+`provider`, `team` (repeat the parameter or separate values by commas) and `tag.<key>=<value>`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from app.auth.deps import ReadPrincipal
+from app.db import SessionDep, get_sessionmaker
+from app.reports import focus, service
+from app.reports.filters import ReportFilters, parse_filters, parse_group_by, query_lists
+from app.reports.schemas import (
+    Bucket,
+    EstimateVsActualReport,
+    Format,
+    SpendReport,
+    flat_columns,
+    flat_row,
+)
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+
+CSV_MEDIA = "text/csv; charset=utf-8"
+_FILTER_DOC = "repeat or comma-separate values"
+
+FromQ = Annotated[
+    datetime | None, Query(alias="from", description="jobs finished at or after (ISO 8601)")
+]
+ToQ = Annotated[datetime | None, Query(description="jobs finished before (ISO 8601)")]
+ListQ = Annotated[list[str] | None, Query(description=_FILTER_DOC)]
+FormatQ = Annotated[Format, Query(description="json, or csv with the same rows")]
+LimitQ = Annotated[int, Query(ge=1, le=service.MAX_LIMIT, description="most rows returned")]
+_REPORT_PARAMS = ("from", "to", "group_by", "format", "limit")
+_SPEND_PARAMS = (*_REPORT_PARAMS, "bucket")
+_FOCUS_PARAMS = ("from", "to", "format")
+
+
+def _filters(
+    request: Request, start: datetime | None, end: datetime | None, allowed: tuple[str, ...]
+) -> ReportFilters:
+    return parse_filters(
+        start=start,
+        end=end,
+        params=query_lists(request.query_params.multi_items()),
+        allowed=allowed,
+    )
+
+
+def _csv(columns: list[str], records: list[dict[str, Any]], filename: str) -> Response:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in rec.items()} for rec in records)
+    return Response(
+        buffer.getvalue(),
+        media_type=CSV_MEDIA,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+_CSV_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+
+@router.get("/estimate-vs-actual", response_model=EstimateVsActualReport, responses=_CSV_DOC)
+def estimate_vs_actual(
+    request: Request,
+    session: SessionDep,
+    _: ReadPrincipal,
+    start: FromQ = None,
+    to: ToQ = None,
+    group_by: Annotated[
+        str, Query(description="method, gpu, model, provider, status, team, job or tag:<key>")
+    ] = "method",
+    method: ListQ = None,
+    gpu: ListQ = None,
+    model: ListQ = None,
+    status: ListQ = None,
+    provider: ListQ = None,
+    team: ListQ = None,
+    format: FormatQ = "json",
+    limit: LimitQ = service.DEFAULT_LIMIT,
+) -> Any:
+    """Per group: jobs, spend, estimated vs actual cost, GPU-hours and peak memory with errors.
+
+    Errors are (estimate - actual) / actual: positive means the estimate was too high.
+    """
+    filters = _filters(request, start, to, _REPORT_PARAMS)
+    grouping = parse_group_by(group_by)
+    report = service.estimate_vs_actual(session, filters=filters, grouping=grouping, limit=limit)
+    if format == "csv":
+        records = [flat_row(row) for row in report.rows]
+        return _csv(flat_columns(), records, "estimate-vs-actual.csv")
+    return report
+
+
+@router.get("/spend", response_model=SpendReport, responses=_CSV_DOC)
+def spend(
+    request: Request,
+    session: SessionDep,
+    _: ReadPrincipal,
+    start: FromQ = None,
+    to: ToQ = None,
+    bucket: Annotated[Bucket, Query(description="day, week (from Monday) or month, UTC")] = "day",
+    group_by: Annotated[
+        str | None, Query(description="method, gpu, model, provider, status, team or tag:<key>")
+    ] = None,
+    method: ListQ = None,
+    gpu: ListQ = None,
+    model: ListQ = None,
+    status: ListQ = None,
+    provider: ListQ = None,
+    team: ListQ = None,
+    format: FormatQ = "json",
+    limit: LimitQ = service.DEFAULT_LIMIT,
+) -> Any:
+    """Actual spend per time bucket (and group), for the dashboard's charts."""
+    filters = _filters(request, start, to, _SPEND_PARAMS)
+    grouping = parse_group_by(group_by, allow_job=False)
+    report = service.spend(session, filters=filters, grouping=grouping, bucket=bucket, limit=limit)
+    if format == "csv":
+        records = [row.model_dump() for row in report.rows]
+        return _csv(list(service.SPEND_COLUMNS), records, "spend.csv")
+    return report
+
+
+def _stream(filters: ReportFilters, format: Format) -> Iterator[str]:
+    # Its own session: the request's one is closed before a streamed body is sent.
+    with get_sessionmaker()() as session:
+        batches = focus.iter_batches(session, filters)
+        render = focus.render_csv if format == "csv" else focus.render_json
+        yield from render(batches)
+
+
+@router.get(
+    "/focus",
+    responses={
+        200: {
+            "description": "FOCUS 1.2 charge records, streamed",
+            "content": {"text/csv": {}, "application/json": {}},
+        }
+    },
+)
+def focus_export(
+    request: Request,
+    _: ReadPrincipal,
+    start: FromQ = None,
+    to: ToQ = None,
+    method: ListQ = None,
+    gpu: ListQ = None,
+    model: ListQ = None,
+    status: ListQ = None,
+    provider: ListQ = None,
+    team: ListQ = None,
+    format: FormatQ = "csv",
+) -> StreamingResponse:
+    """One FOCUS 1.2 Usage row per job with a metered cost; streamed, in finish order.
+
+    Columns: `focus.COLUMNS`. Tags is a JSON object (a JSON string in CSV); the estimate is in
+    the x_ columns. Null (an empty CSV cell) where a figure was not recorded.
+    """
+    filters = _filters(request, start, to, _FOCUS_PARAMS)
+    if format == "csv":
+        return StreamingResponse(
+            _stream(filters, format),
+            media_type=CSV_MEDIA,
+            headers={"Content-Disposition": 'attachment; filename="focus.csv"'},
+        )
+    return StreamingResponse(_stream(filters, format), media_type="application/json")

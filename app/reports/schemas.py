@@ -1,0 +1,84 @@
+"""Response bodies of the report routes. Errors are (estimate - actual) / actual: + = over."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Bucket = Literal["day", "week", "month"]
+Format = Literal["json", "csv"]
+
+
+class QuantityError(BaseModel):
+    """Estimate against actual for one quantity, over the jobs that have both."""
+
+    n: int = Field(description="jobs with both an estimate and an actual for this quantity")
+    estimated: float | None = Field(description="sum (cost, GPU-hours) or mean (peak bytes)")
+    actual: float | None
+    mean_error: float | None = Field(description="mean of estimate - actual, in the unit")
+    mean_pct_error: float | None = Field(description="signed mean of (est - act) / act, in %")
+    mape_pct: float | None = Field(description="mean absolute percentage error, in %")
+
+
+class ReportRow(BaseModel):
+    """One group of the estimate-vs-actual report."""
+
+    group: str | None = Field(description="the group's value; null = jobs without it")
+    jobs: int
+    spend_usd: float = Field(description="actual spend of every job in the group")
+    cost_usd: QuantityError
+    gpu_hours: QuantityError
+    peak_bytes: QuantityError
+
+
+class EstimateVsActualReport(BaseModel):
+    """Estimate error per group, with the totals over every job the filters select."""
+
+    group_by: str
+    filters: dict[str, Any]
+    rows: list[ReportRow]
+    total: ReportRow
+    truncated: bool = Field(description="more groups exist than `limit` returned")
+
+
+class SpendRow(BaseModel):
+    """Actual spend of one group in one time bucket."""
+
+    bucket_start: str = Field(description="first day of the bucket (UTC), YYYY-MM-DD")
+    group: str | None
+    jobs: int
+    spend_usd: float
+    gpu_hours: float
+    estimated_cost_usd: float
+
+
+class SpendReport(BaseModel):
+    """Spend over time: one row per (bucket, group), in time order."""
+
+    bucket: Bucket
+    group_by: str
+    filters: dict[str, Any]
+    rows: list[SpendRow]
+    truncated: bool
+
+
+QUANTITY_FIELDS = ("n", "estimated", "actual", "mean_error", "mean_pct_error", "mape_pct")
+QUANTITIES = ("cost_usd", "gpu_hours", "peak_bytes")
+
+
+def flat_row(row: ReportRow) -> dict[str, Any]:
+    """A report row as one flat record (the CSV columns)."""
+    out: dict[str, Any] = {"group": row.group, "jobs": row.jobs, "spend_usd": row.spend_usd}
+    for quantity in QUANTITIES:
+        err: QuantityError = getattr(row, quantity)
+        for name in QUANTITY_FIELDS:
+            out[f"{quantity}_{name}"] = getattr(err, name)
+    return out
+
+
+def flat_columns() -> list[str]:
+    """The CSV header of the estimate-vs-actual report."""
+    cols = ["group", "jobs", "spend_usd"]
+    cols += [f"{q}_{name}" for q in QUANTITIES for name in QUANTITY_FIELDS]
+    return cols

@@ -1,0 +1,218 @@
+"""Estimate-vs-actual and spend reports, computed as one aggregate query each in the database.
+
+Grouping happens in SQL (`GROUP BY`, tag groups through an outer join on `job_tags`); Python only
+renames the aggregated columns. Errors are (estimate - actual) / actual, so a positive number
+means the estimate was too high. A quantity is compared only on jobs that have both figures.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    FromClause,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.models import Job, JobTag
+from app.reports.filters import GROUP_COLUMNS, Grouping, ReportFilters, describe
+from app.reports.schemas import (
+    QUANTITIES,
+    Bucket,
+    EstimateVsActualReport,
+    QuantityError,
+    ReportRow,
+    SpendReport,
+    SpendRow,
+)
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000  # rows of one report response; beyond this use the FOCUS export
+PCT = 100.0
+SPEND_COLUMNS = ("bucket_start", "group", "jobs", "spend_usd", "gpu_hours", "estimated_cost_usd")
+
+# (quantity, estimate column, actual column, aggregate of the compared values)
+_QUANTITY_COLUMNS = (
+    ("cost_usd", Job.est_cost_usd, Job.act_cost_usd, func.sum),
+    ("gpu_hours", Job.est_gpu_hours, Job.act_gpu_hours, func.sum),
+    ("peak_bytes", Job.est_peak_bytes, Job.act_peak_bytes, func.avg),  # a mean of peaks
+)
+_QUANTITY_STATS = ("n", "est", "act", "me", "mpe", "mape")
+
+
+def _quantity_aggregates(name: str, est: Any, act: Any, agg: Any) -> list[ColumnElement[Any]]:
+    est_f, act_f = cast(est, Float), cast(act, Float)
+    both = and_(est.is_not(None), act.is_not(None))
+    diff = case((both, est_f - act_f))
+    rel = case((and_(both, act_f > 0), (est_f - act_f) / act_f))
+    return [
+        func.count(diff).label(f"{name}_n"),
+        agg(case((both, est_f))).label(f"{name}_est"),
+        agg(case((both, act_f))).label(f"{name}_act"),
+        func.avg(diff).label(f"{name}_me"),
+        (func.avg(rel) * PCT).label(f"{name}_mpe"),
+        (func.avg(func.abs(rel)) * PCT).label(f"{name}_mape"),
+    ]
+
+
+def _aggregates() -> list[ColumnElement[Any]]:
+    cols: list[ColumnElement[Any]] = [
+        func.count().label("jobs"),
+        func.coalesce(func.sum(Job.act_cost_usd), 0.0).label("spend_usd"),
+    ]
+    for name, est, act, agg in _QUANTITY_COLUMNS:
+        cols.extend(_quantity_aggregates(name, est, act, agg))
+    return cols
+
+
+def group_source(grouping: Grouping) -> tuple[Any, FromClause]:
+    """The grouping expression and the FROM clause it needs (jobs, or jobs ⟕ one tag key)."""
+    jobs = Job.__table__
+    if grouping.kind == "tag":
+        tag = aliased(JobTag)
+        joined = jobs.outerjoin(tag, and_(tag.job_id == Job.id, tag.key == grouping.tag_key))
+        return tag.value, joined
+    if grouping.kind == "job":
+        return Job.id, jobs
+    return GROUP_COLUMNS[grouping.kind], jobs
+
+
+def _row(mapping: Any, group: Any) -> ReportRow:
+    quantities = {}
+    for name in QUANTITIES:
+        n, est, act, me, mpe, mape = (mapping[f"{name}_{stat}"] for stat in _QUANTITY_STATS)
+        quantities[name] = QuantityError(
+            n=int(n or 0),
+            estimated=_f(est),
+            actual=_f(act),
+            mean_error=_f(me),
+            mean_pct_error=_f(mpe),
+            mape_pct=_f(mape),
+        )
+    return ReportRow(
+        group=None if group is None else str(group),
+        jobs=int(mapping["jobs"]),
+        spend_usd=float(mapping["spend_usd"] or 0.0),
+        **quantities,
+    )
+
+
+def _f(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def estimate_vs_actual(
+    session: Session, *, filters: ReportFilters, grouping: Grouping, limit: int = DEFAULT_LIMIT
+) -> EstimateVsActualReport:
+    """Per group: jobs, spend and the error of cost, GPU-hours and peak memory estimates."""
+    total_stmt = select(*_aggregates()).select_from(Job.__table__).where(filters.where())
+    total = _row(session.execute(total_stmt).mappings().one(), None)
+    if grouping.kind == "none":
+        rows = [total] if total.jobs else []
+    else:
+        expr, source = group_source(grouping)
+        grouped: Select = (
+            select(expr.label("grp"), *_aggregates())
+            .select_from(source)
+            .where(filters.where())
+            .group_by(expr)
+            .order_by(literal_column("spend_usd").desc(), expr)
+            .limit(limit + 1)
+        )
+        rows = [_row(r, r["grp"]) for r in session.execute(grouped).mappings()]
+    return EstimateVsActualReport(
+        group_by=grouping.label,
+        filters=describe(filters),
+        rows=rows[:limit],
+        total=total,
+        truncated=len(rows) > limit,
+    )
+
+
+def _bucket_expr(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
+    """First instant of the UTC day/week (Monday)/month holding `finished_at`."""
+    if dialect == "postgresql":
+        utc = func.timezone(literal_column("'UTC'"), Job.finished_at)
+        return func.date_trunc(literal_column(f"'{bucket}'"), utc)
+    if bucket == "day":
+        return func.strftime("%Y-%m-%d", Job.finished_at)
+    if bucket == "month":
+        return func.strftime("%Y-%m-01", Job.finished_at)
+    # SQLite's %w counts from Sunday = 0; step back to the Monday that starts the ISO week.
+    back = (cast(func.strftime("%w", Job.finished_at), Integer) + 6).self_group() % 7
+    return func.date(Job.finished_at, literal("-").concat(cast(back, String)).concat(" days"))
+
+
+def _day(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)[:10]
+
+
+def spend(
+    session: Session,
+    *,
+    filters: ReportFilters,
+    grouping: Grouping,
+    bucket: Bucket,
+    limit: int = DEFAULT_LIMIT,
+) -> SpendReport:
+    """Actual spend per time bucket and group, oldest bucket first."""
+    dialect = session.get_bind().dialect.name
+    if grouping.kind == "none":
+        expr: ColumnElement[Any] = literal_column("NULL")
+        source: FromClause = Job.__table__
+        keys: list[ColumnElement[Any]] = [literal_column("bucket_start")]
+    else:
+        expr, source = group_source(grouping)
+        keys = [literal_column("bucket_start"), expr]
+    bucket_col = _bucket_expr(dialect, bucket).label("bucket_start")
+    stmt = (
+        select(
+            bucket_col,
+            expr.label("grp"),
+            func.count().label("jobs"),
+            func.coalesce(func.sum(Job.act_cost_usd), 0.0).label("spend_usd"),
+            func.coalesce(func.sum(Job.act_gpu_hours), 0.0).label("gpu_hours"),
+            func.coalesce(func.sum(Job.est_cost_usd), 0.0).label("estimated_cost_usd"),
+        )
+        .select_from(source)
+        .where(filters.where())
+        # By output name: PostgreSQL would not match two copies of a bound-parameter expression.
+        .group_by(*keys)
+        .order_by(*keys)
+        .limit(limit + 1)
+    )
+    rows = [
+        SpendRow(
+            bucket_start=_day(r["bucket_start"]),
+            group=None if r["grp"] is None else str(r["grp"]),
+            jobs=int(r["jobs"]),
+            spend_usd=float(r["spend_usd"]),
+            gpu_hours=float(r["gpu_hours"]),
+            estimated_cost_usd=float(r["estimated_cost_usd"]),
+        )
+        for r in session.execute(stmt).mappings()
+    ]
+    return SpendReport(
+        bucket=bucket,
+        group_by=grouping.label,
+        filters=describe(filters),
+        rows=rows[:limit],
+        truncated=len(rows) > limit,
+    )
