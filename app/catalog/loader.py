@@ -189,8 +189,8 @@ class Catalog:
 
     def with_price_overrides(self, overrides: Iterable[PriceRow], version: int) -> Catalog:
         """A new catalog where each override replaces the row of its (provider, gpu, pricing)."""
-        if version <= self.version:
-            raise ValueError(f"version must advance past {self.version}, got {version}")
+        if version < self.version:
+            raise ValueError(f"version must not go back from {self.version} to {version}")
         rows = {(r.provider, r.gpu, r.pricing): r for r in self.prices}
         for row in overrides:
             gpu_id = self.resolve_gpu_id(row.gpu)
@@ -198,7 +198,17 @@ class Catalog:
                 raise ValueError(f"negative price for {row.provider}/{gpu_id}")
             if row.pricing not in PRICING_KINDS:
                 raise ValueError(f"pricing must be one of {PRICING_KINDS}, got {row.pricing!r}")
-            rows[(row.provider, gpu_id, row.pricing)] = replace(row, gpu=gpu_id)
+            key = (row.provider, gpu_id, row.pricing)
+            listed = rows.get(key)
+            if listed is not None and not row.instance:
+                # A negotiated rate for the same offer: keep how the provider sells it.
+                row = replace(
+                    row,
+                    instance=listed.instance,
+                    gpus_per_instance=listed.gpus_per_instance,
+                    region=listed.region,
+                )
+            rows[key] = replace(row, gpu=gpu_id)
         return replace(self, prices=tuple(rows.values()), version=version)
 
     @functools.cached_property

@@ -1,0 +1,385 @@
+"""Compute and time of a fine-tune: FLOPs per token by method, bandwidth-bound terms, wall time.
+
+FLOPs count matmuls only, 2 FLOPs per multiply-add, as `torch.utils.flop_counter` does. For a
+linear layer with N weights a token costs 2N forward, 2N for the input gradient and 2N for the
+weight gradient (Kaplan et al. 2020, "Scaling Laws", section 2.1: C = 6N per token). Frozen
+layers (LoRA, QLoRA) skip the weight gradient: 4N. Attention's score and value products add
+4·c·d_attn per token and layer forward (c = context length, d_attn = heads x head_dim), 12 with
+backward (PaLM, Chowdhery et al. 2022, appendix B; the full c x c square, as the counter does).
+Gradient checkpointing runs every block's forward again (+2N and the attention forward).
+
+Time is a roofline per micro-step (Williams et al. 2009): the larger of matmul time at the
+prior efficiency and the time to stream the weights through memory, plus the terms that are
+bandwidth-bound whatever the batch: QLoRA dequantization, the optimizer step (full fine-tuning
+reads and writes every state each step), gradient communication, start-up and the final save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from app.catalog.loader import GpuSpec
+from app.estimator.efficiency import (
+    BANDWIDTH_EFFICIENCY,
+    COMM_EFFICIENCY,
+    COMM_OVERLAP,
+    INTER_NODE_GBPS_PER_NODE,
+    STARTUP_SECONDS,
+    WEIGHT_LOAD_GBPS,
+)
+from app.estimator.model_analysis import ModelAnalysis
+from app.estimator.spec import MAX_GPUS_PER_NODE, Method, Optimizer, QLoraSpec, TrainingSpec
+from app.estimator.workload import Workload
+
+ComputeDtype = Literal["bf16", "fp16", "fp32"]
+GIGA = 1e9
+OUTPUT_LAYERS = frozenset({"lm_head", "embed_out"})  # output projections in transformers
+# The last projection of each block's MLP, by the names transformers gives it (Llama family
+# down_proj, GPT-2 mlp.c_proj, OPT/Phi fc2, GPT-NeoX dense_4h_to_h, T5 wo, Mixtral-style w2).
+BLOCK_OUTPUT_LAYERS = frozenset({"down_proj", "fc2", "dense_4h_to_h", "wo", "w2"})
+ROUTER_LAYERS = frozenset({"gate", "router", "shared_expert_gate"})  # MoE routing projections
+FUSED_EXPERT_OUTPUT_SHARE = 1 / 3  # gated experts: gate, up and down projections of equal size
+
+# bitsandbytes 4-bit storage: 4 bits per weight plus one absmax per block of 64 weights, fp32,
+# or with double quantization an 8-bit absmax plus an fp32 constant per 256 blocks
+# (Dettmers et al. 2023, QLoRA, section 3 "Double Quantization").
+NF4_BYTES = 0.5
+QUANT_BLOCK = 64
+DOUBLE_QUANT_BLOCK = 256
+HALF_BYTES = 2  # bf16/fp16 element
+
+# Memory traffic of one optimizer step per trainable element, in units of the parameter dtype
+# (p), the optimizer state dtype (s, per state) and fp32 temporaries. torch's multi-tensor
+# AdamW (the default foreach path, not fused) runs separate kernels for weight decay, lerp of
+# m, mul+addcmul of v, sqrt/div/add for the denominator and addcdiv into the parameter:
+# p read+written twice, each state ~4 touches, the gradient read twice, a temporary 6 touches.
+# bitsandbytes optimizers are single fused kernels: read p, g, states; write p, states.
+# HF's Adafactor works on fp32 copies with ~10 elementwise passes (transformers optimization.py).
+_TOUCHES = {  # (param, grad, per-state, states, fp32 temporaries)
+    "adamw": (4, 2, 4, 2, 6),
+    "paged_adamw_32bit": (2, 1, 2, 2, 0),
+    "adamw_8bit": (2, 1, 2, 2, 0),
+    "paged_adamw_8bit": (2, 1, 2, 2, 0),
+    "sgd": (2, 1, 0, 0, 0),
+    "adafactor": (4, 1, 0, 0, 10),
+}
+# State element bytes where the optimizer fixes them; None: same dtype as the parameter (torch).
+_STATE_BYTES: dict[str, float | None] = {
+    "adamw": None,
+    "paged_adamw_32bit": 4,
+    "adamw_8bit": 1,
+    "paged_adamw_8bit": 1,
+    "sgd": None,
+    "adafactor": None,
+}
+# Gradient clipping (HF Trainer default max_grad_norm=1.0): one read for the norm, one
+# read+write to scale.
+GRAD_CLIP_TOUCHES = 3
+
+
+@dataclass(frozen=True)
+class MatmulParams:
+    """Weights that take part in matmuls (each costs 2 FLOPs per token forward)."""
+
+    total: int  # every linear weight and expert, LM head included even when tied
+    active: int  # per token: MoE models run only the routed experts
+    lm_head: int  # the output projection (vocab x hidden)
+    quantizable: int  # what 4-bit quantization replaces: all of `total` but the LM head
+    block_output: int  # active weights of each block's last MLP projection (see recompute)
+    attention_width: int  # query heads x head dim: the width of the score/value products
+
+
+_MATMUL_CACHE: dict[str, MatmulParams] = {}
+
+
+def matmul_params(analysis: ModelAnalysis) -> MatmulParams:
+    """Matmul weight counts of `analysis` (cached by config hash)."""
+    cached = _MATMUL_CACHE.get(analysis.config_hash)
+    if cached is not None:
+        return cached
+    linear = expert_linear = router_linear = lm_head = block_output = 0
+    for name, fan_in, fan_out in analysis.linear_layers:
+        size = fan_in * fan_out
+        leaf = name.rsplit(".", 1)[-1]
+        linear += size
+        if ".experts." in name:
+            expert_linear += size
+        elif leaf in ROUTER_LAYERS:
+            router_linear += size
+        elif leaf in OUTPUT_LAYERS:
+            lm_head += size
+        elif leaf in BLOCK_OUTPUT_LAYERS or name.endswith("mlp.c_proj"):
+            block_output += size
+    # MoE experts and routers kept as plain weight tensors rather than linear modules
+    # (transformers 5 fuses experts into 3-D tensors) are matmul weights all the same.
+    kinds = analysis.params_by_kind
+    experts = max(kinds.get("experts", 0), expert_linear)
+    fused = experts - expert_linear + max(0, kinds.get("router", 0) - router_linear)
+    total = linear + fused
+    active = total
+    if analysis.num_experts:
+        routed = experts * analysis.experts_per_token // analysis.num_experts
+        active = total - experts + routed
+        block_output += int(routed * FUSED_EXPERT_OUTPUT_SHARE)
+    result = MatmulParams(
+        total=total,
+        active=active,
+        lm_head=lm_head,
+        quantizable=total - lm_head,
+        block_output=block_output,
+        attention_width=analysis.num_attention_heads * analysis.head_dim,
+    )
+    _MATMUL_CACHE[analysis.config_hash] = result
+    return result
+
+
+@dataclass(frozen=True)
+class FlopsBreakdown:
+    """Matmul FLOPs per processed token, by where they are spent."""
+
+    forward: float  # 2 x matmul weights (LM head included)
+    backward_input: float  # gradients w.r.t. activations: 2 x matmul weights
+    backward_weight: float  # weight gradients of trained base layers (full only)
+    attention: float  # score and value products, forward and backward
+    adapter: float  # the adapter's own forward and backward: 6 x trainable (LoRA/QLoRA)
+    recompute: float  # forward again under gradient checkpointing
+
+    @property
+    def total(self) -> float:
+        """FLOPs actually executed per token."""
+        return (
+            self.forward
+            + self.backward_input
+            + self.backward_weight
+            + self.attention
+            + self.adapter
+            + self.recompute
+        )
+
+    @property
+    def model_flops(self) -> float:
+        """FLOPs per token without recompute: the numerator of MFU in PaLM's sense."""
+        return self.total - self.recompute
+
+    def as_dict(self) -> dict[str, float]:
+        """The breakdown with its totals, for JSON."""
+        return {**asdict(self), "total": self.total, "model_flops": self.model_flops}
+
+
+@dataclass(frozen=True)
+class TimeBreakdown:
+    """Wall time of a run on `num_gpus` GPUs and where it goes, in seconds."""
+
+    compute_s: float  # matmuls at the efficiency `mfu`
+    weight_stream_s: float  # extra time where streaming the weights outlasts the matmuls
+    dequant_s: float  # QLoRA: 4-bit to bf16 before each use
+    optimizer_s: float  # the optimizer step and gradient clipping
+    comm_s: float  # gradient/parameter communication not hidden behind compute
+    overhead_s: float  # start-up, loading the weights, saving the result
+    flops: float  # executed FLOPs of the whole run, all GPUs
+    mfu: float
+    micro_steps: int  # per GPU
+    optimizer_steps: int
+
+    @property
+    def total_s(self) -> float:
+        """Wall-clock seconds."""
+        return (
+            self.compute_s
+            + self.weight_stream_s
+            + self.dequant_s
+            + self.optimizer_s
+            + self.comm_s
+            + self.overhead_s
+        )
+
+    @property
+    def hours(self) -> float:
+        """Wall-clock hours."""
+        return self.total_s / 3600.0
+
+    def as_dict(self) -> dict[str, float]:
+        """The breakdown with its total, for JSON."""
+        return {**asdict(self), "total_s": self.total_s}
+
+
+def compute_dtype(precision: str) -> ComputeDtype:
+    """The matmul dtype a precision setting runs at."""
+    if precision == "fp32":
+        return "fp32"
+    return "fp16" if precision == "fp16_mixed" else "bf16"
+
+
+def param_bytes(precision: str) -> int:
+    """Bytes per stored trainable parameter: fp32 under mixed precision and fp32, else 2."""
+    return 2 if precision == "bf16_true" else 4
+
+
+def flops_per_token(
+    *,
+    analysis: ModelAnalysis,
+    method: Method | str,
+    training: TrainingSpec,
+    lora_trainable: int,
+    seq_len: float,
+) -> FlopsBreakdown:
+    """Matmul FLOPs per token for `method`, with `seq_len` the attention context length."""
+    method = Method(method)
+    mm = matmul_params(analysis)
+    n_active = float(mm.active)
+    attn_fwd = 4.0 * analysis.num_layers * seq_len * mm.attention_width
+    peft = method is not Method.FULL
+    trainable = float(lora_trainable) if peft else 0.0
+    recompute = 0.0
+    if training.gradient_checkpointing:
+        # HF checkpoints each decoder block: the LM head and embeddings are not run again.
+        # transformers 5 uses torch's non-reentrant checkpoint, which stops recomputing once
+        # every tensor backward needs exists again: each block's last MLP projection, whose
+        # output nothing saves, is skipped (torch.utils.checkpoint, early_stop=True).
+        recomputed = n_active - mm.lm_head - mm.block_output
+        recompute = 2.0 * recomputed + attn_fwd + 2.0 * trainable
+    return FlopsBreakdown(
+        forward=2.0 * n_active,
+        backward_input=2.0 * n_active,
+        backward_weight=0.0 if peft else 2.0 * n_active,
+        attention=3.0 * attn_fwd,
+        adapter=6.0 * trainable,
+        recompute=recompute,
+    )
+
+
+def optimizer_bytes_per_param(optimizer: Optimizer | str, precision: str) -> float:
+    """Bytes read and written per trainable parameter by one optimizer step (clipping included)."""
+    pb = param_bytes(precision)
+    p_touch, g_touch, s_touch, n_states, temps = _TOUCHES[optimizer]
+    state = _STATE_BYTES[optimizer]
+    sb = pb if state is None else state
+    return p_touch * pb + (g_touch + GRAD_CLIP_TOUCHES) * pb + n_states * s_touch * sb + temps * 4
+
+
+def quantized_bytes_per_weight(qlora: QLoraSpec) -> float:
+    """Stored bytes per 4-bit weight, quantization constants included."""
+    if qlora.double_quant:
+        return NF4_BYTES + 1.0 / QUANT_BLOCK + 4.0 / (QUANT_BLOCK * DOUBLE_QUANT_BLOCK)
+    return NF4_BYTES + 4.0 / QUANT_BLOCK
+
+
+def _comm_kind(strategy: str) -> str:
+    text = strategy.lower()
+    for kind in ("zero3", "zero2", "ddp"):
+        if kind in text:
+            return kind
+    return "ddp"
+
+
+def _bus_bandwidth(gpu: GpuSpec, num_gpus: int) -> float:
+    """Bytes/s one GPU moves in a collective: one direction of its link, NCCL efficiency."""
+    link = gpu.interconnect_gbps / 2.0
+    if num_gpus > MAX_GPUS_PER_NODE:
+        link = min(link, INTER_NODE_GBPS_PER_NODE)
+    return link * GIGA * COMM_EFFICIENCY
+
+
+def estimate_time(
+    *,
+    analysis: ModelAnalysis,
+    method: Method | str,
+    training: TrainingSpec,
+    qlora: QLoraSpec,
+    workload: Workload,
+    lora_trainable: int,
+    gpu: GpuSpec,
+    num_gpus: int,
+    strategy: str,
+    mfu: float,
+    artifact_bytes: float = 0.0,
+) -> TimeBreakdown:
+    """Wall time of the run described by `workload` on `num_gpus` x `gpu` at efficiency `mfu`."""
+    method = Method(method)
+    peft = method is not Method.FULL
+    mm = matmul_params(analysis)
+    dtype = compute_dtype(training.precision)
+    peak = gpu.peak_flops(dtype)
+    if peak <= 0 or mfu <= 0:
+        raise ValueError(f"{gpu.id} has no {dtype} throughput in the catalog")
+    bandwidth = gpu.memory_bandwidth_gbps * GIGA * BANDWIDTH_EFFICIENCY
+    pb = param_bytes(training.precision)
+    trainable = float(lora_trainable) if peft else float(analysis.total_params)
+
+    flops = flops_per_token(
+        analysis=analysis,
+        method=method,
+        training=training,
+        lora_trainable=lora_trainable,
+        seq_len=workload.padded_len,
+    )
+    micro_steps = workload.micro_steps_per_gpu(num_gpus)
+    steps = workload.optimizer_steps(num_gpus)
+    tokens_per_micro = workload.tokens_per_micro_batch
+    compute_micro = tokens_per_micro * flops.total / (peak * mfu)
+
+    # Every weight is streamed once per pass (forward, input-gradient, recompute); the
+    # trained ones also get a gradient written. QLoRA streams the dequantized bf16 copy.
+    passes = 3 if training.gradient_checkpointing else 2
+    stream_bytes = HALF_BYTES if method is Method.QLORA else pb
+    stream_micro = (passes * mm.total * stream_bytes + trainable * pb) / bandwidth
+    dequant_micro = 0.0
+    if method is Method.QLORA:
+        per_weight = quantized_bytes_per_weight(qlora) + HALF_BYTES
+        dequant_micro = passes * mm.quantizable * per_weight / bandwidth
+
+    shards = num_gpus if _comm_kind(strategy) in {"zero2", "zero3"} and num_gpus > 1 else 1
+    opt_bytes = optimizer_bytes_per_param(training.optimizer, training.precision)
+    optimizer_step = trainable * opt_bytes / shards / bandwidth
+
+    comm_step = comm_micro = 0.0
+    if num_gpus > 1:
+        share = (num_gpus - 1) / num_gpus
+        bus = _bus_bandwidth(gpu, num_gpus)
+        if _comm_kind(strategy) == "zero3" and not peft:
+            comm_micro = share * (2 * analysis.total_params * pb + trainable * pb) / bus
+        else:
+            comm_step = 2 * share * trainable * pb / bus
+    visible = 1.0 - COMM_OVERLAP
+
+    load_bytes = analysis.total_params * HALF_BYTES  # checkpoints are published in 16-bit
+    overhead = STARTUP_SECONDS + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
+    return TimeBreakdown(
+        compute_s=micro_steps * compute_micro,
+        weight_stream_s=micro_steps * max(0.0, stream_micro - compute_micro),
+        dequant_s=micro_steps * dequant_micro,
+        optimizer_s=steps * optimizer_step,
+        comm_s=visible * (steps * comm_step + micro_steps * comm_micro),
+        overhead_s=overhead,
+        flops=workload.processed_tokens * flops.total,
+        mfu=mfu,
+        micro_steps=micro_steps,
+        optimizer_steps=steps,
+    )
+
+
+def fit_mfu(*, breakdown: TimeBreakdown, measured_seconds: float) -> float | None:
+    """The efficiency that makes the predicted time equal a measured one (None if impossible).
+
+    Everything but the matmul term is taken as modelled; the matmul term absorbs the rest.
+    This is what calibration fits per (GPU, method) from finished jobs.
+    """
+    fixed = (
+        breakdown.weight_stream_s
+        + breakdown.dequant_s
+        + breakdown.optimizer_s
+        + breakdown.comm_s
+        + breakdown.overhead_s
+    )
+    remaining = measured_seconds - fixed
+    if remaining <= 0 or breakdown.compute_s <= 0:
+        return None
+    return breakdown.mfu * breakdown.compute_s / remaining
+
+
+def achieved_mfu(*, flops: float, seconds: float, peak_flops: float, num_gpus: int = 1) -> float:
+    """Fraction of peak reached by `flops` executed in `seconds` on `num_gpus` devices."""
+    if seconds <= 0 or peak_flops <= 0 or num_gpus < 1:
+        raise ValueError("seconds, peak_flops and num_gpus must be positive")
+    return flops / (seconds * peak_flops * num_gpus)

@@ -1,0 +1,437 @@
+"""The estimator engine: one call from a model analysis and a run spec to the full answer.
+
+`estimate` glues the pure parts together: tokens (workload), memory per GPU (memory), FLOPs and
+time (compute), money and artifacts (pricing), the cheapest plans (planner) and the verdict
+(recommend). Results are cached by their inputs and the catalog's prices, so asking again costs
+a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from app.catalog.loader import Catalog, GpuSpec
+from app.estimator.calibration_types import CalibrationTable
+from app.estimator.compute import flops_per_token
+from app.estimator.lora import lora_trainable_params
+from app.estimator.model_analysis import ModelAnalysis
+from app.estimator.planner import (
+    GPU_COUNTS,
+    Candidate,
+    MemoryLike,
+    PlanContext,
+    costs,
+    evaluate,
+    plan_method,
+)
+from app.estimator.pricing import (
+    RunCost,
+    artifact_size,
+    storage_usd,
+    stored_bytes,
+    variant_storage,
+)
+from app.estimator.recommend import DomainShift, recommend
+from app.estimator.results import (
+    DatasetSummary,
+    EstimateResult,
+    FlopsOut,
+    MemoryBreakdownOut,
+    MemoryOut,
+    MethodResult,
+    ModelSummary,
+    Plan,
+    TimeOut,
+)
+from app.estimator.spec import (
+    DatasetShape,
+    HardwareSpec,
+    LoraSpec,
+    Method,
+    QLoraSpec,
+    TrainingSpec,
+)
+from app.estimator.workload import Workload, build_workload
+
+CACHE_SIZE = 512  # distinct requests kept; an entry is a few KB
+_CACHE: OrderedDict[tuple[Any, ...], EstimateResult] = OrderedDict()
+
+AvailableGpus = Mapping[str, int] | Collection[str]
+
+
+def estimate(
+    *,
+    analysis: ModelAnalysis,
+    dataset: DatasetShape,
+    methods: Sequence[Method | str],
+    training: TrainingSpec,
+    lora: LoraSpec,
+    qlora: QLoraSpec,
+    hardware: HardwareSpec,
+    catalog: Catalog,
+    calibration: CalibrationTable | None = None,
+    variants: int = 1,
+    storage_months: float = 12,
+    budget_usd: float | None = None,
+    domain_shift: DomainShift | None = None,
+    lora_tried_and_insufficient: bool = False,
+    available_gpus: AvailableGpus | None = None,
+) -> EstimateResult:
+    """Memory, time, cost, plans and a recommendation for each method (cached by inputs).
+
+    `available_gpus` limits the plans to GPUs the caller can get: ids, or ids with a count.
+    Unknown GPU ids raise `UnknownGpuError`; unknown providers `UnknownProviderError`.
+    """
+    wanted = tuple(dict.fromkeys(Method(m) for m in methods))
+    if not wanted:
+        raise ValueError("methods must name at least one of full, lora, qlora")
+    if variants < 1:
+        raise ValueError("variants must be at least 1")
+    if storage_months < 0:
+        raise ValueError("storage_months must not be negative")
+    if budget_usd is not None and budget_usd <= 0:
+        raise ValueError("budget_usd must be positive")
+    gpu_id = catalog.resolve_gpu_id(hardware.gpu) if hardware.gpu is not None else None
+    if hardware.provider is not None:
+        catalog.check_provider(hardware.provider)
+    available = _available(catalog, available_gpus)
+
+    key = (
+        analysis.config_hash,
+        dataset.model_dump_json(),
+        wanted,
+        training.model_dump_json(),
+        lora.model_dump_json(),
+        qlora.model_dump_json(),
+        hardware.model_dump_json(),
+        catalog.version,
+        hash(catalog.prices),
+        tuple(sorted((k[0], str(k[1]), v) for k, v in (calibration or {}).items())),
+        variants,
+        storage_months,
+        budget_usd,
+        domain_shift,
+        lora_tried_and_insufficient,
+        tuple(sorted(available.items())) if available is not None else None,
+    )
+    cached = _CACHE.get(key)
+    if cached is not None:
+        _CACHE.move_to_end(key)
+        return cached
+
+    result = _estimate(
+        analysis=analysis,
+        dataset=dataset,
+        methods=wanted,
+        training=training,
+        lora=lora,
+        qlora=qlora,
+        hardware=hardware,
+        gpu_id=gpu_id,
+        catalog=catalog,
+        calibration=calibration,
+        variants=variants,
+        storage_months=storage_months,
+        budget_usd=budget_usd,
+        domain_shift=domain_shift,
+        lora_tried_and_insufficient=lora_tried_and_insufficient,
+        available=available,
+    )
+    _CACHE[key] = result
+    if len(_CACHE) > CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return result
+
+
+def _available(catalog: Catalog, given: AvailableGpus | None) -> dict[str, int | None] | None:
+    if given is None:
+        return None
+    if isinstance(given, Mapping):
+        return {catalog.resolve_gpu_id(g): int(n) for g, n in given.items()}
+    return {catalog.resolve_gpu_id(g): None for g in given}
+
+
+def _memory_fn(
+    analysis: ModelAnalysis,
+    method: Method,
+    training: TrainingSpec,
+    lora: LoraSpec,
+    qlora: QLoraSpec,
+    seq_len: int,
+) -> Any:
+    from app.estimator.memory import estimate_memory
+
+    def memory(num_gpus: int) -> MemoryLike:
+        return estimate_memory(
+            analysis=analysis,
+            method=method,
+            training=training,
+            lora=lora,
+            qlora=qlora,
+            seq_len=seq_len,
+            num_gpus=num_gpus,
+            sharding=training.sharding,
+        )
+
+    return memory
+
+
+def _estimate(
+    *,
+    analysis: ModelAnalysis,
+    dataset: DatasetShape,
+    methods: tuple[Method, ...],
+    training: TrainingSpec,
+    lora: LoraSpec,
+    qlora: QLoraSpec,
+    hardware: HardwareSpec,
+    gpu_id: str | None,
+    catalog: Catalog,
+    calibration: CalibrationTable | None,
+    variants: int,
+    storage_months: float,
+    budget_usd: float | None,
+    domain_shift: DomainShift | None,
+    lora_tried_and_insufficient: bool,
+    available: dict[str, int | None] | None,
+) -> EstimateResult:
+    workload = build_workload(
+        dataset=dataset,
+        training=training,
+        max_position_embeddings=analysis.max_position_embeddings or None,
+    )
+    peft_methods = [m for m in methods if m is not Method.FULL]
+    trainable = lora_trainable_params(analysis, lora) if peft_methods else 0
+    full_art = artifact_size(
+        analysis=analysis, method=Method.FULL, training=training, lora=lora, lora_trainable=0
+    )
+    adapter_art = (
+        artifact_size(
+            analysis=analysis,
+            method=Method.LORA,
+            training=training,
+            lora=lora,
+            lora_trainable=trainable,
+        )
+        if peft_methods
+        else None
+    )
+    plan_gpus = _plan_gpus(catalog, gpu_id, available)
+    counts = (hardware.num_gpus,) if hardware.num_gpus is not None else GPU_COUNTS
+
+    results: dict[Method, MethodResult] = {}
+    plans: dict[Method, list[Plan]] = {}
+    for method in methods:
+        art = full_art if method is Method.FULL or adapter_art is None else adapter_art
+        ctx = PlanContext(
+            analysis=analysis,
+            method=method,
+            training=training,
+            qlora=qlora,
+            workload=workload,
+            lora_trainable=trainable if method is not Method.FULL else 0,
+            artifact_bytes=art.bytes,
+            memory=_memory_fn(analysis, method, training, lora, qlora, workload.peak_len),
+            calibration=calibration,
+        )
+        plans[method] = plan_method(
+            ctx,
+            catalog,
+            gpus=plan_gpus,
+            provider=hardware.provider,
+            pricing=hardware.pricing,
+            available=available,
+            counts=counts,
+        )
+        candidate, cost = _choose(ctx, catalog, hardware, gpu_id, plans[method], counts)
+        store = catalog.storage_price(cost.provider if cost else hardware.provider)
+        stored = stored_bytes(
+            analysis=analysis, method=method, artifact_bytes=art.bytes, variants=variants
+        )
+        results[method] = _method_result(
+            ctx,
+            candidate,
+            cost,
+            workload=workload,
+            artifact_bytes=art.bytes,
+            storage_cost=storage_usd(stored_bytes=stored, months=storage_months, price=store),
+        )
+
+    storage = None
+    if adapter_art is not None:
+        first = next(iter(results.values()))
+        storage = variant_storage(
+            analysis=analysis,
+            full_artifact_bytes=full_art.bytes,
+            adapter_artifact_bytes=adapter_art.bytes,
+            variants=variants,
+            months=storage_months,
+            price=catalog.storage_price(hardware.provider or first.provider),
+        )
+    recommendation = recommend(
+        results=results,
+        plans=plans,
+        storage=storage,
+        budget_usd=budget_usd,
+        domain_shift=domain_shift,
+        lora_tried_and_insufficient=lora_tried_and_insufficient,
+    )
+    return EstimateResult(
+        catalog_version=catalog.version,
+        model=ModelSummary(
+            architecture=analysis.architecture,
+            model_type=analysis.model_type,
+            total_params=analysis.total_params,
+            active_params=analysis.active_params,
+            num_layers=analysis.num_layers,
+            hidden_size=analysis.hidden_size,
+            vocab_size=analysis.vocab_size,
+        ),
+        dataset=_dataset_summary(workload),
+        results=results,
+        plans=plans,
+        recommendation=recommendation,
+        notes=list(workload.notes),
+    )
+
+
+def _plan_gpus(
+    catalog: Catalog, gpu_id: str | None, available: dict[str, int | None] | None
+) -> list[GpuSpec]:
+    """GPUs the plans consider: the catalog's (CPU only when asked for), limited to available."""
+    gpus = [g for g in catalog.gpus.values() if not g.is_cpu or g.id == gpu_id]
+    if available is not None:
+        gpus = [g for g in gpus if g.id in available]
+    return gpus
+
+
+def _choose(
+    ctx: PlanContext,
+    catalog: Catalog,
+    hardware: HardwareSpec,
+    gpu_id: str | None,
+    plans: list[Plan],
+    counts: Sequence[int],
+) -> tuple[Candidate, RunCost | None]:
+    """The configuration a method's result reports, and its cheapest price."""
+    if gpu_id is not None:
+        gpu = catalog.gpus[gpu_id]
+        tried = [evaluate(ctx, gpu, n) for n in counts]
+        candidate = next((c for c in tried if c.fits), tried[0])
+    else:
+        best = next((p for p in plans if p.fits), None)
+        if best is not None:
+            candidate = evaluate(ctx, catalog.gpus[best.gpu], best.num_gpus)
+            priced = costs(candidate, catalog, provider=best.provider, pricing=hardware.pricing)
+            return candidate, next((c for c in priced if c.cost_usd == best.cost_usd), None)
+        runnable = [c for c in ctx._candidates.values() if c.time is not None] or list(
+            ctx._candidates.values()
+        )
+        candidate = min(runnable, key=lambda c: c.per_gpu_bytes / c.gpu.memory_bytes)
+    priced = costs(candidate, catalog, provider=hardware.provider, pricing=hardware.pricing)
+    return candidate, (priced[0] if priced else None)
+
+
+def _memory_out(memory: MemoryLike, factor: float) -> MemoryOut:
+    parts = memory.breakdown.as_dict()
+    fields = MemoryBreakdownOut.model_fields
+    return MemoryOut(
+        per_gpu_bytes=int(memory.per_gpu_bytes * factor),
+        low_bytes=int(memory.low_bytes * factor),
+        high_bytes=int(memory.high_bytes * factor),
+        breakdown=MemoryBreakdownOut(
+            **{k: int(v * factor) for k, v in parts.items() if k in fields}
+        ),
+    )
+
+
+def _method_result(
+    ctx: PlanContext,
+    candidate: Candidate,
+    cost: RunCost | None,
+    *,
+    workload: Workload,
+    artifact_bytes: int,
+    storage_cost: float,
+) -> MethodResult:
+    notes = list(workload.notes)
+    if candidate.reason:
+        notes.append(candidate.reason)
+    memory = _memory_out(candidate.memory, candidate.memory_factor)
+    if candidate.fits and memory.high_bytes > candidate.gpu.memory_bytes:
+        notes.append(
+            f"tight: the high estimate ({memory.high_bytes / 1e9:.1f} GB) exceeds "
+            f"{candidate.gpu.id}'s {candidate.gpu.memory_gb:.1f} GB"
+        )
+    if cost is None:
+        notes.append(f"no price for {candidate.gpu.id} matches the provider and pricing asked for")
+    elif cost.billed_gpus > candidate.num_gpus:
+        notes.append(
+            f"{cost.provider} rents {candidate.gpu.id} only as {cost.instance} "
+            f"({cost.gpus_per_instance} GPUs): billed for {cost.billed_gpus}"
+        )
+    per_token = flops_per_token(
+        analysis=ctx.analysis,
+        method=ctx.method,
+        training=ctx.training,
+        lora_trainable=ctx.lora_trainable,
+        seq_len=workload.padded_len,
+    )
+    time = candidate.time
+    return MethodResult(
+        method=ctx.method,
+        trainable_params=ctx.lora_trainable or ctx.analysis.total_params,
+        memory=memory,
+        gpu=candidate.gpu.id,
+        num_gpus=candidate.num_gpus,
+        nodes=candidate.nodes,
+        strategy=candidate.memory.strategy,
+        fits=candidate.fits,
+        flops=time.flops if time else workload.processed_tokens * per_token.total,
+        flops_detail=FlopsOut(
+            per_token=per_token.as_dict(), total=workload.processed_tokens * per_token.total
+        ),
+        hours=candidate.hours if time else 0.0,
+        time=TimeOut(**_time_parts(time)),
+        steps=time.optimizer_steps if time else workload.optimizer_steps(candidate.num_gpus),
+        billed_gpus=cost.billed_gpus if cost else candidate.num_gpus,
+        gpu_hours=cost.gpu_hours if cost else candidate.num_gpus * (time.hours if time else 0),
+        provider=cost.provider if cost else None,
+        pricing=cost.pricing if cost else "on_demand",
+        price_per_gpu_hour=cost.price_per_gpu_hour if cost else None,
+        cost_usd=cost.cost_usd if cost else None,
+        mfu=candidate.mfu,
+        basis=candidate.basis,
+        calibration_jobs=candidate.calibration_jobs,
+        artifact_bytes=artifact_bytes,
+        storage_cost_usd=storage_cost,
+        notes=notes,
+    )
+
+
+def _time_parts(time: Any) -> dict[str, float]:
+    names = ("compute_s", "weight_stream_s", "dequant_s", "optimizer_s", "comm_s", "overhead_s")
+    if time is None:
+        return dict.fromkeys((*names, "total_s"), 0.0)
+    return {**{n: getattr(time, n) for n in names}, "total_s": time.total_s}
+
+
+def _dataset_summary(workload: Workload) -> DatasetSummary:
+    return DatasetSummary(
+        num_sequences=workload.num_examples,
+        tokens_per_epoch=workload.tokens_per_epoch,
+        epochs=workload.epochs,
+        processed_tokens=workload.processed_tokens,
+        seq_len=workload.peak_len,
+        mean_padded_len=workload.padded_len,
+        packing=workload.packed,
+        micro_batches=workload.micro_batches,
+        steps=workload.optimizer_steps(1),
+    )
+
+
+def clear_cache() -> None:
+    """Forget cached estimates (tests; a process that reloads its catalog)."""
+    _CACHE.clear()

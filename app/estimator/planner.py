@@ -1,0 +1,245 @@
+"""The planner: per method, the cheapest (GPU, count, nodes, provider, pricing) that fits.
+
+Every (GPU, count) is evaluated once: memory per GPU (calibrated where jobs have run), whether
+the GPU can run the precision at all, wall time, and then every price row. Options that fit are
+ranked by cost (then time); cheaper options that do not fit are kept with the reason, so the
+answer says both what to rent and why not the cheaper thing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.catalog.loader import Catalog, GpuSpec, PricingKind
+from app.estimator.calibration_types import CalibrationTable, lookup
+from app.estimator.compute import TimeBreakdown, compute_dtype, estimate_time
+from app.estimator.efficiency import mfu_prior
+from app.estimator.model_analysis import ModelAnalysis
+from app.estimator.pricing import RunCost, run_cost
+from app.estimator.results import Basis, Plan
+from app.estimator.spec import MAX_GPUS_PER_NODE, Method, QLoraSpec, TrainingSpec
+from app.estimator.workload import Workload
+
+GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64)  # up to 8 nodes of 8: beyond that, talk to the provider
+PLAN_LIMIT = 8  # fitting options listed per method; the rest are never the cheapest
+GB = 1e9
+
+
+class MemoryLike(Protocol):
+    """What the planner reads from a memory estimate."""
+
+    @property
+    def per_gpu_bytes(self) -> int: ...
+    @property
+    def low_bytes(self) -> int: ...
+    @property
+    def high_bytes(self) -> int: ...
+    @property
+    def strategy(self) -> str: ...
+    @property
+    def breakdown(self) -> Any: ...
+
+
+MemoryFn = Callable[[int], MemoryLike]  # number of GPUs -> memory estimate for that count
+
+
+@dataclass
+class PlanContext:
+    """Everything fixed for one method while GPUs and counts vary; caches what it computes."""
+
+    analysis: ModelAnalysis
+    method: Method
+    training: TrainingSpec
+    qlora: QLoraSpec
+    workload: Workload
+    lora_trainable: int
+    artifact_bytes: int
+    memory: MemoryFn
+    calibration: CalibrationTable | None = None
+    _memory: dict[int, MemoryLike] = field(default_factory=dict, repr=False)
+    _candidates: dict[tuple[str, int], Candidate] = field(default_factory=dict, repr=False)
+
+    def memory_for(self, num_gpus: int) -> MemoryLike:
+        """The (uncalibrated) memory estimate on `num_gpus` GPUs, computed once."""
+        if num_gpus not in self._memory:
+            self._memory[num_gpus] = self.memory(num_gpus)
+        return self._memory[num_gpus]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (GPU, count) evaluated: calibrated memory, fit, time; price comes later."""
+
+    gpu: GpuSpec
+    num_gpus: int
+    memory: MemoryLike
+    memory_factor: float
+    time: TimeBreakdown | None  # None when the GPU cannot run the precision
+    fits: bool
+    reason: str | None
+    basis: Basis
+    calibration_jobs: int
+
+    @property
+    def nodes(self) -> int:
+        """Machines of up to 8 GPUs."""
+        return math.ceil(self.num_gpus / MAX_GPUS_PER_NODE)
+
+    @property
+    def per_gpu_bytes(self) -> int:
+        """Expected peak bytes per GPU, calibrated."""
+        return int(self.memory.per_gpu_bytes * self.memory_factor)
+
+    @property
+    def hours(self) -> float:
+        """Wall-clock hours (infinite when it cannot run)."""
+        return self.time.hours if self.time is not None else math.inf
+
+    @property
+    def mfu(self) -> float:
+        """Efficiency used for the time."""
+        return self.time.mfu if self.time is not None else 0.0
+
+
+def evaluate(ctx: PlanContext, gpu: GpuSpec, num_gpus: int) -> Candidate:
+    """Memory, fit and time of `ctx.method` on `num_gpus` x `gpu` (memoized in `ctx`)."""
+    key = (gpu.id, num_gpus)
+    if key in ctx._candidates:
+        return ctx._candidates[key]
+    memory = ctx.memory_for(num_gpus)
+    cal = lookup(ctx.calibration, gpu.id, ctx.method)
+    factor = cal.memory_factor if cal is not None and cal.memory_factor is not None else 1.0
+    mfu = (
+        cal.mfu if cal is not None and cal.mfu is not None else mfu_prior(gpu.mfu_class, ctx.method)
+    )
+    basis: Basis = "calibrated" if cal is not None else "prior"
+    dtype = compute_dtype(ctx.training.precision)
+    reason: str | None = None
+    time: TimeBreakdown | None = None
+    if (dtype == "bf16" and not gpu.supports_bf16) or gpu.peak_flops(dtype) <= 0:
+        reason = f"{gpu.id} has no {dtype} support (precision {ctx.training.precision})"
+    else:
+        time = estimate_time(
+            analysis=ctx.analysis,
+            method=ctx.method,
+            training=ctx.training,
+            qlora=ctx.qlora,
+            workload=ctx.workload,
+            lora_trainable=ctx.lora_trainable,
+            gpu=gpu,
+            num_gpus=num_gpus,
+            strategy=memory.strategy,
+            mfu=mfu,
+            artifact_bytes=ctx.artifact_bytes,
+        )
+        need = memory.per_gpu_bytes * factor
+        if need > gpu.memory_bytes:
+            reason = (
+                f"needs {need / GB:.1f} GB per GPU ({memory.strategy} on {num_gpus}); "
+                f"{gpu.id} has {gpu.memory_gb:.1f} GB"
+            )
+    candidate = Candidate(
+        gpu=gpu,
+        num_gpus=num_gpus,
+        memory=memory,
+        memory_factor=factor,
+        time=time,
+        fits=reason is None,
+        reason=reason,
+        basis=basis,
+        calibration_jobs=cal.jobs if cal is not None else 0,
+    )
+    ctx._candidates[key] = candidate
+    return candidate
+
+
+def costs(
+    candidate: Candidate,
+    catalog: Catalog,
+    *,
+    provider: str | None,
+    pricing: PricingKind | None,
+) -> list[RunCost]:
+    """What `candidate` costs at each matching price row, cheapest first."""
+    if candidate.time is None:
+        return []
+    rows = catalog.prices_for(candidate.gpu.id, provider=provider, pricing=pricing)
+    out = [run_cost(hours=candidate.hours, num_gpus=candidate.num_gpus, price=r) for r in rows]
+    return sorted(out, key=lambda c: (c.cost_usd, c.provider))
+
+
+def to_plan(
+    candidate: Candidate, cost: RunCost | None, *, pricing: str, reason: str | None
+) -> Plan:
+    """A `Plan` row for `candidate` at `cost` (None: unpriced)."""
+    return Plan(
+        gpu=candidate.gpu.id,
+        num_gpus=candidate.num_gpus,
+        nodes=candidate.nodes,
+        provider=cost.provider if cost else None,
+        pricing=cost.pricing if cost else pricing,
+        fits=reason is None,
+        reason=reason,
+        per_gpu_bytes=candidate.per_gpu_bytes,
+        gpu_memory_bytes=candidate.gpu.memory_bytes,
+        strategy=candidate.memory.strategy,
+        hours=candidate.hours,
+        billed_gpus=cost.billed_gpus if cost else candidate.num_gpus,
+        gpu_hours=cost.gpu_hours if cost else candidate.hours * candidate.num_gpus,
+        price_per_gpu_hour=cost.price_per_gpu_hour if cost else None,
+        cost_usd=cost.cost_usd if cost else None,
+        mfu=candidate.mfu,
+        basis=candidate.basis,
+    )
+
+
+def plan_method(
+    ctx: PlanContext,
+    catalog: Catalog,
+    *,
+    gpus: Iterable[GpuSpec],
+    provider: str | None,
+    pricing: PricingKind | None,
+    available: Mapping[str, int | None] | None = None,
+    counts: Iterable[int] = GPU_COUNTS,
+) -> list[Plan]:
+    """Fitting options ranked by cost, then each cheaper non-fitting option with its reason."""
+    fitting: list[Plan] = []
+    rejected: list[tuple[float, Plan]] = []
+    for gpu in gpus:
+        cap = available.get(gpu.id) if available is not None else None
+        best_reject: tuple[float, Plan] | None = None
+        for n in counts:
+            if cap is not None and n > cap:
+                break
+            candidate = evaluate(ctx, gpu, n)
+            priced = costs(candidate, catalog, provider=provider, pricing=pricing)
+            if candidate.fits and priced:
+                fitting.extend(
+                    to_plan(candidate, c, pricing=c.pricing, reason=None) for c in priced
+                )
+                continue
+            reason = candidate.reason or _no_price(gpu, provider, pricing)
+            cheapest = priced[0] if priced else None
+            ranked = cheapest.cost_usd if cheapest else math.inf
+            if best_reject is None or ranked < best_reject[0]:
+                plan = to_plan(candidate, cheapest, pricing=pricing or "on_demand", reason=reason)
+                best_reject = (ranked, plan)
+        if best_reject is not None:
+            rejected.append(best_reject)
+    fitting.sort(key=lambda p: (p.cost_usd or 0.0, p.hours, p.num_gpus))
+    top = fitting[:PLAN_LIMIT]
+    bar = top[0].cost_usd if top and top[0].cost_usd is not None else math.inf
+    cheaper = [plan for ranked, plan in sorted(rejected, key=lambda r: r[0]) if ranked < bar]
+    if not top:  # nothing fits: say why for every GPU considered
+        cheaper = [plan for _, plan in sorted(rejected, key=lambda r: r[0])]
+    return top + cheaper
+
+
+def _no_price(gpu: GpuSpec, provider: str | None, pricing: str | None) -> str:
+    where = f" at {provider}" if provider else ""
+    kind = f"{pricing} " if pricing else ""
+    return f"no {kind}price for {gpu.id}{where} in the catalog"

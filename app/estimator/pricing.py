@@ -1,0 +1,183 @@
+"""Money: GPU-hours times price, the size of what a run leaves behind, and storing K variants.
+
+A full fine-tune leaves a whole checkpoint per task; LoRA and QLoRA leave a small adapter file
+that needs the (shared) base model beside it. With many task variants that difference, not the
+training bill, can dominate (the storage argument for adapters).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from app.catalog.loader import PriceRow, StoragePrice
+from app.estimator.lora import lora_targets
+from app.estimator.model_analysis import ModelAnalysis
+from app.estimator.spec import LoraSpec, Method, TrainingSpec
+
+GIB = 1024**3  # cloud storage bills per GB-month where 1 GB = 2^30 bytes (AWS S3 pricing FAQ)
+BASE_CHECKPOINT_BYTES_PER_PARAM = 2  # published base checkpoints are bf16/fp16 safetensors
+SAFETENSORS_LENGTH_PREFIX = 8  # u64 header length at the start of every .safetensors file
+SAFETENSORS_ALIGN = 8  # the JSON header is space-padded to a multiple of 8 bytes
+PEFT_PREFIX = "base_model.model."  # peft's key prefix in adapter_model.safetensors
+
+
+@dataclass(frozen=True)
+class ArtifactSize:
+    """What one finished run writes: a full checkpoint or an adapter file, in bytes."""
+
+    kind: str  # "checkpoint" or "adapter"
+    bytes: int
+    dtype_bytes: int
+    header_bytes: int
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What the GPUs of one run cost."""
+
+    provider: str
+    pricing: str
+    price_per_gpu_hour: float
+    billed_gpus: int  # whole instances: a 1-GPU run on an 8-GPU-only offer pays for 8
+    gpu_hours: float
+    cost_usd: float
+    instance: str = ""
+    gpus_per_instance: int = 1
+
+
+@dataclass(frozen=True)
+class VariantStorage:
+    """Bytes and dollars to keep K task variants for some months, by approach."""
+
+    variants: int
+    months: float
+    provider: str
+    usd_per_gb_month: float
+    full_bytes: int  # K full checkpoints
+    adapter_bytes: int  # one base checkpoint + K adapters
+    full_usd: float
+    adapter_usd: float
+
+
+def saved_dtype_bytes(precision: str) -> int:
+    """Bytes per element of what `save_pretrained` writes: the dtype the weights train in."""
+    return 2 if precision == "bf16_true" else 4
+
+
+def _header_bytes(tensors: list[tuple[str, list[int]]], dtype: str, width: int) -> int:
+    """Length of a safetensors header for `tensors`, written as the library writes it."""
+    entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in sorted(tensors):
+        size = width
+        for dim in shape:
+            size *= dim
+        entries[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(entries, separators=(",", ":"))
+    padded = -(-len(text) // SAFETENSORS_ALIGN) * SAFETENSORS_ALIGN
+    return SAFETENSORS_LENGTH_PREFIX + padded
+
+
+def artifact_size(
+    *,
+    analysis: ModelAnalysis,
+    method: Method | str,
+    training: TrainingSpec,
+    lora: LoraSpec,
+    lora_trainable: int,
+) -> ArtifactSize:
+    """Bytes of the checkpoint (full) or adapter_model.safetensors (LoRA/QLoRA) a run saves.
+
+    peft saves the adapter in the dtype it trained in: bf16 when the whole model is cast to
+    bf16 (`bf16_true`), fp32 otherwise (peft upcasts 16-bit adapter weights by default).
+    """
+    width = saved_dtype_bytes(training.precision)
+    if Method(method) is Method.FULL:
+        return ArtifactSize(
+            kind="checkpoint",
+            bytes=analysis.total_params * width,
+            dtype_bytes=width,
+            header_bytes=0,  # a few KB over many GB: below any price resolution
+        )
+    tensors: list[tuple[str, list[int]]] = []
+    counted = 0
+    for name, fan_in, fan_out in lora_targets(analysis, lora):
+        tensors.append((f"{PEFT_PREFIX}{name}.lora_A.weight", [lora.r, fan_in]))
+        tensors.append((f"{PEFT_PREFIX}{name}.lora_B.weight", [fan_out, lora.r]))
+        counted += lora.r * (fan_in + fan_out)
+    # modules_to_save (and anything the layer list cannot name) are saved as whole tensors
+    extra = max(0, lora_trainable - counted)
+    if extra:
+        tensors.append((PEFT_PREFIX + "modules_to_save.weight", [extra]))
+    dtype = "BF16" if width == 2 else "F32"
+    header = _header_bytes(tensors, dtype, width)
+    return ArtifactSize(
+        kind="adapter",
+        bytes=lora_trainable * width + header,
+        dtype_bytes=width,
+        header_bytes=header,
+    )
+
+
+def run_cost(*, hours: float, num_gpus: int, price: PriceRow) -> RunCost:
+    """GPU-hours (whole instances billed) times the price of `price`'s offer."""
+    billed = price.billed_gpus(num_gpus)
+    gpu_hours = hours * billed
+    return RunCost(
+        provider=price.provider,
+        pricing=price.pricing,
+        price_per_gpu_hour=price.usd_per_gpu_hour,
+        billed_gpus=billed,
+        gpu_hours=gpu_hours,
+        cost_usd=gpu_hours * price.usd_per_gpu_hour,
+        instance=price.instance,
+        gpus_per_instance=price.gpus_per_instance,
+    )
+
+
+def storage_usd(*, stored_bytes: float, months: float, price: StoragePrice) -> float:
+    """Dollars to keep `stored_bytes` for `months` at `price`."""
+    return stored_bytes / GIB * price.usd_per_gb_month * months
+
+
+def stored_bytes(
+    *, analysis: ModelAnalysis, method: Method | str, artifact_bytes: int, variants: int
+) -> int:
+    """Bytes kept for `variants` tasks: K checkpoints, or one base checkpoint plus K adapters."""
+    if Method(method) is Method.FULL:
+        return variants * artifact_bytes
+    base = analysis.total_params * BASE_CHECKPOINT_BYTES_PER_PARAM
+    return base + variants * artifact_bytes
+
+
+def variant_storage(
+    *,
+    analysis: ModelAnalysis,
+    full_artifact_bytes: int,
+    adapter_artifact_bytes: int,
+    variants: int,
+    months: float,
+    price: StoragePrice,
+) -> VariantStorage:
+    """K full checkpoints versus one base checkpoint plus K adapters, in bytes and dollars."""
+    full = stored_bytes(
+        analysis=analysis, method=Method.FULL, artifact_bytes=full_artifact_bytes, variants=variants
+    )
+    adapters = stored_bytes(
+        analysis=analysis,
+        method=Method.LORA,
+        artifact_bytes=adapter_artifact_bytes,
+        variants=variants,
+    )
+    return VariantStorage(
+        variants=variants,
+        months=months,
+        provider=price.provider,
+        usd_per_gb_month=price.usd_per_gb_month,
+        full_bytes=full,
+        adapter_bytes=adapters,
+        full_usd=storage_usd(stored_bytes=full, months=months, price=price),
+        adapter_usd=storage_usd(stored_bytes=adapters, months=months, price=price),
+    )

@@ -1,0 +1,200 @@
+"""The verdict: which method to use, and why, in plain sentences with the numbers behind them.
+
+Parameter-efficient fine-tuning is the default: LoRA matches full fine-tuning on instruction
+tuning at a fraction of the memory, and one base model can serve many small adapters. Full
+fine-tuning is recommended only when the inputs justify it (a large domain shift, or LoRA
+already tried and found insufficient) and the hardware and budget allow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from app.estimator.pricing import VariantStorage
+from app.estimator.results import MethodResult, Plan, Recommendation
+from app.estimator.spec import Method
+
+DomainShift = Literal["low", "medium", "high"]
+
+# QLoRA trades a 4-bit base (slower steps, quantization error) for memory; prefer it over LoRA
+# only when LoRA cannot run, or QLoRA saves at least this share of the LoRA bill.
+QLORA_MIN_SAVING = 0.25
+
+CITE_LORA_PARITY = (
+    "LoRA matches full fine-tuning on instruction tuning and similar small shifts "
+    "(Hu et al. 2021, LoRA; Dettmers et al. 2023, QLoRA: 4-bit QLoRA matches 16-bit)"
+)
+CITE_LORA_LEARNS_LESS = (
+    "LoRA learns less than full fine-tuning on large domain shifts such as code or math "
+    "continued pretraining (Biderman et al. 2024, 'LoRA Learns Less and Forgets Less')"
+)
+CITE_QLORA = "QLoRA matches 16-bit LoRA quality with a 4-bit base (Dettmers et al. 2023, QLoRA)"
+NAMES = {Method.FULL: "full fine-tuning", Method.LORA: "LoRA", Method.QLORA: "QLoRA"}
+GB, MB = 1e9, 1e6
+
+
+def _first_upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _usd(value: float | None) -> str:
+    return "an unknown price" if value is None else f"${value:,.2f}"
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / GB:,.1f} GB" if n_bytes >= GB else f"{n_bytes / MB:,.1f} MB"
+
+
+def _hardware(r: MethodResult) -> str:
+    return f"{r.num_gpus}x {r.gpu} ({r.memory.per_gpu_bytes / GB:.1f} GB per GPU)"
+
+
+def _blocker(r: MethodResult, budget: float | None, plans: list[Plan]) -> str | None:
+    """Why a method cannot be used as estimated, or None if it can."""
+    name = NAMES[r.method]
+    if not r.fits:
+        gb = r.memory.per_gpu_bytes / GB
+        fit = next((p for p in plans if p.fits), None)
+        alt = (
+            f"; the cheapest option that fits is {p_desc(fit)}"
+            if fit is not None
+            else "; nothing in the catalog fits it"
+        )
+        return f"{name} does not fit {r.num_gpus}x {r.gpu}: it needs {gb:.1f} GB per GPU{alt}"
+    if budget is not None and r.cost_usd is not None and r.cost_usd > budget:
+        return f"{name} costs {_usd(r.cost_usd)}, over the {_usd(budget)} budget"
+    return None
+
+
+def p_desc(plan: Plan) -> str:
+    """A plan in a few words: '2x A100-80GB at lambda for $41.20'."""
+    where = f" at {plan.provider}" if plan.provider else ""
+    return f"{plan.num_gpus}x {plan.gpu}{where} for {_usd(plan.cost_usd)}"
+
+
+def _ratio_sentence(a: MethodResult, b: MethodResult) -> str | None:
+    if a.cost_usd is None or b.cost_usd is None or b.cost_usd <= 0:
+        return None
+    return (
+        f"{_first_upper(NAMES[a.method])} needs {_hardware(a)} and costs {_usd(a.cost_usd)} "
+        f"({a.hours:.1f} h), {a.cost_usd / b.cost_usd:.1f}x {NAMES[b.method]}'s "
+        f"{_usd(b.cost_usd)} on {_hardware(b)} ({b.hours:.1f} h)."
+    )
+
+
+def storage_sentence(storage: VariantStorage, adapter_bytes: int, full_bytes: int) -> str:
+    """The storage argument for K task variants, with sizes and dollars."""
+    k = storage.variants
+    return (
+        f"{k} task variants: {k} full copies = {_size(storage.full_bytes)} of storage "
+        f"({_usd(storage.full_usd)} over {storage.months:g} months at {storage.provider}) vs "
+        f"{k} adapters = {_size(k * adapter_bytes)} on one shared base "
+        f"({_size(storage.adapter_bytes)} in all, {_usd(storage.adapter_usd)}); "
+        f"one full copy is {_size(full_bytes)}."
+    )
+
+
+def recommend(
+    *,
+    results: Mapping[Method, MethodResult],
+    plans: Mapping[Method, list[Plan]],
+    storage: VariantStorage | None = None,
+    budget_usd: float | None = None,
+    domain_shift: DomainShift | None = None,
+    lora_tried_and_insufficient: bool = False,
+) -> Recommendation:
+    """The recommended method among those estimated, with the reasons as sentences."""
+    blockers = {m: _blocker(r, budget_usd, plans.get(m, [])) for m, r in results.items()}
+    usable = [m for m in results if blockers[m] is None]
+    full_justified = domain_shift == "high" or lora_tried_and_insufficient
+    reasons: list[str] = []
+    why_full = (
+        "LoRA was already tried and found insufficient"
+        if lora_tried_and_insufficient
+        else "the domain shift is high"
+    )
+    peft = next((m for m in (Method.LORA, Method.QLORA) if m in usable), None)
+
+    choice: Method | None
+    if full_justified and Method.FULL in usable:
+        choice = Method.FULL
+        reasons.append(f"Full fine-tuning is justified: {why_full}; {CITE_LORA_LEARNS_LESS}.")
+    elif peft is not None:
+        choice = _pick_peft(results, usable, reasons)
+        if full_justified and Method.FULL in results:
+            reasons.append(
+                f"Full fine-tuning would be justified ({why_full}), but {blockers[Method.FULL]}."
+            )
+        elif Method.FULL in results:
+            shift = f"domain shift is {domain_shift}" if domain_shift else "no domain shift given"
+            reasons.append(
+                f"Full fine-tuning is not needed ({shift}, LoRA not yet tried): {CITE_LORA_PARITY}."
+            )
+        else:
+            reasons.append(f"{CITE_LORA_PARITY}.")
+        if domain_shift == "medium":
+            reasons.append(
+                "With a medium domain shift, prefer a higher rank or all-linear targets: "
+                "the gap to full fine-tuning narrows as LoRA trains more weights "
+                "(Biderman et al. 2024)."
+            )
+    elif Method.FULL in usable:
+        choice = Method.FULL
+        reasons.append(
+            "Full fine-tuning is the only estimated method that can run; "
+            "estimate LoRA too before paying for it."
+        )
+    else:
+        choice = None
+        reasons.append("No estimated method can run on the hardware and budget given.")
+
+    for m, blocker in blockers.items():
+        if blocker is not None and m != choice and not (m is Method.FULL and full_justified):
+            reasons.append(_first_upper(blocker) + ".")
+    if choice is not None:
+        others = [m for m in results if m != choice and results[m].fits]
+        reasons.extend(
+            s for s in (_ratio_sentence(results[m], results[choice]) for m in others) if s
+        )
+    if storage is not None and storage.variants > 1:
+        peft_result = results.get(Method.LORA) or results.get(Method.QLORA)
+        full_bytes = storage.full_bytes // storage.variants
+        if peft_result is not None:
+            reasons.append(storage_sentence(storage, peft_result.artifact_bytes, full_bytes))
+    return Recommendation(method=choice, reasons=reasons)
+
+
+def _pick_peft(
+    results: Mapping[Method, MethodResult], usable: list[Method], reasons: list[str]
+) -> Method:
+    lora, qlora = results.get(Method.LORA), results.get(Method.QLORA)
+    if Method.LORA in usable and Method.QLORA in usable and lora and qlora:
+        if (
+            lora.cost_usd is not None
+            and qlora.cost_usd is not None
+            and qlora.cost_usd <= (1 - QLORA_MIN_SAVING) * lora.cost_usd
+        ):
+            reasons.append(
+                f"QLoRA costs {_usd(qlora.cost_usd)} on {_hardware(qlora)} vs LoRA's "
+                f"{_usd(lora.cost_usd)}: the 4-bit base lets a cheaper GPU do it; {CITE_QLORA}."
+            )
+            return Method.QLORA
+        reasons.append(
+            f"LoRA fits {_hardware(lora)} and costs {_usd(lora.cost_usd)} "
+            f"({lora.hours:.1f} h); QLoRA would save memory "
+            f"({qlora.memory.per_gpu_bytes / GB:.1f} GB per GPU) but not enough money to "
+            f"justify its slower 4-bit steps."
+        )
+        return Method.LORA
+    if Method.LORA in usable and lora:
+        reasons.append(
+            f"LoRA fits {_hardware(lora)} and costs {_usd(lora.cost_usd)} ({lora.hours:.1f} h)."
+        )
+        return Method.LORA
+    assert qlora is not None
+    reasons.append(
+        f"QLoRA is what the memory allows: it fits {_hardware(qlora)} and costs "
+        f"{_usd(qlora.cost_usd)} ({qlora.hours:.1f} h); {CITE_QLORA}."
+    )
+    return Method.QLORA

@@ -1,0 +1,155 @@
+"""What the estimator answers: per-method results, ranked plans and the recommendation.
+
+Plain frozen pydantic models, so the API can return them as they are and store them as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.estimator.spec import Method
+
+Basis = Literal["prior", "calibrated"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class MemoryBreakdownOut(_Out):
+    """Expected bytes per GPU by what holds them."""
+
+    weights: int = 0
+    gradients: int = 0
+    optimizer_states: int = 0
+    master_weights: int = 0
+    activations: int = 0
+    logits: int = 0
+    overhead: int = 0
+
+
+class MemoryOut(_Out):
+    """Peak memory per GPU: expected, with a low-high range, in bytes."""
+
+    per_gpu_bytes: int
+    low_bytes: int
+    high_bytes: int
+    breakdown: MemoryBreakdownOut
+
+
+class FlopsOut(_Out):
+    """Matmul FLOPs: per token by part, and for the whole run."""
+
+    per_token: dict[str, float]
+    total: float
+
+
+class TimeOut(_Out):
+    """Where the wall time goes, in seconds."""
+
+    compute_s: float
+    weight_stream_s: float
+    dequant_s: float
+    optimizer_s: float
+    comm_s: float
+    overhead_s: float
+    total_s: float
+
+
+class Plan(_Out):
+    """One way to run a method: GPU type and count, provider, and what it costs, or why not."""
+
+    gpu: str
+    num_gpus: int
+    nodes: int
+    provider: str | None
+    pricing: str
+    fits: bool
+    reason: str | None = Field(None, description="why this option is not usable, if it is not")
+    per_gpu_bytes: int
+    gpu_memory_bytes: int
+    strategy: str
+    hours: float
+    billed_gpus: int
+    gpu_hours: float
+    price_per_gpu_hour: float | None
+    cost_usd: float | None
+    mfu: float
+    basis: Basis
+
+
+class MethodResult(_Out):
+    """The estimate of one method on the hardware asked for (or the cheapest that fits)."""
+
+    method: Method
+    trainable_params: int
+    memory: MemoryOut
+    gpu: str
+    num_gpus: int
+    nodes: int
+    strategy: str
+    fits: bool
+    flops: float
+    flops_detail: FlopsOut
+    hours: float
+    time: TimeOut
+    steps: int
+    billed_gpus: int
+    gpu_hours: float
+    provider: str | None
+    pricing: str
+    price_per_gpu_hour: float | None
+    cost_usd: float | None
+    mfu: float
+    basis: Basis
+    calibration_jobs: int
+    artifact_bytes: int
+    storage_cost_usd: float
+    notes: list[str]
+
+
+class ModelSummary(_Out):
+    """What model is being fine-tuned."""
+
+    architecture: str
+    model_type: str
+    total_params: int
+    active_params: int
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+
+
+class DatasetSummary(_Out):
+    """How many tokens the run processes (padding included unless packed)."""
+
+    num_sequences: int
+    tokens_per_epoch: float
+    epochs: float
+    processed_tokens: float
+    seq_len: int
+    mean_padded_len: float
+    packing: bool
+    micro_batches: int
+    steps: int = Field(description="optimizer steps on a single GPU")
+
+
+class Recommendation(_Out):
+    """The recommended method (None if nothing is feasible) and why, as plain sentences."""
+
+    method: Method | None
+    reasons: list[str]
+
+
+class EstimateResult(_Out):
+    """The estimator's full answer for one request."""
+
+    catalog_version: int
+    model: ModelSummary
+    dataset: DatasetSummary
+    results: dict[Method, MethodResult]
+    plans: dict[Method, list[Plan]]
+    recommendation: Recommendation
+    notes: list[str] = Field(default_factory=list)
