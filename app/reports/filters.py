@@ -44,8 +44,11 @@ GROUP_COLUMNS = {
 GROUP_CHOICES = (*GROUP_COLUMNS, "job", "tag:<key>")
 
 
-def _query_field(name: str) -> str:
-    return f"query.{name}"
+def bad_param(name: str, detail: str) -> InvalidInput:
+    """A 422 naming query parameter `name` (which may itself contain dots, e.g. tag.team)."""
+    return InvalidInput(
+        detail, errors=[{"loc": ["query", name], "msg": detail, "type": "value_error"}]
+    )
 
 
 def split_values(raw: Iterable[str], *, name: str) -> list[str]:
@@ -54,7 +57,7 @@ def split_values(raw: Iterable[str], *, name: str) -> list[str]:
     for item in raw:
         out.extend(v.strip() for v in item.split(",") if v.strip())
     if len(out) > MAX_FILTER_VALUES:
-        raise InvalidInput(f"{name}: at most {MAX_FILTER_VALUES} values", field=_query_field(name))
+        raise bad_param(name, f"{name}: at most {MAX_FILTER_VALUES} values")
     return list(dict.fromkeys(out))
 
 
@@ -115,7 +118,7 @@ def parse_filters(
     """
     start, end = as_utc(start), as_utc(end)
     if start is not None and end is not None and start > end:
-        raise InvalidInput("from must not be later than to", field=_query_field("from"))
+        raise bad_param("from", "from must not be later than to")
     known = set(allowed)
     columns: dict[str, tuple[str, ...]] = {}
     tags: dict[str, tuple[str, ...]] = {}
@@ -125,19 +128,16 @@ def parse_filters(
         if name.startswith(TAG_PARAM_PREFIX):
             key = name.removeprefix(TAG_PARAM_PREFIX)
             if not TAG_KEY.match(key):
-                raise InvalidInput(
-                    f"{name}: a tag key is 1-100 of A-Z a-z 0-9 _ . -", field=_query_field(name)
-                )
+                raise bad_param(name, f"{name}: a tag key is 1-100 of A-Z a-z 0-9 _ . -")
             values = split_values(raw, name=name)
             if not values:
-                raise InvalidInput(f"{name}: give at least one value", field=_query_field(name))
+                raise bad_param(name, f"{name}: give at least one value")
             tags[key] = tuple(values)
             continue
         if name not in COLUMN_FILTERS:
             accepted = sorted({*known, *COLUMN_FILTERS, "tag.<key>"})
-            raise InvalidInput(
-                f"unknown query parameter {name!r}; accepted: {', '.join(accepted)}",
-                field=_query_field(name),
+            raise bad_param(
+                name, f"unknown query parameter {name!r}; accepted: {', '.join(accepted)}"
             )
         values = split_values(raw, name=name)
         if not values:
@@ -157,10 +157,7 @@ def _check_enum(name: str, values: list[str]) -> None:
         return
     bad = [v for v in values if v not in choices]
     if bad:
-        raise InvalidInput(
-            f"{name}: unknown value {bad[0]!r}; use one of {', '.join(choices)}",
-            field=_query_field(name),
-        )
+        raise bad_param(name, f"{name}: unknown value {bad[0]!r}; use one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -183,17 +180,15 @@ def parse_group_by(value: str | None, *, allow_job: bool = True) -> Grouping:
     if value.startswith("tag:"):
         key = value.removeprefix("tag:")
         if not TAG_KEY.match(key):
-            raise InvalidInput(
-                "group_by: tag:<key> needs a key of 1-100 of A-Z a-z 0-9 _ . -",
-                field=_query_field("group_by"),
+            raise bad_param(
+                "group_by", "group_by: tag:<key> needs a key of 1-100 of A-Z a-z 0-9 _ . -"
             )
         return Grouping("tag", key)
     if value in GROUP_COLUMNS or (value == "job" and allow_job):
         return Grouping(value)
     choices = [c for c in GROUP_CHOICES if allow_job or c != "job"]
-    raise InvalidInput(
-        f"group_by: unknown grouping {value!r}; use one of {', '.join(choices)}",
-        field=_query_field("group_by"),
+    raise bad_param(
+        "group_by", f"group_by: unknown grouping {value!r}; use one of {', '.join(choices)}"
     )
 
 

@@ -1,0 +1,153 @@
+"""GET /v1/reports/focus: FOCUS 1.2 columns, types and nulls, in JSON and CSV, streamed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from typing import Any
+
+import pytest
+
+from app.db import session_scope
+from app.reports import focus
+from app.reports.filters import parse_filters
+from tests.conftest import auth
+from tests.reports.conftest import Seeded
+
+URL = "/v1/reports/focus"
+DECIMALS = (
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "ListUnitPrice",
+    "ContractedUnitPrice",
+    "ConsumedQuantity",
+    "PricingQuantity",
+    "x_EstimatedCost",
+    "x_EstimatedGpuHours",
+    "x_EstimateErrorPct",
+)
+# FOCUS 1.2: these must be present and never null on a Usage row.
+NOT_NULL = (
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "BillingCurrency",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ChargeDescription",
+    "ServiceCategory",
+    "ServiceName",
+    "ResourceId",
+    "PricingQuantity",
+    "PricingUnit",
+)
+FOCUS_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def _json_rows(client: Any, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    r = client.get(URL, params={**params, "format": "json"}, headers=auth(key))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["focus_version"] == "1.2"
+    return body["rows"]
+
+
+def test_json_columns_types_and_values(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    rows = _json_rows(app_client, keys["read"], seeded.scope)
+    charged = [j for j in seeded.jobs if j.act_cost_usd is not None]
+    assert [r["ResourceId"] for r in rows] == [
+        j.id for j in sorted(charged, key=lambda j: (j.finished_at, j.id))
+    ]
+    jobs = {j.id: j for j in charged}
+    for row in rows:
+        job = jobs[row["ResourceId"]]
+        assert tuple(row) == focus.COLUMNS
+        for name in DECIMALS:
+            assert row[name] is None or isinstance(row[name], int | float), name
+        for name in NOT_NULL:
+            assert row[name] is not None, name
+        assert FOCUS_DATETIME.match(row["ChargePeriodStart"])
+        assert FOCUS_DATETIME.match(row["ChargePeriodEnd"])
+        assert row["ChargePeriodStart"] <= row["ChargePeriodEnd"]
+        assert row["BilledCost"] == pytest.approx(job.act_cost_usd)
+        assert row["ListCost"] == pytest.approx(row["ListUnitPrice"] * row["PricingQuantity"])
+        assert row["ConsumedQuantity"] == pytest.approx(job.act_gpu_hours)
+        assert row["ConsumedUnit"] == row["PricingUnit"] == "GPU-Hours"
+        assert row["BillingCurrency"] == "USD"
+        assert row["ChargeCategory"] == "Usage"
+        assert row["ServiceCategory"] == "AI and Machine Learning"
+        assert row["ProviderName"] == job.provider  # null when none was recorded
+        assert row["Tags"] == seeded.tags[job.id]
+        assert row["x_Method"] == job.method and row["x_Model"] == job.model_ref
+        assert row["x_EstimatedCost"] == pytest.approx(job.est_cost_usd)
+        if job.act_cost_usd > 0:
+            want = (job.est_cost_usd - job.act_cost_usd) / job.act_cost_usd * 100
+            assert row["x_EstimateErrorPct"] == pytest.approx(want)
+        else:
+            assert row["x_EstimateErrorPct"] is None  # no error against a zero cost
+
+
+def test_spot_is_dynamic_pricing(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    rows = _json_rows(app_client, keys["read"], seeded.scope)
+    pricing = {j.id: j.pricing for j in seeded.jobs}
+    for row in rows:
+        want = "Dynamic" if pricing[row["ResourceId"]] == "spot" else "Standard"
+        assert row["PricingCategory"] == want
+
+
+def test_csv_matches_json(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    rows = _json_rows(app_client, keys["read"], seeded.scope)
+    r = app_client.get(URL, params=seeded.scope, headers=auth(keys["read"]))  # csv by default
+    assert r.headers["content-type"].startswith("text/csv")
+    reader = csv.DictReader(io.StringIO(r.text))
+    assert tuple(reader.fieldnames or ()) == focus.COLUMNS
+    lines = list(reader)
+    assert len(lines) == len(rows)
+    for line, row in zip(lines, rows, strict=True):
+        assert json.loads(line["Tags"]) == row["Tags"]
+        for name in focus.COLUMNS:
+            value = row[name]
+            if value is None:
+                assert line[name] == "", name
+            elif name in DECIMALS or name == "x_NumGpus":
+                assert float(line[name]) == pytest.approx(value), name
+            elif name != "Tags":
+                assert line[name] == value, name
+
+
+def test_filters_apply(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    rows = _json_rows(app_client, keys["read"], {**seeded.scope, "tag.team": "b"})
+    want = {j.id for j in seeded.jobs if seeded.tags[j.id].get("team") == "b"}
+    assert {r["ResourceId"] for r in rows} == want
+
+
+def test_empty_export_is_valid(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    assert _json_rows(app_client, keys["read"], {"tag.suite": "nobody-has-this"}) == []
+    r = app_client.get(URL, params={"tag.suite": "nobody"}, headers=auth(keys["read"]))
+    assert r.text.strip() == ",".join(focus.COLUMNS)
+
+
+def test_written_batch_by_batch(seeded: Seeded, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(focus, "BATCH_ROWS", 2)
+    filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]}, allowed=())
+    with session_scope() as session:
+        chunks = list(focus.render_csv(focus.iter_batches(session, filters)))
+    charged = sum(1 for j in seeded.jobs if j.act_cost_usd is not None)
+    assert len(chunks) == 1 + -(-charged // 2)  # the header, then one chunk per batch of 2
+    assert sum(c.count("\n") for c in chunks) == 1 + charged
+
+
+@pytest.mark.parametrize(
+    ("params", "name"), [({"format": "parquet"}, "format"), ({"group_by": "method"}, "group_by")]
+)
+def test_bad_input(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
+    r = app_client.get(URL, params=params, headers=auth(keys["read"]))
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"][-1] == name

@@ -1,0 +1,95 @@
+"""GET /v1/reports/spend: day, week and month buckets by any group, JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from app.models import Job
+from app.reports.service import SPEND_COLUMNS
+from tests.conftest import auth
+from tests.reports.conftest import Seeded, group_key
+
+URL = "/v1/reports/spend"
+
+
+def _bucket(day: date, bucket: str) -> str:
+    if bucket == "week":
+        day = day - timedelta(days=day.weekday())  # Monday
+    elif bucket == "month":
+        day = day.replace(day=1)
+    return day.isoformat()
+
+
+def _expected(jobs: list[Job], bucket: str, key: Any) -> dict[tuple[str, Any], dict[str, float]]:
+    out: dict[tuple[str, Any], dict[str, float]] = {}
+    for job in jobs:
+        k = (_bucket(job.finished_at.date(), bucket), key(job) if key else None)
+        row = out.setdefault(k, {"jobs": 0, "spend_usd": 0.0, "gpu_hours": 0.0})
+        row["jobs"] += 1
+        row["spend_usd"] += job.act_cost_usd or 0.0
+        row["gpu_hours"] += job.act_gpu_hours or 0.0
+    return out
+
+
+@pytest.mark.parametrize("bucket", ["day", "week", "month"])
+@pytest.mark.parametrize("group_by", [None, "method", "tag:team"])
+def test_buckets_by_group(app_client, keys, seeded: Seeded, bucket, group_by) -> None:  # type: ignore[no-untyped-def]
+    params = {**seeded.scope, "bucket": bucket}
+    if group_by:
+        params["group_by"] = group_by
+    r = app_client.get(URL, params=params, headers=auth(keys["read"]))
+    assert r.status_code == 200, r.text
+    rows = r.json()["rows"]
+    want = _expected(seeded.jobs, bucket, group_key(seeded, group_by) if group_by else None)
+    got = {(row["bucket_start"], row["group"]): row for row in rows}
+    assert set(got) == set(want)
+    for k, row in got.items():
+        assert row["jobs"] == want[k]["jobs"]
+        assert row["spend_usd"] == pytest.approx(want[k]["spend_usd"])
+        assert row["gpu_hours"] == pytest.approx(want[k]["gpu_hours"])
+    starts = [row["bucket_start"] for row in rows]
+    assert starts == sorted(starts)
+
+
+def test_week_starts_on_monday_and_month_on_the_first(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    for bucket, check in (("week", lambda d: d.weekday() == 0), ("month", lambda d: d.day == 1)):
+        r = app_client.get(
+            URL, params={**seeded.scope, "bucket": bucket}, headers=auth(keys["read"])
+        )
+        days = [date.fromisoformat(row["bucket_start"]) for row in r.json()["rows"]]
+        assert days and all(check(d) for d in days)
+
+
+def test_late_evening_utc_lands_on_its_utc_day(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    # The failed job finished 2025-03-10 23:30 UTC; it must not slip into the 11th.
+    r = app_client.get(URL, params={**seeded.scope, "status": "failed"}, headers=auth(keys["read"]))
+    assert [row["bucket_start"] for row in r.json()["rows"]] == ["2025-03-10"]
+
+
+def test_csv(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    params = {**seeded.scope, "bucket": "month", "group_by": "gpu"}
+    rows = app_client.get(URL, params=params, headers=auth(keys["read"])).json()["rows"]
+    r = app_client.get(URL, params={**params, "format": "csv"}, headers=auth(keys["read"]))
+    assert r.headers["content-type"].startswith("text/csv")
+    reader = csv.DictReader(io.StringIO(r.text))
+    assert tuple(reader.fieldnames or ()) == SPEND_COLUMNS
+    parsed = list(reader)
+    assert [(p["bucket_start"], p["group"]) for p in parsed] == [
+        (row["bucket_start"], row["group"]) for row in rows
+    ]
+    assert [float(p["spend_usd"]) for p in parsed] == pytest.approx([r["spend_usd"] for r in rows])
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [({"bucket": "year"}, "bucket"), ({"group_by": "job"}, "group_by"), ({"to": "x"}, "to")],
+)
+def test_bad_input(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
+    r = app_client.get(URL, params=params, headers=auth(keys["read"]))
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["loc"][-1] == name

@@ -1,0 +1,76 @@
+"""The same report queries on the embedded SQLite database (strftime buckets, JSON tag objects)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.db import make_engine
+from app.migrate import upgrade_head
+from app.reports import focus, service
+from app.reports.filters import parse_filters, parse_group_by
+from tests.reports.factory import make_job
+
+DAYS = [
+    datetime(2025, 2, 27, 23, 59, tzinfo=UTC),
+    datetime(2025, 3, 2, 12, tzinfo=UTC),
+    datetime(2025, 3, 3, 0, 0, tzinfo=UTC),
+    datetime(2025, 3, 9, 8, tzinfo=UTC),
+]
+
+
+@pytest.fixture
+def sqlite_session(sqlite_url: str):  # type: ignore[no-untyped-def]
+    upgrade_head(sqlite_url)
+    engine = make_engine(sqlite_url)
+    with Session(engine) as session:
+        for i, day in enumerate(DAYS):
+            make_job(
+                session,
+                method=("lora", "qlora")[i % 2],
+                finished_at=day,
+                act_hours=1.0 + i,
+                tags={"team": "ab"[i // 2]},
+            )
+        session.commit()
+        yield session
+    engine.dispose()
+
+
+def _filters():  # type: ignore[no-untyped-def]
+    return parse_filters(start=None, end=None, params={}, allowed=())
+
+
+@pytest.mark.parametrize(
+    ("bucket", "want"),
+    [
+        ("day", ["2025-02-27", "2025-03-02", "2025-03-03", "2025-03-09"]),
+        ("week", ["2025-02-24", "2025-03-03"]),  # Mondays
+        ("month", ["2025-02-01", "2025-03-01"]),
+    ],
+)
+def test_spend_buckets(sqlite_session: Session, bucket: str, want: list[str]) -> None:
+    report = service.spend(
+        sqlite_session, filters=_filters(), grouping=parse_group_by(None), bucket=bucket
+    )
+    assert [r.bucket_start for r in report.rows] == want
+    assert sum(r.jobs for r in report.rows) == len(DAYS)
+    assert sum(r.spend_usd for r in report.rows) == pytest.approx(4.0 * (1 + 2 + 3 + 4))
+
+
+def test_grouped_by_tag_and_filtered_by_time(sqlite_session: Session) -> None:
+    filters = parse_filters(start=datetime(2025, 3, 1, tzinfo=UTC), end=None, params={}, allowed=())
+    report = service.estimate_vs_actual(
+        sqlite_session, filters=filters, grouping=parse_group_by("tag:team")
+    )
+    got = {r.group: r.jobs for r in report.rows}
+    assert got == {"a": 1, "b": 2}
+    assert report.total.gpu_hours.actual == pytest.approx(2.0 + 3.0 + 4.0)
+
+
+def test_focus_tags_are_objects(sqlite_session: Session) -> None:
+    rows = [r for batch in focus.iter_batches(sqlite_session, _filters()) for r in batch]
+    assert [r["Tags"] for r in rows] == [{"team": t} for t in "aabb"]
+    assert rows[0]["ChargePeriodEnd"] == "2025-02-27T23:59:00Z"
