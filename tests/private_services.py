@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,10 +84,8 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         yield pg
     finally:
-        try:
+        with suppress(subprocess.CalledProcessError):
             pg.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(base, ignore_errors=True)
 
 
