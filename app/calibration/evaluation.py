@@ -157,7 +157,9 @@ def evaluate(
         )
     groups = fit_groups(session, finished_before=split)
     table = to_table(groups)
-    fitted_ids = frozenset().union(*(g.job_ids for g in groups)) if groups else frozenset()
+    used = [g.job_ids for g in groups if g.calibration() is not None]
+    fitted_ids: frozenset[str] = frozenset().union(*used) if used else frozenset()
+    read_ids: frozenset[str] = frozenset().union(*(g.job_ids for g in groups))
     held = session.execute(
         select(
             Job.id,
@@ -191,7 +193,7 @@ def evaluate(
         split_at=split,
         fit_jobs=len(fitted_ids),
         heldout_jobs=len(scored),
-        overlap=len(fitted_ids & {row.id for row, _, _ in scored}),
+        overlap=len(read_ids & {row.id for row, _, _ in scored}),
         before=BEFORE,
         after=AFTER,
         overall=_summary(scored) if scored else None,

@@ -87,9 +87,9 @@ class EvaluationOut(BaseModel):
     """Calibration measured on jobs it never saw: fitted on older jobs, scored on newer ones."""
 
     split_at: datetime | None = Field(description="fit on jobs finished before, score at/after")
-    fit_jobs: int = Field(description="jobs the fit rests on (all finished before split_at)")
+    fit_jobs: int = Field(description="jobs the used fits rest on (all finished before split_at)")
     heldout_jobs: int
-    overlap: int = Field(description="jobs both fitted and scored; 0 by construction")
+    overlap: int = Field(description="jobs both read by the fit and scored; 0 by construction")
     before: str = Field(description="what 'before' means")
     after: str = Field(description="what 'after' means")
     overall: EvalSummary | None

@@ -1,0 +1,158 @@
+"""The calibration fit: which jobs count, the outlier guard, the minimum, the memory factor."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app.calibration import service
+from app.calibration.samples import MIN_COMPUTE_SHARE, job_efficiency
+from app.estimator.spec import Method
+from app.models import JobStatus
+from tests.calibration.conftest import slowed_job
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+PRIOR = 0.36
+SLOWDOWNS = [1.45, 1.5, 1.55, 1.48, 1.52]  # the matmuls ran ~1.5x slower than the prior says
+
+
+def _seed_a100_lora(session: Session) -> list[str]:
+    ids = []
+    for i, slow in enumerate(SLOWDOWNS):
+        job = slowed_job(
+            session,
+            slowdown=slow,
+            mem=1.2,
+            mfu=PRIOR,
+            est_hours=2.0,
+            finished_at=T0 + timedelta(hours=i),
+        )
+        ids.append(job.id)
+    return ids
+
+
+def test_fit_from_succeeded_full_runs(session: Session) -> None:
+    ids = _seed_a100_lora(session)
+    # Noise the guard must keep out: an outlier, stopped runs and a cut-short "success".
+    outlier = slowed_job(
+        session,
+        slowdown=15.0,
+        mem=1.2,
+        mfu=PRIOR,
+        est_hours=2.0,
+        finished_at=T0 + timedelta(hours=9),
+    )
+    for status in (JobStatus.BUDGET_EXCEEDED, JobStatus.CANCELLED, JobStatus.FAILED):
+        slowed_job(
+            session,
+            slowdown=0.2,
+            mem=3.0,
+            mfu=PRIOR,
+            status=status,
+            finished_at=T0 + timedelta(hours=10),
+        )
+    slowed_job(
+        session,
+        slowdown=0.2,
+        mem=3.0,
+        mfu=PRIOR,
+        complete_run=False,
+        finished_at=T0 + timedelta(hours=11),
+    )
+    session.commit()
+
+    groups = {(g.gpu, g.method): g for g in service.fit_groups(session)}
+    group = groups[("A100-80GB", "lora")]
+    assert group.eligible_jobs == len(SLOWDOWNS) + 1  # the succeeded ones; the outlier too
+    assert group.mfu.outliers == 1 and outlier.id not in group.mfu.used_ids
+    assert set(group.mfu.used_ids) == set(ids)
+    want = math.exp(statistics.fmean(math.log(PRIOR / s) for s in SLOWDOWNS))
+    assert group.mfu.value == pytest.approx(want, rel=1e-9)
+    assert group.memory.value == pytest.approx(1.2, rel=1e-6)
+
+    table = service.fit(session)
+    cal = table[("A100-80GB", Method.LORA)]
+    assert cal.mfu == pytest.approx(want) and cal.memory_factor == pytest.approx(1.2, rel=1e-6)
+    assert cal.jobs == len(set(group.mfu.used_ids) | set(group.memory.used_ids))
+
+
+def test_too_few_jobs_are_not_used(session: Session) -> None:
+    for i in range(service.MIN_JOBS - 1):
+        slowed_job(
+            session,
+            slowdown=2.0,
+            gpu="H100-80GB-SXM",
+            method="qlora",
+            finished_at=T0 + timedelta(hours=i),
+        )
+    session.commit()
+    groups = service.fit_groups(session)
+    assert [(g.gpu, g.method, g.mfu.used) for g in groups] == [
+        ("H100-80GB-SXM", "qlora", service.MIN_JOBS - 1)
+    ]
+    assert groups[0].calibration() is None
+    assert service.fit(session) == {}
+
+
+def test_exclusions(session: Session) -> None:
+    ids = _seed_a100_lora(session)
+    session.commit()
+    full = service.fit(session)[("A100-80GB", Method.LORA)]
+    fewer = service.fit(session, exclude_job_ids=ids[:1])[("A100-80GB", Method.LORA)]
+    assert (full.jobs, fewer.jobs) == (5, 4)
+    assert fewer.mfu != pytest.approx(full.mfu, rel=1e-12)
+    older = service.fit(session, finished_before=T0 + timedelta(hours=3))
+    assert older[("A100-80GB", Method.LORA)].jobs == 3
+    assert service.fit(session, finished_before=T0 + timedelta(hours=2)) == {}
+
+
+def test_memory_fit_ignores_peaks_it_cannot_compare(session: Session) -> None:
+    for i in range(3):
+        slowed_job(session, slowdown=1.0, mem=1.3, finished_at=T0 + timedelta(hours=i))
+    # Estimated with a calibrated memory factor that the snapshot did not record: the raw
+    # estimate is unknown, so the job must not feed the memory fit (it would chase itself).
+    slowed_job(session, slowdown=1.0, mem=0.5, basis="calibrated", finished_at=T0)
+    # A different kind of peak (CPU RSS among CUDA peaks) is not comparable either.
+    slowed_job(session, slowdown=1.0, mem=9.0, peak_kind="cpu_rss", finished_at=T0)
+    session.commit()
+    group = service.fit_groups(session)[0]
+    assert group.memory.used == 3 and group.memory.value == pytest.approx(1.3, rel=1e-6)
+    assert group.peak_kind == "cuda_max_reserved"
+    assert group.mfu.used == 5  # the efficiency of all five still counts
+
+
+def test_fitted_efficiency_is_capped_at_one(session: Session) -> None:
+    for i in range(3):
+        slowed_job(session, slowdown=0.2, mfu=0.5, finished_at=T0 + timedelta(hours=i))
+    session.commit()
+    group = service.fit_groups(session)[0]
+    assert group.mfu_capped and group.mfu.value == 1.0
+
+
+def test_efficiency_from_wall_time_and_its_limits() -> None:
+    snap = {
+        "mfu": 0.4,
+        "steps": 100,
+        "time": {"compute_s": 900.0, "optimizer_s": 100.0, "overhead_s": 60.0},
+    }
+    # No training-loop time: the wall time less the modelled start-up and per-step terms.
+    mfu, source = job_efficiency(snap, wall_s=60.0 + 100.0 + 1800.0)
+    assert source == "wall_time" and mfu == pytest.approx(0.2)
+    # A run capped at half its steps does half the per-step work.
+    half = {**snap, "job_scaled": {"steps": 50}}
+    mfu, _ = job_efficiency(half, wall_s=60.0 + 50.0 + 900.0)
+    assert mfu == pytest.approx(0.2)
+    # When the modelled fixed terms eat nearly all the time, fall back to the worker's MFU.
+    tiny = 60.0 + 100.0 + MIN_COMPUTE_SHARE * 100.0
+    assert job_efficiency(snap, wall_s=tiny, act_mfu=0.03) == (0.03, "measured_mfu")
+    assert job_efficiency(snap, wall_s=tiny) == (None, None)
+    # No stored time breakdown: scale by estimated over actual hours.
+    bare = {"mfu": 0.4}
+    assert job_efficiency(bare, wall_s=1.0, est_gpu_hours=1.0, act_gpu_hours=2.0) == (
+        pytest.approx(0.2),
+        "hours_ratio",
+    )
