@@ -207,8 +207,10 @@ def model_out(*, with_params: bool) -> list[ModelOut]:
         text_cfg = cfg.get("text_config") or cfg
         total = None
         if with_params:
+            from app.estimates.service import ensure_estimator_loaded
             from app.estimator.model_analysis import analyze_model
 
+            ensure_estimator_loaded()
             total = analyze_model(cfg).total_params
         out.append(
             ModelOut(

@@ -1,0 +1,1 @@
+"""Estimates: resolve model and dataset, price against the effective catalog, store."""

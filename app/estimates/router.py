@@ -1,0 +1,59 @@
+"""Estimate routes (read scope): create, get, list."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, status
+
+from app.auth.deps import ReadPrincipal
+from app.db import SessionDep
+from app.estimates import service
+from app.estimates.schemas import EstimateIn, EstimateOut
+from app.pagination import CursorQuery, LimitQuery, Page
+
+log = logging.getLogger(__name__)
+
+
+def _warm() -> None:
+    try:
+        service.ensure_estimator_loaded()
+    except Exception:  # warming is an optimisation; a failure shows on the first real request
+        log.exception("estimator warm-up failed")
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Importing torch/transformers/peft and building a first model take seconds; do it in the
+    # background at start so the first client does not wait for it.
+    threading.Thread(target=_warm, name="estimator-warmup", daemon=True).start()
+    yield
+
+
+router = APIRouter(prefix="/v1/estimates", tags=["estimates"], lifespan=_lifespan)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=EstimateOut)
+def create_estimate(
+    estimate_in: EstimateIn, session: SessionDep, principal: ReadPrincipal
+) -> EstimateOut:
+    """Estimate memory, time and cost of full fine-tuning, LoRA and QLoRA, and recommend one."""
+    return service.create(session, estimate_in=estimate_in, principal=principal)
+
+
+@router.get("/{estimate_id}", response_model=EstimateOut)
+def get_estimate(estimate_id: str, session: SessionDep, _: ReadPrincipal) -> EstimateOut:
+    """A stored estimate, with the catalog version it was priced at."""
+    return service.to_out(service.get(session, estimate_id=estimate_id))
+
+
+@router.get("", response_model=Page[EstimateOut])
+def list_estimates(
+    session: SessionDep, _: ReadPrincipal, limit: LimitQuery = 20, cursor: CursorQuery = None
+) -> Page[EstimateOut]:
+    """Estimates, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    rows, next_cursor = service.list_(session, limit=limit, cursor=cursor)
+    return Page[EstimateOut](items=[service.to_out(r) for r in rows], next_cursor=next_cursor)

@@ -1,0 +1,297 @@
+"""Estimates: resolve the model and the dataset, price against the effective catalog, store.
+
+`compute` is pure (no database) so that the CLI runs the very same path without a server;
+`create` adds what only the service knows: uploaded datasets, price overrides, calibration.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.service import Principal
+from app.catalog import Catalog, UnknownGpuError, UnknownProviderError
+from app.catalog import service as catalog_service
+from app.catalog.model_catalog import catalog_model_ids, get_model_config
+from app.datasets import service as datasets_service
+from app.errors import InvalidInput, NotFound
+from app.estimates.guards import MAX_TOTAL_PARAMS, check_config
+from app.estimates.schemas import EstimateIn, EstimateOut, ModelConfigIn, ModelPathIn
+from app.estimator.calibration_types import CalibrationTable
+from app.estimator.model_analysis import ModelAnalysis, ModelConfigError, analyze_model
+from app.estimator.results import EstimateResult
+from app.estimator.spec import DatasetShape
+from app.models import Estimate
+from app.models.base import new_id
+from app.pagination import keyset_page
+from app.paths import confine_model_path, relative_to_root
+
+log = logging.getLogger(__name__)
+MAX_CONFIG_FILE_BYTES = 1024 * 1024  # real config.json files are a few KB
+MAX_MESSAGE_CHARS = 400  # of a library's error message quoted back to the client
+CLOSE_MATCHES = 5
+WARM_MODEL = "meta-llama/Llama-3.2-1B"  # small catalog model whose build loads every library
+_load_lock = threading.Lock()
+_loaded = False
+
+
+def _unknown_model(model_id: str) -> NotFound:
+    known = catalog_model_ids()
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(model_id.lower(), list(by_lower), n=CLOSE_MATCHES, cutoff=0.5)
+    # The part after the owner alone ("Llama-2-7b-hf") is how people often type it.
+    tail = model_id.rsplit("/", 1)[-1].lower()
+    tails = {k.rsplit("/", 1)[-1].lower(): k for k in known}
+    close += [tails[t] for t in difflib.get_close_matches(tail, list(tails), n=3, cutoff=0.6)]
+    matches = list(dict.fromkeys(by_lower.get(c, c) for c in close))[:CLOSE_MATCHES]
+    hint = f"; close matches: {', '.join(matches)}" if matches else ""
+    return NotFound(
+        f"model {model_id!r} is not in the catalog{hint}. See GET /v1/catalog/models, or send "
+        "{'config': {...}} with the model's config.json",
+        extra={"close_matches": matches},
+    )
+
+
+@lru_cache(maxsize=128)
+def _catalog_analysis(model_id: str) -> ModelAnalysis:
+    try:
+        config = get_model_config(model_id)
+    except LookupError:
+        raise _unknown_model(model_id) from None
+    return analyze_model(config)
+
+
+def _short(message: str) -> str:
+    # transformers lists every known model_type when it meets an unknown one: hundreds of names.
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "..."
+
+
+def _analyse_config(config: dict[str, Any], *, field: str) -> ModelAnalysis:
+    check_config(config, field=field)
+    try:
+        analysis = analyze_model(config)
+    except ModelConfigError as exc:
+        raise InvalidInput(
+            f"transformers cannot build this config (model_type={exc.model_type!r}): "
+            f"{_short(exc.message)}",
+            field=field,
+            model_type=exc.model_type,
+        ) from None
+    except Exception as exc:
+        # transformers and huggingface_hub validate configs with their own exception types
+        # (e.g. StrictDataclassClassValidationError); a client's config failing is no server fault.
+        model_type = config.get("model_type")
+        log.info("config of model_type=%r refused: %s", model_type, exc)
+        raise InvalidInput(
+            f"transformers cannot build this config (model_type={model_type!r}): "
+            f"{_short(str(exc))}",
+            field=field,
+            model_type=model_type,
+        ) from None
+    if analysis.total_params > MAX_TOTAL_PARAMS:
+        raise InvalidInput(
+            f"model_type={analysis.model_type!r} has {analysis.total_params:.3g} parameters, "
+            f"more than the {MAX_TOTAL_PARAMS:.0e} tunecost accepts",
+            field=field,
+            model_type=analysis.model_type,
+        )
+    return analysis
+
+
+def ensure_estimator_loaded() -> None:
+    """Import torch/transformers/peft and build one model, once per process, under a lock.
+
+    Two threads importing transformers for the first time can see it half-initialised
+    ("cannot import name 'AutoConfig'"); the first use is therefore serialised. Afterwards this
+    is one boolean check.
+    """
+    global _loaded
+    if _loaded:
+        return
+    with _load_lock:
+        if _loaded:
+            return
+        from app.estimator.lora import lora_trainable_params
+        from app.estimator.spec import LoraSpec
+
+        lora_trainable_params(analyze_model(get_model_config(WARM_MODEL)), LoraSpec())
+        _loaded = True
+
+
+def resolve_model(model: str | ModelConfigIn | ModelPathIn) -> tuple[ModelAnalysis, str]:
+    """The analysis of the requested model and a short reference to it for listings."""
+    ensure_estimator_loaded()
+    if isinstance(model, str):
+        return _catalog_analysis(model), model
+    if isinstance(model, ModelConfigIn):
+        analysis = _analyse_config(model.config, field="model.config")
+        return analysis, f"config:{analysis.model_type}:{analysis.config_hash[:12]}"
+    folder = confine_model_path(model.path, field="model.path")
+    path = folder / "config.json"
+    if not path.is_file():
+        raise InvalidInput(f"{model.path!r} holds no config.json", field="model.path")
+    if path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+        raise InvalidInput(f"config.json is over {MAX_CONFIG_FILE_BYTES} bytes", field="model.path")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"config.json is not JSON: {exc}", field="model.path") from None
+    if not isinstance(config, dict):
+        raise InvalidInput("config.json does not hold a JSON object", field="model.path")
+    return _analyse_config(config, field="model.path"), f"path:{relative_to_root(folder)}"
+
+
+def resolve_dataset(
+    session: Session | None, *, estimate_in: EstimateIn
+) -> tuple[DatasetShape, str | None]:
+    """The dataset shape to estimate for, and the uploaded dataset's id when one was named."""
+    ref = estimate_in.dataset
+    if ref.dataset_id is None:
+        return ref.shape(), None
+    if session is None:
+        raise InvalidInput("dataset_id needs the server's database", field="dataset.dataset_id")
+    try:
+        row = datasets_service.get(session, dataset_id=ref.dataset_id)
+    except NotFound as exc:
+        raise InvalidInput(exc.detail, field="dataset.dataset_id") from None
+    return datasets_service.shape(row), row.id
+
+
+def current_calibration(session: Session) -> CalibrationTable:
+    """Fitted efficiency and memory factors per (GPU, method) from finished jobs.
+
+    Empty until calibration from job actuals is built; the engine then uses its priors.
+    """
+    return {}
+
+
+def compute(
+    *,
+    estimate_in: EstimateIn,
+    analysis: ModelAnalysis,
+    dataset: DatasetShape,
+    catalog: Catalog,
+    calibration: CalibrationTable | None,
+) -> EstimateResult:
+    """Run the estimator; every input problem it finds becomes a 422 naming the field."""
+    from app.estimator import engine
+
+    try:
+        return engine.estimate(
+            analysis=analysis,
+            dataset=dataset,
+            methods=list(estimate_in.methods),
+            training=estimate_in.training,
+            lora=estimate_in.lora,
+            qlora=estimate_in.qlora,
+            hardware=estimate_in.hardware,
+            catalog=catalog,
+            calibration=calibration,
+            variants=estimate_in.variants,
+            storage_months=estimate_in.storage_months,
+            budget_usd=estimate_in.budget_usd,
+            domain_shift=estimate_in.domain_shift,
+            lora_tried_and_insufficient=estimate_in.lora_tried_and_insufficient,
+            available_gpus=estimate_in.available_gpus,
+        )
+    except UnknownGpuError as exc:
+        field = "hardware.gpu" if exc.gpu == estimate_in.hardware.gpu else "available_gpus"
+        raise InvalidInput(str(exc), field=field, valid=exc.valid) from None
+    except UnknownProviderError as exc:
+        raise InvalidInput(str(exc), field="hardware.provider", valid=exc.valid) from None
+    except ModelConfigError as exc:
+        raise InvalidInput(
+            f"model_type={exc.model_type!r}: {exc.message}",
+            field="model",
+            model_type=exc.model_type,
+        ) from None
+    except ValueError as exc:
+        # The engine's checks of combined inputs (e.g. LoRA target modules the model lacks).
+        message = _short(str(exc))
+        where = "lora.target_modules" if "target module" in message else None
+        raise InvalidInput(message, field=where) from None
+    except (TypeError, ArithmeticError, KeyError, AttributeError, RuntimeError) as exc:
+        # A client config that builds but makes no numeric sense (zero heads, ...); logged in
+        # full because it may also be an estimator bug worth fixing.
+        log.warning("estimate refused: %s", exc, exc_info=True)
+        raise InvalidInput(
+            f"the estimator cannot handle this combination (model_type="
+            f"{analysis.model_type!r}): {type(exc).__name__}: {_short(str(exc))}"
+        ) from None
+
+
+def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -> EstimateOut:
+    """Estimate with the effective catalog and calibration, store it, and return it."""
+    analysis, model_ref = resolve_model(estimate_in.model)
+    dataset, dataset_id = resolve_dataset(session, estimate_in=estimate_in)
+    catalog = catalog_service.effective_catalog(session)
+    result = compute(
+        estimate_in=estimate_in,
+        analysis=analysis,
+        dataset=dataset,
+        catalog=catalog,
+        calibration=current_calibration(session),
+    )
+    request = estimate_in.model_dump(mode="json", exclude_none=True)
+    row = Estimate(
+        id=new_id("est"),
+        model_ref=model_ref[:300],
+        catalog_version=result.catalog_version,
+        request=request,
+        result=result.model_dump(mode="json"),
+        created_by_key_id=principal.key_id,
+    )
+    session.add(row)
+    session.flush()
+    return EstimateOut(
+        **dict(result),
+        id=row.id,
+        created_at=row.created_at,
+        model_ref=row.model_ref,
+        dataset_id=dataset_id,
+        request=request,
+    )
+
+
+def to_out(row: Estimate) -> EstimateOut:
+    """The API view of a stored estimate."""
+    return EstimateOut.model_validate(
+        {
+            **row.result,
+            "id": row.id,
+            "created_at": row.created_at,
+            "model_ref": row.model_ref,
+            "dataset_id": row.request.get("dataset", {}).get("dataset_id"),
+            "request": row.request,
+        }
+    )
+
+
+def get(session: Session, *, estimate_id: str) -> Estimate:
+    """One estimate by id; 404 if there is none."""
+    row = session.get(Estimate, estimate_id)
+    if row is None:
+        raise NotFound(f"no estimate with id {estimate_id!r}")
+    return row
+
+
+def list_(
+    session: Session, *, limit: int, cursor: str | None
+) -> tuple[Sequence[Estimate], str | None]:
+    """Estimates newest first, one page, and the cursor of the next page."""
+    return keyset_page(
+        session,
+        select(Estimate),
+        created_at=Estimate.created_at,
+        id_column=Estimate.id,
+        limit=limit,
+        cursor=cursor,
+    )
