@@ -1,0 +1,43 @@
+"""A tiny model and dataset shared by the training tests (built once per session, offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.tinymodel import make_tiny_dataset, make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide Llama with a 256-token BPE tokenizer."""
+    return make_tiny_model(
+        tmp_path_factory.mktemp("model") / "tiny", vocab_size=256, hidden_size=32, heads=4
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 Alpaca records (prompt and response, so prompt masking is exercised)."""
+    return make_tiny_dataset(tmp_path_factory.mktemp("data") / "alpaca.jsonl", n=64)
+
+
+@pytest.fixture
+def job_spec(tiny_model: Path, tiny_dataset: Path) -> dict[str, Any]:
+    """A short CPU job on the tiny model: 3 optimizer steps of 4 sequences."""
+    return {
+        "job_id": "test",
+        "method": "lora",
+        "model": {"path": str(tiny_model)},
+        "dataset_path": str(tiny_dataset),
+        "training": {"micro_batch_size": 4, "precision": "fp32"},
+        "lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"},
+        "max_steps": 3,
+        "price_per_gpu_hour": 2.0,
+        "flops_per_token": 1.0e6,
+        "eval_fraction": 0.1,
+        "learning_rate": 1e-3,
+        "device": "cpu",
+    }

@@ -1,0 +1,172 @@
+"""The training job in-process: budget stop with a saved artifact, and every clear error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from worker.training.errors import (
+    JobSpecError,
+    ModelLoadError,
+    NanLossError,
+    UnsupportedOnDevice,
+)
+from worker.training.job import run_training
+from worker.training.loop import ProgressEvent
+from worker.training.spec import parse_job_spec
+
+
+def _run(raw: dict[str, Any], out_dir: Path, events: list[ProgressEvent] | None = None) -> Any:
+    sink: list[ProgressEvent] = [] if events is None else events
+    return run_training(
+        parse_job_spec(raw), out_dir=out_dir, on_progress=sink.append, stop_requested=lambda: False
+    )
+
+
+def test_budget_stop_saves_what_it_has(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    # $1 per second from now; the loop must notice the $5 cap at a step boundary and save.
+    # The libraries are imported first, so the 5 s go to loading the tiny model and training.
+    import peft  # noqa: F401
+    import transformers  # noqa: F401
+
+    events: list[ProgressEvent] = []
+    raw = {
+        **job_spec,
+        "max_steps": 1_000_000,
+        "price_per_gpu_hour": 3600.0,
+        "max_cost_usd": 5.0,
+        "started_at": time.time(),
+    }
+    act = _run(raw, tmp_path / "out", events)
+    assert act["stop_reason"] == "budget_exceeded"
+    assert act["steps"] == len(events) >= 1
+    # It stopped at the first step boundary past the cap, not later.
+    assert all(e.accrued_cost_usd < 5.0 for e in events[:-1])
+    assert act["cost_usd"] >= 5.0
+    assert act["artifact_bytes"] > 0 and (tmp_path / "out" / "adapter_config.json").is_file()
+    assert act["eval_loss"] is None  # a stopped run spends nothing more on evaluation
+
+
+def test_stop_requested_before_the_first_step_saves_nothing(
+    job_spec: dict[str, Any], tmp_path: Path
+) -> None:
+    act = run_training(
+        parse_job_spec(job_spec),
+        out_dir=tmp_path / "out",
+        on_progress=lambda e: None,
+        stop_requested=lambda: True,
+    )
+    assert act["stop_reason"] == "cancelled" and act["steps"] == 0
+    assert act["artifact_path"] is None and not (tmp_path / "out").exists()
+
+
+def test_huge_learning_rate_is_a_clear_nan_error(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    raw = {**job_spec, "method": "full", "learning_rate": 1e30, "max_steps": 20}
+    with pytest.raises(NanLossError) as err:
+        _run(raw, tmp_path / "out")
+    assert err.value.kind == "nan_loss" and err.value.step >= 2
+    assert "diverged" in str(err.value) and "learning rate" in str(err.value)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"])
+def test_cuda_only_optimizer_on_cpu(
+    optimizer: str, job_spec: dict[str, Any], tmp_path: Path
+) -> None:
+    raw = {**job_spec, "training": {**job_spec["training"], "optimizer": optimizer}}
+    with pytest.raises(UnsupportedOnDevice) as err:
+        _run(raw, tmp_path / "out")
+    assert optimizer in str(err.value) and "cpu" in str(err.value)
+
+
+def test_flash_attention_on_cpu(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    raw = {**job_spec, "training": {**job_spec["training"], "attention": "flash_attention_2"}}
+    with pytest.raises(UnsupportedOnDevice, match="flash_attention_2"):
+        _run(raw, tmp_path / "out")
+
+
+def test_unknown_lora_targets_name_the_real_modules(
+    job_spec: dict[str, Any], tmp_path: Path
+) -> None:
+    raw = {**job_spec, "lora": {"target_modules": ["query_key_value"]}}
+    with pytest.raises(JobSpecError) as err:
+        _run(raw, tmp_path / "out")
+    assert "query_key_value" in str(err.value) and "q_proj" in str(err.value)
+
+
+def test_model_outside_the_allowed_roots(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    raw = {**job_spec, "model_roots": [str(tmp_path / "models")]}
+    with pytest.raises(ModelLoadError, match="outside the allowed model roots"):
+        _run(raw, tmp_path / "out")
+
+
+def test_folder_without_config(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    raw = {**job_spec, "model": {"path": str(tmp_path / "empty")}}
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
+        _run(raw, tmp_path / "out")
+
+
+def test_uncached_hub_id_offline(
+    job_spec: dict[str, Any], tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    raw = {**job_spec, "model": {"hub_id": "tunecost-test/not-a-model"}, "offline": True}
+    with pytest.raises(ModelLoadError, match="tunecost-test/not-a-model"):
+        _run(raw, tmp_path / "out")
+
+
+def test_multi_gpu_is_refused_honestly(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(JobSpecError, match="multi-GPU"):
+        _run({**job_spec, "num_gpus": 2}, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": {"path": "a", "hub_id": "b"}}, "model"),
+        ({"method": "prefix"}, "method"),
+        ({"training": {"seq_len": 0}}, "training.seq_len"),
+        ({"lora": {"r": 0}}, "lora.r"),
+        ({"max_cost_usd": -1}, "max_cost_usd"),
+        ({"learning_rate_typo": 1}, "learning_rate_typo"),
+    ],
+)
+def test_bad_job_spec_names_the_field(
+    change: dict[str, Any], field: str, job_spec: dict[str, Any]
+) -> None:
+    with pytest.raises(JobSpecError) as err:
+        parse_job_spec({**job_spec, **change})
+    assert field in str(err.value)
+
+
+def test_gradient_accumulation_matches_one_big_batch(
+    job_spec: dict[str, Any], tmp_path: Path
+) -> None:
+    """One step of 4 sequences equals one step of 2 x 2 accumulated (token-weighted loss)."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for mbs, accum in ((4, 1), (2, 2)):
+        raw = {
+            **job_spec,
+            "method": "full",
+            "max_steps": 1,
+            "eval_fraction": 0.0,
+            "training": {
+                "micro_batch_size": mbs,
+                "gradient_accumulation_steps": accum,
+                "optimizer": "sgd",
+                "precision": "fp32",
+            },
+            "max_grad_norm": None,
+            "learning_rate": 0.5,
+        }
+        _run(raw, tmp_path / f"out-{mbs}")
+        weights.append(load_file(tmp_path / f"out-{mbs}" / "model.safetensors"))
+    big, accumulated = weights
+    for name, tensor in big.items():
+        torch.testing.assert_close(accumulated[name], tensor, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,109 @@
+"""The training child's side: run the job, send events to the parent, stop when told.
+
+SIGTERM (from the parent's cancel or budget stop) sets a flag the training loop checks every
+step; the loop then saves what it has and the child exits. The child also stops by itself when
+its parent dies (prctl PDEATHSIG, and a getppid check), so a killed worker never leaves a GPU
+busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+PARENT_CHECK_S = 1.0  # the child's sender thread notices an orphaned child this fast
+PR_SET_PDEATHSIG = 1  # prctl(2) option: signal this process when its parent dies (Linux)
+
+
+class _Sender:
+    """Sends events from a thread (training never waits on the pipe); keeps the latest progress."""
+
+    def __init__(self, conn: Connection, on_parent_gone: Callable[[], None]) -> None:
+        self._conn = conn
+        self._on_parent_gone = on_parent_gone
+        self._cond = threading.Condition()
+        self._progress: dict[str, Any] | None = None
+        self._closing = False
+        self._parent = os.getppid()
+        self._thread = threading.Thread(target=self._run, name="tunecost-events", daemon=True)
+        self._thread.start()
+
+    def progress(self, message: dict[str, Any]) -> None:
+        with self._cond:
+            self._progress = message
+            self._cond.notify()
+
+    def close(self, final: dict[str, Any]) -> None:
+        """Flush the last progress, send `final`, and stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        with contextlib.suppress(OSError):
+            self._conn.send(final)
+            self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._progress is None and not self._closing:
+                    self._cond.wait(PARENT_CHECK_S)
+                message, self._progress = self._progress, None
+                closing = self._closing
+            if os.getppid() != self._parent:
+                self._on_parent_gone()
+            if message is not None:
+                try:
+                    self._conn.send(message)
+                except OSError:  # the parent is gone: stop training, nobody is listening
+                    self._on_parent_gone()
+            if closing:
+                return
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):  # Linux only; elsewhere the sender thread's check remains
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def child_main(job_spec: dict[str, Any], out_dir: str, conn: Connection) -> None:
+    """Entry point of the training child."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is the parent's to handle
+    _die_with_parent()
+    sender = _Sender(conn, on_parent_gone=stop.set)
+    final: dict[str, Any]
+    try:
+        from worker.training.errors import TrainingError
+        from worker.training.job import run_training
+        from worker.training.spec import parse_job_spec
+
+        try:
+            spec = parse_job_spec(job_spec)
+            actuals = run_training(
+                spec,
+                out_dir=Path(out_dir),
+                on_progress=lambda e: sender.progress({"type": "progress", **e.to_dict()}),
+                stop_requested=stop.is_set,
+            )
+            final = {"type": "result", "actuals": actuals}
+        except TrainingError as exc:
+            final = {"type": "error", "kind": exc.kind, "message": str(exc)}
+    except Exception as exc:  # a bug or an unforeseen library error: report it, never hang
+        final = {
+            "type": "error",
+            "kind": "internal",
+            "message": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
+    sender.close(final)

@@ -1,0 +1,273 @@
+"""From a JSONL file to padded or packed micro-batches, with a held-out split for eval loss.
+
+Records are rendered by `app.datasets.formats`; prompt tokens can be kept out of the loss. Without
+packing every micro-batch is padded to `seq_len` (the estimator's "processed tokens incl.
+padding"); with packing, examples are concatenated and cut into `seq_len` blocks, attending
+across example boundaries (plain packing, no per-example attention masks).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.datasets.formats import (
+    CorruptStream,
+    DatasetReader,
+    DatasetTooLarge,
+    Example,
+    RecordFormat,
+)
+from worker.training.errors import DatasetError, JobSpecError
+
+IGNORE_INDEX = -100  # label value torch's cross_entropy skips (its ignore_index default)
+TOKENIZE_CHUNK = 1024  # texts per fast-tokenizer call: batched for speed, bounded for memory
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    """Token ids and per-token labels (IGNORE_INDEX where no loss is taken)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One micro-batch on the CPU, with its token counts."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    real_tokens: int  # non-pad tokens
+    processed_tokens: int  # every position, padding included
+    loss_tokens: int  # positions that contribute to the loss (after the causal shift)
+
+
+@dataclass
+class DataStats:
+    """What happened to the dataset on its way to batches."""
+
+    examples: int = 0
+    bad_lines: int = 0
+    format: str | None = None
+    truncated: int = 0
+    dropped_no_loss_tokens: int = 0
+    train_examples: int = 0
+    eval_examples: int = 0
+    seq_len: int = 0
+    packing: bool = False
+    train_sequences: int = 0
+    eval_sequences: int = 0
+    first_bad_lines: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PreparedData:
+    """Train and eval sequences (each at most `seq_len` tokens) and how they were made."""
+
+    train: list[TokenizedExample]
+    eval: list[TokenizedExample]
+    seq_len: int
+    stats: DataStats
+
+
+def read_examples(path: Path, *, max_bytes: int, stats: DataStats) -> list[Example]:
+    """Every good example in the file; bad lines are skipped and counted in `stats`."""
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {path}")
+    reader = DatasetReader(path, max_bytes=max_bytes)
+    try:
+        examples = [example for _, example in reader]
+    except DatasetTooLarge as exc:
+        raise DatasetError(str(exc)) from exc
+    except CorruptStream as exc:
+        raise DatasetError(f"{path.name}: {exc}") from exc
+    stats.examples = len(examples)
+    stats.bad_lines = reader.bad_count
+    stats.format = str(reader.format) if reader.format else None
+    stats.first_bad_lines = [
+        {"line": b.line, "reason": str(b.reason), "detail": b.detail} for b in reader.bad_lines
+    ]
+    if not examples:
+        shown = "; ".join(f"line {b.line}: {b.detail}" for b in reader.bad_lines[:3])
+        raise DatasetError(f"no usable examples in {path.name}" + (f" ({shown})" if shown else ""))
+    return examples
+
+
+def tokenize_examples(
+    examples: Sequence[Example], tokenizer: Any, *, mask_prompt: bool
+) -> list[TokenizedExample]:
+    """Token ids with EOS appended; prompt tokens get IGNORE_INDEX labels when `mask_prompt`."""
+    out: list[TokenizedExample] = []
+    eos = tokenizer.eos_token_id
+    offsets_ok = bool(getattr(tokenizer, "is_fast", False))
+    for start in range(0, len(examples), TOKENIZE_CHUNK):
+        chunk = examples[start : start + TOKENIZE_CHUNK]
+        enc = tokenizer(
+            [e.text for e in chunk], add_special_tokens=True, return_offsets_mapping=offsets_ok
+        )
+        for i, example in enumerate(chunk):
+            ids = list(enc["input_ids"][i])
+            labels = list(ids)
+            if mask_prompt and example.prompt_chars and example.format is not RecordFormat.TEXT:
+                if offsets_ok:
+                    for j, (_, end) in enumerate(enc["offset_mapping"][i]):
+                        if end <= example.prompt_chars:
+                            labels[j] = IGNORE_INDEX
+                else:  # slow tokenizer: mask as many tokens as the prompt alone encodes to
+                    n_prompt = len(tokenizer(example.prompt, add_special_tokens=True).input_ids)
+                    labels[:n_prompt] = [IGNORE_INDEX] * min(n_prompt, len(labels))
+            if eos is not None and (not ids or ids[-1] != eos):
+                ids.append(eos)
+                labels.append(eos)
+            out.append(TokenizedExample(ids, labels))
+    return out
+
+
+def split_holdout(
+    items: list[TokenizedExample], *, fraction: float, seed: int
+) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    """A seeded random split (train, eval); eval is empty for fraction 0 or under two items."""
+    if fraction <= 0 or len(items) < 2:
+        return items, []
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = min(max(1, round(len(items) * fraction)), len(items) - 1)
+    held = set(order[:n_eval])
+    train = [x for i, x in enumerate(items) if i not in held]
+    return train, [items[i] for i in sorted(held)]
+
+
+def choose_seq_len(items: Sequence[TokenizedExample], requested: int | None, model_max: int) -> int:
+    """`requested`, or the longest example, never beyond what the model's positions allow."""
+    if requested is not None:
+        if requested > model_max:
+            raise JobSpecError(
+                f"training.seq_len {requested} exceeds the model's maximum length {model_max}"
+            )
+        return requested
+    return max(1, min(max(len(x.input_ids) for x in items), model_max))
+
+
+def _has_loss(labels: Sequence[int]) -> bool:
+    # Position 0 is never a target after the causal shift.
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def fit_to_length(
+    items: Sequence[TokenizedExample], seq_len: int, stats: DataStats
+) -> list[TokenizedExample]:
+    """Truncate to `seq_len`; drop examples left with no token to learn from."""
+    out: list[TokenizedExample] = []
+    for x in items:
+        if len(x.input_ids) > seq_len:
+            stats.truncated += 1
+            x = TokenizedExample(x.input_ids[:seq_len], x.labels[:seq_len])
+        if _has_loss(x.labels):
+            out.append(x)
+        else:
+            stats.dropped_no_loss_tokens += 1
+    return out
+
+
+def pack(items: Sequence[TokenizedExample], seq_len: int) -> list[TokenizedExample]:
+    """Concatenate the examples and cut the stream into `seq_len` blocks (last one may be short)."""
+    ids = [t for x in items for t in x.input_ids]
+    labels = [t for x in items for t in x.labels]
+    blocks = [
+        TokenizedExample(ids[i : i + seq_len], labels[i : i + seq_len])
+        for i in range(0, len(ids), seq_len)
+    ]
+    return [b for b in blocks if _has_loss(b.labels)]
+
+
+def prepare_data(
+    path: Path,
+    tokenizer: Any,
+    *,
+    seq_len: int | None,
+    packing: bool,
+    mask_prompt: bool,
+    eval_fraction: float,
+    seed: int,
+    model_max: int,
+    max_bytes: int,
+) -> PreparedData:
+    """Read, render, tokenize, split and fit the dataset to `seq_len` (packed or not)."""
+    stats = DataStats(packing=packing)
+    examples = read_examples(path, max_bytes=max_bytes, stats=stats)
+    tokenized = tokenize_examples(examples, tokenizer, mask_prompt=mask_prompt)
+    train, held = split_holdout(tokenized, fraction=eval_fraction, seed=seed)
+    stats.train_examples, stats.eval_examples = len(train), len(held)
+    length = choose_seq_len(tokenized, seq_len, model_max)
+    if packing:
+        train, held = pack(train, length), pack(held, length)
+    else:
+        train, held = fit_to_length(train, length, stats), fit_to_length(held, length, stats)
+    if not train:
+        raise DatasetError(
+            "no training sequence has a token to learn from (prompts longer than seq_len?)"
+        )
+    stats.seq_len = length
+    stats.train_sequences, stats.eval_sequences = len(train), len(held)
+    return PreparedData(train, held, length, stats)
+
+
+def collate(items: Sequence[TokenizedExample], *, seq_len: int, pad_id: int) -> Batch:
+    """Right-pad to `seq_len` into tensors; padding gets attention 0 and IGNORE_INDEX labels."""
+    n = len(items)
+    input_ids = torch.full((n, seq_len), pad_id, dtype=torch.long)
+    labels = torch.full((n, seq_len), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((n, seq_len), dtype=torch.long)
+    real = 0
+    for row, x in enumerate(items):
+        k = len(x.input_ids)
+        input_ids[row, :k] = torch.tensor(x.input_ids)
+        labels[row, :k] = torch.tensor(x.labels)
+        mask[row, :k] = 1
+        real += k
+    loss_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return Batch(input_ids, mask, labels, real, n * seq_len, loss_tokens)
+
+
+def micro_batches_per_epoch(n_items: int, micro_batch_size: int) -> int:
+    """How many micro-batches one pass over `n_items` gives (the last one may be smaller)."""
+    return math.ceil(n_items / micro_batch_size)
+
+
+def iterate_batches(
+    items: Sequence[TokenizedExample],
+    *,
+    micro_batch_size: int,
+    seq_len: int,
+    pad_id: int,
+    seed: int,
+    shuffle: bool = True,
+) -> Iterator[Batch]:
+    """Endless micro-batches: a fresh seeded shuffle per epoch."""
+    epoch = 0
+    while True:
+        order = list(range(len(items)))
+        if shuffle:
+            random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        for i in range(0, len(order), micro_batch_size):
+            chunk = [items[j] for j in order[i : i + micro_batch_size]]
+            yield collate(chunk, seq_len=seq_len, pad_id=pad_id)
+        epoch += 1
+
+
+def one_pass(
+    items: Sequence[TokenizedExample], *, micro_batch_size: int, seq_len: int, pad_id: int
+) -> list[Batch]:
+    """Every item once, in order, as micro-batches (for evaluation)."""
+    return [
+        collate(items[i : i + micro_batch_size], seq_len=seq_len, pad_id=pad_id)
+        for i in range(0, len(items), micro_batch_size)
+    ]

@@ -1,0 +1,210 @@
+"""A plain PyTorch training loop: gradient accumulation, clipping, mixed precision, stop checks.
+
+Per optimizer step it does one host sync (the loss, needed for the NaN check and progress) and
+calls `on_progress`, which must be cheap (the runner hands events to a sender thread). Callers
+throttle anything slow, such as database writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from worker.training.data import Batch
+from worker.training.errors import NanLossError, OutOfMemory
+from worker.training.model import PrecisionPlan
+
+StopReason = Literal["completed", "budget_exceeded", "cancelled"]
+MAX_EVAL_BATCHES = 64  # bounds eval time on big held-out sets; enough for a stable mean loss
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where a run stands after an optimizer step."""
+
+    step: int
+    total_steps: int
+    loss: float
+    tokens: int  # real (non-pad) tokens trained on so far
+    tokens_per_s: float  # over the training loop so far
+    elapsed_s: float  # since the job started (the billing clock)
+    accrued_cost_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass
+class LoopResult:
+    """How the loop ended and what it processed."""
+
+    stop_reason: StopReason
+    steps: int
+    total_steps: int
+    tokens: int
+    tokens_processed: int
+    loss_tokens: int
+    train_s: float
+    final_loss: float | None
+    eval_loss: float | None
+
+
+def plan_total_steps(
+    *,
+    n_sequences: int,
+    micro_batch_size: int,
+    grad_accum: int,
+    epochs: float,
+    max_steps: int | None,
+) -> int:
+    """Optimizer steps to run: `max_steps` when given (as in HF Trainer), else from the epochs."""
+    if max_steps is not None:
+        return max_steps
+    micro_per_epoch = math.ceil(n_sequences / micro_batch_size)
+    return max(1, math.ceil(math.ceil(epochs * micro_per_epoch) / grad_accum))
+
+
+def _autocast(
+    device: torch.device, precision: PrecisionPlan
+) -> contextlib.AbstractContextManager[Any]:
+    if precision.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=precision.autocast_dtype)
+
+
+def _forward_loss(model: Any, batch: Batch, device: torch.device) -> torch.Tensor:
+    out = model(
+        input_ids=batch.input_ids.to(device, non_blocking=True),
+        attention_mask=batch.attention_mask.to(device, non_blocking=True),
+        labels=batch.labels.to(device, non_blocking=True),
+    )
+    loss: torch.Tensor = out.loss  # mean over this micro-batch's loss tokens
+    return loss
+
+
+def train_loop(
+    *,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batches: Iterator[Batch],
+    total_steps: int,
+    grad_accum: int,
+    device: torch.device,
+    precision: PrecisionPlan,
+    max_grad_norm: float | None,
+    on_progress: Callable[[ProgressEvent], None],
+    should_stop: Callable[[], StopReason | None],
+    accrued_cost: Callable[[], float],
+    elapsed: Callable[[], float],
+) -> LoopResult:
+    """Run up to `total_steps` optimizer steps; stop early when `should_stop` names a reason."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
+    tokens = processed = loss_tokens = 0
+    step = 0
+    final_loss: float | None = None
+    reason: StopReason = "completed"
+    start = time.perf_counter()
+    try:
+        while step < total_steps:
+            stop = should_stop()
+            if stop is not None:
+                reason = stop
+                break
+            window = [next(batches) for _ in range(grad_accum)]
+            window_tokens = max(1, sum(b.loss_tokens for b in window))
+            loss_sum = torch.zeros((), device=device)
+            for batch in window:
+                with _autocast(device, precision):
+                    # Weight each micro-batch by its share of the window's loss tokens, so the
+                    # step's loss is the token mean over the whole window.
+                    loss = _forward_loss(model, batch, device) * (batch.loss_tokens / window_tokens)
+                (scaler.scale(loss) if scaler else loss).backward()
+                loss_sum += loss.detach().float()
+                tokens += batch.real_tokens
+                processed += batch.processed_tokens
+                loss_tokens += batch.loss_tokens
+            value = float(loss_sum.item())
+            if not math.isfinite(value):
+                raise NanLossError(step + 1, value)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            final_loss = value
+            train_s = time.perf_counter() - start
+            on_progress(
+                ProgressEvent(
+                    step=step,
+                    total_steps=total_steps,
+                    loss=value,
+                    tokens=tokens,
+                    tokens_per_s=tokens / train_s if train_s > 0 else 0.0,
+                    elapsed_s=elapsed(),
+                    accrued_cost_usd=accrued_cost(),
+                )
+            )
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        raise OutOfMemory(f"out of memory at step {step + 1}: {exc}") from exc
+    return LoopResult(
+        stop_reason=reason,
+        steps=step,
+        total_steps=total_steps,
+        tokens=tokens,
+        tokens_processed=processed,
+        loss_tokens=loss_tokens,
+        train_s=time.perf_counter() - start,
+        final_loss=final_loss,
+        eval_loss=None,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: Any, batches: Sequence[Batch], *, device: torch.device, precision: PrecisionPlan
+) -> float | None:
+    """Token-weighted mean loss over the held-out batches (None when there are none)."""
+    if not batches:
+        return None
+    model.eval()
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    count = 0
+    for batch in batches[:MAX_EVAL_BATCHES]:
+        with _autocast(device, precision):
+            loss = _forward_loss(model, batch, device)
+        total += loss.double() * batch.loss_tokens
+        count += batch.loss_tokens
+    model.train()
+    value = float(total.item()) / max(count, 1)
+    return value if math.isfinite(value) else None
+
+
+def directory_bytes(path: Path) -> int:
+    """Total size of the files under `path`."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def save_artifact(model: Any, tokenizer: Any, out_dir: Path) -> int:
+    """Save the adapter (peft) or the full checkpoint with its tokenizer; return bytes written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return directory_bytes(out_dir)

@@ -1,0 +1,193 @@
+"""Load the base model and tokenizer and make them trainable for the requested method.
+
+full: every parameter trains. lora: a peft LoRA adapter on the chosen modules. qlora: the base is
+quantized to 4 bits by bitsandbytes at load time, prepared for k-bit training, then gets LoRA.
+Remote code is never run. On the CPU everything trains in fp32 (bf16 matmuls on CPUs are slow
+and pure-bf16 updates lose small steps), whatever precision was requested; the result says so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.estimator.spec import Method
+from worker.training.errors import JobSpecError, ModelLoadError, UnsupportedOnDevice
+from worker.training.spec import JobSpec
+
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How tensors are stored and computed for a requested precision on a device."""
+
+    requested: str
+    used: str
+    load_dtype: torch.dtype  # dtype of the (non-quantized) weights as loaded
+    autocast_dtype: torch.dtype | None  # mixed precision: matmuls run in this dtype
+    grad_scaler: bool  # fp16 mixed precision needs loss scaling
+    compute_dtype: str  # "bf16" | "fp16" | "fp32": which peak FLOP/s applies
+
+
+@dataclass
+class LoadedModel:
+    """The trainable model, its tokenizer and what was decided while loading."""
+
+    model: Any
+    tokenizer: Any
+    precision: PrecisionPlan
+    trainable_params: int
+    total_params: int
+
+
+def resolve_precision(requested: str, *, device_type: str, bf16_ok: bool) -> PrecisionPlan:
+    """The precision plan for `requested` on `device_type`; raise where the device cannot do it."""
+    fp32 = PrecisionPlan(requested, "fp32", torch.float32, None, False, "fp32")
+    if device_type == "cpu" or requested == "fp32":
+        return fp32
+    if requested.startswith("bf16") and not bf16_ok:
+        raise UnsupportedOnDevice(
+            f"precision {requested}", "this GPU (no bf16)", "use fp16_mixed or fp32"
+        )
+    if requested == "bf16_true":
+        return PrecisionPlan(requested, requested, torch.bfloat16, None, False, "bf16")
+    if requested == "bf16_mixed":
+        return PrecisionPlan(requested, requested, torch.float32, torch.bfloat16, False, "bf16")
+    if requested == "fp16_mixed":
+        return PrecisionPlan(requested, requested, torch.float32, torch.float16, True, "fp16")
+    raise JobSpecError(f"unknown precision {requested!r}")
+
+
+def _offline(spec: JobSpec) -> bool:
+    if spec.offline is not None:
+        return spec.offline
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUTHY
+
+
+def resolve_model_source(spec: JobSpec) -> str:
+    """The folder or hub id to load; a folder must exist, hold a config, and sit in a model root."""
+    if spec.model.hub_id is not None:
+        return spec.model.hub_id
+    path = Path(spec.model.path or "").expanduser().resolve()
+    if spec.model_roots is not None:
+        roots = [Path(r).expanduser().resolve() for r in spec.model_roots]
+        if not any(path.is_relative_to(root) for root in roots):
+            raise ModelLoadError(f"model path {path} is outside the allowed model roots")
+    if not path.is_dir():
+        raise ModelLoadError(f"model folder not found: {path}")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"not a model folder (no config.json): {path}")
+    return str(path)
+
+
+def load_model(spec: JobSpec, *, device: torch.device, bf16_ok: bool) -> LoadedModel:
+    """Load tokenizer and model for `spec` onto `device`, trainable as `spec.method` asks."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model_source(spec)
+    offline = _offline(spec)
+    precision = resolve_precision(spec.training.precision, device_type=device.type, bf16_ok=bf16_ok)
+    attention = spec.training.attention
+    if attention == "flash_attention_2" and device.type != "cuda":
+        raise UnsupportedOnDevice("attention flash_attention_2", device.type, "use sdpa or eager")
+    common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": offline}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+    except Exception as exc:  # OSError, ValueError, HF hub errors: all mean "cannot load"
+        raise ModelLoadError(f"cannot load the tokenizer from {source}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked by attention_mask and labels, so any id will do.
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {**common, _dtype_kwarg(): precision.load_dtype}
+    kwargs["attn_implementation"] = attention
+    if spec.method is Method.QLORA:
+        kwargs["quantization_config"] = _bnb_config(spec, precision)
+        kwargs["device_map"] = {"": str(device)}
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except ImportError as exc:  # flash-attn or bitsandbytes missing
+        raise UnsupportedOnDevice(
+            f"attention {attention} / quantization", device.type, str(exc)
+        ) from exc
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the model from {source}: {exc}") from exc
+    if spec.method is not Method.QLORA:
+        model.to(device)
+    model.config.use_cache = False  # the KV cache is useless in training and breaks checkpointing
+    model = _make_trainable(model, spec)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return LoadedModel(model, tokenizer, precision, trainable, total)
+
+
+def _dtype_kwarg() -> str:
+    import transformers
+    from packaging.version import Version
+
+    # `dtype` replaced `torch_dtype` in transformers 4.56; older releases only know the latter.
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def _bnb_config(spec: JobSpec, precision: PrecisionPlan) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    compute = precision.autocast_dtype or precision.load_dtype
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.qlora.quant_type,
+        bnb_4bit_use_double_quant=spec.qlora.double_quant,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def _enable_checkpointing(model: Any) -> None:
+    # Non-reentrant checkpointing needs no enable_input_require_grads under frozen inputs (LoRA).
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _make_trainable(model: Any, spec: JobSpec) -> Any:
+    if spec.method is Method.QLORA:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if spec.training.gradient_checkpointing:
+        _enable_checkpointing(model)
+    if spec.method is Method.FULL:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    return _add_lora(model, spec)
+
+
+def _add_lora(model: Any, spec: JobSpec) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    lora = spec.lora
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,  # type: ignore[arg-type]  # annotated int; scaling = alpha / r
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        modules_to_save=list(lora.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_linear(m)})
+        raise JobSpecError(
+            f"LoRA cannot be applied: {exc}. Linear module names in this model: {linear}"
+        ) from exc
+
+
+def _is_linear(module: Any) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Linear4bit"

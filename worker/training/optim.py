@@ -1,0 +1,83 @@
+"""The optimizer a job asks for, and its learning-rate schedule.
+
+bitsandbytes' 8-bit and paged optimizers are used on CUDA only; elsewhere they raise
+UnsupportedOnDevice rather than silently swapping in another optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from worker.training.errors import JobSpecError, UnsupportedOnDevice
+
+CUDA_ONLY = frozenset({"adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"})
+OPTIMIZERS = frozenset({"adamw", "sgd", "adafactor"}) | CUDA_ONLY
+
+
+def build_optimizer(
+    name: str,
+    params: Iterable[torch.nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    device_type: str,
+) -> torch.optim.Optimizer:
+    """The optimizer `name` over the trainable `params`."""
+    if name not in OPTIMIZERS:
+        raise JobSpecError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
+    if name in CUDA_ONLY and device_type != "cuda":
+        raise UnsupportedOnDevice(
+            f"optimizer {name} (bitsandbytes)", device_type, "use adamw, sgd or adafactor"
+        )
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise JobSpecError("the model has no trainable parameters")
+    if name == "adamw":
+        return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(trainable, lr=lr, weight_decay=weight_decay)
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        # An explicit learning rate: the relative-step schedule would ignore the job's.
+        return Adafactor(
+            trainable,
+            lr=lr,
+            weight_decay=weight_decay,
+            scale_parameter=False,
+            relative_step=False,
+            warmup_init=False,
+        )
+    return _bnb_optimizer(name, trainable, lr=lr, weight_decay=weight_decay)
+
+
+def _bnb_optimizer(
+    name: str, params: list[torch.nn.Parameter], *, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    import bitsandbytes as bnb
+
+    cls: Any = {
+        "adamw_8bit": bnb.optim.AdamW8bit,
+        "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
+        "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
+    }[name]
+    optimizer: torch.optim.Optimizer = cls(params, lr=lr, weight_decay=weight_decay)
+    return optimizer
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then the constant learning rate.
+
+    Constant rather than decaying: a run may be stopped by its budget at any step, and a decay
+    tied to a planned length would make a stopped run's last steps differ from a finished one's.
+    """
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

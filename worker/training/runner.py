@@ -1,0 +1,305 @@
+"""Run a training job in a child process that the parent can always end.
+
+The child is started with the `spawn` method (never fork after CUDA: pytorch issue 68861) and
+streams events to the parent over a one-way pipe: progress after every optimizer step (a sender
+thread keeps only the latest, so a slow parent never stalls training), then one `result` or
+`error`. The parent enforces cancel and the budget: SIGTERM asks the child to stop at the next
+step and save; SIGKILL follows after a grace period. CUDA is only ever initialised in the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+from worker import metering
+from worker.training.child import child_main
+
+log = logging.getLogger(__name__)
+
+Status = Literal["succeeded", "failed", "cancelled", "budget_exceeded"]
+EventCallback = Callable[[dict[str, Any]], None]
+
+DEFAULT_GRACE_S = 5.0  # SIGTERM to SIGKILL: time to finish a step and save a small artifact
+BUDGET_GRACE_S = 3.0  # the child stops itself at its next step; the parent steps in after this
+POLL_S = 0.2  # how long the parent blocks waiting for an event before re-checking the child
+CANCEL_CHECK_S = 1.0  # `should_cancel` may hit the database: ask at most this often
+
+
+@dataclass
+class RunOutcome:
+    """How a child run ended: the status, the actuals (partial when the child was killed), why."""
+
+    status: Status
+    actuals: dict[str, Any] | None
+    error_kind: str | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    last_progress: dict[str, Any] | None = None
+    events_received: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return asdict(self)
+
+
+class TrainingChild:
+    """One training child process, seen from the parent."""
+
+    def __init__(self, job_spec: dict[str, Any], *, out_dir: Path) -> None:
+        self.job_spec = dict(job_spec)
+        self.job_spec.setdefault("started_at", time.time())
+        self.out_dir = Path(out_dir)
+        self._ctx = mp.get_context("spawn")
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._stop_reason: Status | None = None
+        self._kill_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id once started."""
+        return self._proc.pid if self._proc is not None else None
+
+    def is_alive(self) -> bool:
+        """True while the child process runs."""
+        return self._proc is not None and self._proc.is_alive()
+
+    def start(self) -> None:
+        """Start the child process."""
+        reader, writer = self._ctx.Pipe(duplex=False)
+        self._proc = self._ctx.Process(
+            target=child_main,
+            args=(self.job_spec, str(self.out_dir), writer),
+            name=f"tunecost-train-{self.job_spec.get('job_id', '')}",
+        )
+        self._proc.start()
+        writer.close()  # only the child writes: EOF reaches us when it exits
+        self._conn = reader
+
+    def request_stop(self, reason: Status, *, grace_s: float = DEFAULT_GRACE_S) -> None:
+        """SIGTERM now, SIGKILL after `grace_s` (enforced by `wait`/`stop`); returns at once."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+            if self._kill_at is None:
+                self._kill_at = time.monotonic() + grace_s
+        if self.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGTERM)
+
+    def stop(self, grace_s: float = DEFAULT_GRACE_S, reason: Status = "cancelled") -> None:
+        """End the child: SIGTERM, then SIGKILL if it still runs after `grace_s`; blocks."""
+        self.request_stop(reason, grace_s=grace_s)
+        if self._proc is None:
+            return
+        self._proc.join(grace_s)
+        self._enforce_kill(force=True)
+
+    def _enforce_kill(self, *, force: bool = False) -> None:
+        due = self._kill_at is not None and time.monotonic() >= self._kill_at
+        if (force or due) and self.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
+            self._proc.join(5)
+
+    def wait(
+        self,
+        *,
+        on_event: EventCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        grace_s: float = DEFAULT_GRACE_S,
+    ) -> RunOutcome:
+        """Pump events until the child ends, enforcing cancel and budget; return the outcome."""
+        assert self._proc is not None and self._conn is not None, "start() first"
+        spec = self.job_spec
+        max_cost = spec.get("max_cost_usd")
+        accrued = metering.cost_clock(
+            started_at=float(spec["started_at"]),
+            num_gpus=int(spec.get("num_gpus", 1)),
+            price_per_gpu_hour=float(spec.get("price_per_gpu_hour", 0.0)),
+        )
+        result: dict[str, Any] | None = None
+        error: dict[str, Any] | None = None
+        last_progress: dict[str, Any] | None = None
+        events = 0
+        next_cancel_check = 0.0
+        over_budget_since: float | None = None
+        eof = False
+        while True:
+            if not eof:
+                try:
+                    if self._conn.poll(POLL_S):
+                        message = self._conn.recv()
+                        events += 1
+                        kind = message.get("type")
+                        if kind == "result":
+                            result = message["actuals"]
+                        elif kind == "error":
+                            error = message
+                        elif kind == "progress":
+                            last_progress = message
+                        if on_event is not None:
+                            self._deliver(on_event, message)
+                except (EOFError, OSError):
+                    eof = True  # the child closed its end: it has exited or is exiting
+            elif self.is_alive():
+                self._proc.join(POLL_S)
+            if eof and not self.is_alive():
+                break
+            now = time.monotonic()
+            if should_cancel is not None and now >= next_cancel_check:
+                next_cancel_check = now + CANCEL_CHECK_S
+                if self._stop_reason is None and should_cancel():
+                    self.request_stop("cancelled", grace_s=grace_s)
+            if max_cost is not None and self._stop_reason is None and accrued() >= max_cost:
+                over_budget_since = over_budget_since or now
+                if now - over_budget_since >= BUDGET_GRACE_S:
+                    self.request_stop("budget_exceeded", grace_s=grace_s)
+            self._enforce_kill()
+        self._proc.join()
+        exit_code = self._proc.exitcode
+        self._conn.close()
+        return self._outcome(result, error, last_progress, exit_code, events, accrued())
+
+    @staticmethod
+    def _deliver(on_event: EventCallback, message: dict[str, Any]) -> None:
+        try:
+            on_event(message)
+        except Exception:  # a failing consumer (database down) must not orphan the child
+            log.warning("event callback failed; the run goes on", exc_info=True)
+
+    def _outcome(
+        self,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        last_progress: dict[str, Any] | None,
+        exit_code: int | None,
+        events: int,
+        cost_now: float,
+    ) -> RunOutcome:
+        outcome = RunOutcome(
+            "failed", None, exit_code=exit_code, last_progress=last_progress, events_received=events
+        )
+        if result is not None:
+            outcome.actuals = result
+            # A run that completed is a success even if a stop raced with its last step.
+            child_status = _status_for(result.get("stop_reason"))
+            outcome.status = (
+                child_status if child_status == "succeeded" else self._stop_reason or child_status
+            )
+            return outcome
+        outcome.actuals = self._partial_actuals(last_progress, cost_now)
+        if self._stop_reason is not None:
+            outcome.status = self._stop_reason
+        elif error is not None:
+            outcome.error_kind = error.get("kind")
+            outcome.error = error.get("message")
+            if error.get("traceback"):
+                outcome.detail["traceback"] = error["traceback"]
+        else:
+            outcome.error_kind = "child_died"
+            outcome.error = f"the training process exited with code {exit_code} without a result"
+            if exit_code == -signal.SIGKILL:
+                outcome.error += (
+                    " (SIGKILL from outside: usually the kernel's out-of-memory killer)"
+                )
+            elif exit_code is not None and exit_code < 0:
+                outcome.error += f" (killed by {signal.Signals(-exit_code).name})"
+        return outcome
+
+    def _partial_actuals(
+        self, last_progress: dict[str, Any] | None, cost_now: float
+    ) -> dict[str, Any]:
+        """What the parent knows when the child left no result: time and money, last progress."""
+        spec = self.job_spec
+        wall_s = time.time() - float(spec["started_at"])
+        num_gpus = int(spec.get("num_gpus", 1))
+        progress = last_progress or {}
+        return {
+            "partial": True,
+            "wall_s": wall_s,
+            "gpu_hours": wall_s / metering.HOUR_S * num_gpus,
+            "num_gpus": num_gpus,
+            "price_per_gpu_hour": float(spec.get("price_per_gpu_hour", 0.0)),
+            "cost_usd": cost_now,
+            "steps": progress.get("step", 0),
+            "tokens": progress.get("tokens", 0),
+            "final_loss": progress.get("loss"),
+            "artifact_path": None,
+            "artifact_bytes": None,
+        }
+
+
+def _status_for(stop_reason: str | None) -> Status:
+    if stop_reason == "budget_exceeded":
+        return "budget_exceeded"
+    if stop_reason == "cancelled":
+        return "cancelled"
+    return "succeeded"
+
+
+def run_in_child(
+    job_spec: dict[str, Any],
+    *,
+    out_dir: Path,
+    on_event: EventCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+    on_start: Callable[[TrainingChild], None] | None = None,
+) -> RunOutcome:
+    """Train `job_spec` in a spawned child, stream its events to `on_event`, return the outcome.
+
+    `should_cancel` is polled about once a second; `on_start` receives the child (to call
+    `stop()` from elsewhere, or to record its pid).
+    """
+    child = TrainingChild(job_spec, out_dir=out_dir)
+    child.start()
+    if on_start is not None:
+        on_start(child)
+    return child.wait(on_event=on_event, should_cancel=should_cancel, grace_s=grace_s)
+
+
+class Throttle:
+    """Wraps an event callback: progress at most every `interval_s`, other events always.
+
+    For a consumer that writes to a database: `on_event=Throttle(write_event, interval_s=2)`.
+    Call `flush()` at the end to deliver the last progress event if it was held back.
+    """
+
+    def __init__(self, callback: EventCallback, *, interval_s: float) -> None:
+        self._callback = callback
+        self._interval_s = interval_s
+        self._next = 0.0
+        self._held: dict[str, Any] | None = None
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "progress":
+            self.flush()
+            self._callback(message)
+            return
+        now = time.monotonic()
+        if now < self._next:
+            self._held = message
+            return
+        self._held = None
+        self._next = now + self._interval_s
+        self._callback(message)
+
+    def flush(self) -> None:
+        """Deliver the held-back progress event, if any."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._callback(held)
