@@ -5,7 +5,11 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from worker import sweeper
 from worker.celery_app import celery_app
+from worker.jobs import run_job
+
+__all__ = ["echo", "run_job", "sweeper"]
 
 
 @celery_app.task(name="tunecost.echo", ignore_result=False)

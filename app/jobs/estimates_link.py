@@ -1,0 +1,85 @@
+"""Where jobs meet estimates: load the one named, or make one from the job's body.
+
+Kept apart from the jobs service so the shape of a stored estimate request (app/estimates
+`EstimateIn`, stored with `model_dump(mode="json", exclude_none=True)`) is read in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from app.auth.service import Principal
+from app.errors import InvalidInput, NotFound
+from app.jobs.schemas import JobIn
+from app.models import Estimate
+
+
+def resolve(session: Session, *, job_in: JobIn, principal: Principal) -> Estimate:
+    """The estimate named by `estimate_id`, or a new one for this body (flushed, not committed)."""
+    if job_in.estimate_id is not None:
+        row = session.get(Estimate, job_in.estimate_id)
+        if row is None:
+            raise InvalidInput(f"no estimate with id {job_in.estimate_id!r}", field="estimate_id")
+        return row
+    from app.estimates import service as estimates
+
+    try:
+        out = estimates.create(session, estimate_in=_estimate_request(job_in), principal=principal)
+    except NotFound as exc:  # an unknown catalog model: a bad field of this body, not a 404 URL
+        raise InvalidInput(exc.detail, field="model") from None
+    row = session.get(Estimate, out.id)
+    assert row is not None  # just flushed by the estimates service
+    return row
+
+
+def _estimate_request(job_in: JobIn) -> Any:
+    """The estimate request this job body implies: one method, its model, dataset and settings."""
+    from app.estimates.schemas import EstimateIn
+
+    assert job_in.model is not None  # JobIn's validator requires it without estimate_id
+    model: Any = job_in.model.hub_id or {"path": job_in.model.path}
+    body: dict[str, Any] = {
+        "model": model,
+        "dataset": {"dataset_id": job_in.dataset_id},
+        "methods": [str(job_in.method)],
+    }
+    for name in ("training", "lora", "qlora", "hardware"):
+        value = getattr(job_in, name)
+        if value is not None:
+            body[name] = value.model_dump(mode="json")
+    try:
+        return EstimateIn.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{where}: {first['msg']}", field=where) from None
+
+
+def _request(estimate: Estimate) -> dict[str, Any]:
+    return estimate.request if isinstance(estimate.request, dict) else {}
+
+
+def runnable_model(estimate: Estimate) -> dict[str, str] | None:
+    """The estimate's model as a job loads it: a local path, or a catalog id as a hub id."""
+    model = _request(estimate).get("model")
+    if isinstance(model, dict) and isinstance(model.get("path"), str):
+        return {"path": model["path"]}
+    if isinstance(model, str):
+        return {"hub_id": model}
+    return None  # an inline config: there are no weights to train
+
+
+def dataset_id(estimate: Estimate) -> str | None:
+    """The stored dataset the estimate was made for, if any."""
+    dataset = _request(estimate).get("dataset")
+    value = dataset.get("dataset_id") if isinstance(dataset, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def settings_of(estimate: Estimate) -> dict[str, dict[str, Any]]:
+    """The training, LoRA and QLoRA settings the estimate was made with (as stored)."""
+    request = _request(estimate)
+    return {name: dict(request.get(name) or {}) for name in ("training", "lora", "qlora")}

@@ -1,0 +1,96 @@
+"""Jobs whose worker died: found by a stale heartbeat, retried once, then failed with the reason.
+
+Shared by the API (a cheap sweep of one job on GET) and the workers (every worker sweeps all jobs
+from a background thread). Each sweep locks the rows it changes (`FOR UPDATE SKIP LOCKED` on
+PostgreSQL), so two sweepers never both re-queue a job. The caller commits, then re-enqueues the
+returned jobs: a task must never reach a worker before its row says `queued`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from app.models import Job, JobEvent, JobStatus, WorkerNode
+from app.models.base import utcnow
+
+# A job runs at most twice: the first attempt and one retry after its worker was lost. A second
+# loss is more likely the job's own fault (it kills its host, e.g. out of host memory) than bad
+# luck, so it fails instead of taking down a third worker.
+MAX_ATTEMPTS = 2
+ACTIVE = (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED)
+
+
+def add_event(session: Session, *, job_id: str, kind: str, message: str) -> None:
+    """Record a status event for a job (flushed with the caller's transaction)."""
+    session.add(JobEvent(job_id=job_id, created_at=utcnow(), kind=kind, message=message))
+
+
+def sweep_stale(
+    session: Session, *, stale_s: float, job_id: str | None = None
+) -> list[tuple[str, str]]:
+    """Recover running jobs with a heartbeat older than `stale_s`; returns (id, queue) to re-send.
+
+    A lost job that had a cancel pending ends `cancelled`; otherwise it is re-queued while it has
+    attempts left, else it ends `failed` with the reason.
+    """
+    now = utcnow()
+    cutoff = now - timedelta(seconds=stale_s)
+    stmt = select(Job).where(
+        Job.status.in_(ACTIVE),
+        or_(Job.heartbeat_at < cutoff, and_(Job.heartbeat_at.is_(None), Job.updated_at < cutoff)),
+    )
+    if job_id is not None:
+        stmt = stmt.where(Job.id == job_id)
+    stmt = stmt.with_for_update(skip_locked=True)
+    resend: list[tuple[str, str]] = []
+    for job in session.scalars(stmt):
+        reason = (
+            f"worker {job.worker or '?'} stopped sending heartbeats "
+            f"(last at {_stamp(job.heartbeat_at)}; stale after {stale_s:g} s)"
+        )
+        if job.status == JobStatus.CANCEL_REQUESTED:
+            _finish(job, JobStatus.CANCELLED, now, detail=f"cancelled; {reason}")
+        elif job.attempts < MAX_ATTEMPTS:
+            job.status = JobStatus.QUEUED
+            job.status_detail = (
+                f"{reason}; re-queued on {job.queue} for attempt {job.attempts + 1} "
+                f"of {MAX_ATTEMPTS}"
+            )
+            job.worker = None
+            job.heartbeat_at = None
+            resend.append((job.id, job.queue))
+        else:
+            _finish(job, JobStatus.FAILED, now, detail=None)
+            job.error = f"{reason}; gave up after {job.attempts} attempts"
+        add_event(
+            session, job_id=job.id, kind="status", message=job.status_detail or job.error or ""
+        )
+    session.flush()
+    return resend
+
+
+def _finish(job: Job, status: JobStatus, now: datetime, *, detail: str | None) -> None:
+    job.status = status
+    job.finished_at = now
+    job.status_detail = detail
+
+
+def _stamp(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds") if when else "never"
+
+
+def live_worker_count(session: Session, *, gpu: str, stale_s: float) -> int:
+    """Workers of this GPU kind whose own heartbeat is fresh."""
+    cutoff = utcnow() - timedelta(seconds=stale_s)
+    rows = session.scalars(
+        select(WorkerNode.hostname).where(WorkerNode.gpu == gpu, WorkerNode.last_seen_at >= cutoff)
+    ).all()
+    return len(rows)
+
+
+def no_worker_detail(queue: str) -> str:
+    """The status detail of a queued job that no live worker can take."""
+    return f"no live worker for {queue}; the job waits in the queue"

@@ -1,0 +1,163 @@
+"""Routes of /v1/jobs: submit, read, list, progress events, cancel, download the artifact.
+
+The submit route is the transaction boundary: it commits the queued row and only then sends the
+task by name, so a worker never sees a job id before its row exists. If the broker refuses the
+task, the row is deleted again and the client gets 503 (retry with the same Idempotency-Key).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import delete
+
+from app.auth.deps import ReadPrincipal, SubmitPrincipal
+from app.db import SessionDep
+from app.errors import NotFound, ServiceUnavailable
+from app.jobs import artifacts, service
+from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
+from app.models import Job, JobStatus
+from app.pagination import CursorQuery, LimitQuery, Page
+from app.queue import enqueue_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(max_length=40, description="the job's id")]
+
+
+def _enqueue_or_undo(session: SessionDep, job: Job) -> None:
+    try:
+        enqueue_job(job.id, queue=job.queue)
+    except Exception as exc:  # any transport error: the task was not accepted
+        session.execute(delete(Job).where(Job.id == job.id))
+        session.commit()
+        raise ServiceUnavailable(
+            f"the broker did not accept the job ({type(exc).__name__}); nothing was kept, "
+            "retry with the same Idempotency-Key"
+        ) from exc
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={200: {"model": JobOut, "description": "replay of an Idempotency-Key"}},
+)
+def submit_job(
+    job_in: JobIn,
+    session: SessionDep,
+    principal: SubmitPrincipal,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobOut:
+    """Snapshot the estimate, queue the job on its GPU kind's queue and send it to a worker.
+
+    409 (with the estimate) when the estimate exceeds `max_cost_usd` or does not fit, unless
+    `force`. The same Idempotency-Key with the same body returns the same job (200).
+    """
+    job, created = service.create(
+        session, job_in=job_in, principal=principal, idempotency_key=idempotency_key
+    )
+    tags = service.tags_of(session, [job.id])[job.id]
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        return service.to_out(job, tags)
+    session.commit()
+    _enqueue_or_undo(session, job)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return service.to_out(job, tags)
+
+
+@router.get("", response_model=Page[JobOut])
+def list_jobs(
+    session: SessionDep,
+    _: ReadPrincipal,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
+    status_: Annotated[list[JobStatus], Query(alias="status")] = [],  # noqa: B006
+    method: Annotated[str | None, Query(max_length=16)] = None,
+    gpu: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[
+        list[str], Query(max_length=400, description="key:value, e.g. team:ml (repeat to AND)")
+    ] = [],  # noqa: B006
+) -> Page[JobOut]:
+    """Jobs newest first; filter by status (repeatable), method, gpu and tags."""
+    rows, next_cursor = service.list_(
+        session,
+        status=status_,
+        method=method,
+        tags=[service.parse_tag_filter(t) for t in tag],
+        gpu=gpu,
+        limit=limit,
+        cursor=cursor,
+    )
+    tags = service.tags_of(session, [r.id for r in rows])
+    return Page[JobOut](
+        items=[service.to_out(r, tags[r.id]) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: JobId, session: SessionDep, _: ReadPrincipal) -> JobOut:
+    """One job. Reading it also recovers it if its worker died (stale heartbeat)."""
+    job = service.get(session, job_id=job_id)
+    resend = service.refresh(session, job=job)
+    session.commit()
+    for resend_id, queue in resend:
+        enqueue_job(resend_id, queue=queue)
+    return service.to_out(job, service.tags_of(session, [job.id])[job.id])
+
+
+@router.get("/{job_id}/events", response_model=EventPage)
+def job_events(
+    job_id: JobId,
+    session: SessionDep,
+    _: ReadPrincipal,
+    after: Annotated[int | None, Query(ge=0, description="the last event id already seen")] = None,
+    limit: Annotated[int, Query(ge=1, le=service.MAX_EVENTS_PAGE)] = 100,
+) -> EventPage:
+    """Progress (step, total steps, loss, tokens/s, accrued cost) and status events, in order."""
+    return service.events(session, job_id=job_id, after=after, limit=limit)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses={202: {"model": JobOut, "description": "running: the worker is stopping it"}},
+)
+def cancel_job(
+    job_id: JobId, session: SessionDep, principal: SubmitPrincipal, response: Response
+) -> JobOut:
+    """Queued: cancelled now (200). Running: cancel requested (202); the worker ends the
+    training process within seconds and only then reports `cancelled`."""
+    job = service.cancel(session, job_id=job_id, principal=principal)
+    if job.status == JobStatus.CANCEL_REQUESTED:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return service.to_out(job, service.tags_of(session, [job.id])[job.id])
+
+
+@router.get(
+    "/{job_id}/artifact",
+    response_class=StreamingResponse,
+    responses={200: {"content": {m: {} for m in artifacts.MEDIA_TYPES.values()}}},
+)
+def download_artifact(
+    job_id: JobId,
+    session: SessionDep,
+    principal: SubmitPrincipal,
+    format_: Annotated[ArtifactFormat, Query(alias="format")] = "tar",
+) -> StreamingResponse:
+    """The adapter or checkpoint the job saved, as a tar (default) or zip archive."""
+    job = service.get(session, job_id=job_id)
+    service.check_owner(job, principal, action="download the artifact of")
+    if not job.artifact_path:
+        raise NotFound(f"job {job.id} has no artifact (status {job.status})")
+    stream = (artifacts.stream_tar if format_ == "tar" else artifacts.stream_zip)(
+        job.artifact_path, prefix=job.id
+    )
+    headers = {"Content-Disposition": f'attachment; filename="{job.id}.{format_}"'}
+    if job.artifact_bytes is not None:
+        headers["X-Artifact-Bytes"] = str(job.artifact_bytes)
+    return StreamingResponse(stream, media_type=artifacts.MEDIA_TYPES[format_], headers=headers)

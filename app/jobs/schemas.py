@@ -1,0 +1,172 @@
+"""Request and response bodies of the jobs routes."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.estimator.spec import HardwareSpec, LoraSpec, Method, QLoraSpec, TrainingSpec
+from app.models import JobStatus
+
+TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+MAX_TAGS = 20  # plenty for cost allocation (team, project, env, owner...); bounds the row count
+MAX_TAG_VALUE_CHARS = 300  # the job_tags.value column width
+MAX_STEPS_LIMIT = 10_000_000  # ten million optimizer steps: beyond any real fine-tune
+MAX_COST_LIMIT_USD = 10_000_000.0  # a budget cap above this is a typo, not a budget
+MAX_EVAL_FRACTION = 0.5  # the trainer's bound: hold out more and there is little left to train
+
+
+class ModelRef(BaseModel):
+    """The model to fine-tune: a folder under a model root, or a hub id (cached or downloadable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, min_length=1, max_length=1024)
+    hub_id: str | None = Field(None, min_length=1, max_length=300, pattern=r"^[\w.\-]+/[\w.\-]+$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelRef:
+        if (self.path is None) == (self.hub_id is None):
+            raise ValueError("give exactly one of model.path or model.hub_id")
+        return self
+
+
+class JobIn(BaseModel):
+    """A fine-tune to run: a stored estimate (or the spec to make one), the method and the budget.
+
+    With `estimate_id`, the training, LoRA, QLoRA and hardware settings come from that estimate
+    and must not be repeated here; without it, they are estimated now from this body.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    estimate_id: str | None = Field(None, max_length=40)
+    method: Method
+    model: ModelRef | None = Field(
+        None, description="required unless the estimate was made for a local model path"
+    )
+    dataset_id: str | None = Field(
+        None, max_length=40, description="required unless the estimate was made for a dataset"
+    )
+    training: TrainingSpec | None = None
+    lora: LoraSpec | None = None
+    qlora: QLoraSpec | None = None
+    hardware: HardwareSpec | None = None
+    max_cost_usd: float | None = Field(None, gt=0, le=MAX_COST_LIMIT_USD)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT)
+    eval_fraction: float = Field(
+        0.05, ge=0, le=MAX_EVAL_FRACTION, description="held-out share of examples for eval loss"
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    tags: dict[str, str] = Field(default_factory=dict, description='e.g. {"team": "ml"}')
+    force: bool = Field(False, description="run even when the estimate exceeds max_cost_usd")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        if len(tags) > MAX_TAGS:
+            raise ValueError(f"at most {MAX_TAGS} tags")
+        for key, value in tags.items():
+            if not TAG_KEY.match(key):
+                raise ValueError(f"tag key {key[:40]!r} must be 1-100 of A-Z a-z 0-9 _ . -")
+            if not value or len(value) > MAX_TAG_VALUE_CHARS or "\x00" in value:
+                raise ValueError(f"tag {key!r} must have a value of 1-{MAX_TAG_VALUE_CHARS} chars")
+        return tags
+
+    @model_validator(mode="after")
+    def _estimate_or_spec(self) -> JobIn:
+        if self.estimate_id is not None:
+            given = [n for n in ("training", "lora", "qlora", "hardware") if getattr(self, n)]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} come from estimate {self.estimate_id}; "
+                    "leave them out, or drop estimate_id to estimate this body anew"
+                )
+        elif self.model is None or self.dataset_id is None:
+            raise ValueError("without estimate_id, give model and dataset_id")
+        return self
+
+
+class JobOut(BaseModel):
+    """A job: what was asked, the estimate snapshot, progress, and the metered actuals."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: JobStatus
+    status_detail: str | None
+    method: Method
+    model_ref: str
+    gpu: str
+    num_gpus: int
+    provider: str | None
+    pricing: str
+    queue: str
+    team: str | None
+    tags: dict[str, str]
+    estimate_id: str | None
+    dataset_id: str | None
+    created_by_key_id: str | None
+    max_cost_usd: float | None
+    max_steps: int | None
+    price_per_gpu_hour: float
+    spec: dict[str, Any]
+    estimate: dict[str, Any] = Field(description="the chosen method's estimate when submitted")
+    est_cost_usd: float | None
+    est_gpu_hours: float | None
+    est_peak_bytes: int | None
+    est_artifact_bytes: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    cancel_requested_at: datetime | None
+    attempts: int
+    worker: str | None
+    error: str | None
+    act_wall_s: float | None
+    act_gpu_hours: float | None
+    act_peak_bytes: int | None
+    act_peak_kind: str | None
+    act_tokens: int | None
+    act_tokens_per_s: float | None
+    act_mfu: float | None
+    act_energy_kwh: float | None
+    act_cost_usd: float | None
+    eval_loss: float | None
+    artifact_bytes: int | None
+    actuals: dict[str, Any] | None
+    errors: dict[str, Any] | None = Field(
+        description="per estimated quantity: estimated, actual and error_pct = "
+        "(estimated - actual) / actual x 100 (positive: the estimate was too high)"
+    )
+
+
+class JobEventOut(BaseModel):
+    """One progress or status event."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    kind: str
+    step: int | None
+    total_steps: int | None
+    loss: float | None
+    tokens: int | None
+    tokens_per_s: float | None
+    accrued_cost_usd: float | None
+    message: str | None
+
+
+class EventPage(BaseModel):
+    """Events after a given id, oldest first; pass `next_after` back to continue."""
+
+    items: list[JobEventOut]
+    next_after: int | None
+
+
+ArtifactFormat = Literal["tar", "zip"]

@@ -1,0 +1,342 @@
+"""Jobs: submit (estimate snapshot, budget check, idempotency), look up, list, cancel.
+
+Services flush, never commit: the route commits the new row and only then enqueues it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.auth.service import Principal
+from app.config import get_settings
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.jobs import estimates_link, snapshot
+from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
+from app.jobs.schemas import EventPage, JobEventOut, JobIn, JobOut
+from app.models import Dataset, Estimate, Job, JobEvent, JobStatus, JobTag
+from app.models.base import new_id, utcnow
+from app.pagination import keyset_page
+from app.paths import confine_model_path
+from app.queue import queue_for
+
+MAX_IDEMPOTENCY_KEY_CHARS = 200  # the jobs.idempotency_key column width
+MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
+
+
+def request_hash(job_in: JobIn) -> str:
+    """A digest of the body as validated (defaults filled), so equal requests hash equal."""
+    canonical = json.dumps(job_in.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _by_idempotency_key(session: Session, *, key_id: str, idempotency_key: str) -> Job | None:
+    return session.scalar(
+        select(Job).where(Job.created_by_key_id == key_id, Job.idempotency_key == idempotency_key)
+    )
+
+
+def _replay(job: Job, digest: str) -> Job:
+    if job.request_hash != digest:
+        raise InvalidInput(
+            f"Idempotency-Key was already used for job {job.id} with a different body; "
+            "use a new key for a new job",
+            field="Idempotency-Key",
+            job_id=job.id,
+        )
+    return job
+
+
+def _team(principal: Principal, tags: dict[str, str]) -> tuple[str | None, dict[str, str]]:
+    """The owning team (the key's) and the tags with `team` filled in from the key."""
+    tagged = tags.get("team")
+    if principal.team is None:
+        return None, tags
+    if tagged is not None and tagged != principal.team:
+        raise InvalidInput(
+            f"tags.team is {tagged!r} but this key belongs to team {principal.team!r}",
+            field="tags.team",
+        )
+    return principal.team, {**tags, "team": principal.team}
+
+
+def _model(job_in: JobIn, estimate: Estimate) -> dict[str, str]:
+    """The runnable model: the body's, else the estimate's local path; paths confined to roots."""
+    ref = job_in.model.model_dump(exclude_none=True) if job_in.model else None
+    if ref is None:
+        ref = estimates_link.runnable_model(estimate)
+    if ref is None:
+        raise InvalidInput(
+            "give model.path (a folder under a model root) or model.hub_id: the estimate "
+            "names no local model to train",
+            field="model",
+        )
+    if "path" in ref:
+        return {"path": str(confine_model_path(ref["path"], field="model.path"))}
+    return {"hub_id": ref["hub_id"]}
+
+
+def _dataset(session: Session, job_in: JobIn, estimate: Estimate) -> Dataset:
+    dataset_id = job_in.dataset_id or estimates_link.dataset_id(estimate)
+    if dataset_id is None:
+        raise InvalidInput(
+            "give dataset_id: the estimate was made for a dataset shape, not a stored dataset",
+            field="dataset_id",
+        )
+    row = session.get(Dataset, dataset_id)
+    if row is None:
+        raise InvalidInput(f"no dataset with id {dataset_id!r}", field="dataset_id")
+    return row
+
+
+def _check_budget(job_in: JobIn, snap: snapshot.Snapshot) -> None:
+    figures = {
+        "gpu": snap.gpu,
+        "num_gpus": snap.num_gpus,
+        "estimated_cost_usd": snap.cost_usd,
+        "estimated_gpu_hours": snap.gpu_hours,
+        "estimated_peak_bytes": snap.peak_bytes,
+        "max_cost_usd": job_in.max_cost_usd,
+    }
+    if job_in.force:
+        return
+    if not snap.fits:
+        raise Conflict(
+            f"the {job_in.method} estimate does not fit on {snap.num_gpus} x {snap.gpu}; "
+            'send "force": true to run it anyway',
+            extra={"estimate": figures},
+        )
+    if (
+        job_in.max_cost_usd is not None
+        and snap.cost_usd is not None
+        and snap.cost_usd > job_in.max_cost_usd
+    ):
+        raise Conflict(
+            f"the estimated cost ${snap.cost_usd:.4f} exceeds max_cost_usd "
+            f'${job_in.max_cost_usd:.4f}; raise the budget, or send "force": true to run '
+            "until the budget stops it",
+            extra={"estimate": figures},
+        )
+
+
+def create(
+    session: Session, *, job_in: JobIn, principal: Principal, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Validate, snapshot the estimate and add a queued job; returns (job, created)."""
+    digest = request_hash(job_in)
+    if idempotency_key is not None:
+        if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise InvalidInput(
+                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters",
+                field="Idempotency-Key",
+            )
+        found = _by_idempotency_key(
+            session, key_id=principal.key_id, idempotency_key=idempotency_key
+        )
+        if found is not None:
+            return _replay(found, digest), False
+
+    team, tags = _team(principal, job_in.tags)
+    estimate = estimates_link.resolve(session, job_in=job_in, principal=principal)
+    snap = snapshot.take(estimate.result, method=job_in.method, max_steps=job_in.max_steps)
+    if snap.price_per_gpu_hour is None:
+        raise InvalidInput(
+            f"the catalog has no price for {snap.gpu}; name a provider in hardware.provider",
+            field="hardware.provider",
+        )
+    _check_budget(job_in, snap)
+    model = _model(job_in, estimate)
+    dataset = _dataset(session, job_in, estimate)
+    settings_in = estimates_link.settings_of(estimate)
+
+    queue = queue_for(snap.gpu)
+    job = Job(
+        id=new_id("job"),
+        status=JobStatus.QUEUED,
+        method=str(job_in.method),
+        model_ref=estimate.model_ref,
+        gpu=snap.gpu,
+        num_gpus=snap.num_gpus,
+        provider=snap.provider,
+        pricing=snap.pricing,
+        queue=queue,
+        team=team,
+        estimate_id=estimate.id,
+        dataset_id=dataset.id,
+        created_by_key_id=principal.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        spec={
+            "method": str(job_in.method),
+            "model": model,
+            **settings_in,
+            "max_steps": job_in.max_steps,
+            "max_cost_usd": job_in.max_cost_usd,
+            "price_per_gpu_hour": snap.price_per_gpu_hour,
+            "num_gpus": snap.num_gpus,
+            "flops_per_token": snap.flops_per_token,
+            "eval_fraction": job_in.eval_fraction,
+            "seed": job_in.seed,
+            "forced": job_in.force,
+            "tags": tags,
+        },
+        estimate_snapshot=snap.as_json(),
+        max_cost_usd=job_in.max_cost_usd,
+        max_steps=job_in.max_steps,
+        price_per_gpu_hour=snap.price_per_gpu_hour,
+        est_cost_usd=snap.cost_usd,
+        est_gpu_hours=snap.gpu_hours,
+        est_peak_bytes=snap.peak_bytes,
+        est_artifact_bytes=snap.artifact_bytes,
+        attempts=0,
+    )
+    settings = get_settings()
+    if live_worker_count(session, gpu=snap.gpu, stale_s=settings.heartbeat_stale_s) == 0:
+        job.status_detail = no_worker_detail(queue)
+    session.add(job)
+    session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in tags.items())
+    add_event(session, job_id=job.id, kind="status", message=f"queued on {queue}")
+    if idempotency_key is None:
+        session.flush()
+        return job, True
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # Another request with the same key won the race; answer as its replay.
+        found = _by_idempotency_key(
+            session, key_id=principal.key_id, idempotency_key=idempotency_key
+        )
+        if found is None:
+            raise
+        return _replay(found, digest), False
+    return job, True
+
+
+def get(session: Session, *, job_id: str) -> Job:
+    """One job by id; 404 if there is none."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
+
+
+def refresh(session: Session, *, job: Job) -> list[tuple[str, str]]:
+    """Cheap checks on read: recover the job if its worker died; say if no worker can take it.
+
+    Returns (id, queue) pairs the caller must re-enqueue after committing.
+    """
+    settings = get_settings()
+    resend: list[tuple[str, str]] = []
+    if job.status in (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED):
+        resend = sweep_stale(session, stale_s=settings.heartbeat_stale_s, job_id=job.id)
+        session.refresh(job)
+    if job.status == JobStatus.QUEUED:
+        live = live_worker_count(session, gpu=job.gpu, stale_s=settings.heartbeat_stale_s)
+        missing = no_worker_detail(job.queue)
+        if live == 0 and job.status_detail is None:
+            job.status_detail = missing
+        elif live > 0 and job.status_detail == missing:
+            job.status_detail = None
+        session.flush()
+    return resend
+
+
+def list_(
+    session: Session,
+    *,
+    status: Sequence[JobStatus],
+    method: str | None,
+    tags: Sequence[tuple[str, str]],
+    gpu: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Job], str | None]:
+    """Jobs newest first, filtered, one page, and the cursor of the next page."""
+    stmt = select(Job)
+    if status:
+        stmt = stmt.where(Job.status.in_(list(status)))
+    if method:
+        stmt = stmt.where(Job.method == method)
+    if gpu:
+        stmt = stmt.where(Job.gpu == gpu)
+    for key, value in tags:
+        stmt = stmt.where(
+            exists().where(JobTag.job_id == Job.id, JobTag.key == key, JobTag.value == value)
+        )
+    return keyset_page(
+        session, stmt, created_at=Job.created_at, id_column=Job.id, limit=limit, cursor=cursor
+    )
+
+
+def parse_tag_filter(raw: str) -> tuple[str, str]:
+    """`team:ml` → ("team", "ml"); 422 naming `tag` otherwise."""
+    key, sep, value = raw.partition(":")
+    if not sep or not key or not value:
+        raise InvalidInput(f"tag filter {raw[:60]!r} must look like key:value", field="tag")
+    return key, value
+
+
+def events(session: Session, *, job_id: str, after: int | None, limit: int) -> EventPage:
+    """Events of a job after event id `after`, oldest first."""
+    get(session, job_id=job_id)
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        stmt = stmt.where(JobEvent.id > after)
+    rows = session.scalars(stmt.order_by(JobEvent.id).limit(min(limit, MAX_EVENTS_PAGE))).all()
+    items = [JobEventOut.model_validate(r) for r in rows]
+    return EventPage(items=items, next_after=items[-1].id if items else after)
+
+
+def check_owner(job: Job, principal: Principal, *, action: str) -> None:
+    """Admins act on any job; other keys only on their team's jobs (or their own, teamless)."""
+    if principal.is_admin or job.created_by_key_id == principal.key_id:
+        return
+    if principal.team is not None and job.team == principal.team:
+        return
+    raise Forbidden(f"this key may not {action} job {job.id}: it belongs to another team")
+
+
+def cancel(session: Session, *, job_id: str, principal: Principal) -> Job:
+    """Queued: cancelled at once. Running: cancel_requested; the worker stops it, then cancelled."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    check_owner(job, principal, action="cancel")
+    if job.status == JobStatus.QUEUED:
+        job.status = JobStatus.CANCELLED
+        job.finished_at = utcnow()
+        job.status_detail = "cancelled before it started"
+        add_event(session, job_id=job.id, kind="status", message="cancelled while queued")
+    elif job.status == JobStatus.RUNNING:
+        job.status = JobStatus.CANCEL_REQUESTED
+        job.cancel_requested_at = utcnow()
+        job.status_detail = "cancel requested; the worker is stopping the training process"
+        add_event(session, job_id=job.id, kind="status", message="cancel requested")
+    elif job.status != JobStatus.CANCEL_REQUESTED:
+        raise Conflict(f"job {job.id} already ended: {job.status}")
+    session.flush()
+    return job
+
+
+def tags_of(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The tags of several jobs in one query."""
+    out: dict[str, dict[str, str]] = {job_id: {} for job_id in job_ids}
+    if job_ids:
+        for tag in session.scalars(select(JobTag).where(JobTag.job_id.in_(list(job_ids)))):
+            out[tag.job_id][tag.key] = tag.value
+    return out
+
+
+def to_out(job: Job, tags: dict[str, str]) -> JobOut:
+    """The API view of a job row."""
+    fields: dict[str, Any] = {
+        name: getattr(job, name) for name in JobOut.model_fields if name not in ("tags", "estimate")
+    }
+    return JobOut(**fields, tags=tags, estimate=job.estimate_snapshot)

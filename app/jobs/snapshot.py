@@ -1,0 +1,135 @@
+"""The estimate of one method, frozen onto a job, and the signed errors of the actuals against it.
+
+Pure functions over the estimator's stored JSON (`EstimateResult.model_dump(mode="json")`). When a
+job caps its optimizer steps below what the estimate planned, the step-proportional part of the
+time (and so GPU-hours, cost and FLOPs) is scaled down; start-up and saving are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import InvalidInput
+
+# The estimated quantities that have a metered counterpart: (name, est key, act column suffix).
+ERROR_QUANTITIES = ("cost_usd", "gpu_hours", "peak_bytes", "artifact_bytes")
+# Step-independent quantities: still comparable when a run stopped early (budget, cancel).
+FULL_RUN_ONLY = frozenset({"cost_usd", "gpu_hours"})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a job needs from the estimate of its method, after any max_steps scaling."""
+
+    method_result: dict[str, Any]
+    gpu: str
+    num_gpus: int
+    provider: str | None
+    pricing: str
+    price_per_gpu_hour: float | None
+    cost_usd: float | None
+    gpu_hours: float
+    hours: float
+    peak_bytes: int
+    artifact_bytes: int
+    steps: int
+    flops_per_token: float | None
+    fits: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The snapshot stored on the job: the method's estimate plus the scaled figures."""
+        return {
+            **self.method_result,
+            "job_scaled": {
+                "steps": self.steps,
+                "hours": self.hours,
+                "gpu_hours": self.gpu_hours,
+                "cost_usd": self.cost_usd,
+            },
+        }
+
+
+def _num(value: Any, what: str) -> float:
+    if not isinstance(value, int | float):
+        raise InvalidInput(f"the stored estimate has no numeric {what}", field="estimate_id")
+    return float(value)
+
+
+def take(result: dict[str, Any], *, method: str, max_steps: int | None) -> Snapshot:
+    """The snapshot of `method` from a stored estimate result, scaled to `max_steps` if fewer."""
+    results = result.get("results") or {}
+    mr = results.get(method)
+    if not isinstance(mr, dict):
+        have = ", ".join(sorted(results)) or "none"
+        raise InvalidInput(
+            f"the estimate has no result for method {method!r} (it has: {have})", field="method"
+        )
+    steps = int(_num(mr.get("steps"), "steps"))
+    hours = _num(mr.get("hours"), "hours")
+    gpu_hours = _num(mr.get("gpu_hours"), "gpu_hours")
+    cost = mr.get("cost_usd")
+    overhead_h = float((mr.get("time") or {}).get("overhead_s") or 0.0) / 3600.0
+    flops_per_token = _flops_per_token(result, mr)
+
+    if max_steps is not None and 0 < max_steps < steps and hours > 0:
+        fraction = max_steps / steps
+        scaled_hours = overhead_h + max(hours - overhead_h, 0.0) * fraction
+        ratio = scaled_hours / hours
+        hours, gpu_hours, steps = scaled_hours, gpu_hours * ratio, max_steps
+        cost = cost * ratio if isinstance(cost, int | float) else None
+    return Snapshot(
+        method_result=mr,
+        gpu=str(mr.get("gpu")),
+        num_gpus=int(_num(mr.get("num_gpus"), "num_gpus")),
+        provider=mr.get("provider"),
+        pricing=str(mr.get("pricing") or "on_demand"),
+        price_per_gpu_hour=mr.get("price_per_gpu_hour"),
+        cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        gpu_hours=gpu_hours,
+        hours=hours,
+        peak_bytes=int(_num((mr.get("memory") or {}).get("per_gpu_bytes"), "memory")),
+        artifact_bytes=int(_num(mr.get("artifact_bytes"), "artifact_bytes")),
+        steps=steps,
+        flops_per_token=float(flops_per_token) if flops_per_token else None,
+        fits=bool(mr.get("fits", True)),
+    )
+
+
+def _flops_per_token(result: dict[str, Any], mr: dict[str, Any]) -> float | None:
+    """The run's FLOPs over the tokens it processes (for MFU); None when either is missing."""
+    flops = mr.get("flops")
+    tokens = (result.get("dataset") or {}).get("processed_tokens")
+    if isinstance(flops, int | float) and isinstance(tokens, int | float) and tokens > 0:
+        return float(flops) / float(tokens)
+    return None
+
+
+def signed_error_pct(estimated: float | None, actual: float | None) -> float | None:
+    """(estimated - actual) / actual x 100; None when either is missing or actual is zero."""
+    if estimated is None or actual is None or actual == 0:
+        return None
+    return (estimated - actual) / actual * 100.0
+
+
+def errors(
+    estimated: dict[str, float | int | None],
+    actual: dict[str, float | int | None],
+    *,
+    full_run: bool,
+) -> dict[str, Any]:
+    """The error of each estimated quantity; time and money only when the run went to the end."""
+    out: dict[str, Any] = {}
+    for name in ERROR_QUANTITIES:
+        if not full_run and name in FULL_RUN_ONLY:
+            continue
+        est, act = estimated.get(name), actual.get(name)
+        out[name] = {
+            "estimated": est,
+            "actual": act,
+            "error_pct": signed_error_pct(
+                float(est) if est is not None else None, float(act) if act is not None else None
+            ),
+        }
+    out["complete_run"] = full_run
+    return out

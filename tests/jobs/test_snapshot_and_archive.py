@@ -1,0 +1,106 @@
+"""The estimate snapshot (max_steps scaling, signed errors) and the streamed artifact archives."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app.errors import InvalidInput
+from app.jobs import artifacts, snapshot
+
+
+def _result(**over: object) -> dict[str, object]:
+    method = {
+        "method": "lora",
+        "gpu": "cpu",
+        "num_gpus": 1,
+        "provider": "aws",
+        "pricing": "on_demand",
+        "price_per_gpu_hour": 0.68,
+        "steps": 100,
+        "hours": 0.02,
+        "gpu_hours": 0.02,
+        "cost_usd": 0.0136,
+        "time": {"overhead_s": 36.0},
+        "memory": {"per_gpu_bytes": 123_456_789},
+        "artifact_bytes": 4096,
+        "fits": True,
+        "flops": 1e12,
+    }
+    method.update(over)
+    return {"results": {"lora": method}, "dataset": {"processed_tokens": 1e6}}
+
+
+def test_snapshot_scales_only_the_step_part_to_max_steps() -> None:
+    full = snapshot.take(_result(), method="lora", max_steps=None)
+    assert (full.steps, full.hours, full.cost_usd) == (100, 0.02, 0.0136)
+    assert full.flops_per_token == pytest.approx(1e12 / 1e6)
+
+    capped = snapshot.take(_result(), method="lora", max_steps=25)
+    overhead_h = 36.0 / 3600
+    expected_hours = overhead_h + (0.02 - overhead_h) * 0.25
+    assert capped.steps == 25
+    assert capped.hours == pytest.approx(expected_hours)
+    assert capped.gpu_hours == pytest.approx(expected_hours)
+    assert capped.cost_usd == pytest.approx(0.0136 * expected_hours / 0.02)
+    # Memory and artifact size do not depend on the number of steps.
+    assert (capped.peak_bytes, capped.artifact_bytes) == (full.peak_bytes, full.artifact_bytes)
+    # More steps than the estimate planned: the estimate stands (a job never runs past its data).
+    assert snapshot.take(_result(), method="lora", max_steps=500).steps == 100
+
+
+def test_snapshot_of_a_method_the_estimate_lacks_names_what_it_has() -> None:
+    with pytest.raises(InvalidInput, match=r"no result for method .full.*lora"):
+        snapshot.take(_result(), method="full", max_steps=None)
+
+
+def test_signed_errors_are_relative_to_the_actual() -> None:
+    got = snapshot.errors(
+        {"cost_usd": 1.5, "gpu_hours": 1.0, "peak_bytes": 100, "artifact_bytes": 10},
+        {"cost_usd": 1.0, "gpu_hours": 2.0, "peak_bytes": 100, "artifact_bytes": 0},
+        full_run=True,
+    )
+    assert got["cost_usd"]["error_pct"] == pytest.approx(50.0)
+    assert got["gpu_hours"]["error_pct"] == pytest.approx(-50.0)
+    assert got["peak_bytes"]["error_pct"] == 0.0
+    assert got["artifact_bytes"]["error_pct"] is None  # zero actual: no percentage
+    partial = snapshot.errors({"cost_usd": 1.0}, {"cost_usd": 0.1}, full_run=False)
+    assert "cost_usd" not in partial and partial["complete_run"] is False
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "artifacts" / "job_x"
+    (root / "sub").mkdir(parents=True)
+    (root / "adapter_model.safetensors").write_bytes(bytes(range(256)) * 5000 + b"tail")
+    (root / "sub" / "config.json").write_text('{"r": 8}')
+    (root / "empty.txt").write_bytes(b"")
+    return root
+
+
+def _expected(root: Path) -> dict[str, bytes]:
+    return {
+        f"job_x/{p.relative_to(root).as_posix()}": p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_tar_stream_round_trips_every_file(folder: Path) -> None:
+    data = b"".join(artifacts.stream_tar(str(folder), prefix="job_x"))
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    assert got == _expected(folder)
+
+
+def test_zip_stream_round_trips_every_file(folder: Path) -> None:
+    pieces = list(artifacts.stream_zip(str(folder), prefix="job_x"))
+    assert len(pieces) > 1  # streamed, not built in one piece
+    with zipfile.ZipFile(io.BytesIO(b"".join(pieces))) as archive:
+        assert archive.testzip() is None
+        got = {name: archive.read(name) for name in archive.namelist()}
+    assert got == _expected(folder)

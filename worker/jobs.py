@@ -1,0 +1,286 @@
+"""The `tunecost.run_job` task: claim the job, train it in a child process, meter and store it.
+
+The task takes only the job id and reloads the row; it is safe to deliver twice (acks are late).
+The training runs in a spawned child (worker/training/runner.py) so that cancel and budget stops
+really end it. While it runs, this process writes throttled progress events, refreshes the job's
+heartbeat and polls for a cancel request in one query every few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from app.config import get_settings
+from app.jobs import snapshot
+from app.jobs.artifacts import artifact_url
+from app.models import JobStatus
+from app.queue import RUN_JOB_TASK
+from app.storage import open_file
+from worker import job_rows
+from worker.celery_app import celery_app
+from worker.job_rows import Claim
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 2.0  # progress rows at most this often per job (and always the last one)
+# Heartbeat + cancel poll period: the heartbeat interval, but never slower than this, so that a
+# cancel is seen within ~2 s and the child (5 s grace) is gone well within 10 s.
+MAX_CHECK_S = 2.0
+STOP_GRACE_S = 5.0  # SIGTERM → SIGKILL: time for a step to finish and a small artifact to save
+COPY_CHUNK_BYTES = 1024 * 1024
+
+# Columns filled from the metered actuals (worker/metering.py `Actuals`).
+ACTUAL_COLUMNS = {
+    "act_wall_s": "wall_s",
+    "act_gpu_hours": "gpu_hours",
+    "act_peak_bytes": "peak_memory_bytes",
+    "act_peak_kind": "peak_memory_kind",
+    "act_tokens": "tokens",
+    "act_tokens_per_s": "tokens_per_s",
+    "act_mfu": "mfu",
+    "act_energy_kwh": "energy_kwh",
+    "act_cost_usd": "cost_usd",
+    "eval_loss": "eval_loss",
+}
+JOB_SPEC_KEYS = (
+    "method", "model", "training", "lora", "qlora", "max_steps", "max_cost_usd",
+    "price_per_gpu_hour", "num_gpus", "flops_per_token", "eval_fraction", "seed",
+)  # fmt: skip
+
+
+class JobInputError(Exception):
+    """Something the job needs is missing (its dataset file, say): the job fails with this."""
+
+
+def _copy_dataset(url: str | None, dest_dir: Path) -> Path:
+    if not url:
+        raise JobInputError("the job's dataset was deleted; upload it again and resubmit")
+    name = "data.jsonl.gz" if url.endswith(".gz") else "data.jsonl"
+    local = dest_dir / name
+    try:
+        with open_file(url, "rb") as src, local.open("wb") as dst:
+            shutil.copyfileobj(src, dst, COPY_CHUNK_BYTES)
+    except FileNotFoundError:
+        raise JobInputError(f"the dataset file {url} is missing from storage") from None
+    return local
+
+
+def job_spec(claim: Claim, *, dataset_path: Path) -> dict[str, Any]:
+    """The dict the training child validates (worker/training/spec.py `JobSpec`)."""
+    spec = {key: claim.spec[key] for key in JOB_SPEC_KEYS if claim.spec.get(key) is not None}
+    spec.update(
+        job_id=claim.job_id,
+        dataset_path=str(dataset_path),
+        model_roots=[str(p) for p in get_settings().resolved_model_roots()],
+        started_at=claim.started_at_epoch,
+    )
+    return spec
+
+
+def _upload_artifact(job_id: str, local_dir: Path) -> tuple[str, int, int]:
+    """Copy the artifact folder to storage; (URL, total bytes, bytes of weight files)."""
+    from fsspec.core import url_to_fs
+
+    url = artifact_url(job_id)
+    fs, root = url_to_fs(url)
+    total = weights = 0
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        dest = f"{root}/{path.relative_to(local_dir).as_posix()}"
+        fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(str(path), dest)
+        size = path.stat().st_size
+        total += size
+        if path.suffix in (".safetensors", ".bin"):
+            weights += size
+    return url, total, weights
+
+
+def _event_writer(claim: Claim) -> Any:
+    def write(message: dict[str, Any]) -> None:
+        if message.get("type") != "progress":
+            return
+        job_rows.add_progress(
+            claim.job_id,
+            attempt=claim.attempt,
+            events=[
+                {
+                    "step": message.get("step"),
+                    "total_steps": message.get("total_steps"),
+                    "loss": message.get("loss"),
+                    "tokens": message.get("tokens"),
+                    "tokens_per_s": message.get("tokens_per_s"),
+                    "accrued_cost_usd": message.get("accrued_cost_usd"),
+                }
+            ],
+        )
+
+    return write
+
+
+class _Watch:
+    """The child's `should_cancel`: heartbeat and cancel poll in one query every few seconds."""
+
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+        self.every = min(get_settings().heartbeat_interval_s, MAX_CHECK_S)
+        self.next_at = 0.0
+        self.lost = False
+        self.cancelled = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self.next_at:
+            return self.cancelled or self.lost
+        self.next_at = now + self.every
+        try:
+            status = job_rows.beat(self.claim.job_id, attempt=self.claim.attempt)
+        except Exception:  # the database is briefly away: keep training, try again next time
+            log.warning("heartbeat of job %s failed", self.claim.job_id, exc_info=True)
+            return self.cancelled or self.lost
+        if status is None:
+            self.lost = True  # another attempt owns the job now; stop ours
+            log.warning("job %s is no longer ours; stopping its child", self.claim.job_id)
+        elif status == JobStatus.CANCEL_REQUESTED:
+            self.cancelled = True
+        return self.cancelled or self.lost
+
+
+def _record_pid(claim: Claim) -> Any:
+    def on_start(child: Any) -> None:
+        job_rows.add_status_event(
+            claim.job_id,
+            attempt=claim.attempt,
+            message=f"training process started (pid {child.pid})",
+        )
+
+    return on_start
+
+
+def _finish(claim: Claim, outcome: Any, local_artifact: Path) -> None:
+    from worker.training.runner import RunOutcome
+
+    assert isinstance(outcome, RunOutcome)
+    actuals = dict(outcome.actuals or {})
+    values: dict[str, Any] = {column: actuals.get(key) for column, key in ACTUAL_COLUMNS.items()}
+    status = JobStatus(outcome.status)
+    weights = None
+    if status != JobStatus.FAILED and local_artifact.is_dir() and any(local_artifact.iterdir()):
+        url, total, weights = _upload_artifact(claim.job_id, local_artifact)
+        values.update(artifact_path=url, artifact_bytes=total)
+        actuals["artifact_weights_bytes"] = weights
+    actuals.pop("artifact_path", None)  # the child's local folder; the stored URL is the column
+    estimated, _ = job_rows.estimates(claim.job_id)
+    values["errors"] = snapshot.errors(
+        estimated,
+        {
+            "cost_usd": values["act_cost_usd"],
+            "gpu_hours": values["act_gpu_hours"],
+            "peak_bytes": values["act_peak_bytes"],
+            "artifact_bytes": weights,
+        },
+        full_run=status == JobStatus.SUCCEEDED,
+    )
+    values["actuals"] = actuals
+    error = None
+    detail = {
+        JobStatus.SUCCEEDED: "finished",
+        JobStatus.CANCELLED: "cancelled; the training process was stopped",
+        JobStatus.BUDGET_EXCEEDED: "stopped: the accrued cost reached max_cost_usd",
+        JobStatus.FAILED: None,
+    }[status]
+    if status == JobStatus.FAILED:
+        error = f"{outcome.error_kind}: {outcome.error}"
+    job_rows.finish(
+        claim.job_id,
+        attempt=claim.attempt,
+        status=status,
+        detail=detail,
+        error=error,
+        values=values,
+    )
+
+
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let this Celery pool process start the training child with the standard library.
+
+    billiard marks its pool processes daemonic, and multiprocessing refuses children of a
+    daemonic process because it could not reap them at exit; our child reaps itself (it dies
+    with its parent via PDEATHSIG and the runner always joins it). billiard's authkey object also
+    refuses to be pickled outside billiard, so the spawned child gets a standard-library copy.
+    """
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    saved = dict(config)
+    config.pop("daemon", None)
+    if "authkey" in config:
+        key = bytes(config["authkey"])
+        config["authkey"] = multiprocessing.process.AuthenticationString(key)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        config.clear()
+        config.update(saved)
+
+
+@celery_app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_job(job_id: str) -> str:
+    """Run job `job_id` to its end; returns a one-line summary (for the worker's log)."""
+    hostname = run_job.request.hostname or "worker"
+    claimed = job_rows.claim(job_id, hostname=hostname)
+    if isinstance(claimed, job_rows.Skip):
+        log.info("run_job %s skipped: %s", job_id, claimed.reason)
+        return f"skipped: {claimed.reason}"
+    claim = claimed
+    try:
+        return _run(claim)
+    except Exception as exc:  # a bug or an unforeseen failure: fail the job, keep the worker
+        log.exception("run_job %s crashed", job_id)
+        job_rows.finish(
+            job_id,
+            attempt=claim.attempt,
+            status=JobStatus.FAILED,
+            detail=None,
+            error=f"internal error in the worker: {type(exc).__name__}: {exc}",
+        )
+        return f"failed: {exc}"
+
+
+def _run(claim: Claim) -> str:
+    from worker.training.runner import Throttle, run_in_child
+
+    job_id = claim.job_id
+    with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp:
+        work = Path(tmp)
+        try:
+            spec = job_spec(claim, dataset_path=_copy_dataset(claim.dataset_url, work))
+        except JobInputError as exc:
+            job_rows.finish(
+                job_id, attempt=claim.attempt, status=JobStatus.FAILED, detail=None, error=str(exc)
+            )
+            return f"failed: {exc}"
+        watch = _Watch(claim)
+        throttle = Throttle(_event_writer(claim), interval_s=PROGRESS_EVERY_S)
+        with _children_allowed():
+            outcome = run_in_child(
+                spec,
+                out_dir=work / "artifact",
+                on_event=throttle,
+                should_cancel=watch,
+                grace_s=STOP_GRACE_S,
+                on_start=_record_pid(claim),
+            )
+        throttle.flush()
+        if watch.lost:
+            return f"abandoned: job {job_id} was taken over by another attempt"
+        if watch.cancelled and outcome.status == "failed" and outcome.error_kind == "child_died":
+            outcome.status = "cancelled"  # killed after the grace period: still a cancel
+        _finish(claim, outcome, work / "artifact")
+    return f"{outcome.status}: job {job_id}"

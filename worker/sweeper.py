@@ -1,0 +1,73 @@
+"""A thread in every worker's main process that recovers jobs whose worker died.
+
+Every `SWEEP_EVERY_HEARTBEATS` heartbeat intervals it re-queues (once) or fails the jobs whose
+heartbeat is older than `heartbeat_stale_s` (see app/jobs/recovery.py), commits, and then sends
+the re-queued ones to their queues. Any live worker sweeps for every GPU kind; the row locks make
+concurrent sweeps safe. The API also sweeps a single job when it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs.recovery import sweep_stale
+from app.queue import enqueue_job
+
+log = logging.getLogger(__name__)
+
+# Sweeping is one indexed query; every other heartbeat keeps detection within
+# heartbeat_stale_s + 2 x heartbeat_interval_s of a worker's death.
+SWEEP_EVERY_HEARTBEATS = 2
+
+
+def sweep_once() -> list[str]:
+    """One sweep: recover stale jobs, commit, re-send; returns the re-queued job ids."""
+    with session_scope() as session:
+        resend = sweep_stale(session, stale_s=get_settings().heartbeat_stale_s)
+    for job_id, queue in resend:
+        enqueue_job(job_id, queue=queue)
+        log.warning("job %s lost its worker; re-queued on %s", job_id, queue)
+    return [job_id for job_id, _ in resend]
+
+
+class Sweeper:
+    """Runs `sweep_once` periodically from a daemon thread until stopped."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self.thread is not None:
+            return
+        period = get_settings().heartbeat_interval_s * SWEEP_EVERY_HEARTBEATS
+
+        def loop() -> None:
+            while not self.stop.wait(period):
+                try:
+                    sweep_once()
+                except Exception:  # the database or broker may be briefly down; try again
+                    log.warning("stale-job sweep failed", exc_info=True)
+
+        self.thread = threading.Thread(target=loop, name="tunecost-sweeper", daemon=True)
+        self.thread.start()
+
+
+_sweeper = Sweeper()
+
+
+@worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    _sweeper.start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    _sweeper.stop.set()
