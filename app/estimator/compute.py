@@ -1,12 +1,4 @@
-"""Compute and time of a fine-tune: FLOPs per token by method, bandwidth-bound terms, wall time.
-
-FLOPs count matmuls only, 2 FLOPs per multiply-add, as `torch.utils.flop_counter` does. For a
-linear layer with N weights a token costs 2N forward, 2N for the input gradient and 2N for the
-weight gradient (Kaplan et al. 2020, "Scaling Laws", section 2.1: C = 6N per token). Frozen
-layers (LoRA, QLoRA) skip the weight gradient: 4N. Attention's score and value products add
-4·c·d_attn per token and layer forward (c = context length, d_attn = heads x head_dim), 12 with
-backward (PaLM, Chowdhery et al. 2022, appendix B; the full c x c square, as the counter does).
-Gradient checkpointing runs every block's forward again (+2N and the attention forward).
+"""Compute and time of a fine-tune: FLOPs (from `flops.py`), bandwidth-bound terms, wall time.
 
 Time is a roofline per micro-step (Williams et al. 2009): the larger of matmul time at the
 prior efficiency and the time to stream the weights through memory, plus the terms that are
@@ -28,19 +20,31 @@ from app.estimator.efficiency import (
     STARTUP_SECONDS,
     WEIGHT_LOAD_GBPS,
 )
+from app.estimator.flops import FlopsBreakdown, MatmulParams, flops_per_token, matmul_params
 from app.estimator.model_analysis import ModelAnalysis
-from app.estimator.spec import MAX_GPUS_PER_NODE, Method, Optimizer, QLoraSpec, TrainingSpec
+from app.estimator.spec import (
+    MAX_GPUS_PER_NODE,
+    LoraSpec,
+    Method,
+    Optimizer,
+    QLoraSpec,
+    TrainingSpec,
+)
 from app.estimator.workload import Workload
+
+__all__ = [
+    "FlopsBreakdown",
+    "MatmulParams",
+    "TimeBreakdown",
+    "achieved_mfu",
+    "estimate_time",
+    "fit_mfu",
+    "flops_per_token",
+    "matmul_params",
+]
 
 ComputeDtype = Literal["bf16", "fp16", "fp32"]
 GIGA = 1e9
-OUTPUT_LAYERS = frozenset({"lm_head", "embed_out"})  # output projections in transformers
-# The last projection of each block's MLP, by the names transformers gives it (Llama family
-# down_proj, GPT-2 mlp.c_proj, OPT/Phi fc2, GPT-NeoX dense_4h_to_h, T5 wo, Mixtral-style w2).
-BLOCK_OUTPUT_LAYERS = frozenset({"down_proj", "fc2", "dense_4h_to_h", "wo", "w2"})
-ROUTER_LAYERS = frozenset({"gate", "router", "shared_expert_gate"})  # MoE routing projections
-FUSED_EXPERT_OUTPUT_SHARE = 1 / 3  # gated experts: gate, up and down projections of equal size
-
 # bitsandbytes 4-bit storage: 4 bits per weight plus one absmax per block of 64 weights, fp32,
 # or with double quantization an 8-bit absmax plus an fp32 constant per 256 blocks
 # (Dettmers et al. 2023, QLoRA, section 3 "Double Quantization").
@@ -76,95 +80,6 @@ _STATE_BYTES: dict[str, float | None] = {
 # Gradient clipping (HF Trainer default max_grad_norm=1.0): one read for the norm, one
 # read+write to scale.
 GRAD_CLIP_TOUCHES = 3
-
-
-@dataclass(frozen=True)
-class MatmulParams:
-    """Weights that take part in matmuls (each costs 2 FLOPs per token forward)."""
-
-    total: int  # every linear weight and expert, LM head included even when tied
-    active: int  # per token: MoE models run only the routed experts
-    lm_head: int  # the output projection (vocab x hidden)
-    quantizable: int  # what 4-bit quantization replaces: all of `total` but the LM head
-    block_output: int  # active weights of each block's last MLP projection (see recompute)
-    attention_width: int  # query heads x head dim: the width of the score/value products
-
-
-_MATMUL_CACHE: dict[str, MatmulParams] = {}
-
-
-def matmul_params(analysis: ModelAnalysis) -> MatmulParams:
-    """Matmul weight counts of `analysis` (cached by config hash)."""
-    cached = _MATMUL_CACHE.get(analysis.config_hash)
-    if cached is not None:
-        return cached
-    linear = expert_linear = router_linear = lm_head = block_output = 0
-    for name, fan_in, fan_out in analysis.linear_layers:
-        size = fan_in * fan_out
-        leaf = name.rsplit(".", 1)[-1]
-        linear += size
-        if ".experts." in name:
-            expert_linear += size
-        elif leaf in ROUTER_LAYERS:
-            router_linear += size
-        elif leaf in OUTPUT_LAYERS:
-            lm_head += size
-        elif leaf in BLOCK_OUTPUT_LAYERS or name.endswith("mlp.c_proj"):
-            block_output += size
-    # MoE experts and routers kept as plain weight tensors rather than linear modules
-    # (transformers 5 fuses experts into 3-D tensors) are matmul weights all the same.
-    kinds = analysis.params_by_kind
-    experts = max(kinds.get("experts", 0), expert_linear)
-    fused = experts - expert_linear + max(0, kinds.get("router", 0) - router_linear)
-    total = linear + fused
-    active = total
-    if analysis.num_experts:
-        routed = experts * analysis.experts_per_token // analysis.num_experts
-        active = total - experts + routed
-        block_output += int(routed * FUSED_EXPERT_OUTPUT_SHARE)
-    result = MatmulParams(
-        total=total,
-        active=active,
-        lm_head=lm_head,
-        quantizable=total - lm_head,
-        block_output=block_output,
-        attention_width=analysis.num_attention_heads * analysis.head_dim,
-    )
-    _MATMUL_CACHE[analysis.config_hash] = result
-    return result
-
-
-@dataclass(frozen=True)
-class FlopsBreakdown:
-    """Matmul FLOPs per processed token, by where they are spent."""
-
-    forward: float  # 2 x matmul weights (LM head included)
-    backward_input: float  # gradients w.r.t. activations: 2 x matmul weights
-    backward_weight: float  # weight gradients of trained base layers (full only)
-    attention: float  # score and value products, forward and backward
-    adapter: float  # the adapter's own forward and backward: 6 x trainable (LoRA/QLoRA)
-    recompute: float  # forward again under gradient checkpointing
-
-    @property
-    def total(self) -> float:
-        """FLOPs actually executed per token."""
-        return (
-            self.forward
-            + self.backward_input
-            + self.backward_weight
-            + self.attention
-            + self.adapter
-            + self.recompute
-        )
-
-    @property
-    def model_flops(self) -> float:
-        """FLOPs per token without recompute: the numerator of MFU in PaLM's sense."""
-        return self.total - self.recompute
-
-    def as_dict(self) -> dict[str, float]:
-        """The breakdown with its totals, for JSON."""
-        return {**asdict(self), "total": self.total, "model_flops": self.model_flops}
 
 
 @dataclass(frozen=True)
@@ -216,39 +131,6 @@ def param_bytes(precision: str) -> int:
     return 2 if precision == "bf16_true" else 4
 
 
-def flops_per_token(
-    *,
-    analysis: ModelAnalysis,
-    method: Method | str,
-    training: TrainingSpec,
-    lora_trainable: int,
-    seq_len: float,
-) -> FlopsBreakdown:
-    """Matmul FLOPs per token for `method`, with `seq_len` the attention context length."""
-    method = Method(method)
-    mm = matmul_params(analysis)
-    n_active = float(mm.active)
-    attn_fwd = 4.0 * analysis.num_layers * seq_len * mm.attention_width
-    peft = method is not Method.FULL
-    trainable = float(lora_trainable) if peft else 0.0
-    recompute = 0.0
-    if training.gradient_checkpointing:
-        # HF checkpoints each decoder block: the LM head and embeddings are not run again.
-        # transformers 5 uses torch's non-reentrant checkpoint, which stops recomputing once
-        # every tensor backward needs exists again: each block's last MLP projection, whose
-        # output nothing saves, is skipped (torch.utils.checkpoint, early_stop=True).
-        recomputed = n_active - mm.lm_head - mm.block_output
-        recompute = 2.0 * recomputed + attn_fwd + 2.0 * trainable
-    return FlopsBreakdown(
-        forward=2.0 * n_active,
-        backward_input=2.0 * n_active,
-        backward_weight=0.0 if peft else 2.0 * n_active,
-        attention=3.0 * attn_fwd,
-        adapter=6.0 * trainable,
-        recompute=recompute,
-    )
-
-
 def optimizer_bytes_per_param(optimizer: Optimizer | str, precision: str) -> float:
     """Bytes read and written per trainable parameter by one optimizer step (clipping included)."""
     pb = param_bytes(precision)
@@ -294,6 +176,7 @@ def estimate_time(
     strategy: str,
     mfu: float,
     artifact_bytes: float = 0.0,
+    lora: LoraSpec | None = None,
 ) -> TimeBreakdown:
     """Wall time of the run described by `workload` on `num_gpus` x `gpu` at efficiency `mfu`."""
     method = Method(method)
@@ -313,6 +196,7 @@ def estimate_time(
         training=training,
         lora_trainable=lora_trainable,
         seq_len=workload.padded_len,
+        lora=lora,
     )
     micro_steps = workload.micro_steps_per_gpu(num_gpus)
     steps = workload.optimizer_steps(num_gpus)

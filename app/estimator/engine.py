@@ -13,8 +13,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from app.catalog.loader import Catalog, GpuSpec
+from app.estimator.assemble import dataset_summary, method_result, model_summary
 from app.estimator.calibration_types import CalibrationTable
-from app.estimator.compute import flops_per_token
 from app.estimator.lora import lora_trainable_params
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.planner import (
@@ -35,15 +35,9 @@ from app.estimator.pricing import (
 )
 from app.estimator.recommend import DomainShift, recommend
 from app.estimator.results import (
-    DatasetSummary,
     EstimateResult,
-    FlopsOut,
-    MemoryBreakdownOut,
-    MemoryOut,
     MethodResult,
-    ModelSummary,
     Plan,
-    TimeOut,
 )
 from app.estimator.spec import (
     DatasetShape,
@@ -53,7 +47,7 @@ from app.estimator.spec import (
     QLoraSpec,
     TrainingSpec,
 )
-from app.estimator.workload import Workload, build_workload
+from app.estimator.workload import build_workload
 
 CACHE_SIZE = 512  # distinct requests kept; an entry is a few KB
 _CACHE: OrderedDict[tuple[Any, ...], EstimateResult] = OrderedDict()
@@ -234,6 +228,7 @@ def _estimate(
             lora_trainable=trainable if method is not Method.FULL else 0,
             artifact_bytes=art.bytes,
             memory=_memory_fn(analysis, method, training, lora, qlora, workload.peak_len),
+            lora=lora if method is not Method.FULL else None,
             calibration=calibration,
         )
         plans[method] = plan_method(
@@ -250,7 +245,7 @@ def _estimate(
         stored = stored_bytes(
             analysis=analysis, method=method, artifact_bytes=art.bytes, variants=variants
         )
-        results[method] = _method_result(
+        results[method] = method_result(
             ctx,
             candidate,
             cost,
@@ -280,16 +275,8 @@ def _estimate(
     )
     return EstimateResult(
         catalog_version=catalog.version,
-        model=ModelSummary(
-            architecture=analysis.architecture,
-            model_type=analysis.model_type,
-            total_params=analysis.total_params,
-            active_params=analysis.active_params,
-            num_layers=analysis.num_layers,
-            hidden_size=analysis.hidden_size,
-            vocab_size=analysis.vocab_size,
-        ),
-        dataset=_dataset_summary(workload),
+        model=model_summary(analysis),
+        dataset=dataset_summary(workload),
         results=results,
         plans=plans,
         recommendation=recommendation,
@@ -332,104 +319,6 @@ def _choose(
         candidate = min(runnable, key=lambda c: c.per_gpu_bytes / c.gpu.memory_bytes)
     priced = costs(candidate, catalog, provider=hardware.provider, pricing=hardware.pricing)
     return candidate, (priced[0] if priced else None)
-
-
-def _memory_out(memory: MemoryLike, factor: float) -> MemoryOut:
-    parts = memory.breakdown.as_dict()
-    fields = MemoryBreakdownOut.model_fields
-    return MemoryOut(
-        per_gpu_bytes=int(memory.per_gpu_bytes * factor),
-        low_bytes=int(memory.low_bytes * factor),
-        high_bytes=int(memory.high_bytes * factor),
-        breakdown=MemoryBreakdownOut(
-            **{k: int(v * factor) for k, v in parts.items() if k in fields}
-        ),
-    )
-
-
-def _method_result(
-    ctx: PlanContext,
-    candidate: Candidate,
-    cost: RunCost | None,
-    *,
-    workload: Workload,
-    artifact_bytes: int,
-    storage_cost: float,
-) -> MethodResult:
-    notes = list(workload.notes)
-    if candidate.reason:
-        notes.append(candidate.reason)
-    memory = _memory_out(candidate.memory, candidate.memory_factor)
-    if candidate.fits and memory.high_bytes > candidate.gpu.memory_bytes:
-        notes.append(
-            f"tight: the high estimate ({memory.high_bytes / 1e9:.1f} GB) exceeds "
-            f"{candidate.gpu.id}'s {candidate.gpu.memory_gb:.1f} GB"
-        )
-    if cost is None:
-        notes.append(f"no price for {candidate.gpu.id} matches the provider and pricing asked for")
-    elif cost.billed_gpus > candidate.num_gpus:
-        notes.append(
-            f"{cost.provider} rents {candidate.gpu.id} only as {cost.instance} "
-            f"({cost.gpus_per_instance} GPUs): billed for {cost.billed_gpus}"
-        )
-    per_token = flops_per_token(
-        analysis=ctx.analysis,
-        method=ctx.method,
-        training=ctx.training,
-        lora_trainable=ctx.lora_trainable,
-        seq_len=workload.padded_len,
-    )
-    time = candidate.time
-    return MethodResult(
-        method=ctx.method,
-        trainable_params=ctx.lora_trainable or ctx.analysis.total_params,
-        memory=memory,
-        gpu=candidate.gpu.id,
-        num_gpus=candidate.num_gpus,
-        nodes=candidate.nodes,
-        strategy=candidate.memory.strategy,
-        fits=candidate.fits,
-        flops=time.flops if time else workload.processed_tokens * per_token.total,
-        flops_detail=FlopsOut(
-            per_token=per_token.as_dict(), total=workload.processed_tokens * per_token.total
-        ),
-        hours=candidate.hours if time else 0.0,
-        time=TimeOut(**_time_parts(time)),
-        steps=time.optimizer_steps if time else workload.optimizer_steps(candidate.num_gpus),
-        billed_gpus=cost.billed_gpus if cost else candidate.num_gpus,
-        gpu_hours=cost.gpu_hours if cost else candidate.num_gpus * (time.hours if time else 0),
-        provider=cost.provider if cost else None,
-        pricing=cost.pricing if cost else "on_demand",
-        price_per_gpu_hour=cost.price_per_gpu_hour if cost else None,
-        cost_usd=cost.cost_usd if cost else None,
-        mfu=candidate.mfu,
-        basis=candidate.basis,
-        calibration_jobs=candidate.calibration_jobs,
-        artifact_bytes=artifact_bytes,
-        storage_cost_usd=storage_cost,
-        notes=notes,
-    )
-
-
-def _time_parts(time: Any) -> dict[str, float]:
-    names = ("compute_s", "weight_stream_s", "dequant_s", "optimizer_s", "comm_s", "overhead_s")
-    if time is None:
-        return dict.fromkeys((*names, "total_s"), 0.0)
-    return {**{n: getattr(time, n) for n in names}, "total_s": time.total_s}
-
-
-def _dataset_summary(workload: Workload) -> DatasetSummary:
-    return DatasetSummary(
-        num_sequences=workload.num_examples,
-        tokens_per_epoch=workload.tokens_per_epoch,
-        epochs=workload.epochs,
-        processed_tokens=workload.processed_tokens,
-        seq_len=workload.peak_len,
-        mean_padded_len=workload.padded_len,
-        packing=workload.packed,
-        micro_batches=workload.micro_batches,
-        steps=workload.optimizer_steps(1),
-    )
 
 
 def clear_cache() -> None:

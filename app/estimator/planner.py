@@ -20,7 +20,7 @@ from app.estimator.efficiency import mfu_prior
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.pricing import RunCost, run_cost
 from app.estimator.results import Basis, Plan
-from app.estimator.spec import MAX_GPUS_PER_NODE, Method, QLoraSpec, TrainingSpec
+from app.estimator.spec import MAX_GPUS_PER_NODE, LoraSpec, Method, QLoraSpec, TrainingSpec
 from app.estimator.workload import Workload
 
 GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64)  # up to 8 nodes of 8: beyond that, talk to the provider
@@ -58,6 +58,7 @@ class PlanContext:
     lora_trainable: int
     artifact_bytes: int
     memory: MemoryFn
+    lora: LoraSpec | None = None
     calibration: CalibrationTable | None = None
     _memory: dict[int, MemoryLike] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str, int], Candidate] = field(default_factory=dict, repr=False)
@@ -134,6 +135,7 @@ def evaluate(ctx: PlanContext, gpu: GpuSpec, num_gpus: int) -> Candidate:
             strategy=memory.strategy,
             mfu=mfu,
             artifact_bytes=ctx.artifact_bytes,
+            lora=ctx.lora,
         )
         need = memory.per_gpu_bytes * factor
         if need > gpu.memory_bytes:

@@ -50,6 +50,10 @@ def _hardware(r: MethodResult) -> str:
     return f"{r.num_gpus}x {r.gpu} ({r.memory.per_gpu_bytes / GB:.1f} GB per GPU)"
 
 
+def _where(r: MethodResult) -> str:
+    return f"{r.num_gpus}x {r.gpu}, {r.hours:.1f} h"
+
+
 def _blocker(r: MethodResult, budget: float | None, plans: list[Plan]) -> str | None:
     """Why a method cannot be used as estimated, or None if it can."""
     name = NAMES[r.method]
@@ -78,8 +82,8 @@ def _ratio_sentence(a: MethodResult, b: MethodResult) -> str | None:
         return None
     return (
         f"{_first_upper(NAMES[a.method])} needs {_hardware(a)} and costs {_usd(a.cost_usd)} "
-        f"({a.hours:.1f} h), {a.cost_usd / b.cost_usd:.1f}x {NAMES[b.method]}'s "
-        f"{_usd(b.cost_usd)} on {_hardware(b)} ({b.hours:.1f} h)."
+        f"over {a.hours:.1f} h: {a.cost_usd / b.cost_usd:.1f}x {NAMES[b.method]}'s "
+        f"{_usd(b.cost_usd)} ({_where(b)})."
     )
 
 
@@ -123,8 +127,12 @@ def recommend(
     elif peft is not None:
         choice = _pick_peft(results, usable, reasons)
         if full_justified and Method.FULL in results:
+            why_not = str(blockers[Method.FULL]).removeprefix(NAMES[Method.FULL] + " ")
+            reasons.append(f"Full fine-tuning would be justified ({why_full}), but it {why_not}.")
+        elif full_justified:
             reasons.append(
-                f"Full fine-tuning would be justified ({why_full}), but {blockers[Method.FULL]}."
+                f"Full fine-tuning may be justified ({why_full}; {CITE_LORA_LEARNS_LESS}): "
+                "estimate it too."
             )
         elif Method.FULL in results:
             shift = f"domain shift is {domain_shift}" if domain_shift else "no domain shift given"

@@ -105,6 +105,7 @@ class MethodResult(_Out):
     mfu: float
     basis: Basis
     calibration_jobs: int
+    memory_factor: float = Field(1.0, description="calibrated factor applied to memory")
     artifact_bytes: int
     storage_cost_usd: float
     notes: list[str]
