@@ -99,11 +99,12 @@ def _norm(t: Tape, x: Sym, run: _Run) -> Sym:
     p, pol, trainable = run.profile, run.policy, run.full
     out_bytes = max(pol.norm_weight, x.nbytes)
     if p.norm == "layernorm":
-        xi = t.to(x, FP32) if pol.autocast else x  # layer_norm runs in fp32 under autocast
+        cuda_autocast = pol.autocast is not None and not run.cpu  # CUDA autocast: fp32 op
+        xi = t.to(x, FP32) if cuda_autocast else x
         if xi.grad or trainable:
             t.save(xi)
-            t.save(t.new(2, FP32, False))  # mean and rstd per token
-        return t.new(x.numel, FP32 if pol.autocast else out_bytes, xi.grad or trainable)
+            t.save(t.new(2, xi.nbytes if run.cpu else FP32, False))  # mean, rstd per token
+        return t.new(x.numel, FP32 if cuda_autocast else out_bytes, xi.grad or trainable)
     x32 = t.to(x, FP32)
     t.saves_input(x32)  # pow(2)
     r = t.saves_output(t.new(1, FP32, x32.grad))  # rsqrt(mean + eps), one per token
@@ -133,14 +134,17 @@ def _attention(t: Tape, n: Sym, run: _Run, kv_src: Sym | None = None) -> Sym:
     grad = q.grad or k.grad or v.grad
     gqa = d.kv < d.q
     if run.kernel == "eager" or p.norm == "rms_t5":  # T5's position bias materialises scores
-        if gqa:  # repeat_kv copies
-            k, v = t.new(d.q, k.nbytes, k.grad), t.new(d.q, v.nbytes, v.grad)
+        # matmul reshapes q, k^T and v to 3-D: strided views (and repeat_kv) become copies
+        q = t.new(d.q, q.nbytes, q.grad)
+        k = t.new(d.q if gqa else d.kv, k.nbytes, k.grad)
+        v = t.new(d.q if gqa else d.kv, v.nbytes, v.grad)
         t.save(q, k.grad)
         t.save(k, q.grad)
         s = t.pointwise(t.new(d.heads * d.seq, q.nbytes, grad))  # q k^T, then * scaling
         if p.attn_softcap:
             s = t.pointwise(t.saves_output(t.pointwise(s)))  # / cap, tanh, * cap
-        probs = t.to(t.saves_output(t.pointwise(s), FP32), q.nbytes)  # + mask, softmax fp32
+        softmax_bytes = FP32 if p.softmax_fp32 else q.nbytes
+        probs = t.to(t.saves_output(t.pointwise(s), softmax_bytes), q.nbytes)  # + mask, softmax
         probs = t.dropout(probs, p.attn_dropout)
         t.save(probs, v.grad)
         t.save(v, probs.grad)
@@ -152,7 +156,9 @@ def _attention(t: Tape, n: Sym, run: _Run, kv_src: Sym | None = None) -> Sym:
         if grad:
             for saved in (q, k, v, out, t.new(d.heads, FP32, False)):  # + logsumexp
                 t.save(saved)
-        out = t.view(out, d.q)  # kernel output is laid out (b, s, h, d): the reshape is a view
+        # CUDA kernels lay the output out as (b, s, h, d), so the reshape for o_proj is a view;
+        # the CPU kernel follows q's layout, which a rotary `cat` made (b, h, s, d): a copy
+        out = t.pointwise(out) if run.cpu and p.rotary_cat else t.view(out, d.q)
     return _proj(t, out, d.h, p.o, run)
 
 
@@ -298,9 +304,12 @@ def estimate_activations(
     t.save(t.new(1, INDEX_BYTES, False), emb_trainable)  # token ids, for the embedding grad
     if p.position_embeddings:
         t.save(t.new(1 / micro_batch_size, INDEX_BYTES, False), emb_trainable)
-    x = t.dropout(t.new(d.h, policy.residual, emb_trainable), p.embd_dropout)
+    # with checkpointing, transformers makes the embedding output require grad (peft models)
+    x = t.new(d.h, policy.residual, emb_trainable or gradient_checkpointing)
+    x = t.dropout(x, p.embd_dropout)
     if p.rotary:  # cos and sin, (1, S, head_dim) each, shared by every layer and sequence
-        t.save(t.new(2 * analysis.head_dim / micro_batch_size, policy.residual, False))
+        rotary_dim = analysis.head_dim * p.rotary_fraction
+        t.save(t.new(2 * rotary_dim / micro_batch_size, policy.residual, False))
     if run.padded and attention == "sdpa":  # (B, 1, S, S) bool mask kept by the kernel
         t.save(t.new(seq_len, 1, False))
     layers = analysis.num_layers
@@ -339,3 +348,22 @@ def estimate_activations(
 
 
 _EMBEDDING_NAMES = frozenset({"embed_tokens", "wte", "shared", "embed_in"})
+
+
+def dtype_policy(*, full: bool, precision: str) -> DtypePolicy:
+    """Tensor dtypes of a run.
+
+    fp32: everything fp32. bf16_true: weights, activations and adapters in bf16, no autocast.
+    *_mixed: torch.autocast to 16 bits with fp32 trainable weights: full fine-tuning keeps the
+    whole model in fp32 (so the residual stream and norms are fp32), LoRA/QLoRA keep the frozen
+    base in 16 bits and the adapters in fp32 (peft's `autocast_adapter_dtype` default).
+    """
+    if precision == "fp32":
+        return DtypePolicy(
+            residual=FP32, compute=FP32, adapter=FP32, autocast=None, norm_weight=FP32
+        )
+    if precision == "bf16_true":
+        return DtypePolicy(residual=2, compute=2, adapter=2, autocast=None, norm_weight=2)
+    if full:
+        return DtypePolicy(residual=FP32, compute=2, adapter=FP32, autocast=2, norm_weight=FP32)
+    return DtypePolicy(residual=2, compute=2, adapter=FP32, autocast=2, norm_weight=2)

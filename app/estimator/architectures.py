@@ -30,7 +30,10 @@ class ArchProfile:
     down: str = "down_proj"
     fused_gate_up: str = "gate_up_proj"
     rotary: bool = True
+    rotary_fraction: float = 1.0  # share of head_dim that is rotated (GPT-NeoX rotary_pct)
+    rotary_cat: bool = False  # rotary output built by `cat` (partial rotary): contiguous b,h,s,d
     parallel_residual: bool = False  # GPT-NeoX: attention and MLP read the same input
+    softmax_fp32: bool = True  # eager softmax upcast to fp32 (GPT-2 keeps the input dtype)
     attn_softcap: bool = False  # Gemma 2 eager: tanh on the scores
     final_softcap: bool = False  # Gemma 2: tanh on the logits
     shared_expert: bool = False  # Qwen2-MoE: an always-on expert with a sigmoid gate
@@ -54,7 +57,7 @@ def _f(config: dict[str, Any], *names: str) -> float:
 
 def arch_profile(analysis: ModelAnalysis) -> ArchProfile:
     """The profile of the analysed model's family (Llama's when the family is not known)."""
-    cfg = analysis.config
+    cfg = dict(analysis.forward_options)
     mt = analysis.model_type
     attn_p = _f(cfg, "attention_dropout", "attn_pdrop")
     if mt == "gpt2":
@@ -68,9 +71,10 @@ def arch_profile(analysis: ModelAnalysis) -> ArchProfile:
             up="c_fc",
             down="c_proj",
             rotary=False,
-            resid_dropout=_f(cfg, "resid_pdrop") if "resid_pdrop" in cfg else 0.1,
-            attn_dropout=_f(cfg, "attn_pdrop") if "attn_pdrop" in cfg else 0.1,
-            embd_dropout=_f(cfg, "embd_pdrop") if "embd_pdrop" in cfg else 0.1,
+            softmax_fp32=False,
+            resid_dropout=_f(cfg, "resid_pdrop"),
+            attn_dropout=_f(cfg, "attn_pdrop"),
+            embd_dropout=_f(cfg, "embd_pdrop"),
             position_embeddings=True,
         )
     if mt == "gpt_neox":
@@ -82,12 +86,14 @@ def arch_profile(analysis: ModelAnalysis) -> ArchProfile:
             up="dense_h_to_4h",
             down="dense_4h_to_h",
             parallel_residual=bool(cfg.get("use_parallel_residual", True)),
+            rotary_fraction=_f(cfg, "partial_rotary_factor", "rotary_pct") or 1.0,
+            rotary_cat=True,
             resid_dropout=_f(cfg, "hidden_dropout"),
             attn_dropout=attn_p,
         )
     if mt == "t5":
         gated = str(cfg.get("feed_forward_proj", "relu")).startswith("gated")
-        p = _f(cfg, "dropout_rate") if "dropout_rate" in cfg else 0.1
+        p = _f(cfg, "dropout_rate")
         return ArchProfile(
             norm="rms_t5",
             q="q",
@@ -108,6 +114,8 @@ def arch_profile(analysis: ModelAnalysis) -> ArchProfile:
         return ArchProfile(
             fused_qkv="qkv_proj",
             mlp="gated_fused",
+            rotary_fraction=_f(cfg, "partial_rotary_factor") or 1.0,
+            rotary_cat=True,
             resid_dropout=_f(cfg, "resid_pdrop"),
             embd_dropout=_f(cfg, "embd_pdrop"),
             attn_dropout=attn_p,
@@ -117,8 +125,8 @@ def arch_profile(analysis: ModelAnalysis) -> ArchProfile:
         norm="rms_gemma" if gemma else "rms",
         sandwich_norms=mt in ("gemma2", "gemma3_text"),
         mlp="moe" if analysis.num_experts else "gated",
-        attn_softcap=cfg.get("attn_logit_softcapping") is not None and mt == "gemma2",
-        final_softcap=cfg.get("final_logit_softcapping") is not None and mt == "gemma2",
+        attn_softcap=cfg.get("attn_logit_softcapping") is not None,
+        final_softcap=cfg.get("final_logit_softcapping") is not None,
         shared_expert=analysis.shared_expert_intermediate_size > 0,
         attn_dropout=attn_p,
     )

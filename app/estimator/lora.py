@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from app.estimator.activations import LoraLayout
 from app.estimator.model_analysis import ModelAnalysis, analyze_model, build_meta_model
 from app.estimator.spec import LoraSpec
 
@@ -94,3 +95,13 @@ def _peft_count(
     except ValueError as exc:
         raise ValueError(f"peft cannot apply this LoRA config: {exc}") from exc
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+
+
+def lora_layout(analysis: ModelAnalysis, lora: LoraSpec) -> LoraLayout:
+    """What the activation model needs of a LoRA config: targeted leaf names, rank, dropout."""
+    return LoraLayout(
+        targets=frozenset(_leaf(name) for name, _, _ in lora_targets(analysis, lora)),
+        r=lora.r,
+        dropout=lora.dropout,
+        saved_modules=frozenset(_leaf(name) for name in lora.modules_to_save),
+    )

@@ -22,6 +22,21 @@ PARAM_KINDS = ("embeddings", "attention", "mlp", "norms", "lm_head", "experts", 
 # Substrings of module paths that mark each block; they cover the transformers naming of every
 # catalog family (Llama/Mistral/Qwen2/Gemma/Phi-3 `self_attn`/`mlp`, GPT-2 `attn`, GPT-NeoX
 # `attention`, T5 `SelfAttention`/`EncDecAttention`/`DenseReluDense`, MoE `experts`).
+# Config attributes copied into `ModelAnalysis.forward_options` (defaults resolved).
+FORWARD_OPTIONS = (
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "attention_dropout",
+    "attn_pdrop",
+    "resid_pdrop",
+    "embd_pdrop",
+    "hidden_dropout",
+    "dropout_rate",
+    "use_parallel_residual",
+    "activation_function",
+    "hidden_act",
+    "feed_forward_proj",
+)
 _ATTENTION_MARKS = ("attn", "attention", "selfattention", "encdecattention")
 _MLP_MARKS = ("mlp", "feed_forward", "densereludense", "ffn")
 _EXPERT_MARKS = ("experts",)
@@ -63,6 +78,9 @@ class ModelAnalysis:
     moe_intermediate_size: int = 0  # per routed expert
     shared_expert_intermediate_size: int = 0  # always-active expert (Qwen2-MoE)
     config_json: str = field(default="{}", repr=False)  # canonical JSON the analysis came from
+    # config values (after transformers' defaults) that shape the forward pass: dropouts,
+    # activation, soft-capping, residual layout
+    forward_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -235,7 +253,20 @@ def _analyse(model: Any, digest: str, text: str) -> ModelAnalysis:  # a PreTrain
             getattr(text_cfg, "shared_expert_intermediate_size", 0) or 0
         ),
         config_json=text,
+        forward_options=_forward_options(text_cfg),
     )
+
+
+def _forward_options(cfg: Any) -> dict[str, Any]:
+    options = {
+        name: getattr(cfg, name)
+        for name in FORWARD_OPTIONS
+        if isinstance(getattr(cfg, name, None), str | int | float | bool)
+    }
+    rope = getattr(cfg, "rope_parameters", None)  # transformers 5 keeps partial rotary here
+    if isinstance(rope, Mapping) and isinstance(rope.get("partial_rotary_factor"), int | float):
+        options["partial_rotary_factor"] = rope["partial_rotary_factor"]
+    return options
 
 
 _MISSING = object()
