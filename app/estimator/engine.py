@@ -305,8 +305,8 @@ def _choose(
     """The configuration a method's result reports, and its cheapest price."""
     if gpu_id is not None:
         gpu = catalog.gpus[gpu_id]
-        tried = [evaluate(ctx, gpu, n) for n in counts]
-        candidate = next((c for c in tried if c.fits), tried[0])
+        tried = (evaluate(ctx, gpu, n) for n in counts)
+        candidate = next((c for c in tried if c.fits), None) or evaluate(ctx, gpu, counts[0])
     else:
         best = next((p for p in plans if p.fits), None)
         if best is not None:
