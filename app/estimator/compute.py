@@ -77,6 +77,11 @@ _STATE_BYTES: dict[str, float | None] = {
     "sgd": None,
     "adafactor": None,
 }
+# Eager PyTorch spends ~5-10 us per op on the host (dispatch + launch; H. He 2022, "Making
+# Deep Learning Go Brrrr From First Principles", overhead section) and an HF decoder layer's
+# forward issues ~15-20 ops (norms, projections, rotary, attention, activation, residuals).
+EAGER_SECONDS_PER_LAYER_PASS = 1.5e-4
+
 # Gradient clipping (HF Trainer default max_grad_norm=1.0): one read for the norm, one
 # read+write to scale.
 GRAD_CLIP_TOUCHES = 3
@@ -87,7 +92,9 @@ class TimeBreakdown:
     """Wall time of a run on `num_gpus` GPUs and where it goes, in seconds."""
 
     compute_s: float  # matmuls at the efficiency `mfu`
-    weight_stream_s: float  # extra time where streaming the weights outlasts the matmuls
+    # extra time where a micro-step is bound by streaming the weights or by launching its
+    # kernels rather than by its matmuls
+    weight_stream_s: float
     dequant_s: float  # QLoRA: 4-bit to bf16 before each use
     optimizer_s: float  # the optimizer step and gradient clipping
     comm_s: float  # gradient/parameter communication not hidden behind compute
@@ -208,6 +215,10 @@ def estimate_time(
     passes = 3 if training.gradient_checkpointing else 2
     stream_bytes = HALF_BYTES if method is Method.QLORA else pb
     stream_micro = (passes * mm.total * stream_bytes + trainable * pb) / bandwidth
+    # eager PyTorch cannot launch kernels faster than this, however small they are; backward
+    # issues about twice the kernels of forward
+    launch_micro = (passes + 1) * analysis.num_layers * EAGER_SECONDS_PER_LAYER_PASS
+    floor_micro = max(stream_micro, launch_micro)
     dequant_micro = 0.0
     if method is Method.QLORA:
         per_weight = quantized_bytes_per_weight(qlora) + HALF_BYTES
@@ -231,7 +242,7 @@ def estimate_time(
     overhead = STARTUP_SECONDS + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
     return TimeBreakdown(
         compute_s=micro_steps * compute_micro,
-        weight_stream_s=micro_steps * max(0.0, stream_micro - compute_micro),
+        weight_stream_s=micro_steps * max(0.0, floor_micro - compute_micro),
         dequant_s=micro_steps * dequant_micro,
         optimizer_s=steps * optimizer_step,
         comm_s=visible * (steps * comm_step + micro_steps * comm_micro),

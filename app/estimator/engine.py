@@ -143,6 +143,8 @@ def _available(catalog: Catalog, given: AvailableGpus | None) -> dict[str, int |
     if given is None:
         return None
     if isinstance(given, Mapping):
+        if any(int(n) < 1 for n in given.values()):
+            raise ValueError("available_gpus counts must be at least 1")
         return {catalog.resolve_gpu_id(g): int(n) for g, n in given.items()}
     return {catalog.resolve_gpu_id(g): None for g in given}
 
@@ -213,6 +215,8 @@ def _estimate(
         else None
     )
     plan_gpus = _plan_gpus(catalog, gpu_id, available)
+    if not plan_gpus and gpu_id is None:
+        raise ValueError("available_gpus leaves no catalog GPU to plan on")
     counts = (hardware.num_gpus,) if hardware.num_gpus is not None else GPU_COUNTS
 
     results: dict[Method, MethodResult] = {}
@@ -313,9 +317,10 @@ def _choose(
             candidate = evaluate(ctx, catalog.gpus[best.gpu], best.num_gpus)
             priced = costs(candidate, catalog, provider=best.provider, pricing=hardware.pricing)
             return candidate, next((c for c in priced if c.cost_usd == best.cost_usd), None)
-        runnable = [c for c in ctx._candidates.values() if c.time is not None] or list(
-            ctx._candidates.values()
-        )
+        seen = list(ctx._candidates.values())
+        if not seen:
+            raise ValueError(f"available_gpus offers no GPU in the counts asked for: {counts}")
+        runnable = [c for c in seen if c.time is not None] or seen
         candidate = min(runnable, key=lambda c: c.per_gpu_bytes / c.gpu.memory_bytes)
     priced = costs(candidate, catalog, provider=hardware.provider, pricing=hardware.pricing)
     return candidate, (priced[0] if priced else None)

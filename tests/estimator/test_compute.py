@@ -251,3 +251,30 @@ def test_achieved_mfu_of_the_compute_term_is_the_efficiency_used() -> None:
     )
     with pytest.raises(ValueError):
         achieved_mfu(flops=1.0, seconds=0.0, peak_flops=peak)
+
+
+def test_tiny_models_are_bound_by_kernel_launches_not_flops() -> None:
+    # Doubling the tokens of a tiny model's micro-step costs nothing more: the host launching
+    # kernels, not the GPU, sets the pace; a 7B model at long sequences scales with tokens.
+    tiny = analyze_model(TINY["llama"])
+    h100 = CATALOG.gpu("H100-80GB-SXM")
+
+    def seconds(analysis: Any, tokens: int) -> float:  # micro-steps only: no optimizer, start-up
+        shape = DatasetShape(num_examples=1000, avg_tokens=tokens, max_tokens=tokens)
+        training = TrainingSpec(seq_len=tokens)
+        time = estimate_time(
+            analysis=analysis,
+            method=Method.FULL,
+            training=training,
+            qlora=QLoraSpec(),
+            workload=build_workload(dataset=shape, training=training, max_position_embeddings=None),
+            lora_trainable=0,
+            gpu=h100,
+            num_gpus=1,
+            strategy="single",
+            mfu=0.35,
+        )
+        return time.compute_s + time.weight_stream_s
+
+    assert seconds(tiny, 64) == pytest.approx(seconds(tiny, 32), rel=1e-3)
+    assert seconds(LLAMA7, 4096) > 2 * seconds(LLAMA7, 2048)  # and attention grows faster
