@@ -202,9 +202,11 @@ def _moe(t: Tape, n: Sym, run: _Run) -> Sym:
     t.save(t.new(k, INDEX_BYTES, False))  # top-k indices
     weights = t.new(k, FP32, probs.grad)
     cur = t.new(k * d.h, n.nbytes, n.grad)  # hidden_states[token_idx]
-    gu = t.linear(cur, k * 2 * d.expert_inter, trainable=full)
+    # experts run through torch._grouped_mm, which autocast leaves in the input dtype
+    gu = t.linear(cur, k * 2 * d.expert_inter, trainable=full, autocast=False)
     act = t.saves_input(t.view(gu, k * d.expert_inter))
-    down = t.linear(t.mul(act, t.view(gu, k * d.expert_inter)), k * d.h, trainable=full)
+    mid = t.mul(act, t.view(gu, k * d.expert_inter))
+    down = t.linear(mid, k * d.h, trainable=full, autocast=False)
     t.mul(down, weights)
     t.save(t.new(ROUTING_INDEX_TENSORS * k, INDEX_BYTES, False))
     out = t.new(d.h, n.nbytes, n.grad or full)

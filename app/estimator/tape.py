@@ -61,9 +61,18 @@ class Tape:
         """dtype cast: a no-op when the dtype matches; `ToCopyBackward` saves nothing."""
         return x if x.nbytes == nbytes else self.new(x.numel, nbytes, x.grad)
 
-    def linear(self, x: Sym, out: float, *, trainable: bool, out_bytes: int | None = None) -> Sym:
-        """y = x W^T: saves x only if W needs a gradient (W itself is a parameter, not counted)."""
-        if self.autocast is not None:
+    def linear(
+        self,
+        x: Sym,
+        out: float,
+        *,
+        trainable: bool,
+        out_bytes: int | None = None,
+        autocast: bool = True,
+    ) -> Sym:
+        """y = x W^T: saves x only if W needs a gradient (W itself is a parameter, not counted).
+        `autocast=False` for ops autocast does not cover (grouped_mm of MoE experts)."""
+        if self.autocast is not None and autocast:
             x = self.to(x, self.autocast)  # autocast casts activations anew at every call
         self.save(x, trainable)
         return self.new(out, out_bytes or x.nbytes, x.grad or trainable)
