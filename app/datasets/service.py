@@ -106,23 +106,26 @@ def analyse_file(path: Path, *, counter: TokenCounter, max_bytes: int) -> dict[s
     }
 
 
+_PENDING = "tunecost_files_pending_commit"
+
+
 def _delete_on_rollback(session: Session, url: str) -> None:
     """Remove the stored file if the session's transaction is rolled back instead of committed."""
+    pending: list[str] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
 
-    def _rolled_back(_: Session) -> None:
-        remove(url)
-        _forget()
+        @event.listens_for(session, "after_rollback")
+        def _rolled_back(_: Session) -> None:
+            for stored in pending:
+                remove(stored)
+            pending.clear()
 
-    def _committed(_: Session) -> None:
-        _forget()
+        @event.listens_for(session, "after_commit")
+        def _committed(_: Session) -> None:
+            pending.clear()
 
-    def _forget() -> None:
-        for name, fn in (("after_rollback", _rolled_back), ("after_commit", _committed)):
-            if event.contains(session, name, fn):
-                event.remove(session, name, fn)
-
-    event.listen(session, "after_rollback", _rolled_back)
-    event.listen(session, "after_commit", _committed)
+    pending.append(url)
 
 
 def create(

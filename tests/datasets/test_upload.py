@@ -241,3 +241,21 @@ def test_oversize_uploads_and_gzip_bombs_get_413(small_limit_client, keys, servi
     assert "decompress" in body["detail"]
     assert _stored_files(service_env.storage_root) == before_files
     assert _row_count() == before_rows
+
+
+def test_a_stored_file_is_removed_when_the_transaction_rolls_back(service_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.datasets.service import _delete_on_rollback
+    from app.storage import put_file
+
+    local = tmp_path / "x.jsonl"
+    local.write_text('{"text": "kept?"}\n')
+    for outcome in ("rollback", "commit"):
+        url = put_file(local, f"datasets/test-{outcome}/data.jsonl")
+        stored = Path(url.removeprefix("file://"))
+        assert stored.is_file()
+        with session_scope() as session:
+            session.execute(select(1))  # a real transaction to end
+            _delete_on_rollback(session, url)
+            if outcome == "rollback":
+                session.rollback()
+        assert stored.exists() is (outcome == "commit")
