@@ -80,6 +80,7 @@ class _Run:
     kernel: str
     padded: bool
     cpu: bool
+    quantized_keeps_input: bool = False  # bitsandbytes < 0.43.2 kept each 4-bit matmul's input
 
 
 def _proj(t: Tape, x: Sym, out: float, name: str, run: _Run) -> Sym:
@@ -87,6 +88,7 @@ def _proj(t: Tape, x: Sym, out: float, name: str, run: _Run) -> Sym:
     y = t.linear(
         x, out, trainable=run.full or name in lora.saved_modules, out_bytes=pol.autocast or x.nbytes
     )
+    t.save(x, run.quantized_keeps_input and x.grad)
     if name not in lora.targets:
         return y
     xa = t.to(x, pol.adapter)  # peft casts the input to the adapter dtype
@@ -275,6 +277,7 @@ def estimate_activations(
     seq_len: int,
     padded: bool,
     device: Device = "cuda",
+    quantized_keeps_input: bool = False,
 ) -> ActivationEstimate:
     """Saved activations of one micro-batch of `micro_batch_size` x `seq_len` tokens."""
     p = arch_profile(analysis)
@@ -299,6 +302,7 @@ def estimate_activations(
         attention,
         padded and attention != "flash_attention_2",
         device == "cpu",
+        quantized_keeps_input,
     )
     tokens = micro_batch_size * seq_len
     t = Tape(autocast=policy.autocast, cpu=run.cpu)

@@ -1,0 +1,395 @@
+"""Peak GPU memory of one training step, per GPU, with a named breakdown.
+
+The peak is the larger of two moments of a steady-state step (optimizer states exist, gradients
+were freed by `zero_grad(set_to_none=True)`):
+
+* **backward start**: weights, optimizer states, every saved activation, the logits and the
+  loss's fp32 gradients (with checkpointing, also one recomputed layer), and the first
+  gradients (with gradient accumulation, all gradients);
+* **optimizer step**: weights, all gradients, optimizer states and the step's temporaries.
+
+Weights/gradients/optimizer bytes are exact (`states.py`), activations are replayed from the
+model's own forward pass (`activations.py`). What torch's allocator adds (reserved over
+allocated) and what lives outside it (CUDA context, NCCL buffers, paged optimizer states) are
+named constants below. `allocated_bytes` is what `torch.cuda.max_memory_allocated` reports,
+`reserved_bytes` what `max_memory_reserved` reports, and `per_gpu_bytes` what must fit in the
+GPU's memory (what nvidia-smi shows), the figure to compare with a GPU's capacity.
+
+Conventions of the runs modelled (the worker trains this way): transformers models with
+`use_cache=False`; `*_mixed` = torch.autocast with fp32 trainable weights (full fine-tuning keeps
+the whole model in fp32, LoRA/QLoRA keep the frozen base in 16 bits and adapters in fp32);
+`bf16_true` = everything in bf16 (adapters too); QLoRA computes in bf16 (fp32 under `fp32`)
+and leaves embeddings, norms and lm_head unquantized in that dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+from app.estimator.activations import (
+    ActivationEstimate,
+    DtypePolicy,
+    LoraLayout,
+    dtype_policy,
+    estimate_activations,
+)
+from app.estimator.lora import lora_layout, lora_targets, lora_trainable_params
+from app.estimator.model_analysis import ModelAnalysis
+from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
+from app.estimator.states import (
+    FP32,
+    OptimizerBytes,
+    base_weight_bytes,
+    optimizer_bytes,
+    quantizable_layers,
+    trainable_shapes,
+)
+
+Device = Literal["cuda", "cpu"]
+STRATEGIES = ("single", "ddp", "fsdp_zero2", "fsdp_zero3")
+GiB = 1024**3
+MiB = 1024**2
+
+# CUDA context, kernel images and library handles (cuBLAS, cuDNN) live outside torch's
+# allocator. A process that has only run `torch.ones(1).cuda()` and one matmul shows about
+# 0.4-0.6 GiB in nvidia-smi on A100/H100 with CUDA 12 (PyTorch "CUDA semantics" docs: the
+# context is not reported by memory_allocated/reserved). Expected / low / high:
+CUDA_CONTEXT_BYTES = 512 * MiB
+CUDA_CONTEXT_LOW_BYTES = 300 * MiB
+CUDA_CONTEXT_HIGH_BYTES = 1 * GiB
+# Reserved over allocated at the peak: the caching allocator rounds blocks (512 B, 2 MiB
+# segments for small blocks, 20 MiB for large ones) and keeps freed blocks cached, which
+# fragments when sequence lengths vary between steps. Engineering estimate from
+# torch.cuda.memory_stats of fine-tuning loops (PyTorch "Understanding CUDA memory usage"):
+# a few percent with fixed shapes, 10-25% with variable-length batches.
+ALLOCATOR_SLACK = 0.08
+ALLOCATOR_SLACK_LOW = 0.02
+ALLOCATOR_SLACK_HIGH = 0.25
+# NCCL communicators allocate their buffers outside torch's allocator: NCCL_BUFFSIZE 4 MiB per
+# channel and peer, plus proxy buffers; a few hundred MiB per GPU for 8-GPU rings (NCCL docs).
+NCCL_BUFFER_BYTES = 384 * MiB
+# Other training stacks keep different intermediates than the transformers code replayed here
+# (e.g. bitsandbytes < 0.45 also kept the input of every 4-bit matmul; LitGPT chunks the loss).
+# Upper bound of that spread, applied to activations in `high_bytes`.
+ACTIVATION_HIGH_MARGIN = 0.25
+# FSDP keeps this many transformer blocks unsharded at once (the current one + the prefetched
+# one; torch FSDP `forward_prefetch`/`backward_prefetch` defaults).
+FSDP_UNSHARDED_BLOCKS = 2
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes per GPU at the peak moment, by what holds them (they sum to `per_gpu_bytes`)."""
+
+    weights: int  # model weights as stored (and autocast's 16-bit copies at backward start)
+    gradients: int
+    optimizer_states: int  # states, plus the optimizer step's temporaries at that moment
+    master_weights: int  # fp32 copies of trainable weights under *_mixed
+    activations: int  # saved for backward (and one recomputed layer with checkpointing)
+    logits: int  # logits, fp32 log-softmax kept for the loss, and its fp32 gradients
+    overhead: int  # allocator slack, CUDA context, NCCL buffers, paged optimizer memory
+
+    def as_dict(self) -> dict[str, int]:
+        """The components by name."""
+        return asdict(self)
+
+    @property
+    def total(self) -> int:
+        """Sum of the components."""
+        return sum(self.as_dict().values())
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Per-GPU memory of a run: expected, low and high bytes, and the breakdown."""
+
+    per_gpu_bytes: int
+    low_bytes: int
+    high_bytes: int
+    strategy: str
+    breakdown: MemoryBreakdown
+    allocated_bytes: int  # expected torch.cuda.max_memory_allocated
+    reserved_bytes: int  # expected torch.cuda.max_memory_reserved
+    peak_phase: str  # "backward_start" or "optimizer_step"
+    num_gpus: int
+    activations: ActivationEstimate
+
+
+@dataclass(frozen=True)
+class StateBytes:
+    """Unsharded bytes of the model's state on one replica (exact tensor sizes)."""
+
+    weights: int  # stored weights: frozen base (quantized for QLoRA) and 16/32-bit trainables
+    master_weights: int  # fp32 trainable weights under *_mixed
+    compute_copies: int  # autocast's 16-bit copies of fp32 weights, alive forward to backward
+    gradients: int
+    optimizer: OptimizerBytes
+    trainable_params: int
+    head_gradient: int  # lm_head/embedding gradient, the first one backward allocates
+
+
+def _bytes_per_param(method: Method, precision: str) -> int:
+    if precision == "fp32":
+        return FP32
+    if precision == "bf16_true":
+        return 2
+    return FP32  # *_mixed: trainable weights are fp32 masters
+
+
+def state_bytes(
+    *,
+    analysis: ModelAnalysis,
+    method: Method,
+    precision: str,
+    optimizer: str,
+    lora: LoraSpec,
+    qlora: QLoraSpec,
+) -> StateBytes:
+    """Weights, gradients and optimizer state of one replica, as torch/peft/bnb size them."""
+    full = method is Method.FULL
+    mixed = precision.endswith("_mixed")
+    store = 4 if precision == "fp32" else 2  # dtype of frozen / bf16_true weights
+    pbytes = _bytes_per_param(method, precision)
+    linear_params = sum(i * o for _, i, o in analysis.linear_layers)
+    if full:
+        trainable = analysis.total_params
+        weights = 0 if mixed else trainable * pbytes
+        master = trainable * FP32 if mixed else 0
+        copies = 2 * linear_params if mixed else 0  # experts (grouped_mm) are not autocast
+        shapes = trainable_shapes(analysis, full=True)
+        extra = 0
+        head = analysis.vocab_size * analysis.hidden_size * pbytes
+    else:
+        trainable = lora_trainable_params(analysis, lora)
+        quant = qlora.quant_type if method is Method.QLORA else None
+        base = base_weight_bytes(
+            analysis, dtype_bytes=store, quant=quant, double_quant=qlora.double_quant
+        )
+        weights = base.total + (0 if mixed else trainable * pbytes)
+        master = trainable * FP32 if mixed else 0
+        copies = 2 * trainable if mixed else 0
+        layers = lora_targets(analysis, lora)
+        shapes = trainable_shapes(analysis, full=False, lora_layers=layers, r=lora.r)
+        extra = trainable - sum(lora.r * (i + o) for _, i, o in layers)
+        head = 0
+    opt = optimizer_bytes(
+        optimizer, shapes=shapes, param_bytes=pbytes, grad_bytes=pbytes, extra_params=max(extra, 0)
+    )
+    return StateBytes(weights, master, copies, trainable * pbytes, opt, trainable, head)
+
+
+@dataclass(frozen=True)
+class _PerGpu:
+    """State bytes on one GPU after sharding, split by when they are alive."""
+
+    weights: int  # always
+    weights_backward: int  # extra at backward start (autocast copies, FSDP unsharded blocks)
+    master: int
+    grads_step: int  # at the optimizer step
+    grads_backward: int  # already alive at backward start (DDP buckets, accumulation)
+    head_grad: int
+    states: int
+    step_transient: int
+    paged: int  # part of `states` that bitsandbytes pages outside torch's allocator
+
+
+def resolve_strategy(*, method: Method, num_gpus: int, sharding: str) -> str:
+    """single on one GPU; else the asked strategy, or by default FSDP/ZeRO-3 for full
+    fine-tuning (it shards everything) and DDP for adapters (the frozen base is replicated)."""
+    if num_gpus <= 1:
+        return "single"
+    if sharding != "auto":
+        return sharding
+    return "fsdp_zero3" if method is Method.FULL else "ddp"
+
+
+def _shard(
+    s: StateBytes, a: ModelAnalysis, *, strategy: str, n: int, accumulate: bool, compute_bytes: int
+) -> _PerGpu:
+    opt = s.optimizer
+    paged = opt.states if opt.paged else 0
+    if strategy in ("single", "ddp"):
+        # DDP (gradient_as_bucket_view=False, the default) keeps gradient buckets as big as
+        # the gradients for the whole run
+        buckets = s.gradients if strategy == "ddp" else 0
+        return _PerGpu(
+            s.weights,
+            s.compute_copies,
+            s.master_weights,
+            s.gradients + buckets,
+            buckets + (s.gradients if accumulate else 0),
+            s.head_gradient,
+            opt.states,
+            opt.step_transient,
+            paged,
+        )
+    root = a.params_by_kind.get("embeddings", 0) + a.params_by_kind.get("lm_head", 0)
+    block = (a.total_params - root) / max(a.num_layers + a.num_decoder_layers, 1)
+    per_param = s.weights / a.total_params if s.weights else compute_bytes
+    if strategy == "fsdp_zero2":  # parameters stay unsharded from forward to backward
+        unsharded = a.total_params * per_param
+    else:  # fsdp_zero3: only the blocks being computed, plus the root (embeddings, head)
+        unsharded = (FSDP_UNSHARDED_BLOCKS * block + root) * per_param
+    grads = s.gradients // n
+    return _PerGpu(
+        weights=s.weights // n,
+        weights_backward=round(unsharded),
+        master=s.master_weights // n,
+        grads_step=grads,
+        grads_backward=grads if accumulate else 0,
+        head_grad=s.head_gradient,
+        states=opt.states // n,
+        step_transient=opt.step_transient // n,
+        paged=paged // n,
+    )
+
+
+def _phases(
+    g: _PerGpu, act: ActivationEstimate, *, held_logits: bool, transient: bool, act_scale: float
+) -> tuple[str, dict[str, int]]:
+    """Components at backward start and at the optimizer step; returns the larger."""
+    body = round((act.saved_bytes - act.loss_saved_bytes) * act_scale)
+    held = act.logits_bytes if held_logits else 0
+    loss_first = act.loss_saved_bytes + act.logits_backward_bytes  # log-softmax backward
+    head_next = act.logits_bytes + g.head_grad  # then the logits' grad and the head's grad
+    head_first = loss_first >= head_next
+    backward = {
+        "weights": g.weights + g.weights_backward,
+        "gradients": g.grads_backward + (0 if head_first else g.head_grad),
+        "optimizer_states": g.states,
+        "master_weights": g.master,
+        "activations": body,
+        "logits": held + (loss_first if head_first else act.logits_bytes),
+    }
+    if act.checkpointed:  # later: every checkpoint plus one recomputed layer
+        recompute = dict(
+            backward,
+            activations=body + round(act.layer_bytes * act_scale),
+            gradients=g.grads_backward + g.head_grad,
+            logits=0,
+        )
+        if sum(recompute.values()) > sum(backward.values()):
+            backward = recompute
+    step = {
+        "weights": g.weights,
+        "gradients": g.grads_step,
+        "optimizer_states": g.states + (g.step_transient if transient else 0),
+        "master_weights": g.master,
+        "activations": 0,
+        "logits": 0,
+    }
+    if sum(step.values()) > sum(backward.values()):
+        return "optimizer_step", step
+    return "backward_start", backward
+
+
+def estimate_memory(
+    *,
+    analysis: ModelAnalysis,
+    method: Method,
+    training: TrainingSpec,
+    lora: LoraSpec,
+    qlora: QLoraSpec,
+    seq_len: int,
+    num_gpus: int = 1,
+    sharding: str = "auto",
+    overhead_factor: float = 1.0,
+    device: Device = "cuda",
+    bnb_keeps_4bit_input: bool = False,
+) -> MemoryEstimate:
+    """Peak memory per GPU of fine-tuning `analysis` with `method` on `num_gpus` GPUs.
+
+    `seq_len` is the padded length of the longest micro-batch. `overhead_factor` scales the
+    parts that are not exact counts (activations, logits, overhead): the calibration hook.
+    `bnb_keeps_4bit_input` models bitsandbytes before 0.43.2, whose 4-bit matmul kept its input
+    for backward (removed by bitsandbytes PR #1270, July 2024); current versions do not."""
+    full = method is Method.FULL
+    strategy = resolve_strategy(method=method, num_gpus=num_gpus, sharding=sharding)
+    if not full and strategy == "fsdp_zero2":
+        strategy = "fsdp_zero3"  # adapters: sharding only helps by sharding the frozen base
+    states = state_bytes(
+        analysis=analysis,
+        method=method,
+        precision=training.precision,
+        optimizer=training.optimizer,
+        lora=lora,
+        qlora=qlora,
+    )
+    policy: DtypePolicy = dtype_policy(full=full, precision=training.precision)
+    layout = LoraLayout() if full else lora_layout(analysis, lora)
+    act = estimate_activations(
+        analysis=analysis,
+        policy=policy,
+        lora=layout,
+        full=full,
+        attention=training.attention,
+        gradient_checkpointing=training.gradient_checkpointing,
+        micro_batch_size=training.micro_batch_size,
+        seq_len=seq_len,
+        padded=training.micro_batch_size > 1 and not training.packing,
+        device=device,
+        quantized_keeps_input=bnb_keeps_4bit_input and method is Method.QLORA,
+    )
+    per_gpu = _shard(
+        states,
+        analysis,
+        strategy=strategy,
+        n=max(num_gpus, 1),
+        accumulate=training.gradient_accumulation_steps > 1,
+        compute_bytes=policy.compute,
+    )
+    if method is Method.QLORA:  # bnb dequantizes a whole weight for each 4-bit matmul
+        largest = max((i * o for _, i, o in quantizable_layers(analysis)), default=0)
+        per_gpu = replace(
+            per_gpu, weights_backward=per_gpu.weights_backward + largest * policy.compute
+        )
+    cuda = device == "cuda"
+    nccl = NCCL_BUFFER_BYTES if cuda and num_gpus > 1 else 0
+
+    def total(
+        *, slack: float, context: int, act_scale: float, held: bool, transient: bool
+    ) -> tuple[str, MemoryBreakdown, int, int]:
+        phase, parts = _phases(
+            per_gpu,
+            act,
+            held_logits=held,
+            transient=transient,
+            act_scale=act_scale * overhead_factor,
+        )
+        parts["logits"] = round(parts["logits"] * overhead_factor)
+        allocated = sum(parts.values()) - (per_gpu.paged if parts["optimizer_states"] else 0)
+        reserved = round(allocated * (1 + slack)) if cuda else allocated
+        outside = (context + nccl) if cuda else 0
+        overhead = round((reserved - allocated + outside) * overhead_factor)
+        return phase, MemoryBreakdown(**parts, overhead=overhead), allocated, reserved
+
+    phase, breakdown, allocated, reserved = total(
+        slack=ALLOCATOR_SLACK, context=CUDA_CONTEXT_BYTES, act_scale=1.0, held=True, transient=True
+    )
+    _, low, _, _ = total(
+        slack=ALLOCATOR_SLACK_LOW,
+        context=CUDA_CONTEXT_LOW_BYTES,
+        act_scale=1.0,
+        held=False,
+        transient=False,
+    )
+    _, high, _, _ = total(
+        slack=ALLOCATOR_SLACK_HIGH,
+        context=CUDA_CONTEXT_HIGH_BYTES,
+        act_scale=1.0 + ACTIVATION_HIGH_MARGIN,
+        held=True,
+        transient=True,
+    )
+    return MemoryEstimate(
+        per_gpu_bytes=breakdown.total,
+        low_bytes=low.total,
+        high_bytes=high.total,
+        strategy=strategy,
+        breakdown=breakdown,
+        allocated_bytes=allocated,
+        reserved_bytes=reserved,
+        peak_phase=phase,
+        num_gpus=num_gpus,
+        activations=act,
+    )
