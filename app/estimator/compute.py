@@ -138,6 +138,20 @@ def param_bytes(precision: str) -> int:
     return 2 if precision == "bf16_true" else 4
 
 
+def weight_bytes(method: Method, precision: str, qlora: QLoraSpec) -> tuple[float, float]:
+    """Bytes per weight as stored and as streamed into matmuls.
+
+    Full fine-tuning keeps the weights in the trained dtype; LoRA keeps the frozen base in 16
+    bits (fp32 only under `fp32`); QLoRA stores 4-bit weights and streams their 16-bit copy.
+    """
+    half_or_fp32 = 4 if precision == "fp32" else HALF_BYTES
+    if method is Method.FULL:
+        return param_bytes(precision), param_bytes(precision)
+    if method is Method.QLORA:
+        return quantized_bytes_per_weight(qlora), half_or_fp32
+    return half_or_fp32, half_or_fp32
+
+
 def optimizer_bytes_per_param(optimizer: Optimizer | str, precision: str) -> float:
     """Bytes read and written per trainable parameter by one optimizer step (clipping included)."""
     pb = param_bytes(precision)
@@ -213,7 +227,7 @@ def estimate_time(
     # Every weight is streamed once per pass (forward, input-gradient, recompute); the
     # trained ones also get a gradient written. QLoRA streams the dequantized bf16 copy.
     passes = 3 if training.gradient_checkpointing else 2
-    stream_bytes = HALF_BYTES if method is Method.QLORA else pb
+    stored_bytes, stream_bytes = weight_bytes(method, training.precision, qlora)
     stream_micro = (passes * mm.total * stream_bytes + trainable * pb) / bandwidth
     # eager PyTorch cannot launch kernels faster than this, however small they are; backward
     # issues about twice the kernels of forward
@@ -232,8 +246,10 @@ def estimate_time(
     if num_gpus > 1:
         share = (num_gpus - 1) / num_gpus
         bus = _bus_bandwidth(gpu, num_gpus)
-        if _comm_kind(strategy) == "zero3" and not peft:
-            comm_micro = share * (2 * analysis.total_params * pb + trainable * pb) / bus
+        if _comm_kind(strategy) == "zero3":
+            # all-gather the weights for forward and again for backward, reduce-scatter grads
+            gathered = 2 * analysis.total_params * stored_bytes
+            comm_micro = share * (gathered + trainable * pb) / bus
         else:
             comm_step = 2 * share * trainable * pb / bus
     visible = 1.0 - COMM_OVERLAP
