@@ -146,8 +146,9 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 
-def build_real(config: dict[str, Any], *, attention: str = "sdpa") -> nn.Module:
-    """The config's model with random fp32 weights on CPU."""
+def build_real(config: dict[str, Any], *, attention: str | None = None) -> nn.Module:
+    """The config's model with random fp32 weights on CPU (transformers' default attention
+    unless one is named)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     torch.manual_seed(0)
@@ -155,6 +156,8 @@ def build_real(config: dict[str, Any], *, attention: str = "sdpa") -> nn.Module:
     kwargs["use_cache"] = False  # training: no KV cache (with it, k/v are cat copies)
     hf = AutoConfig.for_model(config["model_type"], **kwargs)
     auto = AutoModelForSeq2SeqLM if hf.is_encoder_decoder else AutoModelForCausalLM
+    if attention is None:
+        return auto.from_config(hf)
     return auto.from_config(hf, attn_implementation=attention)
 
 
@@ -281,9 +284,9 @@ def measure_saved_bytes(
     model.train()
     kept: dict[int, int] = {}
     cast = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()
-    with cast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with _layer_inputs(model, kept) if checkpointing else contextlib.nullcontext():
-            out = model(**inputs)
+    inputs_hook = _layer_inputs(model, kept) if checkpointing else contextlib.nullcontext()
+    with cast, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), inputs_hook:
+        out = model(**inputs)
     seen.update({k: v for k, v in kept.items() if k not in exclude})
     out.loss.backward()  # the graph was real: it must run
     return sum(seen.values()), sum(copies.values())
