@@ -209,7 +209,7 @@ def plan_method(
     counts: Iterable[int] = GPU_COUNTS,
 ) -> list[Plan]:
     """Fitting options ranked by cost, then each cheaper non-fitting option with its reason."""
-    fitting: list[Plan] = []
+    fitting: list[tuple[float, float, int, Candidate, RunCost]] = []
     rejected: list[tuple[float, Plan]] = []
     for gpu in gpus:
         cap = available.get(gpu.id) if available is not None else None
@@ -220,9 +220,7 @@ def plan_method(
             candidate = evaluate(ctx, gpu, n)
             priced = costs(candidate, catalog, provider=provider, pricing=pricing)
             if candidate.fits and priced:
-                fitting.extend(
-                    to_plan(candidate, c, pricing=c.pricing, reason=None) for c in priced
-                )
+                fitting.extend((c.cost_usd, candidate.hours, n, candidate, c) for c in priced)
                 continue
             reason = candidate.reason or _no_price(gpu, provider, pricing)
             cheapest = priced[0] if priced else None
@@ -232,9 +230,12 @@ def plan_method(
                 best_reject = (ranked, plan)
         if best_reject is not None:
             rejected.append(best_reject)
-    fitting.sort(key=lambda p: (p.cost_usd or 0.0, p.hours, p.num_gpus))
-    top = fitting[:PLAN_LIMIT]
-    bar = top[0].cost_usd if top and top[0].cost_usd is not None else math.inf
+    fitting.sort(key=lambda f: f[:3])
+    top = [
+        to_plan(cand, cost, pricing=cost.pricing, reason=None)
+        for *_, cand, cost in fitting[:PLAN_LIMIT]
+    ]
+    bar = fitting[0][0] if fitting else math.inf
     cheaper = [plan for ranked, plan in sorted(rejected, key=lambda r: r[0]) if ranked < bar]
     if not top:  # nothing fits: say why for every GPU considered
         cheaper = [plan for _, plan in sorted(rejected, key=lambda r: r[0])]
