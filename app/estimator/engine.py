@@ -16,10 +16,12 @@ from app.catalog.loader import Catalog, GpuSpec
 from app.estimator.assemble import dataset_summary, method_result, model_summary
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.lora import lora_trainable_params
+from app.estimator.memory import estimate_memory
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.planner import (
     GPU_COUNTS,
     Candidate,
+    MemoryFn,
     MemoryLike,
     PlanContext,
     costs,
@@ -156,9 +158,7 @@ def _memory_fn(
     lora: LoraSpec,
     qlora: QLoraSpec,
     seq_len: int,
-) -> Any:
-    from app.estimator.memory import estimate_memory
-
+) -> MemoryFn:
     def memory(num_gpus: int) -> MemoryLike:
         return estimate_memory(
             analysis=analysis,

@@ -64,6 +64,7 @@ def test_llama2_7b_lora_on_a100_40gb_end_to_end() -> None:
     assert lora.fits
     parts = lora.memory.breakdown.model_dump()
     assert set(parts) == set(BREAKDOWN)
+    assert sum(parts.values()) == lora.memory.per_gpu_bytes
     assert parts["weights"] > 13e9  # 6.74B bf16 weights
     assert parts["gradients"] < 0.01 * parts["weights"]  # adapter gradients only
     assert lora.memory.low_bytes <= lora.memory.per_gpu_bytes <= lora.memory.high_bytes
