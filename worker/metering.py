@@ -150,7 +150,18 @@ def library_versions() -> dict[str, str | None]:
 
 
 def peak_cpu_rss_bytes() -> int:
-    """Peak resident set size of this process so far, in bytes."""
+    """Peak resident set size of this process so far, in bytes.
+
+    Linux's VmHWM first: ru_maxrss survives execve, so a child spawned from a big worker would
+    report the worker's size (the spawn start method forks, then execs a fresh interpreter).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # the kernel prints kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * RU_MAXRSS_UNIT
 
 

@@ -43,6 +43,17 @@ def test_each_method_trains_meters_and_saves(
     assert steps == sorted(set(steps)) and steps[-1] == 3
     assert all(math.isfinite(e["loss"]) and e["total_steps"] == 3 for e in progress)
     assert events[-1]["type"] == "result"
+    # Phases arrive in order, progress only while training.
+    kinds = [e.get("phase", e["type"]) for e in events]
+    assert [k for k in kinds if k != "progress"] == [
+        "loading_model",
+        "preparing_data",
+        "training",
+        "evaluating",
+        "saving",
+        "result",
+    ]
+    assert kinds.index("training") < kinds.index("progress") and kinds[-4] == "progress"
 
     # Tokens: 3 steps x 4 sequences, padded to one length; real tokens never exceed that.
     seq_len = act["data"]["seq_len"]
@@ -95,15 +106,21 @@ def test_cancel_ends_a_long_child_within_deadline(job_spec: dict[str, Any], tmp_
             cancel_at.append(time.monotonic())
         return bool(cancel_at)
 
+    ticks: list[float] = []
     spec = {**job_spec, "max_steps": LONG_RUN_STEPS}
     out = run_in_child(
-        spec, out_dir=tmp_path / "artifact", on_event=on_event, should_cancel=should_cancel
+        spec,
+        out_dir=tmp_path / "artifact",
+        on_event=on_event,
+        should_cancel=should_cancel,
+        on_tick=lambda: ticks.append(time.monotonic()),
     )
     ended = time.monotonic()
     assert out.status == "cancelled"
     assert cancel_at and ended - cancel_at[0] < CANCEL_DEADLINE_S
     assert out.actuals is not None and 0 < out.actuals["steps"] < LONG_RUN_STEPS
     assert out.actuals["cost_usd"] > 0
+    assert len(ticks) >= 2  # the heartbeat hook runs during start-up and training alike
 
 
 def test_stop_kills_a_child_that_ignores_sigterm(job_spec: dict[str, Any], tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,12 +25,17 @@ PR_SET_PDEATHSIG = 1  # prctl(2) option: signal this process when its parent die
 
 
 class _Sender:
-    """Sends events from a thread (training never waits on the pipe); keeps the latest progress."""
+    """Sends events from a thread, so training never waits on the pipe.
+
+    Progress is latest-wins (a slow parent sees fewer steps, training is never held up); other
+    events (phases) queue in order, behind any progress that came before them.
+    """
 
     def __init__(self, conn: Connection, on_parent_gone: Callable[[], None]) -> None:
         self._conn = conn
         self._on_parent_gone = on_parent_gone
         self._cond = threading.Condition()
+        self._queue: deque[dict[str, Any]] = deque()
         self._progress: dict[str, Any] | None = None
         self._closing = False
         self._parent = os.getppid()
@@ -37,35 +43,53 @@ class _Sender:
         self._thread.start()
 
     def progress(self, message: dict[str, Any]) -> None:
+        """Replace the pending progress event."""
         with self._cond:
             self._progress = message
             self._cond.notify()
 
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue an event that must not be dropped."""
+        with self._cond:
+            if self._progress is not None:
+                self._queue.append(self._progress)
+                self._progress = None
+            self._queue.append(message)
+            self._cond.notify()
+
     def close(self, final: dict[str, Any]) -> None:
-        """Flush the last progress, send `final`, and stop the thread."""
+        """Send what is pending, then `final`, and stop the thread."""
+        self.send(final)
         with self._cond:
             self._closing = True
             self._cond.notify()
         self._thread.join()
         with contextlib.suppress(OSError):
-            self._conn.send(final)
             self._conn.close()
+
+    def _take(self) -> tuple[list[dict[str, Any]], bool]:
+        with self._cond:
+            if not self._queue and self._progress is None and not self._closing:
+                self._cond.wait(PARENT_CHECK_S)
+            batch = list(self._queue)
+            self._queue.clear()
+            if self._progress is not None:
+                batch.append(self._progress)
+                self._progress = None
+            return batch, self._closing
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                if self._progress is None and not self._closing:
-                    self._cond.wait(PARENT_CHECK_S)
-                message, self._progress = self._progress, None
-                closing = self._closing
+            batch, closing = self._take()
             if os.getppid() != self._parent:
                 self._on_parent_gone()
-            if message is not None:
+            for message in batch:
                 try:
                     self._conn.send(message)
                 except OSError:  # the parent is gone: stop training, nobody is listening
                     self._on_parent_gone()
-            if closing:
+                    break
+            if closing and not batch:
                 return
 
 
@@ -95,14 +119,16 @@ def child_main(job_spec: dict[str, Any], out_dir: str, conn: Connection) -> None
                 out_dir=Path(out_dir),
                 on_progress=lambda e: sender.progress({"type": "progress", **e.to_dict()}),
                 stop_requested=stop.is_set,
+                on_phase=lambda phase, info: sender.send({"type": "phase", "phase": phase, **info}),
             )
             final = {"type": "result", "actuals": actuals}
         except TrainingError as exc:
             final = {"type": "error", "kind": exc.kind, "message": str(exc)}
     except Exception as exc:  # a bug or an unforeseen library error: report it, never hang
+        oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
         final = {
             "type": "error",
-            "kind": "internal",
+            "kind": "out_of_memory" if oom else "internal",
             "message": f"{type(exc).__name__}: {exc}",
             "traceback": traceback.format_exc(),
         }

@@ -56,8 +56,14 @@ def run_training(
     out_dir: Path,
     on_progress: Callable[[ProgressEvent], None],
     stop_requested: Callable[[], bool],
+    on_phase: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `spec` and save the artifact into `out_dir`; return the actuals dict."""
+    """Train `spec` and save the artifact into `out_dir`; return the actuals dict.
+
+    `on_phase(name, info)` marks loading_model, preparing_data, training (with the plan),
+    evaluating and saving, for status displays.
+    """
+    phase = on_phase or (lambda name, info: None)
     started_at = spec.started_at or time.time()
     device_info = metering.detect_device()
     if spec.num_gpus > 1:
@@ -92,8 +98,10 @@ def run_training(
             return "budget_exceeded"
         return None
 
+    phase("loading_model", {"device": str(device)})
     loaded = load_model(spec, device=device, bf16_ok=device.type == "cuda" and device_info.bf16)
     training = spec.training
+    phase("preparing_data", {"trainable_params": loaded.trainable_params})
     data = prepare_data(
         Path(spec.dataset_path),
         loaded.tokenizer,
@@ -128,6 +136,15 @@ def run_training(
         seed=spec.seed,
     )
     startup_s = time.time() - started_at
+    phase(
+        "training",
+        {
+            "total_steps": total_steps,
+            "seq_len": data.seq_len,
+            "train_sequences": len(data.train),
+            "precision": loaded.precision.used,
+        },
+    )
     result = train_loop(
         model=loaded.model,
         optimizer=optimizer,
@@ -144,6 +161,7 @@ def run_training(
         elapsed=lambda: time.time() - started_at,
     )
     if result.stop_reason == "completed":  # a stopped run does not spend more on evaluation
+        phase("evaluating", {"eval_sequences": len(data.eval)})
         eval_batches = one_pass(
             data.eval,
             micro_batch_size=training.micro_batch_size,
@@ -155,6 +173,7 @@ def run_training(
         )
     artifact_bytes = None
     if result.steps > 0:
+        phase("saving", {"steps": result.steps})
         artifact_bytes = save_artifact(loaded.model, loaded.tokenizer, out_dir)
 
     energy_kwh = energy.stop()

@@ -121,8 +121,12 @@ class TrainingChild:
         on_event: EventCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
         grace_s: float = DEFAULT_GRACE_S,
+        on_tick: Callable[[], None] | None = None,
     ) -> RunOutcome:
-        """Pump events until the child ends, enforcing cancel and budget; return the outcome."""
+        """Pump events until the child ends, enforcing cancel and budget; return the outcome.
+
+        `should_cancel` and `on_tick` (e.g. a heartbeat) run about once a second, events or not.
+        """
         assert self._proc is not None and self._conn is not None, "start() first"
         spec = self.job_spec
         max_cost = spec.get("max_cost_usd")
@@ -152,7 +156,7 @@ class TrainingChild:
                         elif kind == "progress":
                             last_progress = message
                         if on_event is not None:
-                            self._deliver(on_event, message)
+                            self._guarded(on_event, message)
                 except (EOFError, OSError):
                     eof = True  # the child closed its end: it has exited or is exiting
             elif self.is_alive():
@@ -160,9 +164,11 @@ class TrainingChild:
             if eof and not self.is_alive():
                 break
             now = time.monotonic()
-            if should_cancel is not None and now >= next_cancel_check:
+            if now >= next_cancel_check:
                 next_cancel_check = now + CANCEL_CHECK_S
-                if self._stop_reason is None and should_cancel():
+                if on_tick is not None:
+                    self._guarded(on_tick)
+                if self._stop_reason is None and should_cancel and self._guarded(should_cancel):
                     self.request_stop("cancelled", grace_s=grace_s)
             if max_cost is not None and self._stop_reason is None and accrued() >= max_cost:
                 over_budget_since = over_budget_since or now
@@ -175,11 +181,12 @@ class TrainingChild:
         return self._outcome(result, error, last_progress, exit_code, events, accrued())
 
     @staticmethod
-    def _deliver(on_event: EventCallback, message: dict[str, Any]) -> None:
+    def _guarded(callback: Callable[..., Any], *args: Any) -> Any:
         try:
-            on_event(message)
+            return callback(*args)
         except Exception:  # a failing consumer (database down) must not orphan the child
-            log.warning("event callback failed; the run goes on", exc_info=True)
+            log.warning("callback %r failed; the run goes on", callback, exc_info=True)
+            return None
 
     def _outcome(
         self,
@@ -259,17 +266,21 @@ def run_in_child(
     should_cancel: Callable[[], bool] | None = None,
     grace_s: float = DEFAULT_GRACE_S,
     on_start: Callable[[TrainingChild], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Train `job_spec` in a spawned child, stream its events to `on_event`, return the outcome.
 
-    `should_cancel` is polled about once a second; `on_start` receives the child (to call
-    `stop()` from elsewhere, or to record its pid).
+    `should_cancel` and `on_tick` run about once a second; `on_start` receives the child (to
+    call `stop()` from elsewhere, or to record its pid). Events are dicts with a "type":
+    "phase", "progress" (a ProgressEvent), then one "result" or "error".
     """
     child = TrainingChild(job_spec, out_dir=out_dir)
     child.start()
     if on_start is not None:
         on_start(child)
-    return child.wait(on_event=on_event, should_cancel=should_cancel, grace_s=grace_s)
+    return child.wait(
+        on_event=on_event, should_cancel=should_cancel, grace_s=grace_s, on_tick=on_tick
+    )
 
 
 class Throttle:

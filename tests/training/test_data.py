@@ -1,0 +1,172 @@
+"""Tokenizing, masking, packing, splitting and batching with the tiny model's real tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.datasets.formats import render_record
+from worker.training.data import (
+    IGNORE_INDEX,
+    DataStats,
+    TokenizedExample,
+    collate,
+    fit_to_length,
+    iterate_batches,
+    pack,
+    prepare_data,
+    split_holdout,
+    tokenize_examples,
+)
+from worker.training.errors import DatasetError, JobSpecError
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_prompt_tokens_are_masked_and_eos_appended(tokenizer: Any) -> None:
+    ex = render_record({"prompt": "Question: what is seven times six?", "completion": " forty two"})
+    [masked] = tokenize_examples([ex], tokenizer, mask_prompt=True)
+    [plain] = tokenize_examples([ex], tokenizer, mask_prompt=False)
+    assert masked.input_ids == plain.input_ids
+    assert masked.input_ids[0] == tokenizer.bos_token_id
+    assert (
+        masked.input_ids[-1] == tokenizer.eos_token_id
+        and masked.labels[-1] == tokenizer.eos_token_id
+    )
+    assert plain.labels == plain.input_ids
+    learned = [
+        t for t, label in zip(masked.input_ids, masked.labels, strict=True) if label != IGNORE_INDEX
+    ]
+    # Exactly the completion (and EOS) is learned: decoding it gives the completion back.
+    assert tokenizer.decode(learned, skip_special_tokens=True) == " forty two"
+    n_prompt = masked.labels.index(next(x for x in masked.labels if x != IGNORE_INDEX))
+    assert all(label == IGNORE_INDEX for label in masked.labels[:n_prompt])
+
+
+def test_text_records_are_never_masked(tokenizer: Any) -> None:
+    [t] = tokenize_examples(
+        [render_record({"text": "The river bends."})], tokenizer, mask_prompt=True
+    )
+    assert t.labels == t.input_ids
+
+
+def test_fit_to_length_truncates_and_drops_examples_with_nothing_to_learn() -> None:
+    stats = DataStats()
+    keep = TokenizedExample([1, 5, 6, 7, 2], [1, 5, 6, 7, 2])
+    prompt_only = TokenizedExample([1, 5, 6, 7, 2], [IGNORE_INDEX] * 3 + [7, 2])
+    out = fit_to_length([keep, prompt_only], 3, stats)
+    assert out == [TokenizedExample([1, 5, 6], [1, 5, 6])]
+    assert stats.truncated == 2 and stats.dropped_no_loss_tokens == 1
+
+
+def test_pack_keeps_every_token_in_order() -> None:
+    items = [
+        TokenizedExample(list(range(i * 10, i * 10 + n)), list(range(i * 10, i * 10 + n)))
+        for i, n in enumerate([3, 7, 5])
+    ]
+    blocks = pack(items, 4)
+    assert [len(b.input_ids) for b in blocks] == [4, 4, 4, 3]
+    assert [t for b in blocks for t in b.input_ids] == [t for x in items for t in x.input_ids]
+
+
+def test_split_holdout_is_seeded_and_disjoint() -> None:
+    items = [TokenizedExample([i, i], [i, i]) for i in range(40)]
+    train, held = split_holdout(items, fraction=0.1, seed=7)
+    again, held_again = split_holdout(items, fraction=0.1, seed=7)
+    assert held == held_again and train == again
+    assert len(held) == 4 and len(train) == 36
+    assert {x.input_ids[0] for x in train}.isdisjoint({x.input_ids[0] for x in held})
+    assert split_holdout(items[:1], fraction=0.5, seed=0) == (items[:1], [])
+    assert split_holdout(items, fraction=0.0, seed=0) == (items, [])
+
+
+def test_collate_pads_right_and_counts_tokens() -> None:
+    batch = collate(
+        [TokenizedExample([1, 4, 5], [IGNORE_INDEX, 4, 5]), TokenizedExample([1, 6], [1, 6])],
+        seq_len=4,
+        pad_id=0,
+    )
+    assert batch.input_ids.tolist() == [[1, 4, 5, 0], [1, 6, 0, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+    assert batch.labels.tolist() == [
+        [IGNORE_INDEX, 4, 5, IGNORE_INDEX],
+        [1, 6, IGNORE_INDEX, IGNORE_INDEX],
+    ]
+    assert (batch.real_tokens, batch.processed_tokens, batch.loss_tokens) == (5, 8, 3)
+
+
+def test_iterate_batches_reshuffles_each_epoch() -> None:
+    items = [TokenizedExample([i, i], [i, i]) for i in range(8)]
+    it = iterate_batches(items, micro_batch_size=8, seq_len=2, pad_id=0, seed=1)
+    first, second = next(it), next(it)
+    assert sorted(first.input_ids[:, 0].tolist()) == list(range(8))
+    assert first.input_ids[:, 0].tolist() != second.input_ids[:, 0].tolist()
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _prepare(path: Path, tokenizer: Any, **kw: Any) -> Any:
+    args: dict[str, Any] = {
+        "seq_len": None,
+        "packing": False,
+        "mask_prompt": True,
+        "eval_fraction": 0.1,
+        "seed": 0,
+        "model_max": 2048,
+        "max_bytes": 10_000_000,
+    }
+    return prepare_data(path, tokenizer, **{**args, **kw})
+
+
+def test_prepare_data_defaults_to_the_longest_example(tiny_dataset: Path, tokenizer: Any) -> None:
+    data = _prepare(tiny_dataset, tokenizer)
+    longest = max(len(x.input_ids) for x in data.train + data.eval)
+    assert data.seq_len == longest and data.stats.truncated == 0
+    assert data.stats.examples == 64 and data.stats.format == "alpaca"
+    assert (data.stats.train_examples, data.stats.eval_examples) == (58, 6)
+    # Unmasked, packing keeps every training token; masked, blocks of pure prompt are dropped.
+    packed = _prepare(tiny_dataset, tokenizer, packing=True, seq_len=128, mask_prompt=False)
+    assert all(len(x.input_ids) <= 128 for x in packed.train)
+    assert sum(len(x.input_ids) for x in packed.train) == sum(len(x.input_ids) for x in data.train)
+    masked = _prepare(tiny_dataset, tokenizer, packing=True, seq_len=128)
+    assert len(masked.train) <= len(packed.train)
+    assert all(any(t != IGNORE_INDEX for t in x.labels[1:]) for x in masked.train)
+
+
+def test_prepare_data_skips_bad_lines_and_reports_them(tmp_path: Path, tokenizer: Any) -> None:
+    path = _write(
+        tmp_path / "d.jsonl",
+        [json.dumps({"text": "The river bends."}), "{oops", json.dumps({"x": 1})],
+    )
+    data = _prepare(path, tokenizer, eval_fraction=0.0)
+    assert data.stats.examples == 1 and data.stats.bad_lines == 2
+    assert [b["line"] for b in data.stats.first_bad_lines] == [2, 3]
+
+
+def test_prepare_data_errors(tmp_path: Path, tokenizer: Any) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        _prepare(tmp_path / "missing.jsonl", tokenizer)
+    bad = _write(tmp_path / "bad.jsonl", ["{oops", json.dumps({"text": ""})])
+    with pytest.raises(DatasetError, match="line 1"):
+        _prepare(bad, tokenizer)
+    good = _write(tmp_path / "good.jsonl", [json.dumps({"text": "The river bends."})])
+    with pytest.raises(JobSpecError, match="maximum length"):
+        _prepare(good, tokenizer, seq_len=4096)
+    with pytest.raises(DatasetError, match="exceeds the limit"):
+        _prepare(good, tokenizer, max_bytes=5)
+    long_prompt = _write(
+        tmp_path / "p.jsonl", [json.dumps({"prompt": "word " * 50, "completion": "end"})]
+    )
+    with pytest.raises(DatasetError, match="no training sequence"):
+        _prepare(long_prompt, tokenizer, seq_len=8, eval_fraction=0.0)
