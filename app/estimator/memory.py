@@ -156,7 +156,8 @@ def state_bytes(
         trainable = analysis.total_params
         weights = 0 if mixed else trainable * pbytes
         master = trainable * FP32 if mixed else 0
-        copies = 2 * linear_params if mixed else 0  # experts (grouped_mm) are not autocast
+        # every matmul weight; experts run through grouped_mm, which autocast leaves alone
+        copies = 2 * (linear_params + analysis.router_weight_params) if mixed else 0
         shapes = trainable_shapes(analysis, full=True)
         extra = 0
         head = analysis.vocab_size * analysis.hidden_size * pbytes

@@ -78,6 +78,8 @@ class ModelAnalysis:
     moe_intermediate_size: int = 0  # per routed expert
     shared_expert_intermediate_size: int = 0  # always-active expert (Qwen2-MoE)
     config_json: str = field(default="{}", repr=False)  # canonical JSON the analysis came from
+    param_shapes: tuple[tuple[int, ...], ...] = field(default=(), repr=False)  # each tensor once
+    router_weight_params: int = 0  # MoE routers that are not nn.Linear (they still matmul)
     # config values (after transformers' defaults) that shape the forward pass: dropouts,
     # activation, soft-capping, residual layout
     forward_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -254,6 +256,14 @@ def _analyse(model: Any, digest: str, text: str) -> ModelAnalysis:  # a PreTrain
         ),
         config_json=text,
         forward_options=_forward_options(text_cfg),
+        param_shapes=tuple(tuple(int(x) for x in p.shape) for p in model.parameters()),
+        router_weight_params=sum(
+            p.numel()
+            for m in model.modules()
+            if "router" in type(m).__name__.lower() and _linear_shape(m) is None
+            for p in m.parameters(recurse=False)
+            if p.dim() == 2
+        ),
     )
 
 

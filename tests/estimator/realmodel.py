@@ -175,7 +175,9 @@ def with_lora(model: nn.Module, lora: LoraSpec, *, fp32_adapters: bool) -> nn.Mo
     return get_peft_model(model, config, autocast_adapter_dtype=fp32_adapters)
 
 
-def load_4bit(model: nn.Module, folder: Path, *, quant_type: str, double_quant: bool) -> nn.Module:
+def load_4bit(
+    model: nn.Module, folder: Path, *, quant_type: str, double_quant: bool, attention: str = "sdpa"
+) -> nn.Module:
     """Save `model` and load it back quantized by bitsandbytes (CPU backend), bf16 compute."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -187,7 +189,11 @@ def load_4bit(model: nn.Module, folder: Path, *, quant_type: str, double_quant: 
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
     return AutoModelForCausalLM.from_pretrained(
-        folder, quantization_config=bnb, dtype=torch.bfloat16, device_map="cpu"
+        folder,
+        quantization_config=bnb,
+        dtype=torch.bfloat16,
+        device_map="cpu",
+        attn_implementation=attention,
     )
 
 
