@@ -174,9 +174,7 @@ def state_bytes(
         shapes = trainable_shapes(analysis, full=False, lora_layers=layers, r=lora.r)
         extra = trainable - sum(lora.r * (i + o) for _, i, o in layers)
         head = 0
-    opt = optimizer_bytes(
-        optimizer, shapes=shapes, param_bytes=pbytes, grad_bytes=pbytes, extra_params=max(extra, 0)
-    )
+    opt = optimizer_bytes(optimizer, shapes=shapes, param_bytes=pbytes, extra_params=max(extra, 0))
     return StateBytes(weights, master, copies, trainable * pbytes, opt, trainable, head)
 
 

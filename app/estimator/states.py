@@ -31,6 +31,7 @@ INT8_ROW_SCALE_BYTES = FP32
 # per 256 values; tensors under `min_8bit_size` (4096 elements) keep fp32 states instead.
 BNB_8BIT_BLOCKSIZE = 256
 BNB_MIN_8BIT_SIZE = 4096
+BNB_8BIT_QMAPS_BYTES = 2 * 256 * FP32  # the two 256-entry fp32 dynamic maps, shared by all
 
 
 def quantized_linear_bytes(
@@ -114,7 +115,6 @@ def optimizer_bytes(
     *,
     shapes: list[tuple[int, ...]],
     param_bytes: int,
-    grad_bytes: int,
     extra_params: int = 0,
 ) -> OptimizerBytes:
     """States of `optimizer` for trainable tensors of `shapes` stored in `param_bytes`;
@@ -129,7 +129,7 @@ def optimizer_bytes(
         # bitsandbytes 32-bit states are fp32 whatever the parameter dtype
         return OptimizerBytes(2 * n * FP32, 0, paged=True)
     if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
-        states = 0
+        states = BNB_8BIT_QMAPS_BYTES if any(s >= BNB_MIN_8BIT_SIZE for s in sizes) else 0
         for size in sizes:
             if size < BNB_MIN_8BIT_SIZE:
                 states += 2 * size * FP32
@@ -139,20 +139,20 @@ def optimizer_bytes(
     if optimizer == "sgd":
         return OptimizerBytes(0, 0, paged=False)  # torch.optim.SGD, momentum=0: no state
     if optimizer == "adafactor":
-        return _adafactor(shapes, extra_params, grad_bytes)
+        return _adafactor(shapes, extra_params)
     raise ValueError(f"unknown optimizer {optimizer!r}")
 
 
-def _adafactor(shapes: list[tuple[int, ...]], extra: int, grad_bytes: int) -> OptimizerBytes:
+def _adafactor(shapes: list[tuple[int, ...]], extra: int) -> OptimizerBytes:
     """transformers.optimization.Adafactor (beta1=None): for a matrix, second moments factored
     into a row vector (shape[:-1]) and a column vector (shape[:-2] + shape[-1:]); for a vector,
-    a full one; states in the gradient's dtype. The step works in fp32 on one tensor at a time:
-    fp32 grad, squared update and update (3 fp32 copies of the largest tensor)."""
-    states = extra * grad_bytes
+    a full one. It upcasts 16-bit gradients first, so states are fp32. The step works on one
+    tensor at a time: fp32 grad, squared update and update (3 fp32 copies of the largest)."""
+    states = extra * FP32
     for shape in shapes:
         if len(shape) >= 2:
-            states += (prod(shape[:-1]) + prod(shape[:-2]) * shape[-1]) * grad_bytes
+            states += (prod(shape[:-1]) + prod(shape[:-2]) * shape[-1]) * FP32
         else:
-            states += prod(shape) * grad_bytes
+            states += prod(shape) * FP32
     largest = max([prod(shape) for shape in shapes] + [extra])
     return OptimizerBytes(states, 3 * largest * FP32, paged=False)
