@@ -25,7 +25,8 @@ and leaves embeddings, norms and lm_head unquantized in that dtype.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from functools import lru_cache
+from typing import Any, Literal
 
 from app.estimator.activations import (
     ActivationEstimate,
@@ -302,7 +303,53 @@ def estimate_memory(
     `seq_len` is the padded length of the longest micro-batch. `overhead_factor` scales the
     parts that are not exact counts (activations, logits, overhead): the calibration hook.
     `bnb_keeps_4bit_input` models bitsandbytes before 0.43.2, whose 4-bit matmul kept its input
-    for backward (removed by bitsandbytes PR #1270, July 2024); current versions do not."""
+    for backward (removed by bitsandbytes PR #1270, July 2024); current versions do not.
+    Results are cached: the same question twice costs a dict lookup."""
+    targets = lora.target_modules
+    lora_key = (
+        lora.r,
+        lora.alpha,
+        lora.dropout,
+        targets if isinstance(targets, str) else tuple(targets),
+        tuple(lora.modules_to_save),
+    )
+    return _estimate_cached(
+        analysis,
+        method,
+        training,
+        lora_key,
+        qlora,
+        seq_len,
+        num_gpus,
+        sharding,
+        overhead_factor,
+        device,
+        bnb_keeps_4bit_input,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _estimate_cached(
+    analysis: ModelAnalysis,
+    method: Method,
+    training: TrainingSpec,
+    lora_key: tuple[Any, ...],
+    qlora: QLoraSpec,
+    seq_len: int,
+    num_gpus: int,
+    sharding: str,
+    overhead_factor: float,
+    device: Device,
+    bnb_keeps_4bit_input: bool,
+) -> MemoryEstimate:
+    r, alpha, dropout, targets, to_save = lora_key
+    lora = LoraSpec(
+        r=r,
+        alpha=alpha,
+        dropout=dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        modules_to_save=list(to_save),
+    )
     full = method is Method.FULL
     strategy = resolve_strategy(method=method, num_gpus=num_gpus, sharding=sharding)
     if not full and strategy == "fsdp_zero2":

@@ -51,9 +51,12 @@ class ModelConfigError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelAnalysis:
-    """What the estimator needs to know about a model, all counted exactly on the meta device."""
+    """What the estimator needs to know about a model, all counted exactly on the meta device.
+
+    Two analyses are equal when they come from the same config (same hash), so an analysis can
+    key a cache."""
 
     model_type: str
     architecture: str
@@ -83,6 +86,12 @@ class ModelAnalysis:
     # config values (after transformers' defaults) that shape the forward pass: dropouts,
     # activation, soft-capping, residual layout
     forward_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelAnalysis) and other.config_hash == self.config_hash
+
+    def __hash__(self) -> int:
+        return hash(self.config_hash)
 
     @property
     def config(self) -> dict[str, Any]:
