@@ -35,17 +35,12 @@ from app.estimator.activations import (
     dtype_policy,
     estimate_activations,
 )
-from app.estimator.lora import lora_layout, lora_targets, lora_trainable_params
+from app.estimator.lora import lora_layout
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
-from app.estimator.states import (
-    FP32,
-    OptimizerBytes,
-    base_weight_bytes,
-    optimizer_bytes,
-    quantizable_layers,
-    trainable_shapes,
-)
+from app.estimator.states import StateBytes, quantizable_layers, state_bytes
+
+__all__ = ["MemoryBreakdown", "MemoryEstimate", "StateBytes", "estimate_memory", "state_bytes"]
 
 Device = Literal["cuda", "cpu"]
 STRATEGIES = ("single", "ddp", "fsdp_zero2", "fsdp_zero3")
@@ -115,68 +110,6 @@ class MemoryEstimate:
     peak_phase: str  # "backward_start" or "optimizer_step"
     num_gpus: int
     activations: ActivationEstimate
-
-
-@dataclass(frozen=True)
-class StateBytes:
-    """Unsharded bytes of the model's state on one replica (exact tensor sizes)."""
-
-    weights: int  # stored weights: frozen base (quantized for QLoRA) and 16/32-bit trainables
-    master_weights: int  # fp32 trainable weights under *_mixed
-    compute_copies: int  # autocast's 16-bit copies of fp32 weights, alive forward to backward
-    gradients: int
-    optimizer: OptimizerBytes
-    trainable_params: int
-    head_gradient: int  # lm_head/embedding gradient, the first one backward allocates
-
-
-def _bytes_per_param(method: Method, precision: str) -> int:
-    if precision == "fp32":
-        return FP32
-    if precision == "bf16_true":
-        return 2
-    return FP32  # *_mixed: trainable weights are fp32 masters
-
-
-def state_bytes(
-    *,
-    analysis: ModelAnalysis,
-    method: Method,
-    precision: str,
-    optimizer: str,
-    lora: LoraSpec,
-    qlora: QLoraSpec,
-) -> StateBytes:
-    """Weights, gradients and optimizer state of one replica, as torch/peft/bnb size them."""
-    full = method is Method.FULL
-    mixed = precision.endswith("_mixed")
-    store = 4 if precision == "fp32" else 2  # dtype of frozen / bf16_true weights
-    pbytes = _bytes_per_param(method, precision)
-    linear_params = sum(i * o for _, i, o in analysis.linear_layers)
-    if full:
-        trainable = analysis.total_params
-        weights = 0 if mixed else trainable * pbytes
-        master = trainable * FP32 if mixed else 0
-        # every matmul weight; experts run through grouped_mm, which autocast leaves alone
-        copies = 2 * (linear_params + analysis.router_weight_params) if mixed else 0
-        shapes = trainable_shapes(analysis, full=True)
-        extra = 0
-        head = analysis.vocab_size * analysis.hidden_size * pbytes
-    else:
-        trainable = lora_trainable_params(analysis, lora)
-        quant = qlora.quant_type if method is Method.QLORA else None
-        base = base_weight_bytes(
-            analysis, dtype_bytes=store, quant=quant, double_quant=qlora.double_quant
-        )
-        weights = base.total + (0 if mixed else trainable * pbytes)
-        master = trainable * FP32 if mixed else 0
-        copies = 2 * trainable if mixed else 0
-        layers = lora_targets(analysis, lora)
-        shapes = trainable_shapes(analysis, full=False, lora_layers=layers, r=lora.r)
-        extra = trainable - sum(lora.r * (i + o) for _, i, o in layers)
-        head = 0
-    opt = optimizer_bytes(optimizer, shapes=shapes, param_bytes=pbytes, extra_params=max(extra, 0))
-    return StateBytes(weights, master, copies, trainable * pbytes, opt, trainable, head)
 
 
 @dataclass(frozen=True)
