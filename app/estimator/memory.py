@@ -230,8 +230,13 @@ def estimate_memory(
     overhead_factor: float = 1.0,
     device: Device = "cuda",
     bnb_keeps_4bit_input: bool = False,
+    gpu_memory_bytes: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory per GPU of fine-tuning `analysis` with `method` on `num_gpus` GPUs.
+
+    With `sharding="auto"` on several GPUs and `gpu_memory_bytes` given, the least sharded
+    strategy that fits is chosen (DDP, then FSDP/ZeRO-2 for full fine-tuning, then ZeRO-3);
+    without it, ZeRO-3 for full fine-tuning and DDP for adapters.
 
     `seq_len` is the padded length of the longest micro-batch. `overhead_factor` scales the
     parts that are not exact counts (activations, logits, overhead): the calibration hook.
@@ -246,19 +251,27 @@ def estimate_memory(
         targets if isinstance(targets, str) else tuple(targets),
         tuple(lora.modules_to_save),
     )
-    return _estimate_cached(
-        analysis,
-        method,
-        training,
-        lora_key,
-        qlora,
-        seq_len,
-        num_gpus,
-        sharding,
-        overhead_factor,
-        device,
-        bnb_keeps_4bit_input,
-    )
+    candidates = [sharding]
+    if sharding == "auto" and num_gpus > 1 and gpu_memory_bytes is not None:
+        full = method is Method.FULL
+        candidates = ["ddp", "fsdp_zero2", "fsdp_zero3"] if full else ["ddp", "fsdp_zero3"]
+    for strategy in candidates:
+        estimate = _estimate_cached(
+            analysis,
+            method,
+            training,
+            lora_key,
+            qlora,
+            seq_len,
+            num_gpus,
+            strategy,
+            overhead_factor,
+            device,
+            bnb_keeps_4bit_input,
+        )
+        if gpu_memory_bytes is None or estimate.per_gpu_bytes <= gpu_memory_bytes:
+            break
+    return estimate
 
 
 @lru_cache(maxsize=4096)

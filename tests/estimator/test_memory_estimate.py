@@ -169,3 +169,24 @@ def test_a_405b_config_is_estimated_without_weights() -> None:
     nf4 = 405_853_388_800 * (0.5 + 1 / 64)  # 4-bit codes + uint8 absmax, about 4.1 bits
     assert nf4 < est.breakdown.weights < 1.05 * nf4
     assert est.per_gpu_bytes < 1.2 * est.breakdown.weights
+
+
+def test_auto_sharding_picks_the_least_sharded_strategy_that_fits() -> None:
+    analysis = analyze_model(get_model_config("meta-llama/Llama-3.1-70B"))
+
+    def auto(gpu_memory: int) -> MemoryEstimate:
+        return estimate_memory(
+            analysis=analysis,
+            method=Method.LORA,
+            training=TrainingSpec(gradient_checkpointing=True),
+            lora=LoraSpec(),
+            qlora=QLoraSpec(),
+            seq_len=2048,
+            num_gpus=8,
+            gpu_memory_bytes=gpu_memory,
+        )
+
+    assert auto(10**15).strategy == "ddp"
+    sharded = auto(80 * 10**9)  # 141 GB of bf16 weights cannot be replicated on 80 GB GPUs
+    assert sharded.strategy == "fsdp_zero3"
+    assert sharded.per_gpu_bytes <= 80 * 10**9
