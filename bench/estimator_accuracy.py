@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     )
     print(header)
     print("-" * (len(header) + 10))
-    notes = []
+    notes: list[str] = []
     for case in data["cases"]:
         facts = STACK_FACTS.get(case["id"], {})
         estimate = _estimate(case, configs, facts)

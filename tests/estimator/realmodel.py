@@ -167,7 +167,7 @@ def with_lora(model: nn.Module, lora: LoraSpec, *, fp32_adapters: bool) -> nn.Mo
 
     config = LoraConfig(
         r=lora.r,
-        lora_alpha=lora.alpha,
+        lora_alpha=int(lora.alpha),
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
         modules_to_save=lora.modules_to_save or None,
@@ -181,7 +181,7 @@ def load_4bit(
     """Save `model` and load it back quantized by bitsandbytes (CPU backend), bf16 compute."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    model.save_pretrained(folder)
+    model.save_pretrained(folder)  # type: ignore[operator]
     bnb = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quant_type,
@@ -286,7 +286,7 @@ def measure_saved_bytes(
         return t
 
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable()  # type: ignore[operator]
     model.train()
     kept: dict[int, int] = {}
     cast = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()
