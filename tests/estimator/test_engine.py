@@ -46,7 +46,7 @@ BREAKDOWN = (
 )
 
 
-def run(**changes: Any):  # type: ignore[no-untyped-def]
+def run(**changes: Any):
     args: dict[str, Any] = {
         **LITGPT,
         "methods": ["lora"],
@@ -98,7 +98,7 @@ def test_calibration_switches_the_basis_and_moves_the_numbers() -> None:
     assert calibrated.basis == "calibrated" and calibrated.calibration_jobs == 3
     assert calibrated.mfu == pytest.approx(prior.mfu / 2)
     assert calibrated.time.compute_s == pytest.approx(2 * prior.time.compute_s)
-    assert calibrated.hours > prior.hours and calibrated.cost_usd > prior.cost_usd  # type: ignore[operator]
+    assert calibrated.hours > prior.hours and calibrated.cost_usd > prior.cost_usd
     assert calibrated.memory.per_gpu_bytes == pytest.approx(1.1 * prior.memory.per_gpu_bytes, 1e-6)
     # another GPU's calibration, or one resting on no jobs, changes nothing
     elsewhere = {("H100-80GB-SXM", Method.LORA): slower}
@@ -136,7 +136,7 @@ def test_price_override_changes_cost_and_version() -> None:
     assert after.catalog_version == base.catalog_version + 1
     old, new = base.results[Method.LORA], after.results[Method.LORA]
     assert new.price_per_gpu_hour == 0.5 and new.hours == old.hours
-    assert new.cost_usd == pytest.approx(old.cost_usd * 0.5 / old.price_per_gpu_hour)  # type: ignore[operator]
+    assert new.cost_usd == pytest.approx(old.cost_usd * 0.5 / old.price_per_gpu_hour)
 
 
 def test_without_a_gpu_the_cheapest_fitting_plan_is_reported() -> None:
@@ -183,7 +183,7 @@ def test_budget_and_justification_reach_the_recommendation() -> None:
     assert shifted.method is Method.FULL
     assert any("Biderman" in r for r in shifted.reasons)
     full_cost = run(**both).results[Method.FULL].cost_usd
-    tight = run(**both, domain_shift="high", budget_usd=full_cost / 2).recommendation  # type: ignore[operator]
+    tight = run(**both, domain_shift="high", budget_usd=full_cost / 2).recommendation
     assert tight.method is Method.LORA
     assert any("budget" in r for r in tight.reasons)
 
@@ -199,7 +199,7 @@ def test_expected_longest_matches_sampled_exponential_lengths() -> None:
 
 
 def test_processed_tokens_count_padding_unless_packed() -> None:
-    def workload(**training: Any):  # type: ignore[no-untyped-def]
+    def workload(**training: Any):
         return build_workload(
             dataset=ALPACA, training=TrainingSpec(**training), max_position_embeddings=4096
         )

@@ -29,7 +29,7 @@ def context(
     training = training or TrainingSpec(seq_len=1024)
     qlora = QLoraSpec()
 
-    def memory(num_gpus: int):  # type: ignore[no-untyped-def]
+    def memory(num_gpus: int):
         return estimate_memory(
             analysis=analysis,
             method=method,

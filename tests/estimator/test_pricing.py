@@ -49,7 +49,7 @@ def test_adapter_bytes_match_the_file_peft_writes(
     size = artifact_size(
         analysis=analysis,
         method=Method.LORA,
-        training=TrainingSpec(precision=precision),  # type: ignore[arg-type]
+        training=TrainingSpec(precision=precision),
         lora=lora,
         lora_trainable=lora_trainable_params(analysis, lora),
     )
@@ -71,7 +71,7 @@ def test_full_checkpoint_bytes_match_save_pretrained(
     size = artifact_size(
         analysis=analyze_model(config),
         method=Method.FULL,
-        training=TrainingSpec(precision=precision),  # type: ignore[arg-type]
+        training=TrainingSpec(precision=precision),
         lora=LoraSpec(),
         lora_trainable=0,
     )
