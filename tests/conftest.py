@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support import ServiceEnv, clear_caches, start_worker
+from tests.support import ServiceEnv, clear_caches, drop_database, start_worker
 
 PG_ADMIN_URL = os.environ.get(
     "TUNECOST_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -41,7 +41,7 @@ def pg_url() -> Iterator[str]:
     upgrade_head(url)
     yield url
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(conn, name)
     admin.dispose()
 
 

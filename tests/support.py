@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,22 @@ class ServiceEnv:
             "TUNECOST_HEARTBEAT_INTERVAL_S": "1",
             "TUNECOST_HEARTBEAT_STALE_S": "10",
         }
+
+
+def drop_database(conn: Any, name: str) -> None:
+    """Drop a test database without ever hanging the run.
+
+    DROP DATABASE ... WITH (FORCE) waits for every backend of the cluster to acknowledge a
+    barrier; one stuck writing to a client that stopped reading holds it forever (seen here with
+    an abandoned COPY stream). So: bounded wait, and a leftover database is only reported.
+    """
+    from sqlalchemy import text
+
+    conn.execute(text("SET statement_timeout = '30s'"))
+    try:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    except Exception as exc:
+        print(f"warning: could not drop test database {name}: {exc}", file=sys.stderr)
 
 
 def clear_caches() -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_ADMIN_URL
-from tests.support import ServiceEnv, clear_caches
+from tests.support import ServiceEnv, clear_caches, drop_database
 
 
 @pytest.fixture(scope="module")
@@ -31,5 +31,5 @@ def isolated_db(service_env: ServiceEnv) -> Iterator[str]:
     os.environ["TUNECOST_DATABASE_URL"] = service_env.database_url
     clear_caches()
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(conn, name)
     admin.dispose()

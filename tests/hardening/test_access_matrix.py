@@ -1,0 +1,118 @@
+"""Every route x {no key, read, submit, admin, revoked, expired} gets the status its scope implies.
+
+The table below is the contract; a route added to the app without a row here fails the test.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from app.auth import service
+from app.db import session_scope
+from app.models import Scope
+from app.models.base import utcnow
+
+# (method, path template, scope needed; None = open to anyone)
+ROUTES: list[tuple[str, str, Scope | None]] = [
+    ("GET", "/v1/health", None),
+    ("GET", "/v1/keys", Scope.ADMIN),
+    ("POST", "/v1/keys", Scope.ADMIN),
+    ("POST", "/v1/keys/{key_id}/revoke", Scope.ADMIN),
+    ("GET", "/v1/catalog/gpus", Scope.READ),
+    ("GET", "/v1/catalog/models", Scope.READ),
+    ("GET", "/v1/catalog/prices", Scope.READ),
+    ("PUT", "/v1/catalog/prices/{provider}/{gpu}", Scope.ADMIN),
+    ("DELETE", "/v1/catalog/prices/{provider}/{gpu}", Scope.ADMIN),
+    ("POST", "/v1/datasets", Scope.SUBMIT),
+    ("GET", "/v1/datasets", Scope.READ),
+    ("GET", "/v1/datasets/{dataset_id}", Scope.READ),
+    ("POST", "/v1/estimates", Scope.READ),
+    ("GET", "/v1/estimates", Scope.READ),
+    ("GET", "/v1/estimates/{estimate_id}", Scope.READ),
+    ("POST", "/v1/jobs", Scope.SUBMIT),
+    ("GET", "/v1/jobs", Scope.READ),
+    ("GET", "/v1/jobs/{job_id}", Scope.READ),
+    ("GET", "/v1/jobs/{job_id}/events", Scope.READ),
+    ("POST", "/v1/jobs/{job_id}/cancel", Scope.SUBMIT),
+    ("GET", "/v1/jobs/{job_id}/artifact", Scope.SUBMIT),
+    ("GET", "/v1/reports/estimate-vs-actual", Scope.READ),
+    ("GET", "/v1/reports/spend", Scope.READ),
+    ("GET", "/v1/reports/focus", Scope.READ),
+    ("GET", "/v1/calibration", Scope.READ),
+    ("GET", "/v1/calibration/evaluation", Scope.READ),
+    ("GET", "/metrics", Scope.READ),
+]
+
+# Ids that exist nowhere: a caller who passes the key check gets 404/422, never 401/403.
+PATH_VALUES = {
+    "key_id": "key_00000000000000000000000000000000",
+    "provider": "aws",
+    "gpu": "A100-80GB",
+    "dataset_id": "ds_00000000000000000000000000000000",
+    "estimate_id": "est_00000000000000000000000000000000",
+    "job_id": "job_00000000000000000000000000000000",
+}
+CALLERS = ["none", "read", "submit", "admin", "revoked", "expired"]
+
+
+@pytest.fixture(scope="module")
+def callers(keys: dict[str, str]) -> dict[str, str | None]:
+    with session_scope() as session:
+        revoked, revoked_secret = service.create(session, name="gone", scope=Scope.ADMIN)
+        service.revoke(session, key_id=revoked.id)
+        _, expired_secret = service.create(
+            session, name="old", scope=Scope.ADMIN, expires_at=utcnow() - timedelta(minutes=1)
+        )
+    return {**keys, "none": None, "revoked": revoked_secret, "expired": expired_secret}
+
+
+def test_the_table_covers_every_route(app_client: Any) -> None:
+    documented = {
+        (method.upper(), path)
+        for path, ops in app_client.app.openapi()["paths"].items()
+        for method in ops
+    }
+    assert documented == {(m, p) for m, p, _ in ROUTES}
+
+
+def _expected(needed: Scope | None, caller: str) -> set[int] | None:
+    """The exact status for refused callers; None when the caller must get past the key check."""
+    if needed is None:
+        return None
+    if caller in ("none", "revoked", "expired"):
+        return {401}
+    if not Scope(caller).allows(needed):
+        return {403}
+    return None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "needed"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES]
+)
+@pytest.mark.parametrize("caller", CALLERS)
+def test_route_access(
+    app_client: Any,
+    callers: dict[str, str | None],
+    method: str,
+    path: str,
+    needed: Scope | None,
+    caller: str,
+) -> None:
+    secret = callers[caller]
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    # Bodies that are deliberately incomplete: an authorised caller gets 4xx for the body,
+    # so nothing is created by this test.
+    kwargs: dict[str, Any] = {"json": {}} if method in ("POST", "PUT") else {}
+    if path == "/v1/datasets" and method == "POST":
+        kwargs = {"files": {"file": ("x.jsonl", b"not json\n", "application/jsonl")}}
+    response = app_client.request(method, path.format(**PATH_VALUES), headers=headers, **kwargs)
+    expected = _expected(needed, caller)
+    if expected is not None:
+        assert response.status_code in expected, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+    else:
+        assert response.status_code not in (401, 403), response.text
+        assert response.status_code < 500, response.text
