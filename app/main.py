@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.router import router as keys_router
+from app.calibration.router import router as calibration_router
+from app.catalog.router import router as catalog_router
 from app.config import get_settings
-from app.errors import install_error_handlers
+from app.datasets.router import router as datasets_router
+from app.errors import PROBLEM_JSON, PROBLEM_RESPONSES, install_error_handlers
+from app.estimates.router import router as estimates_router
 from app.health.router import router as health_router
+from app.jobs.router import router as jobs_router
 from app.limits import BodyLimitMiddleware
+from app.metrics import install_metrics
+from app.reports.router import router as reports_router
+
+WARMUP_MODEL = "Qwen/Qwen2.5-0.5B"  # small, and its modeling code is shared by Llama-style models
 
 API_DESCRIPTION = """
 Estimate what fine-tuning an open LLM will cost with full fine-tuning, LoRA or QLoRA; run it on
@@ -19,16 +33,71 @@ Authenticate with `Authorization: Bearer <api key>`. Scopes: `read` (estimates, 
 """
 
 
+def _warm_estimator() -> None:
+    """Import torch/transformers/peft and analyse one small catalog model once, at start-up.
+
+    Those imports cost seconds on a small machine; paid here, the first estimate of a new
+    architecture costs only its own meta-device build instead.
+    """
+    from app.catalog.model_catalog import load_model_configs
+    from app.estimator.lora import lora_trainable_params
+    from app.estimator.model_analysis import analyze_model
+    from app.estimator.spec import LoraSpec
+
+    configs = load_model_configs()
+    if WARMUP_MODEL in configs:
+        lora_trainable_params(analyze_model(configs[WARMUP_MODEL]), LoraSpec())
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await run_in_threadpool(_warm_estimator)
+    yield
+
+
 def create_app() -> FastAPI:
     """Build the API: settings checked, routers mounted, every error as problem+json."""
     settings = get_settings()
-    app = FastAPI(title="tunecost", version="0.1.0", description=API_DESCRIPTION)
+    app = FastAPI(
+        title="tunecost", version="0.1.0", description=API_DESCRIPTION, lifespan=_lifespan
+    )
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
-    for router in (health_router, keys_router):
-        app.include_router(router)
+    app.include_router(health_router)
+    for router in (
+        keys_router,
+        catalog_router,
+        datasets_router,
+        estimates_router,
+        jobs_router,
+        reports_router,
+        calibration_router,
+    ):
+        app.include_router(router, responses=PROBLEM_RESPONSES)
+    install_metrics(app)
+    _document_problems_as_problem_json(app)
     return app
+
+
+def _document_problems_as_problem_json(app: FastAPI) -> None:
+    """FastAPI documents a response model as application/json; ours are problem+json only."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                for response in operation.get("responses", {}).values():
+                    content = response.get("content", {})
+                    if PROBLEM_JSON in content and "application/json" in content:
+                        content[PROBLEM_JSON] = content.pop("application/json")
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
