@@ -144,7 +144,7 @@ def create(
 
     team, tags = _team(principal, job_in.tags)
     estimate = estimates_link.resolve(session, job_in=job_in, principal=principal)
-    snap = snapshot.take(estimate.result, method=job_in.method, max_steps=job_in.max_steps)
+    snap = snapshot.take(estimate.result, method=str(job_in.method), max_steps=job_in.max_steps)
     if snap.price_per_gpu_hour is None:
         raise InvalidInput(
             f"the catalog has no price for {snap.gpu}; name a provider in hardware.provider",
