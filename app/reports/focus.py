@@ -1,9 +1,13 @@
 """FinOps FOCUS 1.2 export: one Usage charge per finished job that has a metered cost.
 
-Rows are read through a server-side cursor in batches (`yield_per`) and written out batch by
-batch, so memory stays flat whatever the row count. Values are only ever what was recorded: a
-column is null when the job lacks the figure, never filled with a guess. Column definitions:
-FOCUS specification v1.2, https://focus.finops.org (specification/columns/*.md).
+The query itself yields each record in column order (timestamps already ISO 8601 text, tags
+already a JSON object as text), so Python only writes rows out. On PostgreSQL the database
+also renders them: CSV through `COPY (query) TO STDOUT`, JSON through `json_build_object` read
+with a server-side cursor; elsewhere (SQLite) Python writes the rows fetched in batches
+(`yield_per`). Either way the output leaves in chunks and memory stays flat whatever the row
+count. Values are only ever what was recorded: a column is null when the job
+lacks the figure, never filled with a guess. Column definitions: FOCUS specification v1.2,
+https://focus.finops.org (specification/columns/*.md).
 
 Deviation, on purpose: FOCUS wants ProviderName non-null; a job run on a machine of our own
 (no provider recorded) exports null there rather than an invented provider name.
@@ -14,11 +18,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import JSON, Float, Select, String, Text, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobTag
@@ -26,6 +29,7 @@ from app.reports.filters import ReportFilters
 
 FOCUS_VERSION = "1.2"
 BATCH_ROWS = 2000  # rows per server-side fetch and per chunk written to the client
+CHUNK_BYTES = 256 * 1024  # COPY output is passed on in pieces of about this size
 CURRENCY = "USD"  # every catalog price is in US dollars (app/catalog/prices.csv)
 SERVICE_CATEGORY = "AI and Machine Learning"  # FOCUS ServiceCategory allowed value
 SERVICE_NAME = "tunecost fine-tuning"
@@ -35,6 +39,8 @@ CHARGE_FREQUENCY = "Usage-Based"
 GPU_HOURS_UNIT = "GPU-Hours"  # FOCUS unit format: <plural unit>-<time unit>, e.g. "GB-Hours"
 # FOCUS PricingCategory: on-demand list price is "Standard"; spot is market-driven, "Dynamic".
 PRICING_CATEGORY = {"on_demand": "Standard", "spot": "Dynamic"}
+PG_ISO = 'YYYY-MM-DD"T"HH24:MI:SS"Z"'  # to_char pattern of FOCUS date-times (UTC, with Z)
+SQLITE_ISO = "%Y-%m-%dT%H:%M:%SZ"
 
 COLUMNS = (
     "BilledCost",
@@ -72,133 +78,123 @@ COLUMNS = (
     "x_JobStatus",
     "x_Team",
 )
+_TAGS = COLUMNS.index("Tags")
 
 
-def _tags_subquery(dialect: str) -> Any:
+def _iso(dialect: str, column: Any) -> Any:
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), PG_ISO)
+    return func.strftime(SQLITE_ISO, column)
+
+
+def _tags(dialect: str) -> Any:
     agg = func.jsonb_object_agg if dialect == "postgresql" else func.json_group_object
-    return (
-        select(agg(JobTag.key, JobTag.value))
+    found = (
+        select(cast(agg(JobTag.key, JobTag.value), Text))
         .where(JobTag.job_id == Job.id)
         .correlate(Job)
         .scalar_subquery()
     )
+    return func.coalesce(found, "{}")
 
 
-def query(filters: ReportFilters, dialect: str) -> Select:
-    """The jobs a FOCUS export covers: selected by `filters` and carrying a metered cost."""
-    return (
-        select(
-            Job.id,
-            Job.status,
-            Job.method,
-            Job.model_ref,
-            Job.gpu,
-            Job.num_gpus,
-            Job.provider,
-            Job.pricing,
-            Job.team,
-            Job.started_at,
-            Job.finished_at,
-            Job.price_per_gpu_hour,
-            Job.act_cost_usd,
-            Job.act_gpu_hours,
-            Job.est_cost_usd,
-            Job.est_gpu_hours,
-            _tags_subquery(dialect).label("tags"),
+def _const(value: str) -> Any:
+    return literal(value, String)
+
+
+def _columns(dialect: str) -> list[tuple[str, Any]]:
+    """(column name, SQL expression) of a FOCUS record, in COLUMNS order."""
+    billed = Job.act_cost_usd
+    price = Job.price_per_gpu_hour
+    gpu_hours_unit = case((Job.act_gpu_hours.is_not(None), _const(GPU_HOURS_UNIT)))
+    # Billed GPU-hours can exceed the used ones (whole instances rented): the priced quantity
+    # is the one that, times the unit price, gives the bill.
+    priced = case((price > 0, billed / price), else_=Job.act_gpu_hours)
+    error = case(
+        (
+            and_(Job.est_cost_usd.is_not(None), billed > 0),
+            (Job.est_cost_usd - billed) / billed * 100.0,
         )
-        .where(filters.where(), Job.act_cost_usd.is_not(None))
-        .order_by(Job.finished_at, Job.id)
+    )
+    description = (
+        Job.method
+        + " fine-tune of "
+        + Job.model_ref
+        + " on "
+        + cast(Job.num_gpus, String)
+        + "x "
+        + Job.gpu
+        + " ("
+        + func.replace(Job.pricing, "_", "-")
+        + "), job "
+        + Job.status
+    )
+    pricing_category = case(*((Job.pricing == k, _const(v)) for k, v in PRICING_CATEGORY.items()))
+    columns = (
+        cast(billed, Float),  # BilledCost
+        billed,  # EffectiveCost: no amortized commitments
+        billed,  # ListCost: billed at the public price, no negotiated discount
+        billed,  # ContractedCost: defaults to ListCost without negotiated rates
+        price,  # ListUnitPrice
+        price,  # ContractedUnitPrice
+        _const(CURRENCY),
+        _iso(dialect, func.coalesce(Job.started_at, Job.finished_at)),
+        _iso(dialect, Job.finished_at),
+        _const(CHARGE_CATEGORY),
+        cast(None, String),  # ChargeClass: null, not a correction
+        _const(CHARGE_FREQUENCY),
+        description,
+        _const(SERVICE_CATEGORY),
+        _const(SERVICE_NAME),
+        Job.provider,
+        pricing_category,
+        Job.id,
+        Job.method + " " + Job.model_ref,
+        _const(RESOURCE_TYPE),
+        Job.act_gpu_hours,  # ConsumedQuantity
+        gpu_hours_unit,
+        priced,
+        case((priced.is_not(None), _const(GPU_HOURS_UNIT))),
+        _tags(dialect),
+        Job.est_cost_usd,
+        Job.est_gpu_hours,
+        error,
+        Job.method,
+        Job.model_ref,
+        Job.gpu,
+        Job.num_gpus,
+        Job.status,
+        Job.team,
+    )
+    return list(zip(COLUMNS, columns, strict=True))
+
+
+def _charges(stmt: Select, filters: ReportFilters) -> Select:
+    return stmt.where(filters.where(), Job.act_cost_usd.is_not(None)).order_by(
+        Job.finished_at, Job.id
     )
 
 
-def _when(value: datetime | None) -> str | None:
-    """FOCUS date-time: ISO 8601 in UTC with a Z."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def query(filters: ReportFilters, dialect: str) -> Select:
+    """One FOCUS record per job selected by `filters` that carries a metered cost."""
+    return _charges(select(*(col.label(name) for name, col in _columns(dialect))), filters)
 
 
-def _tags(raw: Any) -> dict[str, str]:
-    if raw is None:
-        return {}
-    if isinstance(raw, str):
-        return dict(json.loads(raw))
-    return dict(raw)
-
-
-def focus_row(r: Any) -> dict[str, Any]:
-    """One job as a FOCUS charge record."""
-    billed = float(r.act_cost_usd)
-    price = r.price_per_gpu_hour
-    consumed = r.act_gpu_hours
-    # Billed GPU-hours can exceed the used ones (whole instances are rented): the quantity that
-    # was priced is the one that, times the unit price, gives the bill.
-    priced = billed / price if price else consumed
-    # No negotiated or commitment discounts exist here: billed = effective = list = contracted.
-    error = None
-    if r.est_cost_usd is not None and billed > 0:
-        error = (float(r.est_cost_usd) - billed) / billed * 100.0
-    period_start = r.started_at or r.finished_at
-    return {
-        "BilledCost": billed,
-        "EffectiveCost": billed,
-        "ListCost": billed,
-        "ContractedCost": billed,
-        "ListUnitPrice": price,
-        "ContractedUnitPrice": price,
-        "BillingCurrency": CURRENCY,
-        "ChargePeriodStart": _when(period_start),
-        "ChargePeriodEnd": _when(r.finished_at),
-        "ChargeCategory": CHARGE_CATEGORY,
-        "ChargeClass": None,  # null: not a correction
-        "ChargeFrequency": CHARGE_FREQUENCY,
-        "ChargeDescription": (
-            f"{r.method} fine-tune of {r.model_ref} on {r.num_gpus}x {r.gpu} "
-            f"({r.pricing.replace('_', '-')}), job {r.status}"
-        ),
-        "ServiceCategory": SERVICE_CATEGORY,
-        "ServiceName": SERVICE_NAME,
-        "ProviderName": r.provider,
-        "PricingCategory": PRICING_CATEGORY.get(r.pricing),
-        "ResourceId": r.id,
-        "ResourceName": f"{r.method} {r.model_ref}",
-        "ResourceType": RESOURCE_TYPE,
-        "ConsumedQuantity": consumed,
-        "ConsumedUnit": GPU_HOURS_UNIT if consumed is not None else None,
-        "PricingQuantity": priced,
-        "PricingUnit": GPU_HOURS_UNIT if priced is not None else None,
-        "Tags": _tags(r.tags),
-        "x_EstimatedCost": r.est_cost_usd,
-        "x_EstimatedGpuHours": r.est_gpu_hours,
-        "x_EstimateErrorPct": error,
-        "x_Method": r.method,
-        "x_Model": r.model_ref,
-        "x_Gpu": r.gpu,
-        "x_NumGpus": r.num_gpus,
-        "x_JobStatus": str(r.status),
-        "x_Team": r.team,
-    }
-
-
-def iter_batches(session: Session, filters: ReportFilters) -> Iterator[list[dict[str, Any]]]:
-    """FOCUS records in batches of BATCH_ROWS, fetched through a server-side cursor."""
+def iter_batches(session: Session, filters: ReportFilters) -> Iterator[Sequence[Any]]:
+    """FOCUS records (tuples in COLUMNS order) in batches, through a server-side cursor."""
     dialect = session.get_bind().dialect.name
     result = session.execute(query(filters, dialect), execution_options={"yield_per": BATCH_ROWS})
-    for partition in result.partitions():
-        yield [focus_row(r) for r in partition]
+    yield from result.partitions()
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return value
+def as_dict(record: Sequence[Any]) -> dict[str, Any]:
+    """A record as a dict with Tags parsed (for callers that want objects, not text)."""
+    out = dict(zip(COLUMNS, record, strict=True))
+    out["Tags"] = json.loads(out["Tags"])
+    return out
 
 
-def render_csv(batches: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
+def render_csv(batches: Iterator[Sequence[Any]]) -> Iterator[str]:
     """CSV text, the header first, then one chunk per batch; null is an empty cell."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -207,18 +203,72 @@ def render_csv(batches: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
     for batch in batches:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerows([_csv_cell(rec[c]) for c in COLUMNS] for rec in batch)
+        writer.writerows(batch)  # the csv module writes None as an empty cell
         yield buffer.getvalue()
 
 
-def render_json(batches: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
+def _json_record(record: Sequence[Any]) -> str:
+    # Tags is already a JSON object as text: splice it in instead of parsing and re-dumping.
+    fields = dict(zip(COLUMNS, record, strict=True))
+    tags = fields.pop("Tags")
+    return json.dumps(fields, separators=(",", ":"))[:-1] + ',"Tags":' + tags + "}"
+
+
+def render_json(batches: Iterator[Sequence[Any]]) -> Iterator[str]:
     """One JSON document, `{"focus_version": ..., "rows": [...]}`, written batch by batch."""
     yield json.dumps({"focus_version": FOCUS_VERSION})[:-1] + ', "rows": ['
     first = True
     for batch in batches:
         if not batch:
             continue
-        text = ",\n".join(json.dumps(rec, separators=(",", ":")) for rec in batch)
+        text = ",\n".join(_json_record(record) for record in batch)
         yield ("\n" if first else ",\n") + text
         first = False
     yield "\n]}\n"
+
+
+def _pg_csv(session: Session, stmt: Select) -> Iterator[bytes]:
+    conn = session.connection()
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    copy_sql = f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+    with raw.cursor() as cur, cur.copy(copy_sql, compiled.params) as copy:  # type: ignore[attr-defined]
+        pending: list[bytes] = []
+        size = 0
+        for data in copy:
+            pending.append(bytes(data))
+            size += len(data)
+            if size >= CHUNK_BYTES:
+                yield b"".join(pending)
+                pending, size = [], 0
+        if pending:
+            yield b"".join(pending)
+
+
+def _pg_json(session: Session, filters: ReportFilters) -> Iterator[str]:
+    pairs: list[Any] = []
+    for name, col in _columns("postgresql"):
+        pairs += [literal(name, String), cast(col, JSON) if name == "Tags" else col]
+    objects = _charges(select(cast(func.json_build_object(*pairs), Text)), filters)
+    result = session.execute(objects, execution_options={"yield_per": BATCH_ROWS})
+    yield json.dumps({"focus_version": FOCUS_VERSION})[:-1] + ', "rows": ['
+    first = True
+    for batch in result.partitions():
+        text = ",\n".join(row[0] for row in batch)
+        yield ("\n" if first else ",\n") + text
+        first = False
+    yield "\n]}\n"
+
+
+def stream(session: Session, filters: ReportFilters, fmt: str) -> Iterator[str | bytes]:
+    """The whole export as CSV or JSON text, in chunks."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        if fmt == "csv":
+            yield from _pg_csv(session, query(filters, dialect))
+        else:
+            yield from _pg_json(session, filters)
+        return
+    render = render_csv if fmt == "csv" else render_json
+    yield from render(iter_batches(session, filters))

@@ -136,12 +136,10 @@ def spend(
     return report
 
 
-def _stream(filters: ReportFilters, format: Format) -> Iterator[str]:
+def _stream(filters: ReportFilters, format: Format) -> Iterator[str | bytes]:
     # Its own session: the request's one is closed before a streamed body is sent.
     with get_sessionmaker()() as session:
-        batches = focus.iter_batches(session, filters)
-        render = focus.render_csv if format == "csv" else focus.render_json
-        yield from render(batches)
+        yield from focus.stream(session, filters, format)
 
 
 @router.get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -71,6 +72,13 @@ def test_grouped_by_tag_and_filtered_by_time(sqlite_session: Session) -> None:
 
 
 def test_focus_tags_are_objects(sqlite_session: Session) -> None:
-    rows = [r for batch in focus.iter_batches(sqlite_session, _filters()) for r in batch]
+    batches = focus.iter_batches(sqlite_session, _filters())
+    rows = [focus.as_dict(r) for batch in batches for r in batch]
     assert [r["Tags"] for r in rows] == [{"team": t} for t in "aabb"]
     assert rows[0]["ChargePeriodEnd"] == "2025-02-27T23:59:00Z"
+    assert rows[0]["PricingCategory"] == "Standard" and rows[0]["ChargeClass"] is None
+    assert rows[0]["ChargeDescription"] == (
+        "lora fine-tune of meta-llama/Llama-3.1-8B on 1x A100-80GB (on-demand), job succeeded"
+    )
+    text = "".join(focus.stream(sqlite_session, _filters(), "json"))
+    assert [r["Tags"] for r in json.loads(text)["rows"]] == [{"team": t} for t in "aabb"]
