@@ -11,6 +11,7 @@ from app.catalog import service
 from app.catalog.schemas import (
     PROVIDER_PATTERN,
     GpuList,
+    ModelDetail,
     ModelList,
     PriceCleared,
     PriceIn,
@@ -35,14 +36,15 @@ def list_gpus(session: SessionDep, _: ReadPrincipal) -> GpuList:
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(
-    _: ReadPrincipal,
-    params: Annotated[
-        bool, Query(description="add exact parameter counts (slow the first time)")
-    ] = False,
-) -> ModelList:
+def list_models(_: ReadPrincipal) -> ModelList:
     """The catalog's model ids (usable as `model` in an estimate) and their config shapes."""
-    return ModelList(models=service.model_out(with_params=params))
+    return ModelList(models=service.model_out())
+
+
+@router.get("/models/{model_id:path}", response_model=ModelDetail)
+def get_model(model_id: str, _: ReadPrincipal) -> ModelDetail:
+    """One catalog model with exact parameter counts; unknown ids get close matches."""
+    return service.model_detail(model_id=model_id)
 
 
 @router.get("/prices", response_model=PriceList)

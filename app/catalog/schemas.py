@@ -96,9 +96,16 @@ class ModelOut(BaseModel):
     num_key_value_heads: int | None
     vocab_size: int | None
     max_position_embeddings: int | None
-    total_params: int | None = Field(
-        None, description="exact count (built on the meta device); only with ?params=true"
-    )
+
+
+class ModelDetail(ModelOut):
+    """One catalog model with its exact parameter counts."""
+
+    architecture: str
+    total_params: int
+    active_params: int = Field(description="parameters a token passes through (MoE: routed)")
+    params_by_kind: dict[str, int]
+    lora_target_names: list[str] = Field(description="linear layer names LoRA may target")
 
 
 class ModelList(BaseModel):

@@ -20,7 +20,7 @@ from app.auth.service import Principal
 from app.catalog import Catalog, PriceRow, UnknownGpuError, load_catalog
 from app.catalog.loader import GPU_ALIASES
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
-from app.catalog.schemas import GpuOut, ModelOut, PriceOut
+from app.catalog.schemas import GpuOut, ModelDetail, ModelOut, PriceOut
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import CatalogVersion, PriceOverride
 from app.models.base import utcnow
@@ -199,34 +199,40 @@ def clear_price(
     return version.id
 
 
-def model_out(*, with_params: bool) -> list[ModelOut]:
-    """Every catalog model's shape; exact parameter counts only when asked (first call is slow)."""
-    out = []
-    for model_id in catalog_model_ids():
-        cfg = get_model_config(model_id)
-        text_cfg = cfg.get("text_config") or cfg
-        total = None
-        if with_params:
-            from app.estimates.service import ensure_estimator_loaded
-            from app.estimator.model_analysis import analyze_model
+def _model_out(model_id: str, cfg: Mapping[str, Any]) -> ModelOut:
+    text_cfg = cfg.get("text_config") or cfg
+    return ModelOut(
+        id=model_id,
+        model_type=str(cfg.get("model_type", "")),
+        architectures=list(cfg.get("architectures") or []),
+        hidden_size=_first(text_cfg, "hidden_size", "n_embd", "d_model"),
+        num_layers=_first(text_cfg, "num_hidden_layers", "n_layer", "num_layers"),
+        num_attention_heads=_first(text_cfg, "num_attention_heads", "n_head", "num_heads"),
+        num_key_value_heads=_first(text_cfg, "num_key_value_heads"),
+        vocab_size=_first(text_cfg, "vocab_size"),
+        max_position_embeddings=_first(text_cfg, "max_position_embeddings", "n_positions"),
+    )
 
-            ensure_estimator_loaded()
-            total = analyze_model(cfg).total_params
-        out.append(
-            ModelOut(
-                id=model_id,
-                model_type=str(cfg.get("model_type", "")),
-                architectures=list(cfg.get("architectures") or []),
-                hidden_size=_first(text_cfg, "hidden_size", "n_embd", "d_model"),
-                num_layers=_first(text_cfg, "num_hidden_layers", "n_layer", "num_layers"),
-                num_attention_heads=_first(text_cfg, "num_attention_heads", "n_head", "num_heads"),
-                num_key_value_heads=_first(text_cfg, "num_key_value_heads"),
-                vocab_size=_first(text_cfg, "vocab_size"),
-                max_position_embeddings=_first(text_cfg, "max_position_embeddings", "n_positions"),
-                total_params=total,
-            )
-        )
-    return out
+
+def model_out() -> list[ModelOut]:
+    """Every catalog model's config shape (read from the cached configs; no model is built)."""
+    return [_model_out(model_id, get_model_config(model_id)) for model_id in catalog_model_ids()]
+
+
+def model_detail(*, model_id: str) -> ModelDetail:
+    """One catalog model with exact parameter counts (built on the meta device, then cached)."""
+    from app.estimates.service import resolve_model
+    from app.estimator.lora import valid_target_names
+
+    analysis, _ = resolve_model(model_id)  # 404 with close matches when unknown
+    return ModelDetail(
+        **_model_out(model_id, analysis.config).model_dump(),
+        architecture=analysis.architecture,
+        total_params=analysis.total_params,
+        active_params=analysis.active_params,
+        params_by_kind=dict(analysis.params_by_kind),
+        lora_target_names=valid_target_names(analysis),
+    )
 
 
 def _first(cfg: Mapping[str, Any], *names: str) -> int | None:

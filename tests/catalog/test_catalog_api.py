@@ -46,7 +46,26 @@ def test_models_list_every_catalog_config(app_client, keys) -> None:  # type: ig
         config["hidden_size"],
         config["num_hidden_layers"],
     )
-    assert llama["total_params"] is None
+    assert "total_params" not in llama  # the list builds no model
+
+
+def test_model_detail_counts_parameters_exactly(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    read = auth(keys["read"])
+    r = app_client.get("/v1/catalog/models/meta-llama/Llama-2-7b-hf", headers=read)
+    assert r.status_code == 200, r.text
+    detail = r.json()
+    # 32 layers x (4 x 4096^2 attention + 3 x 4096 x 11008 MLP + 2 x 4096 norms)
+    # + 2 x 32000 x 4096 (embeddings, untied head) + 4096 final norm.
+    layer = 4 * 4096**2 + 3 * 4096 * 11008 + 2 * 4096
+    assert detail["total_params"] == 32 * layer + 2 * 32000 * 4096 + 4096 == 6_738_415_616
+    assert detail["active_params"] == detail["total_params"]
+    assert sum(detail["params_by_kind"].values()) == detail["total_params"]
+    assert {"q_proj", "v_proj", "down_proj"} <= set(detail["lora_target_names"])
+    mixtral = app_client.get("/v1/catalog/models/mistralai/Mixtral-8x7B-v0.1", headers=read).json()
+    assert mixtral["active_params"] < mixtral["total_params"]
+    missing = app_client.get("/v1/catalog/models/meta-llama/Llama-2-7b", headers=read)
+    assert missing.status_code == 404
+    assert "meta-llama/Llama-2-7b-hf" in missing.json()["close_matches"]
 
 
 def test_prices_filter_by_gpu_alias_and_reject_unknown_gpus(app_client, keys) -> None:  # type: ignore[no-untyped-def]
