@@ -116,7 +116,7 @@ def test_cancel_ends_a_long_child_within_deadline(job_spec: dict[str, Any], tmp_
         on_tick=lambda: ticks.append(time.monotonic()),
     )
     ended = time.monotonic()
-    assert out.status == "cancelled"
+    assert out.status == "cancelled", out
     assert cancel_at and ended - cancel_at[0] < CANCEL_DEADLINE_S
     assert out.actuals is not None and 0 < out.actuals["steps"] < LONG_RUN_STEPS
     assert out.actuals["cost_usd"] > 0
@@ -196,3 +196,17 @@ def test_throttle_forwards_first_then_holds_and_flushes() -> None:
     assert [m["step"] for m in got] == [1]
     throttle({"type": "result"})
     assert [m.get("step") for m in got] == [1, 5, None]
+
+
+def _run_from_pool_worker(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    return run_in_child(spec, out_dir=Path(out_dir)).to_dict()
+
+
+def test_runs_inside_a_celery_prefork_worker(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    """Celery's pool processes are daemonic; the runner must still start its child there."""
+    import billiard
+
+    spec = {**job_spec, "model": {"path": str(tmp_path / "no-such-model")}}  # fails fast
+    with billiard.Pool(1) as pool:
+        out = pool.apply(_run_from_pool_worker, (spec, str(tmp_path / "artifact")))
+    assert out["status"] == "failed" and out["error_kind"] == "model_load"

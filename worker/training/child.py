@@ -16,9 +16,17 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+
+class Connection(Protocol):
+    """The write end of the pipe to the parent (a billiard or multiprocessing Connection)."""
+
+    def send(self, obj: Any) -> None: ...
+
+    def close(self) -> None: ...
+
 
 PARENT_CHECK_S = 1.0  # the child's sender thread notices an orphaned child this fast
 PR_SET_PDEATHSIG = 1  # prctl(2) option: signal this process when its parent dies (Linux)

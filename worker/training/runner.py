@@ -1,6 +1,8 @@
 """Run a training job in a child process that the parent can always end.
 
-The child is started with the `spawn` method (never fork after CUDA: pytorch issue 68861) and
+The child is started with the `spawn` method (never fork after CUDA: pytorch issue 68861) of
+billiard, Celery's multiprocessing: the stdlib refuses to start children from Celery's daemonic
+pool processes, billiard does not (the child dies with its parent, so none is orphaned). It
 streams events to the parent over a one-way pipe: progress after every optimizer step (a sender
 thread keeps only the latest, so a slow parent never stalls training), then one `result` or
 `error`. The parent enforces cancel and the budget: SIGTERM asks the child to stop at the next
@@ -11,16 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
+
+import billiard
 
 from worker import metering
 from worker.training.child import child_main
@@ -61,9 +63,9 @@ class TrainingChild:
         self.job_spec = dict(job_spec)
         self.job_spec.setdefault("started_at", time.time())
         self.out_dir = Path(out_dir)
-        self._ctx = mp.get_context("spawn")
+        self._ctx = billiard.get_context("spawn")
         self._proc: Any = None
-        self._conn: Connection | None = None
+        self._conn: Any = None  # the read end of a billiard Pipe
         self._stop_reason: Status | None = None
         self._kill_at: float | None = None
         self._lock = threading.Lock()
