@@ -155,11 +155,11 @@ def fail_unclaimed(job_id: str, *, reason: str) -> None:
             _end(session, job, JobStatus.FAILED, detail=None)
 
 
-def add_status_event(job_id: str, *, attempt: int, message: str) -> None:
-    """A status event (e.g. the training child's pid) while this attempt owns the job."""
+def add_status_event(job_id: str, *, attempt: int, message: str, kind: str = "status") -> None:
+    """A status or phase event (e.g. the child's pid) while this attempt owns the job."""
     with session_scope() as session:
         if session.scalar(select(Job.id).where(_owned(job_id, attempt))) is not None:
-            add_event(session, job_id=job_id, kind="status", message=message)
+            add_event(session, job_id=job_id, kind=kind, message=message[:2000])
 
 
 def estimates(job_id: str) -> tuple[dict[str, float | int | None], dict[str, Any]]:

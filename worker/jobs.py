@@ -8,13 +8,10 @@ heartbeat and polls for a cancel request in one query every few seconds.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +49,7 @@ ACTUAL_COLUMNS = {
 }
 JOB_SPEC_KEYS = (
     "method", "model", "training", "lora", "qlora", "max_steps", "max_cost_usd",
-    "price_per_gpu_hour", "num_gpus", "flops_per_token", "eval_fraction", "seed",
+    "price_per_gpu_hour", "num_gpus", "flops_per_token", "eval_fraction", "seed", "learning_rate",
 )  # fmt: skip
 
 
@@ -105,6 +102,13 @@ def _upload_artifact(job_id: str, local_dir: Path) -> tuple[str, int, int]:
 
 def _event_writer(claim: Claim) -> Any:
     def write(message: dict[str, Any]) -> None:
+        if message.get("type") == "phase":
+            info = ", ".join(f"{k}={v}" for k, v in message.items() if k not in ("type", "phase"))
+            text = f"{message.get('phase')}" + (f" ({info})" if info else "")
+            job_rows.add_status_event(
+                claim.job_id, attempt=claim.attempt, message=text, kind="phase"
+            )
+            return
         if message.get("type") != "progress":
             return
         job_rows.add_progress(
@@ -126,31 +130,46 @@ def _event_writer(claim: Claim) -> Any:
 
 
 class _Watch:
-    """The child's `should_cancel`: heartbeat and cancel poll in one query every few seconds."""
+    """Heartbeat and cancel poll in one query every few seconds, from a thread.
+
+    It beats for the whole attempt (copying the dataset, training, uploading the artifact), so
+    a slow upload is never taken for a dead worker. `should_cancel` (polled by the runner) only
+    reads what the thread saw: a cancel request, or that another attempt owns the job now.
+    """
 
     def __init__(self, claim: Claim) -> None:
         self.claim = claim
         self.every = min(get_settings().heartbeat_interval_s, MAX_CHECK_S)
-        self.next_at = 0.0
         self.lost = False
         self.cancelled = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tunecost-job-beat", daemon=True)
 
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now < self.next_at:
-            return self.cancelled or self.lost
-        self.next_at = now + self.every
-        try:
-            status = job_rows.beat(self.claim.job_id, attempt=self.claim.attempt)
-        except Exception:  # the database is briefly away: keep training, try again next time
-            log.warning("heartbeat of job %s failed", self.claim.job_id, exc_info=True)
-            return self.cancelled or self.lost
-        if status is None:
-            self.lost = True  # another attempt owns the job now; stop ours
-            log.warning("job %s is no longer ours; stopping its child", self.claim.job_id)
-        elif status == JobStatus.CANCEL_REQUESTED:
-            self.cancelled = True
+    def __enter__(self) -> _Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def should_cancel(self) -> bool:
+        """True once a cancel was requested or the job was taken over."""
         return self.cancelled or self.lost
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                status = job_rows.beat(self.claim.job_id, attempt=self.claim.attempt)
+            except Exception:  # the database is briefly away: keep going, try again
+                log.warning("heartbeat of job %s failed", self.claim.job_id, exc_info=True)
+                continue
+            if status is None:
+                self.lost = True  # another attempt owns the job now; stop ours
+                log.warning("job %s is no longer ours; stopping its child", self.claim.job_id)
+                return
+            if status == JobStatus.CANCEL_REQUESTED:
+                self.cancelled = True
 
 
 def _record_pid(claim: Claim) -> Any:
@@ -208,28 +227,6 @@ def _finish(claim: Claim, outcome: Any, local_artifact: Path) -> None:
     )
 
 
-@contextlib.contextmanager
-def _children_allowed() -> Iterator[None]:
-    """Let this Celery pool process start the training child with the standard library.
-
-    billiard marks its pool processes daemonic, and multiprocessing refuses children of a
-    daemonic process because it could not reap them at exit; our child reaps itself (it dies
-    with its parent via PDEATHSIG and the runner always joins it). billiard's authkey object also
-    refuses to be pickled outside billiard, so the spawned child gets a standard-library copy.
-    """
-    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
-    saved = dict(config)
-    config.pop("daemon", None)
-    if "authkey" in config:
-        key = bytes(config["authkey"])
-        config["authkey"] = multiprocessing.process.AuthenticationString(key)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        config.clear()
-        config.update(saved)
-
-
 @celery_app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(job_id: str) -> str:
     """Run job `job_id` to its end; returns a one-line summary (for the worker's log)."""
@@ -257,7 +254,7 @@ def _run(claim: Claim) -> str:
     from worker.training.runner import Throttle, run_in_child
 
     job_id = claim.job_id
-    with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp, _Watch(claim) as watch:
         work = Path(tmp)
         try:
             spec = job_spec(claim, dataset_path=_copy_dataset(claim.dataset_url, work))
@@ -266,17 +263,15 @@ def _run(claim: Claim) -> str:
                 job_id, attempt=claim.attempt, status=JobStatus.FAILED, detail=None, error=str(exc)
             )
             return f"failed: {exc}"
-        watch = _Watch(claim)
         throttle = Throttle(_event_writer(claim), interval_s=PROGRESS_EVERY_S)
-        with _children_allowed():
-            outcome = run_in_child(
-                spec,
-                out_dir=work / "artifact",
-                on_event=throttle,
-                should_cancel=watch,
-                grace_s=STOP_GRACE_S,
-                on_start=_record_pid(claim),
-            )
+        outcome = run_in_child(
+            spec,
+            out_dir=work / "artifact",
+            on_event=throttle,
+            should_cancel=watch.should_cancel,
+            grace_s=STOP_GRACE_S,
+            on_start=_record_pid(claim),
+        )
         throttle.flush()
         if watch.lost:
             return f"abandoned: job {job_id} was taken over by another attempt"

@@ -61,6 +61,9 @@ class JobIn(BaseModel):
         0.05, ge=0, le=MAX_EVAL_FRACTION, description="held-out share of examples for eval loss"
     )
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    learning_rate: float | None = Field(
+        None, gt=0, le=1e30, description="default: 2e-4 for LoRA/QLoRA, 2e-5 for full"
+    )
     tags: dict[str, str] = Field(default_factory=dict, description='e.g. {"team": "ml"}')
     force: bool = Field(False, description="run even when the estimate exceeds max_cost_usd")
 

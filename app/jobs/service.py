@@ -183,6 +183,7 @@ def create(
             "flops_per_token": snap.flops_per_token,
             "eval_fraction": job_in.eval_fraction,
             "seed": job_in.seed,
+            "learning_rate": job_in.learning_rate,
             "forced": job_in.force,
             "tags": tags,
         },

@@ -1,0 +1,90 @@
+"""Helpers for the tests that run jobs on real workers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import auth
+from tests.support import WorkerProcess, wait_for
+
+ACTIVE = ("queued", "running", "cancel_requested")
+# A tiny job is seconds of training, but the child's start-up (spawn, import torch/transformers/
+# peft, load) takes from ~10 s on an idle machine to a minute on two busy cores; several jobs
+# may queue behind each other on the one test worker.
+JOB_TIMEOUT_S = 420
+
+
+def submit(client: Any, keys: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    """POST a job and return it; fail with the problem document otherwise."""
+    resp = client.post("/v1/jobs", json=body, headers=auth(keys["submit"]))
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def get(client: Any, keys: dict[str, str], job_id: str) -> dict[str, Any]:
+    """GET a job (which also sweeps it if its worker died)."""
+    resp = client.get(f"/v1/jobs/{job_id}", headers=auth(keys["read"]))
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def wait_status(
+    client: Any,
+    keys: dict[str, str],
+    job_id: str,
+    statuses: tuple[str, ...] | None = None,
+    *,
+    timeout: float = JOB_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Poll until the job is in one of `statuses` (default: any final status)."""
+
+    def reached() -> dict[str, Any] | None:
+        job = get(client, keys, job_id)
+        done = job["status"] in statuses if statuses else job["status"] not in ACTIVE
+        return job if done else None
+
+    return dict(wait_for(reached, timeout=timeout, interval=0.5, what=f"job {job_id} {statuses}"))
+
+
+def events(client: Any, keys: dict[str, str], job_id: str) -> list[dict[str, Any]]:
+    """Every event of a job, following the `after` cursor."""
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = client.get(
+            f"/v1/jobs/{job_id}/events?after={after}&limit=100", headers=auth(keys["read"])
+        ).json()
+        out += page["items"]
+        if not page["items"]:
+            return out
+        after = page["next_after"]
+
+
+def child_pid(client: Any, keys: dict[str, str], job_id: str) -> int | None:
+    """The pid of the job's latest training child, from its status events."""
+    pids = [
+        int(m.group(1))
+        for e in events(client, keys, job_id)
+        if (m := re.search(r"training process started \(pid (\d+)\)", e["message"] or ""))
+    ]
+    return pids[-1] if pids else None
+
+
+def process_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (reaped, or a zombie waiting to be)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        text = status.read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in text
+
+
+def kill_worker(worker: WorkerProcess) -> None:
+    """SIGKILL the worker's whole process group (main process, pool, training child)."""
+    os.killpg(worker.proc.pid, signal.SIGKILL)
+    worker.proc.wait(timeout=30)
