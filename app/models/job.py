@@ -43,6 +43,24 @@ FINAL_STATUSES = frozenset(
 )
 
 
+# Columns the reports read besides finished_at (covered by ix_jobs_report on PostgreSQL).
+REPORT_COLUMNS = (
+    "id",
+    "method",
+    "gpu",
+    "model_ref",
+    "provider",
+    "status",
+    "team",
+    "est_cost_usd",
+    "act_cost_usd",
+    "est_gpu_hours",
+    "act_gpu_hours",
+    "est_peak_bytes",
+    "act_peak_bytes",
+)
+
+
 class Job(TimestampMixin, Base):
     """One fine-tune run. Estimated (`est_*`) and actual (`act_*`) figures sit side by side."""
 
@@ -50,6 +68,9 @@ class Job(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("created_by_key_id", "idempotency_key"),
         Index("ix_jobs_finished_method_gpu", "finished_at", "method", "gpu"),
+        # Reports (app/reports): every column they group, filter or sum, so PostgreSQL answers
+        # them from this index alone instead of scanning the wide rows (estimate JSON inline).
+        Index("ix_jobs_report", "finished_at", postgresql_include=list(REPORT_COLUMNS)),
     )
 
     id: Mapped[str] = mapped_column(IdStr, primary_key=True)
@@ -111,7 +132,8 @@ class JobTag(Base):
     """A cost-allocation tag of a job (team, project, ...), one row per key, indexed for reports."""
 
     __tablename__ = "job_tags"
-    __table_args__ = (Index("ix_job_tags_key_value", "key", "value"),)
+    # (key, value, job_id): tag filters and tag grouping read only this index.
+    __table_args__ = (Index("ix_job_tags_key_value_job", "key", "value", "job_id"),)
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(100), primary_key=True)

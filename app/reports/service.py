@@ -44,27 +44,30 @@ MAX_LIMIT = 100_000  # rows of one report response; beyond this use the FOCUS ex
 PCT = 100.0
 SPEND_COLUMNS = ("bucket_start", "group", "jobs", "spend_usd", "gpu_hours", "estimated_cost_usd")
 
-# (quantity, estimate column, actual column, aggregate of the compared values)
+# (quantity, estimate column, actual column, whether the report shows a mean instead of a sum)
 _QUANTITY_COLUMNS = (
-    ("cost_usd", Job.est_cost_usd, Job.act_cost_usd, func.sum),
-    ("gpu_hours", Job.est_gpu_hours, Job.act_gpu_hours, func.sum),
-    ("peak_bytes", Job.est_peak_bytes, Job.act_peak_bytes, func.avg),  # a mean of peaks
+    ("cost_usd", Job.est_cost_usd, Job.act_cost_usd, False),
+    ("gpu_hours", Job.est_gpu_hours, Job.act_gpu_hours, False),
+    ("peak_bytes", Job.est_peak_bytes, Job.act_peak_bytes, True),  # a mean of peaks
 )
-_QUANTITY_STATS = ("n", "est", "act", "me", "mpe", "mape")
+# Only additive aggregates (count, sum): the means are derived from them, and the totals are the
+# sums of the groups' sums. PostgreSQL's sum(float8) is also far cheaper than avg(float8), whose
+# state carries a sum of squares.
+_QUANTITY_STATS = ("n", "n_rel", "est", "act", "rel", "abs_rel")
+_SUMS = ("jobs", "spend_usd", *(f"{q}_{s}" for q in QUANTITIES for s in _QUANTITY_STATS))
 
 
-def _quantity_aggregates(name: str, est: Any, act: Any, agg: Any) -> list[ColumnElement[Any]]:
+def _quantity_aggregates(name: str, est: Any, act: Any) -> list[ColumnElement[Any]]:
     est_f, act_f = cast(est, Float), cast(act, Float)
     both = and_(est.is_not(None), act.is_not(None))
-    diff = case((both, est_f - act_f))
     rel = case((and_(both, act_f > 0), (est_f - act_f) / act_f))
     return [
-        func.count(diff).label(f"{name}_n"),
-        agg(case((both, est_f))).label(f"{name}_est"),
-        agg(case((both, act_f))).label(f"{name}_act"),
-        func.avg(diff).label(f"{name}_me"),
-        (func.avg(rel) * PCT).label(f"{name}_mpe"),
-        (func.avg(func.abs(rel)) * PCT).label(f"{name}_mape"),
+        func.count(case((both, 1))).label(f"{name}_n"),
+        func.count(rel).label(f"{name}_n_rel"),
+        func.sum(case((both, est_f))).label(f"{name}_est"),
+        func.sum(case((both, act_f))).label(f"{name}_act"),
+        func.sum(rel).label(f"{name}_rel"),
+        func.sum(func.abs(rel)).label(f"{name}_abs_rel"),
     ]
 
 
@@ -73,8 +76,8 @@ def _aggregates() -> list[ColumnElement[Any]]:
         func.count().label("jobs"),
         func.coalesce(func.sum(Job.act_cost_usd), 0.0).label("spend_usd"),
     ]
-    for name, est, act, agg in _QUANTITY_COLUMNS:
-        cols.extend(_quantity_aggregates(name, est, act, agg))
+    for name, est, act, _ in _QUANTITY_COLUMNS:
+        cols.extend(_quantity_aggregates(name, est, act))
     return cols
 
 
@@ -90,38 +93,39 @@ def group_source(grouping: Grouping) -> tuple[Any, FromClause]:
     return GROUP_COLUMNS[grouping.kind], jobs
 
 
-def _row(mapping: Any, group: Any) -> ReportRow:
+def _sums(mapping: Any) -> dict[str, float]:
+    return {k: float(mapping[k] or 0) for k in _SUMS}
+
+
+def _row(sums: dict[str, float], group: Any) -> ReportRow:
     quantities = {}
-    for name in QUANTITIES:
-        n, est, act, me, mpe, mape = (mapping[f"{name}_{stat}"] for stat in _QUANTITY_STATS)
+    for name, _, _, mean in _QUANTITY_COLUMNS:
+        n, n_rel, est, act, rel, abs_rel = (sums[f"{name}_{stat}"] for stat in _QUANTITY_STATS)
         quantities[name] = QuantityError(
-            n=int(n or 0),
-            estimated=_f(est),
-            actual=_f(act),
-            mean_error=_f(me),
-            mean_pct_error=_f(mpe),
-            mape_pct=_f(mape),
+            n=int(n),
+            estimated=(est / n if mean else est) if n else None,
+            actual=(act / n if mean else act) if n else None,
+            mean_error=(est - act) / n if n else None,
+            mean_pct_error=rel / n_rel * PCT if n_rel else None,
+            mape_pct=abs_rel / n_rel * PCT if n_rel else None,
         )
     return ReportRow(
         group=None if group is None else str(group),
-        jobs=int(mapping["jobs"]),
-        spend_usd=float(mapping["spend_usd"] or 0.0),
+        jobs=int(sums["jobs"]),
+        spend_usd=sums["spend_usd"],
         **quantities,
     )
-
-
-def _f(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def estimate_vs_actual(
     session: Session, *, filters: ReportFilters, grouping: Grouping, limit: int = DEFAULT_LIMIT
 ) -> EstimateVsActualReport:
-    """Per group: jobs, spend and the error of cost, GPU-hours and peak memory estimates."""
-    total_stmt = select(*_aggregates()).select_from(Job.__table__).where(filters.where())
-    total = _row(session.execute(total_stmt).mappings().one(), None)
+    """Per group: jobs, spend and the error of cost, GPU-hours and peak memory estimates.
+
+    One aggregate query; a second one for the totals only when `limit` cut groups off.
+    """
     if grouping.kind == "none":
-        rows = [total] if total.jobs else []
+        groups: list[tuple[Any, dict[str, float]]] = []
     else:
         expr, source = group_source(grouping)
         grouped: Select = (
@@ -132,13 +136,24 @@ def estimate_vs_actual(
             .order_by(literal_column("spend_usd").desc(), expr)
             .limit(limit + 1)
         )
-        rows = [_row(r, r["grp"]) for r in session.execute(grouped).mappings()]
+        groups = [(r["grp"], _sums(r)) for r in session.execute(grouped).mappings()]
+    truncated = len(groups) > limit
+    if grouping.kind == "none" or truncated:
+        # Every grouping puts each job in exactly one group, so otherwise the total is the sum.
+        total_stmt = select(*_aggregates()).select_from(Job.__table__).where(filters.where())
+        totals = _sums(session.execute(total_stmt).mappings().one())
+    else:
+        totals = {k: sum(g[k] for _, g in groups) for k in _SUMS}
+    total = _row(totals, None)
+    rows = [_row(sums, group) for group, sums in groups[:limit]]
+    if grouping.kind == "none" and total.jobs:
+        rows = [total]
     return EstimateVsActualReport(
         group_by=grouping.label,
         filters=describe(filters),
-        rows=rows[:limit],
+        rows=rows,
         total=total,
-        truncated=len(rows) > limit,
+        truncated=truncated,
     )
 
 
