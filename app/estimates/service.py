@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 MAX_CONFIG_FILE_BYTES = 1024 * 1024  # real config.json files are a few KB
 MAX_MESSAGE_CHARS = 400  # of a library's error message quoted back to the client
 CLOSE_MATCHES = 5
-WARM_MODEL = "meta-llama/Llama-3.2-1B"  # small catalog model whose build loads every library
+WARM_MODEL = "Qwen/Qwen2.5-0.5B"  # as app.main warms with: its analysis is then cached
 _load_lock = threading.Lock()
 _loaded = False
 
