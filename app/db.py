@@ -70,4 +70,7 @@ def get_db() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# scope="function": commit (or roll back) when the handler returns, BEFORE the response is sent,
+# so a client never sees 201 for a row whose commit then failed. (FastAPI's default for yield
+# dependencies runs their exit after the response.)
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from app.auth.router import router as keys_router
 from app.calibration.router import router as calibration_router
@@ -22,8 +19,6 @@ from app.limits import BodyLimitMiddleware
 from app.metrics import install_metrics
 from app.reports.router import router as reports_router
 
-WARMUP_MODEL = "Qwen/Qwen2.5-0.5B"  # small, and its modeling code is shared by Llama-style models
-
 API_DESCRIPTION = """
 Estimate what fine-tuning an open LLM will cost with full fine-tuning, LoRA or QLoRA; run it on
 Celery GPU workers; and report the estimate next to what was really spent.
@@ -33,34 +28,10 @@ Authenticate with `Authorization: Bearer <api key>`. Scopes: `read` (estimates, 
 """
 
 
-def _warm_estimator() -> None:
-    """Import torch/transformers/peft and analyse one small catalog model once, at start-up.
-
-    Those imports cost seconds on a small machine; paid here, the first estimate of a new
-    architecture costs only its own meta-device build instead.
-    """
-    from app.catalog.model_catalog import load_model_configs
-    from app.estimator.lora import lora_trainable_params
-    from app.estimator.model_analysis import analyze_model
-    from app.estimator.spec import LoraSpec
-
-    configs = load_model_configs()
-    if WARMUP_MODEL in configs:
-        lora_trainable_params(analyze_model(configs[WARMUP_MODEL]), LoraSpec())
-
-
-@asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    await run_in_threadpool(_warm_estimator)
-    yield
-
-
 def create_app() -> FastAPI:
     """Build the API: settings checked, routers mounted, every error as problem+json."""
     settings = get_settings()
-    app = FastAPI(
-        title="tunecost", version="0.1.0", description=API_DESCRIPTION, lifespan=_lifespan
-    )
+    app = FastAPI(title="tunecost", version="0.1.0", description=API_DESCRIPTION)
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
