@@ -21,7 +21,20 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Float, Select, String, Text, and_, case, cast, func, literal, select
+from sqlalchemy import (
+    JSON,
+    Float,
+    FromClause,
+    Select,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobTag
@@ -87,22 +100,42 @@ def _iso(dialect: str, column: Any) -> Any:
     return func.strftime(SQLITE_ISO, column)
 
 
-def _tags(dialect: str) -> Any:
-    agg = func.jsonb_object_agg if dialect == "postgresql" else func.json_group_object
-    found = (
-        select(cast(agg(JobTag.key, JobTag.value), Text))
-        .where(JobTag.job_id == Job.id)
-        .correlate(Job)
-        .scalar_subquery()
-    )
-    return func.coalesce(found, "{}")
+def _tag_object(dialect: str) -> Any:
+    """Aggregate of a job's tag rows into a JSON object, as text."""
+    if dialect == "postgresql":
+        # json_object(keys[], values[]) writes the text directly; jsonb_object_agg would build
+        # and sort a jsonb value first (about twice the CPU per row).
+        return cast(
+            func.json_object(func.array_agg(JobTag.key), func.array_agg(JobTag.value)), Text
+        )
+    return func.json_group_object(JobTag.key, JobTag.value)
+
+
+def _tags(filters: ReportFilters, dialect: str) -> tuple[Any, FromClause]:
+    """The Tags expression and the FROM clause it needs.
+
+    Exporting everything, one pass aggregating all tag rows joined by job id is cheapest; for a
+    filtered export, a lookup per selected job reads only the tags needed.
+    """
+    jobs = Job.__table__
+    if filters.start is None and filters.end is None and not filters.columns and not filters.tags:
+        per_job = (
+            select(JobTag.job_id, _tag_object(dialect).label("tags"))
+            .group_by(JobTag.job_id)
+            .subquery()
+        )
+        return func.coalesce(per_job.c.tags, "{}"), jobs.outerjoin(
+            per_job, per_job.c.job_id == Job.id
+        )
+    found = select(_tag_object(dialect)).where(JobTag.job_id == Job.id).correlate(Job)
+    return func.coalesce(found.scalar_subquery(), "{}"), jobs
 
 
 def _const(value: str) -> Any:
     return literal(value, String)
 
 
-def _columns(dialect: str) -> list[tuple[str, Any]]:
+def _columns(dialect: str, tags: Any) -> list[tuple[str, Any]]:
     """(column name, SQL expression) of a FOCUS record, in COLUMNS order."""
     billed = Job.act_cost_usd
     price = Job.price_per_gpu_hour
@@ -155,7 +188,7 @@ def _columns(dialect: str) -> list[tuple[str, Any]]:
         gpu_hours_unit,
         priced,
         case((priced.is_not(None), _const(GPU_HOURS_UNIT))),
-        _tags(dialect),
+        tags,
         Job.est_cost_usd,
         Job.est_gpu_hours,
         error,
@@ -169,15 +202,19 @@ def _columns(dialect: str) -> list[tuple[str, Any]]:
     return list(zip(COLUMNS, columns, strict=True))
 
 
-def _charges(stmt: Select, filters: ReportFilters) -> Select:
-    return stmt.where(filters.where(), Job.act_cost_usd.is_not(None)).order_by(
-        Job.finished_at, Job.id
+def _charges(stmt: Select, source: FromClause, filters: ReportFilters) -> Select:
+    return (
+        stmt.select_from(source)
+        .where(filters.where(), Job.act_cost_usd.is_not(None))
+        .order_by(Job.finished_at, Job.id)
     )
 
 
 def query(filters: ReportFilters, dialect: str) -> Select:
     """One FOCUS record per job selected by `filters` that carries a metered cost."""
-    return _charges(select(*(col.label(name) for name, col in _columns(dialect))), filters)
+    tags, source = _tags(filters, dialect)
+    columns = (col.label(name) for name, col in _columns(dialect, tags))
+    return _charges(select(*columns), source, filters)
 
 
 def iter_batches(session: Session, filters: ReportFilters) -> Iterator[Sequence[Any]]:
@@ -227,38 +264,46 @@ def render_json(batches: Iterator[Sequence[Any]]) -> Iterator[str]:
     yield "\n]}\n"
 
 
-def _pg_csv(session: Session, stmt: Select) -> Iterator[bytes]:
+def _copy_out(session: Session, stmt: Select, options: str) -> Iterator[bytes]:
+    """Rows of `COPY (stmt) TO STDOUT WITH (options)`, one data message (one row) at a time."""
     conn = session.connection()
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     raw = conn.connection.dbapi_connection
     assert raw is not None
-    copy_sql = f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+    copy_sql = f"COPY ({compiled}) TO STDOUT WITH ({options})"
+    # COPY takes no server-side parameters; psycopg binds them client-side, escaped.
     with raw.cursor() as cur, cur.copy(copy_sql, compiled.params) as copy:  # type: ignore[attr-defined]
-        pending: list[bytes] = []
-        size = 0
         for data in copy:
-            pending.append(bytes(data))
-            size += len(data)
-            if size >= CHUNK_BYTES:
-                yield b"".join(pending)
-                pending, size = [], 0
-        if pending:
+            yield bytes(data)
+
+
+def _chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    pending: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        pending.append(piece)
+        size += len(piece)
+        if size >= CHUNK_BYTES:
             yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
-def _pg_json(session: Session, filters: ReportFilters) -> Iterator[str]:
+def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
     pairs: list[Any] = []
-    for name, col in _columns("postgresql"):
+    tags, source = _tags(filters, "postgresql")
+    for name, col in _columns("postgresql", tags):
         pairs += [literal(name, String), cast(col, JSON) if name == "Tags" else col]
-    objects = _charges(select(cast(func.json_build_object(*pairs), Text)), filters)
-    result = session.execute(objects, execution_options={"yield_per": BATCH_ROWS})
-    yield json.dumps({"focus_version": FOCUS_VERSION})[:-1] + ', "rows": ['
-    first = True
-    for batch in result.partitions():
-        text = ",\n".join(row[0] for row in batch)
-        yield ("\n" if first else ",\n") + text
-        first = False
-    yield "\n]}\n"
+    objects = _charges(select(cast(func.json_build_object(*pairs), Text)), source, filters)
+    yield (json.dumps({"focus_version": FOCUS_VERSION})[:-1] + ', "rows": [\n').encode()
+    separator = b""
+    for chunk in _chunked(_copy_out(session, objects, "FORMAT text")):
+        # COPY's text format doubles backslashes and escapes control characters (which JSON
+        # text never holds raw), one row per line: undo the doubling, put commas between rows.
+        yield separator + chunk[:-1].replace(b"\\\\", b"\\").replace(b"\n", b",\n")
+        separator = b",\n"
+    yield b"\n]}\n"
 
 
 def stream(session: Session, filters: ReportFilters, fmt: str) -> Iterator[str | bytes]:
@@ -266,7 +311,8 @@ def stream(session: Session, filters: ReportFilters, fmt: str) -> Iterator[str |
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         if fmt == "csv":
-            yield from _pg_csv(session, query(filters, dialect))
+            rows = _copy_out(session, query(filters, dialect), "FORMAT csv, HEADER true")
+            yield from _chunked(rows)
         else:
             yield from _pg_json(session, filters)
         return

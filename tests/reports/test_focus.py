@@ -17,6 +17,7 @@ from app.reports import focus
 from app.reports.filters import parse_filters
 from tests.conftest import auth
 from tests.reports.conftest import Seeded
+from tests.reports.factory import make_job, unique
 
 URL = "/v1/reports/focus"
 DECIMALS = (
@@ -146,16 +147,18 @@ def test_written_batch_by_batch(seeded: Seeded, monkeypatch) -> None:  # type: i
     assert sum(c.count("\n") for c in chunks) == 1 + charged
 
 
+def _text(chunks: Any) -> str:
+    return "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+
+
 def test_database_rendering_matches_python_rendering(seeded: Seeded) -> None:
     # PostgreSQL renders the export itself (COPY, json_build_object); the generic path writes
     # the same records from Python. Both must say the same thing.
     filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]}, allowed=())
     with session_scope() as session:
-        by_db = "".join(
-            c.decode() if isinstance(c, bytes) else c for c in focus.stream(session, filters, "csv")
-        )
+        by_db = _text(focus.stream(session, filters, "csv"))
         by_py = "".join(focus.render_csv(focus.iter_batches(session, filters)))
-        json_db = json.loads("".join(str(c) for c in focus.stream(session, filters, "json")))
+        json_db = json.loads(_text(focus.stream(session, filters, "json")))
         json_py = json.loads("".join(focus.render_json(focus.iter_batches(session, filters))))
     db_rows, py_rows = list(csv.reader(io.StringIO(by_db))), list(csv.reader(io.StringIO(by_py)))
     assert db_rows[0] == py_rows[0] == list(focus.COLUMNS)
@@ -169,6 +172,39 @@ def test_database_rendering_matches_python_rendering(seeded: Seeded) -> None:
             else:
                 assert a == b, name
     assert json_db["rows"] == json_py["rows"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_unfiltered_export_has_every_jobs_tags(seeded: Seeded, fmt: str) -> None:
+    # With no filter the tags come from one grouped pass joined by job id, not per-job lookups.
+    everything = parse_filters(start=None, end=None, params={}, allowed=())
+    with session_scope() as session:
+        text = _text(focus.stream(session, everything, fmt))
+    if fmt == "csv":
+        rows = [dict(r) for r in csv.DictReader(io.StringIO(text))]
+        tags = {r["ResourceId"]: json.loads(r["Tags"]) for r in rows}
+    else:
+        tags = {r["ResourceId"]: r["Tags"] for r in json.loads(text)["rows"]}
+    for job in seeded.jobs:
+        if job.act_cost_usd is not None:
+            assert tags[job.id] == seeded.tags[job.id]
+        else:
+            assert job.id not in tags
+
+
+def test_awkward_text_survives_both_formats(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    suite = unique("awkward")
+    odd = 'say "hi"\\ back\\slash, comma\nnew line\ttab é ✓ \\n'
+    with session_scope() as session:
+        job = make_job(session, model=f'{suite}/m"1\\', tags={"suite": suite, "note": odd})
+        job_id, model = job.id, job.model_ref
+    rows = _json_rows(app_client, keys["read"], {"tag.suite": suite})
+    assert [(r["ResourceId"], r["x_Model"], r["Tags"]) for r in rows] == [
+        (job_id, model, {"suite": suite, "note": odd})
+    ]
+    r = app_client.get(URL, params={"tag.suite": suite}, headers=auth(keys["read"]))
+    (line,) = list(csv.DictReader(io.StringIO(r.text)))
+    assert line["x_Model"] == model and json.loads(line["Tags"])["note"] == odd
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
