@@ -164,6 +164,31 @@ def median_s(fn: Callable[[], Any], runs: int = RUNS) -> float:
     return statistics.median(times)
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(fn: Callable[[Any], Any]) -> float:
+    """CPU milliseconds of `fn(session)`: its PostgreSQL backend (serial plan) plus this process.
+
+    Wall time on this shared machine depends on what else runs; CPU time much less so. With
+    parallel query off, backend CPU is about what the query takes on one idle core.
+    """
+    from sqlalchemy import text as sql
+
+    from app.db import session_scope
+
+    with session_scope() as session:
+        session.execute(sql("SET max_parallel_workers_per_gather = 0"))
+        pid = int(session.execute(sql("SELECT pg_backend_pid()")).scalar_one())
+        fn(session)  # warm
+        db0, py0 = _proc_cpu_s(pid), time.process_time()
+        fn(session)
+        return (_proc_cpu_s(pid) - db0 + time.process_time() - py0) * 1000
+
+
 class Server:
     """The real app under uvicorn in a background thread, on a free local port."""
 
@@ -202,7 +227,7 @@ def report_figures(base: str, key: str) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     print(f"\nestimate-vs-actual over all rows (target < {TARGET_REPORT_S * 1000:.0f} ms), "
           f"load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
-    print(f"  {'group_by':<28}{'rows':>6}{'service ms':>12}{'HTTP ms':>10}")
+    print(f"  {'group_by':<28}{'rows':>6}{'service ms':>12}{'HTTP ms':>10}{'CPU ms':>9}")
     with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
         window = {"method": "lora", "from": "2025-04-01", "to": "2025-10-01"}
         cases = [("method", {}), ("gpu", {}), ("model", {}), ("provider", {}),
@@ -218,9 +243,12 @@ def report_figures(base: str, key: str) -> None:
             ) if params else everything  # fmt: skip
             grouping = parse_group_by(group_by)
 
+            def report(session: Any, f: Any = filters, g: Any = grouping) -> Any:
+                return service.estimate_vs_actual(session, filters=f, grouping=g)
+
             def in_service(f: Any = filters, g: Any = grouping) -> Any:
                 with session_scope() as session:
-                    return service.estimate_vs_actual(session, filters=f, grouping=g)
+                    return report(session)
 
             def over_http(p: dict[str, str] = params, g: str = group_by) -> Any:
                 r = client.get("/v1/reports/estimate-vs-actual", params={**p, "group_by": g})
@@ -230,11 +258,18 @@ def report_figures(base: str, key: str) -> None:
             rows = len(in_service().rows)
             label = group_by + (" +filters" if params else "")
             print(f"  {label:<28}{rows:>6}{median_s(in_service) * 1000:>12.0f}"
-                  f"{median_s(over_http) * 1000:>10.0f}")  # fmt: skip
+                  f"{median_s(over_http) * 1000:>10.0f}{cpu_ms(report):>9.0f}")  # fmt: skip
         spend_s = median_s(lambda: client.get(
             "/v1/reports/spend", params={"bucket": "week", "group_by": "tag:team"}
         ).raise_for_status())  # fmt: skip
-        print(f"  spend, weekly by tag:team over HTTP: {spend_s * 1000:.0f} ms")
+        weekly = parse_group_by("tag:team")
+        spend_cpu = cpu_ms(
+            lambda session: service.spend(
+                session, filters=everything, grouping=weekly, bucket="week"
+            )
+        )
+        print(f"  spend, weekly by tag:team: {spend_s * 1000:.0f} ms over HTTP, "
+              f"{spend_cpu:.0f} ms CPU")  # fmt: skip
 
 
 def focus_http(base: str, key: str, fmt: str) -> tuple[float, int, int]:
@@ -255,6 +290,15 @@ def focus_http(base: str, key: str, fmt: str) -> tuple[float, int, int]:
             lines += chunk.count(b"\n")
     rows = lines - 1 if fmt == "csv" else lines - 2  # header / JSON prologue and epilogue
     return time.perf_counter() - t, rows, size
+
+
+def focus_cpu_ms(fmt: str) -> float:
+    """CPU milliseconds (database + this process) of the whole export, as the route streams it."""
+    from app.reports import focus
+    from app.reports.filters import parse_filters
+
+    everything = parse_filters(start=None, end=None, params={}, allowed=())
+    return cpu_ms(lambda session: sum(len(c) for c in focus.stream(session, everything, fmt)))
 
 
 def focus_memory(path: str, end: datetime | None) -> tuple[int, int]:
@@ -328,8 +372,9 @@ def run(url: str, n: int) -> None:
               f"load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
         for fmt in ("csv", "json"):
             seconds, rows, size_b = focus_http(base, key, fmt)
+            cpu_s = focus_cpu_ms(fmt) / 1000
             print(f"  {fmt:<5}{rows:>8,} rows {size_b / 1e6:>7.1f} MB in {seconds:.2f} s "
-                  f"({rows / seconds:,.0f} rows/s)")  # fmt: skip
+                  f"({rows / seconds:,.0f} rows/s), {cpu_s:.2f} s CPU")  # fmt: skip
 
     with session_scope() as session:
         tenth = session.scalar(
