@@ -17,7 +17,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from app.calibration.samples import modelled_seconds, raw_peak_bytes
+from app.calibration.samples import (
+    modelled_seconds,
+    raw_peak_bytes,
+    snapshot_columns,
+    snapshot_from_row,
+)
 from app.calibration.schemas import EvalSummary, EvaluationOut, JobEvalOut, QuantityEval
 from app.calibration.service import fit_groups, to_table
 from app.estimator.calibration_types import Calibration
@@ -63,7 +68,7 @@ def split_point(session: Session, *, holdout_fraction: float) -> datetime | None
 
 
 def _recalibrate(row: Any, calibration: Calibration | None) -> dict[str, _Triple]:
-    snapshot = row.estimate_snapshot or {}
+    snapshot = snapshot_from_row(row)
     time_ratio = None
     if calibration is not None and calibration.mfu is not None:
         own = snapshot.get("mfu")
@@ -166,8 +171,8 @@ def evaluate(
             Job.gpu,
             Job.method,
             Job.finished_at,
-            Job.estimate_snapshot,
-            Job.errors,
+            Job.errors["complete_run"].as_boolean().label("complete_run"),
+            *snapshot_columns(),
             Job.est_gpu_hours,
             Job.act_gpu_hours,
             Job.est_cost_usd,
@@ -181,7 +186,7 @@ def evaluate(
     ).all()
     scored: list[tuple[Any, bool, dict[str, _Triple]]] = []
     for row in held:
-        if (row.errors or {}).get("complete_run") is False:
+        if row.complete_run is False:
             continue
         method = Method(row.method) if row.method in _METHODS else None
         calibration = table.get((row.gpu, method)) if method is not None else None

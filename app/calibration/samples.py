@@ -122,6 +122,41 @@ def job_efficiency(
     return None, None
 
 
+# The parts of a stored estimate (MethodResult JSON) the fit reads: (path, kind).
+_SNAPSHOT_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("mfu",), "float"),
+    (("steps",), "float"),
+    (("basis",), "string"),
+    (("memory_factor",), "float"),
+    (("job_scaled", "steps"), "float"),
+    *((("time", part), "float") for part in ("compute_s", "overhead_s", *_STEP_TERMS)),
+)
+
+
+def snapshot_columns() -> list[Any]:
+    """SQL expressions extracting the fields the fit reads, not the whole (~kB) snapshot."""
+    out = []
+    for path, kind in _SNAPSHOT_FIELDS:
+        element = Job.estimate_snapshot[path] if len(path) > 1 else Job.estimate_snapshot[path[0]]
+        value = element.as_float() if kind == "float" else element.as_string()
+        out.append(value.label("snap_" + "_".join(path)))
+    return out
+
+
+def snapshot_from_row(row: Any) -> dict[str, Any]:
+    """The extracted fields back in the stored snapshot's shape (absent ones left out)."""
+    snap: dict[str, Any] = {}
+    for path, _ in _SNAPSHOT_FIELDS:
+        value = getattr(row, "snap_" + "_".join(path))
+        if value is None:
+            continue
+        node = snap
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return snap
+
+
 def load_samples(
     session: Session,
     *,
@@ -131,52 +166,55 @@ def load_samples(
     per_group: int | None = MAX_JOBS_PER_GROUP,
 ) -> list[JobSample]:
     """Samples of succeeded full runs, newest `per_group` per (GPU, method), in time order."""
-    where = [
-        Job.status == JobStatus.SUCCEEDED,
-        Job.finished_at.is_not(None),
-        Job.act_wall_s.is_not(None),
-    ]
+    # Only columns of ix_jobs_calibration here, so the ranking below reads the index alone.
+    where = [Job.status == JobStatus.SUCCEEDED, Job.finished_at.is_not(None)]
     if exclude_job_ids:
         where.append(Job.id.not_in(list(exclude_job_ids)))
     if finished_before is not None:
         where.append(Job.finished_at < finished_before)
     if finished_from is not None:
         where.append(Job.finished_at >= finished_from)
-    rank = (
-        func.row_number()
-        .over(partition_by=(Job.gpu, Job.method), order_by=(Job.finished_at.desc(), Job.id))
-        .label("rank")
+    columns = (
+        Job.id,
+        Job.gpu,
+        Job.method,
+        Job.finished_at,
+        Job.act_wall_s,
+        Job.act_mfu,
+        Job.act_gpu_hours,
+        Job.est_gpu_hours,
+        Job.act_peak_bytes,
+        Job.act_peak_kind,
+        Job.est_peak_bytes,
+        Job.errors["complete_run"].as_boolean().label("complete_run"),
+        Job.actuals["train_s"].as_float().label("train_s"),
+        *snapshot_columns(),
     )
-    inner = (
-        select(
-            Job.id,
-            Job.gpu,
-            Job.method,
-            Job.finished_at,
-            Job.act_wall_s,
-            Job.act_mfu,
-            Job.act_gpu_hours,
-            Job.est_gpu_hours,
-            Job.act_peak_bytes,
-            Job.act_peak_kind,
-            Job.est_peak_bytes,
-            Job.estimate_snapshot,
-            Job.errors,
-            Job.actuals["train_s"].as_float().label("train_s"),
-            rank,
-        )
-        .where(*where)
-        .subquery()
-    )
-    stmt = select(inner)
     if per_group is not None:
-        stmt = stmt.where(inner.c.rank <= per_group)
-    stmt = stmt.order_by(inner.c.finished_at, inner.c.id)
+        # Rank on narrow rows (index-only on PostgreSQL, ix_jobs_calibration), then read the
+        # kept jobs' other columns by primary key.
+        group = (Job.gpu, Job.method)
+        # Ascending order with the group size, so the index's own order serves: the newest
+        # `per_group` are those ranked past size - per_group.
+        rank = func.row_number().over(partition_by=group, order_by=(Job.finished_at, Job.id))
+        size = func.count().over(partition_by=group)
+        ranked = (
+            select(Job.id.label("job_id"), rank.label("rank"), size.label("size"))
+            .where(*where)
+            .subquery()
+        )
+        newest = ranked.c.rank > ranked.c.size - per_group
+        ids = list(session.scalars(select(ranked.c.job_id).where(newest)))
+        where = [Job.id.in_(ids)]
+    measured = Job.act_wall_s.is_not(None)
+    rows = session.execute(
+        select(*columns).where(*where, measured).order_by(Job.finished_at, Job.id)
+    )
     out = []
-    for r in session.execute(stmt):
-        if (r.errors or {}).get("complete_run") is False:
+    for r in rows:
+        if r.complete_run is False:
             continue  # succeeded but not the planned run: not comparable
-        snapshot = r.estimate_snapshot or {}
+        snapshot = snapshot_from_row(r)
         efficiency, source = job_efficiency(
             snapshot,
             wall_s=r.act_wall_s,

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
+from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.calibration.samples import JobSample, load_samples
 from app.estimator.calibration_types import Calibration
 from app.estimator.spec import Method
+from app.models import Job, JobStatus
 
 MIN_JOBS = 3  # jobs a fitted value needs before estimates use it; with fewer, keep the prior
 # Iglewicz & Hoaglin (1993), "How to Detect and Handle Outliers": modified z-score
@@ -159,3 +164,28 @@ def fit(
     return to_table(
         fit_groups(session, exclude_job_ids=exclude_job_ids, finished_before=finished_before)
     )
+
+
+_current: dict[str, tuple[tuple[Any, ...], Mapping[tuple[str, Method], Calibration]]] = {}
+_current_lock = threading.Lock()
+
+
+def current(session: Session) -> Mapping[tuple[str, Method], Calibration]:
+    """`fit(session)`, reused until a job succeeds: what new estimates should be given.
+
+    One cheap query (count and newest finish of succeeded jobs, from ix_jobs_calibration)
+    decides whether the cached fit still stands. The mapping is read-only and shared.
+    """
+    succeeded = select(func.count(), func.max(Job.finished_at)).where(
+        Job.status == JobStatus.SUCCEEDED
+    )
+    key = tuple(session.execute(succeeded).one())
+    database = str(session.get_bind().engine.url)
+    with _current_lock:
+        cached = _current.get(database)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    table = MappingProxyType(fit(session))
+    with _current_lock:
+        _current[database] = (key, table)
+    return table

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -71,6 +72,16 @@ class Job(TimestampMixin, Base):
         # Reports (app/reports): every column they group, filter or sum, so PostgreSQL answers
         # them from this index alone instead of scanning the wide rows (estimate JSON inline).
         Index("ix_jobs_report", "finished_at", postgresql_include=list(REPORT_COLUMNS)),
+        # Calibration (app/calibration): the newest succeeded runs per (GPU, method).
+        Index(
+            "ix_jobs_calibration",
+            "gpu",
+            "method",
+            "finished_at",
+            "id",
+            postgresql_where=text("status = 'succeeded'"),
+            sqlite_where=text("status = 'succeeded'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(IdStr, primary_key=True)

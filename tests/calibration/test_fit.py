@@ -156,3 +156,19 @@ def test_efficiency_from_wall_time_and_its_limits() -> None:
         pytest.approx(0.2),
         "hours_ratio",
     )
+
+
+def test_current_is_reused_until_a_job_succeeds(session: Session) -> None:
+    _seed_a100_lora(session)
+    session.commit()
+    first = service.current(session)
+    assert service.current(session) is first  # nothing new: the same fit, not recomputed
+    assert first[("A100-80GB", Method.LORA)].jobs == len(SLOWDOWNS)
+    slowed_job(session, slowdown=1.5, status=JobStatus.FAILED, finished_at=T0)
+    session.commit()
+    assert service.current(session) is first  # a failed job changes nothing
+    slowed_job(session, slowdown=1.5, mem=1.2, mfu=PRIOR, finished_at=T0 + timedelta(days=1))
+    session.commit()
+    second = service.current(session)
+    assert second is not first
+    assert second[("A100-80GB", Method.LORA)].jobs == len(SLOWDOWNS) + 1
