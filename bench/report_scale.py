@@ -381,6 +381,23 @@ def run(url: str, n: int) -> None:
             text("SELECT finished_at FROM jobs WHERE act_cost_usd IS NOT NULL "
                  "ORDER BY finished_at OFFSET :k LIMIT 1"), {"k": n // 10}
         )  # fmt: skip
+    from app.calibration import evaluation
+    from app.calibration import service as calibration
+
+    def fit_once() -> Any:
+        with session_scope() as session:
+            return calibration.fit_groups(session)
+
+    def evaluate_once() -> Any:
+        with session_scope() as session:
+            return evaluation.evaluate(session)
+
+    groups, scored = fit_once(), evaluate_once().heldout_jobs
+    print(f"\ncalibration fit: {len(groups)} (GPU, method) groups from "
+          f"{sum(g.eligible_jobs for g in groups):,} newest succeeded runs in "
+          f"{median_s(fit_once, 3) * 1000:.0f} ms; held-out evaluation of "
+          f"{scored:,} jobs in {median_s(evaluate_once, 3):.2f} s")  # fmt: skip
+
     print("\nFOCUS export peak Python memory (tracemalloc) by row count:")
     for path in ("copy-csv", "pg-json", "python-csv"):
         figures = [focus_memory(path, end) for end in (tenth, None)]
