@@ -23,12 +23,11 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("TUNECOST_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for this test session, migrated to head."""
+def _create_migrated_database(prefix: str) -> tuple[str, str]:
+    """Create an empty PostgreSQL database and migrate it; returns (name, url)."""
     from app.migrate import upgrade_head
 
-    name = f"tunecost_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -37,12 +36,26 @@ def pg_url() -> Iterator[str]:
         pytest.fail(
             f"PostgreSQL is required for the tests and unreachable at {PG_ADMIN_URL}: {exc}"
         )
+    finally:
+        admin.dispose()
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     upgrade_head(url)
-    yield url
+    return name, url
+
+
+def _drop(name: str) -> None:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         drop_database(conn, name)
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test session, migrated to head."""
+    name, url = _create_migrated_database("tunecost_test")
+    yield url
+    _drop(name)
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +138,18 @@ def cpu_worker(
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     with start_worker(service_env, gpu="cpu", hostname=f"cpu-{uuid.uuid4().hex[:6]}", log=log) as w:
         yield w
+
+
+@pytest.fixture(scope="module")
+def isolated_db(service_env: ServiceEnv) -> Iterator[str]:
+    """Point the app at its own fresh database for one module, then back at the session's."""
+    name, url = _create_migrated_database("tunecost_iso")
+    os.environ["TUNECOST_DATABASE_URL"] = url
+    clear_caches()
+    yield url
+    os.environ["TUNECOST_DATABASE_URL"] = service_env.database_url
+    clear_caches()
+    _drop(name)
 
 
 @pytest.fixture

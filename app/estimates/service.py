@@ -168,9 +168,12 @@ def resolve_dataset(
 def current_calibration(session: Session) -> CalibrationTable:
     """Fitted efficiency and memory factors per (GPU, method) from finished jobs.
 
-    Empty until calibration from job actuals is built; the engine then uses its priors.
+    Cached by the calibration service until another job succeeds; where a (GPU, method) has too
+    few jobs behind it, the engine keeps its priors and says `basis: prior`.
     """
-    return {}
+    from app.calibration import service as calibration
+
+    return calibration.current(session)
 
 
 def compute(
