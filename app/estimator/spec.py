@@ -86,7 +86,8 @@ class QLoraSpec(_Spec):
 
 
 class HardwareSpec(_Spec):
-    """Where it runs. `gpu=None` considers every catalog GPU; `num_gpus=None` the fewest that fit."""
+    """Where it runs: `gpu=None` considers every catalog GPU, `num_gpus=None` the fewest that
+    fit."""
 
     gpu: str | None = None
     num_gpus: int | None = Field(None, ge=1, le=MAX_GPUS_PER_NODE * MAX_NODES)
