@@ -159,7 +159,7 @@ def _memory_fn(
     qlora: QLoraSpec,
     seq_len: int,
 ) -> MemoryFn:
-    def memory(num_gpus: int) -> MemoryLike:
+    def memory(num_gpus: int, gpu_memory_bytes: int | None) -> MemoryLike:
         return estimate_memory(
             analysis=analysis,
             method=method,
@@ -169,6 +169,7 @@ def _memory_fn(
             seq_len=seq_len,
             num_gpus=num_gpus,
             sharding=training.sharding,
+            gpu_memory_bytes=gpu_memory_bytes,
         )
 
     return memory

@@ -43,7 +43,9 @@ class MemoryLike(Protocol):
     def breakdown(self) -> Any: ...
 
 
-MemoryFn = Callable[[int], MemoryLike]  # number of GPUs -> memory estimate for that count
+# (number of GPUs, bytes one GPU offers) -> memory estimate; with the GPU's bytes, automatic
+# sharding picks the least sharded strategy that fits in them
+MemoryFn = Callable[[int, int | None], MemoryLike]
 
 
 @dataclass
@@ -60,14 +62,16 @@ class PlanContext:
     memory: MemoryFn
     lora: LoraSpec | None = None
     calibration: CalibrationTable | None = None
-    _memory: dict[int, MemoryLike] = field(default_factory=dict, repr=False)
+    _memory: dict[tuple[int, int | None], MemoryLike] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str, int], Candidate] = field(default_factory=dict, repr=False)
 
-    def memory_for(self, num_gpus: int) -> MemoryLike:
-        """The (uncalibrated) memory estimate on `num_gpus` GPUs, computed once."""
-        if num_gpus not in self._memory:
-            self._memory[num_gpus] = self.memory(num_gpus)
-        return self._memory[num_gpus]
+    def memory_for(self, num_gpus: int, gpu_memory_bytes: int | None = None) -> MemoryLike:
+        """The (uncalibrated) memory estimate on `num_gpus` GPUs of `gpu_memory_bytes` each,
+        computed once."""
+        key = (num_gpus, gpu_memory_bytes)
+        if key not in self._memory:
+            self._memory[key] = self.memory(num_gpus, gpu_memory_bytes)
+        return self._memory[key]
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,10 @@ def evaluate(ctx: PlanContext, gpu: GpuSpec, num_gpus: int) -> Candidate:
     key = (gpu.id, num_gpus)
     if key in ctx._candidates:
         return ctx._candidates[key]
-    memory = ctx.memory_for(num_gpus)
     cal = lookup(ctx.calibration, gpu.id, ctx.method)
     factor = cal.memory_factor if cal is not None and cal.memory_factor is not None else 1.0
+    # the strategy must fit once calibrated: offer the estimate the GPU's bytes / factor
+    memory = ctx.memory_for(num_gpus, int(gpu.memory_bytes / factor))
     mfu = (
         cal.mfu if cal is not None and cal.mfu is not None else mfu_prior(gpu.mfu_class, ctx.method)
     )

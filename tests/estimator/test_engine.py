@@ -163,6 +163,22 @@ def test_the_cpu_box_runs_the_loop_when_asked_for() -> None:
     assert cpu.hours > 0
 
 
+def test_70b_lora_shards_its_frozen_base_over_80gb_gpus_and_qlora_fits_one() -> None:
+    llama70 = analyze_model(get_model_config("meta-llama/Llama-2-70b-hf"))
+    result = run(
+        analysis=llama70,
+        methods=["lora", "qlora"],
+        hardware=HardwareSpec(gpu="H100-80GB", provider="aws"),
+        training=TrainingSpec(micro_batch_size=1, seq_len=1024, precision="bf16_true"),
+    )
+    lora, qlora = result.results[Method.LORA], result.results[Method.QLORA]
+    assert lora.fits and lora.num_gpus > 1 and lora.strategy == "fsdp_zero3"
+    assert lora.memory.per_gpu_bytes <= CATALOG.gpu("H100-80GB-SXM").memory_bytes
+    assert lora.memory.breakdown.weights < llama70.total_params * 2 / 2  # base sharded
+    assert qlora.fits and qlora.num_gpus == 1 and qlora.strategy == "single"
+    assert result.plans[Method.LORA][0].fits
+
+
 def test_nothing_fits_is_an_answer_with_reasons() -> None:
     huge = analyze_model(get_model_config("meta-llama/Llama-3.1-405B"))
     result = run(

@@ -19,6 +19,7 @@ from app.estimator.workload import build_workload
 
 LLAMA13 = analyze_model(get_model_config("meta-llama/Llama-2-13b-hf"))
 LLAMA7 = analyze_model(get_model_config("meta-llama/Llama-2-7b-hf"))
+LLAMA70 = analyze_model(get_model_config("meta-llama/Llama-2-70b-hf"))
 LORA = LoraSpec(r=8, target_modules=["q_proj", "v_proj"])
 DATA = DatasetShape(num_examples=20_000, avg_tokens=300, max_tokens=1024)
 
@@ -29,7 +30,7 @@ def context(
     training = training or TrainingSpec(seq_len=1024)
     qlora = QLoraSpec()
 
-    def memory(num_gpus: int):
+    def memory(num_gpus: int, gpu_memory_bytes: int | None):
         return estimate_memory(
             analysis=analysis,
             method=method,
@@ -39,6 +40,7 @@ def context(
             seq_len=1024,
             num_gpus=num_gpus,
             sharding=training.sharding,
+            gpu_memory_bytes=gpu_memory_bytes,
         )
 
     return PlanContext(
@@ -70,12 +72,13 @@ def split(plans: list[Plan]) -> tuple[list[Plan], list[Plan]]:
 
 
 def test_cheapest_fitting_plan_first_and_cheaper_ones_explained() -> None:
-    # A 24 GB card at a give-away price cannot hold 13B LoRA (26 GB of bf16 weights alone):
-    # the planner must not pick it, and must say why it did not.
+    # One 24 GB card at a give-away price cannot hold 13B LoRA (26 GB of bf16 weights alone):
+    # on single GPUs the planner must not pick it, and must say why it did not. (Several of
+    # them can: ZeRO-3 shards the frozen base, see the auto-sharding test below.)
     catalog = bargain(load_catalog(), "RTX-3090")
     ctx = context(Method.LORA)
     plans = plan_method(
-        ctx, catalog, gpus=catalog.gpus.values(), provider=None, pricing="on_demand"
+        ctx, catalog, gpus=catalog.gpus.values(), provider=None, pricing="on_demand", counts=(1,)
     )
     fitting, rejected = split(plans)
     assert fitting, "13B LoRA fits somewhere in the catalog"
@@ -142,3 +145,46 @@ def test_no_price_is_a_reason_not_a_crash() -> None:
     assert plans and not plans[0].fits and plans[0].cost_usd is None
     assert "no on_demand price for RTX-4090 at aws" in (plans[0].reason or "")
     assert math.isfinite(plans[0].hours)
+
+
+def test_auto_sharding_picks_the_least_sharded_strategy_that_fits_the_gpu() -> None:
+    # Llama-2-70B LoRA in bf16 (138 GB of frozen base) on 80 GB GPUs: replicated (DDP) it fits
+    # no count of them, so the planner must shard the frozen base (FSDP/ZeRO-3) to fit.
+    catalog = load_catalog()
+    h100 = catalog.gpu("H100-80GB-SXM")
+    lora = context(Method.LORA, analysis=LLAMA70)
+    assert not evaluate(lora, h100, 1).fits
+    replicated = lora.memory_for(8)  # no GPU size given: DDP, as before
+    assert replicated.strategy == "ddp" and replicated.per_gpu_bytes > h100.memory_bytes
+    fitting = [n for n in (2, 4, 8) if evaluate(lora, h100, n).fits]
+    assert fitting, "70B LoRA fits a few 80 GB GPUs once the frozen base is sharded"
+    best = evaluate(lora, h100, fitting[0])
+    assert best.memory.strategy == "fsdp_zero3"
+    assert best.per_gpu_bytes <= h100.memory_bytes < replicated.per_gpu_bytes
+    # QLoRA's 4-bit base fits one GPU: no sharding at all
+    qlora = evaluate(context(Method.QLORA, analysis=LLAMA70), h100, 1)
+    assert qlora.fits and qlora.memory.strategy == "single"
+    # where replication fits, it is kept (no sharding traffic): 7B LoRA on 2 x H100
+    assert evaluate(context(Method.LORA, analysis=LLAMA7), h100, 2).memory.strategy == "ddp"
+    # full fine-tuning tries DDP, then ZeRO-2, then ZeRO-3 and keeps the first that fits
+    full = context(Method.FULL, analysis=LLAMA7)
+    order = ["ddp", "fsdp_zero2", "fsdp_zero3"]
+    chosen = {}
+    for gpu, n in ((h100, 2), (catalog.gpu("A100-40GB"), 2)):
+        candidate = evaluate(full, gpu, n)
+        assert candidate.fits
+        chosen[gpu.id] = candidate.memory.strategy
+        for less_sharded in order[: order.index(candidate.memory.strategy)]:
+            tried = estimate_memory(
+                analysis=LLAMA7,
+                method=Method.FULL,
+                training=full.training,
+                lora=LORA,
+                qlora=QLoraSpec(),
+                seq_len=1024,
+                num_gpus=n,
+                sharding=less_sharded,
+            )
+            assert tried.per_gpu_bytes > gpu.memory_bytes
+    # 2 x 80 GB hold 7B with replicated weights (ZeRO-2); 2 x 40 GB need them sharded too
+    assert chosen == {"H100-80GB-SXM": "fsdp_zero2", "A100-40GB": "fsdp_zero3"}
