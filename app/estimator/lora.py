@@ -8,7 +8,15 @@ from functools import lru_cache
 from typing import Any
 
 from app.estimator.activations import LoraLayout
-from app.estimator.model_analysis import ModelAnalysis, analyze_model, build_meta_model
+from app.estimator.depth import at_depth
+from app.estimator.inventory import take_inventory
+from app.estimator.model_analysis import (
+    ModelAnalysis,
+    ModelConfigError,
+    analyze_model,
+    build_meta_model,
+    stack_of,
+)
 from app.estimator.spec import LoraSpec
 
 ALL_LINEAR = "all-linear"
@@ -38,26 +46,51 @@ def _output_layer_names(analysis: ModelAnalysis) -> set[str]:
 
 def valid_target_names(analysis: ModelAnalysis) -> list[str]:
     """Leaf names a LoRA `target_modules` entry may use for this model (its linear layers)."""
-    return sorted({_leaf(name) for name, _, _ in analysis.linear_layers})
+    return list(_target_names(analysis))
+
+
+@lru_cache(maxsize=256)
+def _target_names(analysis: ModelAnalysis) -> tuple[str, ...]:
+    return tuple(sorted({_leaf(name) for name, _, _ in analysis.linear_layers}))
+
+
+def _requested(lora: LoraSpec) -> tuple[str, ...] | str:
+    """The target modules as a cache key: `all-linear`, or the sorted distinct names."""
+    targets = lora.target_modules
+    return ALL_LINEAR if targets == ALL_LINEAR else tuple(sorted(set(targets)))
 
 
 def _checked_targets(analysis: ModelAnalysis, lora: LoraSpec) -> tuple[str, ...] | str:
-    if lora.target_modules == ALL_LINEAR:
+    return _checked(analysis, _requested(lora))
+
+
+# The memory model asks for the targets once per (GPU count, strategy) of every plan: these
+# caches make the second and later asks a lookup (a failed check raises and is not cached).
+@lru_cache(maxsize=1024)
+def _checked(analysis: ModelAnalysis, requested: tuple[str, ...] | str) -> tuple[str, ...] | str:
+    if requested == ALL_LINEAR:
         return ALL_LINEAR
     names = [name for name, _, _ in analysis.linear_layers]
-    unknown = [t for t in lora.target_modules if not any(_matches(n, t) for n in names)]
+    unknown = [t for t in requested if not any(_matches(n, t) for n in names)]
     if unknown:
         raise ValueError(
             f"LoRA target module(s) {', '.join(map(repr, unknown))} not found in "
             f"{analysis.architecture}; valid names: {', '.join(valid_target_names(analysis))}, "
             f"or {ALL_LINEAR!r}"
         )
-    return tuple(sorted(set(lora.target_modules)))
+    return requested
 
 
 def lora_targets(analysis: ModelAnalysis, lora: LoraSpec) -> tuple[tuple[str, int, int], ...]:
     """The linear layers that get an adapter: (name, in_features, out_features)."""
-    targets = _checked_targets(analysis, lora)
+    return _targets(analysis, _requested(lora))
+
+
+@lru_cache(maxsize=1024)
+def _targets(
+    analysis: ModelAnalysis, requested: tuple[str, ...] | str
+) -> tuple[tuple[str, int, int], ...]:
+    targets = _checked(analysis, requested)
     if targets == ALL_LINEAR:
         skip = _output_layer_names(analysis)
         return tuple(layer for layer in analysis.linear_layers if layer[0] not in skip)
@@ -66,23 +99,76 @@ def lora_targets(analysis: ModelAnalysis, lora: LoraSpec) -> tuple[tuple[str, in
     )
 
 
+@lru_cache(maxsize=1024)
+def _target_leaves(analysis: ModelAnalysis, requested: tuple[str, ...] | str) -> frozenset[str]:
+    return frozenset(_leaf(name) for name, _, _ in _targets(analysis, requested))
+
+
 def lora_trainable_params(
-    analysis_or_config: ModelAnalysis | Mapping[str, Any], lora: LoraSpec
+    analysis_or_config: ModelAnalysis | Mapping[str, Any],
+    lora: LoraSpec,
+    *,
+    extrapolate: bool = True,
 ) -> int:
-    """Exact number of trainable parameters peft creates for this LoRA config (cached)."""
+    """Exact number of trainable parameters peft creates for this LoRA config (cached).
+
+    When the model's decoder layers are all alike and the targets do not name a layer by its
+    index, peft runs on the same model at depth 1 and 2 and the count is extrapolated:
+    count = c1 + (L - 1) * (c2 - c1), exact because each layer adds the same adapters. Otherwise
+    (or with `extrapolate=False`) peft runs on the full-depth meta model."""
     analysis = _analysis(analysis_or_config)
     targets = _checked_targets(analysis, lora)
-    return _peft_count(analysis.config_json, lora.r, targets, tuple(sorted(lora.modules_to_save)))
+    to_save = tuple(sorted(lora.modules_to_save))
+    if extrapolate and analysis.stack is not None and _index_free(targets, to_save):
+        one = _reduced_peft_count(analysis, 1, lora.r, targets, to_save)
+        two = None if one is None else _reduced_peft_count(analysis, 2, lora.r, targets, to_save)
+        if one is not None and two is not None:
+            return one + (analysis.num_layers - 1) * (two - one)
+    return _peft_count(analysis.config_json, lora.r, targets, to_save)
+
+
+def _index_free(targets: tuple[str, ...] | str, modules_to_save: tuple[str, ...]) -> bool:
+    """True when no name picks a layer by its index (`layers.3.mlp`): then every layer matches
+    the same names."""
+    names = (() if isinstance(targets, str) else targets) + modules_to_save
+    return not any(part.isdigit() for name in names for part in name.split("."))
+
+
+@lru_cache(maxsize=512)
+def _reduced_peft_count(
+    analysis: ModelAnalysis,
+    depth: int,
+    r: int,
+    targets: tuple[str, ...] | str,
+    modules_to_save: tuple[str, ...],
+) -> int | None:
+    """peft's count on the model cut to `depth` layers; None unless that build is the same
+    model (outside parts and layer) as the analysed one, only shorter."""
+    config = at_depth(analysis.config, layers=analysis.num_layers, depth=depth)
+    try:
+        model: Any = build_meta_model(config)
+    except ModelConfigError:
+        return None
+    inventory = take_inventory(model, is_moe=analysis.num_experts > 0)
+    if stack_of(model, inventory, depth) != analysis.stack:
+        return None
+    return _inject(model, r, targets, modules_to_save)
 
 
 @lru_cache(maxsize=512)
 def _peft_count(
     config_text: str, r: int, targets: tuple[str, ...] | str, modules_to_save: tuple[str, ...]
 ) -> int:
+    return _inject(build_meta_model(json.loads(config_text)), r, targets, modules_to_save)
+
+
+def _inject(
+    model: Any, r: int, targets: tuple[str, ...] | str, modules_to_save: tuple[str, ...]
+) -> int:
+    """Trainable parameters after peft puts LoRA on `model` (a meta model, changed in place)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model: Any = build_meta_model(json.loads(config_text))
     peft_config = LoraConfig(
         r=r,
         target_modules=list(targets) if isinstance(targets, tuple) else targets,
@@ -100,7 +186,7 @@ def _peft_count(
 def lora_layout(analysis: ModelAnalysis, lora: LoraSpec) -> LoraLayout:
     """What the activation model needs of a LoRA config: targeted leaf names, rank, dropout."""
     return LoraLayout(
-        targets=frozenset(_leaf(name) for name, _, _ in lora_targets(analysis, lora)),
+        targets=_target_leaves(analysis, _requested(lora)),
         r=lora.r,
         dropout=lora.dropout,
         saved_modules=frozenset(_leaf(name) for name in lora.modules_to_save),

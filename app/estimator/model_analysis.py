@@ -1,8 +1,12 @@
 """Exact model analysis from a Hugging Face config: parameters by kind and every linear layer.
 
 The model is built with transformers on PyTorch's `meta` device (shapes only, no weights, no
-download, never remote code), so a 405B config costs the same as a tiny one. Results are cached
-by a hash of the canonical JSON of the config: the second analysis of a config is a dict lookup.
+download, never remote code). Building costs time per layer (~10 ms for a 70B layer), so a
+decoder whose layers are all alike is built 1 and 3 layers deep and its inventory expanded to
+the full depth: exact, because the two builds must agree on the repeated layer and on everything
+outside the stack, and the config must hold nothing that makes a layer depend on its index
+(`depth.layers_alike_by_config`); anything else is built at full depth. Results are cached by a
+hash of the canonical JSON of the config: the second analysis of a config is a dict lookup.
 """
 
 from __future__ import annotations
@@ -14,14 +18,21 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from app.estimator.depth import at_depth, layers_alike_by_config, lists_cut
+from app.estimator.inventory import (
+    Inventory,
+    StackSignature,
+    numel,
+    stack_paths,
+    stack_signature,
+    take_inventory,
+)
+
 if TYPE_CHECKING:
     from torch import nn
 
 PARAM_KINDS = ("embeddings", "attention", "mlp", "norms", "lm_head", "experts", "router", "other")
 
-# Substrings of module paths that mark each block; they cover the transformers naming of every
-# catalog family (Llama/Mistral/Qwen2/Gemma/Phi-3 `self_attn`/`mlp`, GPT-2 `attn`, GPT-NeoX
-# `attention`, T5 `SelfAttention`/`EncDecAttention`/`DenseReluDense`, MoE `experts`).
 # Config attributes copied into `ModelAnalysis.forward_options` (defaults resolved).
 FORWARD_OPTIONS = (
     "attn_logit_softcapping",
@@ -37,9 +48,7 @@ FORWARD_OPTIONS = (
     "hidden_act",
     "feed_forward_proj",
 )
-_ATTENTION_MARKS = ("attn", "attention", "selfattention", "encdecattention")
-_MLP_MARKS = ("mlp", "feed_forward", "densereludense", "ffn")
-_EXPERT_MARKS = ("experts",)
+REDUCED_DEPTHS = (1, 3)  # depths built to extrapolate: 3 layers catch patterns of period 2 or 3
 
 
 class ModelConfigError(Exception):
@@ -86,6 +95,9 @@ class ModelAnalysis:
     # config values (after transformers' defaults) that shape the forward pass: dropouts,
     # activation, soft-capping, residual layout
     forward_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # the decoder stack as one repeated layer (None when layers differ or there are two stacks)
+    stack: StackSignature | None = field(default=None, repr=False, compare=False)
+    depth_extrapolated: bool = False  # counted from depth 1 and 3 builds, not the full depth
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ModelAnalysis) and other.config_hash == self.config_hash
@@ -118,27 +130,55 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
 
 
-def analyze_model(config: Mapping[str, Any]) -> ModelAnalysis:
-    """Analyse a Hugging Face config (dict) exactly on the meta device; cached by config hash."""
+def analyze_model(config: Mapping[str, Any], *, extrapolate: bool = True) -> ModelAnalysis:
+    """Analyse a Hugging Face config (dict) exactly on the meta device; cached by config hash.
+
+    With `extrapolate`, a decoder whose config cannot make its layers differ is built at depth 1
+    and 3 instead of its full depth and expanded (`depth`, `inventory`): the same counts and
+    layer names as the full build for a fraction of the time. `extrapolate=False` always builds
+    the full model (the tests' reference)."""
     text = canonical_json(config)
-    return _analyze_cached(hashlib.sha256(text.encode()).hexdigest(), text)
+    return _analyze_cached(hashlib.sha256(text.encode()).hexdigest(), text, extrapolate)
 
 
 @lru_cache(maxsize=256)
-def _analyze_cached(digest: str, text: str) -> ModelAnalysis:
+def _analyze_cached(digest: str, text: str, extrapolate: bool) -> ModelAnalysis:
     config = json.loads(text)
-    model = build_meta_model(config)
-    return _analyse(model, digest, text)
+    model_type, hf_config = checked_hf_config(config)
+    if extrapolate and layers_alike_by_config(hf_config):
+        reduced = _reduced_build(config, hf_config)
+        if reduced is not None:
+            model, stack = reduced
+            inventory = stack.expand(hf_config.num_hidden_layers)
+            return _analyse(model, hf_config, inventory, stack, digest, text, extrapolated=True)
+    model = _build(model_type, hf_config)
+    cfg = model.config
+    inventory = take_inventory(model, is_moe=_num_experts(_text_config(cfg)) > 0)
+    return _analyse(model, cfg, inventory, _full_stack(model, inventory), digest, text)
 
 
 def build_meta_model(config: Mapping[str, Any]) -> nn.Module:
     """Instantiate the model of a config on the meta device (no weights, no remote code)."""
+    return _build(*checked_hf_config(config))
+
+
+def checked_hf_config(config: Mapping[str, Any]) -> tuple[str, Any]:
+    """(model_type, transformers config) of a config dict; refuses remote code."""
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise ModelConfigError(None, "the config has no 'model_type'")
     if config.get("auto_map"):
         raise ModelConfigError(model_type, "configs with 'auto_map' need remote code, refused")
-    hf_config = _hf_config(model_type, config)
+    return model_type, _hf_config(model_type, config)
+
+
+def stack_of(model: nn.Module, inventory: Inventory, depth: int) -> StackSignature | None:
+    """The signature of `model` when it has one stack of `depth` alike layers, else None."""
+    paths = stack_paths(model, depth)
+    return stack_signature(inventory, paths.pop(), depth) if len(paths) == 1 else None
+
+
+def _build(model_type: str, hf_config: Any) -> nn.Module:
     import torch
     import transformers
 
@@ -166,65 +206,78 @@ def _hf_config(model_type: str, config: Mapping[str, Any]) -> Any:
         raise ModelConfigError(model_type, f"invalid config: {exc}") from exc
 
 
-def _classify(path: str, module: nn.Module, lm_head_modules: set[int], is_moe: bool) -> str:
-    from torch import nn
-
-    low = path.lower()
-    cls = type(module).__name__.lower()
-    if id(module) in lm_head_modules:
-        return "lm_head"
-    if "norm" in cls:
-        return "norms"
-    if is_moe and ("router" in cls or low.endswith(".gate") or low.endswith("shared_expert_gate")):
-        return "router"
-    if any(mark in low for mark in _EXPERT_MARKS) or "experts" in cls:
-        return "experts"
-    if any(mark in low for mark in _ATTENTION_MARKS):
-        return "attention"
-    if isinstance(module, nn.Embedding):
-        return "embeddings"
-    if any(mark in low for mark in _MLP_MARKS):
-        return "mlp"
-    return "other"
-
-
-def _linear_shape(module: nn.Module) -> tuple[int, int] | None:
-    """(in, out) of an nn.Linear or of a transformers Conv1D (GPT-2's transposed linear)."""
-    from torch import nn
-
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    if type(module).__name__ == "Conv1D":
-        weight: Any = module.weight
-        return int(weight.shape[0]), int(weight.shape[1])
-    return None
+def _reduced_build(config: dict[str, Any], hf_config: Any) -> tuple[Any, StackSignature] | None:
+    """The model at the largest of `REDUCED_DEPTHS` and its stack signature, when the builds at
+    every reduced depth have one stack, alike layers and the same parts outside it."""
+    layers = hf_config.num_hidden_layers
+    is_moe = _num_experts(hf_config) > 0
+    built: list[tuple[Any, Inventory, set[str], int]] = []
+    for depth in REDUCED_DEPTHS:
+        small = at_depth(config, layers=layers, depth=depth)
+        try:
+            model_type, small_hf = checked_hf_config(small)
+            if small_hf.num_hidden_layers != depth:
+                return None
+            if not lists_cut(hf_config, small_hf, layers=layers, depth=depth):
+                return None
+            model = _build(model_type, small_hf)
+        except ModelConfigError:
+            return None  # the full build decides (and names the error if there is one)
+        inventory = take_inventory(model, is_moe=is_moe)
+        built.append((model, inventory, stack_paths(model, depth), depth))
+    common = set.intersection(*(paths for _, _, paths, _ in built))
+    if len(common) != 1:
+        return None
+    path = common.pop()
+    signatures = {stack_signature(inventory, path, depth) for _, inventory, _, depth in built}
+    ties = {_tied(model) for model, *_ in built}
+    names = {type(model).__name__ for model, *_ in built}
+    signature = signatures.pop()
+    if signatures or signature is None or len(ties) != 1 or len(names) != 1:
+        return None
+    return built[-1][0], signature
 
 
-def _analyse(model: Any, digest: str, text: str) -> ModelAnalysis:  # a PreTrainedModel
-    raw = json.loads(text)
+def _full_stack(model: Any, inventory: Inventory) -> StackSignature | None:
     cfg = model.config
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    num_experts = int(
-        getattr(text_cfg, "num_local_experts", 0) or getattr(text_cfg, "num_experts", 0) or 0
-    )
-    out_emb = model.get_output_embeddings()
-    in_emb = model.get_input_embeddings()
-    tied = out_emb is not None and out_emb.weight is in_emb.weight
-    lm_head_ids = {id(out_emb)} if out_emb is not None and not tied else set()
+    if getattr(cfg, "is_encoder_decoder", False):
+        return None
+    layers = _first(_text_config(cfg), "num_hidden_layers", "n_layer", "num_layers", default=0)
+    return stack_of(model, inventory, int(layers)) if layers else None
 
+
+def _text_config(cfg: Any) -> Any:
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def _num_experts(text_cfg: Any) -> int:
+    experts = getattr(text_cfg, "num_local_experts", 0) or getattr(text_cfg, "num_experts", 0)
+    return int(experts or 0)
+
+
+def _tied(model: Any) -> bool:
+    out_emb = model.get_output_embeddings()
+    return out_emb is not None and out_emb.weight is model.get_input_embeddings().weight
+
+
+def _analyse(
+    model: Any,  # a PreTrainedModel (possibly a reduced-depth build of the same model)
+    cfg: Any,  # the full model's transformers config
+    inventory: Inventory,
+    stack: StackSignature | None,
+    digest: str,
+    text: str,
+    *,
+    extrapolated: bool = False,
+) -> ModelAnalysis:
+    raw = json.loads(text)
+    text_cfg = _text_config(cfg)
+    num_experts = _num_experts(text_cfg)
     by_kind = dict.fromkeys(PARAM_KINDS, 0)
-    owners: dict[int, str] = {}
-    for path, module in model.named_modules():
-        for _, param in module.named_parameters(recurse=False):
-            if id(param) not in owners:  # a tied parameter belongs to its first owner
-                owners[id(param)] = _classify(path, module, lm_head_ids, num_experts > 0)
-                by_kind[owners[id(param)]] += param.numel()
-    total = sum(p.numel() for p in model.parameters())
-    linears = tuple(
-        (name, shape[0], shape[1])
-        for name, module in model.named_modules()
-        if (shape := _linear_shape(module)) is not None
-    )
+    for param in inventory.params:
+        by_kind[param.kind] += param.numel
+    total = numel(inventory.params)
+    linears = inventory.linears
     experts_per_token = int(getattr(text_cfg, "num_experts_per_tok", 0) or 0) if num_experts else 0
     active = total
     if num_experts:
@@ -246,7 +299,7 @@ def _analyse(model: Any, digest: str, text: str) -> ModelAnalysis:  # a PreTrain
         num_kv_heads=int(getattr(text_cfg, "num_key_value_heads", None) or heads),
         head_dim=int(head_dim or hidden // heads),
         vocab_size=int(text_cfg.vocab_size),
-        tied_embeddings=tied,
+        tied_embeddings=_tied(model),
         is_encoder_decoder=bool(getattr(cfg, "is_encoder_decoder", False)),
         num_experts=num_experts,
         experts_per_token=experts_per_token,
@@ -265,14 +318,10 @@ def _analyse(model: Any, digest: str, text: str) -> ModelAnalysis:  # a PreTrain
         ),
         config_json=text,
         forward_options=_forward_options(text_cfg),
-        param_shapes=tuple(tuple(int(x) for x in p.shape) for p in model.parameters()),
-        router_weight_params=sum(
-            p.numel()
-            for m in model.modules()
-            if "router" in type(m).__name__.lower() and _linear_shape(m) is None
-            for p in m.parameters(recurse=False)
-            if p.dim() == 2
-        ),
+        param_shapes=tuple(p.shape for p in inventory.params),
+        router_weight_params=numel(p for p in inventory.params if p.router_weight),
+        stack=stack,
+        depth_extrapolated=extrapolated,
     )
 
 

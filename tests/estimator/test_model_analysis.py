@@ -15,7 +15,7 @@ from app.catalog.model_catalog import (
     load_model_configs,
     resolve_model_config,
 )
-from app.estimator.lora import lora_targets, lora_trainable_params
+from app.estimator.lora import lora_targets, lora_trainable_params, valid_target_names
 from app.estimator.model_analysis import PARAM_KINDS, ModelConfigError, analyze_model
 from app.estimator.spec import LoraSpec
 from tests.estimator.realmodel import TINY, build_real, with_lora
@@ -120,6 +120,16 @@ def test_unbuildable_configs_raise_model_config_error() -> None:
         analyze_model(dict(TINY["llama"], auto_map={"AutoModel": "x.Y"}))
     with pytest.raises(ModelConfigError, match="model_type"):
         analyze_model({"hidden_size": 8})
+
+
+def test_valid_target_names_are_cached_and_a_caller_cannot_change_them() -> None:
+    analysis = analyze_model(TINY["llama"])
+    names = valid_target_names(analysis)
+    assert names == [
+        "down_proj", "gate_proj", "k_proj", "lm_head", "o_proj", "q_proj", "up_proj", "v_proj"
+    ]  # fmt: skip
+    names.append("not_a_layer")
+    assert valid_target_names(analysis) == names[:-1]
 
 
 def test_analysis_is_cached_by_config_content() -> None:
