@@ -13,6 +13,7 @@ Not counted here: weights (and their autocast copies), gradients and optimizer s
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal
 
 from app.estimator.architectures import ArchProfile, arch_profile
@@ -265,6 +266,8 @@ def _seq2seq_stack(t: Tape, run: _Run, enc_layers: int, dec_layers: int, x: Sym)
     return y
 
 
+# The memory model asks once per (GPU count, strategy) of every plan with the same inputs.
+@lru_cache(maxsize=1024)
 def estimate_activations(
     *,
     analysis: ModelAnalysis,

@@ -8,6 +8,7 @@ they allocate, which tests check against real tensors after a training step on C
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from math import ceil, prod
 
 from app.estimator.lora import lora_targets, lora_trainable_params
@@ -50,6 +51,7 @@ def quantized_linear_bytes(
     return packed + blocks + nested + BNB_NESTED_CODE_BYTES + BNB_NESTED_OFFSET_BYTES
 
 
+@lru_cache(maxsize=256)  # asked for every plan option; an analysis hashes by its config
 def quantizable_layers(analysis: ModelAnalysis) -> tuple[tuple[str, int, int], ...]:
     """Linear layers transformers hands to bitsandbytes: all but the output layer."""
     return tuple(
@@ -67,6 +69,7 @@ class WeightBytes:
     quantized_params: int
 
 
+@lru_cache(maxsize=1024)
 def base_weight_bytes(
     analysis: ModelAnalysis,
     *,
@@ -191,16 +194,41 @@ def state_bytes(
     qlora: QLoraSpec,
 ) -> StateBytes:
     """Weights, gradients and optimizer state of one replica, as torch/peft/bnb size them."""
+    targets = lora.target_modules
+    adapter = (
+        lora.r,
+        targets if isinstance(targets, str) else tuple(targets),
+        tuple(lora.modules_to_save),
+    )
+    return _state_bytes(analysis, method, precision, optimizer, adapter, qlora)
+
+
+# The memory model asks once per (GPU count, strategy) of every plan with the same inputs.
+@lru_cache(maxsize=1024)
+def _state_bytes(
+    analysis: ModelAnalysis,
+    method: Method,
+    precision: str,
+    optimizer: str,
+    adapter: tuple[int, tuple[str, ...] | str, tuple[str, ...]],
+    qlora: QLoraSpec,
+) -> StateBytes:
+    r, targets, to_save = adapter
+    lora = LoraSpec(
+        r=r,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        modules_to_save=list(to_save),
+    )
     full = method is Method.FULL
     mixed = precision.endswith("_mixed")
     store = 4 if precision == "fp32" else 2  # dtype of frozen / bf16_true weights
     pbytes = _bytes_per_param(method, precision)
-    linear_params = sum(i * o for _, i, o in analysis.linear_layers)
     if full:
         trainable = analysis.total_params
         weights = 0 if mixed else trainable * pbytes
         master = trainable * FP32 if mixed else 0
         # every matmul weight; experts run through grouped_mm, which autocast leaves alone
+        linear_params = sum(i * o for _, i, o in analysis.linear_layers) if mixed else 0
         copies = 2 * (linear_params + analysis.router_weight_params) if mixed else 0
         shapes = trainable_shapes(analysis, full=True)
         extra = 0
