@@ -1,0 +1,237 @@
+"""`make demo`: a newcomer's path from nothing to an estimate-vs-actual report, on the CPU.
+
+Run `make run` in another terminal first. The demo talks to that server over HTTP exactly as the
+README's curl walk-through does: it makes a tiny model and dataset, uploads the dataset, prints the
+estimate of the three methods, submits a LoRA and a QLoRA job, follows their progress and prints
+the report. The key comes from TUNECOST_API_KEY, or a fresh submit key is made in the local
+database (the one `make run` serves).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from app.config import get_settings
+
+console = Console()
+URL = os.environ.get("TUNECOST_URL", "http://127.0.0.1:8000")
+DEMO_STEPS = 40  # enough steps for a visible loss curve, a minute or two per job on 2 CPU cores
+JOB_TIMEOUT_S = 900
+
+
+def _gib(n: float | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def _money(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.4f}" if x < 1 else f"${x:,.2f}"
+
+
+def _key() -> str:
+    if key := os.environ.get("TUNECOST_API_KEY"):
+        return key
+    from app.auth import service
+    from app.db import session_scope
+    from app.models import Scope
+
+    with session_scope() as session:
+        _, secret = service.create(session, name="demo", scope=Scope.SUBMIT, team="demo")
+    console.print("[dim]made a submit key for team 'demo' in the local database[/dim]")
+    return secret
+
+
+def _check(r: httpx.Response) -> Any:
+    if r.status_code >= 400:
+        console.print(f"[red]{r.request.method} {r.request.url} -> {r.status_code}[/red] {r.text}")
+        sys.exit(1)
+    return r.json()
+
+
+def _estimate_table(est: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("method", "trainable", "peak memory", "fits", "GPU", "hours", "cost", "artifact"):
+        table.add_column(col, justify="right" if col not in ("method", "GPU") else "left")
+    for method, r in est["results"].items():
+        table.add_row(
+            method,
+            f"{r['trainable_params']:,}",
+            _gib(r["memory"]["per_gpu_bytes"]),
+            "yes" if r["fits"] else "no",
+            f"{r['num_gpus']}x {r['gpu']}",
+            f"{r['hours']:.3g}",
+            _money(r["cost_usd"]),
+            f"{r['artifact_bytes'] / 2**20:,.1f} MiB",
+        )
+    return table
+
+
+def main() -> None:
+    """Walk through the whole loop against a running server."""
+    settings = get_settings()
+    client = httpx.Client(base_url=URL, timeout=60)
+    try:
+        health = client.get("/v1/health").json()
+    except httpx.HTTPError:
+        console.print(
+            f"[red]No server at {URL}: start it with `make run` in another terminal.[/red]"
+        )
+        sys.exit(1)
+    console.print(
+        f"server: {health['workers']['live']} live worker(s), schema {health['schema_revision']}"
+    )
+    client.headers["Authorization"] = f"Bearer {_key()}"
+
+    from app.tinymodel import make_tiny_dataset, make_tiny_model
+
+    model_dir = settings.resolved_model_roots()[0] / "tiny-llama"
+    if not (model_dir / "config.json").exists():
+        console.rule("1. a tiny Llama-style model and its tokenizer (random weights, offline)")
+        make_tiny_model(model_dir)
+    data_file = Path("var/demo/alpaca.jsonl")
+    make_tiny_dataset(data_file, n=400, fmt="alpaca")
+
+    console.rule("2. upload the dataset (token statistics with the model's own tokenizer)")
+    with data_file.open("rb") as fh:
+        ds = _check(
+            client.post(
+                "/v1/datasets",
+                files={"file": (data_file.name, fh, "application/jsonl")},
+                data={"name": "demo alpaca", "model_path": str(model_dir)},
+            )
+        )
+    console.print(
+        {k: ds.get(k) for k in ("id", "format", "num_examples", "total_tokens", "tokenizer")}
+    )
+
+    console.rule("3. what would it cost? the three methods side by side")
+    big = _check(
+        client.post(
+            "/v1/estimates",
+            json={
+                "model": "meta-llama/Llama-3.1-8B",
+                "dataset": {"total_tokens": 20_000_000},
+                "hardware": {"gpu": "A100-80GB", "provider": "aws"},
+                "variants": 10,
+            },
+        )
+    )
+    console.print(_estimate_table(big, "Llama-3.1-8B, 20M tokens, A100-80GB on AWS"))
+    console.print(f"recommended: [bold]{big['recommendation']['method']}[/bold]")
+    for reason in big["recommendation"]["reasons"]:
+        console.print(f"  - {reason}")
+
+    training = {"seq_len": 64, "micro_batch_size": 4, "precision": "fp32", "attention": "sdpa"}
+    est = _check(
+        client.post(
+            "/v1/estimates",
+            json={
+                "model": {"path": str(model_dir)},
+                "dataset": {"dataset_id": ds["id"]},
+                "training": training,
+                "hardware": {"gpu": "cpu"},
+            },
+        )
+    )
+    console.print(_estimate_table(est, "the tiny model on this CPU"))
+
+    console.rule("4. run LoRA and QLoRA for real on the worker, metered")
+    jobs = []
+    for method in ("lora", "qlora"):
+        job = _check(
+            client.post(
+                "/v1/jobs",
+                json={
+                    "estimate_id": est["id"],
+                    "method": method,
+                    "model": {"path": str(model_dir)},
+                    "dataset_id": ds["id"],
+                    "max_steps": DEMO_STEPS,
+                    "max_cost_usd": 5.0,
+                    "tags": {"team": "demo", "project": "readme"},
+                },
+            )
+        )
+        console.print(f"submitted {method} job {job['id']} -> queue {job['queue']}")
+        jobs.append(job["id"])
+
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    last_event: dict[str, int] = {}
+    pending = set(jobs)
+    while pending and time.monotonic() < deadline:
+        for job_id in sorted(pending):
+            job = _check(client.get(f"/v1/jobs/{job_id}"))
+            params = {"after": last_event[job_id]} if job_id in last_event else {}
+            events = _check(client.get(f"/v1/jobs/{job_id}/events", params=params))
+            for ev in events["items"]:
+                last_event[job_id] = ev["id"]
+                if ev.get("step") is not None:
+                    console.print(
+                        f"{job['method']:>5} step {ev['step']}/{ev.get('total_steps')} "
+                        f"loss {ev.get('loss') or 0:.3f} {ev.get('tokens_per_s') or 0:,.0f} tok/s "
+                        f"cost {_money(ev.get('accrued_cost_usd'))}"
+                    )
+            if job["status"] in ("succeeded", "failed", "cancelled", "budget_exceeded"):
+                console.print(
+                    f"{job['method']} job ended: [bold]{job['status']}[/bold] {job.get('error') or ''}"
+                )
+                pending.discard(job_id)
+        time.sleep(2)
+    if pending:
+        console.print(f"[red]jobs still running after {JOB_TIMEOUT_S}s: {sorted(pending)}[/red]")
+        sys.exit(1)
+
+    console.rule("5. estimate vs actual")
+    table = Table(title="per job")
+    for col in (
+        "job",
+        "method",
+        "est. cost",
+        "actual cost",
+        "est. peak",
+        "actual peak",
+        "tokens/s",
+    ):
+        table.add_column(col)
+    for job_id in jobs:
+        j = _check(client.get(f"/v1/jobs/{job_id}"))
+        table.add_row(
+            job_id[:12],
+            j["method"],
+            _money(j["est_cost_usd"]),
+            _money(j["act_cost_usd"]),
+            _gib(j["est_peak_bytes"]),
+            f"{_gib(j['act_peak_bytes'])} ({j.get('act_peak_kind')})",
+            f"{j.get('act_tokens_per_s') or 0:,.0f}",
+        )
+    console.print(table)
+    report = _check(
+        client.get(
+            "/v1/reports/estimate-vs-actual", params={"group_by": "method", "tag.team": "demo"}
+        )
+    )
+    table = Table(title="report grouped by method (team demo)")
+    for col in ("method", "jobs", "spend", "cost MAPE %", "GPU-h MAPE %", "peak MAPE %"):
+        table.add_column(col)
+    for row in report["rows"]:
+        table.add_row(
+            str(row["group"]),
+            str(row["jobs"]),
+            _money(row["spend_usd"]),
+            f"{row['cost_usd']['mape_pct'] or 0:.1f}",
+            f"{row['gpu_hours']['mape_pct'] or 0:.1f}",
+            f"{row['peak_bytes']['mape_pct'] or 0:.1f}",
+        )
+    console.print(table)
+    console.print("done: see README.md for the same steps with curl.")
+
+
+if __name__ == "__main__":
+    main()
