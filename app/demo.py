@@ -179,9 +179,8 @@ def main() -> None:
                         f"cost {_money(ev.get('accrued_cost_usd'))}"
                     )
             if job["status"] in ("succeeded", "failed", "cancelled", "budget_exceeded"):
-                console.print(
-                    f"{job['method']} job ended: [bold]{job['status']}[/bold] {job.get('error') or ''}"
-                )
+                error = job.get("error") or ""
+                console.print(f"{job['method']} job ended: [bold]{job['status']}[/bold] {error}")
                 pending.discard(job_id)
         time.sleep(2)
     if pending:
