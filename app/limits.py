@@ -1,4 +1,4 @@
-"""ASGI middleware that bounds request bodies before any handler reads them."""
+"""ASGI middleware that bounds request headers and bodies before any handler reads them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PROBLEM_BASE, PROBLEM_JSON
+
+# Total request header bytes we accept: browsers and proxies cap near 8-16 KiB per header and
+# 64 KiB in all (nginx large_client_header_buffers 4x8k; Apache LimitRequestFieldSize 8190).
+# uvicorn's httptools parser takes 200 KB headers as they are, so we bound them here.
+MAX_HEADER_BYTES = 32 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -25,7 +30,16 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        if sum(len(k) + len(v) for k, v in raw_headers) > MAX_HEADER_BYTES:
+            await _send_problem(
+                send,
+                431,
+                "Request header fields too large",
+                f"the request headers exceed {MAX_HEADER_BYTES} bytes in all; send smaller ones",
+            )
+            return
+        headers = dict(raw_headers)
         is_upload = headers.get(b"content-type", b"").startswith(b"multipart/")
         # Multipart framing adds a little around the file itself.
         limit = self.max_upload + 64 * 1024 if is_upload else self.max_body
@@ -62,18 +76,19 @@ class BodyLimitMiddleware:
 async def _reject(send: Send, limit: int, is_upload: bool) -> None:
     what = "upload" if is_upload else "request body"
     setting = "TUNECOST_MAX_UPLOAD_BYTES" if is_upload else "TUNECOST_MAX_BODY_BYTES"
+    detail = f"the {what} exceeds {limit} bytes (set by {setting}); send less"
+    await _send_problem(send, 413, "Payload too large", detail)
+
+
+async def _send_problem(send: Send, status: int, title: str, detail: str) -> None:
+    slug = title.lower().replace(" ", "-")
     body = json.dumps(
-        {
-            "type": PROBLEM_BASE + "payload-too-large",
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"the {what} exceeds {limit} bytes (set by {setting}); send less",
-        }
+        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", PROBLEM_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),

@@ -45,6 +45,12 @@ class BadLineReason(StrEnum):
     NOT_JSON = "not_json"
     UNKNOWN_FORMAT = "unknown_format"
     EMPTY_TEXT = "empty_text"
+    LINE_TOO_LONG = "line_too_long"
+
+
+# One example of 16 MiB is about 4M tokens: 30x the longest context of any catalog model
+# (131,072 tokens). A longer line is refused without ever being held in memory whole.
+MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
 class RecordError(ValueError):
@@ -204,6 +210,13 @@ class DatasetReader:
         stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if self.compressed else raw
         try:
             for line_no, line in enumerate(self._lines(stream), start=1):
+                if line is None:
+                    self._record_bad(
+                        line_no,
+                        BadLineReason.LINE_TOO_LONG,
+                        f"the line is longer than {MAX_LINE_BYTES} bytes",
+                    )
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -219,17 +232,32 @@ class DatasetReader:
                 raise
             raise CorruptStream(f"corrupt gzip stream: {exc}") from exc
 
-    def _lines(self, stream: IO[bytes]) -> Iterator[bytes]:
-        # readline(limit) reads at most what the budget still allows, so one enormous line (or a
-        # decompression bomb without newlines) never lands in memory beyond max_bytes + 1.
+    def _lines(self, stream: IO[bytes]) -> Iterator[bytes | None]:
+        """Lines of the stream; None for a line over MAX_LINE_BYTES, which is skipped unread.
+
+        readline(limit) reads at most what the line cap and the budget still allow, so one
+        enormous line (or a decompression bomb without newlines) never lands in memory whole.
+        """
         while True:
-            line = stream.readline(self.max_bytes - self.bytes_read + 1)
+            line = stream.readline(self._limit())
             if not line:
                 return
-            self.bytes_read += len(line)
-            if self.bytes_read > self.max_bytes:
-                raise DatasetTooLarge(self.max_bytes)
-            yield line
+            self._count(len(line))
+            if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+                yield line
+                continue
+            while line and not line.endswith(b"\n"):  # drain the rest of the long line
+                line = stream.readline(self._limit())
+                self._count(len(line))
+            yield None
+
+    def _limit(self) -> int:
+        return min(MAX_LINE_BYTES, self.max_bytes - self.bytes_read) + 1
+
+    def _count(self, n: int) -> None:
+        self.bytes_read += n
+        if self.bytes_read > self.max_bytes:
+            raise DatasetTooLarge(self.max_bytes)
 
     def _record_bad(self, line_no: int, reason: BadLineReason, detail: str) -> None:
         self.bad_count += 1
