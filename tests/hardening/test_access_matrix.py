@@ -23,6 +23,7 @@ ROUTES: list[tuple[str, str, Scope | None]] = [
     ("POST", "/v1/keys/{key_id}/revoke", Scope.ADMIN),
     ("GET", "/v1/catalog/gpus", Scope.READ),
     ("GET", "/v1/catalog/models", Scope.READ),
+    ("GET", "/v1/catalog/models/{model_id}", Scope.READ),
     ("GET", "/v1/catalog/prices", Scope.READ),
     ("PUT", "/v1/catalog/prices/{provider}/{gpu}", Scope.ADMIN),
     ("DELETE", "/v1/catalog/prices/{provider}/{gpu}", Scope.ADMIN),
@@ -49,6 +50,7 @@ ROUTES: list[tuple[str, str, Scope | None]] = [
 # Ids that exist nowhere: a caller who passes the key check gets 404/422, never 401/403.
 PATH_VALUES = {
     "key_id": "key_00000000000000000000000000000000",
+    "model_id": "no-such/model",
     "provider": "aws",
     "gpu": "A100-80GB",
     "dataset_id": "ds_00000000000000000000000000000000",
