@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, status
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import ReadPrincipal
 from app.db import SessionDep
@@ -27,9 +27,10 @@ def _warm() -> None:
 
 @asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    # Importing torch/transformers/peft and building a first model take seconds; do it in the
-    # background at start so the first client does not wait for it.
-    threading.Thread(target=_warm, name="estimator-warmup", daemon=True).start()
+    # Importing torch/transformers/peft and building a first model take seconds; pay it before
+    # serving. Not in a background thread: transformers' lazy imports are not thread-safe, and a
+    # request (or a test) importing it at the same time saw "cannot import name 'AutoConfig'".
+    await run_in_threadpool(_warm)
     yield
 
 
