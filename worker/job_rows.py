@@ -162,18 +162,15 @@ def add_status_event(job_id: str, *, attempt: int, message: str, kind: str = "st
             add_event(session, job_id=job_id, kind=kind, message=message[:2000])
 
 
-def estimates(job_id: str) -> tuple[dict[str, float | int | None], dict[str, Any]]:
-    """The job's estimated quantities (as compared with actuals) and its estimate snapshot."""
+def estimates(job_id: str) -> dict[str, float | int | None]:
+    """The job's estimated quantities, keyed as the errors compare them with the actuals."""
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None:
-            return {}, {}
-        return (
-            {
-                "cost_usd": job.est_cost_usd,
-                "gpu_hours": job.est_gpu_hours,
-                "peak_bytes": job.est_peak_bytes,
-                "artifact_bytes": job.est_artifact_bytes,
-            },
-            dict(job.estimate_snapshot or {}),
-        )
+            return {}
+        return {
+            "cost_usd": job.est_cost_usd,
+            "gpu_hours": job.est_gpu_hours,
+            "peak_bytes": job.est_peak_bytes,
+            "artifact_bytes": job.est_artifact_bytes,
+        }

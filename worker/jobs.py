@@ -196,9 +196,8 @@ def _finish(claim: Claim, outcome: Any, local_artifact: Path) -> None:
         values.update(artifact_path=url, artifact_bytes=total)
         actuals["artifact_weights_bytes"] = weights
     actuals.pop("artifact_path", None)  # the child's local folder; the stored URL is the column
-    estimated, _ = job_rows.estimates(claim.job_id)
     values["errors"] = snapshot.errors(
-        estimated,
+        job_rows.estimates(claim.job_id),
         {
             "cost_usd": values["act_cost_usd"],
             "gpu_hours": values["act_gpu_hours"],

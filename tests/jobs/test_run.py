@@ -171,17 +171,23 @@ def test_budget_cap_stops_the_run_as_budget_exceeded(
     cpu_worker: WorkerProcess, app_client: Any, keys: dict[str, str], job_body: Body
 ) -> None:
     long_run = dict(job_body()["training"], epochs=1000)
-    from app.catalog.loader import load_catalog
-
-    (row,) = load_catalog().prices_for("cpu", provider="aws", pricing="on_demand")
-    price = row.usd_per_gpu_hour
-    # Enough money for ~90 s of the CPU box: past start-up, well short of 57,000 steps.
-    budget = price * 90 / 3600
-    job = submit(
-        app_client,
-        keys,
-        job_body("lora", training=long_run, max_steps=None, max_cost_usd=budget, force=True),
+    body = job_body("lora", training=long_run, max_steps=None)
+    estimate = app_client.post(
+        "/v1/estimates",
+        json={
+            "model": body["model"],
+            "dataset": {"dataset_id": body["dataset_id"]},
+            "methods": ["lora"],
+            "training": long_run,
+            "hardware": body["hardware"],
+        },
+        headers=auth(keys["read"]),
     )
+    assert estimate.status_code == 201, estimate.text
+    price = estimate.json()["results"]["lora"]["price_per_gpu_hour"]  # what the job will pay
+    # Enough money for ~60 s of the CPU box: past a typical start-up, far short of 57,000 steps.
+    budget = price * 60 / 3600
+    job = submit(app_client, keys, {**body, "max_cost_usd": budget, "force": True})
     assert job["price_per_gpu_hour"] == price
     done = wait_status(app_client, keys, job["id"])
     assert done["status"] == "budget_exceeded", (done["error"], done["status_detail"])
