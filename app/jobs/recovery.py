@@ -46,7 +46,7 @@ def sweep_stale(
         stmt = stmt.where(Job.id == job_id)
     stmt = stmt.with_for_update(skip_locked=True)
     resend: list[tuple[str, str]] = []
-    for job in session.scalars(stmt):
+    for job in session.scalars(stmt).all():
         reason = (
             f"worker {job.worker or '?'} stopped sending heartbeats "
             f"(last at {_stamp(job.heartbeat_at)}; stale after {stale_s:g} s)"
