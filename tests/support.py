@@ -52,6 +52,17 @@ def drop_database(conn: Any, name: str) -> None:
         print(f"warning: could not drop test database {name}: {exc}", file=sys.stderr)
 
 
+def force_avx512bf16(monkeypatch: Any, *, on: bool) -> None:
+    """Make 4-bit layers built from now on believe the CPU has (or lacks) AVX512-BF16.
+
+    bitsandbytes' `Linear4bit.__init__` reads `has_avx512bf16()` from its own module namespace
+    into `support_avx512bf16_for_cpu`; patching that name reaches both branches on any CPU.
+    """
+    import bitsandbytes.nn.modules as bnb_modules
+
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: on)
+
+
 def clear_caches() -> None:
     """Forget cached settings, engines and the Celery client after the environment changed."""
     import app.queue

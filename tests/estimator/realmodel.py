@@ -178,8 +178,11 @@ def with_lora(model: nn.Module, lora: LoraSpec, *, fp32_adapters: bool) -> nn.Mo
 def load_4bit(
     model: nn.Module, folder: Path, *, quant_type: str, double_quant: bool, attention: str = "sdpa"
 ) -> nn.Module:
-    """Save `model` and load it back quantized by bitsandbytes (CPU backend), bf16 compute."""
+    """Save `model` and load it back quantized by bitsandbytes (CPU backend), bf16 compute,
+    in the layout the worker trains with."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from worker.training.model import keep_4bit_training_layout
 
     model.save_pretrained(folder)  # type: ignore[operator]
     bnb = BitsAndBytesConfig(
@@ -188,13 +191,15 @@ def load_4bit(
         bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
-    return AutoModelForCausalLM.from_pretrained(
+    quantized = AutoModelForCausalLM.from_pretrained(
         folder,
         quantization_config=bnb,
         dtype=torch.bfloat16,
         device_map="cpu",
         attn_implementation=attention,
     )
+    keep_4bit_training_layout(quantized)
+    return quantized
 
 
 def batch(config: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec
 from app.estimator.states import quantized_linear_bytes
 from tests.estimator.realmodel import TINY, batch, build_real, load_4bit, with_lora
+from tests.support import force_avx512bf16
 
 LORA = LoraSpec(r=4, dropout=0.1, target_modules=["q_proj", "v_proj", "down_proj"])
 
@@ -84,6 +85,11 @@ def _one_step(
     return _storage_bytes(_weight_tensors(model)), grads, states
 
 
+# QLoRA cases run with bitsandbytes' AVX512-BF16 CPU branch forced on and off, so both layouts
+# bitsandbytes could choose are checked on any machine (the one-step forward runs in eval mode,
+# the mode in which that branch repacks 4-bit weights unless the worker stops it).
+AVX512BF16 = [pytest.param(False, id="no_avx512bf16"), pytest.param(True, id="avx512bf16")]
+
 CASES = [
     (Method.FULL, "bf16_true", "adamw"),
     (Method.FULL, "fp32", "adamw"),
@@ -97,6 +103,8 @@ CASES = [
     (Method.LORA, "bf16_mixed", "adamw"),
     (Method.LORA, "fp32", "adafactor"),
     (Method.LORA, "bf16_true", "adamw_8bit"),
+]
+QLORA_CASES = [
     (Method.QLORA, "bf16_true", "adamw"),
     (Method.QLORA, "bf16_mixed", "paged_adamw_32bit"),
 ]
@@ -106,6 +114,24 @@ CASES = [
 def test_state_bytes_equal_real_tensors_after_a_step(
     method: Method, precision: str, optimizer: str, tmp_path: Path
 ) -> None:
+    _check_state_bytes(method, precision, optimizer, tmp_path)
+
+
+@pytest.mark.parametrize("avx512bf16", AVX512BF16)
+@pytest.mark.parametrize(("method", "precision", "optimizer"), QLORA_CASES)
+def test_qlora_state_bytes_on_either_cpu_branch(
+    method: Method,
+    precision: str,
+    optimizer: str,
+    avx512bf16: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    force_avx512bf16(monkeypatch, on=avx512bf16)
+    _check_state_bytes(method, precision, optimizer, tmp_path)
+
+
+def _check_state_bytes(method: Method, precision: str, optimizer: str, tmp_path: Path) -> None:
     qlora = QLoraSpec(quant_type="nf4", double_quant=True)
     weights, grads, states = _one_step(method, precision, optimizer, qlora, tmp_path)
     est = state_bytes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import pytest
 import torch
 
+from app.tinymodel import make_tiny_model
+from tests.support import force_avx512bf16
 from worker.training.errors import (
     JobSpecError,
     ModelLoadError,
@@ -17,6 +20,7 @@ from worker.training.errors import (
 )
 from worker.training.job import run_training
 from worker.training.loop import ProgressEvent
+from worker.training.model import load_model
 from worker.training.spec import parse_job_spec
 
 
@@ -170,3 +174,44 @@ def test_gradient_accumulation_matches_one_big_batch(
     big, accumulated = weights
     for name, tensor in big.items():
         torch.testing.assert_close(accumulated[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("avx512bf16", [False, True], ids=["no_avx512bf16", "avx512bf16"])
+def test_qlora_with_an_eval_split_on_either_cpu_branch(
+    avx512bf16: bool, job_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny model's 32-wide layers are below bitsandbytes' 64-wide quantization block: its
+    # AVX512-BF16 repacking fails on them ("shape '[32, 0]' is invalid") unless the worker
+    # keeps the training layout, so this job fails with the branch on if that is undone.
+    force_avx512bf16(monkeypatch, on=avx512bf16)
+    act = _run({**job_spec, "method": "qlora", "eval_fraction": 0.2}, tmp_path / "out")
+    assert act["stop_reason"] == "completed"
+    assert act["eval_loss"] is not None and math.isfinite(act["eval_loss"])
+    assert (tmp_path / "out" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize("hidden", [32, 84], ids=["hidden32", "hidden84_mlp168"])
+def test_qlora_model_trains_after_an_eval_pass_with_avx512bf16(
+    hidden: int, job_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 84 and its MLP width 168 divide by neither 32 nor 64: shapes the repacked layout refuses
+    # ("N must be divisible by block_n"), which the training layout takes.
+    import bitsandbytes as bnb
+
+    force_avx512bf16(monkeypatch, on=True)
+    folder = make_tiny_model(tmp_path / "model", vocab_size=256, hidden_size=hidden, heads=2)
+    raw = {**job_spec, "method": "qlora", "model": {"path": str(folder)}}
+    spec = parse_job_spec(raw)
+    model = load_model(spec, device=torch.device("cpu"), bf16_ok=False).model
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    ids = torch.randint(3, 200, (2, 16))
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)  # the forward that would repack the weights in place
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+    model.train()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

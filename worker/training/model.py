@@ -116,13 +116,35 @@ def load_model(spec: JobSpec, *, device: torch.device, bf16_ok: bool) -> LoadedM
         ) from exc
     except Exception as exc:
         raise ModelLoadError(f"cannot load the model from {source}: {exc}") from exc
-    if spec.method is not Method.QLORA:
+    if spec.method is Method.QLORA:
+        keep_4bit_training_layout(model)
+    else:
         model.to(device)
     model.config.use_cache = False  # the KV cache is useless in training and breaks checkpointing
     model = _make_trainable(model, spec)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, precision, trainable, total)
+
+
+def keep_4bit_training_layout(model: Any) -> int:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU inference kernel; return layers set.
+
+    bitsandbytes' `Linear4bit.forward` (bitsandbytes/nn/modules.py, 0.49 and later), on a CPU with
+    AVX512-BF16 and when the layer is in eval mode with an input that needs no grad (our eval
+    pass), rewrites its weight in place into a CPU-only layout
+    (`functional._convert_weight_packed_for_cpu`): the bytes then differ from what the estimator
+    counts, every output dimension must divide by 32 and every input dimension reach the 64-wide
+    quantization block (else `shape '[N, 0]' is invalid`), and training the same layers again
+    breaks. The layer reads the switch `support_avx512bf16_for_cpu`, set once from
+    `has_avx512bf16()` in `__init__`; turning it off keeps the training layout on every CPU.
+    """
+    layers = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            layers += 1
+    return layers
 
 
 def _dtype_kwarg() -> str:
