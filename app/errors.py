@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,8 +13,11 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+log = logging.getLogger(__name__)
+
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://tunecost.dev/problems/"
+REQUEST_ID_HEADER = "X-Request-ID"
 
 
 class FieldError(BaseModel):
@@ -31,6 +36,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    request_id: str | None = None
 
 
 def _problem_doc(description: str) -> dict[str, Any]:
@@ -45,7 +51,9 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: _problem_doc("Conflicts with the current state"),
     413: _problem_doc("Body over the configured limit"),
     422: _problem_doc("Invalid request; `errors` lists the fields"),
-    503: _problem_doc("The database is unreachable; nothing was written"),
+    429: _problem_doc("Too many requests of this kind at once; retry after Retry-After"),
+    500: _problem_doc("An unexpected server error; `request_id` names it in the server's log"),
+    503: _problem_doc("The database is unreachable or the server is full; retry later"),
 }
 
 
@@ -111,6 +119,16 @@ class ServiceUnavailable(AppError):
     status, title, slug = 503, "Service unavailable", "service-unavailable"
 
 
+class TooManyRequests(AppError):
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+
+def request_id(request: Request) -> str:
+    """The id of this request (set by RequestIdMiddleware); a fresh one if it did not run."""
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else uuid.uuid4().hex
+
+
 def problem_response(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -164,10 +182,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(exc.status_code, body, getattr(exc, "headers", None))
 
     @app.exception_handler(DataError)
-    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
         # e.g. a NUL character in text, or a number past the column's range: the client's input.
-        reason = str(exc.orig).splitlines()[0] if exc.orig else "a value cannot be stored"
-        body = InvalidInput(f"a value in the request cannot be stored: {reason}").body()
+        # The database's own words stay in the log: they name tables, columns and SQL.
+        rid = request_id(request)
+        log.warning("request %s: value refused by the database: %s", rid, exc.orig)
+        body = InvalidInput(
+            "a value in the request is outside what can be stored (too long, out of range or "
+            "holding a NUL character); check the values sent",
+            request_id=rid,
+        ).body()
         return problem_response(422, body)
 
     @app.exception_handler(IntegrityError)
@@ -181,3 +205,18 @@ def install_error_handlers(app: FastAPI) -> None:
             "the database cannot be reached; nothing was written, retry later"
         ).body()
         return problem_response(503, body, {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's outermost middleware calls this for anything no other handler took; the
+        # traceback is logged under the request id the client sees, never sent to the client.
+        rid = request_id(request)
+        log.error("request %s %s %s failed", rid, request.method, request.url.path, exc_info=exc)
+        body = {
+            "type": PROBLEM_BASE + "internal-error",
+            "title": "Internal server error",
+            "status": 500,
+            "detail": f"an unexpected error occurred; report request id {rid}",
+            "request_id": rid,
+        }
+        return problem_response(500, body, {REQUEST_ID_HEADER: rid})

@@ -18,6 +18,7 @@ from app.jobs.router import router as jobs_router
 from app.limits import BodyLimitMiddleware
 from app.metrics import install_metrics
 from app.reports.router import router as reports_router
+from app.requestid import RequestIdMiddleware
 
 API_DESCRIPTION = """
 Estimate what fine-tuning an open LLM will cost with full fine-tuning, LoRA or QLoRA; run it on
@@ -38,6 +39,8 @@ def create_app() -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    # Added last, so outermost of ours: even a 413 or 431 carries the id.
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health_router)
     for router in (
         keys_router,

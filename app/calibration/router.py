@@ -84,6 +84,6 @@ def get_evaluation(
     return evaluation.evaluate(
         session,
         holdout_fraction=holdout_fraction,
-        split_at=as_utc(split_at),
+        split_at=as_utc(split_at, name="split_at"),
         include_jobs=include_jobs,
     )

@@ -16,6 +16,7 @@ from sqlalchemy import delete
 from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
 from app.errors import NotFound, ServiceUnavailable
+from app.inputs import MAX_BIGINT
 from app.jobs import artifacts, service
 from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
 from app.models import Job, JobStatus
@@ -115,7 +116,9 @@ def job_events(
     job_id: JobId,
     session: SessionDep,
     _: ReadPrincipal,
-    after: Annotated[int | None, Query(ge=0, description="the last event id already seen")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_BIGINT, description="the last event id already seen")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_EVENTS_PAGE)] = 100,
 ) -> EventPage:
     """Progress (step, total steps, loss, tokens/s, accrued cost) and status events, in order."""

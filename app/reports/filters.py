@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, literal_column, select
@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from app.errors import InvalidInput
 from app.estimator.spec import Method
+from app.inputs import to_utc
 from app.models import Job, JobStatus, JobTag
 
 TAG_PARAM_PREFIX = "tag."
@@ -61,13 +62,14 @@ def split_values(raw: Iterable[str], *, name: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """`value` in UTC; a naive value is taken to be UTC already."""
+def as_utc(value: datetime | None, *, name: str = "from") -> datetime | None:
+    """`value` in UTC (naive is taken as UTC); 422 naming `name` when UTC cannot hold it."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return to_utc(value)
+    except ValueError as exc:
+        raise bad_param(name, f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def parse_filters(
     `params` maps every query parameter to its values; `allowed` names the non-filter
     parameters the route itself declares (from, to, group_by, ...).
     """
-    start, end = as_utc(start), as_utc(end)
+    start, end = as_utc(start, name="from"), as_utc(end, name="to")
     if start is not None and end is not None and start > end:
         raise bad_param("from", "from must not be later than to")
     known = set(allowed)
