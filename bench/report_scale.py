@@ -304,8 +304,8 @@ def focus_cpu_ms(fmt: str) -> float:
 def focus_memory(path: str, end: datetime | None) -> tuple[int, int]:
     """(rows, peak traced bytes) of one export path over jobs finished before `end` (None: all).
 
-    Paths: "copy-csv" and "pg-json" (what the route streams on PostgreSQL) and "python-csv"
-    (the generic path SQLite uses, run here against PostgreSQL).
+    Paths: "csv" (the API's one CSV writer over a server-side cursor, what the route streams on
+    every database) and "pg-json" (PostgreSQL renders the JSON records through COPY).
     """
     from app.db import session_scope
     from app.reports import focus
@@ -315,10 +315,7 @@ def focus_memory(path: str, end: datetime | None) -> tuple[int, int]:
     tracemalloc.start()
     lines = 0
     with session_scope() as session:
-        if path == "python-csv":
-            chunks: Iterator[str | bytes] = focus.render_csv(focus.iter_batches(session, filters))
-        else:
-            chunks = focus.stream(session, filters, "csv" if path == "copy-csv" else "json")
+        chunks: Iterator[str | bytes] = focus.stream(session, filters, path.removeprefix("pg-"))
         for chunk in chunks:
             lines += chunk.count(b"\n") if isinstance(chunk, bytes) else chunk.count("\n")
     _, peak = tracemalloc.get_traced_memory()
@@ -399,7 +396,7 @@ def run(url: str, n: int) -> None:
           f"{scored:,} jobs in {median_s(evaluate_once, 3):.2f} s")  # fmt: skip
 
     print("\nFOCUS export peak Python memory (tracemalloc) by row count:")
-    for path in ("copy-csv", "pg-json", "python-csv"):
+    for path in ("csv", "pg-json"):
         figures = [focus_memory(path, end) for end in (tenth, None)]
         shown = ", ".join(f"{rows:>7,} rows {peak / 1e6:5.2f} MB" for rows, peak in figures)
         print(f"  {path:<11} {shown}")

@@ -14,6 +14,9 @@ from app.models import JobStatus
 TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 MAX_TAGS = 20  # plenty for cost allocation (team, project, env, owner...); bounds the row count
 MAX_TAG_VALUE_CHARS = 300  # the job_tags.value column width
+# Control characters (C0, DEL, C1) in a tag value: never meant as a label, and a tab or CR at
+# its start is how a CSV cell smuggles a formula past a spreadsheet (OWASP CSV injection).
+TAG_VALUE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_STEPS_LIMIT = 10_000_000  # ten million optimizer steps: beyond any real fine-tune
 MAX_COST_LIMIT_USD = 10_000_000.0  # a budget cap above this is a typo, not a budget
 MAX_EVAL_FRACTION = 0.5  # the trainer's bound: hold out more and there is little left to train
@@ -75,8 +78,13 @@ class JobIn(BaseModel):
         for key, value in tags.items():
             if not TAG_KEY.match(key):
                 raise ValueError(f"tag key {key[:40]!r} must be 1-100 of A-Z a-z 0-9 _ . -")
-            if not value or len(value) > MAX_TAG_VALUE_CHARS or "\x00" in value:
+            if not value or len(value) > MAX_TAG_VALUE_CHARS:
                 raise ValueError(f"tag {key!r} must have a value of 1-{MAX_TAG_VALUE_CHARS} chars")
+            if TAG_VALUE_CONTROL.search(value) or value != value.strip():
+                raise ValueError(
+                    f"tag {key!r}: a value holds no control characters (tab, CR, LF...) and "
+                    "no leading or trailing spaces"
+                )
         return tags
 
     @model_validator(mode="after")

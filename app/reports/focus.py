@@ -1,13 +1,13 @@
 """FinOps FOCUS 1.2 export: one Usage charge per finished job that has a metered cost.
 
 The query itself yields each record in column order (timestamps already ISO 8601 text, tags
-already a JSON object as text), so Python only writes rows out. On PostgreSQL the database
-also renders them: CSV through `COPY (query) TO STDOUT`, JSON through `json_build_object` read
-with a server-side cursor; elsewhere (SQLite) Python writes the rows fetched in batches
-(`yield_per`). Either way the output leaves in chunks and memory stays flat whatever the row
-count. Values are only ever what was recorded: a column is null when the job
-lacks the figure, never filled with a guess. Column definitions: FOCUS specification v1.2,
-https://focus.finops.org (specification/columns/*.md).
+already a JSON object as text), so Python only writes rows out. CSV is always written by the
+API's one CSV writer (app/csv_out.py, which neutralises formula-like cells) from rows fetched in
+batches through a server-side cursor (`yield_per`); on PostgreSQL the database renders JSON
+itself (`json_build_object` through `COPY (query) TO STDOUT`). Either way the output leaves in
+chunks and memory stays flat whatever the row count. Values are only ever what was recorded:
+a column is null when the job lacks the figure, never filled with a guess. Column definitions:
+FOCUS specification v1.2, https://focus.finops.org (specification/columns/*.md).
 
 Deviation, on purpose: FOCUS wants ProviderName non-null; a job run on a machine of our own
 (no provider recorded) exports null there rather than an invented provider name.
@@ -15,8 +15,6 @@ Deviation, on purpose: FOCUS wants ProviderName non-null; a job run on a machine
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from app import csv_out
 from app.models import Job, JobTag
 from app.reports.filters import ReportFilters
 
@@ -233,15 +232,7 @@ def as_dict(record: Sequence[Any]) -> dict[str, Any]:
 
 def render_csv(batches: Iterator[Sequence[Any]]) -> Iterator[str]:
     """CSV text, the header first, then one chunk per batch; null is an empty cell."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    yield buffer.getvalue()
-    for batch in batches:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerows(batch)  # the csv module writes None as an empty cell
-        yield buffer.getvalue()
+    return csv_out.chunks(COLUMNS, batches)
 
 
 def _json_record(record: Sequence[Any]) -> str:
@@ -308,13 +299,8 @@ def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
 
 def stream(session: Session, filters: ReportFilters, fmt: str) -> Iterator[str | bytes]:
     """The whole export as CSV or JSON text, in chunks."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        if fmt == "csv":
-            rows = _copy_out(session, query(filters, dialect), "FORMAT csv, HEADER true")
-            yield from _chunked(rows)
-        else:
-            yield from _pg_json(session, filters)
+    if fmt == "json" and session.get_bind().dialect.name == "postgresql":
+        yield from _pg_json(session, filters)
         return
     render = render_csv if fmt == "csv" else render_json
     yield from render(iter_batches(session, filters))

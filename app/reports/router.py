@@ -7,8 +7,6 @@ given; `to` is exclusive) on when the job finished, `method`, `gpu`, `model`, `s
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from app import csv_out
 from app.auth.deps import ReadPrincipal
 from app.db import SessionDep, get_sessionmaker
 from app.reports import focus, service
@@ -31,7 +30,6 @@ from app.reports.schemas import (
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
-CSV_MEDIA = "text/csv; charset=utf-8"
 _FILTER_DOC = "repeat or comma-separate values"
 
 FromQ = Annotated[
@@ -58,15 +56,7 @@ def _filters(
 
 
 def _csv(columns: list[str], records: list[dict[str, Any]], filename: str) -> Response:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in rec.items()} for rec in records)
-    return Response(
-        buffer.getvalue(),
-        media_type=CSV_MEDIA,
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return csv_out.response(csv_out.records_text(columns, records), filename=filename)
 
 
 _CSV_DOC: dict[int | str, dict[str, Any]] = {
@@ -163,7 +153,7 @@ def focus_export(
     provider: ListQ = None,
     team: ListQ = None,
     format: FormatQ = "csv",
-) -> StreamingResponse:
+) -> Response:
     """One FOCUS 1.2 Usage row per job with a metered cost; streamed, in finish order.
 
     Columns: `focus.COLUMNS`. Tags is a JSON object (a JSON string in CSV); the estimate is in
@@ -171,9 +161,5 @@ def focus_export(
     """
     filters = _filters(request, start, to, _FOCUS_PARAMS)
     if format == "csv":
-        return StreamingResponse(
-            _stream(filters, format),
-            media_type=CSV_MEDIA,
-            headers={"Content-Disposition": 'attachment; filename="focus.csv"'},
-        )
+        return csv_out.response(_stream(filters, format), filename="focus.csv")
     return StreamingResponse(_stream(filters, format), media_type="application/json")

@@ -1,0 +1,92 @@
+"""Every CSV the API writes is safe to open in a spreadsheet (OWASP CSV injection rule)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+
+from app import csv_out
+from app.db import session_scope
+from tests.conftest import auth
+from tests.reports.factory import make_job, unique
+
+HOSTILE = (
+    '=HYPERLINK("http://x","y")',
+    "@SUM(A1:A9)",
+    "+1+1",
+    "-2+3",
+    "=cmd|' /C calc'!A0",
+    "-",
+    "+",
+)
+# (route, group_by): every CSV the API writes, grouped so hostile text lands in a cell.
+CSV_ROUTES = (
+    ("/v1/reports/estimate-vs-actual", "tag:project"),
+    ("/v1/reports/estimate-vs-actual", "team"),
+    ("/v1/reports/estimate-vs-actual", "model"),
+    ("/v1/reports/spend", "tag:project"),
+    ("/v1/reports/spend", "team"),
+    ("/v1/reports/focus", None),
+)
+
+
+@pytest.mark.parametrize("value", [*HOSTILE, "\tx", "\r=1"])
+def test_formula_text_is_quoted(value: str) -> None:
+    assert csv_out.neutralise(value) == "'" + value
+
+
+@pytest.mark.parametrize("value", ["-3.5", "+2", "-1e-3", "ml", "a=b", "", 0, -1.5, 7])
+def test_numbers_and_plain_text_are_kept(value: Any) -> None:
+    assert csv_out.neutralise(value) == value
+
+
+def _formula_cells(text: str) -> list[str]:
+    cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+    return [
+        c for c in cells if c.startswith(csv_out.FORMULA_PREFIXES) and csv_out.neutralise(c) != c
+    ]
+
+
+@pytest.fixture(scope="module")
+def hostile_suite(service_env: object) -> str:
+    """Jobs whose tags, team names and model names are each a formula."""
+    suite = unique("hostile")
+    with session_scope() as session:
+        for i, value in enumerate(HOSTILE):
+            make_job(
+                session,
+                team=value,
+                model=value if i % 2 else f"{suite}/m",
+                tags={"suite": suite, "project": value, "note": value},
+            )
+    return suite
+
+
+@pytest.mark.parametrize(("url", "group_by"), CSV_ROUTES)
+def test_no_csv_cell_starts_with_a_formula(app_client, keys, hostile_suite, url, group_by) -> None:  # type: ignore[no-untyped-def]
+    params = {"tag.suite": hostile_suite, "format": "csv"}
+    if group_by:
+        params["group_by"] = group_by
+    r = app_client.get(url, params=params, headers=auth(keys["read"]))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    assert _formula_cells(r.text) == []
+    cells = {cell for row in csv.reader(io.StringIO(r.text)) for cell in row}
+    if group_by in ("tag:project", "team"):
+        # The hostile text is still there, readable, behind the quote.
+        assert {"'" + v for v in HOSTILE} <= cells
+
+
+def test_tag_values_with_control_characters_are_refused(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+    for value in ("\t=1+1", "\r=1", "a\nb", " padded "):
+        r = app_client.post(
+            "/v1/jobs",
+            json={"method": "lora", "estimate_id": "est_x", "tags": {"project": value}},
+            headers=auth(keys["submit"]),
+        )
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["errors"][0]["loc"][:2] == ["body", "tags"]
