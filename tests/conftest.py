@@ -111,7 +111,7 @@ def app_client(service_env: ServiceEnv) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def keys(service_env: ServiceEnv) -> dict[str, str]:
-    """One secret per scope: read, submit, admin (team 'ml' for submit)."""
+    """One secret per scope: read, submit, admin (read and submit of team 'ml'; admin none)."""
     from app.auth import service
     from app.db import session_scope
     from app.models import Scope
@@ -119,7 +119,8 @@ def keys(service_env: ServiceEnv) -> dict[str, str]:
     out = {}
     with session_scope() as session:
         for scope in Scope:
-            team = "ml" if scope == Scope.SUBMIT else None
+            # One tenant: the read key sees what the submit key made (tenancy, app/auth/tenancy).
+            team = None if scope == Scope.ADMIN else "ml"
             _, secret = service.create(session, name=f"test {scope}", scope=scope, team=team)
             out[scope.value] = secret
     return out

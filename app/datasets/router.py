@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import ReadPrincipal, SubmitPrincipal
@@ -75,15 +77,20 @@ async def upload_dataset(
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, session: SessionDep, _: ReadPrincipal) -> DatasetOut:
-    """One dataset with its token statistics."""
-    return service.to_out(service.get(session, dataset_id=dataset_id))
+def get_dataset(
+    dataset_id: Annotated[str, Path(max_length=40)], session: SessionDep, principal: ReadPrincipal
+) -> DatasetOut:
+    """One dataset of the key's tenant, with its token statistics."""
+    return service.to_out(service.get(session, dataset_id=dataset_id, principal=principal))
 
 
 @router.get("", response_model=Page[DatasetOut])
 def list_datasets(
-    session: SessionDep, _: ReadPrincipal, limit: LimitQuery = 20, cursor: CursorQuery = None
+    session: SessionDep,
+    principal: ReadPrincipal,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
 ) -> Page[DatasetOut]:
-    """Datasets, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    rows, next_cursor = service.list_(session, limit=limit, cursor=cursor)
+    """The tenant's datasets, newest first; pass `next_cursor` back as `cursor` for more."""
+    rows, next_cursor = service.list_(session, principal=principal, limit=limit, cursor=cursor)
     return Page[DatasetOut](items=[service.to_out(r) for r in rows], next_cursor=next_cursor)

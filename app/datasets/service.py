@@ -15,6 +15,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
+from app.auth.tenancy import can_see, visible
 from app.config import get_settings
 from app.datasets.formats import CorruptStream, DatasetReader, DatasetTooLarge
 from app.datasets.schemas import BadLineOut, DatasetOut, TokenStatsOut
@@ -172,21 +173,24 @@ def create(
     return row
 
 
-def get(session: Session, *, dataset_id: str) -> Dataset:
-    """One dataset by id; 404 if there is none."""
+def get(session: Session, *, dataset_id: str, principal: Principal) -> Dataset:
+    """One dataset of the caller's tenant by id; 404 if there is none (or it is another's)."""
     row = session.get(Dataset, dataset_id)
-    if row is None:
+    if row is None or not can_see(
+        principal, team=row.team, created_by_key_id=row.created_by_key_id
+    ):
         raise NotFound(f"no dataset with id {dataset_id!r}")
     return row
 
 
 def list_(
-    session: Session, *, limit: int, cursor: str | None
+    session: Session, *, principal: Principal, limit: int, cursor: str | None
 ) -> tuple[Sequence[Dataset], str | None]:
-    """Datasets newest first, one page, and the cursor of the next page."""
+    """The tenant's datasets newest first, one page, and the cursor of the next page."""
+    mine = visible(principal, team=Dataset.team, created_by_key_id=Dataset.created_by_key_id)
     return keyset_page(
         session,
-        select(Dataset),
+        select(Dataset).where(mine),
         created_at=Dataset.created_at,
         id_column=Dataset.id,
         limit=limit,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, status
+from fastapi import APIRouter, FastAPI, Path, status
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import ReadPrincipal
@@ -46,15 +47,20 @@ def create_estimate(
 
 
 @router.get("/{estimate_id}", response_model=EstimateOut)
-def get_estimate(estimate_id: str, session: SessionDep, _: ReadPrincipal) -> EstimateOut:
-    """A stored estimate, with the catalog version it was priced at."""
-    return service.to_out(service.get(session, estimate_id=estimate_id))
+def get_estimate(
+    estimate_id: Annotated[str, Path(max_length=40)], session: SessionDep, principal: ReadPrincipal
+) -> EstimateOut:
+    """A stored estimate of the key's tenant, with the catalog version it was priced at."""
+    return service.to_out(service.get(session, estimate_id=estimate_id, principal=principal))
 
 
 @router.get("", response_model=Page[EstimateOut])
 def list_estimates(
-    session: SessionDep, _: ReadPrincipal, limit: LimitQuery = 20, cursor: CursorQuery = None
+    session: SessionDep,
+    principal: ReadPrincipal,
+    limit: LimitQuery = 20,
+    cursor: CursorQuery = None,
 ) -> Page[EstimateOut]:
-    """Estimates, newest first; pass `next_cursor` back as `cursor` for the next page."""
-    rows, next_cursor = service.list_(session, limit=limit, cursor=cursor)
+    """The tenant's estimates, newest first; pass `next_cursor` back as `cursor` for more."""
+    rows, next_cursor = service.list_(session, principal=principal, limit=limit, cursor=cursor)
     return Page[EstimateOut](items=[service.to_out(r) for r in rows], next_cursor=next_cursor)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
+from app.auth.tenancy import can_see, visible
 from app.catalog import Catalog, UnknownGpuError, UnknownProviderError
 from app.catalog import service as catalog_service
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
@@ -150,16 +151,16 @@ def resolve_model(model: str | ModelConfigIn | ModelPathIn) -> tuple[ModelAnalys
 
 
 def resolve_dataset(
-    session: Session | None, *, estimate_in: EstimateIn
+    session: Session | None, *, estimate_in: EstimateIn, principal: Principal | None = None
 ) -> tuple[DatasetShape, str | None]:
     """The dataset shape to estimate for, and the uploaded dataset's id when one was named."""
     ref = estimate_in.dataset
     if ref.dataset_id is None:
         return ref.shape(), None
-    if session is None:
+    if session is None or principal is None:
         raise InvalidInput("dataset_id needs the server's database", field="dataset.dataset_id")
     try:
-        row = datasets_service.get(session, dataset_id=ref.dataset_id)
+        row = datasets_service.get(session, dataset_id=ref.dataset_id, principal=principal)
     except NotFound as exc:
         raise InvalidInput(exc.detail, field="dataset.dataset_id") from None
     return datasets_service.shape(row), row.id
@@ -234,7 +235,7 @@ def compute(
 def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -> EstimateOut:
     """Estimate with the effective catalog and calibration, store it, and return it."""
     analysis, model_ref = resolve_model(estimate_in.model)
-    dataset, dataset_id = resolve_dataset(session, estimate_in=estimate_in)
+    dataset, dataset_id = resolve_dataset(session, estimate_in=estimate_in, principal=principal)
     catalog = catalog_service.effective_catalog(session)
     result = compute(
         estimate_in=estimate_in,
@@ -251,6 +252,7 @@ def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
         request=request,
         result=result.model_dump(mode="json"),
         created_by_key_id=principal.key_id,
+        team=principal.team,
     )
     session.add(row)
     session.flush()
@@ -278,21 +280,24 @@ def to_out(row: Estimate) -> EstimateOut:
     )
 
 
-def get(session: Session, *, estimate_id: str) -> Estimate:
-    """One estimate by id; 404 if there is none."""
+def get(session: Session, *, estimate_id: str, principal: Principal) -> Estimate:
+    """One estimate of the caller's tenant by id; 404 if there is none (or it is another's)."""
     row = session.get(Estimate, estimate_id)
-    if row is None:
+    if row is None or not can_see(
+        principal, team=row.team, created_by_key_id=row.created_by_key_id
+    ):
         raise NotFound(f"no estimate with id {estimate_id!r}")
     return row
 
 
 def list_(
-    session: Session, *, limit: int, cursor: str | None
+    session: Session, *, principal: Principal, limit: int, cursor: str | None
 ) -> tuple[Sequence[Estimate], str | None]:
-    """Estimates newest first, one page, and the cursor of the next page."""
+    """The tenant's estimates newest first, one page, and the cursor of the next page."""
+    mine = visible(principal, team=Estimate.team, created_by_key_id=Estimate.created_by_key_id)
     return keyset_page(
         session,
-        select(Estimate),
+        select(Estimate).where(mine),
         created_at=Estimate.created_at,
         id_column=Estimate.id,
         limit=limit,

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
+from app.auth.tenancy import can_see
 from app.errors import InvalidInput, NotFound
 from app.jobs.schemas import JobIn
 from app.models import Estimate
@@ -21,7 +22,9 @@ def resolve(session: Session, *, job_in: JobIn, principal: Principal) -> Estimat
     """The estimate named by `estimate_id`, or a new one for this body (flushed, not committed)."""
     if job_in.estimate_id is not None:
         row = session.get(Estimate, job_in.estimate_id)
-        if row is None:
+        if row is None or not can_see(
+            principal, team=row.team, created_by_key_id=row.created_by_key_id
+        ):
             raise InvalidInput(f"no estimate with id {job_in.estimate_id!r}", field="estimate_id")
         return row
     from app.estimates import service as estimates

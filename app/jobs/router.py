@@ -74,7 +74,7 @@ def submit_job(
 @router.get("", response_model=Page[JobOut])
 def list_jobs(
     session: SessionDep,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
     status_: Annotated[list[JobStatus], Query(alias="status")] = [],  # noqa: B006
@@ -87,6 +87,7 @@ def list_jobs(
     """Jobs newest first; filter by status (repeatable), method, gpu and tags."""
     rows, next_cursor = service.list_(
         session,
+        principal=principal,
         status=status_,
         method=method,
         tags=[service.parse_tag_filter(t) for t in tag],
@@ -101,9 +102,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: JobId, session: SessionDep, _: ReadPrincipal) -> JobOut:
-    """One job. Reading it also recovers it if its worker died (stale heartbeat)."""
-    job = service.get(session, job_id=job_id)
+def get_job(job_id: JobId, session: SessionDep, principal: ReadPrincipal) -> JobOut:
+    """One job of the key's tenant. Reading it also recovers it if its worker died."""
+    job = service.get(session, job_id=job_id, principal=principal)
     resend = service.refresh(session, job=job)
     session.commit()
     for resend_id, queue in resend:
@@ -115,14 +116,14 @@ def get_job(job_id: JobId, session: SessionDep, _: ReadPrincipal) -> JobOut:
 def job_events(
     job_id: JobId,
     session: SessionDep,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     after: Annotated[
         int | None, Query(ge=0, le=MAX_BIGINT, description="the last event id already seen")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_EVENTS_PAGE)] = 100,
 ) -> EventPage:
     """Progress (step, total steps, loss, tokens/s, accrued cost) and status events, in order."""
-    return service.events(session, job_id=job_id, after=after, limit=limit)
+    return service.events(session, job_id=job_id, principal=principal, after=after, limit=limit)
 
 
 @router.post(
@@ -153,8 +154,7 @@ def download_artifact(
     format_: Annotated[ArtifactFormat, Query(alias="format")] = "tar",
 ) -> StreamingResponse:
     """The adapter or checkpoint the job saved, as a tar (default) or zip archive."""
-    job = service.get(session, job_id=job_id)
-    service.check_owner(job, principal, action="download the artifact of")
+    job = service.get(session, job_id=job_id, principal=principal)
     if not job.artifact_path:
         raise NotFound(f"job {job.id} has no artifact (status {job.status})")
     stream = (artifacts.stream_tar if format_ == "tar" else artifacts.stream_zip)(

@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
+from app.auth.tenancy import can_see, visible
 from app.config import get_settings
-from app.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs import estimates_link, snapshot
 from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import EventPage, JobEventOut, JobIn, JobOut
@@ -57,6 +58,13 @@ def _team(principal: Principal, tags: dict[str, str]) -> tuple[str | None, dict[
     """The owning team (the key's) and the tags with `team` filled in from the key."""
     tagged = tags.get("team")
     if principal.team is None:
+        if tagged is not None and not principal.is_admin:
+            # Spend tagged team X is counted in X's reports: only X's keys (or an admin) say so.
+            raise InvalidInput(
+                f"tags.team is {tagged!r} but this key belongs to no team; leave tags.team "
+                "out, or submit with a key of that team",
+                field="tags.team",
+            )
         return None, tags
     if tagged is not None and tagged != principal.team:
         raise InvalidInput(
@@ -82,7 +90,7 @@ def _model(job_in: JobIn, estimate: Estimate) -> dict[str, str]:
     return {"hub_id": ref["hub_id"]}
 
 
-def _dataset(session: Session, job_in: JobIn, estimate: Estimate) -> Dataset:
+def _dataset(session: Session, job_in: JobIn, estimate: Estimate, principal: Principal) -> Dataset:
     dataset_id = job_in.dataset_id or estimates_link.dataset_id(estimate)
     if dataset_id is None:
         raise InvalidInput(
@@ -90,7 +98,9 @@ def _dataset(session: Session, job_in: JobIn, estimate: Estimate) -> Dataset:
             field="dataset_id",
         )
     row = session.get(Dataset, dataset_id)
-    if row is None:
+    if row is None or not can_see(
+        principal, team=row.team, created_by_key_id=row.created_by_key_id
+    ):
         raise InvalidInput(f"no dataset with id {dataset_id!r}", field="dataset_id")
     return row
 
@@ -152,7 +162,7 @@ def create(
         )
     _check_budget(job_in, snap)
     model = _model(job_in, estimate)
-    dataset = _dataset(session, job_in, estimate)
+    dataset = _dataset(session, job_in, estimate, principal)
     settings_in = estimates_link.settings_of(estimate)
 
     queue = queue_for(snap.gpu)
@@ -220,10 +230,12 @@ def create(
     return job, True
 
 
-def get(session: Session, *, job_id: str) -> Job:
-    """One job by id; 404 if there is none."""
-    job = session.get(Job, job_id)
-    if job is None:
+def get(session: Session, *, job_id: str, principal: Principal, lock: bool = False) -> Job:
+    """One job of the caller's tenant by id; 404 if there is none (or it is another's)."""
+    job = session.get(Job, job_id, with_for_update=lock)
+    if job is None or not can_see(
+        principal, team=job.team, created_by_key_id=job.created_by_key_id
+    ):
         raise NotFound(f"no job with id {job_id!r}")
     return job
 
@@ -252,6 +264,7 @@ def refresh(session: Session, *, job: Job) -> list[tuple[str, str]]:
 def list_(
     session: Session,
     *,
+    principal: Principal,
     status: Sequence[JobStatus],
     method: str | None,
     tags: Sequence[tuple[str, str]],
@@ -259,8 +272,10 @@ def list_(
     limit: int,
     cursor: str | None,
 ) -> tuple[Sequence[Job], str | None]:
-    """Jobs newest first, filtered, one page, and the cursor of the next page."""
-    stmt = select(Job)
+    """The tenant's jobs newest first, filtered, one page, and the cursor of the next page."""
+    stmt = select(Job).where(
+        visible(principal, team=Job.team, created_by_key_id=Job.created_by_key_id)
+    )
     if status:
         stmt = stmt.where(Job.status.in_(list(status)))
     if method:
@@ -284,9 +299,11 @@ def parse_tag_filter(raw: str) -> tuple[str, str]:
     return key, value
 
 
-def events(session: Session, *, job_id: str, after: int | None, limit: int) -> EventPage:
-    """Events of a job after event id `after`, oldest first."""
-    get(session, job_id=job_id)
+def events(
+    session: Session, *, job_id: str, principal: Principal, after: int | None, limit: int
+) -> EventPage:
+    """Events of a job of the caller's tenant after event id `after`, oldest first."""
+    get(session, job_id=job_id, principal=principal)
     stmt = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         stmt = stmt.where(JobEvent.id > after)
@@ -295,21 +312,9 @@ def events(session: Session, *, job_id: str, after: int | None, limit: int) -> E
     return EventPage(items=items, next_after=items[-1].id if items else after)
 
 
-def check_owner(job: Job, principal: Principal, *, action: str) -> None:
-    """Admins act on any job; other keys only on their team's jobs (or their own, teamless)."""
-    if principal.is_admin or job.created_by_key_id == principal.key_id:
-        return
-    if principal.team is not None and job.team == principal.team:
-        return
-    raise Forbidden(f"this key may not {action} job {job.id}: it belongs to another team")
-
-
 def cancel(session: Session, *, job_id: str, principal: Principal) -> Job:
     """Queued: cancelled at once. Running: cancel_requested; the worker stops it, then cancelled."""
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None:
-        raise NotFound(f"no job with id {job_id!r}")
-    check_owner(job, principal, action="cancel")
+    job = get(session, job_id=job_id, principal=principal, lock=True)
     if job.status == JobStatus.QUEUED:
         job.status = JobStatus.CANCELLED
         job.finished_at = utcnow()

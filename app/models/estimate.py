@@ -23,3 +23,4 @@ class Estimate(TimestampMixin, Base):
     created_by_key_id: Mapped[str | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
+    team: Mapped[str | None] = mapped_column(String(200))
