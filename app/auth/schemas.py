@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.instants import UtcInstant
 from app.models import Scope
 
 
@@ -30,10 +29,10 @@ class KeyOut(BaseModel):
     prefix: str
     scope: Scope
     team: str | None
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
+    created_at: UtcInstant
+    expires_at: UtcInstant | None
+    revoked_at: UtcInstant | None
+    last_used_at: UtcInstant | None
 
 
 class KeyCreated(KeyOut):

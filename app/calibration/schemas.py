@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
+
+from app.instants import UtcInstant
 
 
 class CalibrationGroupOut(BaseModel):
@@ -70,7 +70,7 @@ class JobEvalOut(BaseModel):
     job_id: str
     gpu: str
     method: str
-    finished_at: datetime
+    finished_at: UtcInstant
     calibrated: bool
     actual_gpu_hours: float | None
     before_gpu_hours: float | None
@@ -86,7 +86,7 @@ class JobEvalOut(BaseModel):
 class EvaluationOut(BaseModel):
     """Calibration measured on jobs it never saw: fitted on older jobs, scored on newer ones."""
 
-    split_at: datetime | None = Field(description="fit on jobs finished before, score at/after")
+    split_at: UtcInstant | None = Field(description="fit on jobs finished before, score at/after")
     fit_jobs: int = Field(description="jobs the used fits rest on (all finished before split_at)")
     heldout_jobs: int
     overlap: int = Field(description="jobs both read by the fit and scored; 0 by construction")

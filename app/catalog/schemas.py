@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.estimator.spec import Pricing
+from app.instants import UtcInstant
 
 # Generous ceiling for one GPU-hour: the dearest listed rate is ~$15; rejects typos like 1e9.
 MAX_USD_PER_GPU_HOUR = 1000.0
@@ -75,7 +76,7 @@ class PriceSet(BaseModel):
 
     catalog_version: int
     price: PriceOut
-    set_at: datetime
+    set_at: UtcInstant
 
 
 class PriceCleared(BaseModel):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.instants import UtcInstant
 
 
 class TokenStatsOut(BaseModel):
@@ -43,7 +43,7 @@ class DatasetOut(BaseModel):
     stats: TokenStatsOut
     storage_path: str
     team: str | None
-    created_at: datetime
+    created_at: UtcInstant
 
 
 class BadLineOut(BaseModel):

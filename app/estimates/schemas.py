@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +24,7 @@ from app.estimator.spec import (
     QLoraSpec,
     TrainingSpec,
 )
+from app.instants import UtcInstant
 
 MAX_VARIANTS = 10_000  # task-specific versions of one base model; past this it is a typo
 MAX_STORAGE_MONTHS = 120  # ten years of keeping artifacts
@@ -152,7 +152,7 @@ class EstimateOut(EstimateResult):
     """A stored estimate: the estimator's answer with its id and the request it answered."""
 
     id: str
-    created_at: datetime
+    created_at: UtcInstant
     model_ref: str
     dataset_id: str | None = None
     request: dict[str, Any]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.estimator.spec import HardwareSpec, LoraSpec, Method, QLoraSpec, TrainingSpec
+from app.instants import UtcInstant
 from app.models import JobStatus
 
 TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -130,11 +130,11 @@ class JobOut(BaseModel):
     est_gpu_hours: float | None
     est_peak_bytes: int | None
     est_artifact_bytes: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
-    cancel_requested_at: datetime | None
+    created_at: UtcInstant
+    started_at: UtcInstant | None
+    finished_at: UtcInstant | None
+    heartbeat_at: UtcInstant | None
+    cancel_requested_at: UtcInstant | None
     attempts: int
     worker: str | None
     error: str | None
@@ -162,7 +162,7 @@ class JobEventOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    created_at: datetime
+    created_at: UtcInstant
     kind: str
     step: int | None
     total_steps: int | None

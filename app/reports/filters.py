@@ -19,6 +19,7 @@ from sqlalchemy.orm import aliased
 from app.errors import InvalidInput
 from app.estimator.spec import Method
 from app.inputs import to_utc
+from app.instants import iso_z
 from app.models import Job, JobStatus, JobTag
 
 TAG_PARAM_PREFIX = "tag."
@@ -205,8 +206,8 @@ def query_lists(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 def describe(filters: ReportFilters) -> dict[str, Any]:
     """The applied filters as JSON, echoed back in every report."""
     return {
-        "from": filters.start.isoformat() if filters.start else None,
-        "to": filters.end.isoformat() if filters.end else None,
+        "from": iso_z(filters.start) if filters.start else None,
+        "to": iso_z(filters.end) if filters.end else None,
         **{name: list(values) for name, values in filters.columns.items()},
         **{f"tag.{key}": list(values) for key, values in filters.tags.items()},
     }
