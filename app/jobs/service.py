@@ -210,20 +210,25 @@ def create(
     settings = get_settings()
     if live_worker_count(session, gpu=snap.gpu, stale_s=settings.heartbeat_stale_s) == 0:
         job.status_detail = no_worker_detail(queue)
-    session.add(job)
-    session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in tags.items())
-    add_event(session, job_id=job.id, kind="status", message=f"queued on {queue}")
-    if idempotency_key is None:
-        session.flush()
-        return job, True
+    session.flush()  # everything before the job (e.g. the estimate it implies) is written
     try:
+        # A savepoint around the job's own rows only: when a concurrent request with the same
+        # Idempotency-Key commits first, the unique constraint fails here, the savepoint's
+        # rollback expunges exactly these pending rows, and the request answers as a replay.
+        # (Added outside it, they stayed pending and the next query's autoflush re-inserted
+        # them: UniqueViolation, then PendingRollbackError, a 500.)
         with session.begin_nested():
+            session.add(job)
+            session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in tags.items())
+            add_event(session, job_id=job.id, kind="status", message=f"queued on {queue}")
             session.flush()
     except IntegrityError:
-        # Another request with the same key won the race; answer as its replay.
-        found = _by_idempotency_key(
-            session, key_id=principal.key_id, idempotency_key=idempotency_key
-        )
+        if idempotency_key is None:
+            raise
+        with session.no_autoflush:
+            found = _by_idempotency_key(
+                session, key_id=principal.key_id, idempotency_key=idempotency_key
+            )
         if found is None:
             raise
         return _replay(found, digest), False
