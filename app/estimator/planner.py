@@ -182,6 +182,9 @@ def to_plan(
     candidate: Candidate, cost: RunCost | None, *, pricing: str, reason: str | None
 ) -> Plan:
     """A `Plan` row for `candidate` at `cost` (None: unpriced)."""
+    # A configuration that cannot run (no bf16 on the GPU) has no time: 0 hours, like the
+    # method's result, since JSON (and PostgreSQL's json type) has no infinity.
+    hours = candidate.hours if candidate.time is not None else 0.0
     return Plan(
         gpu=candidate.gpu.id,
         num_gpus=candidate.num_gpus,
@@ -193,9 +196,9 @@ def to_plan(
         per_gpu_bytes=candidate.per_gpu_bytes,
         gpu_memory_bytes=candidate.gpu.memory_bytes,
         strategy=candidate.memory.strategy,
-        hours=candidate.hours,
+        hours=hours,
         billed_gpus=cost.billed_gpus if cost else candidate.num_gpus,
-        gpu_hours=cost.gpu_hours if cost else candidate.hours * candidate.num_gpus,
+        gpu_hours=cost.gpu_hours if cost else hours * candidate.num_gpus,
         price_per_gpu_hour=cost.price_per_gpu_hour if cost else None,
         cost_usd=cost.cost_usd if cost else None,
         mfu=candidate.mfu,
