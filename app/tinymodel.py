@@ -100,6 +100,33 @@ def make_tiny_model(
     return dest
 
 
+def make_tiny_causal_lm(
+    dest: Path, *, config: dict[str, Any], vocab_size: int = 256, seed: int = 0
+) -> Path:
+    """Write a random-weight causal LM of any family (`config` holds `model_type` and its sizes)
+    and the trained BPE tokenizer into `dest`; vocabulary and special ids come from the tokenizer.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(vocab_size)
+    tokenizer.save_pretrained(dest)
+    sizes = {k: v for k, v in config.items() if k != "model_type"}
+    hf_config = AutoConfig.for_model(
+        config["model_type"],
+        **sizes,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(hf_config).save_pretrained(dest, safe_serialization=True)
+    return dest
+
+
 def _train_tokenizer(vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

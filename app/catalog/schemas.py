@@ -6,6 +6,7 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.estimator.moe import MoeQuantization
 from app.estimator.spec import Pricing
 from app.instants import UtcInstant
 
@@ -107,6 +108,18 @@ class ModelDetail(ModelOut):
     active_params: int = Field(description="parameters a token passes through (MoE: routed)")
     params_by_kind: dict[str, int]
     lora_target_names: list[str] = Field(description="linear layer names LoRA may target")
+    lora_default_targets: list[str] | str = Field(
+        description="what lora.target_modules 'auto' (the default) adapts on this model"
+    )
+    lora_default_source: str = Field(
+        description="peft_default: peft's mapping for the model type; fallback: all-linear, "
+        "because peft has none"
+    )
+    moe: MoeQuantization | None = Field(
+        None, description="MoE only: what QLoRA quantizes, what stays 16-bit, expert adapters"
+    )
+    worker_can_train: bool = Field(description="whether tunecost's worker can run jobs on it")
+    notes: list[str] = Field(default_factory=list)
 
 
 class ModelList(BaseModel):

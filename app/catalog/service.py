@@ -223,8 +223,17 @@ def model_detail(*, model_id: str) -> ModelDetail:
     """One catalog model with exact parameter counts (built on the meta device, then cached)."""
     from app.estimates.service import resolve_model
     from app.estimator.lora import valid_target_names
+    from app.estimator.lora_defaults import AUTO, resolve_lora_targets
+    from app.estimator.model_notes import worker_refusal
+    from app.estimator.moe import moe_quantization
 
     analysis, _ = resolve_model(model_id)  # 404 with close matches when unknown
+    default = resolve_lora_targets(model_type=analysis.model_type, requested=AUTO)
+    moe = moe_quantization(analysis)
+    refusal = worker_refusal(
+        model_type=analysis.model_type, is_encoder_decoder=analysis.is_encoder_decoder
+    )
+    notes = [n for n in (default.note(), refusal) if n] + (moe.notes if moe else [])
     return ModelDetail(
         **_model_out(model_id, analysis.config).model_dump(),
         architecture=analysis.architecture,
@@ -232,6 +241,11 @@ def model_detail(*, model_id: str) -> ModelDetail:
         active_params=analysis.active_params,
         params_by_kind=dict(analysis.params_by_kind),
         lora_target_names=valid_target_names(analysis),
+        lora_default_targets=default.for_config(),
+        lora_default_source=default.source,
+        moe=moe,
+        worker_can_train=refusal is None,
+        notes=notes,
     )
 
 

@@ -78,7 +78,8 @@ def build_request(
             dataset["max_tokens"] = max_tokens
     else:
         raise typer.BadParameter("give --tokens, or --examples with --avg-tokens, or --dataset-id")
-    targets: Any = target_modules if target_modules == "all-linear" else target_modules.split(",")
+    keyword = target_modules in ("all-linear", "auto")
+    targets: Any = target_modules if keyword else target_modules.split(",")
     body: dict[str, Any] = {
         "model": _model_ref(model),
         "dataset": dataset,
@@ -225,9 +226,9 @@ def estimate(
     packing: Annotated[bool, typer.Option()] = False,
     gradient_checkpointing: Annotated[bool, typer.Option()] = False,
     lora_r: Annotated[int, typer.Option()] = 8,
-    target_modules: Annotated[str, typer.Option(help="comma-separated, or all-linear")] = (
-        "q_proj,v_proj"
-    ),
+    target_modules: Annotated[
+        str, typer.Option(help="comma-separated, all-linear, or auto (peft's per-model default)")
+    ] = "auto",
     variants: Annotated[int, typer.Option(help="task-specific versions to keep")] = 1,
     budget: Annotated[float | None, typer.Option(help="budget in USD")] = None,
     domain_shift: Annotated[str | None, typer.Option(help="low, medium or high")] = None,

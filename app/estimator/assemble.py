@@ -30,6 +30,7 @@ def model_summary(analysis: ModelAnalysis) -> ModelSummary:
         num_layers=analysis.num_layers,
         hidden_size=analysis.hidden_size,
         vocab_size=analysis.vocab_size,
+        is_encoder_decoder=analysis.is_encoder_decoder,
     )
 
 

@@ -18,6 +18,7 @@ from app.estimator.calibration_types import CalibrationTable
 from app.estimator.lora import lora_trainable_params
 from app.estimator.memory import estimate_memory
 from app.estimator.model_analysis import ModelAnalysis
+from app.estimator.model_notes import lora_targets_out, model_notes
 from app.estimator.planner import (
     GPU_COUNTS,
     Candidate,
@@ -285,7 +286,8 @@ def _estimate(
         results=results,
         plans=plans,
         recommendation=recommendation,
-        notes=list(workload.notes),
+        lora=lora_targets_out(analysis, lora) if peft_methods else None,
+        notes=[*workload.notes, *model_notes(analysis=analysis, methods=methods, lora=lora)],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from app.estimator.activations import LoraLayout
 from app.estimator.depth import at_depth
 from app.estimator.inventory import take_inventory
+from app.estimator.lora_defaults import ALL_LINEAR, peft_default_targets, resolve_lora_targets
 from app.estimator.model_analysis import (
     ModelAnalysis,
     ModelConfigError,
@@ -18,8 +20,6 @@ from app.estimator.model_analysis import (
     stack_of,
 )
 from app.estimator.spec import LoraSpec
-
-ALL_LINEAR = "all-linear"
 
 
 def _analysis(analysis_or_config: ModelAnalysis | Mapping[str, Any]) -> ModelAnalysis:
@@ -35,6 +35,13 @@ def _leaf(name: str) -> str:
 def _matches(module_name: str, target: str) -> bool:
     # peft's rule for a list of names: the full module name, or its dotted suffix
     return module_name == target or module_name.endswith("." + target)
+
+
+def _selects(targets: tuple[str, ...] | str, module_name: str) -> bool:
+    """peft's rule: a string other than all-linear is a regex over the full module name."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, module_name) is not None
+    return any(_matches(module_name, t) for t in targets)
 
 
 def _output_layer_names(analysis: ModelAnalysis) -> set[str]:
@@ -54,14 +61,17 @@ def _target_names(analysis: ModelAnalysis) -> tuple[str, ...]:
     return tuple(sorted({_leaf(name) for name, _, _ in analysis.linear_layers}))
 
 
-def _requested(lora: LoraSpec) -> tuple[str, ...] | str:
-    """The target modules as a cache key: `all-linear`, or the sorted distinct names."""
-    targets = lora.target_modules
-    return ALL_LINEAR if targets == ALL_LINEAR else tuple(sorted(set(targets)))
+def _requested(analysis: ModelAnalysis, lora: LoraSpec) -> tuple[str, ...] | str:
+    """The target modules in effect (`auto` resolved for the model type) as a cache key:
+    `all-linear` or a regex as they are, else the sorted distinct names."""
+    resolved = resolve_lora_targets(
+        model_type=analysis.model_type, requested=lora.target_modules
+    ).target_modules
+    return resolved if isinstance(resolved, str) else tuple(sorted(set(resolved)))
 
 
 def _checked_targets(analysis: ModelAnalysis, lora: LoraSpec) -> tuple[str, ...] | str:
-    return _checked(analysis, _requested(lora))
+    return _checked(analysis, _requested(analysis, lora))
 
 
 # The memory model asks for the targets once per (GPU count, strategy) of every plan: these
@@ -71,19 +81,32 @@ def _checked(analysis: ModelAnalysis, requested: tuple[str, ...] | str) -> tuple
     if requested == ALL_LINEAR:
         return ALL_LINEAR
     names = [name for name, _, _ in analysis.linear_layers]
-    unknown = [t for t in requested if not any(_matches(n, t) for n in names)]
+    if isinstance(requested, str):
+        unknown = [] if any(_selects(requested, n) for n in names) else [requested]
+    else:
+        unknown = [t for t in requested if not any(_matches(n, t) for n in names)]
     if unknown:
+        default = peft_default_targets(analysis.model_type)
+        origin = (
+            f" (peft's default for model_type {analysis.model_type!r})"
+            if default is not None and _same(default, requested)
+            else ""
+        )
         raise ValueError(
-            f"LoRA target module(s) {', '.join(map(repr, unknown))} not found in "
-            f"{analysis.architecture}; valid names: {', '.join(valid_target_names(analysis))}, "
-            f"or {ALL_LINEAR!r}"
+            f"LoRA target module(s) {', '.join(map(repr, unknown))}{origin} not found in "
+            f"{analysis.architecture}; set lora.target_modules to some of: "
+            f"{', '.join(valid_target_names(analysis))}, or {ALL_LINEAR!r}"
         )
     return requested
 
 
+def _same(a: tuple[str, ...] | str, b: tuple[str, ...] | str) -> bool:
+    return a == b if isinstance(a, str) or isinstance(b, str) else set(a) == set(b)
+
+
 def lora_targets(analysis: ModelAnalysis, lora: LoraSpec) -> tuple[tuple[str, int, int], ...]:
     """The linear layers that get an adapter: (name, in_features, out_features)."""
-    return _targets(analysis, _requested(lora))
+    return _targets(analysis, _requested(analysis, lora))
 
 
 @lru_cache(maxsize=1024)
@@ -94,9 +117,7 @@ def _targets(
     if targets == ALL_LINEAR:
         skip = _output_layer_names(analysis)
         return tuple(layer for layer in analysis.linear_layers if layer[0] not in skip)
-    return tuple(
-        layer for layer in analysis.linear_layers if any(_matches(layer[0], t) for t in targets)
-    )
+    return tuple(layer for layer in analysis.linear_layers if _selects(targets, layer[0]))
 
 
 @lru_cache(maxsize=1024)
@@ -130,6 +151,8 @@ def lora_trainable_params(
 def _index_free(targets: tuple[str, ...] | str, modules_to_save: tuple[str, ...]) -> bool:
     """True when no name picks a layer by its index (`layers.3.mlp`): then every layer matches
     the same names."""
+    if isinstance(targets, str) and targets != ALL_LINEAR:
+        return False  # a regex may name layers by index: count on the full model
     names = (() if isinstance(targets, str) else targets) + modules_to_save
     return not any(part.isdigit() for name in names for part in name.split("."))
 
@@ -186,7 +209,7 @@ def _inject(
 def lora_layout(analysis: ModelAnalysis, lora: LoraSpec) -> LoraLayout:
     """What the activation model needs of a LoRA config: targeted leaf names, rank, dropout."""
     return LoraLayout(
-        targets=_target_leaves(analysis, _requested(lora)),
+        targets=_target_leaves(analysis, _requested(analysis, lora)),
         r=lora.r,
         dropout=lora.dropout,
         saved_modules=frozenset(_leaf(name) for name in lora.modules_to_save),

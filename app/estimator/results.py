@@ -121,6 +121,7 @@ class ModelSummary(_Out):
     num_layers: int
     hidden_size: int
     vocab_size: int
+    is_encoder_decoder: bool = False
 
 
 class DatasetSummary(_Out):
@@ -144,6 +145,16 @@ class Recommendation(_Out):
     reasons: list[str]
 
 
+class LoraTargetsOut(_Out):
+    """The LoRA target modules the estimate used, after `auto` was resolved for the model."""
+
+    target_modules: list[str] | str = Field(description="module names, a regex or all-linear")
+    source: Literal["requested", "peft_default", "fallback"] = Field(
+        description="named in the request; peft's default for the model type; or all-linear "
+        "because peft has no default for it"
+    )
+
+
 class EstimateResult(_Out):
     """The estimator's full answer for one request."""
 
@@ -153,4 +164,5 @@ class EstimateResult(_Out):
     results: dict[Method, MethodResult]
     plans: dict[Method, list[Plan]]
     recommendation: Recommendation
+    lora: LoraTargetsOut | None = Field(None, description="LoRA/QLoRA only: targets in effect")
     notes: list[str] = Field(default_factory=list)

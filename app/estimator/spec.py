@@ -72,8 +72,11 @@ class LoraSpec(_Spec):
     r: int = Field(8, ge=1, le=4096)
     alpha: float = Field(16, gt=0, le=1_000_000)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"], min_length=1
+    target_modules: list[str] | Literal["auto", "all-linear"] = Field(
+        "auto",
+        min_length=1,
+        description="module names, 'all-linear', or 'auto': peft's default for the model type "
+        "(all-linear where peft has none); the estimate reports what 'auto' resolved to",
     )
     modules_to_save: list[str] = Field(default_factory=list)
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.auth.service import Principal
 from app.auth.tenancy import can_see
 from app.errors import InvalidInput, NotFound
+from app.estimator.model_notes import worker_refusal
 from app.jobs.schemas import JobIn
 from app.models import Estimate
 
@@ -73,6 +74,16 @@ def runnable_model(estimate: Estimate) -> dict[str, str] | None:
     if isinstance(model, str):
         return {"hub_id": model}
     return None  # an inline config: there are no weights to train
+
+
+def untrainable(estimate: Estimate) -> str | None:
+    """Why the worker cannot train the estimate's model (encoder-decoder), or None."""
+    result = estimate.result if isinstance(estimate.result, dict) else {}
+    model = result.get("model") or {}
+    return worker_refusal(
+        model_type=str(model.get("model_type", "")),
+        is_encoder_decoder=bool(model.get("is_encoder_decoder", False)),
+    )
 
 
 def dataset_id(estimate: Estimate) -> str | None:

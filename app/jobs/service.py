@@ -154,6 +154,9 @@ def create(
 
     team, tags = _team(principal, job_in.tags)
     estimate = estimates_link.resolve(session, job_in=job_in, principal=principal)
+    refusal = estimates_link.untrainable(estimate)
+    if refusal is not None:
+        raise InvalidInput(f"{refusal}; choose a decoder-only model", field="model")
     snap = snapshot.take(estimate.result, method=str(job_in.method), max_steps=job_in.max_steps)
     if snap.price_per_gpu_hour is None:
         raise InvalidInput(

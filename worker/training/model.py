@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from app.estimator.lora_defaults import resolve_lora_targets
+from app.estimator.model_notes import worker_refusal
 from app.estimator.spec import Method
 from worker.training.errors import JobSpecError, ModelLoadError, UnsupportedOnDevice
 from worker.training.spec import JobSpec
@@ -96,6 +98,7 @@ def load_model(spec: JobSpec, *, device: torch.device, bf16_ok: bool) -> LoadedM
     if attention == "flash_attention_2" and device.type != "cuda":
         raise UnsupportedOnDevice("attention flash_attention_2", device.type, "use sdpa or eager")
     common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": offline}
+    _check_trainable(source, common)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except Exception as exc:  # OSError, ValueError, HF hub errors: all mean "cannot load"
@@ -125,6 +128,22 @@ def load_model(spec: JobSpec, *, device: torch.device, bf16_ok: bool) -> LoadedM
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, precision, trainable, total)
+
+
+def _check_trainable(source: str, common: dict[str, Any]) -> None:
+    """Refuse before loading weights a model this loop cannot train (encoder-decoder)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, **common)
+    except Exception as exc:  # OSError, ValueError, HF hub errors: all mean "cannot load"
+        raise ModelLoadError(f"cannot load the model config from {source}: {exc}") from exc
+    refusal = worker_refusal(
+        model_type=str(config.model_type),
+        is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+    )
+    if refusal:
+        raise JobSpecError(refusal)
 
 
 def keep_4bit_training_layout(model: Any) -> int:
@@ -194,11 +213,15 @@ def _add_lora(model: Any, spec: JobSpec) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = spec.lora
+    # the same resolution as the estimate's (`auto`: peft's default for the model type)
+    targets = resolve_lora_targets(
+        model_type=model.config.model_type, requested=lora.target_modules
+    )
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,  # type: ignore[arg-type]  # annotated int; scaling = alpha / r
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=targets.for_config(),
         modules_to_save=list(lora.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
