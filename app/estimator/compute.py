@@ -1,9 +1,18 @@
 """Compute and time of a fine-tune: FLOPs (from `flops.py`), bandwidth-bound terms, wall time.
 
-Time is a roofline per micro-step (Williams et al. 2009): the larger of matmul time at the
-prior efficiency and the time to stream the weights through memory, plus the terms that are
-bandwidth-bound whatever the batch: QLoRA dequantization, the optimizer step (full fine-tuning
-reads and writes every state each step), gradient communication, start-up and the final save.
+Time per micro-step is matmul time at the efficiency (a fraction of peak reached by
+compute-bound matmuls) plus the time to stream every weight through memory once per pass, with a
+floor set by how fast eager PyTorch launches kernels; then the terms that are bandwidth-bound
+whatever the batch: QLoRA dequantization, the optimizer step (full fine-tuning reads and writes
+every state each step), gradient communication, start-up and the final save.
+
+Why streaming adds rather than overlaps (a roofline takes the larger of the two, Williams et al.
+2009): at fine-tuning micro-batches a linear layer's matmul has an arithmetic intensity of about
+M FLOP per weight byte, M the tokens in the micro-batch, which is at or below the GPUs' ridge
+point (peak FLOP/s over bandwidth: A100 ~150, H100 ~300, L40S ~420), and each weight is read
+right before the matmul that needs it. So the effective efficiency falls as micro-batches shrink:
+`mfu x compute / (compute + stream)`. This is what makes small micro-batches cost more per
+token than their FLOPs say; bench/time_accuracy.py checks it against published runs.
 """
 
 from __future__ import annotations
@@ -60,6 +69,8 @@ HALF_BYTES = 2  # bf16/fp16 element
 # p read+written twice, each state ~4 touches, the gradient read twice, a temporary 6 touches.
 # bitsandbytes optimizers are single fused kernels: read p, g, states; write p, states.
 # HF's Adafactor works on fp32 copies with ~10 elementwise passes (transformers optimization.py).
+# The AdamW temporary (sqrt of v, divided, eps added, read by addcdiv: torch/optim/adam.py
+# `_multi_tensor_adam`) has the dtype of the state it comes from, so bf16 under bf16_true.
 _TOUCHES = {  # (param, grad, per-state, states, fp32 temporaries)
     "adamw": (4, 2, 4, 2, 6),
     "paged_adamw_32bit": (2, 1, 2, 2, 0),
@@ -92,8 +103,8 @@ class TimeBreakdown:
     """Wall time of a run on `num_gpus` GPUs and where it goes, in seconds."""
 
     compute_s: float  # matmuls at the efficiency `mfu`
-    # extra time where a micro-step is bound by streaming the weights or by launching its
-    # kernels rather than by its matmuls
+    # reading every weight once per pass, not hidden behind the matmuls; or, where more, the
+    # time eager PyTorch needs to launch a micro-step's kernels, less the matmuls
     weight_stream_s: float
     dequant_s: float  # QLoRA: 4-bit to bf16 before each use
     optimizer_s: float  # the optimizer step and gradient clipping
@@ -158,7 +169,13 @@ def optimizer_bytes_per_param(optimizer: Optimizer | str, precision: str) -> flo
     p_touch, g_touch, s_touch, n_states, temps = _TOUCHES[optimizer]
     state = _STATE_BYTES[optimizer]
     sb = pb if state is None else state
-    return p_touch * pb + (g_touch + GRAD_CLIP_TOUCHES) * pb + n_states * s_touch * sb + temps * 4
+    temp_bytes = 4 if optimizer == "adafactor" else sb
+    return (
+        p_touch * pb
+        + (g_touch + GRAD_CLIP_TOUCHES) * pb
+        + n_states * s_touch * sb
+        + temps * temp_bytes
+    )
 
 
 def quantized_bytes_per_weight(qlora: QLoraSpec) -> float:
@@ -232,7 +249,7 @@ def estimate_time(
     # eager PyTorch cannot launch kernels faster than this, however small they are; backward
     # issues about twice the kernels of forward
     launch_micro = (passes + 1) * analysis.num_layers * EAGER_SECONDS_PER_LAYER_PASS
-    floor_micro = max(stream_micro, launch_micro)
+    body_micro = max(compute_micro + stream_micro, launch_micro)
     dequant_micro = 0.0
     if method is Method.QLORA:
         per_weight = quantized_bytes_per_weight(qlora) + HALF_BYTES
@@ -258,7 +275,7 @@ def estimate_time(
     overhead = STARTUP_SECONDS + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
     return TimeBreakdown(
         compute_s=micro_steps * compute_micro,
-        weight_stream_s=micro_steps * max(0.0, floor_micro - compute_micro),
+        weight_stream_s=micro_steps * (body_micro - compute_micro),
         dequant_s=micro_steps * dequant_micro,
         optimizer_s=steps * optimizer_step,
         comm_s=visible * (steps * comm_step + micro_steps * comm_micro),

@@ -59,6 +59,11 @@ class TrainingSpec(_Spec):
         description="without packing: pad each micro-batch to its longest example (the HF and "
         "LitGPT collators' default) or every example to seq_len",
     )
+    group_by_length: bool = Field(
+        False,
+        description="without packing: batch examples of similar length together (sorted within "
+        "shuffled groups of micro-batches, like HF Trainer's group_by_length), less padding",
+    )
     gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
     precision: Precision = "bf16_true"

@@ -14,6 +14,10 @@ from app.estimator.spec import DatasetShape, TrainingSpec
 # Sequence length when neither the request nor the dataset names one: the context most
 # instruction-tuning recipes train at (Alpaca/Vicuna/LitGPT defaults use 512-2048).
 DEFAULT_SEQ_LEN = 2048
+# With group_by_length, micro-batches are formed inside shuffled mega-batches of this many
+# micro-batches, each sorted by length: transformers' `get_length_grouped_indices` uses 50
+# (trainer_pt_utils, `mega_batch_mult` capped at 50); the worker uses the same number.
+GROUP_BY_LENGTH_MEGABATCH = 50
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,24 @@ def expected_longest(mean: float, n: int) -> float:
     return mean * sum(1.0 / k for k in range(1, n + 1))
 
 
+def expected_grouped_padding(mean: float, micro_batch: int, megabatch: int) -> float:
+    """Mean padded length per example when micro-batches are cut from length-sorted groups.
+
+    Lengths are taken as i.i.d. exponential with mean `mean` (as in `expected_longest`). A
+    mega-batch of B = micro_batch x megabatch examples sorted longest first gives micro-batch j
+    the (j * micro_batch + 1)-th longest as its padded length, whose mean is
+    mean * (H_B - H_{j * micro_batch}) (exponential order statistics).
+    """
+    size = micro_batch * megabatch
+
+    def harmonic(n: int) -> float:
+        return sum(1.0 / k for k in range(1, n + 1))
+
+    h_size = harmonic(size)
+    total = sum(h_size - harmonic(j * micro_batch) for j in range(megabatch))
+    return mean * total / megabatch
+
+
 def build_workload(
     *, dataset: DatasetShape, training: TrainingSpec, max_position_embeddings: int | None
 ) -> Workload:
@@ -112,8 +134,13 @@ def build_workload(
     else:
         longest = peak_len = min(dataset.max_tokens or seq_len, seq_len)
         num_sequences = num_examples
-        padded_len = min(float(longest), expected_longest(mean_len, training.micro_batch_size))
-        padded_len = max(padded_len, mean_len)
+        if training.group_by_length:
+            padded = expected_grouped_padding(
+                mean_len, training.micro_batch_size, GROUP_BY_LENGTH_MEGABATCH
+            )
+        else:
+            padded = expected_longest(mean_len, training.micro_batch_size)
+        padded_len = max(min(float(longest), padded), mean_len)
 
     return Workload(
         num_examples=num_sequences,

@@ -1,9 +1,11 @@
 """From a JSONL file to padded or packed micro-batches, with a held-out split for eval loss.
 
 Records are rendered by `app.datasets.formats`; prompt tokens can be kept out of the loss. Without
-packing every micro-batch is padded to `seq_len` (the estimator's "processed tokens incl.
-padding"); with packing, examples are concatenated and cut into `seq_len` blocks, attending
-across example boundaries (plain packing, no per-example attention masks).
+packing every micro-batch is padded to its longest example (`padding="longest"`, the default) or
+to `seq_len` (`"max_length"`), optionally with examples of similar length batched together
+(`group_by_length`); padded positions count in "processed tokens" as the estimator counts them.
+With packing, examples are concatenated and cut into `seq_len` blocks, attending across example
+boundaries (plain packing, no per-example attention masks).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from app.datasets.formats import (
     Example,
     RecordFormat,
 )
+from app.estimator.spec import Padding
+from app.estimator.workload import GROUP_BY_LENGTH_MEGABATCH
 from worker.training.errors import DatasetError, JobSpecError
 
 IGNORE_INDEX = -100  # label value torch's cross_entropy skips (its ignore_index default)
@@ -220,9 +224,14 @@ def prepare_data(
     return PreparedData(train, held, length, stats)
 
 
-def collate(items: Sequence[TokenizedExample], *, seq_len: int, pad_id: int) -> Batch:
-    """Right-pad to `seq_len` into tensors; padding gets attention 0 and IGNORE_INDEX labels."""
+def collate(
+    items: Sequence[TokenizedExample], *, seq_len: int, pad_id: int, padding: Padding = "longest"
+) -> Batch:
+    """Right-pad into tensors, to the longest item (`padding="longest"`) or to `seq_len`;
+    padding gets attention 0 and IGNORE_INDEX labels."""
     n = len(items)
+    if padding == "longest":
+        seq_len = max(len(x.input_ids) for x in items)
     input_ids = torch.full((n, seq_len), pad_id, dtype=torch.long)
     labels = torch.full((n, seq_len), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((n, seq_len), dtype=torch.long)
@@ -242,6 +251,23 @@ def micro_batches_per_epoch(n_items: int, micro_batch_size: int) -> int:
     return math.ceil(n_items / micro_batch_size)
 
 
+def length_grouped(
+    order: Sequence[int], lengths: Sequence[int], *, micro_batch_size: int
+) -> list[int]:
+    """`order` regrouped so that each micro-batch holds examples of similar length.
+
+    The shuffled order is cut into mega-batches of GROUP_BY_LENGTH_MEGABATCH micro-batches and
+    each is sorted longest first: batches stay random across the epoch, padding inside a batch
+    shrinks.
+    """
+    size = micro_batch_size * GROUP_BY_LENGTH_MEGABATCH
+    out: list[int] = []
+    for start in range(0, len(order), size):
+        mega = order[start : start + size]
+        out += sorted(mega, key=lambda i: -lengths[i])
+    return out
+
+
 def iterate_batches(
     items: Sequence[TokenizedExample],
     *,
@@ -250,24 +276,34 @@ def iterate_batches(
     pad_id: int,
     seed: int,
     shuffle: bool = True,
+    padding: Padding = "longest",
+    group_by_length: bool = False,
 ) -> Iterator[Batch]:
-    """Endless micro-batches: a fresh seeded shuffle per epoch."""
+    """Endless micro-batches: a fresh seeded shuffle per epoch (length-grouped if asked)."""
+    lengths = [len(x.input_ids) for x in items]
     epoch = 0
     while True:
         order = list(range(len(items)))
         if shuffle:
             random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        if group_by_length:
+            order = length_grouped(order, lengths, micro_batch_size=micro_batch_size)
         for i in range(0, len(order), micro_batch_size):
             chunk = [items[j] for j in order[i : i + micro_batch_size]]
-            yield collate(chunk, seq_len=seq_len, pad_id=pad_id)
+            yield collate(chunk, seq_len=seq_len, pad_id=pad_id, padding=padding)
         epoch += 1
 
 
 def one_pass(
-    items: Sequence[TokenizedExample], *, micro_batch_size: int, seq_len: int, pad_id: int
+    items: Sequence[TokenizedExample],
+    *,
+    micro_batch_size: int,
+    seq_len: int,
+    pad_id: int,
+    padding: Padding = "longest",
 ) -> list[Batch]:
     """Every item once, in order, as micro-batches (for evaluation)."""
     return [
-        collate(items[i : i + micro_batch_size], seq_len=seq_len, pad_id=pad_id)
+        collate(items[i : i + micro_batch_size], seq_len=seq_len, pad_id=pad_id, padding=padding)
         for i in range(0, len(items), micro_batch_size)
     ]

@@ -134,6 +134,8 @@ def run_training(
         seq_len=data.seq_len,
         pad_id=pad_id,
         seed=spec.seed,
+        padding=training.padding,
+        group_by_length=training.group_by_length and not training.packing,
     )
     startup_s = time.time() - started_at
     phase(
@@ -167,6 +169,7 @@ def run_training(
             micro_batch_size=training.micro_batch_size,
             seq_len=data.seq_len,
             pad_id=pad_id,
+            padding=training.padding,
         )
         result.eval_loss = evaluate(
             loaded.model, eval_batches, device=device, precision=loaded.precision
