@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +47,41 @@ class Settings(BaseSettings):
     )
     worker_gpu: str | None = Field(
         None, description="override the detected device kind of this worker (a catalog GPU id)"
+    )
+    # Cost provenance of the jobs this worker runs (README "Cost provenance").
+    worker_cost_source: Literal["self_hosted", "cloud"] | None = Field(
+        None,
+        description="who pays for this worker's device time: `cloud` (a provider invoices it) "
+        "or `self_hosted` (your own hardware); unset: self_hosted on CPU, cloud on a GPU",
+    )
+    worker_billing_provider: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9_-]{1,64}$",
+        description="cloud: the catalog provider id that invoices (default: the job's priced one)",
+    )
+    worker_region: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="region the worker runs in (default: the priced offer's region when cloud)",
+    )
+    internal_rate_usd_per_gpu_hour: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="self_hosted: internal cost of one device-hour (default: its energy at TDP)",
+    )
+    focus_billing_account_id: str = Field(
+        "tunecost", min_length=1, max_length=200, description="FOCUS BillingAccountId"
+    )
+    focus_billing_account_name: str = Field(
+        "tunecost fine-tuning", min_length=1, max_length=200, description="FOCUS BillingAccountName"
+    )
+    focus_self_hosted_name: str = Field(
+        "Self-hosted",
+        min_length=1,
+        max_length=200,
+        description="FOCUS ProviderName, PublisherName and InvoiceIssuerName of self-hosted runs",
     )
 
     @field_validator("model_roots", mode="before")

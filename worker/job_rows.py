@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.config import get_settings
+from app.catalog.service import effective_catalog
+from app.config import Settings, get_settings
 from app.db import session_scope
+from app.jobs import provenance
 from app.jobs.recovery import ACTIVE, MAX_ATTEMPTS, add_event
 from app.models import Dataset, Job, JobEvent, JobStatus
 from app.models.base import utcnow
@@ -82,6 +84,7 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
         job.started_at = job.started_at or now
         job.heartbeat_at = now
         job.status_detail = f"running on {hostname} (attempt {job.attempts})"
+        _stamp_provenance(session, job, settings)
         add_event(session, job_id=job.id, kind="status", message=job.status_detail)
         dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
         return Claim(
@@ -91,6 +94,19 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
             dataset_url=dataset.storage_path if dataset else None,
             started_at_epoch=now.timestamp(),
         )
+
+
+def _stamp_provenance(session: Session, job: Job, settings: Settings) -> None:
+    """Record who pays for this attempt's device time: this worker's configuration decides."""
+    decided = provenance.decide(
+        settings=settings,
+        catalog=effective_catalog(session),
+        gpu=job.gpu,
+        provider=job.provider,
+        pricing=job.pricing,
+    )
+    for name, value in decided.columns().items():
+        setattr(job, name, value)
 
 
 def beat(job_id: str, *, attempt: int) -> JobStatus | None:

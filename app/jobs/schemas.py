@@ -146,7 +146,18 @@ class JobOut(BaseModel):
     act_tokens_per_s: float | None
     act_mfu: float | None
     act_energy_kwh: float | None
-    act_cost_usd: float | None
+    act_cost_usd: float | None = Field(
+        description="metered GPU-hours at the reference list price (FOCUS ListCost)"
+    )
+    cost_source: str | None = Field(
+        description="cloud (a provider invoices the GPU time) or self_hosted (own hardware); "
+        "set by the worker that runs the job"
+    )
+    billing_provider: str | None = Field(description="cloud: the provider that invoices")
+    internal_usd_per_gpu_hour: float | None = Field(description="self_hosted: internal rate")
+    region: str | None
+    sku: str | None = Field(description="the priced offer, e.g. an instance type")
+    list_price_reference: str | None = Field(description="the cloud price the list cost is at")
     eval_loss: float | None
     artifact_bytes: int | None
     actuals: dict[str, Any] | None

@@ -5,7 +5,7 @@ from app.models.base import Base
 from app.models.catalog import CatalogVersion, PriceOverride
 from app.models.dataset import Dataset
 from app.models.estimate import Estimate
-from app.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, JobTag
+from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus, JobTag
 from app.models.worker import WorkerNode
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "CatalogVersion",
+    "CostSource",
     "Dataset",
     "Estimate",
     "Job",

@@ -22,6 +22,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, IdStr, JSONType, TimestampMixin
 
 
+class CostSource(StrEnum):
+    """Who pays for a job's device time (README "Cost provenance")."""
+
+    CLOUD = "cloud"  # a provider invoices the GPU time: billed = metered cost
+    SELF_HOSTED = "self_hosted"  # own hardware: billed 0, effective at an internal rate
+
+
 class JobStatus(StrEnum):
     """Life of a job: queued → running → one of the final states."""
 
@@ -59,6 +66,9 @@ REPORT_COLUMNS = (
     "act_gpu_hours",
     "est_peak_bytes",
     "act_peak_bytes",
+    "cost_source",
+    "price_per_gpu_hour",
+    "internal_usd_per_gpu_hour",
 )
 
 
@@ -131,7 +141,14 @@ class Job(TimestampMixin, Base):
     act_tokens_per_s: Mapped[float | None] = mapped_column(Float)
     act_mfu: Mapped[float | None] = mapped_column(Float)
     act_energy_kwh: Mapped[float | None] = mapped_column(Float)
-    act_cost_usd: Mapped[float | None] = mapped_column(Float)
+    act_cost_usd: Mapped[float | None] = mapped_column(Float)  # at the reference list price
+    # Cost provenance, stamped by the worker that claims the job (app/jobs/provenance.py).
+    cost_source: Mapped[CostSource | None] = mapped_column(String(16), index=True)
+    billing_provider: Mapped[str | None] = mapped_column(String(64))  # cloud: who invoices
+    internal_usd_per_gpu_hour: Mapped[float | None] = mapped_column(Float)  # self-hosted rate
+    region: Mapped[str | None] = mapped_column(String(64))
+    sku: Mapped[str | None] = mapped_column(String(200))  # the priced offer, e.g. p4d.24xlarge
+    list_price_reference: Mapped[str | None] = mapped_column(String(300))
     eval_loss: Mapped[float | None] = mapped_column(Float)
     artifact_path: Mapped[str | None] = mapped_column(String(1000))
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -6,11 +6,9 @@ API's one CSV writer (app/csv_out.py, which neutralises formula-like cells) from
 batches through a server-side cursor (`yield_per`); on PostgreSQL the database renders JSON
 itself (`json_build_object` through `COPY (query) TO STDOUT`). Either way the output leaves in
 chunks and memory stays flat whatever the row count. Values are only ever what was recorded:
-a column is null when the job lacks the figure, never filled with a guess. Column definitions:
-FOCUS specification v1.2, https://focus.finops.org (specification/columns/*.md).
+a column is null when the job lacks the figure, never filled with a guess.
 
-Deviation, on purpose: FOCUS wants ProviderName non-null; a job run on a machine of our own
-(no provider recorded) exports null there rather than an invented provider name.
+Which columns and what they hold: app/reports/focus_columns.py (and the README table).
 """
 
 from __future__ import annotations
@@ -21,13 +19,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Float,
     FromClause,
     Select,
     String,
     Text,
-    and_,
-    case,
     cast,
     func,
     literal,
@@ -36,67 +31,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app import csv_out
+from app.config import get_settings
 from app.models import Job, JobTag
 from app.reports.filters import ReportFilters
+from app.reports.focus_columns import COLUMNS
+from app.reports.focus_columns import columns as focus_columns
 
 FOCUS_VERSION = "1.2"
 BATCH_ROWS = 2000  # rows per server-side fetch and per chunk written to the client
 CHUNK_BYTES = 256 * 1024  # COPY output is passed on in pieces of about this size
-CURRENCY = "USD"  # every catalog price is in US dollars (app/catalog/prices.csv)
-SERVICE_CATEGORY = "AI and Machine Learning"  # FOCUS ServiceCategory allowed value
-SERVICE_NAME = "tunecost fine-tuning"
-RESOURCE_TYPE = "Fine-tuning job"
-CHARGE_CATEGORY = "Usage"
-CHARGE_FREQUENCY = "Usage-Based"
-GPU_HOURS_UNIT = "GPU-Hours"  # FOCUS unit format: <plural unit>-<time unit>, e.g. "GB-Hours"
-# FOCUS PricingCategory: on-demand list price is "Standard"; spot is market-driven, "Dynamic".
-PRICING_CATEGORY = {"on_demand": "Standard", "spot": "Dynamic"}
-PG_ISO = 'YYYY-MM-DD"T"HH24:MI:SS"Z"'  # to_char pattern of FOCUS date-times (UTC, with Z)
-SQLITE_ISO = "%Y-%m-%dT%H:%M:%SZ"
-
-COLUMNS = (
-    "BilledCost",
-    "EffectiveCost",
-    "ListCost",
-    "ContractedCost",
-    "ListUnitPrice",
-    "ContractedUnitPrice",
-    "BillingCurrency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeFrequency",
-    "ChargeDescription",
-    "ServiceCategory",
-    "ServiceName",
-    "ProviderName",
-    "PricingCategory",
-    "ResourceId",
-    "ResourceName",
-    "ResourceType",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "PricingQuantity",
-    "PricingUnit",
-    "Tags",
-    "x_EstimatedCost",
-    "x_EstimatedGpuHours",
-    "x_EstimateErrorPct",
-    "x_Method",
-    "x_Model",
-    "x_Gpu",
-    "x_NumGpus",
-    "x_JobStatus",
-    "x_Team",
-)
 _TAGS = COLUMNS.index("Tags")
-
-
-def _iso(dialect: str, column: Any) -> Any:
-    if dialect == "postgresql":
-        return func.to_char(func.timezone("UTC", column), PG_ISO)
-    return func.strftime(SQLITE_ISO, column)
+PG_MAX_ARGS = 100  # PostgreSQL's FUNC_MAX_ARGS: json_build_object takes 50 pairs at most
 
 
 def _tag_object(dialect: str) -> Any:
@@ -130,77 +75,6 @@ def _tags(filters: ReportFilters, dialect: str) -> tuple[Any, FromClause]:
     return func.coalesce(found.scalar_subquery(), "{}"), jobs
 
 
-def _const(value: str) -> Any:
-    return literal(value, String)
-
-
-def _columns(dialect: str, tags: Any) -> list[tuple[str, Any]]:
-    """(column name, SQL expression) of a FOCUS record, in COLUMNS order."""
-    billed = Job.act_cost_usd
-    price = Job.price_per_gpu_hour
-    gpu_hours_unit = case((Job.act_gpu_hours.is_not(None), _const(GPU_HOURS_UNIT)))
-    # Billed GPU-hours can exceed the used ones (whole instances rented): the priced quantity
-    # is the one that, times the unit price, gives the bill.
-    priced = case((price > 0, billed / price), else_=Job.act_gpu_hours)
-    error = case(
-        (
-            and_(Job.est_cost_usd.is_not(None), billed > 0),
-            (Job.est_cost_usd - billed) / billed * 100.0,
-        )
-    )
-    description = (
-        Job.method
-        + " fine-tune of "
-        + Job.model_ref
-        + " on "
-        + cast(Job.num_gpus, String)
-        + "x "
-        + Job.gpu
-        + " ("
-        + func.replace(Job.pricing, "_", "-")
-        + "), job "
-        + Job.status
-    )
-    pricing_category = case(*((Job.pricing == k, _const(v)) for k, v in PRICING_CATEGORY.items()))
-    columns = (
-        cast(billed, Float),  # BilledCost
-        billed,  # EffectiveCost: no amortized commitments
-        billed,  # ListCost: billed at the public price, no negotiated discount
-        billed,  # ContractedCost: defaults to ListCost without negotiated rates
-        price,  # ListUnitPrice
-        price,  # ContractedUnitPrice
-        _const(CURRENCY),
-        _iso(dialect, func.coalesce(Job.started_at, Job.finished_at)),
-        _iso(dialect, Job.finished_at),
-        _const(CHARGE_CATEGORY),
-        cast(None, String),  # ChargeClass: null, not a correction
-        _const(CHARGE_FREQUENCY),
-        description,
-        _const(SERVICE_CATEGORY),
-        _const(SERVICE_NAME),
-        Job.provider,
-        pricing_category,
-        Job.id,
-        Job.method + " " + Job.model_ref,
-        _const(RESOURCE_TYPE),
-        Job.act_gpu_hours,  # ConsumedQuantity
-        gpu_hours_unit,
-        priced,
-        case((priced.is_not(None), _const(GPU_HOURS_UNIT))),
-        tags,
-        Job.est_cost_usd,
-        Job.est_gpu_hours,
-        error,
-        Job.method,
-        Job.model_ref,
-        Job.gpu,
-        Job.num_gpus,
-        Job.status,
-        Job.team,
-    )
-    return list(zip(COLUMNS, columns, strict=True))
-
-
 def _charges(stmt: Select, source: FromClause, filters: ReportFilters) -> Select:
     return (
         stmt.select_from(source)
@@ -212,7 +86,7 @@ def _charges(stmt: Select, source: FromClause, filters: ReportFilters) -> Select
 def query(filters: ReportFilters, dialect: str) -> Select:
     """One FOCUS record per job selected by `filters` that carries a metered cost."""
     tags, source = _tags(filters, dialect)
-    columns = (col.label(name) for name, col in _columns(dialect, tags))
+    columns = (col.label(name) for name, col in focus_columns(dialect, tags, get_settings()))
     return _charges(select(*columns), source, filters)
 
 
@@ -281,12 +155,29 @@ def _chunked(pieces: Iterator[bytes]) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
+def _json_object(pairs: list[Any]) -> Any:
+    """json_build_object over any number of pairs, as text, keys kept in order.
+
+    PostgreSQL functions take at most 100 arguments: build objects of up to 50 pairs and splice
+    their text (`{"a" : 1}` and `{"b" : 2}` make `{"a" : 1, "b" : 2}`); jsonb `||` would
+    reorder the keys.
+    """
+    parts = [
+        cast(func.json_build_object(*pairs[i : i + PG_MAX_ARGS]), Text)
+        for i in range(0, len(pairs), PG_MAX_ARGS)
+    ]
+    text: Any = parts[0]
+    for part in parts[1:]:
+        text = func.left(text, -1) + ", " + func.substr(part, 2)
+    return text
+
+
 def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
     pairs: list[Any] = []
     tags, source = _tags(filters, "postgresql")
-    for name, col in _columns("postgresql", tags):
+    for name, col in focus_columns("postgresql", tags, get_settings()):
         pairs += [literal(name, String), cast(col, JSON) if name == "Tags" else col]
-    objects = _charges(select(cast(func.json_build_object(*pairs), Text)), source, filters)
+    objects = _charges(select(_json_object(pairs)), source, filters)
     yield (json.dumps({"focus_version": FOCUS_VERSION})[:-1] + ', "rows": [\n').encode()
     separator = b""
     for chunk in _chunked(_copy_out(session, objects, "FORMAT text")):

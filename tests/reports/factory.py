@@ -81,12 +81,18 @@ def make_job(
     act_wall_s: float | None = None,
     act_cost: float | None = None,
     train_s: float | None = None,
+    cost_source: str | None = None,
+    internal_rate: float = 0.02,
+    region: str | None = None,
 ) -> Job:
     """A finished job with an estimate and (unless None) actuals; flushed, not committed.
 
     `snap` replaces the synthetic estimate (e.g. a real MethodResult); the est_* columns then
-    come from it, as the jobs service copies them.
+    come from it, as the jobs service copies them. Provenance as a worker with no cost-source
+    setting stamps it: self-hosted on CPU (or without a provider), else billed by `provider`.
     """
+    if cost_source is None:
+        cost_source = "self_hosted" if gpu == "cpu" or provider is None else "cloud"
     finished = finished_at or datetime(2025, 3, 10, 12, tzinfo=UTC)
     if snap is None:
         snap = snapshot(
@@ -127,6 +133,11 @@ def make_job(
         started_at=finished - timedelta(hours=act_hours or 0),
         finished_at=finished,
         attempts=1,
+        cost_source=cost_source,
+        billing_provider=provider if cost_source == "cloud" else None,
+        internal_usd_per_gpu_hour=internal_rate if cost_source == "self_hosted" else None,
+        region=region,
+        list_price_reference=f"{provider} {gpu} {pricing}",
     )
     if act_hours is not None:
         job.act_wall_s = act_wall_s if act_wall_s is not None else act_hours * 3600.0

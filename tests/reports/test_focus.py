@@ -29,27 +29,46 @@ DECIMALS = (
     "ContractedUnitPrice",
     "ConsumedQuantity",
     "PricingQuantity",
+    "x_InternalUnitPrice",
     "x_EstimatedCost",
     "x_EstimatedGpuHours",
     "x_EstimateErrorPct",
 )
-# FOCUS 1.2: these must be present and never null on a Usage row.
-NOT_NULL = (
+# FOCUS 1.2 Mandatory columns (specification/columns/*.md: "MUST be present").
+MANDATORY = (
     "BilledCost",
-    "EffectiveCost",
-    "ListCost",
-    "ContractedCost",
+    "BillingAccountId",
+    "BillingAccountName",
     "BillingCurrency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
     "ChargeCategory",
+    "ChargeClass",
     "ChargeDescription",
-    "ServiceCategory",
-    "ServiceName",
-    "ResourceId",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
     "PricingQuantity",
     "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
 )
+# Never null on a Usage row that is not a correction (ChargeClass is only ever null here).
+NOT_NULL = (
+    *(c for c in MANDATORY if c != "ChargeClass"),
+    "ServiceSubcategory",
+    "ListUnitPrice",
+    "ContractedUnitPrice",
+    "SkuId",
+    "SkuPriceId",
+    "ResourceId",
+)
+PROVIDER_NAMES = {"aws": "AWS", "gcp": "Google Cloud"}
 FOCUS_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -79,14 +98,31 @@ def test_json_columns_types_and_values(app_client, keys, seeded: Seeded) -> None
         assert FOCUS_DATETIME.match(row["ChargePeriodStart"])
         assert FOCUS_DATETIME.match(row["ChargePeriodEnd"])
         assert row["ChargePeriodStart"] <= row["ChargePeriodEnd"]
-        assert row["BilledCost"] == pytest.approx(job.act_cost_usd)
+        assert set(MANDATORY) <= set(row)
+        assert FOCUS_DATETIME.match(row["BillingPeriodStart"])
+        assert row["BillingPeriodStart"] <= row["ChargePeriodEnd"] < row["BillingPeriodEnd"]
+        assert row["BillingPeriodStart"][8:] == "01T00:00:00Z"
+        if job.cost_source == "cloud":
+            assert row["BilledCost"] == row["EffectiveCost"] == pytest.approx(job.act_cost_usd)
+            assert row["ProviderName"] == PROVIDER_NAMES[job.provider]
+            assert row["InvoiceIssuerName"] == row["PublisherName"] == row["ProviderName"]
+            assert row["SkuId"].startswith(job.provider + "/")
+        else:
+            assert row["BilledCost"] == 0
+            rate = job.internal_usd_per_gpu_hour
+            assert row["EffectiveCost"] == pytest.approx(job.act_gpu_hours * rate)
+            assert row["x_InternalUnitPrice"] == pytest.approx(rate)
+            assert row["ProviderName"] == "Self-hosted"
+            assert row["SkuId"] == f"self-hosted/{job.gpu}"
+        assert row["x_CostSource"] == job.cost_source
+        assert row["ContractedCost"] == row["ListCost"] == pytest.approx(job.act_cost_usd)
+        assert row["SubAccountId"] == row["SubAccountName"] == job.team
         assert row["ListCost"] == pytest.approx(row["ListUnitPrice"] * row["PricingQuantity"])
         assert row["ConsumedQuantity"] == pytest.approx(job.act_gpu_hours)
         assert row["ConsumedUnit"] == row["PricingUnit"] == "GPU-Hours"
         assert row["BillingCurrency"] == "USD"
         assert row["ChargeCategory"] == "Usage"
         assert row["ServiceCategory"] == "AI and Machine Learning"
-        assert row["ProviderName"] == job.provider  # null when none was recorded
         assert row["Tags"] == seeded.tags[job.id]
         assert row["x_Method"] == job.method and row["x_Model"] == job.model_ref
         assert row["x_EstimatedCost"] == pytest.approx(job.est_cost_usd)

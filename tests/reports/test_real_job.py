@@ -41,8 +41,10 @@ def test_a_finished_job_appears_in_every_view(app_client, keys, cpu_worker, job_
 
     r = app_client.get("/v1/reports/focus", params={"tag.suite": suite}, headers=read)
     (charge,) = list(csv.DictReader(io.StringIO(r.text)))
-    assert charge["ResourceId"] == job["id"] and charge["ProviderName"] == "aws"
-    assert float(charge["BilledCost"]) == pytest.approx(job["act_cost_usd"])
+    # Run on this CPU worker (no cost-source setting): self-hosted, priced at the aws list price.
+    assert charge["ResourceId"] == job["id"] and charge["ProviderName"] == "Self-hosted"
+    assert float(charge["BilledCost"]) == 0 and charge["x_CostSource"] == "self_hosted"
+    assert float(charge["ListCost"]) == pytest.approx(job["act_cost_usd"])
     assert float(charge["ConsumedQuantity"]) == pytest.approx(job["act_gpu_hours"])
     assert json.loads(charge["Tags"])["suite"] == suite
 

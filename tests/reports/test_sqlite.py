@@ -78,7 +78,11 @@ def test_focus_tags_are_objects(sqlite_session: Session) -> None:
     assert rows[0]["ChargePeriodEnd"] == "2025-02-27T23:59:00Z"
     assert rows[0]["PricingCategory"] == "Standard" and rows[0]["ChargeClass"] is None
     assert rows[0]["ChargeDescription"] == (
-        "lora fine-tune of meta-llama/Llama-3.1-8B on 1x A100-80GB (on-demand), job succeeded"
+        "lora fine-tune of meta-llama/Llama-3.1-8B on 1x A100-80GB (on-demand, billed by aws), "
+        "job succeeded"
     )
+    assert rows[0]["BillingPeriodStart"] == "2025-02-01T00:00:00Z"
+    assert rows[0]["BillingPeriodEnd"] == "2025-03-01T00:00:00Z"
+    assert rows[0]["ProviderName"] == "AWS" and rows[0]["BilledCost"] == rows[0]["ListCost"]
     text = "".join(focus.stream(sqlite_session, _filters(), "json"))
     assert [r["Tags"] for r in json.loads(text)["rows"]] == [{"team": t} for t in "aabb"]
