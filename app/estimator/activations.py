@@ -17,7 +17,15 @@ from functools import lru_cache
 from typing import Literal
 
 from app.estimator.architectures import ArchProfile, arch_profile
+from app.estimator.conventions import (
+    ADAPTERS_FP32,
+    DTYPE_BYTES,
+    adapter_dtype,
+    base_dtype,
+    half_dtype,
+)
 from app.estimator.model_analysis import ModelAnalysis
+from app.estimator.spec import Method
 from app.estimator.tape import FP32, INDEX_BYTES, Sym, Tape
 
 Device = Literal["cuda", "cpu"]
@@ -53,6 +61,7 @@ class ActivationEstimate:
     layer_bytes: int  # what one layer saves (GC recomputes this during backward)
     logits_bytes: int  # the logits tensor the caller holds (not autograd-saved)
     loss_saved_bytes: int  # part of saved_bytes: fp32 log-softmax output, labels, softcap
+    held_bytes: int  # part of saved_bytes kept as ctx attributes (bnb < 0.43.2 4-bit inputs)
     logits_backward_bytes: int  # transient at the loss backward: fp32 grads of the log-softmax
     checkpointed: bool
 
@@ -89,7 +98,8 @@ def _proj(t: Tape, x: Sym, out: float, name: str, run: _Run) -> Sym:
     y = t.linear(
         x, out, trainable=run.full or name in lora.saved_modules, out_bytes=pol.autocast or x.nbytes
     )
-    t.save(x, run.quantized_keeps_input and x.grad)
+    if run.quantized_keeps_input and x.grad:  # bnb < 0.43.2: `ctx.tensors = (A, B)`
+        t.hold(x)
     if name not in lora.targets:
         return y
     xa = t.to(x, pol.adapter)  # peft casts the input to the adapter dtype
@@ -240,18 +250,25 @@ def _layer(t: Tape, x: Sym, run: _Run, cross: Sym | None = None) -> Sym:
     return t.add(x, t.dropout(m, p.resid_dropout))
 
 
-def _layer_bytes(run: _Run, *, input_grad: bool) -> float:
+def _layer_tape(run: _Run, *, input_grad: bool) -> Tape:
     t = Tape(autocast=run.policy.autocast, cpu=run.cpu)
     _layer(t, t.new(run.dims.h, run.policy.residual, input_grad), run)
-    return t.bytes_per_token()
+    return t
 
 
-def _decoder_stack(run: _Run, layers: int, x: Sym) -> tuple[float, Sym]:
-    """Bytes per token of all layers (the first on its own: its input may need no grad)."""
-    first = _layer_bytes(run, input_grad=x.grad)
-    rest = _layer_bytes(run, input_grad=True) if layers > 1 else 0.0
+def _layer_bytes(run: _Run, *, input_grad: bool) -> float:
+    return _layer_tape(run, input_grad=input_grad).bytes_per_token()
+
+
+def _decoder_stack(run: _Run, layers: int, x: Sym) -> tuple[float, float, Sym]:
+    """Bytes per token of all layers (the first on its own: its input may need no grad), and
+    the part of it held as ctx attributes."""
+    first = _layer_tape(run, input_grad=x.grad)
+    rest = _layer_tape(run, input_grad=True) if layers > 1 else Tape()
     grad = x.grad or run.full or bool(run.lora.targets)
-    return first + (layers - 1) * rest, Sym(run.dims.h, run.policy.residual, grad)
+    saved = first.bytes_per_token() + (layers - 1) * rest.bytes_per_token()
+    held = first.held_bytes_per_token() + (layers - 1) * rest.held_bytes_per_token()
+    return saved, held, Sym(run.dims.h, run.policy.residual, grad)
 
 
 def _seq2seq_stack(t: Tape, run: _Run, enc_layers: int, dec_layers: int, x: Sym) -> Sym:
@@ -323,6 +340,7 @@ def estimate_activations(
         t.save(t.new(seq_len, 1, False))
     layers = analysis.num_layers
     stack: float
+    held = 0.0
     dec_layers = analysis.num_decoder_layers if analysis.is_encoder_decoder else 0
     layer = _layer_bytes(run, input_grad=True)
     if gradient_checkpointing:  # each checkpointed layer keeps only its input hidden states
@@ -333,7 +351,7 @@ def estimate_activations(
         x = _seq2seq_stack(sub, run, layers, dec_layers, x)
         stack = sub.bytes_per_token()
     else:
-        stack, x = _decoder_stack(run, layers, x)
+        stack, held, x = _decoder_stack(run, layers, x)
     t.save(t.new(stack, 1, False))  # the layers' saved bytes, as one block
     head_trainable = full or "lm_head" in lora.saved_modules
     n = _norm(t, x, run)
@@ -351,6 +369,7 @@ def estimate_activations(
         layer_bytes=round(layer * tokens),
         logits_bytes=round(analysis.vocab_size * logits.nbytes * tokens),
         loss_saved_bytes=round(loss_saved * tokens),
+        held_bytes=round(held * tokens),
         logits_backward_bytes=round(2 * analysis.vocab_size * FP32 * tokens),
         checkpointed=gradient_checkpointing,
     )
@@ -359,20 +378,19 @@ def estimate_activations(
 _EMBEDDING_NAMES = frozenset({"embed_tokens", "wte", "shared", "embed_in"})
 
 
-def dtype_policy(*, full: bool, precision: str) -> DtypePolicy:
-    """Tensor dtypes of a run.
+def dtype_policy(*, full: bool, precision: str, adapters_fp32: bool = ADAPTERS_FP32) -> DtypePolicy:
+    """Tensor dtypes of a run, by `conventions`.
 
-    fp32: everything fp32. bf16_true: weights, activations and adapters in bf16, no autocast.
-    *_mixed: torch.autocast to 16 bits with fp32 trainable weights: full fine-tuning keeps the
-    whole model in fp32 (so the residual stream and norms are fp32), LoRA/QLoRA keep the frozen
-    base in 16 bits and the adapters in fp32 (peft's `autocast_adapter_dtype` default).
+    fp32: everything fp32. bf16_true: weights and activations in bf16, no autocast; LoRA
+    adapters fp32 (peft casts their input up). *_mixed: torch.autocast to 16 bits with fp32
+    trainable weights: full fine-tuning keeps the whole model in fp32 (so the residual stream
+    and norms are fp32), LoRA/QLoRA keep the frozen base in 16 bits and the adapters in fp32.
     """
-    if precision == "fp32":
-        return DtypePolicy(
-            residual=FP32, compute=FP32, adapter=FP32, autocast=None, norm_weight=FP32
-        )
-    if precision == "bf16_true":
-        return DtypePolicy(residual=2, compute=2, adapter=2, autocast=None, norm_weight=2)
-    if full:
-        return DtypePolicy(residual=FP32, compute=2, adapter=FP32, autocast=2, norm_weight=FP32)
-    return DtypePolicy(residual=2, compute=2, adapter=FP32, autocast=2, norm_weight=2)
+    method = Method.FULL if full else Method.LORA
+    base = DTYPE_BYTES[base_dtype(method=method, precision=precision)]
+    adapter = DTYPE_BYTES[adapter_dtype(precision=precision, adapters_fp32=adapters_fp32)]
+    autocast = DTYPE_BYTES[half_dtype(precision)] if precision.endswith("_mixed") else None
+    compute = DTYPE_BYTES[half_dtype(precision)]
+    return DtypePolicy(
+        residual=base, compute=compute, adapter=adapter, autocast=autocast, norm_weight=base
+    )

@@ -15,11 +15,9 @@ named constants below. `allocated_bytes` is what `torch.cuda.max_memory_allocate
 `reserved_bytes` what `max_memory_reserved` reports, and `per_gpu_bytes` what must fit in the
 GPU's memory (what nvidia-smi shows), the figure to compare with a GPU's capacity.
 
-Conventions of the runs modelled (the worker trains this way): transformers models with
-`use_cache=False`; `*_mixed` = torch.autocast with fp32 trainable weights (full fine-tuning keeps
-the whole model in fp32, LoRA/QLoRA keep the frozen base in 16 bits and adapters in fp32);
-`bf16_true` = everything in bf16 (adapters too); QLoRA computes in bf16 (fp32 under `fp32`)
-and leaves embeddings, norms and lm_head unquantized in that dtype.
+Runs are modelled as the worker trains: transformers models with `use_cache=False`, and the
+dtypes of `conventions` (fp32 LoRA adapters; a 16-bit frozen base under `bf16_true` and
+`*_mixed`; QLoRA's embeddings, norms and lm_head left unquantized in that dtype, not upcast).
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ from app.estimator.activations import (
     dtype_policy,
     estimate_activations,
 )
+from app.estimator.conventions import ADAPTERS_FP32
 from app.estimator.lora import lora_layout
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
@@ -107,7 +106,7 @@ class MemoryEstimate:
     breakdown: MemoryBreakdown
     allocated_bytes: int  # expected torch.cuda.max_memory_allocated
     reserved_bytes: int  # expected torch.cuda.max_memory_reserved
-    peak_phase: str  # "backward_start" or "optimizer_step"
+    peak_phase: str  # "backward_start", "optimizer_step" or "forward_end"
     num_gpus: int
     activations: ActivationEstimate
 
@@ -179,9 +178,16 @@ def _shard(
 
 
 def _phases(
-    g: _PerGpu, act: ActivationEstimate, *, held_logits: bool, transient: bool, act_scale: float
+    g: _PerGpu,
+    act: ActivationEstimate,
+    *,
+    held_logits: bool,
+    transient: bool,
+    act_scale: float,
+    previous_held: int = 0,
 ) -> tuple[str, dict[str, int]]:
-    """Components at backward start and at the optimizer step; returns the larger."""
+    """Components at backward start and at the optimizer step (and, when the last step's
+    graph outlives its backward, at the end of the next forward); returns the largest."""
     body = round((act.saved_bytes - act.loss_saved_bytes) * act_scale)
     held = act.logits_bytes if held_logits else 0
     loss_first = act.loss_saved_bytes + act.logits_backward_bytes  # log-softmax backward
@@ -204,6 +210,16 @@ def _phases(
         )
         if sum(recompute.values()) > sum(backward.values()):
             backward = recompute
+    phase = "backward_start"
+    if previous_held:  # the loss is computed, the last step's graph not yet released
+        forward_end = dict(
+            backward,
+            gradients=g.grads_backward,
+            activations=body + round(previous_held * act_scale),
+            logits=held + act.loss_saved_bytes,
+        )
+        if sum(forward_end.values()) > sum(backward.values()):
+            phase, backward = "forward_end", forward_end
     step = {
         "weights": g.weights,
         "gradients": g.grads_step,
@@ -214,7 +230,7 @@ def _phases(
     }
     if sum(step.values()) > sum(backward.values()):
         return "optimizer_step", step
-    return "backward_start", backward
+    return phase, backward
 
 
 def estimate_memory(
@@ -231,6 +247,8 @@ def estimate_memory(
     device: Device = "cuda",
     bnb_keeps_4bit_input: bool = False,
     gpu_memory_bytes: int | None = None,
+    adapters_fp32: bool = ADAPTERS_FP32,
+    loop_holds_last_loss: bool = False,
 ) -> MemoryEstimate:
     """Peak memory per GPU of fine-tuning `analysis` with `method` on `num_gpus` GPUs.
 
@@ -242,6 +260,11 @@ def estimate_memory(
     parts that are not exact counts (activations, logits, overhead): the calibration hook.
     `bnb_keeps_4bit_input` models bitsandbytes before 0.43.2, whose 4-bit matmul kept its input
     for backward (removed by bitsandbytes PR #1270, July 2024); current versions do not.
+    `loop_holds_last_loss` models a training loop that keeps the last step's loss bound until
+    the next loss is computed (LitGPT's `fit`): with `bnb_keeps_4bit_input`, the last step's
+    4-bit matmul inputs, held as ctx attributes of its graph, are alive at the next forward's end.
+    `adapters_fp32=False` models stacks that keep LoRA adapters in 16 bits under `bf16_true`
+    (LitGPT); the worker follows `conventions.ADAPTERS_FP32`.
     Results are cached: the same question twice costs a dict lookup."""
     targets = lora.target_modules
     lora_key = (
@@ -268,6 +291,8 @@ def estimate_memory(
             overhead_factor,
             device,
             bnb_keeps_4bit_input,
+            adapters_fp32,
+            loop_holds_last_loss,
         )
         if gpu_memory_bytes is None or estimate.per_gpu_bytes <= gpu_memory_bytes:
             break
@@ -287,6 +312,8 @@ def _estimate_cached(
     overhead_factor: float,
     device: Device,
     bnb_keeps_4bit_input: bool,
+    adapters_fp32: bool,
+    loop_holds_last_loss: bool,
 ) -> MemoryEstimate:
     r, alpha, dropout, targets, to_save = lora_key
     lora = LoraSpec(
@@ -307,8 +334,11 @@ def _estimate_cached(
         optimizer=training.optimizer,
         lora=lora,
         qlora=qlora,
+        adapters_fp32=adapters_fp32,
     )
-    policy: DtypePolicy = dtype_policy(full=full, precision=training.precision)
+    policy: DtypePolicy = dtype_policy(
+        full=full, precision=training.precision, adapters_fp32=adapters_fp32
+    )
     layout = LoraLayout() if full else lora_layout(analysis, lora)
     act = estimate_activations(
         analysis=analysis,
@@ -348,6 +378,7 @@ def _estimate_cached(
             held_logits=held,
             transient=transient,
             act_scale=act_scale * overhead_factor,
+            previous_held=act.held_bytes if loop_holds_last_loss else 0,
         )
         parts["logits"] = round(parts["logits"] * overhead_factor)
         allocated = sum(parts.values()) - (per_gpu.paged if parts["optimizer_states"] else 0)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from app.catalog.loader import PriceRow, StoragePrice
+from app.estimator.conventions import DTYPE_BYTES, adapter_dtype, base_dtype
 from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, TrainingSpec
@@ -90,8 +91,8 @@ def artifact_size(
 ) -> ArtifactSize:
     """Bytes of the checkpoint (full) or adapter_model.safetensors (LoRA/QLoRA) a run saves.
 
-    peft saves the adapter in the dtype it trained in: bf16 when the whole model is cast to
-    bf16 (`bf16_true`), fp32 otherwise (peft upcasts 16-bit adapter weights by default).
+    peft saves the adapter in the dtype it trained in: A and B in `conventions.adapter_dtype`
+    (fp32), modules_to_save copies in the base dtype.
     """
     width = saved_dtype_bytes(training.precision)
     if Method(method) is Method.FULL:
@@ -111,12 +112,13 @@ def artifact_size(
     extra = max(0, lora_trainable - counted)
     if extra:
         tensors.append((PEFT_PREFIX + "modules_to_save.weight", [extra]))
-    dtype = "BF16" if width == 2 else "F32"
-    header = _header_bytes(tensors, dtype, width)
+    adapter = DTYPE_BYTES[adapter_dtype(precision=training.precision)]
+    base = DTYPE_BYTES[base_dtype(method=Method(method), precision=training.precision)]
+    header = _header_bytes(tensors, "BF16" if adapter == 2 else "F32", adapter)
     return ArtifactSize(
         kind="adapter",
-        bytes=lora_trainable * width + header,
-        dtype_bytes=width,
+        bytes=counted * adapter + extra * base + header,
+        dtype_bytes=adapter,
         header_bytes=header,
     )
 

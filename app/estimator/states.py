@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from math import ceil, prod
 
+from app.estimator.conventions import ADAPTERS_FP32, DTYPE_BYTES, adapter_dtype, base_dtype
 from app.estimator.lora import lora_targets, lora_trainable_params
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, QLoraSpec
@@ -176,14 +177,6 @@ class StateBytes:
     head_gradient: int  # lm_head/embedding gradient, the first one backward allocates
 
 
-def _bytes_per_param(method: Method, precision: str) -> int:
-    if precision == "fp32":
-        return FP32
-    if precision == "bf16_true":
-        return 2
-    return FP32  # *_mixed: trainable weights are fp32 masters
-
-
 def state_bytes(
     *,
     analysis: ModelAnalysis,
@@ -192,15 +185,17 @@ def state_bytes(
     optimizer: str,
     lora: LoraSpec,
     qlora: QLoraSpec,
+    adapters_fp32: bool = ADAPTERS_FP32,
 ) -> StateBytes:
-    """Weights, gradients and optimizer state of one replica, as torch/peft/bnb size them."""
+    """Weights, gradients and optimizer state of one replica, as torch/peft/bnb size them
+    (dtypes by `conventions`; `adapters_fp32=False` for stacks that keep 16-bit adapters)."""
     targets = lora.target_modules
     adapter = (
         lora.r,
         targets if isinstance(targets, str) else tuple(targets),
         tuple(lora.modules_to_save),
     )
-    return _state_bytes(analysis, method, precision, optimizer, adapter, qlora)
+    return _state_bytes(analysis, method, precision, optimizer, adapter, qlora, adapters_fp32)
 
 
 # The memory model asks once per (GPU count, strategy) of every plan with the same inputs.
@@ -212,6 +207,7 @@ def _state_bytes(
     optimizer: str,
     adapter: tuple[int, tuple[str, ...] | str, tuple[str, ...]],
     qlora: QLoraSpec,
+    adapters_fp32: bool,
 ) -> StateBytes:
     r, targets, to_save = adapter
     lora = LoraSpec(
@@ -221,30 +217,51 @@ def _state_bytes(
     )
     full = method is Method.FULL
     mixed = precision.endswith("_mixed")
-    store = 4 if precision == "fp32" else 2  # dtype of frozen / bf16_true weights
-    pbytes = _bytes_per_param(method, precision)
+    store = DTYPE_BYTES[base_dtype(method=method, precision=precision)]
     if full:
         trainable = analysis.total_params
-        weights = 0 if mixed else trainable * pbytes
+        weights = 0 if mixed else trainable * store
         master = trainable * FP32 if mixed else 0
         # every matmul weight; experts run through grouped_mm, which autocast leaves alone
         linear_params = sum(i * o for _, i, o in analysis.linear_layers) if mixed else 0
         copies = 2 * (linear_params + analysis.router_weight_params) if mixed else 0
         shapes = trainable_shapes(analysis, full=True)
-        extra = 0
-        head = analysis.vocab_size * analysis.hidden_size * pbytes
+        opt = optimizer_bytes(optimizer, shapes=shapes, param_bytes=store)
+        head = analysis.vocab_size * analysis.hidden_size * store
+        return StateBytes(weights, master, copies, trainable * store, opt, trainable, head)
+    trainable = lora_trainable_params(analysis, lora)
+    quant = qlora.quant_type if method is Method.QLORA else None
+    base = base_weight_bytes(
+        analysis, dtype_bytes=store, quant=quant, double_quant=qlora.double_quant
+    )
+    layers = lora_targets(analysis, lora)
+    shapes = trainable_shapes(analysis, full=False, lora_layers=layers, r=lora.r)
+    adapter_params = sum(lora.r * (i + o) for _, i, o in layers)
+    extra = max(trainable - adapter_params, 0)  # modules_to_save copies, in the base dtype
+    abytes = DTYPE_BYTES[adapter_dtype(precision=precision, adapters_fp32=adapters_fp32)]
+    adapters = adapter_params * abytes
+    # under *_mixed the fp32 adapters are the master weights autocast copies to 16 bits
+    weights = base.total + extra * store + (0 if mixed else adapters)
+    master = adapters if mixed else 0
+    copies = 2 * adapter_params if mixed and abytes == FP32 else 0
+    opt = _combined(
+        optimizer_bytes(optimizer, shapes=shapes, param_bytes=abytes),
+        optimizer_bytes(optimizer, shapes=[], param_bytes=store, extra_params=extra),
+        optimizer,
+    )
+    return StateBytes(weights, master, copies, adapters + extra * store, opt, trainable, 0)
+
+
+def _combined(a: OptimizerBytes, b: OptimizerBytes, optimizer: str) -> OptimizerBytes:
+    """One optimizer over two groups of tensors stored in different dtypes."""
+    if not b.states and not b.step_transient:
+        return a
+    states = a.states + b.states
+    if optimizer.endswith("8bit") and a.states and b.states:
+        states -= BNB_8BIT_QMAPS_BYTES  # the two dynamic maps exist once per optimizer
+    # AdamW's foreach step allocates for all tensors at once; Adafactor one tensor at a time
+    if optimizer == "adafactor":
+        transient = max(a.step_transient, b.step_transient)
     else:
-        trainable = lora_trainable_params(analysis, lora)
-        quant = qlora.quant_type if method is Method.QLORA else None
-        base = base_weight_bytes(
-            analysis, dtype_bytes=store, quant=quant, double_quant=qlora.double_quant
-        )
-        weights = base.total + (0 if mixed else trainable * pbytes)
-        master = trainable * FP32 if mixed else 0
-        copies = 2 * trainable if mixed else 0
-        layers = lora_targets(analysis, lora)
-        shapes = trainable_shapes(analysis, full=False, lora_layers=layers, r=lora.r)
-        extra = trainable - sum(lora.r * (i + o) for _, i, o in layers)
-        head = 0
-    opt = optimizer_bytes(optimizer, shapes=shapes, param_bytes=pbytes, extra_params=max(extra, 0))
-    return StateBytes(weights, master, copies, trainable * pbytes, opt, trainable, head)
+        transient = a.step_transient + b.step_transient
+    return OptimizerBytes(states, transient, a.paged)

@@ -37,6 +37,7 @@ class Tape:
     autocast: int | None = None
     cpu: bool = False
     saved: dict[int, Sym] = field(default_factory=dict)
+    held: dict[int, Sym] = field(default_factory=dict)  # kept as autograd.Function ctx attributes
 
     # --- bookkeeping -----------------------------------------------------------------------
     def new(self, numel: float, nbytes: int, grad: bool) -> Sym:
@@ -51,6 +52,16 @@ class Tape:
         """Autograd keeps `t` (its whole storage) for backward."""
         if when:
             self.saved[id(t.storage)] = t.storage
+
+    def hold(self, t: Sym) -> None:
+        """A custom autograd.Function keeps `t` as a ctx attribute: saved for backward, and alive
+        as long as the graph object is, even after backward."""
+        self.save(t)
+        self.held[id(t.storage)] = t.storage
+
+    def held_bytes_per_token(self) -> float:
+        """Bytes per token of the storages held as ctx attributes, each once."""
+        return sum(t.numel * t.nbytes for t in self.held.values())
 
     def bytes_per_token(self) -> float:
         """Total saved bytes per token, each storage once."""

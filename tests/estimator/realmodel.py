@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.estimator.conventions import adapter_dtype
 from app.estimator.spec import LoraSpec
 
 VOCAB = 256
@@ -179,10 +180,10 @@ def load_4bit(
     model: nn.Module, folder: Path, *, quant_type: str, double_quant: bool, attention: str = "sdpa"
 ) -> nn.Module:
     """Save `model` and load it back quantized by bitsandbytes (CPU backend), bf16 compute,
-    in the layout the worker trains with."""
+    in the layout and with the preparation the worker trains with."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    from worker.training.model import keep_4bit_training_layout
+    from worker.training.model import freeze_4bit_base, keep_4bit_training_layout
 
     model.save_pretrained(folder)  # type: ignore[operator]
     bnb = BitsAndBytesConfig(
@@ -199,7 +200,12 @@ def load_4bit(
         attn_implementation=attention,
     )
     keep_4bit_training_layout(quantized)
-    return quantized
+    return freeze_4bit_base(quantized)  # type: ignore[no-any-return]
+
+
+def worker_adapters_fp32(precision: str) -> bool:
+    """Whether the worker keeps LoRA adapters in fp32 at `precision` (the convention)."""
+    return adapter_dtype(precision=precision) == "fp32"
 
 
 def batch(config: dict[str, Any]) -> dict[str, torch.Tensor]:

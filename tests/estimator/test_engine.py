@@ -82,7 +82,7 @@ def test_llama2_7b_lora_on_a100_40gb_end_to_end() -> None:
 
     full = result.results[Method.FULL]
     assert full.trainable_params == LLAMA7.total_params
-    assert full.artifact_bytes > 1000 * lora.artifact_bytes
+    assert full.artifact_bytes > 500 * lora.artifact_bytes  # bf16 checkpoint, fp32 adapter
     assert full.flops > 1.4 * lora.flops  # 6N vs 4N per token
     qlora = result.results[Method.QLORA]
     assert qlora.memory.per_gpu_bytes < 0.7 * lora.memory.per_gpu_bytes

@@ -25,6 +25,7 @@ from tests.estimator.realmodel import (
     load_4bit,
     measure_saved_bytes,
     with_lora,
+    worker_adapters_fp32,
 )
 
 TOLERANCE = 0.10  # issue 3: activations within 10% of what PyTorch saves
@@ -54,7 +55,7 @@ def _measure(
         model = model.to(torch.bfloat16)
     if method is not Method.FULL:
         model.requires_grad_(False)
-        model = with_lora(model, lora, fp32_adapters=precision.endswith("mixed"))
+        model = with_lora(model, lora, fp32_adapters=worker_adapters_fp32(precision))
     autocast = torch.bfloat16 if precision.endswith("mixed") else None
     return measure_saved_bytes(model, batch(config), checkpointing=checkpointing, autocast=autocast)
 

@@ -14,7 +14,14 @@ from app.estimator.memory import state_bytes
 from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec
 from app.estimator.states import quantized_linear_bytes
-from tests.estimator.realmodel import TINY, batch, build_real, load_4bit, with_lora
+from tests.estimator.realmodel import (
+    TINY,
+    batch,
+    build_real,
+    load_4bit,
+    with_lora,
+    worker_adapters_fp32,
+)
 from tests.support import force_avx512bf16
 
 LORA = LoraSpec(r=4, dropout=0.1, target_modules=["q_proj", "v_proj", "down_proj"])
@@ -70,7 +77,7 @@ def _one_step(
         model = model.to(torch.bfloat16)
     if method is not Method.FULL:
         model.requires_grad_(False)
-        model = with_lora(model, LORA, fp32_adapters=mixed)
+        model = with_lora(model, LORA, fp32_adapters=worker_adapters_fp32(precision))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _optimizer(optimizer, params)
     cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed)
@@ -164,7 +171,7 @@ def test_4bit_weights_equal_bitsandbytes_tensors(
         lora=LoraSpec(r=2),
         qlora=qlora,
     )
-    adapters = est.trainable_params * 2  # bf16 adapters, not created here
+    adapters = est.trainable_params * 4  # fp32 adapters (the convention), not created here
     assert est.weights - adapters == _storage_bytes(_weight_tensors(model))
 
 

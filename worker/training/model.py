@@ -1,7 +1,8 @@
 """Load the base model and tokenizer and make them trainable for the requested method.
 
 full: every parameter trains. lora: a peft LoRA adapter on the chosen modules. qlora: the base is
-quantized to 4 bits by bitsandbytes at load time, prepared for k-bit training, then gets LoRA.
+quantized to 4 bits by bitsandbytes at load time, frozen, then gets LoRA. Which tensor is stored
+in which dtype follows `app.estimator.conventions`, the rules the memory estimate counts by.
 Remote code is never run. On the CPU everything trains in fp32 (bf16 matmuls on CPUs are slow
 and pure-bf16 updates lose small steps), whatever precision was requested; the result says so.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from app.estimator.conventions import ADAPTERS_FP32, base_dtype
 from app.estimator.lora_defaults import resolve_lora_targets
 from app.estimator.model_notes import worker_refusal
 from app.estimator.spec import Method
@@ -22,6 +24,7 @@ from worker.training.errors import JobSpecError, ModelLoadError, UnsupportedOnDe
 from worker.training.spec import JobSpec
 
 _TRUTHY = {"1", "true", "yes", "on"}
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class PrecisionPlan:
 
     requested: str
     used: str
-    load_dtype: torch.dtype  # dtype of the (non-quantized) weights as loaded
+    load_dtype: torch.dtype  # dtype of full fine-tuning's weights (trainable masters)
     autocast_dtype: torch.dtype | None  # mixed precision: matmuls run in this dtype
     grad_scaler: bool  # fp16 mixed precision needs loss scaling
     compute_dtype: str  # "bf16" | "fp16" | "fp32": which peak FLOP/s applies
@@ -106,7 +109,7 @@ def load_model(spec: JobSpec, *, device: torch.device, bf16_ok: bool) -> LoadedM
     if tokenizer.pad_token_id is None:
         # Padding positions are masked by attention_mask and labels, so any id will do.
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {**common, _dtype_kwarg(): precision.load_dtype}
+    kwargs: dict[str, Any] = {**common, _dtype_kwarg(): base_torch_dtype(spec.method, precision)}
     kwargs["attn_implementation"] = attention
     if spec.method is Method.QLORA:
         kwargs["quantization_config"] = _bnb_config(spec, precision)
@@ -144,6 +147,21 @@ def _check_trainable(source: str, common: dict[str, Any]) -> None:
     )
     if refusal:
         raise JobSpecError(refusal)
+
+
+def base_torch_dtype(method: Method, precision: PrecisionPlan) -> torch.dtype:
+    """dtype the base model is loaded in (its non-4-bit part for QLoRA), by the convention."""
+    return _TORCH_DTYPES[base_dtype(method=method, precision=precision.used)]
+
+
+def freeze_4bit_base(model: Any) -> Any:
+    """Make a 4-bit base ready for LoRA: freeze it, upcast nothing (see conventions).
+
+    peft's `prepare_model_for_kbit_training` would also cast embeddings, norms and lm_head to
+    fp32, which roughly doubles activation memory; the estimator models this choice instead.
+    """
+    model.requires_grad_(False)
+    return model
 
 
 def keep_4bit_training_layout(model: Any) -> int:
@@ -197,9 +215,7 @@ def _enable_checkpointing(model: Any) -> None:
 
 def _make_trainable(model: Any, spec: JobSpec) -> Any:
     if spec.method is Method.QLORA:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = freeze_4bit_base(model)
     if spec.training.gradient_checkpointing:
         _enable_checkpointing(model)
     if spec.method is Method.FULL:
@@ -226,7 +242,7 @@ def _add_lora(model: Any, spec: JobSpec) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        return get_peft_model(model, config, autocast_adapter_dtype=ADAPTERS_FP32)
     except ValueError as exc:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_linear(m)})
         raise JobSpecError(

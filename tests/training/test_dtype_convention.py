@@ -1,0 +1,64 @@
+"""The worker stores each tensor in the dtype the memory estimate counts (conventions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.estimator.memory import state_bytes
+from app.estimator.model_analysis import analyze_model
+from app.estimator.spec import LoraSpec, Method, QLoraSpec
+from tests.estimator.realmodel import TINY, build_real
+from worker.training.model import _add_lora, base_torch_dtype, resolve_precision
+from worker.training.spec import JobSpec, ModelRef
+
+
+@pytest.mark.parametrize(
+    ("method", "precision", "expected"),
+    [
+        (Method.FULL, "bf16_mixed", torch.float32),  # fp32 masters, autocast computes in bf16
+        (Method.FULL, "bf16_true", torch.bfloat16),
+        (Method.LORA, "bf16_mixed", torch.bfloat16),  # a frozen base needs no fp32 master
+        (Method.LORA, "fp16_mixed", torch.float16),
+        (Method.QLORA, "bf16_mixed", torch.bfloat16),  # non-4-bit parts: not upcast to fp32
+        (Method.QLORA, "bf16_true", torch.bfloat16),
+        (Method.LORA, "fp32", torch.float32),
+    ],
+)
+def test_gpu_base_dtype_follows_the_convention(
+    method: Method, precision: str, expected: torch.dtype
+) -> None:
+    plan = resolve_precision(precision, device_type="cuda", bf16_ok=True)
+    assert base_torch_dtype(method, plan) == expected
+
+
+def test_cpu_trains_everything_in_fp32() -> None:
+    plan = resolve_precision("bf16_true", device_type="cpu", bf16_ok=True)
+    assert base_torch_dtype(Method.QLORA, plan) == torch.float32
+
+
+def test_worker_adapters_on_a_bf16_base_cost_what_the_estimate_counts(tmp_path: Path) -> None:
+    """A bf16 base through the worker's own `_add_lora`: stored bytes equal the estimate's."""
+    config = TINY["llama"]
+    model = build_real(config).to(torch.bfloat16)
+    lora = LoraSpec(r=4, target_modules=["q_proj", "v_proj"])
+    spec = JobSpec(
+        job_id="dtype-convention",
+        method=Method.LORA,
+        model=ModelRef(path=str(tmp_path)),
+        dataset_path=str(tmp_path / "train.jsonl"),
+        lora=lora,
+    )
+    peft_model = _add_lora(model, spec)
+    stored = sum(p.numel() * p.element_size() for p in peft_model.parameters())
+    est = state_bytes(
+        analysis=analyze_model(config),
+        method=Method.LORA,
+        precision="bf16_true",
+        optimizer="sgd",
+        lora=lora,
+        qlora=QLoraSpec(),
+    )
+    assert est.weights == stored
