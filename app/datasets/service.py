@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
-from app.datasets.formats import CorruptStream, DatasetReader, DatasetTooLarge
+from app.datasets import loss_tokens
+from app.datasets.formats import CorruptStream, DatasetReader, DatasetTooLarge, Example
 from app.datasets.schemas import BadLineOut, DatasetOut, TokenStatsOut
 from app.datasets.tokens import (
     APPROXIMATION_NOTE,
@@ -62,15 +63,15 @@ def counter_for(model_path: str | None) -> TokenCounter:
 def analyse_file(path: Path, *, counter: TokenCounter, max_bytes: int) -> dict[str, Any]:
     """Read every line, reject the file on any bad line, and return its token statistics."""
     reader = DatasetReader(path, max_bytes=max_bytes)
-    counts: list[int] = []
-    batch: list[str] = []
+    measured: list[tuple[int, int | None]] = []
+    batch: list[Example] = []
     try:
         for _, example in reader:
-            batch.append(example.text)
+            batch.append(example)
             if len(batch) >= TOKENIZE_BATCH:
-                counts.extend(counter.count(batch))
+                measured.extend(counter.measure(batch))
                 batch.clear()
-        counts.extend(counter.count(batch))
+        measured.extend(counter.measure(batch))
     except DatasetTooLarge:
         raise PayloadTooLarge(
             f"the dataset decompresses to more than {max_bytes} bytes "
@@ -91,9 +92,9 @@ def analyse_file(path: Path, *, counter: TokenCounter, max_bytes: int) -> dict[s
                 for b in reader.bad_lines
             ],
         )
-    if not counts:
+    if not measured:
         raise InvalidInput("the file holds no examples (it is empty or blank)", field="file")
-    stats = summarize(counts)
+    stats = summarize([n for n, _ in measured])
     return {
         "format": str(reader.format),
         "formats": {str(fmt): n for fmt, n in reader.formats.items()},
@@ -103,6 +104,7 @@ def analyse_file(path: Path, *, counter: TokenCounter, max_bytes: int) -> dict[s
             **stats.__dict__,
             "tokenizer": counter.name,
             "tokenizer_note": APPROXIMATION_NOTE if counter.is_approximate else None,
+            **loss_tokens.histogram(m for _, m in measured),
         },
     }
 
@@ -219,6 +221,11 @@ def to_out(row: Dataset) -> DatasetOut:
         team=row.team,
         created_at=row.created_at,
     )
+
+
+def truncation_check(row: Dataset, *, seq_len: int) -> loss_tokens.TruncationCheck | None:
+    """What truncating `row` to `seq_len` does to its examples (None if upload predates it)."""
+    return loss_tokens.check(row.stats, seq_len=seq_len)
 
 
 def shape(row: Dataset) -> DatasetShape:

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from app.datasets.formats import Example, RecordFormat
+from app.datasets.loss_tokens import first_loss_position, masks_prompt, min_seq_len
 from app.errors import InvalidInput
 
 # OpenAI's rule of thumb for English text: "one token generally corresponds to ~4 characters"
@@ -47,16 +49,24 @@ def load_tokenizer(folder: str) -> Any:
         ) from None
 
 
-class TokenCounter:
-    """Counts tokens for batches of texts; `name` says which tokenizer did it."""
+Measured = list[tuple[int, int | None]]  # (tokens, minimum seq_len keeping a loss token)
 
-    def __init__(self, name: str, count_batch: Callable[[Sequence[str]], list[int]]) -> None:
+
+class TokenCounter:
+    """Counts tokens for batches of examples; `name` says which tokenizer did it."""
+
+    def __init__(self, name: str, measure_batch: Callable[[Sequence[Example]], Measured]) -> None:
         self.name = name
-        self._count_batch = count_batch
+        self._measure_batch = measure_batch
 
     def count(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text, special tokens the tokenizer adds (BOS, ...) included."""
-        return self._count_batch(texts) if texts else []
+        return [n for n, _ in self.measure([Example(RecordFormat.TEXT, t) for t in texts])]
+
+    def measure(self, examples: Sequence[Example]) -> Measured:
+        """Per example: its tokens (as `count`) and the shortest seq_len that leaves it a token
+        to learn from in the worker (`loss_tokens.min_seq_len`)."""
+        return self._measure_batch(examples) if examples else []
 
     @property
     def is_approximate(self) -> bool:
@@ -64,20 +74,48 @@ class TokenCounter:
         return self.name == APPROXIMATE
 
 
+def _approximate(examples: Sequence[Example]) -> Measured:
+    out: Measured = []
+    for example in examples:
+        n = approximate_tokens(example.text)
+        first = first_loss_position(example, None, approximate_tokens(example.prompt))
+        out.append((n, min_seq_len(n_tokens=n, first_loss=first, appends_eos=True)))
+    return out
+
+
 def approximate_counter() -> TokenCounter:
     """The documented approximation, used when no local tokenizer is available."""
-    return TokenCounter(APPROXIMATE, lambda texts: [approximate_tokens(t) for t in texts])
+    return TokenCounter(APPROXIMATE, _approximate)
 
 
 def tokenizer_counter(folder: Path, *, label: str) -> TokenCounter:
     """A counter using the tokenizer saved in `folder` (already confined to the model roots)."""
     tokenizer = load_tokenizer(str(folder))
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    eos = tokenizer.eos_token_id
 
-    def _count(texts: Sequence[str]) -> list[int]:
-        encoded = tokenizer(list(texts), add_special_tokens=True, return_attention_mask=False)
-        return [len(ids) for ids in encoded["input_ids"]]
+    def _measure(examples: Sequence[Example]) -> Measured:
+        encoded = tokenizer(
+            [e.text for e in examples],
+            add_special_tokens=True,
+            return_attention_mask=False,
+            return_offsets_mapping=fast,
+        )
+        out: Measured = []
+        for i, example in enumerate(examples):
+            ids = encoded["input_ids"][i]
+            ends = [end for _, end in encoded["offset_mapping"][i]] if fast else None
+            n_prompt = None
+            if not fast and masks_prompt(example):  # the worker's slow-tokenizer path
+                n_prompt = len(tokenizer(example.prompt, add_special_tokens=True).input_ids)
+            first = first_loss_position(example, ends, n_prompt)
+            appends = eos is not None and (not ids or ids[-1] != eos)
+            out.append(
+                (len(ids), min_seq_len(n_tokens=len(ids), first_loss=first, appends_eos=appends))
+            )
+        return out
 
-    return TokenCounter(label, _count)
+    return TokenCounter(label, _measure)
 
 
 @dataclass(frozen=True)

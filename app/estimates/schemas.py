@@ -148,6 +148,19 @@ class EstimateIn(_In):
         return value
 
 
+class DatasetCheckOut(BaseModel):
+    """An uploaded dataset at the estimate's seq_len: examples the worker would drop."""
+
+    seq_len: int
+    examples: int
+    dropped_no_loss_tokens: int = Field(
+        description="examples whose prompt fills the first seq_len tokens, so truncation leaves "
+        "them no token to learn from (the worker masks prompts out of the loss) and drops them"
+    )
+    seq_len_keeping_all: int | None = Field(description="smallest seq_len that keeps every one")
+    seq_len_keeping_95pct: int | None = Field(description="smallest seq_len that keeps 95%")
+
+
 class EstimateOut(EstimateResult):
     """A stored estimate: the estimator's answer with its id and the request it answered."""
 
@@ -155,4 +168,7 @@ class EstimateOut(EstimateResult):
     created_at: UtcInstant
     model_ref: str
     dataset_id: str | None = None
+    dataset_check: DatasetCheckOut | None = Field(
+        None, description="with dataset_id (not packed): what truncation to seq_len drops"
+    )
     request: dict[str, Any]

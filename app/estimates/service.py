@@ -23,6 +23,7 @@ from app.catalog import Catalog, UnknownGpuError, UnknownProviderError
 from app.catalog import service as catalog_service
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
 from app.datasets import service as datasets_service
+from app.datasets.loss_tokens import TruncationCheck
 from app.errors import InvalidInput, NotFound
 from app.estimates.guards import MAX_TOTAL_PARAMS, check_config
 from app.estimates.schemas import EstimateIn, EstimateOut, ModelConfigIn, ModelPathIn
@@ -30,7 +31,7 @@ from app.estimator.calibration_types import CalibrationTable
 from app.estimator.model_analysis import ModelAnalysis, ModelConfigError, analyze_model
 from app.estimator.results import EstimateResult
 from app.estimator.spec import DatasetShape
-from app.models import Estimate
+from app.models import Dataset, Estimate
 from app.models.base import new_id
 from app.pagination import keyset_page
 from app.paths import confine_model_path, relative_to_root
@@ -245,25 +246,43 @@ def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
         calibration=current_calibration(session),
     )
     request = estimate_in.model_dump(mode="json", exclude_none=True)
+    stored = result.model_dump(mode="json")
+    check = _dataset_check(session, dataset_id=dataset_id, estimate_in=estimate_in, result=result)
+    if check is not None:
+        stored["dataset_check"] = {
+            "seq_len": check.seq_len,
+            "examples": check.examples,
+            "dropped_no_loss_tokens": check.dropped,
+            "seq_len_keeping_all": check.seq_len_keeping_all,
+            "seq_len_keeping_95pct": check.seq_len_keeping_most,
+        }
+        if check.dropped:
+            stored["notes"] = [*stored["notes"], check.note()]
     row = Estimate(
         id=new_id("est"),
         model_ref=model_ref[:300],
         catalog_version=result.catalog_version,
         request=request,
-        result=result.model_dump(mode="json"),
+        result=stored,
         created_by_key_id=principal.key_id,
         team=principal.team,
     )
     session.add(row)
     session.flush()
-    return EstimateOut(
-        **dict(result),
-        id=row.id,
-        created_at=row.created_at,
-        model_ref=row.model_ref,
-        dataset_id=dataset_id,
-        request=request,
-    )
+    return to_out(row)
+
+
+def _dataset_check(
+    session: Session, *, dataset_id: str | None, estimate_in: EstimateIn, result: EstimateResult
+) -> TruncationCheck | None:
+    """An uploaded dataset truncated to the estimate's seq_len: how many examples drop out."""
+    if dataset_id is None or estimate_in.training.packing:
+        return None  # packing cuts one token stream into blocks: no example is dropped whole
+    row = session.get(Dataset, dataset_id)  # loaded by resolve_dataset: no second query
+    if row is None:
+        return None
+    # None when the dataset was uploaded before these statistics were recorded
+    return datasets_service.truncation_check(row, seq_len=result.dataset.seq_len)
 
 
 def to_out(row: Estimate) -> EstimateOut:
