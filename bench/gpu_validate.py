@@ -5,9 +5,10 @@ tokens/s per case.
     python bench/gpu_validate.py [--steps 5] [--seq-lens 512,2048] [--out PATH]
     python bench/gpu_validate.py --cpu-smoke      # tiny Llama on the CPU, same code path
 
-Conventions follow the worker (worker/training/model.py): micro-batch 1, bf16_true, sdpa,
-torch AdamW, `use_cache=False`, adapters in bf16 (peft `autocast_adapter_dtype=False`), QLoRA
-prepared with peft's `prepare_model_for_kbit_training`. Weights are random and built on the
+Conventions follow the worker (worker/training/model.py, app/estimator/conventions.py):
+micro-batch 1, bf16_true, sdpa, torch AdamW, `use_cache=False`, LoRA adapters in fp32
+(`ADAPTERS_FP32`), a QLoRA base frozen by the worker's `freeze_4bit_base` (nothing upcast to
+fp32). Weights are random and built on the
 device; QLoRA swaps each decoder linear layer for a bitsandbytes 4-bit one (the lm_head stays
 16-bit, as transformers does), so no checkpoint is written or read. An out-of-memory case is
 reported as "OOM" next to the estimate's fit verdict. Without CUDA and without `--cpu-smoke` it
@@ -33,6 +34,7 @@ import torch
 from app.catalog.loader import GpuSpec, load_catalog
 from app.catalog.model_catalog import get_model_config
 from app.estimator.compute import estimate_time
+from app.estimator.conventions import ADAPTERS_FP32
 from app.estimator.efficiency import mfu_prior
 from app.estimator.flops import flops_per_token
 from app.estimator.lora import lora_trainable_params
@@ -41,6 +43,7 @@ from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
 from app.estimator.workload import Workload
 from worker.metering import gpu_id_for_name, peak_cpu_rss_bytes
+from worker.training.model import freeze_4bit_base
 
 GPU_MODELS = ("meta-llama/Llama-3.2-1B", "meta-llama/Meta-Llama-3-8B")
 SMOKE_MODEL = "tiny-llama"
@@ -187,12 +190,11 @@ def _quantize_4bit(model: torch.nn.Module, device: torch.device) -> None:
                 layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
             setattr(module, child_name, layer)
             del child, weight
-    model.is_loaded_in_4bit = True  # type: ignore[assignment]  # what peft's k-bit prep checks
 
 
 def build_model(config: dict[str, Any], method: Method, device: torch.device) -> Any:
     """Random-weight bf16 model on `device`, trainable as `method` says (worker conventions)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs = {k: v for k, v in config.items() if k not in ("model_type", "auto_map")}
@@ -209,7 +211,7 @@ def build_model(config: dict[str, Any], method: Method, device: torch.device) ->
         return model
     if method is Method.QLORA:
         _quantize_4bit(model, device)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = freeze_4bit_base(model)
     lora = LoraConfig(
         r=LORA.r,
         lora_alpha=int(LORA.alpha),
@@ -217,7 +219,7 @@ def build_model(config: dict[str, Any], method: Method, device: torch.device) ->
         target_modules=list(LORA.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora, autocast_adapter_dtype=False)
+    return get_peft_model(model, lora, autocast_adapter_dtype=ADAPTERS_FP32)
 
 
 def _free(device: torch.device) -> None:
