@@ -73,7 +73,12 @@ def _recalibrate(row: Any, calibration: Calibration | None) -> dict[str, _Triple
     if calibration is not None and calibration.mfu is not None:
         own = snapshot.get("mfu")
         before_s = modelled_seconds(snapshot, mfu=own) if own else None
-        after_s = modelled_seconds(snapshot, mfu=calibration.mfu)
+        after_s = modelled_seconds(
+            snapshot,
+            mfu=calibration.mfu,
+            run_overhead_s=calibration.run_overhead_s,
+            step_s=calibration.step_s,
+        )
         if before_s and after_s:
             time_ratio = after_s / before_s
     factor = calibration.memory_factor if calibration is not None else None

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.calibration.time_fit import TimeSample
 from app.models import Job, JobStatus
 
 # The modelled fixed terms must leave at least this share of the measured wall time to the
@@ -46,6 +47,7 @@ class JobSample:
     efficiency_source: str | None  # "train_time", "wall_time", "hours_ratio", "measured_mfu"
     memory_ratio: float | None  # measured peak / estimated peak
     peak_kind: str | None  # what the measured peak is: CUDA reserved/allocated, or CPU RSS
+    time: TimeSample | None = None  # the metered phases against the modelled terms
 
 
 def _pos(value: Any) -> float | None:
@@ -55,24 +57,61 @@ def _pos(value: Any) -> float | None:
 
 
 def step_fraction(snapshot: dict[str, Any]) -> float:
-    """Share of the estimated optimizer steps the job was set to run (max_steps), at most 1."""
+    """The job's optimizer steps (max_steps) over the estimate's, 1 when it ran the estimate's."""
     steps = _pos(snapshot.get("steps"))
     scaled = _pos((snapshot.get("job_scaled") or {}).get("steps"))
-    if steps and scaled and scaled < steps:
+    if steps and scaled:
         return scaled / steps
     return 1.0
 
 
-def modelled_seconds(snapshot: dict[str, Any], *, mfu: float) -> float | None:
-    """The snapshot's wall time re-derived at efficiency `mfu` (scaled to the job's steps)."""
+def modelled_seconds(
+    snapshot: dict[str, Any],
+    *,
+    mfu: float,
+    run_overhead_s: float | None = None,
+    step_s: float | None = None,
+) -> float | None:
+    """The snapshot's wall time re-derived at efficiency `mfu` (scaled to the job's steps).
+
+    `run_overhead_s` and `step_s` replace the snapshot's own overhead and per-step seconds
+    when given (a calibration's terms); otherwise the snapshot's are kept.
+    """
     time = snapshot.get("time") or {}
     own_mfu, compute = _pos(snapshot.get("mfu")), _pos(time.get("compute_s"))
     if own_mfu is None or compute is None or mfu <= 0:
         return None
     frac = step_fraction(snapshot)
     per_step = sum(float(time.get(k) or 0.0) for k in _STEP_TERMS)
-    fixed = float(time.get("overhead_s") or 0.0)
-    return fixed + frac * (per_step + compute * own_mfu / mfu)
+    fixed_steps = float(time.get("step_fixed_s") or 0.0)
+    micro = _pos(time.get("micro_steps"))
+    if step_s is not None and micro is not None:
+        fixed_steps = step_s * micro
+    fixed = float(time.get("overhead_s") or 0.0) if run_overhead_s is None else run_overhead_s
+    return fixed + frac * (per_step + fixed_steps + compute * own_mfu / mfu)
+
+
+def time_sample(
+    job_id: str, snapshot: dict[str, Any], *, wall_s: float | None, train_s: float | None
+) -> TimeSample | None:
+    """The job's metered phases beside the snapshot's modelled terms (None if either is missing).
+
+    Snapshots made before the estimate recorded micro-steps cannot say how many steps ran.
+    """
+    time = snapshot.get("time") or {}
+    mfu, compute = _pos(snapshot.get("mfu")), _pos(time.get("compute_s"))
+    micro = _pos(time.get("micro_steps"))
+    if not (wall_s and train_s and mfu and compute and micro) or train_s > wall_s:
+        return None
+    frac = step_fraction(snapshot)
+    return TimeSample(
+        job_id=job_id,
+        outside_s=wall_s - train_s,
+        train_s=train_s,
+        micro_steps=micro * frac,
+        unit_compute_s=compute * mfu * frac,
+        modelled_step_s=frac * sum(float(time.get(k) or 0.0) for k in _STEP_TERMS),
+    )
 
 
 def raw_peak_bytes(snapshot: dict[str, Any], est_peak: float | None) -> float | None:
@@ -129,7 +168,10 @@ _SNAPSHOT_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("basis",), "string"),
     (("memory_factor",), "float"),
     (("job_scaled", "steps"), "float"),
-    *((("time", part), "float") for part in ("compute_s", "overhead_s", *_STEP_TERMS)),
+    *(
+        (("time", part), "float")
+        for part in ("compute_s", "overhead_s", "step_fixed_s", "micro_steps", *_STEP_TERMS)
+    ),
 )
 
 
@@ -235,6 +277,7 @@ def load_samples(
                 efficiency_source=source,
                 memory_ratio=act_peak / est_peak if est_peak and act_peak else None,
                 peak_kind=r.act_peak_kind,
+                time=time_sample(r.id, snapshot, wall_s=r.act_wall_s, train_s=r.train_s),
             )
         )
     return out

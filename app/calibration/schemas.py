@@ -18,6 +18,17 @@ class CalibrationGroupOut(BaseModel):
     mfu_jobs: int
     mfu_outliers: int
     mfu_capped: bool = Field(description="the fit exceeded 1 and was capped at 1")
+    run_overhead_s: float | None = Field(
+        None,
+        description="fitted seconds of a run outside its training loop (start-up, evaluation, "
+        "saving): the weighted median of wall - train over the jobs",
+    )
+    step_s: float | None = Field(
+        None,
+        description="fitted fixed seconds per micro-step beyond the modelled terms (0 when the "
+        "jobs' compute per step is too alike to tell it from the efficiency)",
+    )
+    time_jobs: int = Field(0, description="jobs that metered their training loop")
     efficiency_sources: dict[str, int] = Field(
         description="how each job's efficiency was derived: wall_time (estimator's time model "
         "against measured wall time), hours_ratio, or measured_mfu (the worker's figure)"

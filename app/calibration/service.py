@@ -1,8 +1,10 @@
-"""Calibration: fit an efficiency and a memory factor per (GPU, method) from finished jobs.
+"""Calibration: fit the time terms and a memory factor per (GPU, method) from finished jobs.
 
-Per group, each job gives an efficiency and a measured/estimated peak ratio (see samples.py).
-Outliers are dropped with the modified z-score on the logarithm (ratios are multiplicative), the
-rest are combined by their geometric mean, and a value is only used once MIN_JOBS jobs back it.
+Time: jobs that metered their training loop give the run overhead, fixed seconds per micro-step
+and the efficiency (time_fit.py). Jobs without a loop time only give an efficiency (samples.py),
+combined by the geometric mean. Memory: each job's measured/estimated peak ratio. Outliers are
+dropped with the modified z-score on the logarithm (ratios are multiplicative), and a value is
+only used once MIN_JOBS jobs back it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.calibration.samples import JobSample, load_samples
+from app.calibration.time_fit import TimeFit, fit_time
 from app.estimator.calibration_types import Calibration
 from app.estimator.spec import Method
 from app.models import Job, JobStatus
@@ -60,19 +63,35 @@ class GroupFit:
     mfu_capped: bool = False
     efficiency_sources: dict[str, int] = field(default_factory=dict)
     peak_kind: str | None = None
+    time: TimeFit = field(default_factory=lambda: TimeFit(None, None, None, 0, 0))
 
     @property
     def job_ids(self) -> frozenset[str]:
-        """The jobs either fitted value rests on."""
-        return frozenset(self.mfu.used_ids) | frozenset(self.memory.used_ids)
+        """The jobs a fitted value rests on."""
+        ids = frozenset(self.mfu.used_ids) | frozenset(self.memory.used_ids)
+        return ids | frozenset(self.time.used_ids)
+
+    @property
+    def time_fitted(self) -> bool:
+        """True when enough jobs metered their loop to fit every time term."""
+        return self.time.used >= MIN_JOBS
 
     def calibration(self) -> Calibration | None:
         """The estimator's view: only values with at least MIN_JOBS jobs behind them."""
         mfu = self.mfu.value if self.mfu.used >= MIN_JOBS else None
+        overhead = step = None
+        if self.time_fitted:
+            mfu, overhead, step = self.time.mfu, self.time.run_overhead_s, self.time.step_s
         memory = self.memory.value if self.memory.used >= MIN_JOBS else None
         if mfu is None and memory is None:
             return None
-        return Calibration(mfu=mfu, memory_factor=memory, jobs=len(self.job_ids))
+        return Calibration(
+            mfu=mfu,
+            memory_factor=memory,
+            jobs=len(self.job_ids),
+            run_overhead_s=overhead,
+            step_s=step,
+        )
 
 
 def robust_fit(values: Sequence[tuple[str, float]]) -> RobustFit:
@@ -120,6 +139,7 @@ def _fit_group(gpu: str, method: str, samples: list[JobSample]) -> GroupFit:
         mfu_capped=capped,
         efficiency_sources=dict(sources),
         peak_kind=kind or (CPU_PEAK_KIND if gpu == "cpu" and kinds else None),
+        time=fit_time([s.time for s in samples if s.time is not None]),
     )
 
 

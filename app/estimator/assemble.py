@@ -116,10 +116,19 @@ def method_result(
 
 
 def _time_parts(time: TimeBreakdown | None) -> dict[str, float]:
-    names = ("compute_s", "weight_stream_s", "dequant_s", "optimizer_s", "comm_s", "overhead_s")
+    names = (
+        "compute_s",
+        "weight_stream_s",
+        "dequant_s",
+        "optimizer_s",
+        "comm_s",
+        "overhead_s",
+        "step_fixed_s",
+    )
     if time is None:
         return dict.fromkeys((*names, "total_s"), 0.0)
-    return {**{n: getattr(time, n) for n in names}, "total_s": time.total_s}
+    parts = {**{n: getattr(time, n) for n in names}, "total_s": time.total_s}
+    return {**parts, "micro_steps": time.micro_steps}
 
 
 def dataset_summary(workload: Workload) -> DatasetSummary:

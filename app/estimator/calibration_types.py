@@ -1,7 +1,8 @@
 """Fitted corrections from finished jobs, as the estimator consumes them.
 
 Calibration (fitting from job actuals) lives outside the pure engine; the engine only reads the
-result: per (GPU id, method) an efficiency and a memory factor that replace the priors.
+result: per (GPU id, method) an efficiency, the fixed seconds of a run (start-up, evaluation,
+saving), fixed seconds per micro-step and a memory factor, each replacing its prior.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from app.estimator.spec import Method
 
 @dataclass(frozen=True)
 class Calibration:
-    """What finished jobs on one (GPU, method) taught: efficiency and a memory factor."""
+    """What finished jobs on one (GPU, method) taught: time terms and a memory factor."""
 
     mfu: float | None  # replaces the prior efficiency when set
     memory_factor: float | None  # measured peak / estimated peak; scales the memory estimate
     jobs: int  # how many finished jobs the fit rests on
+    run_overhead_s: float | None = None  # replaces start-up + loading + saving when set
+    step_s: float | None = None  # fixed seconds per micro-step, on top of the modelled terms
 
     def __post_init__(self) -> None:
         if self.mfu is not None and not 0 < self.mfu <= 1:
@@ -27,11 +30,16 @@ class Calibration:
             raise ValueError(f"memory_factor must be positive, got {self.memory_factor}")
         if self.jobs < 0:
             raise ValueError("jobs must not be negative")
+        for name in ("run_overhead_s", "step_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
 
     @property
     def usable(self) -> bool:
         """True when it rests on at least one job and corrects something."""
-        return self.jobs > 0 and (self.mfu is not None or self.memory_factor is not None)
+        fitted = (self.mfu, self.memory_factor, self.run_overhead_s, self.step_s)
+        return self.jobs > 0 and any(v is not None for v in fitted)
 
 
 CalibrationTable = Mapping[tuple[str, Method], Calibration]

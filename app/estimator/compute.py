@@ -114,6 +114,7 @@ class TimeBreakdown:
     mfu: float
     micro_steps: int  # per GPU
     optimizer_steps: int
+    step_fixed_s: float = 0.0  # fixed seconds per micro-step learned by calibration (else 0)
 
     @property
     def total_s(self) -> float:
@@ -125,6 +126,7 @@ class TimeBreakdown:
             + self.optimizer_s
             + self.comm_s
             + self.overhead_s
+            + self.step_fixed_s
         )
 
     @property
@@ -215,8 +217,15 @@ def estimate_time(
     mfu: float,
     artifact_bytes: float = 0.0,
     lora: LoraSpec | None = None,
+    run_overhead_s: float | None = None,
+    step_s: float = 0.0,
 ) -> TimeBreakdown:
-    """Wall time of the run described by `workload` on `num_gpus` x `gpu` at efficiency `mfu`."""
+    """Wall time of the run described by `workload` on `num_gpus` x `gpu` at efficiency `mfu`.
+
+    `run_overhead_s` and `step_s` come from calibration: the measured seconds outside the
+    training loop replace the modelled start-up, loading and saving, and `step_s` is added to
+    every micro-step.
+    """
     method = Method(method)
     peft = method is not Method.FULL
     mm = matmul_params(analysis)
@@ -273,6 +282,8 @@ def estimate_time(
 
     load_bytes = analysis.total_params * HALF_BYTES  # checkpoints are published in 16-bit
     overhead = STARTUP_SECONDS + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
+    if run_overhead_s is not None:
+        overhead = run_overhead_s
     return TimeBreakdown(
         compute_s=micro_steps * compute_micro,
         weight_stream_s=micro_steps * (body_micro - compute_micro),
@@ -284,6 +295,7 @@ def estimate_time(
         mfu=mfu,
         micro_steps=micro_steps,
         optimizer_steps=steps,
+        step_fixed_s=micro_steps * step_s,
     )
 
 
@@ -299,6 +311,7 @@ def fit_mfu(*, breakdown: TimeBreakdown, measured_seconds: float) -> float | Non
         + breakdown.optimizer_s
         + breakdown.comm_s
         + breakdown.overhead_s
+        + breakdown.step_fixed_s
     )
     remaining = measured_seconds - fixed
     if remaining <= 0 or breakdown.compute_s <= 0:

@@ -141,6 +141,8 @@ def evaluate(ctx: PlanContext, gpu: GpuSpec, num_gpus: int) -> Candidate:
             mfu=mfu,
             artifact_bytes=ctx.artifact_bytes,
             lora=ctx.lora,
+            run_overhead_s=cal.run_overhead_s if cal is not None else None,
+            step_s=(cal.step_s or 0.0) if cal is not None else 0.0,
         )
         need = memory.per_gpu_bytes * factor
         if need > gpu.memory_bytes:

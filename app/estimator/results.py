@@ -55,7 +55,9 @@ class TimeOut(_Out):
     optimizer_s: float
     comm_s: float
     overhead_s: float
+    step_fixed_s: float = 0.0  # calibrated fixed seconds of all micro-steps
     total_s: float
+    micro_steps: int | None = None  # per GPU
 
 
 class Plan(_Out):

@@ -2,7 +2,8 @@
 
 Pure functions over the estimator's stored JSON (`EstimateResult.model_dump(mode="json")`). When a
 job caps its optimizer steps below what the estimate planned, the step-proportional part of the
-time (and so GPU-hours, cost and FLOPs) is scaled down; start-up and saving are not.
+time (and so GPU-hours, cost and FLOPs) is scaled to them, down or up; start-up and saving are
+not.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def _num(value: Any, what: str) -> float:
 
 
 def take(result: dict[str, Any], *, method: str, max_steps: int | None) -> Snapshot:
-    """The snapshot of `method` from a stored estimate result, scaled to `max_steps` if fewer."""
+    """The snapshot of `method` from a stored estimate result, scaled to `max_steps` if given.
+
+    The worker runs exactly `max_steps` optimizer steps when it is set (HF Trainer's rule: it
+    overrides the epochs), so the step part scales up as well as down.
+    """
     results = result.get("results") or {}
     mr = results.get(method)
     if not isinstance(mr, dict):
@@ -72,7 +77,7 @@ def take(result: dict[str, Any], *, method: str, max_steps: int | None) -> Snaps
     overhead_h = float((mr.get("time") or {}).get("overhead_s") or 0.0) / 3600.0
     flops_per_token = _flops_per_token(result, mr)
 
-    if max_steps is not None and 0 < max_steps < steps and hours > 0:
+    if max_steps is not None and 0 < max_steps != steps and hours > 0:
         fraction = max_steps / steps
         scaled_hours = overhead_h + max(hours - overhead_h, 0.0) * fraction
         ratio = scaled_hours / hours

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.calibration import service
+from app.calibration.time_fit import RECENCY_HALF_LIFE_JOBS
 from app.catalog.loader import load_catalog
 from app.catalog.model_catalog import get_model_config
 from app.estimator import analyze_model
@@ -66,8 +66,14 @@ def test_calibration_changes_the_next_estimate(session: Session, prior: Estimate
 
     table = service.fit(session)
     cal = table[(GPU, Method.LORA)]
-    slowdown = math.exp(statistics.fmean(math.log(s) for s in SLOWDOWNS))
+    # Every job has the same compute per micro-step, so only the efficiency is fitted: the
+    # recency-weighted least-squares slowdown of the matmul term (newest weighs most).
+    n = len(SLOWDOWNS)
+    weights = [0.5 ** ((n - 1 - i) / RECENCY_HALF_LIFE_JOBS) for i in range(n)]
+    slowdown = sum(w * s for w, s in zip(weights, SLOWDOWNS, strict=True)) / sum(weights)
     assert cal.mfu == pytest.approx(before.mfu / slowdown, rel=1e-6)
+    assert cal.step_s == 0.0
+    assert cal.run_overhead_s == pytest.approx(before.time.overhead_s, rel=1e-6)
     assert cal.memory_factor == pytest.approx(MEMORY, rel=1e-3)
     assert cal.jobs == len(jobs)
 

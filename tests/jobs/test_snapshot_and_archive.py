@@ -49,8 +49,11 @@ def test_snapshot_scales_only_the_step_part_to_max_steps() -> None:
     assert capped.cost_usd == pytest.approx(0.0136 * expected_hours / 0.02)
     # Memory and artifact size do not depend on the number of steps.
     assert (capped.peak_bytes, capped.artifact_bytes) == (full.peak_bytes, full.artifact_bytes)
-    # More steps than the estimate planned: the estimate stands (a job never runs past its data).
-    assert snapshot.take(_result(), method="lora", max_steps=500).steps == 100
+    # More steps than the estimate planned: the worker runs them all (max_steps overrides the
+    # epochs, as in HF Trainer), so the step part grows by the same factor.
+    more = snapshot.take(_result(), method="lora", max_steps=500)
+    assert more.steps == 500
+    assert more.hours - overhead_h == pytest.approx((full.hours - overhead_h) * 5)
 
 
 def test_snapshot_of_a_method_the_estimate_lacks_names_what_it_has() -> None:
