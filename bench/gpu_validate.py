@@ -192,8 +192,11 @@ def _quantize_4bit(model: torch.nn.Module, device: torch.device) -> None:
             del child, weight
 
 
-def build_model(config: dict[str, Any], method: Method, device: torch.device) -> Any:
-    """Random-weight bf16 model on `device`, trainable as `method` says (worker conventions)."""
+def build_model(
+    config: dict[str, Any], method: Method, device: torch.device, *, kbit_prep: bool = False
+) -> Any:
+    """Random-weight bf16 model on `device`, trainable as `method` says (worker conventions;
+    `kbit_prep`: QLoRA through peft's prepare_model_for_kbit_training instead, fp32 upcast)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -211,7 +214,13 @@ def build_model(config: dict[str, Any], method: Method, device: torch.device) ->
         return model
     if method is Method.QLORA:
         _quantize_4bit(model, device)
-        model = freeze_4bit_base(model)
+        if kbit_prep:
+            from peft import prepare_model_for_kbit_training
+
+            model.is_loaded_in_4bit = True  # what peft's k-bit preparation checks
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        else:
+            model = freeze_4bit_base(model)
     lora = LoraConfig(
         r=LORA.r,
         lora_alpha=int(LORA.alpha),
@@ -294,7 +303,7 @@ def run_model(
     model = None
     try:
         _reset_peak(device)
-        model = build_model(config, method, device)
+        model = build_model(config, method, device, kbit_prep=args.kbit_prep)
         for case in cases:
             _run_case(case, model, config, args, gpu)
     except torch.cuda.OutOfMemoryError:
@@ -369,6 +378,11 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--seq-lens", default="512,2048")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (plus 1 warm-up)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (text beside it)")
+    parser.add_argument(
+        "--kbit-prep",
+        action="store_true",
+        help="QLoRA via peft's prepare_model_for_kbit_training (fp32 upcast), not the worker's",
+    )
     args = parser.parse_args()
     args.seq_lens = [int(s) for s in args.seq_lens.split(",")]
     return args
