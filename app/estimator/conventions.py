@@ -20,9 +20,11 @@ Dtypes are named "fp32" / "bf16" / "fp16"; each side maps the name to torch dtyp
   fp32; they are frozen, so that buys no update precision, RMSNorm/LayerNorm already normalise
   in fp32 and the loss upcasts logits to fp32, while an fp32 embedding and fp32 norm weights make
   the residual stream, every norm output and, through bitsandbytes' cast back to the input
-  dtype, every 4-bit layer's output fp32: about twice the activation memory, and no
-  flash-attention (it needs 16-bit inputs). The worker only freezes the base (what
-  prepare_model_for_kbit_training does besides the upcast, with checkpointing off).
+  dtype, every 4-bit layer's output fp32, and no flash-attention (it needs 16-bit inputs).
+  Measured on an H200 (bench/results/gpu_validate-2026-11-30*): Llama-3-8B QLoRA, micro-batch
+  1 x 2048 tokens, peaks at 44.3 GiB with the upcast and 19.4 GiB without, at half the tokens/s.
+  The worker only freezes the base (what prepare_model_for_kbit_training does besides the
+  upcast, with checkpointing off).
 * **bitsandbytes keeps only the packed weight for backward** (`ctx.tensors = (None, B)` in
   `MatMul4Bit`, bitsandbytes >= 0.43.2, PR #1270) and dequantizes one whole weight per 4-bit
   matmul, forward and backward.
