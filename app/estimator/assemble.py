@@ -14,6 +14,7 @@ from app.estimator.results import (
     MethodResult,
     ModelSummary,
     TimeOut,
+    range_of,
 )
 from app.estimator.workload import Workload
 
@@ -62,7 +63,8 @@ def method_result(
     if candidate.reason:
         notes.append(candidate.reason)
     memory = memory_out(candidate.memory, candidate.memory_factor)
-    if candidate.fits and memory.high_bytes > candidate.gpu.memory_bytes:
+    tight = candidate.fits and memory.high_bytes > candidate.gpu.memory_bytes
+    if tight:
         notes.append(
             f"tight: the high estimate ({memory.high_bytes / GB:.1f} GB) exceeds "
             f"{candidate.gpu.id}'s {candidate.gpu.memory_gb:.1f} GB"
@@ -83,6 +85,7 @@ def method_result(
         lora=ctx.lora,
     )
     time = candidate.time
+    gpu_hours = cost.gpu_hours if cost else candidate.num_gpus * (time.hours if time else 0)
     return MethodResult(
         method=ctx.method,
         trainable_params=ctx.lora_trainable or ctx.analysis.total_params,
@@ -92,6 +95,7 @@ def method_result(
         nodes=candidate.nodes,
         strategy=candidate.memory.strategy,
         fits=candidate.fits,
+        tight=tight,
         flops=time.flops if time else workload.processed_tokens * per_token.total,
         flops_detail=FlopsOut(
             per_token=per_token.as_dict(), total=workload.processed_tokens * per_token.total
@@ -100,11 +104,14 @@ def method_result(
         time=TimeOut(**_time_parts(time)),
         steps=time.optimizer_steps if time else workload.optimizer_steps(candidate.num_gpus),
         billed_gpus=cost.billed_gpus if cost else candidate.num_gpus,
-        gpu_hours=cost.gpu_hours if cost else candidate.num_gpus * (time.hours if time else 0),
+        gpu_hours=gpu_hours,
         provider=cost.provider if cost else None,
         pricing=cost.pricing if cost else "on_demand",
         price_per_gpu_hour=cost.price_per_gpu_hour if cost else None,
         cost_usd=cost.cost_usd if cost else None,
+        hours_range=range_of(candidate.hours, candidate.basis) if time else None,
+        gpu_hours_range=range_of(gpu_hours, candidate.basis) if time else None,
+        cost_usd_range=range_of(cost.cost_usd if cost else None, candidate.basis),
         mfu=candidate.mfu,
         basis=candidate.basis,
         calibration_jobs=candidate.calibration_jobs,

@@ -19,7 +19,7 @@ from app.estimator.compute import TimeBreakdown, compute_dtype, estimate_time
 from app.estimator.efficiency import mfu_prior
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.pricing import RunCost, run_cost
-from app.estimator.results import Basis, Plan
+from app.estimator.results import Basis, Plan, range_of
 from app.estimator.spec import MAX_GPUS_PER_NODE, LoraSpec, Method, QLoraSpec, TrainingSpec
 from app.estimator.workload import Workload
 
@@ -97,6 +97,11 @@ class Candidate:
     def per_gpu_bytes(self) -> int:
         """Expected peak bytes per GPU, calibrated."""
         return int(self.memory.per_gpu_bytes * self.memory_factor)
+
+    @property
+    def tight(self) -> bool:
+        """Fits at the expected peak, but not at the high bound of the memory estimate."""
+        return self.fits and self.memory.high_bytes * self.memory_factor > self.gpu.memory_bytes
 
     @property
     def hours(self) -> float:
@@ -194,6 +199,7 @@ def to_plan(
         provider=cost.provider if cost else None,
         pricing=cost.pricing if cost else pricing,
         fits=reason is None,
+        tight=reason is None and candidate.tight,
         reason=reason,
         per_gpu_bytes=candidate.per_gpu_bytes,
         gpu_memory_bytes=candidate.gpu.memory_bytes,
@@ -203,6 +209,8 @@ def to_plan(
         gpu_hours=cost.gpu_hours if cost else hours * candidate.num_gpus,
         price_per_gpu_hour=cost.price_per_gpu_hour if cost else None,
         cost_usd=cost.cost_usd if cost else None,
+        hours_range=range_of(hours, candidate.basis) if candidate.time is not None else None,
+        cost_usd_range=range_of(cost.cost_usd if cost else None, candidate.basis),
         mfu=candidate.mfu,
         basis=candidate.basis,
     )

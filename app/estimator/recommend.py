@@ -165,6 +165,13 @@ def recommend(
         reasons.extend(
             s for s in (_ratio_sentence(results[m], results[choice]) for m in others) if s
         )
+    if choice is not None and results[choice].tight:
+        chosen = results[choice]
+        reasons.append(
+            f"Tight fit: {chosen.gpu}'s memory holds the expected peak but not the high estimate "
+            f"({chosen.memory.high_bytes / 1e9:.1f} GB); it may run out of memory. A larger GPU, "
+            "gradient checkpointing or a smaller micro-batch leaves room."
+        )
     if storage is not None and storage.variants > 1:
         peft_result = results.get(Method.LORA) or results.get(Method.QLORA)
         full_bytes = storage.full_bytes // storage.variants

@@ -9,9 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.estimator.intervals import Basis, bounds
 from app.estimator.spec import Method
-
-Basis = Literal["prior", "calibrated"]
 
 
 class _Out(BaseModel):
@@ -60,6 +59,19 @@ class TimeOut(_Out):
     micro_steps: int | None = None  # per GPU
 
 
+class RangeOut(_Out):
+    """Low and high bounds around an expected figure (time and money)."""
+
+    low: float
+    high: float
+
+
+def range_of(value: float | None, basis: Basis) -> RangeOut | None:
+    """The bounds of `value` for an estimate resting on `basis` (None without a value)."""
+    low, high = bounds(value, basis)
+    return RangeOut(low=low, high=high) if low is not None and high is not None else None
+
+
 class Plan(_Out):
     """One way to run a method: GPU type and count, provider, and what it costs, or why not."""
 
@@ -69,6 +81,10 @@ class Plan(_Out):
     provider: str | None
     pricing: str
     fits: bool
+    tight: bool = Field(
+        False,
+        description="fits at the expected peak, but the high memory bound exceeds the GPU's",
+    )
     reason: str | None = Field(None, description="why this option is not usable, if it is not")
     per_gpu_bytes: int
     gpu_memory_bytes: int
@@ -78,6 +94,8 @@ class Plan(_Out):
     gpu_hours: float
     price_per_gpu_hour: float | None
     cost_usd: float | None
+    hours_range: RangeOut | None = None
+    cost_usd_range: RangeOut | None = None
     mfu: float
     basis: Basis
 
@@ -93,6 +111,11 @@ class MethodResult(_Out):
     nodes: int
     strategy: str
     fits: bool
+    tight: bool = Field(
+        False,
+        description="fits at the expected peak, but the high memory bound exceeds the GPU's: "
+        "it may run out of memory",
+    )
     flops: float
     flops_detail: FlopsOut
     hours: float
@@ -104,6 +127,11 @@ class MethodResult(_Out):
     pricing: str
     price_per_gpu_hour: float | None
     cost_usd: float | None
+    hours_range: RangeOut | None = Field(
+        None, description="low/high wall-clock hours: widest on priors, narrower calibrated"
+    )
+    gpu_hours_range: RangeOut | None = None
+    cost_usd_range: RangeOut | None = None
     mfu: float
     basis: Basis
     calibration_jobs: int
