@@ -190,3 +190,41 @@ def test_only_eager_attention_is_quadratic_in_sequence_length() -> None:
     assert per_token("sdpa", 4096) == pytest.approx(per_token("sdpa", 512))
     assert per_token("flash_attention_2", 4096) == pytest.approx(per_token("sdpa", 4096))
     assert per_token("eager", 4096) > 4 * per_token("eager", 512)
+
+
+def test_held_inputs_are_the_4bit_layers_inputs_that_need_grad(tmp_path: Path) -> None:
+    """bitsandbytes < 0.43.2 kept every 4-bit matmul's input (when it needs grad) as a ctx
+    attribute; the estimate's `held_bytes` must be those storages of a real QLoRA forward."""
+    config = TINY["llama"]
+    lora = LoraSpec(r=4, dropout=0.1, target_modules=["q_proj", "v_proj"])
+    base = load_4bit(build_real(config), tmp_path / "base", quant_type="nf4", double_quant=True)
+    model = with_lora(base, lora, fp32_adapters=worker_adapters_fp32("bf16_true"))
+    held: dict[int, int] = {}
+
+    def keep(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]
+        if x.requires_grad:
+            held[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+
+    layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    assert layers  # the 4-bit base really is 4-bit
+    hooks = [m.register_forward_pre_hook(keep) for m in layers]
+    model.train()
+    model(**batch(config)).loss.backward()
+    for hook in hooks:
+        hook.remove()
+    analysis = analyze_model(config)
+    estimate = estimate_activations(
+        analysis=analysis,
+        policy=dtype_policy(full=False, precision="bf16_true"),
+        lora=lora_layout(analysis, lora),
+        full=False,
+        attention="sdpa",
+        gradient_checkpointing=False,
+        micro_batch_size=BATCH,
+        seq_len=SEQ,
+        padded=False,
+        device="cpu",
+        quantized_keeps_input=True,
+    )
+    assert estimate.held_bytes == sum(held.values())
