@@ -46,6 +46,7 @@ def _group_out(group: service.GroupFit) -> CalibrationGroupOut:
         run_overhead_s=group.time.run_overhead_s,
         step_s=group.time.step_s,
         time_jobs=group.time.used,
+        time_worse_than_prior=group.time_worse_than_prior,
         mfu_capped=group.mfu_capped,
         efficiency_sources=group.efficiency_sources,
         memory_factor=group.memory.value,

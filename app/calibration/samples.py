@@ -105,6 +105,7 @@ def time_sample(
         return None
     frac = step_fraction(snapshot)
     return TimeSample(
+        estimated_wall_s=modelled_seconds(snapshot, mfu=mfu),
         job_id=job_id,
         outside_s=wall_s - train_s,
         train_s=train_s,

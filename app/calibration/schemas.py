@@ -29,6 +29,11 @@ class CalibrationGroupOut(BaseModel):
         "jobs' compute per step is too alike to tell it from the efficiency)",
     )
     time_jobs: int = Field(0, description="jobs that metered their training loop")
+    time_worse_than_prior: bool = Field(
+        False,
+        description="fitted on the group's older jobs, the time terms estimated its newest "
+        "(30%) worse than their own prior estimates did: estimates keep the prior time",
+    )
     efficiency_sources: dict[str, int] = Field(
         description="how each job's efficiency was derived: wall_time (estimator's time model "
         "against measured wall time), hours_ratio, or measured_mfu (the worker's figure)"

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.calibration.samples import JobSample, load_samples
-from app.calibration.time_fit import TimeFit, fit_time
+from app.calibration.time_fit import TimeFit, fit_time, worse_than_prior
 from app.estimator.calibration_types import Calibration
 from app.estimator.spec import Method
 from app.models import Job, JobStatus
@@ -64,6 +64,9 @@ class GroupFit:
     efficiency_sources: dict[str, int] = field(default_factory=dict)
     peak_kind: str | None = None
     time: TimeFit = field(default_factory=lambda: TimeFit(None, None, None, 0, 0))
+    # The group's own newer jobs were estimated better by their prior estimates than by a fit
+    # on its older jobs: the time terms are not used (memory still is).
+    time_worse_than_prior: bool = False
 
     @property
     def job_ids(self) -> frozenset[str]:
@@ -80,7 +83,9 @@ class GroupFit:
         """The estimator's view: only values with at least MIN_JOBS jobs behind them."""
         mfu = self.mfu.value if self.mfu.used >= MIN_JOBS else None
         overhead = step = None
-        if self.time_fitted:
+        if self.time_worse_than_prior:
+            mfu = None
+        elif self.time_fitted:
             mfu, overhead, step = self.time.mfu, self.time.run_overhead_s, self.time.step_s
         memory = self.memory.value if self.memory.used >= MIN_JOBS else None
         if mfu is None and memory is None:
@@ -130,6 +135,7 @@ def _fit_group(gpu: str, method: str, samples: list[JobSample]) -> GroupFit:
     if capped:
         mfu = RobustFit(MAX_MFU, mfu.used, mfu.outliers, mfu.used_ids)
     sources = Counter(s.efficiency_source for s in samples if s.efficiency_source)
+    timed = [s.time for s in samples if s.time is not None]
     return GroupFit(
         gpu=gpu,
         method=method,
@@ -139,7 +145,8 @@ def _fit_group(gpu: str, method: str, samples: list[JobSample]) -> GroupFit:
         mfu_capped=capped,
         efficiency_sources=dict(sources),
         peak_kind=kind or (CPU_PEAK_KIND if gpu == "cpu" and kinds else None),
-        time=fit_time([s.time for s in samples if s.time is not None]),
+        time=fit_time(timed),
+        time_worse_than_prior=bool(worse_than_prior(timed)),
     )
 
 

@@ -33,6 +33,8 @@ RECENCY_HALF_LIFE_JOBS = 25
 # mfu are fitted apart; below it they are collinear and only mfu is fitted.
 IDENTIFIABLE_SPREAD = 1.5
 MAX_MFU = 1.0  # an efficiency is a fraction of peak
+# The self-check fits on the older jobs and scores the newest this share of them.
+HOLDOUT_FRACTION = 0.3
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class TimeSample:
     micro_steps: float  # micro-steps the job ran
     unit_compute_s: float  # modelled matmul seconds at 100% of peak
     modelled_step_s: float  # modelled bandwidth-bound step terms (streaming, optimizer, ...)
+    estimated_wall_s: float | None = None  # what the job's own estimate said (scaled)
+
+    @property
+    def wall_s(self) -> float:
+        """Measured wall seconds."""
+        return self.outside_s + self.train_s
 
 
 @dataclass(frozen=True)
@@ -150,3 +158,30 @@ def fit_time(samples: Sequence[TimeSample]) -> TimeFit:
         outliers=len(dropped),
         used_ids=tuple(s.job_id for s in usable),
     )
+
+
+def predicted_wall_s(fit: TimeFit, sample: TimeSample) -> float | None:
+    """The wall seconds `fit` gives for the run `sample` describes (None if it cannot)."""
+    if fit.run_overhead_s is None or fit.mfu is None:
+        return None
+    loop = sample.modelled_step_s + (fit.step_s or 0.0) * sample.micro_steps
+    return fit.run_overhead_s + loop + sample.unit_compute_s / fit.mfu
+
+
+def _mean_abs_error(pairs: Sequence[tuple[float, float]]) -> float:
+    return statistics.fmean(abs(est - act) / act for est, act in pairs)
+
+
+def worse_than_prior(samples: Sequence[TimeSample]) -> bool | None:
+    """Fit on the older jobs, score the newest HOLDOUT_FRACTION: is the fit worse than the
+    estimates those jobs were given? None when there are too few jobs to hold any out."""
+    usable = [s for s in samples if s.estimated_wall_s and s.wall_s > 0]
+    held = max(1, round(len(usable) * HOLDOUT_FRACTION))
+    if len(usable) - held < 3:
+        return None
+    fit = fit_time(usable[:-held])
+    after = [(p, s.wall_s) for s in usable[-held:] if (p := predicted_wall_s(fit, s)) is not None]
+    before = [(float(s.estimated_wall_s or 0.0), s.wall_s) for s in usable[-held:]]
+    if not after:
+        return None
+    return _mean_abs_error(after) > _mean_abs_error(before)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.calibration import service
 from app.calibration.samples import MIN_COMPUTE_SHARE, job_efficiency
+from app.calibration.time_fit import TimeSample, fit_time, worse_than_prior
 from app.estimator.spec import Method
 from app.models import JobStatus
 from tests.calibration.conftest import slowed_job
@@ -172,3 +174,41 @@ def test_current_is_reused_until_a_job_succeeds(session: Session) -> None:
     second = service.current(session)
     assert second is not first
     assert second[("A100-80GB", Method.LORA)].jobs == len(SLOWDOWNS) + 1
+
+
+def _timed(job: int, steps: float, train_s: float, estimated_wall_s: float) -> TimeSample:
+    return TimeSample(
+        job_id=f"j{job}",
+        outside_s=5.0,
+        train_s=train_s,
+        micro_steps=steps,
+        unit_compute_s=steps * 0.01,
+        modelled_step_s=0.0,
+        estimated_wall_s=estimated_wall_s,
+    )
+
+
+def test_time_fit_learns_overhead_and_per_step_seconds() -> None:
+    # Loop time = 0.05 s per micro-step + compute at 25% of peak; two step sizes separate them.
+    samples = [
+        TimeSample(f"j{i}", 5.0 + i % 2, 0.05 * n + (n * c) / 0.25, n, n * c, 0.0)
+        for i, (n, c) in enumerate([(10, 0.01), (40, 0.01), (20, 0.04), (80, 0.04), (30, 0.02)])
+    ]
+    fit = fit_time(samples)
+    assert fit.used == 5 and fit.outliers == 0
+    assert fit.step_s == pytest.approx(0.05, rel=1e-6)
+    assert fit.mfu == pytest.approx(0.25, rel=1e-6)
+    assert fit.run_overhead_s in (5.0, 6.0)
+
+
+def test_a_fit_worse_than_the_prior_on_newer_jobs_is_flagged() -> None:
+    # Prior estimates exact; the jobs' loop times jump around, so a fit on the older ones
+    # misses the newer ones more than their own estimates did.
+    noisy = [_timed(i, 10 * (i + 1), t, 5.0 + t) for i, t in enumerate([1, 30, 2, 40, 3, 50, 4])]
+    noisy = [replace(s, estimated_wall_s=s.wall_s) for s in noisy]
+    assert worse_than_prior(noisy) is True
+    # Prior estimates 5x too high, jobs consistent: the fit is better.
+    steady = [_timed(i, 10 * (i + 1), 0.1 * 10 * (i + 1), 0.0) for i in range(7)]
+    steady = [replace(s, estimated_wall_s=5 * s.wall_s) for s in steady]
+    assert worse_than_prior(steady) is False
+    assert worse_than_prior(steady[:3]) is None  # too few to hold any out
