@@ -33,6 +33,7 @@ COLUMN_FILTERS = {
     "status": Job.status,
     "provider": Job.provider,
     "team": Job.team,
+    "cost_source": Job.cost_source,
 }
 # group_by values that name a job column; `tag:<key>` and `job` are handled apart.
 GROUP_COLUMNS = {
@@ -42,6 +43,7 @@ GROUP_COLUMNS = {
     "provider": Job.provider,
     "status": Job.status,
     "team": Job.team,
+    "cost_source": Job.cost_source,
 }
 GROUP_CHOICES = (*GROUP_COLUMNS, "job", "tag:<key>")
 

@@ -26,7 +26,11 @@ class ReportRow(BaseModel):
 
     group: str | None = Field(description="the group's value; null = jobs without it")
     jobs: int
-    spend_usd: float = Field(description="actual spend of every job in the group")
+    spend_usd: float = Field(
+        description="metered cost of every job in the group at the (reference) list price"
+    )
+    billed_usd: float = Field(description="what providers invoice: 0 for self-hosted jobs")
+    effective_usd: float = Field(description="cost to you: billed, or self-hosted internal rate")
     cost_usd: QuantityError
     gpu_hours: QuantityError
     peak_bytes: QuantityError
@@ -48,7 +52,9 @@ class SpendRow(BaseModel):
     bucket_start: str = Field(description="first day of the bucket (UTC), YYYY-MM-DD")
     group: str | None
     jobs: int
-    spend_usd: float
+    spend_usd: float = Field(description="metered cost at the (reference) list price")
+    billed_usd: float = Field(description="what providers invoice: 0 for self-hosted jobs")
+    effective_usd: float = Field(description="cost to you: billed, or self-hosted internal rate")
     gpu_hours: float
     estimated_cost_usd: float
 
@@ -69,7 +75,13 @@ QUANTITIES = ("cost_usd", "gpu_hours", "peak_bytes")
 
 def flat_row(row: ReportRow) -> dict[str, Any]:
     """A report row as one flat record (the CSV columns)."""
-    out: dict[str, Any] = {"group": row.group, "jobs": row.jobs, "spend_usd": row.spend_usd}
+    out: dict[str, Any] = {
+        "group": row.group,
+        "jobs": row.jobs,
+        "spend_usd": row.spend_usd,
+        "billed_usd": row.billed_usd,
+        "effective_usd": row.effective_usd,
+    }
     for quantity in QUANTITIES:
         err: QuantityError = getattr(row, quantity)
         for name in QUANTITY_FIELDS:
@@ -79,6 +91,6 @@ def flat_row(row: ReportRow) -> dict[str, Any]:
 
 def flat_columns() -> list[str]:
     """The CSV header of the estimate-vs-actual report."""
-    cols = ["group", "jobs", "spend_usd"]
+    cols = ["group", "jobs", "spend_usd", "billed_usd", "effective_usd"]
     cols += [f"{q}_{name}" for q in QUANTITIES for name in QUANTITY_FIELDS]
     return cols

@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import Job, JobTag
 from app.reports.filters import GROUP_COLUMNS, Grouping, ReportFilters, describe
+from app.reports.focus_columns import billed_cost, effective_cost
 from app.reports.schemas import (
     QUANTITIES,
     Bucket,
@@ -42,7 +43,16 @@ from app.reports.schemas import (
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000  # rows of one report response; beyond this use the FOCUS export
 PCT = 100.0
-SPEND_COLUMNS = ("bucket_start", "group", "jobs", "spend_usd", "gpu_hours", "estimated_cost_usd")
+SPEND_COLUMNS = (
+    "bucket_start",
+    "group",
+    "jobs",
+    "spend_usd",
+    "billed_usd",
+    "effective_usd",
+    "gpu_hours",
+    "estimated_cost_usd",
+)
 
 # (quantity, estimate column, actual column, whether the report shows a mean instead of a sum)
 _QUANTITY_COLUMNS = (
@@ -54,7 +64,13 @@ _QUANTITY_COLUMNS = (
 # sums of the groups' sums. PostgreSQL's sum(float8) is also far cheaper than avg(float8), whose
 # state carries a sum of squares.
 _QUANTITY_STATS = ("n", "n_rel", "est", "act", "rel", "abs_rel")
-_SUMS = ("jobs", "spend_usd", *(f"{q}_{s}" for q in QUANTITIES for s in _QUANTITY_STATS))
+_SUMS = (
+    "jobs",
+    "spend_usd",
+    "billed_usd",
+    "effective_usd",
+    *(f"{q}_{s}" for q in QUANTITIES for s in _QUANTITY_STATS),
+)
 
 
 def _quantity_aggregates(name: str, est: Any, act: Any) -> list[ColumnElement[Any]]:
@@ -71,10 +87,20 @@ def _quantity_aggregates(name: str, est: Any, act: Any) -> list[ColumnElement[An
     ]
 
 
+def _provenance_sums() -> list[ColumnElement[Any]]:
+    """What was invoiced and what it cost the organisation (app/reports/focus_columns.py)."""
+    has_cost = Job.act_cost_usd.is_not(None)
+    return [
+        func.coalesce(func.sum(case((has_cost, billed_cost()))), 0.0).label("billed_usd"),
+        func.coalesce(func.sum(case((has_cost, effective_cost()))), 0.0).label("effective_usd"),
+    ]
+
+
 def _aggregates() -> list[ColumnElement[Any]]:
     cols: list[ColumnElement[Any]] = [
         func.count().label("jobs"),
         func.coalesce(func.sum(Job.act_cost_usd), 0.0).label("spend_usd"),
+        *_provenance_sums(),
     ]
     for name, est, act, _ in _QUANTITY_COLUMNS:
         cols.extend(_quantity_aggregates(name, est, act))
@@ -113,6 +139,8 @@ def _row(sums: dict[str, float], group: Any) -> ReportRow:
         group=None if group is None else str(group),
         jobs=int(sums["jobs"]),
         spend_usd=sums["spend_usd"],
+        billed_usd=sums["billed_usd"],
+        effective_usd=sums["effective_usd"],
         **quantities,
     )
 
@@ -203,6 +231,7 @@ def spend(
             expr.label("grp"),
             func.count().label("jobs"),
             func.coalesce(func.sum(Job.act_cost_usd), 0.0).label("spend_usd"),
+            *_provenance_sums(),
             func.coalesce(func.sum(Job.act_gpu_hours), 0.0).label("gpu_hours"),
             func.coalesce(func.sum(Job.est_cost_usd), 0.0).label("estimated_cost_usd"),
         )
@@ -219,6 +248,8 @@ def spend(
             group=None if r["grp"] is None else str(r["grp"]),
             jobs=int(r["jobs"]),
             spend_usd=float(r["spend_usd"]),
+            billed_usd=float(r["billed_usd"]),
+            effective_usd=float(r["effective_usd"]),
             gpu_hours=float(r["gpu_hours"]),
             estimated_cost_usd=float(r["estimated_cost_usd"]),
         )

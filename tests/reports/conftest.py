@@ -171,11 +171,27 @@ def _quantity(jobs: list[Job], est: str, act: str, mean: bool) -> dict[str, Any]
     }
 
 
+def billed(job: Job) -> float:
+    """What a provider invoices for the job: its metered cost when cloud-billed, else 0."""
+    return (job.act_cost_usd or 0.0) if job.cost_source == "cloud" else 0.0
+
+
+def effective(job: Job) -> float:
+    """The job's cost to the organisation: billed, or GPU-hours x internal rate."""
+    if job.act_cost_usd is None:
+        return 0.0
+    if job.cost_source == "cloud":
+        return job.act_cost_usd
+    return (job.act_gpu_hours or 0.0) * (job.internal_usd_per_gpu_hour or 0.0)
+
+
 def expected_row(jobs: list[Job]) -> dict[str, Any]:
     """The report row these jobs should aggregate to."""
     return {
         "jobs": len(jobs),
         "spend_usd": sum(j.act_cost_usd or 0.0 for j in jobs),
+        "billed_usd": sum(billed(j) for j in jobs),
+        "effective_usd": sum(effective(j) for j in jobs),
         "cost_usd": _quantity(jobs, "est_cost_usd", "act_cost_usd", mean=False),
         "gpu_hours": _quantity(jobs, "est_gpu_hours", "act_gpu_hours", mean=False),
         "peak_bytes": _quantity(jobs, "est_peak_bytes", "act_peak_bytes", mean=True),

@@ -25,6 +25,7 @@ GROUPINGS = [
     "tag:team",
     "tag:project",
     "job",
+    "cost_source",
 ]
 
 
@@ -36,7 +37,8 @@ def _get(client: Any, key: str, params: dict[str, Any]) -> Any:
 
 def _assert_row(got: dict[str, Any], want: dict[str, Any]) -> None:
     assert got["jobs"] == want["jobs"]
-    assert got["spend_usd"] == pytest.approx(want["spend_usd"])
+    for money in ("spend_usd", "billed_usd", "effective_usd"):
+        assert got[money] == pytest.approx(want[money]), money
     for quantity in ("cost_usd", "gpu_hours", "peak_bytes"):
         for stat, value in want[quantity].items():
             have = got[quantity][stat]

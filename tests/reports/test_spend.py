@@ -12,7 +12,7 @@ import pytest
 from app.models import Job
 from app.reports.service import SPEND_COLUMNS
 from tests.conftest import auth
-from tests.reports.conftest import Seeded, group_key
+from tests.reports.conftest import Seeded, billed, effective, group_key
 
 URL = "/v1/reports/spend"
 
@@ -29,15 +29,26 @@ def _expected(jobs: list[Job], bucket: str, key: Any) -> dict[tuple[str, Any], d
     out: dict[tuple[str, Any], dict[str, float]] = {}
     for job in jobs:
         k = (_bucket(job.finished_at.date(), bucket), key(job) if key else None)
-        row = out.setdefault(k, {"jobs": 0, "spend_usd": 0.0, "gpu_hours": 0.0})
+        row = out.setdefault(
+            k,
+            {
+                "jobs": 0,
+                "spend_usd": 0.0,
+                "billed_usd": 0.0,
+                "effective_usd": 0.0,
+                "gpu_hours": 0.0,
+            },
+        )
         row["jobs"] += 1
         row["spend_usd"] += job.act_cost_usd or 0.0
+        row["billed_usd"] += billed(job)
+        row["effective_usd"] += effective(job)
         row["gpu_hours"] += job.act_gpu_hours or 0.0
     return out
 
 
 @pytest.mark.parametrize("bucket", ["day", "week", "month"])
-@pytest.mark.parametrize("group_by", [None, "method", "tag:team"])
+@pytest.mark.parametrize("group_by", [None, "method", "tag:team", "cost_source"])
 def test_buckets_by_group(app_client, keys, seeded: Seeded, bucket, group_by) -> None:  # type: ignore[no-untyped-def]
     params = {**seeded.scope, "bucket": bucket}
     if group_by:
@@ -50,7 +61,8 @@ def test_buckets_by_group(app_client, keys, seeded: Seeded, bucket, group_by) ->
     assert set(got) == set(want)
     for k, row in got.items():
         assert row["jobs"] == want[k]["jobs"]
-        assert row["spend_usd"] == pytest.approx(want[k]["spend_usd"])
+        for money in ("spend_usd", "billed_usd", "effective_usd"):
+            assert row[money] == pytest.approx(want[k][money]), money
         assert row["gpu_hours"] == pytest.approx(want[k]["gpu_hours"])
     starts = [row["bucket_start"] for row in rows]
     assert starts == sorted(starts)
