@@ -18,6 +18,8 @@ from typing import Any
 
 from app.datasets.formats import Example, RecordFormat
 
+APPROXIMATE = "approximate"  # the stats' tokenizer name for character-count approximations
+
 HISTOGRAM_KEY = "min_seq_len_histogram"  # [[min seq_len, examples], ...], ascending
 NEVER_KEY = "examples_without_loss_tokens"  # no seq_len gives them a token to learn from
 KEEP_MOST = 0.95  # the second suggestion: the seq_len that keeps this share of the examples
@@ -75,6 +77,7 @@ class TruncationCheck:
     dropped: int  # left with no loss token: the worker drops them
     seq_len_keeping_all: int | None  # smallest seq_len keeping every example that can be kept
     seq_len_keeping_most: int | None  # ... keeping KEEP_MOST of them
+    approximate: bool  # counted by characters / 4, not the model's tokenizer
 
     def note(self) -> str:
         """The sentence an estimate carries."""
@@ -89,6 +92,8 @@ class TruncationCheck:
             most = self.seq_len_keeping_most
             if most is not None and most < self.seq_len_keeping_all:
                 text += f", {most} keeps {KEEP_MOST:.0%} of them"
+        if self.approximate:
+            text += " (approximate token counts: upload with model_path for exact ones)"
         return text
 
 
@@ -107,6 +112,7 @@ def check(stats: Mapping[str, Any], *, seq_len: int) -> TruncationCheck | None:
         dropped=dropped,
         seq_len_keeping_all=pairs[-1][0] if pairs else None,
         seq_len_keeping_most=_quantile(pairs, KEEP_MOST * keepable),
+        approximate=stats.get("tokenizer") == APPROXIMATE,
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app.datasets.formats import Example, RecordFormat
-from app.datasets.loss_tokens import first_loss_position, masks_prompt, min_seq_len
+from app.datasets.loss_tokens import APPROXIMATE, first_loss_position, masks_prompt, min_seq_len
 from app.errors import InvalidInput
 
 # OpenAI's rule of thumb for English text: "one token generally corresponds to ~4 characters"
@@ -21,7 +21,6 @@ from app.errors import InvalidInput
 # Mistral and Qwen families land within ~20% of it on English prose; code, non-Latin scripts and
 # numbers take more tokens per character, so treat approximate counts as a lower-side guess.
 CHARS_PER_TOKEN = 4.0
-APPROXIMATE = "approximate"
 APPROXIMATION_NOTE = (
     f"no local tokenizer was given: tokens = ceil(characters / {CHARS_PER_TOKEN:g}) per example "
     "(OpenAI's ~4 characters per token guidance for English); pass model_path for exact counts"

@@ -159,6 +159,9 @@ class DatasetCheckOut(BaseModel):
     )
     seq_len_keeping_all: int | None = Field(description="smallest seq_len that keeps every one")
     seq_len_keeping_95pct: int | None = Field(description="smallest seq_len that keeps 95%")
+    approximate: bool = Field(
+        False, description="token counts from characters / 4 (no model_path at upload)"
+    )
 
 
 class EstimateOut(EstimateResult):

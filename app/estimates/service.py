@@ -255,6 +255,7 @@ def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
             "dropped_no_loss_tokens": check.dropped,
             "seq_len_keeping_all": check.seq_len_keeping_all,
             "seq_len_keeping_95pct": check.seq_len_keeping_most,
+            "approximate": check.approximate,
         }
         if check.dropped:
             stored["notes"] = [*stored["notes"], check.note()]

@@ -20,12 +20,13 @@ def test_approximate_counts_mask_the_prompt_and_check_counts_drops() -> None:
     ]
     mins = [m for _, m in approximate_counter().measure(examples)]
     assert mins == [approximate_tokens(p) + 1 for p in prompts]
-    stats = loss_tokens.histogram(mins)
+    stats = {"tokenizer": "approximate", **loss_tokens.histogram(mins)}
     check = loss_tokens.check(stats, seq_len=approximate_tokens(prompts[2]) + 1)
     assert check is not None
     assert (check.examples, check.dropped) == (5, 2)
     assert check.seq_len_keeping_all == mins[-1]
-    assert "leaves 2 of 5 examples" in check.note()
+    assert "leaves 2 of 5 examples" in check.note() and check.approximate
+    assert "approximate token counts" in check.note()
 
 
 def test_datasets_uploaded_before_the_histogram_have_no_check() -> None:
