@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.jobs.jobs_support import submit, wait_status
 from tests.reports.factory import unique
 from tests.support import ServiceEnv, start_worker
 
+EXPORT_ENV = "TUNECOST_FOCUS_EXPORT"  # where `make focus-check` wants the CSV export
 CLOUD_GPU = "L4"  # a GPU kind no other test's worker consumes; trained on this CPU
 
 
@@ -127,3 +129,14 @@ def test_real_jobs_self_hosted_on_cpu_and_billed_on_a_cloud_worker(
     assert row["BilledCost"] == row["EffectiveCost"] == pytest.approx(cloud_done["act_cost_usd"])
     assert row["BilledCost"] > 0
     assert (row["RegionId"], row["SkuId"]) == ("us-east-1", "aws/g6.xlarge")
+
+    # `make focus-check` validates this very export (both jobs) with the FinOps validator.
+    target = os.environ.get(EXPORT_ENV)
+    if target:
+        r = app_client.get(
+            "/v1/reports/focus",
+            params={"tag.suite": f"{own},{cloud}"},
+            headers=auth(keys["read"]),
+        )
+        assert r.status_code == 200 and r.text.count("\n") == 3, r.text
+        Path(target).write_text(r.text)
