@@ -189,26 +189,23 @@ def main() -> None:
 
     console.rule("5. estimate vs actual")
     table = Table(title="per job")
-    for col in (
-        "job",
-        "method",
-        "est. cost",
-        "actual cost",
-        "est. peak",
-        "actual peak",
-        "tokens/s",
-    ):
+    for col in ("job", "method", "basis", "est. GPU-s", "act. GPU-s", "error", "est. peak", "peak"):
         table.add_column(col)
     for job_id in jobs:
         j = _check(client.get(f"/v1/jobs/{job_id}"))
+        est_s, act_s = (j["est_gpu_hours"] or 0) * 3600, (j["act_gpu_hours"] or 0) * 3600
+        basis = j["estimate"].get("basis")
+        if basis == "calibrated":
+            basis = f"calibrated ({j['estimate'].get('calibration_jobs')})"
         table.add_row(
-            job_id[:12],
+            job_id[:8],
             j["method"],
-            _money(j["est_cost_usd"]),
-            _money(j["act_cost_usd"]),
+            str(basis),
+            f"{est_s:.1f}",
+            f"{act_s:.1f}",
+            f"{(est_s - act_s) / act_s * 100:+.0f}%" if act_s else "-",
             _gib(j["est_peak_bytes"]),
-            f"{_gib(j['act_peak_bytes'])} ({j.get('act_peak_kind')})",
-            f"{j.get('act_tokens_per_s') or 0:,.0f}",
+            _gib(j["act_peak_bytes"]),
         )
     console.print(table)
     report = _check(
@@ -229,7 +226,37 @@ def main() -> None:
             f"{row['peak_bytes']['mape_pct'] or 0:.1f}",
         )
     console.print(table)
+    _calibration_summary(client)
     console.print("done: see README.md for the same steps with curl.")
+
+
+def _calibration_summary(client: httpx.Client) -> None:
+    """What finished jobs taught the estimator, and its error before and after on held-out jobs."""
+    fit = _check(client.get("/v1/calibration"))
+    table = Table(title="calibration: from 3 finished jobs per GPU and method")
+    for col in ("gpu", "method", "jobs", "used", "overhead s", "s/micro-step", "mfu"):
+        table.add_column(col)
+    for g in fit["groups"]:
+        table.add_row(
+            g["gpu"],
+            g["method"],
+            str(g["time_jobs"]),
+            "yes" if g["used_by_estimates"] else "not yet",
+            f"{g['run_overhead_s']:.1f}" if g["run_overhead_s"] is not None else "-",
+            f"{g['step_s']:.4f}" if g["step_s"] is not None else "-",
+            f"{g['mfu']:.4f}" if g["mfu"] is not None else "-",
+        )
+    console.print(table)
+    evaluation = _check(client.get("/v1/calibration/evaluation"))
+    overall = evaluation.get("overall")
+    if overall and overall["gpu_hours"]["n"]:
+        q = overall["gpu_hours"]
+        console.print(
+            f"GPU-hours error on {q['n']} held-out jobs: {q['before_mape_pct']:.0f}% as estimated "
+            f"at submit, {q['after_mape_pct']:.0f}% with the calibration fitted on older jobs"
+        )
+    else:
+        console.print("run `make demo` again: calibration needs finished jobs to fit and to test")
 
 
 if __name__ == "__main__":
