@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import delete
 
@@ -22,6 +22,7 @@ from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
 from app.models import Job, JobStatus
 from app.pagination import CursorQuery, LimitQuery, Page
 from app.queue import enqueue_job
+from app.tag_filters import TAG_FILTER_OPENAPI, bad_param, query_lists, tag_filters
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -71,8 +72,9 @@ def submit_job(
     return service.to_out(job, tags)
 
 
-@router.get("", response_model=Page[JobOut])
+@router.get("", response_model=Page[JobOut], openapi_extra=TAG_FILTER_OPENAPI)
 def list_jobs(
+    request: Request,
     session: SessionDep,
     principal: ReadPrincipal,
     limit: LimitQuery = 20,
@@ -81,23 +83,26 @@ def list_jobs(
     method: Annotated[str | None, Query(max_length=16)] = None,
     gpu: Annotated[str | None, Query(max_length=64)] = None,
     tag: Annotated[
-        list[str], Query(max_length=400, description="key:value, e.g. team:ml (repeat to AND)")
+        list[str], Query(max_length=400, description="refused: filter tags with tag.<key>=<value>")
     ] = [],  # noqa: B006
 ) -> Page[JobOut]:
-    """Jobs newest first; filter by status (repeatable), method, gpu and tags."""
+    """Jobs newest first; filter by status (repeatable), method, gpu and `tag.<key>=<value>`."""
+    if tag:
+        raise bad_param("tag", "filter tags as tag.<key>=<value>, e.g. tag.team=ml")
+    tags = tag_filters(query_lists(request.query_params.multi_items()))
     rows, next_cursor = service.list_(
         session,
         principal=principal,
         status=status_,
         method=method,
-        tags=[service.parse_tag_filter(t) for t in tag],
+        tags=tags,
         gpu=gpu,
         limit=limit,
         cursor=cursor,
     )
-    tags = service.tags_of(session, [r.id for r in rows])
+    stored = service.tags_of(session, [r.id for r in rows])
     return Page[JobOut](
-        items=[service.to_out(r, tags[r.id]) for r in rows], next_cursor=next_cursor
+        items=[service.to_out(r, stored[r.id]) for r in rows], next_cursor=next_cursor
     )
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,7 @@ from app.models.base import new_id, utcnow
 from app.pagination import keyset_page
 from app.paths import confine_model_path
 from app.queue import queue_for
+from app.tag_filters import tag_clauses
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200  # the jobs.idempotency_key column width
 MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
@@ -275,7 +276,7 @@ def list_(
     principal: Principal,
     status: Sequence[JobStatus],
     method: str | None,
-    tags: Sequence[tuple[str, str]],
+    tags: Mapping[str, tuple[str, ...]],
     gpu: str | None,
     limit: int,
     cursor: str | None,
@@ -290,21 +291,10 @@ def list_(
         stmt = stmt.where(Job.method == method)
     if gpu:
         stmt = stmt.where(Job.gpu == gpu)
-    for key, value in tags:
-        stmt = stmt.where(
-            exists().where(JobTag.job_id == Job.id, JobTag.key == key, JobTag.value == value)
-        )
+    stmt = stmt.where(*tag_clauses(tags))
     return keyset_page(
         session, stmt, created_at=Job.created_at, id_column=Job.id, limit=limit, cursor=cursor
     )
-
-
-def parse_tag_filter(raw: str) -> tuple[str, str]:
-    """`team:ml` → ("team", "ml"); 422 naming `tag` otherwise."""
-    key, sep, value = raw.partition(":")
-    if not sep or not key or not value:
-        raise InvalidInput(f"tag filter {raw[:60]!r} must look like key:value", field="tag")
-    return key, value
 
 
 def events(

@@ -7,24 +7,26 @@ known); jobs that have not finished are never in a report.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, literal_column, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, and_
 
-from app.errors import InvalidInput
 from app.estimator.spec import Method
 from app.inputs import to_utc
 from app.instants import iso_z
-from app.models import Job, JobStatus, JobTag
+from app.models import Job, JobStatus
+from app.tag_filters import (
+    TAG_KEY,
+    TAG_PARAM_PREFIX,
+    bad_param,
+    parse_tag_filter,
+    split_values,
+    tag_clauses,
+)
 
-TAG_PARAM_PREFIX = "tag."
-TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")  # the job_tags.key alphabet and width
-MAX_FILTER_VALUES = 100  # values of one filter; an IN list past this is a mistake, not a query
 # Column filters: query parameter -> job column.
 COLUMN_FILTERS = {
     "method": Job.method,
@@ -46,23 +48,6 @@ GROUP_COLUMNS = {
     "cost_source": Job.cost_source,
 }
 GROUP_CHOICES = (*GROUP_COLUMNS, "job", "tag:<key>")
-
-
-def bad_param(name: str, detail: str) -> InvalidInput:
-    """A 422 naming query parameter `name` (which may itself contain dots, e.g. tag.team)."""
-    return InvalidInput(
-        detail, errors=[{"loc": ["query", name], "msg": detail, "type": "value_error"}]
-    )
-
-
-def split_values(raw: Iterable[str], *, name: str) -> list[str]:
-    """Repeated and comma-separated values of one parameter, blanks dropped, order kept."""
-    out: list[str] = []
-    for item in raw:
-        out.extend(v.strip() for v in item.split(",") if v.strip())
-    if len(out) > MAX_FILTER_VALUES:
-        raise bad_param(name, f"{name}: at most {MAX_FILTER_VALUES} values")
-    return list(dict.fromkeys(out))
 
 
 def as_utc(value: datetime | None, *, name: str = "from") -> datetime | None:
@@ -93,15 +78,7 @@ class ReportFilters:
             out.append(Job.finished_at < self.end)
         for name, values in self.columns.items():
             out.append(COLUMN_FILTERS[name].in_(values))
-        for key, values in self.tags.items():
-            tag = aliased(JobTag)
-            out.append(
-                exists(
-                    select(literal_column("1"))
-                    .select_from(tag)
-                    .where(tag.job_id == Job.id, tag.key == key, tag.value.in_(values))
-                )
-            )
+        out.extend(tag_clauses(self.tags))
         return out
 
     def where(self) -> ColumnElement[bool]:
@@ -131,13 +108,8 @@ def parse_filters(
         if name in known:
             continue
         if name.startswith(TAG_PARAM_PREFIX):
-            key = name.removeprefix(TAG_PARAM_PREFIX)
-            if not TAG_KEY.match(key):
-                raise bad_param(name, f"{name}: a tag key is 1-100 of A-Z a-z 0-9 _ . -")
-            values = split_values(raw, name=name)
-            if not values:
-                raise bad_param(name, f"{name}: give at least one value")
-            tags[key] = tuple(values)
+            key, tag_values = parse_tag_filter(name, raw)
+            tags[key] = tag_values
             continue
         if name not in COLUMN_FILTERS:
             accepted = sorted({*known, *COLUMN_FILTERS, "tag.<key>"})
@@ -195,14 +167,6 @@ def parse_group_by(value: str | None, *, allow_job: bool = True) -> Grouping:
     raise bad_param(
         "group_by", f"group_by: unknown grouping {value!r}; use one of {', '.join(choices)}"
     )
-
-
-def query_lists(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """A request's query items as name -> every value given."""
-    out: dict[str, list[str]] = {}
-    for name, value in items:
-        out.setdefault(name, []).append(value)
-    return out
 
 
 def describe(filters: ReportFilters) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Filters common to all three: `from`/`to` (ISO 8601 date or date-time, UTC unless an offset is
 given; `to` is exclusive) on when the job finished, `method`, `gpu`, `model`, `status`,
-`provider`, `team` (repeat the parameter or separate values by commas) and `tag.<key>=<value>`.
+`provider`, `team` (the tenant), `cost_source` (repeat the parameter or separate values by commas)
+and `tag.<key>=<value>` (app/tag_filters.py, the same syntax as GET /v1/jobs).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from app import csv_out
 from app.auth.deps import ReadPrincipal
 from app.db import SessionDep, get_sessionmaker
 from app.reports import focus, service
-from app.reports.filters import ReportFilters, parse_filters, parse_group_by, query_lists
+from app.reports.filters import ReportFilters, parse_filters, parse_group_by
 from app.reports.schemas import (
     Bucket,
     EstimateVsActualReport,
@@ -27,6 +28,7 @@ from app.reports.schemas import (
     flat_columns,
     flat_row,
 )
+from app.tag_filters import TAG_FILTER_OPENAPI, query_lists
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -64,7 +66,12 @@ _CSV_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/estimate-vs-actual", response_model=EstimateVsActualReport, responses=_CSV_DOC)
+@router.get(
+    "/estimate-vs-actual",
+    response_model=EstimateVsActualReport,
+    responses=_CSV_DOC,
+    openapi_extra=TAG_FILTER_OPENAPI,
+)
 def estimate_vs_actual(
     request: Request,
     session: SessionDep,
@@ -72,7 +79,10 @@ def estimate_vs_actual(
     start: FromQ = None,
     to: ToQ = None,
     group_by: Annotated[
-        str, Query(description="method, gpu, model, provider, status, team, job or tag:<key>")
+        str,
+        Query(
+            description="method, gpu, model, provider, status, team, cost_source, job or tag:<key>"
+        ),
     ] = "method",
     method: ListQ = None,
     gpu: ListQ = None,
@@ -80,6 +90,7 @@ def estimate_vs_actual(
     status: ListQ = None,
     provider: ListQ = None,
     team: ListQ = None,
+    cost_source: ListQ = None,
     format: FormatQ = "json",
     limit: LimitQ = service.DEFAULT_LIMIT,
 ) -> Any:
@@ -96,7 +107,9 @@ def estimate_vs_actual(
     return report
 
 
-@router.get("/spend", response_model=SpendReport, responses=_CSV_DOC)
+@router.get(
+    "/spend", response_model=SpendReport, responses=_CSV_DOC, openapi_extra=TAG_FILTER_OPENAPI
+)
 def spend(
     request: Request,
     session: SessionDep,
@@ -105,7 +118,8 @@ def spend(
     to: ToQ = None,
     bucket: Annotated[Bucket, Query(description="day, week (from Monday) or month, UTC")] = "day",
     group_by: Annotated[
-        str | None, Query(description="method, gpu, model, provider, status, team or tag:<key>")
+        str | None,
+        Query(description="method, gpu, model, provider, status, team, cost_source or tag:<key>"),
     ] = None,
     method: ListQ = None,
     gpu: ListQ = None,
@@ -113,6 +127,7 @@ def spend(
     status: ListQ = None,
     provider: ListQ = None,
     team: ListQ = None,
+    cost_source: ListQ = None,
     format: FormatQ = "json",
     limit: LimitQ = service.DEFAULT_LIMIT,
 ) -> Any:
@@ -134,6 +149,7 @@ def _stream(filters: ReportFilters, format: Format) -> Iterator[str | bytes]:
 
 @router.get(
     "/focus",
+    openapi_extra=TAG_FILTER_OPENAPI,
     responses={
         200: {
             "description": "FOCUS 1.2 charge records, streamed",
@@ -152,6 +168,7 @@ def focus_export(
     status: ListQ = None,
     provider: ListQ = None,
     team: ListQ = None,
+    cost_source: ListQ = None,
     format: FormatQ = "csv",
 ) -> Response:
     """One FOCUS 1.2 Usage row per job with a metered cost; streamed, in finish order.
