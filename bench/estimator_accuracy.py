@@ -39,9 +39,10 @@ _OLD_BNB = (
     "(removed by bitsandbytes PR #1270, July 2024; LitGPT tables predate it)"
 )
 _LITGPT_LOOP = (
-    "LitGPT's fit loop rebinds `loss` only when the next step's loss is computed, so the last "
-    "step's graph, and the 4-bit inputs old bitsandbytes kept on it as ctx attributes "
-    "(not save_for_backward, which backward frees), are alive at the end of the next forward"
+    "LitGPT's fit loop rebinds `logits` (and, in 2023, `loss`) only when the next forward "
+    "returns, so the last step's graph, and the 4-bit inputs old bitsandbytes kept on it as "
+    "ctx attributes (not save_for_backward, which backward frees), are alive at the end of the "
+    "next forward (litgpt finetune/lora.py fit, 2023-10 and 2024-03)"
 )
 _LITGPT_ADAPTERS = (
     "LitGPT trains its own LoRA layers, cast with the whole model to the precision's dtype "
@@ -57,14 +58,14 @@ STACK_FACTS: dict[str, dict[str, Any]] = {
     "litgpt-7b-lora-mb1": {"adapters_fp32": False, "why": _LITGPT_ADAPTERS},
     "litgpt-7b-qlora-mb1": {
         "bnb_keeps_4bit_input": True,
-        "loop_holds_last_loss": True,
+        "loop_keeps_last_graph": True,
         "adapters_fp32": False,
         "why": f"{_OLD_BNB}; {_LITGPT_LOOP}; {_LITGPT_ADAPTERS}",
     },
     "hub-7b-lora-r32": {"adapters_fp32": False, "why": _LITGPT_ADAPTERS},
     "hub-7b-qlora-r32": {
         "bnb_keeps_4bit_input": True,
-        "loop_holds_last_loss": True,
+        "loop_keeps_last_graph": True,
         "adapters_fp32": False,
         "why": f"{_OLD_BNB}; {_LITGPT_LOOP}; {_LITGPT_ADAPTERS}",
     },
@@ -105,7 +106,7 @@ def _estimate(
         num_gpus=int(case.get("num_gpus", 1)),
         bnb_keeps_4bit_input=bool(facts.get("bnb_keeps_4bit_input", False)),
         adapters_fp32=bool(facts.get("adapters_fp32", ADAPTERS_FP32)),
-        loop_holds_last_loss=bool(facts.get("loop_holds_last_loss", False)),
+        loop_keeps_last_graph=bool(facts.get("loop_keeps_last_graph", False)),
     )
 
 

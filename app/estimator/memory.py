@@ -211,7 +211,7 @@ def _phases(
         if sum(recompute.values()) > sum(backward.values()):
             backward = recompute
     phase = "backward_start"
-    if previous_held:  # the loss is computed, the last step's graph not yet released
+    if previous_held:  # forward done, the last step's graph (and its logits or loss) still bound
         forward_end = dict(
             backward,
             gradients=g.grads_backward,
@@ -248,7 +248,7 @@ def estimate_memory(
     bnb_keeps_4bit_input: bool = False,
     gpu_memory_bytes: int | None = None,
     adapters_fp32: bool = ADAPTERS_FP32,
-    loop_holds_last_loss: bool = False,
+    loop_keeps_last_graph: bool = False,
 ) -> MemoryEstimate:
     """Peak memory per GPU of fine-tuning `analysis` with `method` on `num_gpus` GPUs.
 
@@ -260,9 +260,10 @@ def estimate_memory(
     parts that are not exact counts (activations, logits, overhead): the calibration hook.
     `bnb_keeps_4bit_input` models bitsandbytes before 0.43.2, whose 4-bit matmul kept its input
     for backward (removed by bitsandbytes PR #1270, July 2024); current versions do not.
-    `loop_holds_last_loss` models a training loop that keeps the last step's loss bound until
-    the next loss is computed (LitGPT's `fit`): with `bnb_keeps_4bit_input`, the last step's
-    4-bit matmul inputs, held as ctx attributes of its graph, are alive at the next forward's end.
+    `loop_keeps_last_graph` models a training loop whose variables keep the last step's outputs
+    (hence its autograd graph) until the next forward returns (LitGPT's `fit` rebinds `logits`
+    only then): with `bnb_keeps_4bit_input`, the last step's 4-bit matmul inputs, held as ctx
+    attributes of that graph, are alive at the end of the next forward.
     `adapters_fp32=False` models stacks that keep LoRA adapters in 16 bits under `bf16_true`
     (LitGPT); the worker follows `conventions.ADAPTERS_FP32`.
     Results are cached: the same question twice costs a dict lookup."""
@@ -292,7 +293,7 @@ def estimate_memory(
             device,
             bnb_keeps_4bit_input,
             adapters_fp32,
-            loop_holds_last_loss,
+            loop_keeps_last_graph,
         )
         if gpu_memory_bytes is None or estimate.per_gpu_bytes <= gpu_memory_bytes:
             break
@@ -313,7 +314,7 @@ def _estimate_cached(
     device: Device,
     bnb_keeps_4bit_input: bool,
     adapters_fp32: bool,
-    loop_holds_last_loss: bool,
+    loop_keeps_last_graph: bool,
 ) -> MemoryEstimate:
     r, alpha, dropout, targets, to_save = lora_key
     lora = LoraSpec(
@@ -378,7 +379,7 @@ def _estimate_cached(
             held_logits=held,
             transient=transient,
             act_scale=act_scale * overhead_factor,
-            previous_held=act.held_bytes if loop_holds_last_loss else 0,
+            previous_held=act.held_bytes if loop_keeps_last_graph else 0,
         )
         parts["logits"] = round(parts["logits"] * overhead_factor)
         allocated = sum(parts.values()) - (per_gpu.paged if parts["optimizer_states"] else 0)
