@@ -12,7 +12,7 @@ FOCUS_VENV ?= .venv-focus
 FOCUS_VALIDATOR ?= focus-validator==1.0.0
 FOCUS_EXPORT ?= var/focus-check/focus.csv
 
-.PHONY: install run test lint fuzz demo bench clean focus-check
+.PHONY: install run test lint format fuzz demo bench clean focus-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,7 +33,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy app worker
+
+## make format: rewrite the tree in the project's style (what `lint` checks).
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 ## make focus-check: real jobs (CPU self-hosted, cloud-billed worker) exported and checked by the
 ## FinOps Foundation's validator; anything beyond its documented limitations fails.
@@ -51,6 +57,12 @@ fuzz: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m app.demo
+
+## make bench: the estimator against published measurements (time, then memory); prints figures.
+## The heavier benchmarks in bench/ (API throughput, report scale, worker overhead, GPU) run alone.
+bench: $(STAMP)
+	$(PY) bench/time_accuracy.py
+	$(PY) bench/estimator_accuracy.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

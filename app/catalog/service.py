@@ -20,6 +20,7 @@ from app.auth.service import Principal
 from app.catalog import Catalog, PriceRow, UnknownGpuError, load_catalog
 from app.catalog.loader import GPU_ALIASES
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
+from app.catalog.resolve import resolve_model
 from app.catalog.schemas import GpuOut, ModelDetail, ModelOut, PriceOut
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import CatalogVersion, PriceOverride
@@ -221,7 +222,6 @@ def model_out() -> list[ModelOut]:
 
 def model_detail(*, model_id: str) -> ModelDetail:
     """One catalog model with exact parameter counts (built on the meta device, then cached)."""
-    from app.estimates.service import resolve_model
     from app.estimator.lora import valid_target_names
     from app.estimator.lora_defaults import AUTO, resolve_lora_targets
     from app.estimator.model_notes import worker_refusal

@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI, Path, status
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import ReadPrincipal
+from app.catalog.resolve import ensure_estimator_loaded
 from app.db import SessionDep
 from app.estimates import service
 from app.estimates.schemas import EstimateIn, EstimateOut
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def _warm() -> None:
     try:
-        service.ensure_estimator_loaded()
+        ensure_estimator_loaded()
     except Exception:  # warming is an optimisation; a failure shows on the first real request
         log.exception("estimator warm-up failed")
 
