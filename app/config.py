@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         le=1000,
         description="self_hosted: internal cost of one device-hour (default: its energy at TDP)",
     )
+    price_max_age_days: int = Field(
+        90,
+        ge=1,
+        le=3650,
+        description="a price read longer ago than this warns in estimates and degrades health",
+    )
     focus_billing_account_id: str = Field(
         "tunecost", min_length=1, max_length=200, description="FOCUS BillingAccountId"
     )

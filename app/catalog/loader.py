@@ -27,6 +27,9 @@ GPU_ALIASES = {"H100-80GB": "H100-80GB-SXM", "H100": "H100-80GB-SXM", "A100": "A
 
 PricingKind = Literal["on_demand", "spot"]
 PRICING_KINDS: tuple[PricingKind, ...] = ("on_demand", "spot")
+# Where a price row comes from: the hand-transcribed prices.csv shipped as the offline seed, a
+# provider price-list import (app/prices/importers), or an admin override.
+PriceOrigin = Literal["seed", "import", "override"]
 
 
 class UnknownGpuError(ValueError):
@@ -106,6 +109,7 @@ class PriceRow:
     instance: str = ""
     gpus_per_instance: int = 1  # the smallest number of GPUs the provider rents at this price
     region: str = ""
+    origin: PriceOrigin = "seed"
 
     def billed_gpus(self, num_gpus: int) -> int:
         """GPUs paid for when `num_gpus` are used: whole instances only."""

@@ -18,6 +18,7 @@ from app.catalog.schemas import (
     PriceList,
     PriceSet,
 )
+from app.config import get_settings
 from app.db import SessionDep
 from app.estimator.spec import Pricing
 
@@ -55,11 +56,15 @@ def list_prices(
     provider: Annotated[str | None, Query(max_length=64)] = None,
     pricing: Pricing | None = None,
 ) -> PriceList:
-    """Effective $/GPU-hour per provider (admin overrides applied), cheapest first per GPU."""
+    """Effective $/GPU-hour, cheapest first, with as-of date, source and origin."""
     catalog = service.effective_catalog(session)
+    max_age = get_settings().price_max_age_days
     return PriceList(
         catalog_version=catalog.version,
-        prices=service.price_out(catalog, gpu=gpu, provider=provider, pricing=pricing),
+        price_max_age_days=max_age,
+        prices=service.price_out(
+            catalog, gpu=gpu, provider=provider, pricing=pricing, max_age_days=max_age
+        ),
     )
 
 
@@ -79,6 +84,7 @@ def set_price(
         pricing=price_in.pricing,
         usd_per_gpu_hour=price_in.usd_per_gpu_hour,
         principal=principal,
+        max_age_days=get_settings().price_max_age_days,
     )
     return PriceSet(catalog_version=version, price=price, set_at=when)
 

@@ -6,6 +6,7 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.catalog.loader import PriceOrigin
 from app.estimator.moe import MoeQuantization
 from app.estimator.spec import Pricing
 from app.instants import UtcInstant
@@ -51,15 +52,22 @@ class PriceOut(BaseModel):
     instance: str
     gpus_per_instance: int
     region: str
-    as_of: date
+    as_of: date = Field(description="the date the price was read from its source")
     source: str
     override: bool
+    origin: PriceOrigin = Field(
+        description="seed: the hand-transcribed prices.csv shipped for offline use; import: a "
+        "provider price-list import (POST /v1/admin/prices/imports); override: an admin PUT"
+    )
+    age_days: int = Field(description="days since as_of")
+    stale: bool = Field(description="older than TUNECOST_PRICE_MAX_AGE_DAYS")
 
 
 class PriceList(BaseModel):
     """Effective prices at one catalog version."""
 
     catalog_version: int
+    price_max_age_days: int = Field(description="prices older than this are marked stale")
     prices: list[PriceOut]
 
 

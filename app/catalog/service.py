@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,6 +26,7 @@ from app.catalog.schemas import GpuOut, ModelDetail, ModelOut, PriceOut
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import CatalogVersion, PriceOverride
 from app.models.base import utcnow
+from app.prices.staleness import age_days, is_stale
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def _override_row(row: PriceOverride) -> PriceRow:
         usd_per_gpu_hour=row.usd_per_gpu_hour,
         as_of=row.updated_at.date(),
         source=f"{OVERRIDE_SOURCE} set by key {row.set_by_key_id}",
+        origin="override",
     )
 
 
@@ -75,7 +78,7 @@ def effective_catalog(session: Session) -> Catalog:
 
 def is_override(row: PriceRow) -> bool:
     """Whether a price row came from an admin override rather than the data files."""
-    return row.source.startswith(OVERRIDE_SOURCE)
+    return row.origin == "override"
 
 
 def gpu_out(catalog: Catalog) -> list[GpuOut]:
@@ -90,7 +93,12 @@ def aliases() -> Mapping[str, str]:
 
 
 def price_out(
-    catalog: Catalog, *, gpu: str | None, provider: str | None, pricing: str | None
+    catalog: Catalog,
+    *,
+    gpu: str | None,
+    provider: str | None,
+    pricing: str | None,
+    max_age_days: int,
 ) -> list[PriceOut]:
     """Effective prices, filtered, cheapest first."""
     gpu_id = _gpu_id(catalog, gpu) if gpu else None
@@ -102,10 +110,11 @@ def price_out(
         and (pricing is None or r.pricing == pricing)
     ]
     rows.sort(key=lambda r: (r.gpu, r.usd_per_gpu_hour, r.provider, r.pricing))
-    return [_price(r) for r in rows]
+    today = utcnow().date()
+    return [_price(r, today=today, max_age_days=max_age_days) for r in rows]
 
 
-def _price(r: PriceRow) -> PriceOut:
+def _price(r: PriceRow, *, today: date, max_age_days: int) -> PriceOut:
     return PriceOut(
         provider=r.provider,
         gpu=r.gpu,
@@ -117,6 +126,9 @@ def _price(r: PriceRow) -> PriceOut:
         as_of=r.as_of,
         source=r.source,
         override=is_override(r),
+        origin=r.origin,
+        age_days=age_days(r.as_of, today=today),
+        stale=is_stale(r.as_of, today=today, max_age_days=max_age_days),
     )
 
 
@@ -135,6 +147,7 @@ def set_price(
     pricing: str,
     usd_per_gpu_hour: float,
     principal: Principal,
+    max_age_days: int,
 ) -> tuple[PriceOut, int, Any]:
     """Upsert an override and add a catalog version in the same transaction (flush only).
 
@@ -173,7 +186,7 @@ def set_price(
     effective = next(
         r for r in catalog.prices if (r.provider, r.gpu, r.pricing) == (provider, gpu_id, pricing)
     )
-    return _price(effective), version.id, now
+    return _price(effective, today=now.date(), max_age_days=max_age_days), version.id, now
 
 
 def clear_price(

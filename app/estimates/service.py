@@ -17,6 +17,7 @@ from app.auth.tenancy import can_see, visible
 from app.catalog import Catalog, UnknownGpuError, UnknownProviderError
 from app.catalog import service as catalog_service
 from app.catalog.resolve import resolve_model, short_message
+from app.config import get_settings
 from app.datasets import service as datasets_service
 from app.datasets.loss_tokens import TruncationCheck
 from app.errors import InvalidInput, NotFound
@@ -26,8 +27,9 @@ from app.estimator.model_analysis import ModelAnalysis, ModelConfigError
 from app.estimator.results import EstimateResult
 from app.estimator.spec import DatasetShape
 from app.models import Dataset, Estimate
-from app.models.base import new_id
+from app.models.base import new_id, utcnow
 from app.pagination import keyset_page
+from app.prices.staleness import stale_notes
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,10 @@ def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
         }
         if check.dropped:
             stored["notes"] = [*stored["notes"], check.note()]
+    stale = stale_notes(
+        result, today=utcnow().date(), max_age_days=get_settings().price_max_age_days
+    )
+    stored["notes"] = [*stored["notes"], *stale]
     row = Estimate(
         id=new_id("est"),
         model_ref=model_ref[:300],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date
 
 from app.catalog.loader import PriceRow, StoragePrice
 from app.estimator.conventions import DTYPE_BYTES, adapter_dtype, base_dtype
@@ -45,6 +46,9 @@ class RunCost:
     cost_usd: float
     instance: str = ""
     gpus_per_instance: int = 1
+    region: str = ""
+    price_as_of: date | None = None
+    price_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,9 @@ def run_cost(*, hours: float, num_gpus: int, price: PriceRow) -> RunCost:
         cost_usd=gpu_hours * price.usd_per_gpu_hour,
         instance=price.instance,
         gpus_per_instance=price.gpus_per_instance,
+        region=price.region,
+        price_as_of=price.as_of,
+        price_source=price.source,
     )
 
 

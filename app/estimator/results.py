@@ -5,6 +5,7 @@ Plain frozen pydantic models, so the API can return them as they are and store t
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,6 +97,9 @@ class Plan(_Out):
     cost_usd: float | None
     hours_range: RangeOut | None = None
     cost_usd_range: RangeOut | None = None
+    region: str | None = Field(None, description="region of the priced offer")
+    price_as_of: date | None = Field(None, description="when the price was read from its source")
+    price_source: str | None = Field(None, description="where the price comes from")
     mfu: float
     basis: Basis
 
@@ -132,6 +136,9 @@ class MethodResult(_Out):
     )
     gpu_hours_range: RangeOut | None = None
     cost_usd_range: RangeOut | None = None
+    region: str | None = Field(None, description="region of the priced offer")
+    price_as_of: date | None = Field(None, description="when the price was read from its source")
+    price_source: str | None = Field(None, description="where the price comes from")
     mfu: float
     basis: Basis
     calibration_jobs: int

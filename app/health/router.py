@@ -18,19 +18,22 @@ router = APIRouter(tags=["health"])
 
 @router.get("/v1/health", response_model=None)
 def health() -> dict[str, Any] | JSONResponse:
-    """Database, broker, live workers (fresh heartbeats) and the schema revision."""
+    """Database, broker, live workers, price freshness and the schema revision."""
     settings = get_settings()
     session = get_sessionmaker()()
     try:
         db = service.database(session)
         workers = service.live_workers(session, settings)
+        prices = service.prices(session, settings)
     except SQLAlchemyError as exc:
         err = ServiceUnavailable(f"the database cannot be reached ({type(exc).__name__})")
         return problem_response(503, err.body() | {"database": {"ok": False}})
     finally:
         session.close()
+    # Stale prices make every dollar figure doubtful but nothing is down: degraded, still 200.
     return {
-        "status": "ok",
+        "status": "ok" if prices["ok"] else "degraded",
+        "prices": prices,
         "database": db,
         "broker": service.broker(settings),
         "workers": {"live": sum(workers.values()), "by_gpu": workers},

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from app.catalog import service as catalog_service
 from app.config import Settings
 from app.models import WorkerNode
 from app.models.base import utcnow
+from app.prices.staleness import stale_rows
 from app.queue import get_client
 
 
@@ -45,3 +47,20 @@ def live_workers(session: Session, settings: Settings) -> dict[str, int]:
         .group_by(WorkerNode.gpu)
     ).all()
     return {gpu: int(n) for gpu, n in rows}
+
+
+def prices(session: Session, settings: Settings) -> dict[str, Any]:
+    """Whether every effective price is younger than TUNECOST_PRICE_MAX_AGE_DAYS."""
+    catalog = catalog_service.effective_catalog(session)
+    today = utcnow().date()
+    stale = stale_rows(catalog.prices, today=today, max_age_days=settings.price_max_age_days)
+    oldest = min((r.as_of for r in catalog.prices), default=None)
+    return {
+        "ok": not stale,
+        "catalog_version": catalog.version,
+        "max_age_days": settings.price_max_age_days,
+        "stale": len(stale),
+        "total": len(catalog.prices),
+        "oldest_as_of": oldest.isoformat() if oldest else None,
+        "stale_providers": sorted({r.provider for r in stale}),
+    }

@@ -1,0 +1,1 @@
+"""Price freshness, provider price-list importers and organisation rate cards."""

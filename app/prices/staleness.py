@@ -1,0 +1,48 @@
+"""How old a price is, and the warning an estimate carries when it is older than allowed.
+
+Pure functions: the caller passes today's date and the allowed age (TUNECOST_PRICE_MAX_AGE_DAYS),
+so a cached estimate is re-checked against the calendar every time it is served or stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from app.catalog.loader import PriceRow
+from app.estimator.results import EstimateResult, MethodResult, Plan
+
+
+def age_days(as_of: date, *, today: date) -> int:
+    """Whole days from `as_of` to `today` (0 for a date in the future)."""
+    return max((today - as_of).days, 0)
+
+
+def is_stale(as_of: date, *, today: date, max_age_days: int) -> bool:
+    """Whether a price read on `as_of` is older than `max_age_days` on `today`."""
+    return age_days(as_of, today=today) > max_age_days
+
+
+def stale_notes(result: EstimateResult, *, today: date, max_age_days: int) -> list[str]:
+    """One warning per distinct stale price that a method result or plan of `result` uses."""
+    seen: dict[tuple[str, str, str, date], str] = {}
+    priced: list[MethodResult | Plan] = list(result.results.values())
+    priced += [p for plans in result.plans.values() for p in plans]
+    for item in priced:
+        if item.price_as_of is None or item.provider is None:
+            continue
+        if not is_stale(item.price_as_of, today=today, max_age_days=max_age_days):
+            continue
+        key = (item.provider, item.gpu, item.pricing, item.price_as_of)
+        seen.setdefault(key, item.price_source or "")
+    return [
+        f"stale price: {provider} {gpu} {pricing} is as of {as_of.isoformat()} "
+        f"({age_days(as_of, today=today)} days old, more than {max_age_days}; source: {source}); "
+        "refresh it with `tunecost prices refresh` or set a current price"
+        for (provider, gpu, pricing, as_of), source in sorted(seen.items())
+    ]
+
+
+def stale_rows(rows: Iterable[PriceRow], *, today: date, max_age_days: int) -> list[PriceRow]:
+    """The rows of `rows` older than `max_age_days`."""
+    return [r for r in rows if is_stale(r.as_of, today=today, max_age_days=max_age_days)]
