@@ -127,6 +127,15 @@ def make_tiny_causal_lm(
     return dest
 
 
+def save_tokenizer(dest: Path, *, vocab_size: int = 512) -> Any:
+    """Train the corpus BPE tokenizer, save it into `dest` and return it (for hand-built models)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(vocab_size)
+    tokenizer.save_pretrained(dest)
+    return tokenizer
+
+
 def _train_tokenizer(vocab_size: int) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from app.datasets.formats import DatasetReader, RecordFormat
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from app.tinymodel import make_tiny_dataset, make_tiny_model, save_tokenizer
 
 SENTENCE = "The harbour town wakes before the sun."
 
@@ -30,6 +30,17 @@ def test_make_tiny_model_loads_back_and_runs(tmp_path: Path) -> None:
     assert len(ids) < 0.6 * len(SENTENCE)
     out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids]))
     assert torch.isfinite(out.loss)
+
+
+def test_save_tokenizer_alone_loads_back(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    returned = save_tokenizer(tmp_path / "tok", vocab_size=300)
+    assert not (tmp_path / "tok" / "model.safetensors").exists()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert len(tok) == len(returned) <= 300
+    ids = tok(SENTENCE).input_ids
+    assert ids == returned(SENTENCE).input_ids and ids[0] == tok.bos_token_id
 
 
 def test_make_tiny_model_same_seed_same_weights(tmp_path: Path) -> None:
