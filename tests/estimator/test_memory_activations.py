@@ -200,10 +200,12 @@ def test_held_inputs_are_the_4bit_layers_inputs_that_need_grad(tmp_path: Path) -
     base = load_4bit(build_real(config), tmp_path / "base", quant_type="nf4", double_quant=True)
     model = with_lora(base, lora, fp32_adapters=worker_adapters_fp32("bf16_true"))
     held: dict[int, int] = {}
+    alive: list[torch.Tensor] = []  # hold them as old bitsandbytes did: no address is reused
 
     def keep(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         x = args[0]
         if x.requires_grad:
+            alive.append(x)
             held[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
 
     layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
