@@ -11,7 +11,9 @@ Dtypes are named "fp32" / "bf16" / "fp16"; each side maps the name to torch dtyp
   significant bits, so an adapter update smaller than 1/256 of the weight is lost; adapters are
   well under 1% of a model's parameters, so fp32 costs little. peft then casts each adapter's
   input to fp32 too (`LoraLayer._cast_input_dtype`), which the activation count includes.
-  `modules_to_save` copies are not adapters: peft leaves them in the base dtype.
+  `modules_to_save` copies are not adapters (peft leaves them in the base dtype): they train
+  as fp32 masters under `*_mixed` (the worker upcasts them; fp16's GradScaler refuses 16-bit
+  gradients) and in bf16 under `bf16_true` (`saved_module_dtype`).
 * **A frozen base is stored in the compute dtype**: 16 bits under `bf16_true` and `*_mixed`
   (a frozen weight needs no fp32 master copy), fp32 under `fp32`.
 * **QLoRA upcasts nothing** (`base_dtype` for QLORA is the compute dtype): linear layers are 4-bit
@@ -56,6 +58,13 @@ def base_dtype(*, method: Method, precision: str) -> DtypeName:
         return "fp32"
     if precision.endswith("_mixed") and method is Method.FULL:
         return "fp32"  # fp32 master weights; autocast makes the 16-bit copies
+    return half_dtype(precision)
+
+
+def saved_module_dtype(*, precision: str) -> DtypeName:
+    """Storage dtype of peft `modules_to_save` copies (whole modules trained beside LoRA)."""
+    if precision == "fp32" or precision.endswith("_mixed"):
+        return "fp32"
     return half_dtype(precision)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from app.catalog.loader import PriceRow, StoragePrice
-from app.estimator.conventions import DTYPE_BYTES, adapter_dtype, base_dtype
+from app.estimator.conventions import DTYPE_BYTES, adapter_dtype, saved_module_dtype
 from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, TrainingSpec
@@ -96,7 +96,7 @@ def artifact_size(
     """Bytes of the checkpoint (full) or adapter_model.safetensors (LoRA/QLoRA) a run saves.
 
     peft saves the adapter in the dtype it trained in: A and B in `conventions.adapter_dtype`
-    (fp32), modules_to_save copies in the base dtype.
+    (fp32), modules_to_save copies in `conventions.saved_module_dtype`.
     """
     width = saved_dtype_bytes(training.precision)
     if Method(method) is Method.FULL:
@@ -117,11 +117,11 @@ def artifact_size(
     if extra:
         tensors.append((PEFT_PREFIX + "modules_to_save.weight", [extra]))
     adapter = DTYPE_BYTES[adapter_dtype(precision=training.precision)]
-    base = DTYPE_BYTES[base_dtype(method=Method(method), precision=training.precision)]
+    saved = DTYPE_BYTES[saved_module_dtype(precision=training.precision)]
     header = _header_bytes(tensors, "BF16" if adapter == 2 else "F32", adapter)
     return ArtifactSize(
         kind="adapter",
-        bytes=counted * adapter + extra * base + header,
+        bytes=counted * adapter + extra * saved + header,
         dtype_bytes=adapter,
         header_bytes=header,
     )

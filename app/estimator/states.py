@@ -11,7 +11,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from math import ceil, prod
 
-from app.estimator.conventions import ADAPTERS_FP32, DTYPE_BYTES, adapter_dtype, base_dtype
+from app.estimator.conventions import (
+    ADAPTERS_FP32,
+    DTYPE_BYTES,
+    adapter_dtype,
+    base_dtype,
+    saved_module_dtype,
+)
 from app.estimator.lora import lora_targets, lora_trainable_params
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, QLoraSpec
@@ -237,19 +243,20 @@ def _state_bytes(
     layers = lora_targets(analysis, lora)
     shapes = trainable_shapes(analysis, full=False, lora_layers=layers, r=lora.r)
     adapter_params = sum(lora.r * (i + o) for _, i, o in layers)
-    extra = max(trainable - adapter_params, 0)  # modules_to_save copies, in the base dtype
+    extra = max(trainable - adapter_params, 0)  # modules_to_save copies
     abytes = DTYPE_BYTES[adapter_dtype(precision=precision, adapters_fp32=adapters_fp32)]
-    adapters = adapter_params * abytes
-    # under *_mixed the fp32 adapters are the master weights autocast copies to 16 bits
-    weights = base.total + extra * store + (0 if mixed else adapters)
-    master = adapters if mixed else 0
-    copies = 2 * adapter_params if mixed and abytes == FP32 else 0
+    sbytes = DTYPE_BYTES[saved_module_dtype(precision=precision)]
+    trained = adapter_params * abytes + extra * sbytes
+    # under *_mixed every trained weight is an fp32 master that autocast copies to 16 bits
+    weights = base.total + (0 if mixed else trained)
+    master = trained if mixed else 0
+    copies = 2 * trainable if mixed else 0
     opt = _combined(
         optimizer_bytes(optimizer, shapes=shapes, param_bytes=abytes),
-        optimizer_bytes(optimizer, shapes=[], param_bytes=store, extra_params=extra),
+        optimizer_bytes(optimizer, shapes=[], param_bytes=sbytes, extra_params=extra),
         optimizer,
     )
-    return StateBytes(weights, master, copies, adapters + extra * store, opt, trainable, 0)
+    return StateBytes(weights, master, copies, trained, opt, trainable, 0)
 
 
 def _combined(a: OptimizerBytes, b: OptimizerBytes, optimizer: str) -> OptimizerBytes:

@@ -11,7 +11,12 @@ from app.estimator.memory import state_bytes
 from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec
 from tests.estimator.realmodel import TINY, build_real
-from worker.training.model import _add_lora, base_torch_dtype, resolve_precision
+from worker.training.model import (
+    _add_lora,
+    base_torch_dtype,
+    resolve_precision,
+    upcast_trained_to_fp32,
+)
 from worker.training.spec import JobSpec, ModelRef
 
 
@@ -62,3 +67,34 @@ def test_worker_adapters_on_a_bf16_base_cost_what_the_estimate_counts(tmp_path: 
         qlora=QLoraSpec(),
     )
     assert est.weights == stored
+
+
+@pytest.mark.parametrize("precision", ["bf16_true", "bf16_mixed"])
+def test_modules_to_save_copies_train_in_the_dtype_the_estimate_counts(
+    precision: str, tmp_path: Path
+) -> None:
+    """peft leaves modules_to_save copies in the base dtype; under autocast the worker makes
+    them fp32 masters (GradScaler refuses fp16 gradients), under bf16_true they stay bf16."""
+    config = TINY["llama"]
+    lora = LoraSpec(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"])
+    spec = JobSpec(
+        job_id="modules-to-save",
+        method=Method.LORA,
+        model=ModelRef(path=str(tmp_path)),
+        dataset_path=str(tmp_path / "train.jsonl"),
+        lora=lora,
+    )
+    model = _add_lora(build_real(config).to(torch.bfloat16), spec)
+    plan = resolve_precision(precision, device_type="cuda", bf16_ok=True)
+    if plan.autocast_dtype is not None:
+        assert upcast_trained_to_fp32(model) > 0  # the lm_head copy
+    stored = sum(p.numel() * p.element_size() for p in model.parameters())
+    est = state_bytes(
+        analysis=analyze_model(config),
+        method=Method.LORA,
+        precision=precision,
+        optimizer="sgd",
+        lora=lora,
+        qlora=QLoraSpec(),
+    )
+    assert est.weights + est.master_weights == stored

@@ -128,6 +128,8 @@ def load_model(spec: JobSpec, *, device: torch.device, bf16_ok: bool) -> LoadedM
         model.to(device)
     model.config.use_cache = False  # the KV cache is useless in training and breaks checkpointing
     model = _make_trainable(model, spec)
+    if precision.autocast_dtype is not None:
+        upcast_trained_to_fp32(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, precision, trainable, total)
@@ -152,6 +154,17 @@ def _check_trainable(source: str, common: dict[str, Any]) -> None:
 def base_torch_dtype(method: Method, precision: PrecisionPlan) -> torch.dtype:
     """dtype the base model is loaded in (its non-4-bit part for QLoRA), by the convention."""
     return _TORCH_DTYPES[base_dtype(method=method, precision=precision.used)]
+
+
+def upcast_trained_to_fp32(model: Any) -> int:
+    """Under autocast every trained weight is an fp32 master (peft leaves `modules_to_save`
+    copies in the base dtype, and GradScaler refuses fp16 gradients); return tensors cast."""
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
 
 
 def freeze_4bit_base(model: Any) -> Any:
