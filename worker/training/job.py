@@ -83,6 +83,9 @@ def run_training(
     torch.manual_seed(spec.seed)
     device = _pick_device(spec)
     if device.type == "cuda":
+        # CUDA starts lazily, and resetting the peak before its allocator exists raises
+        # "Invalid device argument" (seen on an H200, torch 2.11): start it first.
+        torch.cuda.init()
         torch.cuda.reset_peak_memory_stats(device)
     energy = metering.EnergyMeter()
     energy.start()
