@@ -11,7 +11,9 @@ import pytest
 
 from app import csv_out
 from app.db import session_scope
+from app.tinymodel import make_tiny_dataset
 from tests.conftest import auth
+from tests.jobs.conftest import TINY_NAME, TRAINING, tiny_model  # noqa: F401 (fixture)
 from tests.reports.factory import make_job, unique
 
 HOSTILE = (
@@ -119,3 +121,51 @@ def test_the_inlined_check_writes_what_neutralise_would() -> None:
         ]
         header = ["a", "b", "c"]
         assert "".join(csv_out.chunks(header, [rows])) == _cell_by_cell(header, rows), rows
+
+
+def test_a_hostile_team_name_from_the_admin_api_is_quoted(
+    app_client: Any,
+    keys: dict[str, str],
+    tiny_model: Any,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    # The admin API names a team as a formula; a job of that team's key ends; its CSV row.
+    suite = unique("hostile-team")
+    team = f'=HYPERLINK("http://x/{suite}","y")'
+    made = app_client.post(
+        "/v1/keys",
+        json={"name": "hostile", "scope": "submit", "team": team},
+        headers=auth(keys["admin"]),
+    )
+    assert made.status_code == 201, made.text
+    hostile = auth(made.json()["secret"])
+    path = make_tiny_dataset(tmp_path / "tiny.jsonl", n=40, fmt="text")
+    with path.open("rb") as fh:
+        files = {"file": ("tiny.jsonl", fh, "application/x-ndjson")}
+        ds = app_client.post(
+            "/v1/datasets", files=files, data={"model_path": TINY_NAME}, headers=hostile
+        )
+    assert ds.status_code == 201, ds.text
+    body = {
+        "method": "lora",
+        "model": {"path": TINY_NAME},
+        "dataset_id": ds.json()["id"],
+        "training": dict(TRAINING),
+        "hardware": {"gpu": "cpu", "provider": "aws"},
+        "max_steps": 2,
+        "tags": {"suite": suite},
+    }
+    job = app_client.post("/v1/jobs", json=body, headers=hostile)
+    assert job.status_code == 201, job.text
+    assert job.json()["team"] == team
+    cancelled = app_client.post(f"/v1/jobs/{job.json()['id']}/cancel", headers=hostile)
+    assert cancelled.json()["status"] == "cancelled"  # queued: ends at once, so it is reported
+    r = app_client.get(
+        "/v1/reports/estimate-vs-actual",
+        params={"tag.suite": suite, "group_by": "team", "format": "csv"},
+        headers=auth(keys["admin"]),
+    )
+    assert r.status_code == 200, r.text
+    assert _formula_cells(r.text) == []
+    (row,) = list(csv.DictReader(io.StringIO(r.text)))
+    assert row["group"] == "'" + team and row["jobs"] == "1"
