@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         le=3650,
         description="a price read longer ago than this warns in estimates and degrades health",
     )
+    price_refresh_every_h: float | None = Field(
+        None,
+        gt=0,
+        le=24 * 365,
+        description="Celery beat re-imports every provider's price list this often; unset: off",
+    )
     focus_billing_account_id: str = Field(
         "tunecost", min_length=1, max_length=200, description="FOCUS BillingAccountId"
     )

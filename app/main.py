@@ -17,6 +17,7 @@ from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimitMiddleware
 from app.metrics import install_metrics
+from app.prices.router import router as prices_router
 from app.reports.router import router as reports_router
 from app.requestid import RequestIdMiddleware
 
@@ -45,6 +46,7 @@ def create_app() -> FastAPI:
     for router in (
         keys_router,
         catalog_router,
+        prices_router,
         datasets_router,
         estimates_router,
         jobs_router,

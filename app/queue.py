@@ -47,6 +47,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_ignore_result": True,
+        "beat_schedule": _beat_schedule(settings),
+    }
+
+
+REFRESH_PRICES_TASK = "tunecost.refresh_prices"
+
+
+def _beat_schedule(settings: Settings) -> dict[str, Any]:
+    """Periodic tasks for `celery beat`: the price refresh, only when it is switched on."""
+    if settings.price_refresh_every_h is None:
+        return {}
+    return {
+        "refresh-prices": {
+            "task": REFRESH_PRICES_TASK,
+            "schedule": settings.price_refresh_every_h * 3600.0,
+        }
     }
 
 

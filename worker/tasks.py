@@ -5,14 +5,22 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from app.prices.refresh import refresh_all
+from app.queue import REFRESH_PRICES_TASK
 from worker import sweeper
 from worker.celery_app import celery_app
 from worker.jobs import run_job
 
-__all__ = ["echo", "run_job", "sweeper"]
+__all__ = ["echo", "refresh_prices", "run_job", "sweeper"]
 
 
 @celery_app.task(name="tunecost.echo", ignore_result=False)
 def echo(payload: Any) -> dict[str, Any]:
     """Return the payload and who ran it: proves the broker → worker path end to end."""
     return {"payload": payload, "hostname": socket.gethostname()}
+
+
+@celery_app.task(name=REFRESH_PRICES_TASK)
+def refresh_prices() -> dict[str, str]:
+    """Fetch and import every provider's price list (beat, when TUNECOST_PRICE_REFRESH_EVERY_H)."""
+    return refresh_all()

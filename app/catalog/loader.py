@@ -25,8 +25,10 @@ GIGA = 1e9
 # Old or short names people use for a catalog GPU; the value is the catalog id.
 GPU_ALIASES = {"H100-80GB": "H100-80GB-SXM", "H100": "H100-80GB-SXM", "A100": "A100-80GB"}
 
-PricingKind = Literal["on_demand", "spot"]
-PRICING_KINDS: tuple[PricingKind, ...] = ("on_demand", "spot")
+# committed: a 1-year commitment's hourly rate (reserved instance, reservation, CUD); priced only
+# when asked for by name, never picked as the cheapest list price.
+PricingKind = Literal["on_demand", "spot", "committed"]
+PRICING_KINDS: tuple[PricingKind, ...] = ("on_demand", "spot", "committed")
 # Where a price row comes from: the hand-transcribed prices.csv shipped as the offline seed, a
 # provider price-list import (app/prices/importers), or an admin override.
 PriceOrigin = Literal["seed", "import", "override"]
@@ -181,9 +183,13 @@ class Catalog:
             row
             for row in self._prices_by_gpu.get(gpu_id, ())
             if (provider is None or row.provider == provider)
-            and (pricing is None or row.pricing == pricing)
+            and (row.pricing == pricing or (pricing is None and row.pricing != "committed"))
         ]
-        return rows
+        # An imported list prices many regions: plan on each offer's cheapest region only.
+        cheapest: dict[tuple[str, str], PriceRow] = {}
+        for row in rows:  # cheapest first
+            cheapest.setdefault((row.provider, row.pricing), row)
+        return list(cheapest.values())
 
     def storage_price(self, provider: str | None) -> StoragePrice:
         """Storage price for `provider`, or the cheapest listed when there is none for it."""
@@ -191,11 +197,24 @@ class Catalog:
             return self.storage_prices[provider]
         return min(self.storage_prices.values(), key=lambda s: s.usd_per_gb_month)
 
+    def with_imports(self, imported: Mapping[str, Iterable[PriceRow]]) -> Catalog:
+        """A catalog where each provider's imported rows replace its rows of the same kinds."""
+        # Only the kinds imported: an AWS offer file has no spot, so the seed's AWS spot stays.
+        rows = list(self.prices)
+        for provider, new in imported.items():
+            fresh = list(new)
+            kinds = {r.pricing for r in fresh}
+            rows = [r for r in rows if not (r.provider == provider and r.pricing in kinds)]
+            rows.extend(fresh)
+        return replace(self, prices=tuple(rows))
+
     def with_price_overrides(self, overrides: Iterable[PriceRow], version: int) -> Catalog:
-        """A new catalog where each override replaces the row of its (provider, gpu, pricing)."""
+        """A new catalog where each override replaces every row of its (provider, gpu, pricing)."""
         if version < self.version:
             raise ValueError(f"version must not go back from {self.version} to {version}")
-        rows = {(r.provider, r.gpu, r.pricing): r for r in self.prices}
+        rows: dict[tuple[str, str, str, str], PriceRow] = {
+            (r.provider, r.gpu, r.pricing, r.region): r for r in self.prices
+        }
         for row in overrides:
             gpu_id = self.resolve_gpu_id(row.gpu)
             if row.usd_per_gpu_hour < 0:
@@ -203,16 +222,19 @@ class Catalog:
             if row.pricing not in PRICING_KINDS:
                 raise ValueError(f"pricing must be one of {PRICING_KINDS}, got {row.pricing!r}")
             key = (row.provider, gpu_id, row.pricing)
-            listed = rows.get(key)
-            if listed is not None and not row.instance:
+            same = sorted(
+                (r for k, r in rows.items() if k[:3] == key), key=lambda r: r.usd_per_gpu_hour
+            )
+            if same and not row.instance:
                 # A negotiated rate for the same offer: keep how the provider sells it.
                 row = replace(
                     row,
-                    instance=listed.instance,
-                    gpus_per_instance=listed.gpus_per_instance,
-                    region=listed.region,
+                    instance=same[0].instance,
+                    gpus_per_instance=same[0].gpus_per_instance,
+                    region=same[0].region,
                 )
-            rows[key] = replace(row, gpu=gpu_id)
+            rows = {k: r for k, r in rows.items() if k[:3] != key}
+            rows[(*key, row.region)] = replace(row, gpu=gpu_id)
         return replace(self, prices=tuple(rows.values()), version=version)
 
     @functools.cached_property
@@ -261,7 +283,7 @@ def _price(row: dict[str, str], gpus: Mapping[str, GpuSpec]) -> PriceRow:
         raise ValueError(f"prices.csv names GPU {row['gpu']!r}, which gpus.csv does not list")
     if row["pricing"] not in PRICING_KINDS:
         raise ValueError(f"prices.csv: pricing {row['pricing']!r} is not one of {PRICING_KINDS}")
-    pricing: PricingKind = "spot" if row["pricing"] == "spot" else "on_demand"
+    pricing = next(k for k in PRICING_KINDS if k == row["pricing"])
     return PriceRow(
         provider=row["provider"],
         gpu=row["gpu"],

@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.catalog import Catalog, PriceRow, UnknownGpuError, load_catalog
-from app.catalog.loader import GPU_ALIASES
+from app.catalog.loader import GPU_ALIASES, PRICING_KINDS
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
 from app.catalog.resolve import resolve_model
 from app.catalog.schemas import GpuOut, ModelDetail, ModelOut, PriceOut
 from app.errors import Conflict, InvalidInput, NotFound
 from app.models import CatalogVersion, PriceOverride
 from app.models.base import utcnow
+from app.prices import service as prices_service
 from app.prices.staleness import age_days, is_stale
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def _override_row(row: PriceOverride) -> PriceRow:
     return PriceRow(
         provider=row.provider,
         gpu=row.gpu,
-        pricing="spot" if row.pricing == "spot" else "on_demand",
+        pricing=next(k for k in PRICING_KINDS if k == row.pricing),
         usd_per_gpu_hour=row.usd_per_gpu_hour,
         as_of=row.updated_at.date(),
         source=f"{OVERRIDE_SOURCE} set by key {row.set_by_key_id}",
@@ -54,13 +55,13 @@ def _override_row(row: PriceOverride) -> PriceRow:
 
 
 def effective_catalog(session: Session) -> Catalog:
-    """The catalog with the database's price overrides, at the newest version."""
+    """The catalog with the newest import per provider and the overrides, at the newest version."""
     global _effective
     version = current_version(session)
     cached = _effective
     if cached is not None and cached[0] == version:
         return cached[1]
-    base = load_catalog()
+    base = load_catalog().with_imports(prices_service.newest_rows(session))
     rows = []
     for override in session.scalars(select(PriceOverride)):
         try:

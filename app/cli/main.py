@@ -7,10 +7,12 @@ from rich.console import Console
 
 from app.cli.estimate import estimate
 from app.cli.keys import bootstrap_admin_key, keys_app
+from app.cli.prices import prices_app
 from app.cli.tiny import make_tiny_dataset, make_tiny_model
 
 cli = typer.Typer(help="tunecost: estimate, run and meter LLM fine-tunes.", no_args_is_help=True)
 cli.add_typer(keys_app, name="keys")
+cli.add_typer(prices_app, name="prices")
 cli.command("estimate")(estimate)
 cli.command("make-tiny-model")(make_tiny_model)
 cli.command("make-tiny-dataset")(make_tiny_dataset)

@@ -26,7 +26,7 @@ Optimizer = Literal[
 Precision = Literal["fp32", "bf16_true", "bf16_mixed", "fp16_mixed"]
 Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Sharding = Literal["auto", "ddp", "fsdp_zero2", "fsdp_zero3"]
-Pricing = Literal["on_demand", "spot"]
+Pricing = Literal["on_demand", "spot", "committed"]  # committed: only when named
 Padding = Literal["longest", "max_length"]
 
 # Bounds that reject nonsense while admitting every real run we know of.

@@ -6,6 +6,7 @@ from app.models.catalog import CatalogVersion, PriceOverride
 from app.models.dataset import Dataset
 from app.models.estimate import Estimate
 from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus, JobTag
+from app.models.price_import import ImportedPrice, PriceImport
 from app.models.worker import WorkerNode
 
 __all__ = [
@@ -16,10 +17,12 @@ __all__ = [
     "CostSource",
     "Dataset",
     "Estimate",
+    "ImportedPrice",
     "Job",
     "JobEvent",
     "JobStatus",
     "JobTag",
+    "PriceImport",
     "PriceOverride",
     "Scope",
     "WorkerNode",
