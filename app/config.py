@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -45,6 +46,22 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         7 * 24 * 3600, gt=0, description="broker redelivery delay; longer than the longest run"
     )
+    # CPU-heavy estimates (a model built on the meta device, the planner) run at most this many
+    # at once; more wait in a bounded queue, and past it get 503 + Retry-After. The default, one
+    # per two cores, leaves the other cores to the requests that only talk to the database.
+    estimate_slots: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        gt=0,
+        le=256,
+        description="CPU-heavy estimates run at once",
+    )
+    estimate_queue: int = Field(64, ge=0, le=10_000, description="estimates waiting for a slot")
+    estimate_wait_s: float = Field(20.0, gt=0, le=600, description="longest wait for a slot")
+    # Streamed exports hold a database connection each while they run: at most this many at
+    # once (well under the pool's 20), the rest wait briefly or get 503 + Retry-After.
+    export_slots: int = Field(4, gt=0, le=64, description="streamed exports at once")
+    export_queue: int = Field(16, ge=0, le=10_000, description="exports waiting for a slot")
+    export_wait_s: float = Field(20.0, gt=0, le=600, description="longest wait for a slot")
     worker_gpu: str | None = Field(
         None, description="override the detected device kind of this worker (a catalog GPU id)"
     )

@@ -12,10 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
+
+from app.streams import ClosingStreamingResponse
 
 CSV_MEDIA = "text/csv; charset=utf-8"
 # OWASP CSV injection: the characters a spreadsheet takes as the start of a formula.
@@ -63,9 +65,17 @@ def records_text(columns: Sequence[str], records: Iterable[dict[str, Any]]) -> s
     return "".join(chunks(columns, [rows]))
 
 
-def response(body: Iterable[str | bytes] | str, *, filename: str) -> Response:
-    """A text/csv attachment over text written by this module (streamed unless a str)."""
+def response(
+    body: Iterable[str | bytes] | str,
+    *,
+    filename: str,
+    on_close: Callable[[], None] | None = None,
+) -> Response:
+    """A text/csv attachment over text written by this module (streamed unless a str).
+
+    A stream's source is closed when the response ends, then `on_close` is called.
+    """
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if isinstance(body, str):
         return Response(body, media_type=CSV_MEDIA, headers=headers)
-    return StreamingResponse(body, media_type=CSV_MEDIA, headers=headers)
+    return ClosingStreamingResponse(body, media_type=CSV_MEDIA, headers=headers, on_close=on_close)

@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.auth import service
 from app.auth.service import Principal
-from app.db import SessionDep, session_scope
+from app.db import session_scope
 from app.errors import Forbidden, Unauthorized
 from app.models import Scope
 
@@ -19,21 +19,23 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API 
 
 
 def _principal(
-    session: SessionDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
 ) -> Principal:
     secret = bearer.credentials if bearer else header
     if not secret:
         raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-    key = service.authenticate(session, secret=secret)
-    if key is None:
-        raise Unauthorized("the API key is unknown, revoked or expired")
-    if service.is_last_use_stale(key):
-        # Its own transaction: the use is recorded even when the request itself fails (403, 4xx).
-        with session_scope() as own:
-            service.touch(own, key_id=key.id)
-    return Principal(key_id=key.id, name=key.name, scope=Scope(key.scope), team=key.team)
+    # Its own short transaction, not the request's session: the connection goes back to the
+    # pool before the handler reads a body, estimates or streams (the request's session only
+    # takes one when the handler talks to the database). The use is recorded even when the
+    # request itself then fails.
+    with session_scope() as session:
+        key = service.authenticate(session, secret=secret)
+        if key is None:
+            raise Unauthorized("the API key is unknown, revoked or expired")
+        if service.is_last_use_stale(key):
+            service.touch(session, key_id=key.id)
+        return Principal(key_id=key.id, name=key.name, scope=Scope(key.scope), team=key.team)
 
 
 def require(scope: Scope) -> Callable[..., Principal]:

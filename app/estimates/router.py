@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, status
+from fastapi import APIRouter, FastAPI, Path, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from app.admission import Admission, of_app
 from app.auth.deps import ReadPrincipal
+from app.auth.service import Principal
 from app.catalog.resolve import ensure_estimator_loaded
-from app.db import SessionDep
+from app.config import get_settings
+from app.db import SessionDep, session_scope
 from app.estimates import service
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.pagination import CursorQuery, LimitQuery, Page
@@ -39,12 +42,53 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(prefix="/v1/estimates", tags=["estimates"], lifespan=_lifespan)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=EstimateOut)
-def create_estimate(
-    estimate_in: EstimateIn, session: SessionDep, principal: ReadPrincipal
+def admission(app: FastAPI) -> Admission:
+    """The app's limiter for CPU-heavy estimates."""
+    settings = get_settings()
+    return of_app(
+        app,
+        name="estimate_admission",
+        what="the estimator is busy",
+        slots=settings.estimate_slots,
+        queue=settings.estimate_queue,
+        wait_s=settings.estimate_wait_s,
+    )
+
+
+def _create(estimate_in: EstimateIn, principal: Principal) -> EstimateOut:
+    # Connections only while talking to the database: the model analysis and the estimator
+    # (seconds of CPU for a large config) run between two short transactions, holding none.
+    analysis, model_ref = service.resolve_model(estimate_in.model)
+    with session_scope() as session:
+        inputs = service.gather(session, estimate_in=estimate_in, principal=principal)
+    result = service.estimate(estimate_in=estimate_in, analysis=analysis, inputs=inputs)
+    with session_scope() as session:
+        return service.store(
+            session,
+            estimate_in=estimate_in,
+            result=result,
+            model_ref=model_ref,
+            dataset_id=inputs.dataset_id,
+            principal=principal,
+        )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EstimateOut,
+    responses={503: {"description": "the estimator is busy: retry after Retry-After seconds"}},
+)
+async def create_estimate(
+    estimate_in: EstimateIn, principal: ReadPrincipal, request: Request
 ) -> EstimateOut:
-    """Estimate memory, time and cost of full fine-tuning, LoRA and QLoRA, and recommend one."""
-    return service.create(session, estimate_in=estimate_in, principal=principal)
+    """Estimate memory, time and cost of full fine-tuning, LoRA and QLoRA, and recommend one.
+
+    At most TUNECOST_ESTIMATE_SLOTS run at once and TUNECOST_ESTIMATE_QUEUE wait; past that
+    the answer is 503 with Retry-After.
+    """
+    async with admission(request.app).slot():
+        return await run_in_threadpool(_create, estimate_in, principal)
 
 
 @router.get("/{estimate_id}", response_model=EstimateOut)

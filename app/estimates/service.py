@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -116,18 +117,62 @@ def compute(
         ) from None
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What an estimate reads from the database: dataset shape, catalog and calibration."""
+
+    dataset: DatasetShape
+    dataset_id: str | None
+    catalog: Catalog
+    calibration: CalibrationTable
+
+
+def gather(session: Session, *, estimate_in: EstimateIn, principal: Principal) -> Inputs:
+    """The database reads of an estimate, done in one short stretch before the CPU work."""
+    dataset, dataset_id = resolve_dataset(session, estimate_in=estimate_in, principal=principal)
+    return Inputs(
+        dataset=dataset,
+        dataset_id=dataset_id,
+        catalog=catalog_service.effective_catalog(session),
+        calibration=current_calibration(session),
+    )
+
+
 def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -> EstimateOut:
     """Estimate with the effective catalog and calibration, store it, and return it."""
     analysis, model_ref = resolve_model(estimate_in.model)
-    dataset, dataset_id = resolve_dataset(session, estimate_in=estimate_in, principal=principal)
-    catalog = catalog_service.effective_catalog(session)
-    result = compute(
+    inputs = gather(session, estimate_in=estimate_in, principal=principal)
+    return store(
+        session,
+        estimate_in=estimate_in,
+        result=estimate(estimate_in=estimate_in, analysis=analysis, inputs=inputs),
+        model_ref=model_ref,
+        dataset_id=inputs.dataset_id,
+        principal=principal,
+    )
+
+
+def estimate(*, estimate_in: EstimateIn, analysis: ModelAnalysis, inputs: Inputs) -> EstimateResult:
+    """The CPU-bound part: the estimator run on the gathered inputs (no database)."""
+    return compute(
         estimate_in=estimate_in,
         analysis=analysis,
-        dataset=dataset,
-        catalog=catalog,
-        calibration=current_calibration(session),
+        dataset=inputs.dataset,
+        catalog=inputs.catalog,
+        calibration=inputs.calibration,
     )
+
+
+def store(
+    session: Session,
+    *,
+    estimate_in: EstimateIn,
+    result: EstimateResult,
+    model_ref: str,
+    dataset_id: str | None,
+    principal: Principal,
+) -> EstimateOut:
+    """Add the estimate's row (flushed) and return its API view."""
     request = estimate_in.model_dump(mode="json", exclude_none=True)
     stored = result.model_dump(mode="json")
     check = _dataset_check(session, dataset_id=dataset_id, estimate_in=estimate_in, result=result)

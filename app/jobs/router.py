@@ -22,6 +22,7 @@ from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
 from app.models import Job, JobStatus
 from app.pagination import CursorQuery, LimitQuery, Page
 from app.queue import enqueue_job
+from app.streams import ClosingStreamingResponse
 from app.tag_filters import TAG_FILTER_OPENAPI, bad_param, query_lists, tag_filters
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -168,4 +169,6 @@ def download_artifact(
     headers = {"Content-Disposition": f'attachment; filename="{job.id}.{format_}"'}
     if job.artifact_bytes is not None:
         headers["X-Artifact-Bytes"] = str(job.artifact_bytes)
-    return StreamingResponse(stream, media_type=artifacts.MEDIA_TYPES[format_], headers=headers)
+    return ClosingStreamingResponse(
+        stream, media_type=artifacts.MEDIA_TYPES[format_], headers=headers
+    )

@@ -8,16 +8,17 @@ and `tag.<key>=<value>` (app/tag_filters.py, the same syntax as GET /v1/jobs).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from app import csv_out
+from app.admission import of_app
 from app.auth.deps import ReadPrincipal
-from app.db import SessionDep, get_sessionmaker
+from app.config import get_settings
+from app.db import SessionDep
 from app.reports import focus, service
 from app.reports.filters import ReportFilters, parse_filters, parse_group_by
 from app.reports.schemas import (
@@ -28,6 +29,7 @@ from app.reports.schemas import (
     flat_columns,
     flat_row,
 )
+from app.streams import ClosingStreamingResponse, DatabaseStream
 from app.tag_filters import TAG_FILTER_OPENAPI, query_lists
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -141,10 +143,10 @@ def spend(
     return report
 
 
-def _stream(filters: ReportFilters, format: Format) -> Iterator[str | bytes]:
-    # Its own session: the request's one is closed before a streamed body is sent.
-    with get_sessionmaker()() as session:
-        yield from focus.stream(session, filters, format)
+def _stream(filters: ReportFilters, format: Format) -> DatabaseStream:
+    # Its own session (the request's one is closed before a streamed body is sent), cancelled
+    # and released as soon as the client goes (app/streams.py).
+    return DatabaseStream(lambda session: focus.stream(session, filters, format))
 
 
 @router.get(
@@ -157,7 +159,7 @@ def _stream(filters: ReportFilters, format: Format) -> Iterator[str | bytes]:
         }
     },
 )
-def focus_export(
+async def focus_export(
     request: Request,
     _: ReadPrincipal,
     start: FromQ = None,
@@ -175,8 +177,24 @@ def focus_export(
 
     Columns: `focus.COLUMNS`. Tags is a JSON object (a JSON string in CSV); the estimate is in
     the x_ columns. Null (an empty CSV cell) where a figure was not recorded.
+
+    At most TUNECOST_EXPORT_SLOTS exports stream at once (each holds a database connection);
+    past the queue the answer is 503 with Retry-After, before any byte of the export.
     """
     filters = _filters(request, start, to, _FOCUS_PARAMS)
+    settings = get_settings()
+    admission = of_app(
+        request.app,
+        name="export_admission",
+        what="too many exports are streaming",
+        slots=settings.export_slots,
+        queue=settings.export_queue,
+        wait_s=settings.export_wait_s,
+    )
+    await admission.acquire()  # released when the stream ends, however it ends
+    stream = _stream(filters, format)
     if format == "csv":
-        return csv_out.response(_stream(filters, format), filename="focus.csv")
-    return StreamingResponse(_stream(filters, format), media_type="application/json")
+        return csv_out.response(stream, filename="focus.csv", on_close=admission.release)
+    return ClosingStreamingResponse(
+        stream, media_type="application/json", on_close=admission.release
+    )

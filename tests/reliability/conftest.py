@@ -28,6 +28,9 @@ from tests.support import ROOT, ServiceEnv, wait_for
 TINY = "tiny-reliability"
 # The first request of a fresh server may import torch/transformers: allow for a busy machine.
 START_TIMEOUT_S = 180
+ESTIMATE_SLOTS = 1
+ESTIMATE_QUEUE = 4
+EXPORT_SLOTS = 4  # the default, stated so the tests can count on it
 
 
 @dataclass
@@ -49,6 +52,11 @@ class LiveApi:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The end of the server's log, minus access lines (for failure messages)."""
+        text_ = self.log.read_text(errors="replace").splitlines()
+        return "\n".join([t for t in text_ if not t.startswith("INFO:")][-lines:])
 
     def backends(self) -> list[dict[str, object]]:
         """This database's client backends other than ours: state, wait event and query."""
@@ -89,7 +97,15 @@ def live_api(
     if not (service_env.model_root / TINY / "config.json").exists():
         make_tiny_model(service_env.model_root / TINY, vocab_size=384, hidden_size=64, layers=2)
     port = free_port()
-    env = {**os.environ, **service_env.variables(), "TUNECOST_DATABASE_URL": url}
+    env = {
+        **os.environ,
+        **service_env.variables(),
+        "TUNECOST_DATABASE_URL": url,
+        # One estimate at a time and a short queue, so that a burst meets the limiter.
+        "TUNECOST_ESTIMATE_SLOTS": str(ESTIMATE_SLOTS),
+        "TUNECOST_ESTIMATE_QUEUE": str(ESTIMATE_QUEUE),
+        "TUNECOST_EXPORT_SLOTS": str(EXPORT_SLOTS),
+    }
     log = tmp / "uvicorn.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
