@@ -90,7 +90,7 @@ def prepare(args: argparse.Namespace) -> None:
         parts, size = [], 1  # BOS
         while True:
             i = rng.randrange(len(sentences))
-            if size + lengths[i] > RECORD_SHARE * args.seq_len:
+            if parts and size + lengths[i] > RECORD_SHARE * args.seq_len:
                 break
             parts.append(sentences[i])
             size += lengths[i]

@@ -33,7 +33,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
 since "prepare"
 "$PY" bench/gpu_job.py prepare --dest "$MODEL_DIR" "${SIZE[@]}" "${TINY[@]}" 2>&1 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" = 0 ] || { since "prepare failed"; exit 1; }
-"$PY" -m app.cli.main bootstrap >>"$LOG" 2>&1 || { since "bootstrap failed"; exit 1; }
+"$PY" -m app.cli.main migrate >>"$LOG" 2>&1 || { since "migrate failed"; exit 1; }  # no admin key: submit makes its own
 "$PY" -m celery -A worker.celery_app worker --loglevel INFO --concurrency 1 >"$RUN/worker.log" 2>&1 &
 worker_pid=$!
 "$PY" -m uvicorn app.main:create_app --factory --host 127.0.0.1 --port "$PORT" >"$RUN/api.log" 2>&1 &
