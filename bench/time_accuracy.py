@@ -38,11 +38,23 @@ _PEFT_BUCKETS = (
     "buckets of BUCKET_FACTOR=20 batches sorted by length (tunecost's group_by_length; its "
     "mega-batch is 50 batches, transformers' default)"
 )
+_PEFT_NO_DROPOUT = (
+    "; its results JSON records peft_config.lora_dropout 0.0 (the case fields leave the 0.05 "
+    "default)"
+)
 # How a published run was made where its case fields cannot say so, with the source.
 STACK_FACTS: dict[str, dict[str, Any]] = {
-    "peft-3b-lora-r32-time": {"training": {"group_by_length": True}, "why": _PEFT_BUCKETS},
+    "peft-3b-lora-r32-time": {
+        "training": {"group_by_length": True},
+        "lora": {"dropout": 0.0},
+        "why": _PEFT_BUCKETS + _PEFT_NO_DROPOUT,
+    },
     "peft-3b-full-time": {"training": {"group_by_length": True}, "why": _PEFT_BUCKETS},
-    "peft-3b-lora-r10-mlp-time": {"training": {"group_by_length": True}, "why": _PEFT_BUCKETS},
+    "peft-3b-lora-r10-mlp-time": {
+        "training": {"group_by_length": True},
+        "lora": {"dropout": 0.0},
+        "why": _PEFT_BUCKETS + _PEFT_NO_DROPOUT,
+    },
 }
 
 
@@ -58,7 +70,7 @@ def estimate_case(
     analysis = analyze_model(config)
     method = Method(case["method"])
     training = TrainingSpec(**{**case.get("training", {}), **(facts or {}).get("training", {})})
-    lora = LoraSpec(**case.get("lora", {}))
+    lora = LoraSpec(**{**case.get("lora", {}), **(facts or {}).get("lora", {})})
     qlora = QLoraSpec(**case.get("qlora", {}))
     workload = build_workload(
         dataset=DatasetShape(**case["dataset"]),

@@ -32,7 +32,7 @@ MIN_COMPUTE_SHARE = 0.1
 # Newest jobs read per (GPU, method): enough for a stable median, bounded work per fit, and
 # recent runs reflect the current software stack.
 MAX_JOBS_PER_GROUP = 200
-_STEP_TERMS = ("weight_stream_s", "dequant_s", "optimizer_s", "comm_s")
+_STEP_TERMS = ("weight_stream_s", "dequant_s", "optimizer_s", "comm_s", "adapter_s")
 
 
 @dataclass(frozen=True)

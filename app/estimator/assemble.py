@@ -134,6 +134,7 @@ def _time_parts(time: TimeBreakdown | None) -> dict[str, float]:
         "comm_s",
         "overhead_s",
         "step_fixed_s",
+        "adapter_s",
     )
     if time is None:
         return dict.fromkeys((*names, "total_s"), 0.0)

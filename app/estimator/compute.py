@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from app.catalog.loader import GpuSpec
+from app.estimator.conventions import DTYPE_BYTES, adapter_dtype
 from app.estimator.efficiency import (
     BANDWIDTH_EFFICIENCY,
     COMM_EFFICIENCY,
@@ -30,6 +31,7 @@ from app.estimator.efficiency import (
     WEIGHT_LOAD_GBPS,
 )
 from app.estimator.flops import FlopsBreakdown, MatmulParams, flops_per_token, matmul_params
+from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import (
     MAX_GPUS_PER_NODE,
@@ -97,6 +99,18 @@ EAGER_SECONDS_PER_LAYER_PASS = 1.5e-4
 # read+write to scale.
 GRAD_CLIP_TOUCHES = 3
 
+# The LoRA branch of one adapted linear layer is memory-bound (rank r is tiny next to in/out):
+# per token it reads the layer input for A (1 x in); reads the base output and the branch output
+# and writes their sum (3 x out), after B wrote the branch output (1 x out); backward reads the
+# output gradient for B's weight gradient and for the gradient into A (2 x out, plus 1 x out for
+# the scaled copy), reads the input for A's weight gradient (1 x in) and adds the input gradient
+# into the base layer's (read + write, 2 x in). peft's lora.Linear.forward; the elementwise ops
+# are separate kernels in eager PyTorch. Dropout (p > 0) adds a read and a write of the input in
+# forward and again of its gradient in backward.
+LORA_BRANCH_TOUCHES_IN = 4
+LORA_BRANCH_TOUCHES_OUT = 7
+LORA_DROPOUT_TOUCHES_IN = 4
+
 
 @dataclass(frozen=True)
 class TimeBreakdown:
@@ -115,6 +129,7 @@ class TimeBreakdown:
     micro_steps: int  # per GPU
     optimizer_steps: int
     step_fixed_s: float = 0.0  # fixed seconds per micro-step learned by calibration (else 0)
+    adapter_s: float = 0.0  # LoRA/QLoRA: the adapter branches' memory traffic
 
     @property
     def total_s(self) -> float:
@@ -127,6 +142,7 @@ class TimeBreakdown:
             + self.comm_s
             + self.overhead_s
             + self.step_fixed_s
+            + self.adapter_s
         )
 
     @property
@@ -165,9 +181,15 @@ def weight_bytes(method: Method, precision: str, qlora: QLoraSpec) -> tuple[floa
     return half_or_fp32, half_or_fp32
 
 
-def optimizer_bytes_per_param(optimizer: Optimizer | str, precision: str) -> float:
-    """Bytes read and written per trainable parameter by one optimizer step (clipping included)."""
-    pb = param_bytes(precision)
+def optimizer_bytes_per_param(
+    optimizer: Optimizer | str, precision: str, *, param_dtype_bytes: int | None = None
+) -> float:
+    """Bytes read and written per trainable parameter by one optimizer step (clipping included).
+
+    `param_dtype_bytes` overrides the trained parameters' element size where the convention
+    fixes it (LoRA adapters are fp32 whatever the precision: app/estimator/conventions.py).
+    """
+    pb = param_bytes(precision) if param_dtype_bytes is None else param_dtype_bytes
     p_touch, g_touch, s_touch, n_states, temps = _TOUCHES[optimizer]
     state = _STATE_BYTES[optimizer]
     sb = pb if state is None else state
@@ -185,6 +207,18 @@ def quantized_bytes_per_weight(qlora: QLoraSpec) -> float:
     if qlora.double_quant:
         return NF4_BYTES + 1.0 / QUANT_BLOCK + 4.0 / (QUANT_BLOCK * DOUBLE_QUANT_BLOCK)
     return NF4_BYTES + 4.0 / QUANT_BLOCK
+
+
+def adapter_bytes_per_token(
+    analysis: ModelAnalysis, lora: LoraSpec, *, activation_bytes: int
+) -> float:
+    """Bytes the LoRA branches move per token in one forward and backward pass."""
+    touches_in = LORA_BRANCH_TOUCHES_IN + (LORA_DROPOUT_TOUCHES_IN if lora.dropout > 0 else 0)
+    elements = sum(
+        touches_in * fan_in + LORA_BRANCH_TOUCHES_OUT * fan_out
+        for _, fan_in, fan_out in lora_targets(analysis, lora)
+    )
+    return elements * activation_bytes
 
 
 def _comm_kind(strategy: str) -> str:
@@ -234,7 +268,11 @@ def estimate_time(
     if peak <= 0 or mfu <= 0:
         raise ValueError(f"{gpu.id} has no {dtype} throughput in the catalog")
     bandwidth = gpu.memory_bandwidth_gbps * GIGA * BANDWIDTH_EFFICIENCY
-    pb = param_bytes(training.precision)
+    pb = (
+        DTYPE_BYTES[adapter_dtype(precision=training.precision)]
+        if peft
+        else param_bytes(training.precision)
+    )
     trainable = float(lora_trainable) if peft else float(analysis.total_params)
 
     flops = flops_per_token(
@@ -265,7 +303,9 @@ def estimate_time(
         dequant_micro = passes * mm.quantizable * per_weight / bandwidth
 
     shards = num_gpus if _comm_kind(strategy) in {"zero2", "zero3"} and num_gpus > 1 else 1
-    opt_bytes = optimizer_bytes_per_param(training.optimizer, training.precision)
+    opt_bytes = optimizer_bytes_per_param(
+        training.optimizer, training.precision, param_dtype_bytes=pb
+    )
     optimizer_step = trainable * opt_bytes / shards / bandwidth
 
     comm_step = comm_micro = 0.0
@@ -279,6 +319,13 @@ def estimate_time(
         else:
             comm_step = 2 * share * trainable * pb / bus
     visible = 1.0 - COMM_OVERLAP
+
+    adapter_micro = 0.0
+    if peft and lora is not None:
+        per_token = adapter_bytes_per_token(
+            analysis, lora, activation_bytes=4 if training.precision == "fp32" else HALF_BYTES
+        )
+        adapter_micro = tokens_per_micro * per_token / bandwidth
 
     load_bytes = analysis.total_params * HALF_BYTES  # checkpoints are published in 16-bit
     overhead = STARTUP_SECONDS + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
@@ -296,6 +343,7 @@ def estimate_time(
         micro_steps=micro_steps,
         optimizer_steps=steps,
         step_fixed_s=micro_steps * step_s,
+        adapter_s=micro_steps * adapter_micro,
     )
 
 
@@ -312,6 +360,7 @@ def fit_mfu(*, breakdown: TimeBreakdown, measured_seconds: float) -> float | Non
         + breakdown.comm_s
         + breakdown.overhead_s
         + breakdown.step_fixed_s
+        + breakdown.adapter_s
     )
     remaining = measured_seconds - fixed
     if remaining <= 0 or breakdown.compute_s <= 0:

@@ -56,6 +56,7 @@ class TimeOut(_Out):
     comm_s: float
     overhead_s: float
     step_fixed_s: float = 0.0  # calibrated fixed seconds of all micro-steps
+    adapter_s: float = 0.0  # LoRA/QLoRA adapter branches (memory-bound)
     total_s: float
     micro_steps: int | None = None  # per GPU
 

@@ -63,7 +63,13 @@ def slowed_job(session: Session, *, slowdown: float, mem: float = 1.0, **kw: Any
     """
     job = make_job(session, **kw)
     t = job.estimate_snapshot["time"]
-    per_step = t["weight_stream_s"] + t["dequant_s"] + t["optimizer_s"] + t["comm_s"]
+    per_step = (
+        t["weight_stream_s"]
+        + t["dequant_s"]
+        + t["optimizer_s"]
+        + t["comm_s"]
+        + t.get("adapter_s", 0)
+    )
     train_s = per_step + t["compute_s"] * slowdown
     job.actuals = {"train_s": train_s}
     job.act_wall_s = t["overhead_s"] + train_s
