@@ -17,6 +17,7 @@ from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimitMiddleware
 from app.metrics import install_metrics
+from app.prices.ratecard_router import router as ratecard_router
 from app.prices.router import router as prices_router
 from app.reports.router import router as reports_router
 from app.requestid import RequestIdMiddleware
@@ -47,6 +48,7 @@ def create_app() -> FastAPI:
         keys_router,
         catalog_router,
         prices_router,
+        ratecard_router,
         datasets_router,
         estimates_router,
         jobs_router,

@@ -30,6 +30,7 @@ from app.estimator.spec import DatasetShape
 from app.models import Dataset, Estimate
 from app.models.base import new_id, utcnow
 from app.pagination import keyset_page
+from app.prices import ratecard, ratecard_service
 from app.prices.staleness import stale_notes
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,9 @@ def store(
     principal: Principal,
 ) -> EstimateOut:
     """Add the estimate's row (flushed) and return its API view."""
+    # The organisation's negotiated rates beside the list prices (app/prices/ratecard.py).
+    today = utcnow().date()
+    result = ratecard.apply(result, lines=ratecard_service.lines(session), on=today)
     request = estimate_in.model_dump(mode="json", exclude_none=True)
     stored = result.model_dump(mode="json")
     check = _dataset_check(session, dataset_id=dataset_id, estimate_in=estimate_in, result=result)
@@ -187,9 +191,7 @@ def store(
         }
         if check.dropped:
             stored["notes"] = [*stored["notes"], check.note()]
-    stale = stale_notes(
-        result, today=utcnow().date(), max_age_days=get_settings().price_max_age_days
-    )
+    stale = stale_notes(result, today=today, max_age_days=get_settings().price_max_age_days)
     stored["notes"] = [*stored["notes"], *stale]
     row = Estimate(
         id=new_id("est"),

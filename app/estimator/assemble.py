@@ -113,6 +113,7 @@ def method_result(
         gpu_hours_range=range_of(gpu_hours, candidate.basis) if time else None,
         cost_usd_range=range_of(cost.cost_usd if cost else None, candidate.basis),
         region=cost.region or None if cost else None,
+        instance=cost.instance or None if cost else None,
         price_as_of=cost.price_as_of if cost else None,
         price_source=cost.price_source if cost else None,
         mfu=candidate.mfu,

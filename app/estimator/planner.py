@@ -212,6 +212,7 @@ def to_plan(
         hours_range=range_of(hours, candidate.basis) if candidate.time is not None else None,
         cost_usd_range=range_of(cost.cost_usd if cost else None, candidate.basis),
         region=cost.region or None if cost else None,
+        instance=cost.instance or None if cost else None,
         price_as_of=cost.price_as_of if cost else None,
         price_source=cost.price_source if cost else None,
         mfu=candidate.mfu,

@@ -99,8 +99,14 @@ class Plan(_Out):
     hours_range: RangeOut | None = None
     cost_usd_range: RangeOut | None = None
     region: str | None = Field(None, description="region of the priced offer")
+    instance: str | None = Field(None, description="the instance the offer rents")
     price_as_of: date | None = Field(None, description="when the price was read from its source")
     price_source: str | None = Field(None, description="where the price comes from")
+    contracted_price_per_gpu_hour: float | None = Field(
+        None, description="your rate card's rate for this offer (None: list price applies)"
+    )
+    contracted_cost_usd: float | None = Field(None, description="the cost at the contracted rate")
+    commitment_id: str | None = Field(None, description="the rate card line's commitment")
     mfu: float
     basis: Basis
 
@@ -138,8 +144,14 @@ class MethodResult(_Out):
     gpu_hours_range: RangeOut | None = None
     cost_usd_range: RangeOut | None = None
     region: str | None = Field(None, description="region of the priced offer")
+    instance: str | None = Field(None, description="the instance the offer rents")
     price_as_of: date | None = Field(None, description="when the price was read from its source")
     price_source: str | None = Field(None, description="where the price comes from")
+    contracted_price_per_gpu_hour: float | None = Field(
+        None, description="your rate card's rate for this offer (None: list price applies)"
+    )
+    contracted_cost_usd: float | None = Field(None, description="the cost at the contracted rate")
+    commitment_id: str | None = Field(None, description="the rate card line's commitment")
     mfu: float
     basis: Basis
     calibration_jobs: int

@@ -7,6 +7,7 @@ from app.models.dataset import Dataset
 from app.models.estimate import Estimate
 from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus, JobTag
 from app.models.price_import import ImportedPrice, PriceImport
+from app.models.rate_card import RateCardLine
 from app.models.worker import WorkerNode
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "JobTag",
     "PriceImport",
     "PriceOverride",
+    "RateCardLine",
     "Scope",
     "WorkerNode",
 ]

@@ -3,12 +3,13 @@
 Column definitions: FOCUS specification v1.2 (specification/columns/*.md in the FinOps
 Foundation's FOCUS_Spec repository). Every Mandatory column is present; of the Conditional ones,
 those the service can fill honestly: region, SKU, sub-account (the job's team, its tenant),
-resource, tags, usage quantities, and the commitment-discount columns, always null (tunecost
-applies no commitment discounts). Costs follow the job's provenance (app/jobs/provenance.py):
+resource, tags, usage quantities, and the commitment-discount columns (from the rate card line
+that priced the job's estimate, app/prices/ratecard.py; null without one). Costs follow the
+job's provenance (app/jobs/provenance.py) and the contracted rate, if any:
 
-| provenance  | BilledCost   | EffectiveCost                  | ListCost / ContractedCost |
-| cloud       | metered cost | metered cost                   | metered cost              |
-| self_hosted | 0            | GPU-hours x internal rate      | reference cloud price     |
+| provenance  | BilledCost      | EffectiveCost             | ListCost        | ContractedCost  |
+| cloud       | at the contract | at the contract           | metered at list | at the contract |
+| self_hosted | 0               | GPU-hours x internal rate | reference price | at the contract |
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ CHARGE_FREQUENCY = "Usage-Based"
 GPU_HOURS_UNIT = "GPU-Hours"  # FOCUS unit format: <plural unit>-<time unit>, e.g. "GB-Hours"
 SELF_HOSTED_SKU = "self-hosted"  # SkuId prefix of own hardware (the device kind follows)
 # FOCUS PricingCategory: on-demand list price is "Standard"; spot is market-driven, "Dynamic".
-PRICING_CATEGORY = {"on_demand": "Standard", "spot": "Dynamic"}
+PRICING_CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "committed": "Committed"}
+# A rate-card line with a commitment id (app/prices/ratecard.py) is a negotiated spend
+# commitment: FOCUS CommitmentDiscountCategory "Spend", its quantity in the billing currency.
+COMMITMENT_CATEGORY = "Spend"
+COMMITMENT_TYPE = "Rate card"
+COMMITMENT_STATUS = "Used"
 PG_ISO = 'YYYY-MM-DD"T"HH24:MI:SS"Z"'  # to_char pattern of FOCUS date-times (UTC, with Z)
 SQLITE_ISO = "%Y-%m-%dT%H:%M:%SZ"
 COMMITMENT_COLUMNS = (
@@ -134,9 +140,27 @@ def pricing_quantity() -> Any:
     return case((price > 0, Job.act_cost_usd / price), else_=Job.act_gpu_hours)
 
 
+def contracted_unit_price() -> Any:
+    """The rate card's $/GPU-hour frozen on the job's estimate, else the list price."""
+    rate = Job.estimate_snapshot["contracted_price_per_gpu_hour"].as_float()
+    return func.coalesce(rate, Job.price_per_gpu_hour)
+
+
+def contracted_cost() -> Any:
+    """The metered cost at the contracted rate (the list cost when no rate card applied)."""
+    price = Job.price_per_gpu_hour
+    at_contract = Job.act_cost_usd * contracted_unit_price() / price
+    return case((price > 0, at_contract), else_=Job.act_cost_usd)
+
+
+def commitment_id() -> Any:
+    """The rate card line's commitment id frozen on the job's estimate (null: none)."""
+    return Job.estimate_snapshot["commitment_id"].as_string()
+
+
 def billed_cost() -> Any:
-    """What an invoice charges: the metered cost when cloud-billed, else nothing."""
-    return case((is_cloud(), Job.act_cost_usd), else_=literal(0.0, Float))
+    """What an invoice charges: the metered cost at the contracted rate when cloud-billed."""
+    return case((is_cloud(), contracted_cost()), else_=literal(0.0, Float))
 
 
 def effective_cost() -> Any:
@@ -144,7 +168,7 @@ def effective_cost() -> Any:
     internal = func.coalesce(Job.act_gpu_hours, 0.0) * func.coalesce(
         Job.internal_usd_per_gpu_hour, 0.0
     )
-    return case((is_cloud(), Job.act_cost_usd), else_=internal)
+    return case((is_cloud(), contracted_cost()), else_=internal)
 
 
 def _provider_name(settings: Settings) -> Any:
@@ -204,9 +228,9 @@ def columns(dialect: str, tags: Any, settings: Settings) -> list[tuple[str, Any]
         cast(billed_cost(), Float),
         cast(effective_cost(), Float),
         billed,  # ListCost: the metered GPU-hours at the (reference) list price
-        billed,  # ContractedCost: no negotiated rate below the list price
+        contracted_cost(),  # ContractedCost: at the rate card's rate, else the list price
         price,  # ListUnitPrice
-        price,  # ContractedUnitPrice
+        contracted_unit_price(),  # ContractedUnitPrice
         const(CURRENCY),
         const(settings.focus_billing_account_id),
         const(settings.focus_billing_account_name),
@@ -238,7 +262,7 @@ def columns(dialect: str, tags: Any, settings: Settings) -> list[tuple[str, Any]
         gpu_hours_unit,
         priced,
         case((priced.is_not(None), const(GPU_HOURS_UNIT))),
-        *(cast(null(), String) for _ in COMMITMENT_COLUMNS),
+        *_commitment(),
         tags,
         Job.cost_source,
         Job.list_price_reference,
@@ -254,3 +278,18 @@ def columns(dialect: str, tags: Any, settings: Settings) -> list[tuple[str, Any]
         Job.team,
     )
     return list(zip(COLUMNS, exprs, strict=True))
+
+
+def _commitment() -> tuple[Any, ...]:
+    """The COMMITMENT_COLUMNS: filled when a rate card line with a commitment id priced the job."""
+    cid = commitment_id()
+    committed = cid.is_not(None)
+    return (
+        case((committed, const(COMMITMENT_CATEGORY))),
+        cid,
+        cid,  # CommitmentDiscountName: the contract is known by its id
+        case((committed, cast(contracted_cost(), Float))),
+        case((committed, const(COMMITMENT_STATUS))),
+        case((committed, const(COMMITMENT_TYPE))),
+        case((committed, const(CURRENCY))),
+    )
