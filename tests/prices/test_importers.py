@@ -24,6 +24,7 @@ FILES = {
     "azure": "azure_retail_prices.json",
     "gcp": "gcp_billing_skus.json",
     "lambda": "lambda_instance_types.json",
+    "runpod": "runpod_gpu_prices.json",  # tunecost's own per-GPU list format
 }
 
 
@@ -159,6 +160,27 @@ def test_lambda_instance_types_per_gpu() -> None:
     assert len(rows) == 2  # GH200 is not in the GPU catalog
 
 
+def test_per_gpu_list_as_written_with_aliases_resolved() -> None:
+    doc = sample("runpod")
+    rows = _by(_parse(doc))
+    for entry in doc["prices"]:
+        gpu = "H100-80GB-SXM" if entry["gpu"] == "H100" else entry["gpu"]
+        row = rows[(gpu, entry["pricing"], entry["region"])]
+        assert row.usd_per_gpu_hour == entry["usd_per_gpu_hour"] and row.gpus_per_instance == 1
+    with pytest.raises(PriceImportError, match="not aws's"):
+        _parse(doc, "aws")
+
+
+def _break_runpod_gpu(doc: dict[str, Any]) -> str:
+    doc["prices"][1]["gpu"] = "H1000"
+    return "prices[1].gpu: unknown GPU 'H1000'"
+
+
+def _break_runpod_pricing(doc: dict[str, Any]) -> str:
+    doc["prices"][0]["pricing"] = "reserved"
+    return "prices[0].pricing: one of on_demand, spot, committed"
+
+
 def _break_aws(doc: dict[str, Any]) -> str:
     del doc["terms"]["OnDemand"]["SAMPLEP4DUSE1"]
     return "has no OnDemand term: partial"
@@ -210,6 +232,8 @@ BROKEN = [
     ("gcp", _break_gcp_unit),
     ("lambda", _break_lambda),
     ("lambda", _break_lambda_empty),
+    ("runpod", _break_runpod_gpu),
+    ("runpod", _break_runpod_pricing),
 ]
 
 

@@ -31,6 +31,12 @@ def test_a_job_under_a_rate_card_exports_contracted_cost(
         assert job["status"] == "succeeded", (job["error"], job["status_detail"])
     finally:
         app_client.delete("/v1/catalog/rate-card", headers=admin)
+    # the job's estimate snapshot carries the price row's date and source and the contract
+    frozen = job["estimate"]
+    assert frozen["price_as_of"] and "aws" in frozen["price_source"]
+    assert frozen["contracted_price_per_gpu_hour"] == pytest.approx(
+        0.7 * frozen["price_per_gpu_hour"]
+    )
     r = app_client.get(
         "/v1/reports/focus",
         params={"tag.suite": suite, "format": "json"},

@@ -1,0 +1,58 @@
+"""tunecost's per-GPU price list: for GPU clouds that publish prices per GPU-hour but no API.
+
+Format (defined here, documented in tests/prices/samples/README.md): `{"format":
+"tunecost-gpu-prices/1", "provider": "runpod", "prices": [{"gpu", "pricing", "usd_per_gpu_hour",
+"region", "instance", "gpus_per_instance"}]}`; `gpu` is a catalog id or alias, `pricing` one of
+on_demand / spot / committed, `gpus_per_instance` (default 1) the smallest number rented at once,
+and the per-GPU price is taken as written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from app.catalog.loader import PRICING_KINDS, PriceRow, UnknownGpuError, load_catalog
+from app.prices.importers.common import PriceImportError, check_rows, need, usd
+
+FORMAT = "tunecost-gpu-prices/1"
+PROVIDER_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def parse(doc: Mapping[str, Any], *, fetched_at: datetime, source: str) -> list[PriceRow]:
+    """One row per listed price; raises `PriceImportError` at the first bad entry."""
+    if need(doc, "format", str, "list") != FORMAT:
+        raise PriceImportError(f"list: format is {doc['format']!r}, expected {FORMAT!r}")
+    provider = need(doc, "provider", str, "list")
+    if not provider or not set(provider) <= PROVIDER_CHARS or len(provider) > 64:
+        raise PriceImportError(f"list.provider {provider!r}: lowercase letters, digits, _ and -")
+    catalog = load_catalog()
+    rows = []
+    for i, entry in enumerate(need(doc, "prices", list, "list")):
+        where = f"prices[{i}]"
+        try:
+            gpu = catalog.resolve_gpu_id(need(entry, "gpu", str, where))
+        except UnknownGpuError as exc:
+            raise PriceImportError(f"{where}.gpu: {exc}") from None
+        pricing = next((k for k in PRICING_KINDS if k == entry.get("pricing")), None)
+        if pricing is None:
+            raise PriceImportError(f"{where}.pricing: one of {', '.join(PRICING_KINDS)}")
+        per = entry.get("gpus_per_instance", 1)
+        if not isinstance(per, int) or isinstance(per, bool) or per < 1:
+            raise PriceImportError(f"{where}.gpus_per_instance: a whole number of at least 1")
+        rows.append(
+            PriceRow(
+                provider=provider,
+                gpu=gpu,
+                pricing=pricing,
+                usd_per_gpu_hour=usd(need(entry, "usd_per_gpu_hour", (int, float), where), where),
+                as_of=fetched_at.date(),
+                source=f"{source} ({FORMAT})",
+                instance=str(entry.get("instance", "")),
+                gpus_per_instance=per,
+                region=str(entry.get("region", "")),
+                origin="import",
+            )
+        )
+    return check_rows(rows, provider)
