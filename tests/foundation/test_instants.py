@@ -22,6 +22,7 @@ from app.instants import INSTANT_PATTERN
 from app.migrate import upgrade_head
 from app.models import JobEvent, Scope
 from tests.conftest import auth
+from tests.prices.test_importers import SAMPLES
 from tests.reports.factory import make_job
 from tests.support import ServiceEnv, clear_caches
 
@@ -81,6 +82,10 @@ def _responses(client: Any) -> list[tuple[str, Any]]:
     dataset = client.post("/v1/datasets", files=files).json()
     estimate = client.post("/v1/estimates", json=ESTIMATE).json()
     price = client.put("/v1/catalog/prices/aws/A100-40GB", json={"usd_per_gpu_hour": 3.0}).json()
+    lambda_list = json.loads((SAMPLES / "lambda_instance_types.json").read_text())
+    imported = client.post(
+        "/v1/catalog/price-imports", params={"source": "sample"}, json=lambda_list
+    ).json()
     jobs = client.get("/v1/jobs", params={"limit": 100}).json()
     job_id = jobs["items"][0]["id"]
     out = [
@@ -92,6 +97,8 @@ def _responses(client: Any) -> list[tuple[str, Any]]:
         ("GET /v1/estimates", client.get("/v1/estimates").json()),
         ("PUT /v1/catalog/prices", price),
         ("GET /v1/catalog/prices", client.get("/v1/catalog/prices").json()),
+        ("POST /v1/catalog/price-imports", imported),
+        ("GET /v1/catalog/price-imports", client.get("/v1/catalog/price-imports").json()),
         ("GET /v1/jobs", jobs),
         ("GET /v1/jobs/{id}", client.get(f"/v1/jobs/{job_id}").json()),
         ("GET /v1/jobs/{id}/events", client.get(f"/v1/jobs/{job_id}/events").json()),
