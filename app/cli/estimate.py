@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from app.config import get_settings
+from app.prices.staleness import stale_notes
 
 err_console = Console(stderr=True)
 
@@ -119,7 +123,12 @@ def estimate_locally(body: dict[str, Any]) -> dict[str, Any]:
         catalog=load_catalog(),
         calibration=None,
     )
-    return {"model_ref": model_ref, **result.model_dump(mode="json")}
+    data = {"model_ref": model_ref, **result.model_dump(mode="json")}
+    # the same price-age warnings the server adds (app/estimates/service.py)
+    today = datetime.now(UTC).date()
+    max_age = get_settings().price_max_age_days
+    data["notes"] = [*data["notes"], *stale_notes(result, today=today, max_age_days=max_age)]
+    return data
 
 
 def estimate_remotely(body: dict[str, Any], *, url: str, key: str | None) -> dict[str, Any]:
@@ -194,11 +203,24 @@ def render(data: dict[str, Any]) -> None:
             lambda r: "-" if r["price_per_gpu_hour"] is None else f"{r['price_per_gpu_hour']:.2f}",
         ),
         ("provider", lambda r: r["provider"] or "-"),
+        ("price as of", lambda r: r.get("price_as_of") or "-"),
         ("cost", lambda r: _usd(r["cost_usd"])),
         ("MFU", lambda r: f"{r['mfu']:.0%} ({r['basis']})"),
         ("artifact", lambda r: _gb(r["artifact_bytes"])),
         ("storage cost", lambda r: _usd(r["storage_cost_usd"])),
     ]
+    if any(r.get("contracted_cost_usd") is not None for r in results.values()):
+        rows.insert(
+            rows.index(next(row for row in rows if row[0] == "cost")) + 1,
+            (
+                "contracted cost",
+                lambda r: (
+                    _usd(r.get("contracted_cost_usd"))
+                    if r.get("contracted_cost_usd") is not None
+                    else "list"
+                ),
+            ),
+        )
     for label, cell in rows:
         table.add_row(label, *(cell(r) for r in results.values()))
     console.print(table)
@@ -206,6 +228,9 @@ def render(data: dict[str, Any]) -> None:
     console.print(f"[bold]Recommendation:[/bold] {rec['method'] or 'none of the methods fits'}")
     for reason in rec["reasons"]:
         console.print(f"  - {reason}")
+    for note in data.get("notes", []):
+        if note.startswith(("stale price", "rate card")):
+            console.print(f"[yellow]{note}[/yellow]")
 
 
 def estimate(

@@ -93,3 +93,23 @@ def test_make_tiny_model_and_dataset(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["model"]["hidden_size"] == 32
+
+
+def test_estimate_shows_the_price_date_and_warns_when_it_is_old(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from app.catalog import load_catalog
+    from app.config import get_settings
+
+    oldest = min(r.as_of for r in load_catalog().prices)
+    monkeypatch.setenv("TUNECOST_PRICE_MAX_AGE_DAYS", "1")
+    get_settings.cache_clear()
+    try:
+        stale = runner.invoke(cli, ["estimate", *ISSUE_EXAMPLE], env=WIDE)
+        monkeypatch.setenv("TUNECOST_PRICE_MAX_AGE_DAYS", "3650")
+        get_settings.cache_clear()
+        fresh = runner.invoke(cli, ["estimate", *ISSUE_EXAMPLE], env=WIDE)
+    finally:
+        get_settings.cache_clear()
+    assert stale.exit_code == 0 and fresh.exit_code == 0, stale.output
+    assert "price as of" in stale.output and oldest.isoformat() in stale.output
+    assert "stale price:" in stale.output.replace("\n", " ")
+    assert "stale price:" not in fresh.output.replace("\n", " ")
