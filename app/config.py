@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     export_slots: int = Field(4, gt=0, le=64, description="streamed exports at once")
     export_queue: int = Field(16, ge=0, le=10_000, description="exports waiting for a slot")
     export_wait_s: float = Field(20.0, gt=0, le=600, description="longest wait for a slot")
+    # A job queued this long while a worker of its GPU kind is alive may have lost its broker
+    # message; the sweeper sends it again (the task is idempotent). Longer than a normal wait
+    # behind a busy worker would make duplicates rarer, never wrong.
+    queued_resend_s: float = Field(900.0, ge=10, description="re-send queued jobs after this")
     worker_gpu: str | None = Field(
         None, description="override the detected device kind of this worker (a catalog GPU id)"
     )

@@ -9,7 +9,7 @@ and it stops its child.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from app.catalog.service import effective_catalog
 from app.config import Settings, get_settings
 from app.db import session_scope
-from app.jobs import provenance
+from app.jobs import billing, provenance
 from app.jobs.recovery import ACTIVE, MAX_ATTEMPTS, add_event
-from app.models import Dataset, Job, JobEvent, JobStatus
+from app.models import Dataset, Job, JobAttempt, JobEvent, JobStatus
 from app.models.base import utcnow
 
 
@@ -67,6 +67,12 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
             )
             if fresh and job.worker != hostname:
                 return Skip(f"job {job_id} is running on {job.worker}")
+            # The previous attempt's worker died: bill the time it was seen alive.
+            lost_at = job.heartbeat_at or now
+            billing.close(
+                session, job=job, attempt=job.attempts, outcome=billing.LOST, until=lost_at
+            )
+            billing.total(session, job=job)
             if job.status == JobStatus.CANCEL_REQUESTED:
                 _end(session, job, JobStatus.CANCELLED, detail="cancelled; its worker was lost")
                 return Skip(f"job {job_id} was being cancelled when its worker was lost")
@@ -85,6 +91,7 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
         job.heartbeat_at = now
         job.status_detail = f"running on {hostname} (attempt {job.attempts})"
         _stamp_provenance(session, job, settings)
+        billing.start(session, job=job, worker=hostname, now=now)
         add_event(session, job_id=job.id, kind="status", message=job.status_detail)
         dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
         return Claim(
@@ -112,7 +119,17 @@ def _stamp_provenance(session: Session, job: Job, settings: Settings) -> None:
 def beat(job_id: str, *, attempt: int) -> JobStatus | None:
     """Refresh the heartbeat; returns the status (None when this attempt no longer owns it)."""
     with session_scope() as session:
-        session.execute(update(Job).where(_owned(job_id, attempt)).values(heartbeat_at=utcnow()))
+        now = utcnow()
+        session.execute(update(Job).where(_owned(job_id, attempt)).values(heartbeat_at=now))
+        session.execute(
+            update(JobAttempt)
+            .where(
+                JobAttempt.job_id == job_id,
+                JobAttempt.attempt == attempt,
+                JobAttempt.outcome == billing.RUNNING,
+            )
+            .values(last_seen_at=now)
+        )
         status = session.scalar(select(Job.status).where(Job.id == job_id, Job.attempts == attempt))
     if status is None or status not in ACTIVE:
         return None
@@ -158,6 +175,28 @@ def finish(
             setattr(job, name, value)
         job.error = error
         job.heartbeat_at = utcnow()
+        if job.status == JobStatus.CANCEL_REQUESTED and status != JobStatus.CANCELLED:
+            # The cancel came too late: the run had already ended. Say so; it is billed.
+            add_event(
+                session,
+                job_id=job.id,
+                kind="status",
+                message=f"cancel requested at {_stamp(job.cancel_requested_at)} lost the race: "
+                f"the run had already ended {status}",
+            )
+            detail = f"{detail or status}; the cancel request came after the run ended"
+        # This attempt is billed what it metered (or the time it held, if nothing was metered);
+        # the job's cost is the sum over all its attempts.
+        billing.close(
+            session,
+            job=job,
+            attempt=attempt,
+            outcome=str(status),
+            until=job.heartbeat_at,
+            gpu_hours=job.act_gpu_hours,
+            cost_usd=job.act_cost_usd,
+        )
+        billing.total(session, job=job)
         _end(session, job, status, detail=detail)
         return True
 
@@ -190,3 +229,7 @@ def estimates(job_id: str) -> dict[str, float | int | None]:
             "peak_bytes": job.est_peak_bytes,
             "artifact_bytes": job.est_artifact_bytes,
         }
+
+
+def _stamp(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds") if when else "?"

@@ -8,6 +8,7 @@ heartbeat and polls for a cancel request in one query every few seconds.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from app import redact
 from app.config import get_settings
 from app.jobs import snapshot
 from app.jobs.artifacts import artifact_url
@@ -82,10 +84,25 @@ def job_spec(claim: Claim, *, dataset_path: Path) -> dict[str, Any]:
     return spec
 
 
+def _strip_server_paths(local_dir: Path) -> None:
+    """peft writes the base model's absolute folder into adapter_config.json: keep it relative.
+
+    The artifact is handed to clients; the path relative to the model root names the same
+    model to anyone with the same model roots, and reveals nothing about this server.
+    """
+    for config in local_dir.rglob("adapter_config.json"):
+        data = json.loads(config.read_text(encoding="utf-8"))
+        base = data.get("base_model_name_or_path")
+        if isinstance(base, str) and base.startswith("/"):
+            data["base_model_name_or_path"] = redact.model_path(base)
+            config.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
 def _upload_artifact(job_id: str, local_dir: Path) -> tuple[str, int, int]:
     """Copy the artifact folder to storage; (URL, total bytes, bytes of weight files)."""
     from fsspec.core import url_to_fs
 
+    _strip_server_paths(local_dir)
     url = artifact_url(job_id)
     fs, root = url_to_fs(url)
     total = weights = 0

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from app import redact
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
@@ -217,7 +218,7 @@ def to_out(row: Dataset) -> DatasetOut:
         max_tokens=row.max_tokens,
         tokenizer=row.tokenizer,
         stats=TokenStatsOut.model_validate(stats),
-        storage_path=row.storage_path,
+        storage_path=redact.storage_key(row.storage_path),
         team=row.team,
         created_at=row.created_at,
     )

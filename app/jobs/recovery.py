@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from app.jobs import billing
 from app.models import Job, JobEvent, JobStatus, WorkerNode
 from app.models.base import utcnow
 
@@ -20,6 +21,7 @@ from app.models.base import utcnow
 # loss is more likely the job's own fault (it kills its host, e.g. out of host memory) than bad
 # luck, so it fails instead of taking down a third worker.
 MAX_ATTEMPTS = 2
+RESEND_BATCH = 100  # queued jobs re-sent per sweep at most
 ACTIVE = (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED)
 
 
@@ -47,6 +49,15 @@ def sweep_stale(
     stmt = stmt.with_for_update(skip_locked=True)
     resend: list[tuple[str, str]] = []
     for job in session.scalars(stmt).all():
+        # The lost attempt held its GPUs until its last heartbeat: bill that time.
+        billing.close(
+            session,
+            job=job,
+            attempt=job.attempts,
+            outcome=billing.LOST,
+            until=job.heartbeat_at or job.updated_at,
+        )
+        billing.total(session, job=job)
         reason = (
             f"worker {job.worker or '?'} stopped sending heartbeats "
             f"(last at {_stamp(job.heartbeat_at)}; stale after {stale_s:g} s)"
@@ -68,6 +79,44 @@ def sweep_stale(
         add_event(
             session, job_id=job.id, kind="status", message=job.status_detail or job.error or ""
         )
+    session.flush()
+    return resend
+
+
+def resend_queued(
+    session: Session, *, older_than_s: float, stale_s: float
+) -> list[tuple[str, str]]:
+    """Queued jobs untouched for `older_than_s` whose GPU kind has a live worker: re-send them.
+
+    Their broker message may be lost (a broker restarted without persistence, say). Sending
+    again is safe: the task claims the row atomically and a second delivery is skipped. Each
+    re-sent job is touched, so it is re-sent at most once per `older_than_s`. Returns (id,
+    queue) pairs the caller sends after committing.
+    """
+    now = utcnow()
+    live = select(WorkerNode.gpu).where(WorkerNode.last_seen_at >= now - timedelta(seconds=stale_s))
+    stmt = (
+        select(Job)
+        .where(
+            Job.status == JobStatus.QUEUED,
+            Job.updated_at < now - timedelta(seconds=older_than_s),
+            Job.gpu.in_(live),
+        )
+        .order_by(Job.updated_at)
+        .limit(RESEND_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    resend: list[tuple[str, str]] = []
+    for job in session.scalars(stmt).all():
+        job.updated_at = now
+        add_event(
+            session,
+            job_id=job.id,
+            kind="status",
+            message=f"still queued after {older_than_s:g} s with a live worker for {job.queue}; "
+            "its message was sent again (a duplicate delivery is skipped)",
+        )
+        resend.append((job.id, job.queue))
     session.flush()
     return resend
 

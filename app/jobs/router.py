@@ -63,14 +63,14 @@ def submit_job(
     job, created = service.create(
         session, job_in=job_in, principal=principal, idempotency_key=idempotency_key
     )
-    tags = service.tags_of(session, [job.id])[job.id]
     if not created:
         response.status_code = status.HTTP_200_OK
-        return service.to_out(job, tags)
+        return service.outs(session, [job])[0]
+    out = service.outs(session, [job])[0]
     session.commit()
     _enqueue_or_undo(session, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return service.to_out(job, tags)
+    return out
 
 
 @router.get("", response_model=Page[JobOut], openapi_extra=TAG_FILTER_OPENAPI)
@@ -101,10 +101,7 @@ def list_jobs(
         limit=limit,
         cursor=cursor,
     )
-    stored = service.tags_of(session, [r.id for r in rows])
-    return Page[JobOut](
-        items=[service.to_out(r, stored[r.id]) for r in rows], next_cursor=next_cursor
-    )
+    return Page[JobOut](items=service.outs(session, rows), next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -115,7 +112,7 @@ def get_job(job_id: JobId, session: SessionDep, principal: ReadPrincipal) -> Job
     session.commit()
     for resend_id, queue in resend:
         enqueue_job(resend_id, queue=queue)
-    return service.to_out(job, service.tags_of(session, [job.id])[job.id])
+    return service.outs(session, [job])[0]
 
 
 @router.get("/{job_id}/events", response_model=EventPage)
@@ -145,7 +142,7 @@ def cancel_job(
     job = service.cancel(session, job_id=job_id, principal=principal)
     if job.status == JobStatus.CANCEL_REQUESTED:
         response.status_code = status.HTTP_202_ACCEPTED
-    return service.to_out(job, service.tags_of(session, [job.id])[job.id])
+    return service.outs(session, [job])[0]
 
 
 @router.get(

@@ -101,6 +101,20 @@ class JobIn(BaseModel):
         return self
 
 
+class AttemptOut(BaseModel):
+    """One attempt of a job: where and how long it ran, how it ended, what it cost."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    worker: str | None
+    started_at: UtcInstant
+    last_seen_at: UtcInstant = Field(description="its end, or its last heartbeat while running")
+    outcome: str = Field(description="running, succeeded, failed, cancelled, budget_exceeded, lost")
+    gpu_hours: float | None
+    cost_usd: float | None
+
+
 class JobOut(BaseModel):
     """A job: what was asked, the estimate snapshot, progress, and the metered actuals."""
 
@@ -136,6 +150,9 @@ class JobOut(BaseModel):
     heartbeat_at: UtcInstant | None
     cancel_requested_at: UtcInstant | None
     attempts: int
+    attempt_costs: list[AttemptOut] = Field(
+        description="every attempt, each billed: act_cost_usd and act_gpu_hours are their sums"
+    )
     worker: str | None
     error: str | None
     act_wall_s: float | None

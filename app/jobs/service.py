@@ -14,14 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import redact
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs import estimates_link, snapshot
+from app.jobs import billing, estimates_link, snapshot
 from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
-from app.jobs.schemas import EventPage, JobEventOut, JobIn, JobOut
-from app.models import Dataset, Estimate, Job, JobEvent, JobStatus, JobTag
+from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
+from app.models import Dataset, Estimate, Job, JobAttempt, JobEvent, JobStatus, JobTag
 from app.models.base import new_id, utcnow
 from app.pagination import keyset_page
 from app.paths import confine_model_path
@@ -307,6 +308,8 @@ def events(
         stmt = stmt.where(JobEvent.id > after)
     rows = session.scalars(stmt.order_by(JobEvent.id).limit(min(limit, MAX_EVENTS_PAGE))).all()
     items = [JobEventOut.model_validate(r) for r in rows]
+    for item in items:
+        item.message = redact.text(item.message)
     return EventPage(items=items, next_after=items[-1].id if items else after)
 
 
@@ -338,9 +341,28 @@ def tags_of(session: Session, job_ids: Sequence[str]) -> dict[str, dict[str, str
     return out
 
 
-def to_out(job: Job, tags: dict[str, str]) -> JobOut:
-    """The API view of a job row."""
+def to_out(job: Job, tags: dict[str, str], attempts: Sequence[JobAttempt] = ()) -> JobOut:
+    """The API view of a job row, with its tags and its billed attempts."""
+    own = ("tags", "estimate", "attempt_costs")
     fields: dict[str, Any] = {
-        name: getattr(job, name) for name in JobOut.model_fields if name not in ("tags", "estimate")
+        name: getattr(job, name) for name in JobOut.model_fields if name not in own
     }
-    return JobOut(**fields, tags=tags, estimate=job.estimate_snapshot)
+    # Rows keep absolute paths for the workers; clients see none (app/redact.py).
+    fields.update(
+        spec=redact.spec(job.spec),
+        error=redact.text(job.error),
+        status_detail=redact.text(job.status_detail),
+    )
+    return JobOut(
+        **fields,
+        tags=tags,
+        estimate=job.estimate_snapshot,
+        attempt_costs=[AttemptOut.model_validate(a) for a in attempts],
+    )
+
+
+def outs(session: Session, jobs: Sequence[Job]) -> list[JobOut]:
+    """API views of several jobs, their tags and attempts read in two queries."""
+    ids = [job.id for job in jobs]
+    tags, attempts = tags_of(session, ids), billing.of_jobs(session, ids)
+    return [to_out(job, tags[job.id], attempts[job.id]) for job in jobs]

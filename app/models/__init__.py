@@ -6,6 +6,7 @@ from app.models.catalog import CatalogVersion, PriceOverride
 from app.models.dataset import Dataset
 from app.models.estimate import Estimate
 from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus, JobTag
+from app.models.job_attempt import JobAttempt
 from app.models.price_import import ImportedPrice, PriceImport
 from app.models.rate_card import RateCardLine
 from app.models.worker import WorkerNode
@@ -20,6 +21,7 @@ __all__ = [
     "Estimate",
     "ImportedPrice",
     "Job",
+    "JobAttempt",
     "JobEvent",
     "JobStatus",
     "JobTag",

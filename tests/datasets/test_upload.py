@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from app.config import get_settings
 from app.datasets.formats import RecordFormat, render_record
 from app.db import session_scope
 from app.models import Dataset
@@ -79,7 +80,8 @@ def test_each_format_is_detected_and_counted(app_client, keys, tmp_path, fmt) ->
     assert stats["p50_tokens"] == _nearest_rank(counts, 0.5)
     assert stats["p95_tokens"] == _nearest_rank(counts, 0.95)
     assert stats["mean_tokens"] == pytest.approx(sum(counts) / 40)
-    stored = Path(body["storage_path"].removeprefix("file://"))
+    # The key under the storage root: clients see no server path.
+    stored = Path(get_settings().storage_root) / body["storage_path"]
     assert stored.read_bytes() == path.read_bytes()
     assert body["size_bytes"] == path.stat().st_size
     import hashlib

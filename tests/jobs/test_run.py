@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from app.config import get_settings
 from app.tinymodel import make_tiny_dataset
 from tests.conftest import auth
 from tests.jobs.jobs_support import (
@@ -108,7 +109,7 @@ def test_bad_jobs_fail_clearly_and_the_worker_takes_the_next(
         up = app_client.post(
             "/v1/datasets", files={"file": ("gone.jsonl", fh)}, headers=auth(keys["submit"])
         ).json()
-    Path(up["storage_path"].removeprefix("file://")).unlink()
+    (Path(get_settings().storage_root) / up["storage_path"]).unlink()  # the key under the root
     no_data = submit(app_client, keys, job_body("lora", dataset_id=up["id"]))
 
     # Full fine-tuning with an absurd learning rate: the loss becomes NaN or infinite.
