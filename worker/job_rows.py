@@ -33,6 +33,7 @@ class Claim:
     spec: dict[str, Any]
     dataset_url: str | None
     started_at_epoch: float
+    billed_usd: float = 0.0  # what earlier attempts of the job already cost
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
             spec=dict(job.spec),
             dataset_url=dataset.storage_path if dataset else None,
             started_at_epoch=now.timestamp(),
+            billed_usd=job.act_cost_usd or 0.0,
         )
 
 

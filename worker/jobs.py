@@ -35,6 +35,9 @@ PROGRESS_EVERY_S = 2.0  # progress rows at most this often per job (and always t
 MAX_CHECK_S = 2.0
 STOP_GRACE_S = 5.0  # SIGTERM → SIGKILL: time for a step to finish and a small artifact to save
 COPY_CHUNK_BYTES = 1024 * 1024
+# What is left of a budget spent by earlier attempts: positive (the spec requires it), so the
+# retry stops at its first budget check and ends budget_exceeded.
+MIN_BUDGET_USD = 1e-9
 
 # Columns filled from the metered actuals (worker/metering.py `Actuals`).
 ACTUAL_COLUMNS = {
@@ -81,6 +84,9 @@ def job_spec(claim: Claim, *, dataset_path: Path) -> dict[str, Any]:
         model_roots=[str(p) for p in get_settings().resolved_model_roots()],
         started_at=claim.started_at_epoch,
     )
+    if claim.billed_usd and spec.get("max_cost_usd") is not None:
+        # The budget is the job's, not the attempt's: earlier attempts were billed already.
+        spec["max_cost_usd"] = max(spec["max_cost_usd"] - claim.billed_usd, MIN_BUDGET_USD)
     return spec
 
 

@@ -102,3 +102,23 @@ def test_a_cancel_that_loses_the_race_with_the_end_is_recorded_and_billed(
     with session_scope() as session:
         row = session.get(Job, job["id"])
         assert row is not None and row.cancel_requested_at is not None
+
+
+def test_a_retry_gets_what_is_left_of_the_jobs_budget(service_env: ServiceEnv) -> None:
+    from worker.job_rows import Claim
+    from worker.jobs import MIN_BUDGET_USD, job_spec
+
+    def budget(billed: float) -> float:
+        claim = Claim(
+            job_id="job_x",
+            attempt=2,
+            spec={"method": "lora", "max_cost_usd": 1.0},
+            dataset_url=None,
+            started_at_epoch=0.0,
+            billed_usd=billed,
+        )
+        return float(job_spec(claim, dataset_path=Path("d.jsonl"))["max_cost_usd"])
+
+    assert budget(0.0) == 1.0
+    assert budget(0.25) == pytest.approx(0.75)
+    assert budget(3.0) == MIN_BUDGET_USD  # spent already: the retry stops at once
