@@ -11,22 +11,26 @@ from app.calibration.router import router as calibration_router
 from app.catalog.router import router as catalog_router
 from app.config import get_settings
 from app.datasets.router import router as datasets_router
-from app.errors import PROBLEM_JSON, PROBLEM_RESPONSES, install_error_handlers
+from app.errors import PROBLEM_JSON, install_error_handlers
 from app.estimates.router import router as estimates_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodyLimitMiddleware
 from app.metrics import install_metrics
+from app.metrics import router as metrics_router
+from app.openapi_doc import document_routes, fill_success_schemas
 from app.prices.ratecard_router import router as ratecard_router
 from app.prices.router import router as prices_router
 from app.reports.router import router as reports_router
 from app.requestid import RequestIdMiddleware
+from app.ui.router import install_ui
 
 API_DESCRIPTION = """
 Estimate what fine-tuning an open LLM will cost with full fine-tuning, LoRA or QLoRA; run it on
 Celery GPU workers; and report the estimate next to what was really spent.
 
-Authenticate with `Authorization: Bearer <api key>`. Scopes: `read` (estimates, catalog, reports),
+Authenticate with `Authorization: Bearer <api key>` (or `X-API-Key: <api key>`).
+A web console is at `/ui/`. Scopes: `read` (estimates, catalog, reports),
 `submit` (datasets, jobs), `admin` (prices, keys). Errors are RFC 9457 `application/problem+json`.
 """
 
@@ -34,7 +38,14 @@ Authenticate with `Authorization: Bearer <api key>`. Scopes: `read` (estimates, 
 def create_app() -> FastAPI:
     """Build the API: settings checked, routers mounted, every error as problem+json."""
     settings = get_settings()
-    app = FastAPI(title="tunecost", version="0.1.0", description=API_DESCRIPTION)
+    # /docs is served by install_ui from local assets (FastAPI's default loads a CDN); no ReDoc.
+    app = FastAPI(
+        title="tunecost",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -43,8 +54,8 @@ def create_app() -> FastAPI:
     )
     # Added last, so outermost of ours: even a 413 or 431 carries the id.
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(health_router)
     for router in (
+        health_router,
         keys_router,
         catalog_router,
         prices_router,
@@ -55,8 +66,12 @@ def create_app() -> FastAPI:
         reports_router,
         calibration_router,
     ):
-        app.include_router(router, responses=PROBLEM_RESPONSES)
+        # Each route gets its summary and only its own error codes (app/openapi_doc.py).
+        document_routes(router.routes)
+        app.include_router(router)
+    document_routes(metrics_router.routes)
     install_metrics(app)
+    install_ui(app)
     _document_problems_as_problem_json(app)
     return app
 
@@ -69,6 +84,7 @@ def _document_problems_as_problem_json(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = original()
+        fill_success_schemas(schema)
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 for response in operation.get("responses", {}).values():

@@ -17,6 +17,9 @@ from sqlalchemy.engine import make_url
 
 from tests.support import ServiceEnv, clear_caches, drop_database, start_worker
 
+# live_api: a real uvicorn server on the test services, for the browser and CLI tests.
+pytest_plugins = ["tests.live_api"]
+
 PG_ADMIN_URL = os.environ.get(
     "TUNECOST_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

@@ -7,8 +7,8 @@ from datetime import timedelta
 from fastapi import APIRouter, status
 
 from app.auth import service
-from app.auth.deps import AdminPrincipal
-from app.auth.schemas import KeyCreated, KeyIn, KeyOut
+from app.auth.deps import AdminPrincipal, ReadPrincipal
+from app.auth.schemas import KeyCreated, KeyIn, KeyOut, KeySelf
 from app.db import SessionDep
 from app.errors import NotFound
 from app.models.base import utcnow
@@ -24,6 +24,14 @@ def create_key(key_in: KeyIn, session: SessionDep, _: AdminPrincipal) -> KeyCrea
         session, name=key_in.name, scope=key_in.scope, team=key_in.team, expires_at=expires
     )
     return KeyCreated(**KeyOut.model_validate(key).model_dump(), secret=secret)
+
+
+@router.get("/me", response_model=KeySelf)
+def who_am_i(principal: ReadPrincipal) -> KeySelf:
+    """The calling key's name, scope and team (any valid key may ask)."""
+    return KeySelf(
+        id=principal.key_id, name=principal.name, scope=principal.scope, team=principal.team
+    )
 
 
 @router.get("", response_model=list[KeyOut])

@@ -39,3 +39,12 @@ class KeyCreated(KeyOut):
     """A new key, with its secret shown this once."""
 
     secret: str
+
+
+class KeySelf(BaseModel):
+    """The calling key: who it is and what it may do (the console hides what it may not)."""
+
+    id: str
+    name: str
+    scope: Scope
+    team: str | None

@@ -12,11 +12,12 @@ from app.config import get_settings
 from app.db import get_sessionmaker
 from app.errors import ServiceUnavailable, problem_response
 from app.health import service
+from app.health.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/v1/health", response_model=None)
+@router.get("/v1/health", response_model=None, responses={200: {"model": HealthOut}})
 def health() -> dict[str, Any] | JSONResponse:
     """Database, broker, live workers, price freshness and the schema revision."""
     settings = get_settings()

@@ -131,6 +131,7 @@ def job_events(
 
 @router.post(
     "/{job_id}/cancel",
+    summary="Cancel a job",
     response_model=JobOut,
     responses={202: {"model": JobOut, "description": "running: the worker is stopping it"}},
 )
