@@ -156,9 +156,10 @@ def estimate_remotely(body: dict[str, Any], *, url: str, key: str | None) -> dic
 
 
 def _gb(n_bytes: float | None) -> str:
+    # One unit convention across CLI, demo and console: binary GiB (2**30 bytes) for memory.
     if n_bytes is None:
         return "-"
-    return f"{n_bytes / 1e9:,.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:,.1f} MB"
+    return f"{n_bytes / 2**30:,.2f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:,.1f} MiB"
 
 
 def _usd(value: float | None) -> str:
@@ -195,6 +196,7 @@ def render(data: dict[str, Any]) -> None:
         ),
         ("fits", lambda r: "[green]yes[/green]" if r["fits"] else "[red]no[/red]"),
         ("GPUs", lambda r: f"{r['num_gpus']}x {r['gpu']}"),
+        ("GPUs billed", lambda r: str(r["billed_gpus"])),  # whole instances are billed
         ("strategy", lambda r: r["strategy"]),
         ("hours", lambda r: f"{r['hours']:,.2f}"),
         ("GPU-hours", lambda r: f"{r['gpu_hours']:,.2f}"),
