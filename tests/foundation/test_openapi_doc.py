@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from app.models import Scope
 from tests.conftest import auth
+from tests.hardening.test_access_matrix import ROUTES
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +79,11 @@ def test_docs_page_loads_swagger_ui_from_the_api_itself(app_client: Any) -> None
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         assert app_client.get(f"/ui/vendor/swagger-ui/{asset}").status_code == 200
     assert app_client.get("/redoc").status_code == 404  # no CDN-only page left behind
+
+
+def test_auth_codes_match_the_access_matrix(spec: dict[str, Any]) -> None:
+    # tests/hardening/test_access_matrix.py checks every route's real 401/403 for every caller.
+    for method, path, needed in ROUTES:
+        codes = _codes(spec, method, path)
+        assert (401 in codes) == (needed is not None), (method, path)
+        assert (403 in codes) == (needed in (Scope.SUBMIT, Scope.ADMIN)), (method, path)

@@ -21,6 +21,7 @@ ROUTES: list[tuple[str, str, Scope | None]] = [
     ("GET", "/v1/keys", Scope.ADMIN),
     ("POST", "/v1/keys", Scope.ADMIN),
     ("POST", "/v1/keys/{key_id}/revoke", Scope.ADMIN),
+    ("GET", "/v1/keys/me", Scope.READ),
     ("GET", "/v1/catalog/gpus", Scope.READ),
     ("GET", "/v1/catalog/models", Scope.READ),
     ("GET", "/v1/catalog/models/{model_id}", Scope.READ),
