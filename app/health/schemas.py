@@ -27,10 +27,23 @@ class WorkersHealth(BaseModel):
     by_gpu: dict[str, int] = Field(description="live workers per GPU kind (queue gpu.<kind>)")
 
 
-class HealthOut(BaseModel):
-    """Database, broker, live workers and the schema revision."""
+class PricesHealth(BaseModel):
+    """Whether every effective price is younger than TUNECOST_PRICE_MAX_AGE_DAYS."""
 
-    status: str
+    ok: bool
+    catalog_version: int
+    max_age_days: int
+    stale: int = Field(description="prices older than max_age_days")
+    total: int
+    oldest_as_of: str | None = Field(description="YYYY-MM-DD of the oldest price")
+    stale_providers: list[str]
+
+
+class HealthOut(BaseModel):
+    """Database, broker, live workers, price freshness and the schema revision."""
+
+    status: str = Field(description="ok, or degraded when prices are stale (still 200)")
+    prices: PricesHealth
     database: DatabaseHealth
     broker: BrokerHealth
     workers: WorkersHealth

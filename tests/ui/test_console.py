@@ -209,7 +209,7 @@ def test_reports_show_finished_jobs_against_their_estimates(
 
 def test_docs_work_offline(page: Any, offline: Offline) -> None:
     page.goto("/docs")
-    page.wait_for_selector(".opblock-summary-path[data-path=\"/v1/estimates\"]")
+    page.wait_for_selector('.opblock-summary-path[data-path="/v1/estimates"]')
     assert page.locator(".opblock").count() > 20
     assert offline.blocked == []
 
