@@ -120,12 +120,20 @@ def list_jobs(
     url: UrlOption = "http://127.0.0.1:8000",
     key: KeyOption = None,
     status: Annotated[list[str] | None, typer.Option(help="queued, running, succeeded...")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="key:value, e.g. team:ml")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="key=value, e.g. team=ml (repeat to AND)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
 ) -> None:
     """The newest jobs with status, estimate and actual cost."""
     api = Api(url=url, key=key)
-    page = api.get("/v1/jobs", limit=limit, status=status or None, tag=tag or None)
+    tags = {}
+    for pair in tag or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r}: give key=value", param_hint="--tag")
+        tags[f"tag.{name}"] = value  # the API's one tag-filter syntax: tag.<key>=<value>
+    page = api.get("/v1/jobs", limit=limit, status=status or None, **tags)
     table = Table("id", "status", "method", "model", "GPUs", "est. $", "actual $", "created")
     for job in page["items"]:
         table.add_row(

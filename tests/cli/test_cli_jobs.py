@@ -114,7 +114,7 @@ def test_watch_follows_a_job_to_the_end_then_show_list_and_report(
     assert shown.returncode == 0, shown.stderr
     assert "succeeded" in shown.stdout and "GiB" in shown.stdout and "peak memory" in shown.stdout
 
-    listed = _cli(live_api, keys["read"], "jobs", "list", "--tag", "project:cli-test")
+    listed = _cli(live_api, keys["read"], "jobs", "list", "--tag", "project=cli-test")
     assert listed.returncode == 0 and job["id"] in listed.stdout
 
     report = _cli(live_api, keys["read"], "report", "--group-by", "tag:project")

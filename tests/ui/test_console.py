@@ -127,7 +127,7 @@ def test_plan_from_the_page_is_submitted_and_finishes(
     page.wait_for_selector("#view-jobs:not([hidden])")
 
     with live_api.client(keys["read"]) as client:
-        job = client.get(f"/v1/jobs?tag=project:{TAG}").json()["items"][0]
+        job = client.get(f"/v1/jobs?tag.project={TAG}").json()["items"][0]
     assert job["estimate_id"] == estimate["id"] and job["method"] == "lora"
     assert job["max_steps"] == 4 and job["max_cost_usd"] == 5
     row = page.locator(f"#jobs-table tr[data-job='{job['id']}']")
