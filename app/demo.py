@@ -25,6 +25,7 @@ console = Console()
 URL = os.environ.get("TUNECOST_URL", "http://127.0.0.1:8000")
 DEMO_STEPS = 40  # enough steps for a visible loss curve, a minute or two per job on 2 CPU cores
 JOB_TIMEOUT_S = 900
+DEMO_KEY_FILE = Path("var/demo/api-key")  # local demo only; TUNECOST_API_KEY wins
 
 
 def _gib(n: float | None) -> str:
@@ -36,6 +37,7 @@ def _money(x: float | None) -> str:
 
 
 def _key() -> str:
+    """TUNECOST_API_KEY, else the demo's own key (kept in var/demo, made once)."""
     if key := os.environ.get("TUNECOST_API_KEY"):
         return key
     from app.auth import service
@@ -43,8 +45,17 @@ def _key() -> str:
     from app.models import Scope
 
     with session_scope() as session:
+        if DEMO_KEY_FILE.exists():
+            secret = DEMO_KEY_FILE.read_text().strip()
+            if service.authenticate(session, secret=secret) is not None:
+                return secret
         _, secret = service.create(session, name="demo", scope=Scope.SUBMIT, team="demo")
-    console.print("[dim]made a submit key for team 'demo' in the local database[/dim]")
+    DEMO_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only, like any stored secret; the next run reuses it instead of making another key.
+    fd = os.open(DEMO_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    console.print(f"[dim]made a submit key for team 'demo', kept in {DEMO_KEY_FILE}[/dim]")
     return secret
 
 
@@ -65,7 +76,9 @@ def _estimate_table(est: dict[str, Any], title: str) -> Table:
             f"{r['trainable_params']:,}",
             _gib(r["memory"]["per_gpu_bytes"]),
             "yes" if r["fits"] else "no",
-            f"{r['num_gpus']}x {r['gpu']}",
+            # The GPUs paid for can exceed those used: a whole instance is billed.
+            f"{r['num_gpus']}x {r['gpu']}"
+            + (f" ({r['billed_gpus']} billed)" if r["billed_gpus"] != r["num_gpus"] else ""),
             f"{r['hours']:.3g}",
             _money(r["cost_usd"]),
             f"{r['artifact_bytes'] / 2**20:,.1f} MiB",
