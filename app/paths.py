@@ -41,11 +41,12 @@ def confine_model_path(
     if not allowed:
         raise Forbidden("no model roots are configured (TUNECOST_MODEL_ROOTS); local paths are off")
 
-    candidate = Path(text).expanduser()
-    if not candidate.is_absolute():
-        joined = [root / candidate for root in allowed]
-        candidate = next((p for p in joined if p.exists()), joined[0])
     try:
+        candidate = Path(text).expanduser()
+        if not candidate.is_absolute():
+            joined = [root / candidate for root in allowed]
+            # exists() raises (not False) on a component over NAME_MAX: ENAMETOOLONG.
+            candidate = next((p for p in joined if p.exists()), joined[0])
         resolved = candidate.resolve(strict=False)
     except (OSError, RuntimeError) as exc:  # symlink loops, over-long names
         raise InvalidInput(f"{field} cannot be resolved: {exc}", field=field) from None
