@@ -16,6 +16,9 @@ from app.errors import Forbidden, InvalidInput
 
 # Longer than any real folder path; stops pathological inputs before they reach the filesystem.
 MAX_MODEL_PATH_CHARS = 1024
+# Longest file or folder name Linux file systems take (NAME_MAX); a longer component makes every
+# filesystem call raise ENAMETOOLONG.
+MAX_NAME_BYTES = 255
 
 
 def confine_model_path(
@@ -33,6 +36,13 @@ def confine_model_path(
     if not text.strip() or "\x00" in text or len(text) > MAX_MODEL_PATH_CHARS:
         raise InvalidInput(
             f"{field} must be a non-empty path of at most {MAX_MODEL_PATH_CHARS} characters",
+            field=field,
+        )
+    if any(
+        len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in Path(text).parts
+    ):
+        raise InvalidInput(
+            f"{field} has a file or folder name longer than {MAX_NAME_BYTES} bytes",
             field=field,
         )
     allowed = [Path(r).expanduser().resolve() for r in roots] if roots is not None else None

@@ -161,3 +161,17 @@ def test_oversize_headers_get_a_4xx_from_the_real_server_and_it_stays_up(real_se
         status_line = sock.recv(200).split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 431"), status_line
     assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["0" * 300, "a/" + "b" * 256 + "/c", "é" * 200], ids=["300", "nested256", "400bytes"]
+)
+def test_a_path_name_longer_than_the_filesystem_takes_is_422(
+    app_client: Any, keys: dict[str, str], path: str
+) -> None:
+    # Found by the fuzzer: Path.exists() raises ENAMETOOLONG for a name over 255 bytes (500).
+    body = {"model": {"path": path}, "dataset": {"total_tokens": 1000}}
+    r = app_client.post("/v1/estimates", json=body, headers=auth(keys["read"]))
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "model.path" in r.text and "255 bytes" in r.text
