@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Request, status
@@ -12,10 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.admission import Admission, of_app
 from app.auth.deps import ReadPrincipal
-from app.auth.service import Principal
 from app.catalog.resolve import ensure_estimator_loaded
 from app.config import get_settings
-from app.db import SessionDep, session_scope
+from app.db import SessionDep
 from app.estimates import service
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.pagination import CursorQuery, LimitQuery, Page
@@ -55,24 +55,6 @@ def admission(app: FastAPI) -> Admission:
     )
 
 
-def _create(estimate_in: EstimateIn, principal: Principal) -> EstimateOut:
-    # Connections only while talking to the database: the model analysis and the estimator
-    # (seconds of CPU for a large config) run between two short transactions, holding none.
-    analysis, model_ref = service.resolve_model(estimate_in.model)
-    with session_scope() as session:
-        inputs = service.gather(session, estimate_in=estimate_in, principal=principal)
-    result = service.estimate(estimate_in=estimate_in, analysis=analysis, inputs=inputs)
-    with session_scope() as session:
-        return service.store(
-            session,
-            estimate_in=estimate_in,
-            result=result,
-            model_ref=model_ref,
-            dataset_id=inputs.dataset_id,
-            principal=principal,
-        )
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -88,7 +70,9 @@ async def create_estimate(
     the answer is 503 with Retry-After.
     """
     async with admission(request.app).slot():
-        return await run_in_threadpool(_create, estimate_in, principal)
+        return await run_in_threadpool(
+            partial(service.create_detached, estimate_in=estimate_in, principal=principal)
+        )
 
 
 @router.get("/{estimate_id}", response_model=EstimateOut)

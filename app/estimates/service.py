@@ -21,6 +21,7 @@ from app.catalog.resolve import resolve_model, short_message
 from app.config import get_settings
 from app.datasets import service as datasets_service
 from app.datasets.loss_tokens import TruncationCheck
+from app.db import session_scope
 from app.errors import InvalidInput, NotFound
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.estimator.calibration_types import CalibrationTable
@@ -151,6 +152,47 @@ def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
         dataset_id=inputs.dataset_id,
         principal=principal,
     )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An estimate computed and not yet stored."""
+
+    estimate_in: EstimateIn
+    result: EstimateResult
+    model_ref: str
+    dataset_id: str | None
+
+    def store(self, session: Session, *, principal: Principal) -> EstimateOut:
+        """Add its row to `session` (flushed)."""
+        return store(
+            session,
+            estimate_in=self.estimate_in,
+            result=self.result,
+            model_ref=self.model_ref,
+            dataset_id=self.dataset_id,
+            principal=principal,
+        )
+
+
+def prepare_detached(*, estimate_in: EstimateIn, principal: Principal) -> Prepared:
+    """Compute an estimate holding no connection during the CPU work.
+
+    The model analysis and the estimator (seconds of CPU for a large config) run around one
+    short read-only transaction (dataset, catalog, calibration); nothing is stored.
+    """
+    analysis, model_ref = resolve_model(estimate_in.model)
+    with session_scope() as session:
+        inputs = gather(session, estimate_in=estimate_in, principal=principal)
+    result = estimate(estimate_in=estimate_in, analysis=analysis, inputs=inputs)
+    return Prepared(estimate_in, result, model_ref, inputs.dataset_id)
+
+
+def create_detached(*, estimate_in: EstimateIn, principal: Principal) -> EstimateOut:
+    """`prepare_detached`, then the row stored in a short transaction of its own."""
+    prepared = prepare_detached(estimate_in=estimate_in, principal=principal)
+    with session_scope() as session:
+        return prepared.store(session, principal=principal)
 
 
 def estimate(*, estimate_in: EstimateIn, analysis: ModelAnalysis, inputs: Inputs) -> EstimateResult:

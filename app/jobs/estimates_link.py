@@ -19,8 +19,11 @@ from app.jobs.schemas import JobIn
 from app.models import Estimate
 
 
-def resolve(session: Session, *, job_in: JobIn, principal: Principal) -> Estimate:
-    """The estimate named by `estimate_id`, or a new one for this body (flushed, not committed)."""
+def resolve(
+    session: Session, *, job_in: JobIn, principal: Principal, prepared: Any = None
+) -> Estimate:
+    """The estimate named by `estimate_id`, or a new one for this body (flushed, not
+    committed): `prepared` (from `prepare`) when the route computed it already."""
     if job_in.estimate_id is not None:
         row = session.get(Estimate, job_in.estimate_id)
         if row is None or not can_see(
@@ -28,15 +31,29 @@ def resolve(session: Session, *, job_in: JobIn, principal: Principal) -> Estimat
         ):
             raise InvalidInput(f"no estimate with id {job_in.estimate_id!r}", field="estimate_id")
         return row
-    from app.estimates import service as estimates
 
-    try:
-        out = estimates.create(session, estimate_in=_estimate_request(job_in), principal=principal)
-    except NotFound as exc:  # an unknown catalog model: a bad field of this body, not a 404 URL
-        raise InvalidInput(exc.detail, field="model") from None
+    if prepared is None:
+        prepared = prepare(job_in=job_in, principal=principal)
+    out = prepared.store(session, principal=principal)
     row = session.get(Estimate, out.id)
     assert row is not None  # just flushed by the estimates service
     return row
+
+
+def prepare(*, job_in: JobIn, principal: Principal) -> Any:
+    """Compute (not store) the estimate a body without estimate_id implies.
+
+    A short read-only transaction of its own; no connection is held while the estimator runs.
+    The job's transaction stores it with the job, so a refused job leaves no estimate behind.
+    """
+    from app.estimates import service as estimates
+
+    try:
+        return estimates.prepare_detached(
+            estimate_in=_estimate_request(job_in), principal=principal
+        )
+    except NotFound as exc:  # an unknown catalog model: a bad field of this body, not a 404 URL
+        raise InvalidInput(exc.detail, field="model") from None
 
 
 def _estimate_request(job_in: JobIn) -> Any:

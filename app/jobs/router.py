@@ -17,7 +17,7 @@ from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
 from app.errors import NotFound, ServiceUnavailable
 from app.inputs import MAX_BIGINT
-from app.jobs import artifacts, service
+from app.jobs import artifacts, estimates_link, service
 from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
 from app.models import Job, JobStatus
 from app.pagination import CursorQuery, LimitQuery, Page
@@ -60,8 +60,25 @@ def submit_job(
     409 (with the estimate) when the estimate exceeds `max_cost_usd` or does not fit, unless
     `force`. The same Idempotency-Key with the same body returns the same job (200).
     """
-    job, created = service.create(
+    found = service.replay(
         session, job_in=job_in, principal=principal, idempotency_key=idempotency_key
+    )
+    if found is not None:
+        response.status_code = status.HTTP_200_OK
+        return service.outs(session, [found])[0]
+    service.check_tags(job_in=job_in, principal=principal)
+    prepared = None
+    if job_in.estimate_id is None:
+        # The estimate this body implies is CPU work: end the read-only transaction first so
+        # no pooled connection waits on it; it is stored with the job, in one transaction.
+        session.commit()
+        prepared = estimates_link.prepare(job_in=job_in, principal=principal)
+    job, created = service.create(
+        session,
+        job_in=job_in,
+        principal=principal,
+        idempotency_key=idempotency_key,
+        prepared=prepared,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

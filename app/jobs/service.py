@@ -137,25 +137,48 @@ def _check_budget(job_in: JobIn, snap: snapshot.Snapshot) -> None:
         )
 
 
-def create(
+def check_tags(*, job_in: JobIn, principal: Principal) -> None:
+    """Refuse tags this key may not set (another team's), before any work is done."""
+    _team(principal, job_in.tags)
+
+
+def replay(
     session: Session, *, job_in: JobIn, principal: Principal, idempotency_key: str | None
-) -> tuple[Job, bool]:
-    """Validate, snapshot the estimate and add a queued job; returns (job, created)."""
-    digest = request_hash(job_in)
-    if idempotency_key is not None:
-        if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-            raise InvalidInput(
-                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters",
-                field="Idempotency-Key",
-            )
-        found = _by_idempotency_key(
-            session, key_id=principal.key_id, idempotency_key=idempotency_key
+) -> Job | None:
+    """The job an earlier request with this Idempotency-Key made (422 if its body differed)."""
+    if idempotency_key is None:
+        return None
+    if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidInput(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            field="Idempotency-Key",
         )
-        if found is not None:
-            return _replay(found, digest), False
+    found = _by_idempotency_key(session, key_id=principal.key_id, idempotency_key=idempotency_key)
+    return None if found is None else _replay(found, request_hash(job_in))
+
+
+def create(
+    session: Session,
+    *,
+    job_in: JobIn,
+    principal: Principal,
+    idempotency_key: str | None,
+    prepared: Any = None,
+) -> tuple[Job, bool]:
+    """Validate, snapshot the estimate and add a queued job; returns (job, created).
+
+    `prepared`: the estimate a body without estimate_id implies, computed by the route while
+    holding no connection (`estimates_link.prepare`); stored here with the job.
+    """
+    digest = request_hash(job_in)
+    found = replay(session, job_in=job_in, principal=principal, idempotency_key=idempotency_key)
+    if found is not None:
+        return found, False
 
     team, tags = _team(principal, job_in.tags)
-    estimate = estimates_link.resolve(session, job_in=job_in, principal=principal)
+    estimate = estimates_link.resolve(
+        session, job_in=job_in, principal=principal, prepared=prepared
+    )
     refusal = estimates_link.untrainable(estimate)
     if refusal is not None:
         raise InvalidInput(f"{refusal}; choose a decoder-only model", field="model")
