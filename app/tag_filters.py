@@ -51,6 +51,9 @@ def split_values(raw: Iterable[str], *, name: str) -> list[str]:
     """Repeated and comma-separated values of one parameter, blanks dropped, order kept."""
     out: list[str] = []
     for item in raw:
+        if "\x00" in item:
+            # PostgreSQL text cannot hold NUL; caught here, not mid-stream of an export.
+            raise bad_param(name, f"{name}: a value may not contain a NUL character")
         out.extend(v.strip() for v in item.split(",") if v.strip())
     if len(out) > MAX_FILTER_VALUES:
         raise bad_param(name, f"{name}: at most {MAX_FILTER_VALUES} values")

@@ -175,3 +175,20 @@ def test_a_path_name_longer_than_the_filesystem_takes_is_422(
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "model.path" in r.text and "255 bytes" in r.text
+
+
+NUL_FILTERS = [
+    (route, param)
+    for route in ("/v1/reports/focus", "/v1/reports/estimate-vs-actual", "/v1/reports/spend")
+    for param in ("team", "tag.project")
+] + [("/v1/jobs", "tag.project"), ("/v1/jobs", "gpu")]
+
+
+@pytest.mark.parametrize(("route", "param"), NUL_FILTERS)
+def test_a_nul_in_a_filter_value_is_422_before_any_query(
+    app_client: Any, keys: dict[str, str], route: str, param: str
+) -> None:
+    # Found by the fuzzer: PostgreSQL refused the NUL inside a streamed export, after the 200.
+    r = app_client.get(route, params={param: "a\x00b"}, headers=auth(keys["read"]))
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
