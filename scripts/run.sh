@@ -12,7 +12,8 @@ mkdir -p var/storage var/models
 
 "$VENV/bin/celery" -A worker.celery_app worker --loglevel INFO --concurrency 1 &
 worker_pid=$!
-"$VENV/bin/uvicorn" app.main:create_app --factory --host "$HOST" --port "$PORT" &
+"$VENV/bin/uvicorn" app.main:create_app --factory --host "$HOST" --port "$PORT" \
+  --timeout-graceful-shutdown 30 &
 api_pid=$!
 
 stop() {
