@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_
 
+from app.auth.service import Principal
+from app.auth.tenancy import visible
 from app.estimator.spec import Method
 from app.inputs import to_utc
 from app.instants import iso_z
@@ -68,10 +70,17 @@ class ReportFilters:
     end: datetime | None = None
     columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     tags: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The caller: a report covers only its tenant's jobs (app/auth/tenancy.py); None = every job
+    # (internal callers, never a request).
+    principal: Principal | None = None
 
     def clauses(self) -> list[ColumnElement[bool]]:
         """The WHERE clauses selecting these jobs from `jobs`."""
         out: list[ColumnElement[bool]] = [Job.finished_at.is_not(None)]
+        if self.principal is not None:
+            out.append(
+                visible(self.principal, team=Job.team, created_by_key_id=Job.created_by_key_id)
+            )
         if self.start is not None:
             out.append(Job.finished_at >= self.start)
         if self.end is not None:
@@ -92,6 +101,7 @@ def parse_filters(
     end: datetime | None,
     params: Mapping[str, list[str]],
     allowed: Iterable[str],
+    principal: Principal | None = None,
 ) -> ReportFilters:
     """Validate the window and the filter parameters; unknown parameters are refused by name.
 
@@ -121,7 +131,7 @@ def parse_filters(
             continue
         _check_enum(name, values)
         columns[name] = tuple(values)
-    return ReportFilters(start=start, end=end, columns=columns, tags=tags)
+    return ReportFilters(start=start, end=end, columns=columns, tags=tags, principal=principal)
 
 
 def _check_enum(name: str, values: list[str]) -> None:

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from app import csv_out
 from app.admission import of_app
 from app.auth.deps import ReadPrincipal
+from app.auth.service import Principal
 from app.config import get_settings
 from app.db import SessionDep
 from app.reports import focus, service
@@ -49,13 +50,18 @@ _FOCUS_PARAMS = ("from", "to", "format")
 
 
 def _filters(
-    request: Request, start: datetime | None, end: datetime | None, allowed: tuple[str, ...]
+    request: Request,
+    start: datetime | None,
+    end: datetime | None,
+    allowed: tuple[str, ...],
+    principal: Principal,
 ) -> ReportFilters:
     return parse_filters(
         start=start,
         end=end,
         params=query_lists(request.query_params.multi_items()),
         allowed=allowed,
+        principal=principal,
     )
 
 
@@ -77,7 +83,7 @@ _CSV_DOC: dict[int | str, dict[str, Any]] = {
 def estimate_vs_actual(
     request: Request,
     session: SessionDep,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     start: FromQ = None,
     to: ToQ = None,
     group_by: Annotated[
@@ -100,7 +106,7 @@ def estimate_vs_actual(
 
     Errors are (estimate - actual) / actual: positive means the estimate was too high.
     """
-    filters = _filters(request, start, to, _REPORT_PARAMS)
+    filters = _filters(request, start, to, _REPORT_PARAMS, principal)
     grouping = parse_group_by(group_by)
     report = service.estimate_vs_actual(session, filters=filters, grouping=grouping, limit=limit)
     if format == "csv":
@@ -115,7 +121,7 @@ def estimate_vs_actual(
 def spend(
     request: Request,
     session: SessionDep,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     start: FromQ = None,
     to: ToQ = None,
     bucket: Annotated[Bucket, Query(description="day, week (from Monday) or month, UTC")] = "day",
@@ -134,7 +140,7 @@ def spend(
     limit: LimitQ = service.DEFAULT_LIMIT,
 ) -> Any:
     """Actual spend per time bucket (and group), for the dashboard's charts."""
-    filters = _filters(request, start, to, _SPEND_PARAMS)
+    filters = _filters(request, start, to, _SPEND_PARAMS, principal)
     grouping = parse_group_by(group_by, allow_job=False)
     report = service.spend(session, filters=filters, grouping=grouping, bucket=bucket, limit=limit)
     if format == "csv":
@@ -161,7 +167,7 @@ def _stream(filters: ReportFilters, format: Format) -> DatabaseStream:
 )
 async def focus_export(
     request: Request,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     start: FromQ = None,
     to: ToQ = None,
     method: ListQ = None,
@@ -181,7 +187,7 @@ async def focus_export(
     At most TUNECOST_EXPORT_SLOTS exports stream at once (each holds a database connection);
     past the queue the answer is 503 with Retry-After, before any byte of the export.
     """
-    filters = _filters(request, start, to, _FOCUS_PARAMS)
+    filters = _filters(request, start, to, _FOCUS_PARAMS, principal)
     settings = get_settings()
     admission = of_app(
         request.app,

@@ -64,6 +64,7 @@ def _specs(suite: str) -> list[dict[str, Any]]:
             finished_at=datetime(2025, 3, 4, 10, tzinfo=UTC),
         ),
         dict(
+            team="ops",  # another tenant: only an admin key sees both
             method="qlora",
             gpu="H100-80GB-SXM",
             model=m2,
@@ -79,6 +80,7 @@ def _specs(suite: str) -> list[dict[str, Any]]:
             finished_at=datetime(2025, 3, 10, 23, 30, tzinfo=UTC),
         ),
         dict(
+            team="ops",  # another tenant: only an admin key sees both
             method="full",
             gpu="H100-80GB-SXM",
             model=m2,
@@ -94,6 +96,7 @@ def _specs(suite: str) -> list[dict[str, Any]]:
             finished_at=datetime(2025, 4, 2, 8, tzinfo=UTC),
         ),
         dict(
+            team="ops",  # another tenant: only an admin key sees both
             method="qlora",
             gpu="A100-80GB",
             model=m1,

@@ -64,7 +64,7 @@ def make_job(
     provider: str | None = "aws",
     pricing: str = "on_demand",
     status: JobStatus | str = JobStatus.SUCCEEDED,
-    team: str | None = None,
+    team: str | None = "ml",  # the test keys' tenant (tests/conftest.py keys)
     tags: dict[str, str] | None = None,
     finished_at: datetime | None = None,
     est_hours: float = 1.0,

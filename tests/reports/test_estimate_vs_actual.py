@@ -50,7 +50,7 @@ def _assert_row(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("group_by", GROUPINGS)
 def test_every_grouping_matches_the_jobs(app_client, keys, seeded: Seeded, group_by: str) -> None:  # type: ignore[no-untyped-def]
-    body = _get(app_client, keys["read"], {**seeded.scope, "group_by": group_by}).json()
+    body = _get(app_client, keys["admin"], {**seeded.scope, "group_by": group_by}).json()
     want = expected_groups(seeded.jobs, group_key(seeded, group_by))
     got = {row["group"]: row for row in body["rows"]}
     assert set(got) == set(want)
@@ -63,7 +63,7 @@ def test_every_grouping_matches_the_jobs(app_client, keys, seeded: Seeded, group
 
 
 def test_errors_are_signed_estimate_minus_actual(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
-    body = _get(app_client, keys["read"], {**seeded.scope, "group_by": "job"}).json()
+    body = _get(app_client, keys["admin"], {**seeded.scope, "group_by": "job"}).json()
     by_id = {row["group"]: row for row in body["rows"]}
     under = next(
         j
@@ -105,7 +105,7 @@ FILTERS: list[tuple[dict[str, Any], Any]] = [
 
 @pytest.mark.parametrize(("params", "keep"), FILTERS, ids=[str(p) for p, _ in FILTERS])
 def test_each_filter_selects_the_right_jobs(app_client, keys, seeded: Seeded, params, keep) -> None:  # type: ignore[no-untyped-def]
-    body = _get(app_client, keys["read"], {**seeded.scope, **params, "group_by": "job"}).json()
+    body = _get(app_client, keys["admin"], {**seeded.scope, **params, "group_by": "job"}).json()
     want = [j for j in seeded.jobs if keep(j, seeded.tags[j.id])]
     assert 0 < len(want) < len(seeded.jobs)  # the filter really narrows
     assert {row["group"] for row in body["rows"]} == {j.id for j in want}
@@ -114,7 +114,7 @@ def test_each_filter_selects_the_right_jobs(app_client, keys, seeded: Seeded, pa
 
 def test_model_filter(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
     model = f"{seeded.suite}/m2"
-    body = _get(app_client, keys["read"], {"model": model, "group_by": "method"}).json()
+    body = _get(app_client, keys["admin"], {"model": model, "group_by": "method"}).json()
     want = [j for j in seeded.jobs if j.model_ref == model]
     assert body["total"]["jobs"] == len(want) == 2
     assert {r["group"] for r in body["rows"]} == {j.method for j in want}
@@ -122,8 +122,8 @@ def test_model_filter(app_client, keys, seeded: Seeded) -> None:  # type: ignore
 
 def test_csv_has_the_same_rows(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
     params = {**seeded.scope, "group_by": "tag:team"}
-    rows = _get(app_client, keys["read"], params).json()["rows"]
-    r = _get(app_client, keys["read"], {**params, "format": "csv"})
+    rows = _get(app_client, keys["admin"], params).json()["rows"]
+    r = _get(app_client, keys["admin"], {**params, "format": "csv"})
     assert r.headers["content-type"].startswith("text/csv")
     reader = csv.DictReader(io.StringIO(r.text))
     assert reader.fieldnames == flat_columns()
@@ -141,7 +141,7 @@ def test_csv_has_the_same_rows(app_client, keys, seeded: Seeded) -> None:  # typ
 
 
 def test_limit_truncates(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
-    body = _get(app_client, keys["read"], {**seeded.scope, "group_by": "job", "limit": 2}).json()
+    body = _get(app_client, keys["admin"], {**seeded.scope, "group_by": "job", "limit": 2}).json()
     assert len(body["rows"]) == 2 and body["truncated"] is True
     assert body["total"]["jobs"] == len(seeded.jobs)
 
@@ -163,7 +163,7 @@ BAD = [
 
 @pytest.mark.parametrize(("params", "name"), BAD, ids=[str(p) for p, _ in BAD])
 def test_bad_input_is_422_naming_the_parameter(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
-    r = app_client.get(URL, params=params, headers=auth(keys["read"]))
+    r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
     body = r.json()
@@ -173,3 +173,21 @@ def test_bad_input_is_422_naming_the_parameter(app_client, keys, params, name) -
 
 def test_needs_a_key(app_client) -> None:  # type: ignore[no-untyped-def]
     assert app_client.get(URL).status_code == 401
+
+
+def test_a_team_key_reports_only_its_own_teams_jobs(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    # keys["read"] belongs to team ml; the suite also has jobs of team ops.
+    params = {**seeded.scope, "group_by": "job"}
+    own = {j.id for j in seeded.jobs if j.team == "ml"}
+    assert 0 < len(own) < len(seeded.jobs)
+    rows = _get(app_client, keys["read"], params).json()["rows"]
+    assert {row["group"] for row in rows} == own
+    spend = app_client.get(
+        "/v1/reports/spend", params={**seeded.scope, "group_by": "team"}, headers=auth(keys["read"])
+    ).json()
+    assert {row["group"] for row in spend["rows"]} == {"ml"}
+    focus = app_client.get(
+        "/v1/reports/focus", params={**seeded.scope, "format": "json"}, headers=auth(keys["read"])
+    )
+    assert focus.status_code == 200
+    assert {r["ResourceId"] for r in focus.json()["rows"]} <= own

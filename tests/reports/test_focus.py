@@ -82,7 +82,7 @@ def _json_rows(client: Any, key: str, params: dict[str, Any]) -> list[dict[str, 
 
 
 def test_json_columns_types_and_values(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
-    rows = _json_rows(app_client, keys["read"], seeded.scope)
+    rows = _json_rows(app_client, keys["admin"], seeded.scope)
     charged = [j for j in seeded.jobs if j.act_cost_usd is not None]
     assert [r["ResourceId"] for r in rows] == [
         j.id for j in sorted(charged, key=lambda j: (j.finished_at, j.id))
@@ -134,7 +134,7 @@ def test_json_columns_types_and_values(app_client, keys, seeded: Seeded) -> None
 
 
 def test_spot_is_dynamic_pricing(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
-    rows = _json_rows(app_client, keys["read"], seeded.scope)
+    rows = _json_rows(app_client, keys["admin"], seeded.scope)
     pricing = {j.id: j.pricing for j in seeded.jobs}
     for row in rows:
         want = "Dynamic" if pricing[row["ResourceId"]] == "spot" else "Standard"
@@ -142,8 +142,8 @@ def test_spot_is_dynamic_pricing(app_client, keys, seeded: Seeded) -> None:  # t
 
 
 def test_csv_matches_json(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
-    rows = _json_rows(app_client, keys["read"], seeded.scope)
-    r = app_client.get(URL, params=seeded.scope, headers=auth(keys["read"]))  # csv by default
+    rows = _json_rows(app_client, keys["admin"], seeded.scope)
+    r = app_client.get(URL, params=seeded.scope, headers=auth(keys["admin"]))  # csv by default
     assert r.headers["content-type"].startswith("text/csv")
     reader = csv.DictReader(io.StringIO(r.text))
     assert tuple(reader.fieldnames or ()) == focus.COLUMNS
@@ -162,14 +162,14 @@ def test_csv_matches_json(app_client, keys, seeded: Seeded) -> None:  # type: ig
 
 
 def test_filters_apply(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
-    rows = _json_rows(app_client, keys["read"], {**seeded.scope, "tag.team": "b"})
+    rows = _json_rows(app_client, keys["admin"], {**seeded.scope, "tag.team": "b"})
     want = {j.id for j in seeded.jobs if seeded.tags[j.id].get("team") == "b"}
     assert {r["ResourceId"] for r in rows} == want
 
 
 def test_empty_export_is_valid(app_client, keys) -> None:  # type: ignore[no-untyped-def]
-    assert _json_rows(app_client, keys["read"], {"tag.suite": "nobody-has-this"}) == []
-    r = app_client.get(URL, params={"tag.suite": "nobody"}, headers=auth(keys["read"]))
+    assert _json_rows(app_client, keys["admin"], {"tag.suite": "nobody-has-this"}) == []
+    r = app_client.get(URL, params={"tag.suite": "nobody"}, headers=auth(keys["admin"]))
     assert r.text.strip() == ",".join(focus.COLUMNS)
 
 
@@ -234,11 +234,11 @@ def test_awkward_text_survives_both_formats(app_client, keys) -> None:  # type: 
     with session_scope() as session:
         job = make_job(session, model=f'{suite}/m"1\\', tags={"suite": suite, "note": odd})
         job_id, model = job.id, job.model_ref
-    rows = _json_rows(app_client, keys["read"], {"tag.suite": suite})
+    rows = _json_rows(app_client, keys["admin"], {"tag.suite": suite})
     assert [(r["ResourceId"], r["x_Model"], r["Tags"]) for r in rows] == [
         (job_id, model, {"suite": suite, "note": odd})
     ]
-    r = app_client.get(URL, params={"tag.suite": suite}, headers=auth(keys["read"]))
+    r = app_client.get(URL, params={"tag.suite": suite}, headers=auth(keys["admin"]))
     (line,) = list(csv.DictReader(io.StringIO(r.text)))
     assert line["x_Model"] == model and json.loads(line["Tags"])["note"] == odd
 
@@ -260,6 +260,6 @@ def test_a_client_leaving_early_frees_the_connection(seeded: Seeded, monkeypatch
     ("params", "name"), [({"format": "parquet"}, "format"), ({"group_by": "method"}, "group_by")]
 )
 def test_bad_input(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
-    r = app_client.get(URL, params=params, headers=auth(keys["read"]))
+    r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"][-1] == name

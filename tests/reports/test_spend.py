@@ -53,7 +53,7 @@ def test_buckets_by_group(app_client, keys, seeded: Seeded, bucket, group_by) ->
     params = {**seeded.scope, "bucket": bucket}
     if group_by:
         params["group_by"] = group_by
-    r = app_client.get(URL, params=params, headers=auth(keys["read"]))
+    r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
     assert r.status_code == 200, r.text
     rows = r.json()["rows"]
     want = _expected(seeded.jobs, bucket, group_key(seeded, group_by) if group_by else None)
@@ -71,7 +71,7 @@ def test_buckets_by_group(app_client, keys, seeded: Seeded, bucket, group_by) ->
 def test_week_starts_on_monday_and_month_on_the_first(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
     for bucket, check in (("week", lambda d: d.weekday() == 0), ("month", lambda d: d.day == 1)):
         r = app_client.get(
-            URL, params={**seeded.scope, "bucket": bucket}, headers=auth(keys["read"])
+            URL, params={**seeded.scope, "bucket": bucket}, headers=auth(keys["admin"])
         )
         days = [date.fromisoformat(row["bucket_start"]) for row in r.json()["rows"]]
         assert days and all(check(d) for d in days)
@@ -79,14 +79,16 @@ def test_week_starts_on_monday_and_month_on_the_first(app_client, keys, seeded: 
 
 def test_late_evening_utc_lands_on_its_utc_day(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
     # The failed job finished 2025-03-10 23:30 UTC; it must not slip into the 11th.
-    r = app_client.get(URL, params={**seeded.scope, "status": "failed"}, headers=auth(keys["read"]))
+    r = app_client.get(
+        URL, params={**seeded.scope, "status": "failed"}, headers=auth(keys["admin"])
+    )
     assert [row["bucket_start"] for row in r.json()["rows"]] == ["2025-03-10"]
 
 
 def test_csv(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
     params = {**seeded.scope, "bucket": "month", "group_by": "gpu"}
-    rows = app_client.get(URL, params=params, headers=auth(keys["read"])).json()["rows"]
-    r = app_client.get(URL, params={**params, "format": "csv"}, headers=auth(keys["read"]))
+    rows = app_client.get(URL, params=params, headers=auth(keys["admin"])).json()["rows"]
+    r = app_client.get(URL, params={**params, "format": "csv"}, headers=auth(keys["admin"]))
     assert r.headers["content-type"].startswith("text/csv")
     reader = csv.DictReader(io.StringIO(r.text))
     assert tuple(reader.fieldnames or ()) == SPEND_COLUMNS
@@ -102,6 +104,6 @@ def test_csv(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyp
     [({"bucket": "year"}, "bucket"), ({"group_by": "job"}, "group_by"), ({"to": "x"}, "to")],
 )
 def test_bad_input(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
-    r = app_client.get(URL, params=params, headers=auth(keys["read"]))
+    r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"][-1] == name
