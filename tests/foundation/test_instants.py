@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.db import make_engine
 from app.instants import INSTANT_PATTERN
 from app.migrate import upgrade_head
-from app.models import JobEvent, Scope
+from app.models import JobAttempt, JobEvent, Scope
 from tests.conftest import auth
 from tests.prices.test_importers import SAMPLES
 from tests.reports.factory import make_job
@@ -61,6 +61,18 @@ def sqlite_client(
             job.heartbeat_at = job.finished_at
             job.cancel_requested_at = job.finished_at
             session.add(JobEvent(job_id=job.id, created_at=job.finished_at, kind="status"))
+            session.add(
+                JobAttempt(
+                    job_id=job.id,
+                    attempt=1,
+                    worker="w",
+                    started_at=job.finished_at - timedelta(minutes=5),
+                    last_seen_at=job.finished_at,
+                    outcome="succeeded",
+                    gpu_hours=job.act_gpu_hours,
+                    cost_usd=job.act_cost_usd,
+                )
+            )
         session.commit()
     engine.dispose()
     with TestClient(create_app(), raise_server_exceptions=False) as client:
