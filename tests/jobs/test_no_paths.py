@@ -20,7 +20,9 @@ from worker.jobs import _strip_server_paths
 
 
 def _server_paths(env: ServiceEnv) -> list[str]:
-    return [str(env.storage_root), str(env.model_root), "/work/", "site-packages"]
+    # The checkout's own folder stands for any server-side source path.
+    checkout = str(Path(__file__).resolve().parents[2])
+    return [str(env.storage_root), str(env.model_root), checkout, "site-packages"]
 
 
 def test_datasets_jobs_errors_and_events_carry_no_server_path(
