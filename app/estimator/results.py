@@ -74,7 +74,21 @@ def range_of(value: float | None, basis: Basis) -> RangeOut | None:
     return RangeOut(low=low, high=high) if low is not None and high is not None else None
 
 
-class Plan(_Out):
+class _PriceOrigin(_Out):
+    """Where a plan's price comes from, and the contracted rate beside the list one."""
+
+    region: str | None = Field(None, description="region of the priced offer")
+    instance: str | None = Field(None, description="the instance the offer rents")
+    price_as_of: date | None = Field(None, description="when the price was read from its source")
+    price_source: str | None = Field(None, description="where the price comes from")
+    contracted_price_per_gpu_hour: float | None = Field(
+        None, description="your rate card's rate for this offer (None: list price applies)"
+    )
+    contracted_cost_usd: float | None = Field(None, description="the cost at the contracted rate")
+    commitment_id: str | None = Field(None, description="the rate card line's commitment")
+
+
+class Plan(_PriceOrigin):
     """One way to run a method: GPU type and count, provider, and what it costs, or why not."""
 
     gpu: str
@@ -98,20 +112,11 @@ class Plan(_Out):
     cost_usd: float | None
     hours_range: RangeOut | None = None
     cost_usd_range: RangeOut | None = None
-    region: str | None = Field(None, description="region of the priced offer")
-    instance: str | None = Field(None, description="the instance the offer rents")
-    price_as_of: date | None = Field(None, description="when the price was read from its source")
-    price_source: str | None = Field(None, description="where the price comes from")
-    contracted_price_per_gpu_hour: float | None = Field(
-        None, description="your rate card's rate for this offer (None: list price applies)"
-    )
-    contracted_cost_usd: float | None = Field(None, description="the cost at the contracted rate")
-    commitment_id: str | None = Field(None, description="the rate card line's commitment")
     mfu: float
     basis: Basis
 
 
-class MethodResult(_Out):
+class MethodResult(_PriceOrigin):
     """The estimate of one method on the hardware asked for (or the cheapest that fits)."""
 
     method: Method
@@ -143,15 +148,6 @@ class MethodResult(_Out):
     )
     gpu_hours_range: RangeOut | None = None
     cost_usd_range: RangeOut | None = None
-    region: str | None = Field(None, description="region of the priced offer")
-    instance: str | None = Field(None, description="the instance the offer rents")
-    price_as_of: date | None = Field(None, description="when the price was read from its source")
-    price_source: str | None = Field(None, description="where the price comes from")
-    contracted_price_per_gpu_hour: float | None = Field(
-        None, description="your rate card's rate for this offer (None: list price applies)"
-    )
-    contracted_cost_usd: float | None = Field(None, description="the cost at the contracted rate")
-    commitment_id: str | None = Field(None, description="the rate card line's commitment")
     mfu: float
     basis: Basis
     calibration_jobs: int
