@@ -17,6 +17,7 @@ RUN pip install "torch==2.13.0"
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY worker ./worker
+COPY devtools ./devtools
 RUN pip install .
 COPY alembic.ini ./
 COPY migrations ./migrations

@@ -34,7 +34,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app worker
+	$(VENV)/bin/mypy app worker devtools
 
 ## make format: rewrite the tree in the project's style (what `lint` checks).
 format: $(STAMP)
@@ -56,7 +56,7 @@ fuzz: $(STAMP)
 	TUNECOST_FUZZ_EXAMPLES=2000 scripts/test.sh tests/hardening/test_fuzz.py
 
 demo: $(STAMP)
-	$(PY) -m app.demo
+	$(PY) -m devtools.demo
 
 ## make bench: the estimator against published measurements (time, then memory); prints figures.
 ## The heavier benchmarks in bench/ (API throughput, report scale, worker overhead, GPU) run alone.

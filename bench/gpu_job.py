@@ -4,7 +4,7 @@
     python bench/gpu_job.py submit --model-dir MODEL_DIR --data FILE.jsonl --gpu H200 --out F.json
 
 `prepare` writes a random-weight model shaped like a catalog model (default Llama-3.2-1B: its
-config, vocabulary size included, with the ids of app.tinymodel's offline tokenizer) and a text
+config, vocabulary size included, with the ids of devtools.tinymodel's offline tokenizer) and a text
 dataset just long enough for `--steps` packed optimizer steps. `submit` talks to a running API
 (bench/gpu_job.sh starts it and one worker on the embedded SQLite database and broker) over HTTP
 as a client would: upload the dataset, estimate LoRA on `--gpu`, submit the job with that
@@ -27,11 +27,11 @@ import httpx
 
 from app.catalog.model_catalog import get_model_config
 from app.estimator.memory import CUDA_CONTEXT_BYTES
-from app.tinymodel import corpus_sentences, save_tokenizer
+from devtools.tinymodel import corpus_sentences, save_tokenizer
 
 URL = os.environ.get("TUNECOST_URL", "http://127.0.0.1:8000")
 MODEL = "meta-llama/Llama-3.2-1B"
-# The tiny dry-run model: app.tinymodel's default shape, any size runs the same code path.
+# The tiny dry-run model: devtools.tinymodel's default shape, any size runs the same code path.
 TINY_CONFIG: dict[str, Any] = {
     "model_type": "llama",
     "hidden_size": 64,

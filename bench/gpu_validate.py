@@ -47,7 +47,7 @@ from worker.training.model import freeze_4bit_base
 
 GPU_MODELS = ("meta-llama/Llama-3.2-1B", "meta-llama/Meta-Llama-3-8B")
 SMOKE_MODEL = "tiny-llama"
-# The tiny smoke model, shaped like app.tinymodel's (hidden 64, 2 layers, 4 heads, 2 KV heads).
+# The tiny smoke model, shaped like devtools.tinymodel's (hidden 64, 2 layers, 4 heads, 2 KV heads).
 SMOKE_CONFIG: dict[str, Any] = {
     "model_type": "llama",
     "hidden_size": 64,

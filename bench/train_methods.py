@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from worker.training.runner import run_in_child
 
 MIB = 2**20

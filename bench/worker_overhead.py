@@ -239,7 +239,7 @@ def main() -> None:
         tmp = Path(name)
         os.environ.update(_env(tmp))
         from app.migrate import upgrade_head
-        from app.tinymodel import make_tiny_dataset, make_tiny_model
+        from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 
         upgrade_head(os.environ["TUNECOST_DATABASE_URL"])
         model_dir = make_tiny_model(tmp / "models" / "tiny")

@@ -1,7 +1,8 @@
-"""Layer contracts, checked on the source: app never imports worker; the estimator is pure.
+"""Layer contracts, checked on the source: app never imports worker; the estimator is pure; the
+developer tools stay out of the service and the worker.
 
-The import graph is read from the AST of every module under app/ and worker/ (imports inside
-functions included: a late import still couples the layers). A module's imports reach its
+The import graph is read from the AST of every module under app/, worker/ and devtools/ (imports
+inside functions included: a late import still couples the layers). A module's imports reach its
 package's __init__ too, as Python runs it first.
 """
 
@@ -15,9 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("app", "worker")
+PACKAGES = ("app", "worker", "devtools")
 # What the pure estimator may not reach, directly or through what it imports.
 ESTIMATOR_FORBIDDEN = ("fastapi", "starlette", "sqlalchemy", "app.db", "app.models", "worker")
+# The one service module that may import the developer tools: the CLI registers their commands.
+DEVTOOLS_USERS = ("app.cli.main",)
 
 
 def _module_name(path: Path) -> str:
@@ -141,6 +144,32 @@ def test_app_never_imports_worker() -> None:
         if m.startswith("app") and (hits := _hits(set(_imports(m)), ("worker",)))
     }
     assert offenders == {}
+
+
+def test_the_service_and_worker_never_import_the_devtools() -> None:
+    offenders = {
+        m: hits
+        for m in _sources()
+        if m.split(".")[0] in ("app", "worker")
+        and m not in DEVTOOLS_USERS
+        and (hits := _hits(set(_imports(m)), ("devtools",)))
+    }
+    assert offenders == {}
+
+
+def test_the_devtools_never_import_the_worker() -> None:
+    offenders = {
+        m: hits
+        for m in _sources()
+        if m.startswith("devtools") and (hits := _hits(set(_imports(m)), ("worker",)))
+    }
+    assert offenders == {}
+
+
+def test_the_contracts_see_the_devtools_and_their_one_user() -> None:
+    # Guards the two tests above against passing on an empty graph (a moved or renamed package).
+    assert {"devtools.cli", "devtools.demo", "devtools.tinymodel"} <= set(_sources())
+    assert all("devtools.cli" in _explicit(user) for user in DEVTOOLS_USERS)
 
 
 @pytest.mark.parametrize("module", sorted(m for m in _sources() if m.startswith("app.estimator")))

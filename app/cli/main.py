@@ -10,7 +10,7 @@ from app.cli.jobs import jobs_app
 from app.cli.keys import bootstrap_admin_key, keys_app
 from app.cli.prices import prices_app
 from app.cli.report import report
-from app.cli.tiny import make_tiny_dataset, make_tiny_model
+from devtools.cli import make_tiny_dataset, make_tiny_model
 
 cli = typer.Typer(help="tunecost: estimate, run and meter LLM fine-tunes.", no_args_is_help=True)
 cli.add_typer(keys_app, name="keys")

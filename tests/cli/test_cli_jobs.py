@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.cli.jobs import _Progress, eta_seconds, snapshot
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.live_api import LiveApi
 from tests.support import ROOT, ServiceEnv
 

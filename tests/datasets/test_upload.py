@@ -17,7 +17,7 @@ from app.config import get_settings
 from app.datasets.formats import RecordFormat, render_record
 from app.db import session_scope
 from app.models import Dataset
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import auth
 from tests.support import clear_caches
 

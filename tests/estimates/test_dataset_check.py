@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import auth
 from worker.training.data import prepare_data
 

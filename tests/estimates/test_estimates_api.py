@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from app.catalog import load_catalog
 from app.db import session_scope
 from app.models import CatalogVersion, Estimate
-from app.tinymodel import make_tiny_model
+from devtools.tinymodel import make_tiny_model
 from tests.conftest import auth
 
 LLAMA2 = "meta-llama/Llama-2-7b-hf"

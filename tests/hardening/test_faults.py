@@ -23,7 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.private_services import (
     PrivatePostgres,
     PrivateRedis,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from app.config import get_settings
-from app.tinymodel import make_tiny_dataset
+from devtools.tinymodel import make_tiny_dataset
 from tests.conftest import auth
 from tests.jobs.jobs_support import (
     child_pid,

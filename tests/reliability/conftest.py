@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import service as keys_service
 from app.models import Scope
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import _create_migrated_database, _drop
 from tests.private_services import free_port
 from tests.support import ROOT, ServiceEnv, wait_for

@@ -11,7 +11,7 @@ import pytest
 
 from app import csv_out
 from app.db import session_scope
-from app.tinymodel import make_tiny_dataset
+from devtools.tinymodel import make_tiny_dataset
 from tests.conftest import auth
 from tests.jobs.conftest import TINY_NAME, TRAINING, tiny_model  # noqa: F401 (fixture)
 from tests.reports.factory import make_job, unique

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.tinymodel import make_tiny_model
+from devtools.tinymodel import make_tiny_model
 from tests.support import force_avx512bf16
 from worker.training.errors import (
     JobSpecError,

@@ -12,7 +12,7 @@ import pytest
 from app.estimator.lora import lora_targets, lora_trainable_params
 from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec
-from app.tinymodel import make_tiny_causal_lm
+from devtools.tinymodel import make_tiny_causal_lm
 from worker.training.errors import JobSpecError
 from worker.training.job import run_training
 from worker.training.spec import parse_job_spec

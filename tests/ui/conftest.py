@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from app.tinymodel import make_tiny_model
+from devtools.tinymodel import make_tiny_model
 from tests.live_api import LiveApi
 from tests.support import ServiceEnv
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.tinymodel import make_tiny_dataset
+from devtools.tinymodel import make_tiny_dataset
 from tests.support import WorkerProcess
 from tests.ui.conftest import LiveApi, Offline, log_in
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from app import demo
 from app.auth import service
 from app.db import session_scope
+from devtools import demo
 from tests.support import ServiceEnv
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from app.datasets.formats import DatasetReader, RecordFormat
-from app.tinymodel import make_tiny_dataset, make_tiny_model, save_tokenizer
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model, save_tokenizer
 
 SENTENCE = "The harbour town wakes before the sun."
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from app.datasets.formats import RecordFormat
+from devtools import tinymodel
 
 
 def make_tiny_model(
@@ -17,9 +18,9 @@ def make_tiny_model(
     layers: Annotated[int, typer.Option(min=1, max=16)] = 2,
 ) -> None:
     """Write a tiny random-weight Llama and its trained tokenizer (nothing is downloaded)."""
-    from app.tinymodel import make_tiny_model as make
-
-    made = make(dest, vocab_size=vocab_size, hidden_size=hidden_size, layers=layers)
+    made = tinymodel.make_tiny_model(
+        dest, vocab_size=vocab_size, hidden_size=hidden_size, layers=layers
+    )
     typer.echo(str(made))
 
 
@@ -32,6 +33,4 @@ def make_tiny_dataset(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Write a small JSONL dataset in one of the recognised record formats."""
-    from app.tinymodel import make_tiny_dataset as make
-
-    typer.echo(str(make(dest, n=n, fmt=record_format, seed=seed)))
+    typer.echo(str(tinymodel.make_tiny_dataset(dest, n=n, fmt=record_format, seed=seed)))

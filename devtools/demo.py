@@ -19,7 +19,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from app.auth import service
 from app.config import get_settings
+from app.db import session_scope
+from app.models import Scope
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 
 console = Console()
 URL = os.environ.get("TUNECOST_URL", "http://127.0.0.1:8000")
@@ -40,10 +44,6 @@ def _key() -> str:
     """TUNECOST_API_KEY, else the demo's own key (kept in var/demo, made once)."""
     if key := os.environ.get("TUNECOST_API_KEY"):
         return key
-    from app.auth import service
-    from app.db import session_scope
-    from app.models import Scope
-
     with session_scope() as session:
         if DEMO_KEY_FILE.exists():
             secret = DEMO_KEY_FILE.read_text().strip()
@@ -101,8 +101,6 @@ def main() -> None:
         f"server: {health['workers']['live']} live worker(s), schema {health['schema_revision']}"
     )
     client.headers["Authorization"] = f"Bearer {_key()}"
-
-    from app.tinymodel import make_tiny_dataset, make_tiny_model
 
     model_dir = settings.resolved_model_roots()[0] / "tiny-llama"
     if not (model_dir / "config.json").exists():
