@@ -54,7 +54,8 @@ ACTUAL_COLUMNS = {
 }
 JOB_SPEC_KEYS = (
     "method", "model", "training", "lora", "qlora", "max_steps", "max_cost_usd",
-    "price_per_gpu_hour", "num_gpus", "flops_per_token", "eval_fraction", "seed", "learning_rate",
+    "price_per_gpu_hour", "num_gpus", "strategy", "flops_per_token", "eval_fraction", "seed",
+    "learning_rate",
 )  # fmt: skip
 
 

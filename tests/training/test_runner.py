@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from worker.training.runner import Throttle, TrainingChild, run_in_child
+from worker.training.runner import Throttle, TrainingChild, run_in_child, run_job
 
 pytestmark = pytest.mark.slow
 CANCEL_DEADLINE_S = 10.0  # the requirement: cancel ends the child within 10 s
@@ -210,3 +210,9 @@ def test_runs_inside_a_celery_prefork_worker(job_spec: dict[str, Any], tmp_path:
     with billiard.Pool(1) as pool:
         out = pool.apply(_run_from_pool_worker, (spec, str(tmp_path / "artifact")))
     assert out["status"] == "failed" and out["error_kind"] == "model_load"
+
+
+def test_run_job_on_one_cpu_device_trains(job_spec: dict[str, Any], tmp_path: Path) -> None:
+    out = run_job(job_spec, devices=["cpu:0"], out_dir=tmp_path / "artifact")
+    assert out.status == "succeeded", out.error
+    assert out.actuals is not None and out.actuals["num_gpus"] == 1

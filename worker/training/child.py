@@ -107,8 +107,14 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def child_main(job_spec: dict[str, Any], out_dir: str, conn: Connection) -> None:
-    """Entry point of the training child."""
+def child_main(
+    job_spec: dict[str, Any],
+    out_dir: str,
+    conn: Connection,
+    environment: dict[str, str] | None = None,
+) -> None:
+    """Entry point of the training child; `environment` is applied before torch is imported."""
+    os.environ.update(environment or {})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is the parent's to handle

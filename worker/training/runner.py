@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,8 @@ import billiard
 
 from worker import metering
 from worker.training.child import child_main
+from worker.training.devices import DeviceSet, parse_devices
+from worker.training.errors import JobSpecError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,13 @@ class RunOutcome:
 class TrainingChild:
     """One training child process, seen from the parent."""
 
-    def __init__(self, job_spec: dict[str, Any], *, out_dir: Path) -> None:
+    def __init__(
+        self, job_spec: dict[str, Any], *, out_dir: Path, devices: DeviceSet | None = None
+    ) -> None:
         self.job_spec = dict(job_spec)
         self.job_spec.setdefault("started_at", time.time())
         self.out_dir = Path(out_dir)
+        self.devices = devices
         self._ctx = billiard.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None  # the read end of a billiard Pipe
@@ -84,12 +89,15 @@ class TrainingChild:
         reader, writer = self._ctx.Pipe(duplex=False)
         self._proc = self._ctx.Process(
             target=child_main,
-            args=(self.job_spec, str(self.out_dir), writer),
+            args=(self.job_spec, str(self.out_dir), writer, self._environment()),
             name=f"tunecost-train-{self.job_spec.get('job_id', '')}",
         )
         self._proc.start()
         writer.close()  # only the child writes: EOF reaches us when it exits
         self._conn = reader
+
+    def _environment(self) -> dict[str, str]:
+        return self.devices.environment() if self.devices is not None else {}
 
     def request_stop(self, reason: Status, *, grace_s: float = DEFAULT_GRACE_S) -> None:
         """SIGTERM now, SIGKILL after `grace_s` (enforced by `wait`/`stop`); returns at once."""
@@ -260,6 +268,44 @@ def _status_for(stop_reason: str | None) -> Status:
     return "succeeded"
 
 
+def run_job(
+    job_spec: dict[str, Any],
+    *,
+    devices: Sequence[str],
+    out_dir: Path,
+    on_event: EventCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+    on_start: Callable[[TrainingChild], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+) -> RunOutcome:
+    """Train `job_spec` on `devices`, the device set the scheduler gave this job; the outcome.
+
+    `devices` holds one id per rank: `CUDA_VISIBLE_DEVICES` entries on a GPU worker ("0", "3" or
+    GPU UUIDs; the job's processes see only those), or CPU slots ("cpu", "cpu:1") on a CPU-only
+    worker. Its length must equal the spec's `num_gpus` (taken from it when the spec has none).
+    The call blocks until every process of the job has ended; the devices are free again when
+    it returns. Callbacks are those of `run_in_child`.
+    """
+    try:
+        device_set = parse_devices(devices)
+        spec = {**job_spec, "num_gpus": job_spec.get("num_gpus") or device_set.world_size}
+        if int(spec["num_gpus"]) != device_set.world_size:
+            raise JobSpecError(
+                f"the job needs {spec['num_gpus']} devices but was given "
+                f"{device_set.world_size} ({', '.join(device_set.ids)})"
+            )
+    except JobSpecError as exc:
+        return RunOutcome("failed", None, error_kind=exc.kind, error=str(exc))
+    child = TrainingChild(spec, out_dir=out_dir, devices=device_set)
+    child.start()
+    if on_start is not None:
+        on_start(child)
+    return child.wait(
+        on_event=on_event, should_cancel=should_cancel, grace_s=grace_s, on_tick=on_tick
+    )
+
+
 def run_in_child(
     job_spec: dict[str, Any],
     *,
@@ -274,7 +320,8 @@ def run_in_child(
 
     `should_cancel` and `on_tick` run about once a second; `on_start` receives the child (to
     call `stop()` from elsewhere, or to record its pid). Events are dicts with a "type":
-    "phase", "progress" (a ProgressEvent), then one "result" or "error".
+    "phase", "progress" (a ProgressEvent), then one "result" or "error". The child sees the
+    worker's devices as they are; `run_job` confines a job to its own device set.
     """
     child = TrainingChild(job_spec, out_dir=out_dir)
     child.start()

@@ -56,6 +56,9 @@ class JobSpec(BaseModel):
     max_cost_usd: float | None = Field(None, gt=0)
     price_per_gpu_hour: float = Field(0.0, ge=0)
     num_gpus: int = Field(1, ge=1)
+    strategy: Literal["single", "auto", "ddp", "fsdp_zero2", "fsdp_zero3"] | None = Field(
+        None, description="how ranks share the work (the estimate's); default training.sharding"
+    )
     flops_per_token: float | None = Field(None, gt=0, description="from the estimate, for MFU")
     peak_flops_per_gpu: float | None = Field(None, gt=0, description="default: the catalog's")
     eval_fraction: float = Field(DEFAULT_EVAL_FRACTION, ge=0, le=0.5)
