@@ -12,8 +12,11 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends curl \
     && rm -rf /var/lib/apt/lists/*
 
-# torch first, pinned (see Makefile): its layer is cached apart from our code.
+# torch first, pinned (see Makefile): its layer is cached apart from our code. Then the locked
+# runtime packages (requirements/main.txt, no test tools), then the project itself.
 RUN pip install "torch==2.13.0"
+COPY requirements/main.txt ./requirements/
+RUN pip install -r requirements/main.txt
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY worker ./worker

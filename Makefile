@@ -6,22 +6,30 @@ PY := $(VENV)/bin/python
 # build on GPU machines); any looser spec pulls a multi-GB CUDA build where none is needed.
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# The lock: every package pinned to the version tested (scripts/lock.py; CONTRIBUTING.md).
+LOCK := requirements/main.txt requirements/dev.txt
 
 # focus-validator pins old numpy/pandas: it lives in its own venv, never in the project's.
 FOCUS_VENV ?= .venv-focus
 FOCUS_VALIDATOR ?= focus-validator==1.0.0
 FOCUS_EXPORT ?= var/focus-check/focus.csv
 
-.PHONY: install run test lint format fuzz demo bench clean focus-check
+.PHONY: install lock run test lint format fuzz demo bench clean focus-check
 
-$(STAMP): pyproject.toml
+# The lock's pins and pyproject's ranges go to pip in one resolve: a dependency added to
+# pyproject.toml but not yet locked still installs (and `make lock` then pins it).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -r requirements/dev.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make lock: rewrite requirements/*.txt from the versions installed in the venv.
+lock: $(STAMP)
+	$(PY) scripts/lock.py
 
 ## make run: migrate, print an admin key on first start, serve the API on :8000 and one worker.
 run: $(STAMP)
