@@ -2,15 +2,14 @@
 
 A parameter `tag.project=a,b` (or repeated) matches a job tagged `project` with any of the values;
 several keys must all match. The route reads them from the raw query string (the key is part of
-the parameter name, so no fixed parameter can declare it) and documents them with
-`TAG_FILTER_OPENAPI`.
+the parameter name, so no fixed parameter can declare it); the filter dependency of
+app/reports/filters.py documents the family once, with `TAG_FILTER_HELP`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from sqlalchemy import ColumnElement, exists, literal_column, select
 from sqlalchemy.orm import aliased
@@ -25,19 +24,6 @@ TAG_FILTER_HELP = (
     "tag.<key>=<value>: jobs tagged <key> with that value; repeat or comma-separate values "
     "(any matches), several keys must all match. Example: tag.project=search,ads"
 )
-# An OpenAPI parameter entry for the family of `tag.<key>` parameters (openapi_extra).
-TAG_FILTER_OPENAPI: dict[str, Any] = {
-    "parameters": [
-        {
-            "name": "tag.<key>",
-            "in": "query",
-            "required": False,
-            "description": TAG_FILTER_HELP,
-            "schema": {"type": "string"},
-            "example": "search,ads",
-        }
-    ]
-}
 
 
 def bad_param(name: str, detail: str) -> InvalidInput:
@@ -77,15 +63,6 @@ def query_lists(items: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for name, value in items:
         out.setdefault(name, []).append(value)
     return out
-
-
-def tag_filters(params: Mapping[str, list[str]]) -> dict[str, tuple[str, ...]]:
-    """Every `tag.<key>` parameter of a query: key → accepted values."""
-    return dict(
-        parse_tag_filter(name, raw)
-        for name, raw in params.items()
-        if name.startswith(TAG_PARAM_PREFIX)
-    )
 
 
 def tag_clauses(tags: Mapping[str, tuple[str, ...]]) -> list[ColumnElement[bool]]:

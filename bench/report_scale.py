@@ -223,7 +223,7 @@ def report_figures(base: str, key: str) -> None:
     from app.reports import service
     from app.reports.filters import parse_filters, parse_group_by
 
-    everything = parse_filters(start=None, end=None, params={}, allowed=())
+    everything = parse_filters(start=None, end=None, params={})
     headers = {"Authorization": f"Bearer {key}"}
     print(f"\nestimate-vs-actual over all rows (target < {TARGET_REPORT_S * 1000:.0f} ms), "
           f"load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
@@ -239,7 +239,6 @@ def report_figures(base: str, key: str) -> None:
                 end=datetime.fromisoformat(params["to"]).replace(tzinfo=UTC)
                 if "to" in params else None,
                 params={k: [v] for k, v in params.items() if k not in ("from", "to")},
-                allowed=(),
             ) if params else everything  # fmt: skip
             grouping = parse_group_by(group_by)
 
@@ -297,7 +296,7 @@ def focus_cpu_ms(fmt: str) -> float:
     from app.reports import focus
     from app.reports.filters import parse_filters
 
-    everything = parse_filters(start=None, end=None, params={}, allowed=())
+    everything = parse_filters(start=None, end=None, params={})
     return cpu_ms(lambda session: sum(len(c) for c in focus.stream(session, everything, fmt)))
 
 
@@ -311,7 +310,7 @@ def focus_memory(path: str, end: datetime | None) -> tuple[int, int]:
     from app.reports import focus
     from app.reports.filters import parse_filters
 
-    filters = parse_filters(start=None, end=end, params={}, allowed=())
+    filters = parse_filters(start=None, end=end, params={})
     tracemalloc.start()
     lines = 0
     with session_scope() as session:

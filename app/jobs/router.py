@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import delete
 
@@ -22,8 +22,8 @@ from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
 from app.models import Job, JobStatus
 from app.pagination import CursorQuery, LimitQuery, Page
 from app.queue import enqueue_job
+from app.reports.filters import ReportFiltersDep
 from app.streams import ClosingStreamingResponse
-from app.tag_filters import TAG_FILTER_OPENAPI, bad_param, query_lists, tag_filters
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -90,33 +90,17 @@ def submit_job(
     return out
 
 
-@router.get("", response_model=Page[JobOut], openapi_extra=TAG_FILTER_OPENAPI)
+@router.get("", response_model=Page[JobOut])
 def list_jobs(
-    request: Request,
     session: SessionDep,
     principal: ReadPrincipal,
+    filters: ReportFiltersDep,
     limit: LimitQuery = 20,
     cursor: CursorQuery = None,
-    status_: Annotated[list[JobStatus], Query(alias="status")] = [],  # noqa: B006
-    method: Annotated[str | None, Query(max_length=16)] = None,
-    gpu: Annotated[str | None, Query(max_length=64)] = None,
-    tag: Annotated[
-        list[str], Query(max_length=400, description="refused: filter tags with tag.<key>=<value>")
-    ] = [],  # noqa: B006
 ) -> Page[JobOut]:
-    """Jobs newest first; filter by status (repeatable), method, gpu and `tag.<key>=<value>`."""
-    if tag:
-        raise bad_param("tag", "filter tags as tag.<key>=<value>, e.g. tag.team=ml")
-    tags = tag_filters(query_lists(request.query_params.multi_items()))
+    """Jobs newest first, with the report filters: job columns, `tag.<key>=<value>`, from/to."""
     rows, next_cursor = service.list_(
-        session,
-        principal=principal,
-        status=status_,
-        method=method,
-        tags=tags,
-        gpu=gpu,
-        limit=limit,
-        cursor=cursor,
+        session, principal=principal, filters=filters, limit=limit, cursor=cursor
     )
     return Page[JobOut](items=service.outs(session, rows), next_cursor=next_cursor)
 

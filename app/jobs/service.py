@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -27,7 +27,7 @@ from app.models.base import new_id, utcnow
 from app.pagination import keyset_page
 from app.paths import confine_model_path
 from app.queue import queue_for
-from app.tag_filters import tag_clauses
+from app.reports.filters import ReportFilters
 
 MAX_IDEMPOTENCY_KEY_CHARS = 200  # the jobs.idempotency_key column width
 MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
@@ -298,24 +298,15 @@ def list_(
     session: Session,
     *,
     principal: Principal,
-    status: Sequence[JobStatus],
-    method: str | None,
-    tags: Mapping[str, tuple[str, ...]],
-    gpu: str | None,
+    filters: ReportFilters,
     limit: int,
     cursor: str | None,
 ) -> tuple[Sequence[Job], str | None]:
     """The tenant's jobs newest first, filtered, one page, and the cursor of the next page."""
     stmt = select(Job).where(
-        visible(principal, team=Job.team, created_by_key_id=Job.created_by_key_id)
+        visible(principal, team=Job.team, created_by_key_id=Job.created_by_key_id),
+        *filters.selection(),
     )
-    if status:
-        stmt = stmt.where(Job.status.in_(list(status)))
-    if method:
-        stmt = stmt.where(Job.method == method)
-    if gpu:
-        stmt = stmt.where(Job.gpu == gpu)
-    stmt = stmt.where(*tag_clauses(tags))
     return keyset_page(
         session, stmt, created_at=Job.created_at, id_column=Job.id, limit=limit, cursor=cursor
     )

@@ -1,46 +1,44 @@
-"""Query parameters shared by the report routes: time window, column and tag filters, grouping.
+"""Which jobs a report or the job list covers: a time window, job columns, tags; and grouping.
 
-Every report reads the same filters, validated once here into a `ReportFilters` that turns into
-SQL `WHERE` clauses. A job belongs to a window by its `finished_at` (the moment its cost is
-known); jobs that have not finished are never in a report.
+`ReportFiltersDep` is the one dependency of every route that filters jobs (the reports, the FOCUS
+export, GET /v1/jobs): it declares each filter parameter once, with its documentation, and
+validates them into a `ReportFilters` that turns into SQL `WHERE` clauses. A job belongs to a
+window by its `finished_at` (the moment its cost is known); reports cover finished jobs only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy import ColumnElement, and_
 
+from app.auth.deps import ReadPrincipal
 from app.auth.service import Principal
 from app.auth.tenancy import visible
+from app.errors import InvalidInput
 from app.estimator.spec import Method
 from app.inputs import to_utc
 from app.instants import iso_z
 from app.models import Job, JobStatus
 from app.tag_filters import (
+    TAG_FILTER_HELP,
     TAG_KEY,
     TAG_PARAM_PREFIX,
     bad_param,
     parse_tag_filter,
+    query_lists,
     split_values,
     tag_clauses,
 )
 
-# Column filters: query parameter -> job column.
-COLUMN_FILTERS = {
-    "method": Job.method,
-    "gpu": Job.gpu,
-    "model": Job.model_ref,
-    "status": Job.status,
-    "provider": Job.provider,
-    "team": Job.team,
-    "cost_source": Job.cost_source,
-}
-# group_by values that name a job column; `tag:<key>` and `job` are handled apart.
-GROUP_COLUMNS = {
+# The job columns a filter parameter or a `group_by` value names, by that name.
+JOB_COLUMNS = {
     "method": Job.method,
     "gpu": Job.gpu,
     "model": Job.model_ref,
@@ -49,7 +47,13 @@ GROUP_COLUMNS = {
     "team": Job.team,
     "cost_source": Job.cost_source,
 }
-GROUP_CHOICES = (*GROUP_COLUMNS, "job", "tag:<key>")
+# Columns whose values are a closed set: a filter value outside it is refused, not matched.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": tuple(m.value for m in Method),
+    "status": tuple(s.value for s in JobStatus),
+}
+GROUP_CHOICES = (*JOB_COLUMNS, "job", "tag:<key>")
+_ANY = "repeat the parameter or comma-separate values; any of them matches"
 
 
 def as_utc(value: datetime | None, *, name: str = "from") -> datetime | None:
@@ -64,7 +68,7 @@ def as_utc(value: datetime | None, *, name: str = "from") -> datetime | None:
 
 @dataclass(frozen=True)
 class ReportFilters:
-    """Which jobs a report covers: finished in [start, end), matching every filter given."""
+    """Jobs finished in [start, end) that match every column and tag filter given."""
 
     start: datetime | None = None
     end: datetime | None = None
@@ -74,84 +78,156 @@ class ReportFilters:
     # (internal callers, never a request).
     principal: Principal | None = None
 
+    def selection(self) -> list[ColumnElement[bool]]:
+        """The WHERE clauses of the filter parameters alone: window, columns, tags."""
+        out: list[ColumnElement[bool]] = []
+        if self.start is not None:
+            out.append(Job.finished_at >= self.start)
+        if self.end is not None:
+            out.append(Job.finished_at < self.end)
+        out.extend(JOB_COLUMNS[name].in_(values) for name, values in self.columns.items())
+        out.extend(tag_clauses(self.tags))
+        return out
+
     def clauses(self) -> list[ColumnElement[bool]]:
-        """The WHERE clauses selecting these jobs from `jobs`."""
+        """The WHERE clauses of a report: finished jobs of the caller's tenant, selected."""
         out: list[ColumnElement[bool]] = [Job.finished_at.is_not(None)]
         if self.principal is not None:
             out.append(
                 visible(self.principal, team=Job.team, created_by_key_id=Job.created_by_key_id)
             )
-        if self.start is not None:
-            out.append(Job.finished_at >= self.start)
-        if self.end is not None:
-            out.append(Job.finished_at < self.end)
-        for name, values in self.columns.items():
-            out.append(COLUMN_FILTERS[name].in_(values))
-        out.extend(tag_clauses(self.tags))
-        return out
+        return out + self.selection()
 
     def where(self) -> ColumnElement[bool]:
-        """All clauses joined with AND."""
+        """All of a report's clauses joined with AND."""
         return and_(*self.clauses())
 
 
 def parse_filters(
     *,
-    start: datetime | None,
-    end: datetime | None,
-    params: Mapping[str, list[str]],
-    allowed: Iterable[str],
+    start: datetime | None = None,
+    end: datetime | None = None,
+    params: Mapping[str, Iterable[str]] | None = None,
     principal: Principal | None = None,
 ) -> ReportFilters:
-    """Validate the window and the filter parameters; unknown parameters are refused by name.
+    """Validate a window and filter parameters (`JOB_COLUMNS` names and `tag.<key>`).
 
-    `params` maps every query parameter to its values; `allowed` names the non-filter
-    parameters the route itself declares (from, to, group_by, ...).
+    Each bad value, and each name that is not a filter, is a 422 naming its parameter.
     """
     start, end = as_utc(start, name="from"), as_utc(end, name="to")
     if start is not None and end is not None and start > end:
         raise bad_param("from", "from must not be later than to")
-    known = set(allowed)
     columns: dict[str, tuple[str, ...]] = {}
     tags: dict[str, tuple[str, ...]] = {}
-    for name, raw in params.items():
-        if name in known:
-            continue
+    for name, raw in (params or {}).items():
         if name.startswith(TAG_PARAM_PREFIX):
             key, tag_values = parse_tag_filter(name, raw)
             tags[key] = tag_values
-            continue
-        if name not in COLUMN_FILTERS:
-            accepted = sorted({*known, *COLUMN_FILTERS, "tag.<key>"})
-            raise bad_param(
-                name, f"unknown query parameter {name!r}; accepted: {', '.join(accepted)}"
-            )
-        values = split_values(raw, name=name)
-        if not values:
-            continue
-        _check_enum(name, values)
-        columns[name] = tuple(values)
+        elif name in JOB_COLUMNS:
+            values = split_values(raw, name=name)
+            _check_choices(name, values)
+            if values:
+                columns[name] = tuple(values)
+        else:
+            raise _unknown(name, JOB_COLUMNS)
     return ReportFilters(start=start, end=end, columns=columns, tags=tags, principal=principal)
 
 
-def _check_enum(name: str, values: list[str]) -> None:
-    choices: tuple[str, ...] | None = None
-    if name == "method":
-        choices = tuple(m.value for m in Method)
-    elif name == "status":
-        choices = tuple(s.value for s in JobStatus)
-    if choices is None:
-        return
-    bad = [v for v in values if v not in choices]
-    if bad:
+def _check_choices(name: str, values: list[str]) -> None:
+    choices = CHOICES.get(name)
+    bad = [v for v in values if v not in choices] if choices else []
+    if choices and bad:
         raise bad_param(name, f"{name}: unknown value {bad[0]!r}; use one of {', '.join(choices)}")
+
+
+def _unknown(name: str, accepted: Iterable[str]) -> InvalidInput:
+    if name == "tag":
+        return bad_param("tag", "filter tags as tag.<key>=<value>, e.g. tag.team=ml")
+    listed = ", ".join(sorted({*accepted, "tag.<key>"} - {name}))
+    return bad_param(name, f"unknown query parameter {name!r}; accepted: {listed}")
+
+
+def _dependants(dependant: Dependant) -> Iterator[Dependant]:
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from _dependants(sub)
+
+
+def _declared(request: Request) -> set[str]:
+    """The query parameters the matched route declares, its dependencies' included."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return set()
+    return {p.alias for d in _dependants(route.dependant) for p in d.query_params}
+
+
+def _choices_doc(name: str) -> str:
+    return f"one of {', '.join(CHOICES[name])}; {_ANY}"
+
+
+ListQ = Annotated[list[str] | None, Query(description=_ANY)]
+
+
+def report_filters(
+    request: Request,
+    principal: ReadPrincipal,
+    start: Annotated[
+        datetime | None,
+        Query(
+            alias="from",
+            description="jobs finished at or after (ISO 8601 date or date-time, UTC unless an "
+            "offset is given)",
+        ),
+    ] = None,
+    to: Annotated[
+        datetime | None, Query(description="jobs finished before (ISO 8601, exclusive)")
+    ] = None,
+    method: Annotated[list[str] | None, Query(description=_choices_doc("method"))] = None,
+    gpu: ListQ = None,
+    model: ListQ = None,
+    provider: ListQ = None,
+    status: Annotated[list[str] | None, Query(description=_choices_doc("status"))] = None,
+    team: ListQ = None,
+    cost_source: ListQ = None,
+    # Documents the family of `tag.<key>` parameters; their values are read from the query,
+    # as the key is part of each parameter's name.
+    tag_doc: Annotated[
+        str | None,
+        Query(
+            alias="tag.<key>",
+            description=TAG_FILTER_HELP,
+            openapi_examples={"two values": {"value": "search,ads"}},
+        ),
+    ] = None,
+) -> ReportFilters:
+    """The filters of a request; any query parameter its route does not declare is a 422."""
+    query = query_lists(request.query_params.multi_items())
+    declared = _declared(request)
+    for name in query:
+        if name not in declared and not name.startswith(TAG_PARAM_PREFIX):
+            raise _unknown(name, declared - {"tag.<key>"})
+    given = {
+        "method": method,
+        "gpu": gpu,
+        "model": model,
+        "provider": provider,
+        "status": status,
+        "team": team,
+        "cost_source": cost_source,
+    }
+    params: dict[str, Iterable[str]] = {k: v for k, v in given.items() if v is not None}
+    params.update((k, v) for k, v in query.items() if k.startswith(TAG_PARAM_PREFIX))
+    return parse_filters(start=start, end=to, params=params, principal=principal)
+
+
+ReportFiltersDep = Annotated[ReportFilters, Depends(report_filters)]
 
 
 @dataclass(frozen=True)
 class Grouping:
     """How report rows are grouped: a job column, a tag key, each job, or nothing."""
 
-    kind: str  # a GROUP_COLUMNS key, "tag", "job" or "none"
+    kind: str  # a JOB_COLUMNS key, "tag", "job" or "none"
     tag_key: str | None = None
 
     @property
@@ -161,7 +237,7 @@ class Grouping:
 
 
 def parse_group_by(value: str | None, *, allow_job: bool = True) -> Grouping:
-    """`method`, `gpu`, `model`, `provider`, `status`, `team`, `job` or `tag:<key>`."""
+    """A `JOB_COLUMNS` name, `job` or `tag:<key>`; 422 naming `group_by` otherwise."""
     if value is None or value == "":
         return Grouping("none")
     if value.startswith("tag:"):
@@ -171,7 +247,7 @@ def parse_group_by(value: str | None, *, allow_job: bool = True) -> Grouping:
                 "group_by", "group_by: tag:<key> needs a key of 1-100 of A-Z a-z 0-9 _ . -"
             )
         return Grouping("tag", key)
-    if value in GROUP_COLUMNS or (value == "job" and allow_job):
+    if value in JOB_COLUMNS or (value == "job" and allow_job):
         return Grouping(value)
     choices = [c for c in GROUP_CHOICES if allow_job or c != "job"]
     raise bad_param(

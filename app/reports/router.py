@@ -1,14 +1,11 @@
 """Report routes (read scope): estimate vs actual, spend over time, the FOCUS 1.2 export.
 
-Filters common to all three: `from`/`to` (ISO 8601 date or date-time, UTC unless an offset is
-given; `to` is exclusive) on when the job finished, `method`, `gpu`, `model`, `status`,
-`provider`, `team` (the tenant), `cost_source` (repeat the parameter or separate values by commas)
-and `tag.<key>=<value>` (app/tag_filters.py, the same syntax as GET /v1/jobs).
+Every report takes the job filters of `app/reports/filters.py` (`ReportFiltersDep`, shared with
+GET /v1/jobs): `from`/`to` on when the job finished, the job columns and `tag.<key>=<value>`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,12 +13,10 @@ from fastapi.responses import Response
 
 from app import csv_out
 from app.admission import of_app
-from app.auth.deps import ReadPrincipal
-from app.auth.service import Principal
 from app.config import get_settings
 from app.db import SessionDep
 from app.reports import focus, service
-from app.reports.filters import ReportFilters, parse_filters, parse_group_by
+from app.reports.filters import GROUP_CHOICES, ReportFilters, ReportFiltersDep, parse_group_by
 from app.reports.schemas import (
     Bucket,
     EstimateVsActualReport,
@@ -31,38 +26,11 @@ from app.reports.schemas import (
     flat_row,
 )
 from app.streams import ClosingStreamingResponse, DatabaseStream
-from app.tag_filters import TAG_FILTER_OPENAPI, query_lists
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
-_FILTER_DOC = "repeat or comma-separate values"
-
-FromQ = Annotated[
-    datetime | None, Query(alias="from", description="jobs finished at or after (ISO 8601)")
-]
-ToQ = Annotated[datetime | None, Query(description="jobs finished before (ISO 8601)")]
-ListQ = Annotated[list[str] | None, Query(description=_FILTER_DOC)]
 FormatQ = Annotated[Format, Query(description="json, or csv with the same rows")]
 LimitQ = Annotated[int, Query(ge=1, le=service.MAX_LIMIT, description="most rows returned")]
-_REPORT_PARAMS = ("from", "to", "group_by", "format", "limit")
-_SPEND_PARAMS = (*_REPORT_PARAMS, "bucket")
-_FOCUS_PARAMS = ("from", "to", "format")
-
-
-def _filters(
-    request: Request,
-    start: datetime | None,
-    end: datetime | None,
-    allowed: tuple[str, ...],
-    principal: Principal,
-) -> ReportFilters:
-    return parse_filters(
-        start=start,
-        end=end,
-        params=query_lists(request.query_params.multi_items()),
-        allowed=allowed,
-        principal=principal,
-    )
 
 
 def _csv(columns: list[str], records: list[dict[str, Any]], filename: str) -> Response:
@@ -74,31 +42,11 @@ _CSV_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get(
-    "/estimate-vs-actual",
-    response_model=EstimateVsActualReport,
-    responses=_CSV_DOC,
-    openapi_extra=TAG_FILTER_OPENAPI,
-)
+@router.get("/estimate-vs-actual", response_model=EstimateVsActualReport, responses=_CSV_DOC)
 def estimate_vs_actual(
-    request: Request,
     session: SessionDep,
-    principal: ReadPrincipal,
-    start: FromQ = None,
-    to: ToQ = None,
-    group_by: Annotated[
-        str,
-        Query(
-            description="method, gpu, model, provider, status, team, cost_source, job or tag:<key>"
-        ),
-    ] = "method",
-    method: ListQ = None,
-    gpu: ListQ = None,
-    model: ListQ = None,
-    status: ListQ = None,
-    provider: ListQ = None,
-    team: ListQ = None,
-    cost_source: ListQ = None,
+    filters: ReportFiltersDep,
+    group_by: Annotated[str, Query(description=", ".join(GROUP_CHOICES))] = "method",
     format: FormatQ = "json",
     limit: LimitQ = service.DEFAULT_LIMIT,
 ) -> Any:
@@ -106,7 +54,6 @@ def estimate_vs_actual(
 
     Errors are (estimate - actual) / actual: positive means the estimate was too high.
     """
-    filters = _filters(request, start, to, _REPORT_PARAMS, principal)
     grouping = parse_group_by(group_by)
     report = service.estimate_vs_actual(session, filters=filters, grouping=grouping, limit=limit)
     if format == "csv":
@@ -115,32 +62,18 @@ def estimate_vs_actual(
     return report
 
 
-@router.get(
-    "/spend", response_model=SpendReport, responses=_CSV_DOC, openapi_extra=TAG_FILTER_OPENAPI
-)
+@router.get("/spend", response_model=SpendReport, responses=_CSV_DOC)
 def spend(
-    request: Request,
     session: SessionDep,
-    principal: ReadPrincipal,
-    start: FromQ = None,
-    to: ToQ = None,
+    filters: ReportFiltersDep,
     bucket: Annotated[Bucket, Query(description="day, week (from Monday) or month, UTC")] = "day",
     group_by: Annotated[
-        str | None,
-        Query(description="method, gpu, model, provider, status, team, cost_source or tag:<key>"),
+        str | None, Query(description=", ".join(c for c in GROUP_CHOICES if c != "job"))
     ] = None,
-    method: ListQ = None,
-    gpu: ListQ = None,
-    model: ListQ = None,
-    status: ListQ = None,
-    provider: ListQ = None,
-    team: ListQ = None,
-    cost_source: ListQ = None,
     format: FormatQ = "json",
     limit: LimitQ = service.DEFAULT_LIMIT,
 ) -> Any:
     """Actual spend per time bucket (and group), for the dashboard's charts."""
-    filters = _filters(request, start, to, _SPEND_PARAMS, principal)
     grouping = parse_group_by(group_by, allow_job=False)
     report = service.spend(session, filters=filters, grouping=grouping, bucket=bucket, limit=limit)
     if format == "csv":
@@ -157,7 +90,6 @@ def _stream(filters: ReportFilters, format: Format) -> DatabaseStream:
 
 @router.get(
     "/focus",
-    openapi_extra=TAG_FILTER_OPENAPI,
     responses={
         200: {
             "description": "FOCUS 1.2 charge records, streamed",
@@ -167,16 +99,7 @@ def _stream(filters: ReportFilters, format: Format) -> DatabaseStream:
 )
 async def focus_export(
     request: Request,
-    principal: ReadPrincipal,
-    start: FromQ = None,
-    to: ToQ = None,
-    method: ListQ = None,
-    gpu: ListQ = None,
-    model: ListQ = None,
-    status: ListQ = None,
-    provider: ListQ = None,
-    team: ListQ = None,
-    cost_source: ListQ = None,
+    filters: ReportFiltersDep,
     format: FormatQ = "csv",
 ) -> Response:
     """One FOCUS 1.2 Usage row per job with a metered cost; streamed, in finish order.
@@ -187,7 +110,6 @@ async def focus_export(
     At most TUNECOST_EXPORT_SLOTS exports stream at once (each holds a database connection);
     past the queue the answer is 503 with Retry-After, before any byte of the export.
     """
-    filters = _filters(request, start, to, _FOCUS_PARAMS, principal)
     settings = get_settings()
     admission = of_app(
         request.app,

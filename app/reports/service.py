@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models import Job, JobTag
-from app.reports.filters import GROUP_COLUMNS, Grouping, ReportFilters, describe
+from app.reports.filters import JOB_COLUMNS, Grouping, ReportFilters, describe
 from app.reports.focus_columns import billed_cost, effective_cost
 from app.reports.schemas import (
     QUANTITIES,
@@ -116,7 +116,7 @@ def group_source(grouping: Grouping) -> tuple[Any, FromClause]:
         return tag.value, joined
     if grouping.kind == "job":
         return Job.id, jobs
-    return GROUP_COLUMNS[grouping.kind], jobs
+    return JOB_COLUMNS[grouping.kind], jobs
 
 
 def _sums(mapping: Any) -> dict[str, float]:

@@ -175,7 +175,7 @@ def test_empty_export_is_valid(app_client, keys) -> None:  # type: ignore[no-unt
 
 def test_written_batch_by_batch(seeded: Seeded, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(focus, "BATCH_ROWS", 2)
-    filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]}, allowed=())
+    filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]})
     with session_scope() as session:
         chunks = list(focus.render_csv(focus.iter_batches(session, filters)))
     charged = sum(1 for j in seeded.jobs if j.act_cost_usd is not None)
@@ -190,7 +190,7 @@ def _text(chunks: Any) -> str:
 def test_database_rendering_matches_python_rendering(seeded: Seeded) -> None:
     # PostgreSQL renders the export itself (COPY, json_build_object); the generic path writes
     # the same records from Python. Both must say the same thing.
-    filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]}, allowed=())
+    filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]})
     with session_scope() as session:
         by_db = _text(focus.stream(session, filters, "csv"))
         by_py = "".join(focus.render_csv(focus.iter_batches(session, filters)))
@@ -213,7 +213,7 @@ def test_database_rendering_matches_python_rendering(seeded: Seeded) -> None:
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_unfiltered_export_has_every_jobs_tags(seeded: Seeded, fmt: str) -> None:
     # With no filter the tags come from one grouped pass joined by job id, not per-job lookups.
-    everything = parse_filters(start=None, end=None, params={}, allowed=())
+    everything = parse_filters(start=None, end=None, params={})
     with session_scope() as session:
         text = _text(focus.stream(session, everything, fmt))
     if fmt == "csv":
@@ -247,7 +247,7 @@ def test_awkward_text_survives_both_formats(app_client, keys) -> None:  # type: 
 def test_a_client_leaving_early_frees_the_connection(seeded: Seeded, monkeypatch, fmt) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(focus, "CHUNK_BYTES", 1)  # every COPY row becomes its own chunk
     monkeypatch.setattr(focus, "BATCH_ROWS", 1)
-    filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]}, allowed=())
+    filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]})
     with session_scope() as session:
         chunks = focus.stream(session, filters, fmt)
         next(chunks), next(chunks)  # mid-export

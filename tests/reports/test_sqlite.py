@@ -41,7 +41,7 @@ def sqlite_session(sqlite_url: str):  # type: ignore[no-untyped-def]
 
 
 def _filters():  # type: ignore[no-untyped-def]
-    return parse_filters(start=None, end=None, params={}, allowed=())
+    return parse_filters(start=None, end=None, params={})
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_spend_buckets(sqlite_session: Session, bucket: str, want: list[str]) ->
 
 
 def test_grouped_by_tag_and_filtered_by_time(sqlite_session: Session) -> None:
-    filters = parse_filters(start=datetime(2025, 3, 1, tzinfo=UTC), end=None, params={}, allowed=())
+    filters = parse_filters(start=datetime(2025, 3, 1, tzinfo=UTC), end=None, params={})
     report = service.estimate_vs_actual(
         sqlite_session, filters=filters, grouping=parse_group_by("tag:team")
     )
