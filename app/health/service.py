@@ -27,7 +27,8 @@ def broker(settings: Settings) -> dict[str, Any]:
     """Whether the broker accepts a connection within the ping timeout."""
     try:
         with get_client().connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=settings.worker_ping_timeout_s)
+            timeout = settings.worker_ping_timeout_s
+            conn.ensure_connection(max_retries=1, timeout=timeout)  # type: ignore[arg-type]  # celery-types says int; kombu hands it to socket timeouts, which take float
         return {"ok": True, "transport": settings.broker_url.split(":", 1)[0]}
     except Exception as exc:  # any transport error means "not reachable"
         return {"ok": False, "error": type(exc).__name__}

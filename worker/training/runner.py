@@ -87,7 +87,7 @@ class TrainingChild:
     def start(self) -> None:
         """Start the child process."""
         reader, writer = self._ctx.Pipe(duplex=False)
-        self._proc = self._ctx.Process(
+        self._proc = self._ctx.Process(  # type: ignore[attr-defined]  # celery-types types billiard.get_context as the stdlib's BaseContext, which has no Process
             target=child_main,
             args=(self.job_spec, str(self.out_dir), writer, self._environment()),
             name=f"tunecost-train-{self.job_spec.get('job_id', '')}",
