@@ -44,7 +44,7 @@ TINY_CONFIG: dict[str, Any] = {
     "tie_word_embeddings": False,
 }
 RECORD_SHARE = 0.75  # a record fills at most this share of seq_len (approximate token count)
-EVAL_FRACTION = 0.05  # the job spec's default held-out share (worker/training/spec.py)
+EVAL_FRACTION = 0.05  # the job spec's default held-out share (app/jobs/spec.py)
 DATA_MARGIN = 1.02  # a little more text than the steps need, so no epoch boundary is crossed
 TERMINAL = ("succeeded", "failed", "cancelled", "budget_exceeded")
 WORKER_WAIT_S = 180  # a cold worker imports torch and transformers before it beats

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from worker.training.runner import run_in_child
+from worker.training.spec import Launch
 
 MIB = 2**20
 
@@ -42,10 +43,8 @@ def main() -> None:
         print(header)
         for method in args.methods.split(","):
             spec = {
-                "job_id": f"bench-{method}",
                 "method": method,
                 "model": {"path": str(model)},
-                "dataset_path": str(data),
                 "training": {
                     "micro_batch_size": args.micro_batch,
                     "seq_len": args.seq_len,
@@ -55,10 +54,11 @@ def main() -> None:
                 "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
                 "max_steps": args.steps,
                 "eval_fraction": 0.05,
-                "device": "auto",
             }
+            run = {"job_id": f"bench-{method}", "dataset_path": str(data), "device": "auto"}
+            launch = Launch.model_validate({"spec": spec, "run": run})
             t0 = time.perf_counter()
-            out = run_in_child(spec, out_dir=root / f"out-{method}")
+            out = run_in_child(launch, out_dir=root / f"out-{method}")
             a = out.actuals or {}
             if out.status != "succeeded":
                 print(f"{method:<6} {out.status:<10} {out.error}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,7 @@ from app.config import Settings, get_settings
 from app.db import session_scope
 from app.jobs import billing, provenance
 from app.jobs.recovery import ACTIVE, MAX_ATTEMPTS, add_event
+from app.jobs.spec import JobSpec
 from app.models import Dataset, Job, JobAttempt, JobEvent, JobStatus
 from app.models.base import utcnow
 
@@ -30,7 +32,7 @@ class Claim:
 
     job_id: str
     attempt: int
-    spec: dict[str, Any]
+    spec: JobSpec
     dataset_url: str | None
     started_at_epoch: float
     billed_usd: float = 0.0  # what earlier attempts of the job already cost
@@ -85,6 +87,12 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
                 )
                 add_event(session, job_id=job.id, kind="status", message=job.error)
                 return Skip(job.error)
+        try:
+            spec = JobSpec.model_validate(job.spec)  # stored by the API; validated again here
+        except ValidationError as exc:
+            job.error = f"the stored job spec is not valid: {exc}"
+            _end(session, job, JobStatus.FAILED, detail=None)
+            return Skip(job.error)
         job.status = JobStatus.RUNNING
         job.attempts += 1
         job.worker = hostname
@@ -98,7 +106,7 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
         return Claim(
             job_id=job.id,
             attempt=job.attempts,
-            spec=dict(job.spec),
+            spec=spec,
             dataset_url=dataset.storage_path if dataset else None,
             started_at_epoch=now.timestamp(),
             billed_usd=job.act_cost_usd or 0.0,

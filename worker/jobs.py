@@ -26,6 +26,7 @@ from app.storage import open_file
 from worker import job_rows
 from worker.celery_app import celery_app
 from worker.job_rows import Claim
+from worker.training.spec import Launch, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,6 @@ PROGRESS_EVERY_S = 2.0  # progress rows at most this often per job (and always t
 MAX_CHECK_S = 2.0
 STOP_GRACE_S = 5.0  # SIGTERM → SIGKILL: time for a step to finish and a small artifact to save
 COPY_CHUNK_BYTES = 1024 * 1024
-# What is left of a budget spent by earlier attempts: positive (the spec requires it), so the
-# retry stops at its first budget check and ends budget_exceeded.
-MIN_BUDGET_USD = 1e-9
 
 # Columns filled from the metered actuals (worker/metering.py `Actuals`).
 ACTUAL_COLUMNS = {
@@ -52,11 +50,6 @@ ACTUAL_COLUMNS = {
     "act_cost_usd": "cost_usd",
     "eval_loss": "eval_loss",
 }
-JOB_SPEC_KEYS = (
-    "method", "model", "training", "lora", "qlora", "max_steps", "max_cost_usd",
-    "price_per_gpu_hour", "num_gpus", "strategy", "flops_per_token", "eval_fraction", "seed",
-    "learning_rate",
-)  # fmt: skip
 
 
 class JobInputError(Exception):
@@ -76,19 +69,18 @@ def _copy_dataset(url: str | None, dest_dir: Path) -> Path:
     return local
 
 
-def job_spec(claim: Claim, *, dataset_path: Path) -> dict[str, Any]:
-    """The dict the training child validates (worker/training/spec.py `JobSpec`)."""
-    spec = {key: claim.spec[key] for key in JOB_SPEC_KEYS if claim.spec.get(key) is not None}
-    spec.update(
-        job_id=claim.job_id,
-        dataset_path=str(dataset_path),
-        model_roots=[str(p) for p in get_settings().resolved_model_roots()],
-        started_at=claim.started_at_epoch,
+def launch_of(claim: Claim, *, dataset_path: Path) -> Launch:
+    """The claimed job's spec and this attempt's run context, as the training child takes them."""
+    return Launch(
+        spec=claim.spec,
+        run=RunContext(
+            job_id=claim.job_id,
+            dataset_path=str(dataset_path),
+            model_roots=[str(p) for p in get_settings().resolved_model_roots()],
+            started_at=claim.started_at_epoch,
+            billed_usd=claim.billed_usd,  # the budget is the job's, not the attempt's
+        ),
     )
-    if claim.billed_usd and spec.get("max_cost_usd") is not None:
-        # The budget is the job's, not the attempt's: earlier attempts were billed already.
-        spec["max_cost_usd"] = max(spec["max_cost_usd"] - claim.billed_usd, MIN_BUDGET_USD)
-    return spec
 
 
 def _strip_server_paths(local_dir: Path) -> None:
@@ -280,7 +272,7 @@ def _run(claim: Claim) -> str:
     with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp, _Watch(claim) as watch:
         work = Path(tmp)
         try:
-            spec = job_spec(claim, dataset_path=_copy_dataset(claim.dataset_url, work))
+            launch = launch_of(claim, dataset_path=_copy_dataset(claim.dataset_url, work))
         except JobInputError as exc:
             job_rows.finish(
                 job_id, attempt=claim.attempt, status=JobStatus.FAILED, detail=None, error=str(exc)
@@ -288,7 +280,7 @@ def _run(claim: Claim) -> str:
             return f"failed: {exc}"
         throttle = Throttle(_event_writer(claim), interval_s=PROGRESS_EVERY_S)
         outcome = run_in_child(
-            spec,
+            launch,
             out_dir=work / "artifact",
             on_event=throttle,
             should_cancel=watch.should_cancel,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.estimator.spec import HardwareSpec, LoraSpec, Method, QLoraSpec, TrainingSpec
 from app.instants import UtcInstant
+from app.jobs.spec import MAX_EVAL_FRACTION, ModelRef
 from app.models import JobStatus
 
 TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -19,22 +20,6 @@ MAX_TAG_VALUE_CHARS = 300  # the job_tags.value column width
 TAG_VALUE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_STEPS_LIMIT = 10_000_000  # ten million optimizer steps: beyond any real fine-tune
 MAX_COST_LIMIT_USD = 10_000_000.0  # a budget cap above this is a typo, not a budget
-MAX_EVAL_FRACTION = 0.5  # the trainer's bound: hold out more and there is little left to train
-
-
-class ModelRef(BaseModel):
-    """The model to fine-tune: a folder under a model root, or a hub id (cached or downloadable)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str | None = Field(None, min_length=1, max_length=1024)
-    hub_id: str | None = Field(None, min_length=1, max_length=300, pattern=r"^[\w.\-]+/[\w.\-]+$")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ModelRef:
-        if (self.path is None) == (self.hub_id is None):
-            raise ValueError("give exactly one of model.path or model.hub_id")
-        return self
 
 
 class JobIn(BaseModel):

@@ -20,6 +20,7 @@ from app.auth.tenancy import can_see, visible
 from app.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs import billing, estimates_link, snapshot
+from app.jobs.build import build_spec
 from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
 from app.models import Dataset, Estimate, Job, JobAttempt, JobEvent, JobStatus, JobTag
@@ -191,7 +192,23 @@ def create(
     _check_budget(job_in, snap)
     model = _model(job_in, estimate)
     dataset = _dataset(session, job_in, estimate, principal)
-    settings_in = estimates_link.settings_of(estimate)
+    spec = build_spec(
+        {
+            "method": job_in.method,
+            "model": model,
+            **estimates_link.settings_of(estimate),
+            "max_steps": job_in.max_steps,
+            "max_cost_usd": job_in.max_cost_usd,
+            "price_per_gpu_hour": snap.price_per_gpu_hour,
+            "num_gpus": snap.num_gpus,
+            "flops_per_token": snap.flops_per_token,
+            "eval_fraction": job_in.eval_fraction,
+            "seed": job_in.seed,
+            "learning_rate": job_in.learning_rate,
+            "forced": job_in.force,
+            "tags": tags,
+        }
+    )
 
     queue = queue_for(snap.gpu)
     job = Job(
@@ -210,21 +227,7 @@ def create(
         created_by_key_id=principal.key_id,
         idempotency_key=idempotency_key,
         request_hash=digest,
-        spec={
-            "method": str(job_in.method),
-            "model": model,
-            **settings_in,
-            "max_steps": job_in.max_steps,
-            "max_cost_usd": job_in.max_cost_usd,
-            "price_per_gpu_hour": snap.price_per_gpu_hour,
-            "num_gpus": snap.num_gpus,
-            "flops_per_token": snap.flops_per_token,
-            "eval_fraction": job_in.eval_fraction,
-            "seed": job_in.seed,
-            "learning_rate": job_in.learning_rate,
-            "forced": job_in.force,
-            "tags": tags,
-        },
+        spec=spec.model_dump(mode="json"),
         estimate_snapshot=snap.as_json(),
         max_cost_usd=job_in.max_cost_usd,
         max_steps=job_in.max_steps,

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from app.db import session_scope
+from app.estimator.spec import Method
+from app.jobs.spec import JobSpec, ModelRef
 from app.models import Job, JobStatus
 from tests.conftest import auth
 from tests.jobs.jobs_support import child_pid, get, kill_worker, submit, wait_status
@@ -106,18 +108,21 @@ def test_a_cancel_that_loses_the_race_with_the_end_is_recorded_and_billed(
 
 def test_a_retry_gets_what_is_left_of_the_jobs_budget(service_env: ServiceEnv) -> None:
     from worker.job_rows import Claim
-    from worker.jobs import MIN_BUDGET_USD, job_spec
+    from worker.jobs import launch_of
+    from worker.training.spec import MIN_BUDGET_USD
 
     def budget(billed: float) -> float:
         claim = Claim(
             job_id="job_x",
             attempt=2,
-            spec={"method": "lora", "max_cost_usd": 1.0},
+            spec=JobSpec(method=Method.LORA, model=ModelRef(hub_id="o/m"), max_cost_usd=1.0),
             dataset_url=None,
             started_at_epoch=0.0,
             billed_usd=billed,
         )
-        return float(job_spec(claim, dataset_path=Path("d.jsonl"))["max_cost_usd"])
+        launched = launch_of(claim, dataset_path=Path("d.jsonl"))
+        assert launched.spec.max_cost_usd == 1.0  # the job's own budget is kept as submitted
+        return float(launched.budget_usd or 0.0)
 
     assert budget(0.0) == 1.0
     assert budget(0.25) == pytest.approx(0.75)

@@ -13,8 +13,10 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.models import Estimate, Job, JobEvent, JobTag
+from devtools.tinymodel import make_tiny_causal_lm
 from tests.conftest import auth
 from tests.jobs.conftest import TINY_NAME
+from tests.support import ServiceEnv
 
 PROBLEM = "application/problem+json"
 GPU = "L4"  # no test worker serves gpu.L4
@@ -109,6 +111,49 @@ def test_submit_by_estimate_id_takes_settings_from_the_estimate(
     assert _counts() == before
 
 
+def test_a_job_spec_its_model_cannot_train_is_a_422_at_submit(
+    app_client: Any, keys: dict[str, str], dataset_id: str, service_env: ServiceEnv
+) -> None:
+    """The estimate's LoRA targets exist in its model, not in the other model the job names."""
+    make_tiny_causal_lm(
+        service_env.model_root / "tiny-gpt2",
+        config={"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128},
+    )
+    (service_env.model_root / "no-config").mkdir(exist_ok=True)
+    est = app_client.post(
+        "/v1/estimates",
+        json={
+            "model": {"path": TINY_NAME},
+            "dataset": {"dataset_id": dataset_id},
+            "methods": ["lora"],
+            "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]},
+            "training": {"seq_len": 64, "micro_batch_size": 2, "precision": "fp32"},
+            "hardware": {"gpu": GPU, "provider": "aws"},
+        },
+        headers=auth(keys["read"]),
+    )
+    assert est.status_code == 201, est.text
+    before = _counts()
+    job = {"estimate_id": est.json()["id"], "method": "lora"}
+
+    other = _post(app_client, keys["submit"], {**job, "model": {"path": "tiny-gpt2"}})
+    assert other.status_code == 422, other.text
+    assert other.headers["content-type"] == PROBLEM
+    problem = other.json()
+    assert problem["errors"][0]["loc"] == ["lora", "target_modules"]
+    assert "'q_proj'" in problem["detail"] and "c_attn" in problem["detail"]  # the fix
+
+    empty = _post(app_client, keys["submit"], {**job, "model": {"path": "no-config"}})
+    assert empty.status_code == 422, empty.text
+    assert empty.json()["errors"][0]["loc"] == ["model", "path"]
+    assert "config.json" in empty.json()["detail"]
+    assert _counts() == before  # neither left a job behind
+
+    same = _post(app_client, keys["submit"], job)  # the estimate's own model: fine
+    assert same.status_code == 201, same.text
+    assert same.json()["spec"]["lora"]["target_modules"] == ["q_proj", "v_proj"]
+
+
 def test_idempotency_key_replays_the_same_job_and_refuses_another_body(
     app_client: Any, keys: dict[str, str], body: Callable[..., dict[str, Any]]
 ) -> None:
@@ -162,6 +207,7 @@ BAD_BODIES: list[tuple[str, dict[str, Any], int, str]] = [
     ("other team's tag", {"tags": {"team": "finance"}}, 422, "belongs to team 'ml'"),
     ("unknown gpu", {"hardware": {"gpu": "TPU-v9"}}, 422, "unknown GPU"),
     ("eval fraction too big", {"eval_fraction": 0.9}, 422, "eval_fraction"),
+    ("unknown lora target", {"lora": {"target_modules": ["query_key_value"]}}, 422, "q_proj"),
 ]
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
+from worker.training.spec import Launch, parse_launch
 
 
 @pytest.fixture(scope="session")
@@ -25,13 +27,11 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def job_spec(tiny_model: Path, tiny_dataset: Path) -> dict[str, Any]:
-    """A short CPU job on the tiny model: 3 optimizer steps of 4 sequences."""
+def job_spec(tiny_model: Path) -> dict[str, Any]:
+    """A short job on the tiny model (a `JobSpec` as JSON): 3 optimizer steps of 4 sequences."""
     return {
-        "job_id": "test",
         "method": "lora",
         "model": {"path": str(tiny_model)},
-        "dataset_path": str(tiny_dataset),
         "training": {"micro_batch_size": 4, "precision": "fp32"},
         "lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"},
         "max_steps": 3,
@@ -39,5 +39,15 @@ def job_spec(tiny_model: Path, tiny_dataset: Path) -> dict[str, Any]:
         "flops_per_token": 1.0e6,
         "eval_fraction": 0.1,
         "learning_rate": 1e-3,
-        "device": "cpu",
     }
+
+
+@pytest.fixture
+def launch(tiny_dataset: Path) -> Callable[..., Launch]:
+    """`launch(spec, **run)`: the launch of a spec dict on the CPU with the tiny dataset."""
+
+    def make(spec: dict[str, Any], **run: Any) -> Launch:
+        context = {"job_id": "test", "dataset_path": str(tiny_dataset), "device": "cpu", **run}
+        return parse_launch({"spec": spec, "run": context})
+
+    return make

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from app.estimator.spec import Method
+from app.jobs.spec import JobSpec, ModelRef
 from worker.training.devices import parse_devices
 from worker.training.errors import JobSpecError
 from worker.training.runner import run_job
+from worker.training.spec import Launch, RunContext
 
 
 def test_cpu_slots_are_one_rank_each_over_gloo() -> None:
@@ -41,6 +44,10 @@ def test_bad_device_lists_are_refused(devices: list[str], says: str) -> None:
 
 
 def test_run_job_refuses_a_device_count_that_is_not_the_jobs(tmp_path: Path) -> None:
-    out = run_job({"job_id": "x", "num_gpus": 2}, devices=["cpu"], out_dir=tmp_path)
+    launch = Launch(
+        spec=JobSpec(method=Method.FULL, model=ModelRef(hub_id="o/m"), num_gpus=2),
+        run=RunContext(job_id="x", dataset_path="d.jsonl"),
+    )
+    out = run_job(launch, devices=["cpu"], out_dir=tmp_path)
     assert out.status == "failed" and out.error_kind == "bad_job_spec"
     assert out.error == "the job needs 2 devices but was given 1 (cpu)"

@@ -10,6 +10,7 @@ import torch
 from app.estimator.memory import state_bytes
 from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec
+from app.jobs.spec import JobSpec, ModelRef
 from tests.estimator.realmodel import TINY, build_real
 from worker.training.model import (
     _add_lora,
@@ -17,7 +18,6 @@ from worker.training.model import (
     resolve_precision,
     upcast_trained_to_fp32,
 )
-from worker.training.spec import JobSpec, ModelRef
 
 
 @pytest.mark.parametrize(
@@ -50,10 +50,8 @@ def test_worker_adapters_on_a_bf16_base_cost_what_the_estimate_counts(tmp_path: 
     model = build_real(config).to(torch.bfloat16)
     lora = LoraSpec(r=4, target_modules=["q_proj", "v_proj"])
     spec = JobSpec(
-        job_id="dtype-convention",
         method=Method.LORA,
         model=ModelRef(path=str(tmp_path)),
-        dataset_path=str(tmp_path / "train.jsonl"),
         lora=lora,
     )
     peft_model = _add_lora(model, spec)
@@ -78,10 +76,8 @@ def test_modules_to_save_copies_train_in_the_dtype_the_estimate_counts(
     config = TINY["llama"]
     lora = LoraSpec(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"])
     spec = JobSpec(
-        job_id="modules-to-save",
         method=Method.LORA,
         model=ModelRef(path=str(tmp_path)),
-        dataset_path=str(tmp_path / "train.jsonl"),
         lora=lora,
     )
     model = _add_lora(build_real(config).to(torch.bfloat16), spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +22,19 @@ from worker.training.errors import (
 from worker.training.job import run_training
 from worker.training.loop import ProgressEvent
 from worker.training.model import load_model
-from worker.training.spec import parse_job_spec
+from worker.training.spec import Launch, parse_launch
 
 
-def _run(raw: dict[str, Any], out_dir: Path, events: list[ProgressEvent] | None = None) -> Any:
+def _run(launch: Launch, out_dir: Path, events: list[ProgressEvent] | None = None) -> Any:
     sink: list[ProgressEvent] = [] if events is None else events
     return run_training(
-        parse_job_spec(raw), out_dir=out_dir, on_progress=sink.append, stop_requested=lambda: False
+        launch, out_dir=out_dir, on_progress=sink.append, stop_requested=lambda: False
     )
 
 
-def test_budget_stop_saves_what_it_has(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_budget_stop_saves_what_it_has(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     # $1 per second from now; the loop must notice the $5 cap at a step boundary and save.
     # The libraries are imported first, so the 5 s go to loading the tiny model and training.
     import peft  # noqa: F401
@@ -43,9 +46,8 @@ def test_budget_stop_saves_what_it_has(job_spec: dict[str, Any], tmp_path: Path)
         "max_steps": 1_000_000,
         "price_per_gpu_hour": 3600.0,
         "max_cost_usd": 5.0,
-        "started_at": time.time(),
     }
-    act = _run(raw, tmp_path / "out", events)
+    act = _run(launch(raw, started_at=time.time()), tmp_path / "out", events)
     assert act["stop_reason"] == "budget_exceeded"
     assert act["steps"] == len(events) >= 1
     # It stopped at the first step boundary past the cap, not later.
@@ -56,10 +58,10 @@ def test_budget_stop_saves_what_it_has(job_spec: dict[str, Any], tmp_path: Path)
 
 
 def test_stop_requested_before_the_first_step_saves_nothing(
-    job_spec: dict[str, Any], tmp_path: Path
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     act = run_training(
-        parse_job_spec(job_spec),
+        launch(job_spec),
         out_dir=tmp_path / "out",
         on_progress=lambda e: None,
         stop_requested=lambda: True,
@@ -68,64 +70,73 @@ def test_stop_requested_before_the_first_step_saves_nothing(
     assert act["artifact_path"] is None and not (tmp_path / "out").exists()
 
 
-def test_huge_learning_rate_is_a_clear_nan_error(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_huge_learning_rate_is_a_clear_nan_error(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     raw = {**job_spec, "method": "full", "learning_rate": 1e30, "max_steps": 20}
     with pytest.raises(NanLossError) as err:
-        _run(raw, tmp_path / "out")
+        _run(launch(raw), tmp_path / "out")
     assert err.value.kind == "nan_loss" and err.value.step >= 2
     assert "diverged" in str(err.value) and "learning rate" in str(err.value)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"])
 def test_cuda_only_optimizer_on_cpu(
-    optimizer: str, job_spec: dict[str, Any], tmp_path: Path
+    optimizer: str, job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     raw = {**job_spec, "training": {**job_spec["training"], "optimizer": optimizer}}
     with pytest.raises(UnsupportedOnDevice) as err:
-        _run(raw, tmp_path / "out")
+        _run(launch(raw), tmp_path / "out")
     assert optimizer in str(err.value) and "cpu" in str(err.value)
 
 
-def test_flash_attention_on_cpu(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_flash_attention_on_cpu(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     raw = {**job_spec, "training": {**job_spec["training"], "attention": "flash_attention_2"}}
     with pytest.raises(UnsupportedOnDevice, match="flash_attention_2"):
-        _run(raw, tmp_path / "out")
+        _run(launch(raw), tmp_path / "out")
 
 
 def test_unknown_lora_targets_name_the_real_modules(
-    job_spec: dict[str, Any], tmp_path: Path
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     raw = {**job_spec, "lora": {"target_modules": ["query_key_value"]}}
     with pytest.raises(JobSpecError) as err:
-        _run(raw, tmp_path / "out")
+        _run(launch(raw), tmp_path / "out")
     assert "query_key_value" in str(err.value) and "q_proj" in str(err.value)
 
 
-def test_model_outside_the_allowed_roots(job_spec: dict[str, Any], tmp_path: Path) -> None:
-    raw = {**job_spec, "model_roots": [str(tmp_path / "models")]}
+def test_model_outside_the_allowed_roots(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     with pytest.raises(ModelLoadError, match="outside the allowed model roots"):
-        _run(raw, tmp_path / "out")
+        _run(launch(job_spec, model_roots=[str(tmp_path / "models")]), tmp_path / "out")
 
 
-def test_folder_without_config(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_folder_without_config(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     (tmp_path / "empty").mkdir()
     raw = {**job_spec, "model": {"path": str(tmp_path / "empty")}}
     with pytest.raises(ModelLoadError, match=r"no config\.json"):
-        _run(raw, tmp_path / "out")
+        _run(launch(raw), tmp_path / "out")
 
 
 def test_uncached_hub_id_offline(
-    job_spec: dict[str, Any], tmp_path: Path, monkeypatch: Any
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path, monkeypatch: Any
 ) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
-    raw = {**job_spec, "model": {"hub_id": "tunecost-test/not-a-model"}, "offline": True}
+    raw = {**job_spec, "model": {"hub_id": "tunecost-test/not-a-model"}}
     with pytest.raises(ModelLoadError, match="tunecost-test/not-a-model"):
-        _run(raw, tmp_path / "out")
+        _run(launch(raw, offline=True), tmp_path / "out")
 
 
-def test_multi_gpu_is_refused_honestly(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_multi_gpu_is_refused_honestly(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     with pytest.raises(JobSpecError, match="multi-GPU"):
-        _run({**job_spec, "num_gpus": 2}, tmp_path / "out")
+        _run(launch({**job_spec, "num_gpus": 2}), tmp_path / "out")
 
 
 @pytest.mark.parametrize(
@@ -143,12 +154,12 @@ def test_bad_job_spec_names_the_field(
     change: dict[str, Any], field: str, job_spec: dict[str, Any]
 ) -> None:
     with pytest.raises(JobSpecError) as err:
-        parse_job_spec({**job_spec, **change})
+        parse_launch({"spec": {**job_spec, **change}, "run": {"job_id": "j", "dataset_path": "d"}})
     assert field in str(err.value)
 
 
 def test_gradient_accumulation_matches_one_big_batch(
-    job_spec: dict[str, Any], tmp_path: Path
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     """One step of 4 sequences equals one step of 2 x 2 accumulated (token-weighted loss)."""
     from safetensors.torch import load_file
@@ -169,7 +180,7 @@ def test_gradient_accumulation_matches_one_big_batch(
             "max_grad_norm": None,
             "learning_rate": 0.5,
         }
-        _run(raw, tmp_path / f"out-{mbs}")
+        _run(launch(raw), tmp_path / f"out-{mbs}")
         weights.append(load_file(tmp_path / f"out-{mbs}" / "model.safetensors"))
     big, accumulated = weights
     for name, tensor in big.items():
@@ -178,13 +189,17 @@ def test_gradient_accumulation_matches_one_big_batch(
 
 @pytest.mark.parametrize("avx512bf16", [False, True], ids=["no_avx512bf16", "avx512bf16"])
 def test_qlora_with_an_eval_split_on_either_cpu_branch(
-    avx512bf16: bool, job_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    avx512bf16: bool,
+    job_spec: dict[str, Any],
+    launch: Callable[..., Launch],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The tiny model's 32-wide layers are below bitsandbytes' 64-wide quantization block: its
     # AVX512-BF16 repacking fails on them ("shape '[32, 0]' is invalid") unless the worker
     # keeps the training layout, so this job fails with the branch on if that is undone.
     force_avx512bf16(monkeypatch, on=avx512bf16)
-    act = _run({**job_spec, "method": "qlora", "eval_fraction": 0.2}, tmp_path / "out")
+    act = _run(launch({**job_spec, "method": "qlora", "eval_fraction": 0.2}), tmp_path / "out")
     assert act["stop_reason"] == "completed"
     assert act["eval_loss"] is not None and math.isfinite(act["eval_loss"])
     assert (tmp_path / "out" / "adapter_config.json").is_file()
@@ -192,7 +207,11 @@ def test_qlora_with_an_eval_split_on_either_cpu_branch(
 
 @pytest.mark.parametrize("hidden", [32, 84], ids=["hidden32", "hidden84_mlp168"])
 def test_qlora_model_trains_after_an_eval_pass_with_avx512bf16(
-    hidden: int, job_spec: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hidden: int,
+    job_spec: dict[str, Any],
+    launch: Callable[..., Launch],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # 84 and its MLP width 168 divide by neither 32 nor 64: shapes the repacked layout refuses
     # ("N must be divisible by block_n"), which the training layout takes.
@@ -201,8 +220,7 @@ def test_qlora_model_trains_after_an_eval_pass_with_avx512bf16(
     force_avx512bf16(monkeypatch, on=True)
     folder = make_tiny_model(tmp_path / "model", vocab_size=256, hidden_size=hidden, heads=2)
     raw = {**job_spec, "method": "qlora", "model": {"path": str(folder)}}
-    spec = parse_job_spec(raw)
-    model = load_model(spec, device=torch.device("cpu"), bf16_ok=False).model
+    model = load_model(launch(raw), device=torch.device("cpu"), bf16_ok=False).model
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
     ids = torch.randint(3, 200, (2, 16))

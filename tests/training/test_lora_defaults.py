@@ -4,6 +4,7 @@ encoder-decoder model is refused before loading."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from app.estimator.spec import LoraSpec
 from devtools.tinymodel import make_tiny_causal_lm
 from worker.training.errors import JobSpecError
 from worker.training.job import run_training
-from worker.training.spec import parse_job_spec
+from worker.training.spec import Launch
 
 FAMILIES: dict[str, dict[str, Any]] = {
     "gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 256},
@@ -33,13 +34,13 @@ FAMILIES: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_default_targets_of_a_real_job_are_the_estimates(
-    family: str, job_spec: dict[str, Any], tmp_path: Path
+    family: str, job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     folder = make_tiny_causal_lm(tmp_path / family, config=FAMILIES[family])
     lora = {"r": 4, "alpha": 8}  # no target_modules: "auto"
     raw = {**job_spec, "model": {"path": str(folder)}, "lora": lora, "eval_fraction": 0.0}
     actuals = run_training(
-        parse_job_spec(raw),
+        launch(raw),
         out_dir=tmp_path / "out",
         on_progress=lambda event: None,
         stop_requested=lambda: False,
@@ -61,7 +62,7 @@ def test_default_targets_of_a_real_job_are_the_estimates(
 
 
 def test_encoder_decoder_model_is_refused_before_loading(
-    job_spec: dict[str, Any], tmp_path: Path
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     from transformers import T5Config
 
@@ -69,7 +70,7 @@ def test_encoder_decoder_model_is_refused_before_loading(
     raw = {**job_spec, "model": {"path": str(tmp_path / "t5")}}
     with pytest.raises(JobSpecError, match=r"encoder-decoder.*AutoModelForCausalLM"):
         run_training(
-            parse_job_spec(raw),
+            launch(raw),
             out_dir=tmp_path / "out",
             on_progress=lambda event: None,
             stop_requested=lambda: False,

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from worker.training.runner import Throttle, TrainingChild, run_in_child, run_job
+from worker.training.spec import Launch
 
 pytestmark = pytest.mark.slow
 CANCEL_DEADLINE_S = 10.0  # the issue's requirement: cancel ends the child within 10 s
@@ -28,11 +30,15 @@ LONG_RUN_STEPS = 1_000_000  # far more than any test waits for
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
 def test_each_method_trains_meters_and_saves(
-    method: str, job_spec: dict[str, Any], tiny_model: Path, tmp_path: Path
+    method: str,
+    job_spec: dict[str, Any],
+    launch: Callable[..., Launch],
+    tiny_model: Path,
+    tmp_path: Path,
 ) -> None:
     events: list[dict[str, Any]] = []
     spec = {**job_spec, "method": method}
-    out = run_in_child(spec, out_dir=tmp_path / "artifact", on_event=events.append)
+    out = run_in_child(launch(spec), out_dir=tmp_path / "artifact", on_event=events.append)
 
     assert out.status == "succeeded", out.error
     act = out.actuals
@@ -93,7 +99,9 @@ def test_each_method_trains_meters_and_saves(
         assert not (art / "model.safetensors").exists()
 
 
-def test_cancel_ends_a_long_child_within_deadline(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_cancel_ends_a_long_child_within_deadline(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     started = threading.Event()
     cancel_at: list[float] = []
 
@@ -109,7 +117,7 @@ def test_cancel_ends_a_long_child_within_deadline(job_spec: dict[str, Any], tmp_
     ticks: list[float] = []
     spec = {**job_spec, "max_steps": LONG_RUN_STEPS}
     out = run_in_child(
-        spec,
+        launch(spec),
         out_dir=tmp_path / "artifact",
         on_event=on_event,
         should_cancel=should_cancel,
@@ -123,7 +131,9 @@ def test_cancel_ends_a_long_child_within_deadline(job_spec: dict[str, Any], tmp_
     assert len(ticks) >= 2  # the heartbeat hook runs during start-up and training alike
 
 
-def test_stop_kills_a_child_that_ignores_sigterm(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_stop_kills_a_child_that_ignores_sigterm(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     holder: list[TrainingChild] = []
     took: list[float] = []
 
@@ -138,7 +148,7 @@ def test_stop_kills_a_child_that_ignores_sigterm(job_spec: dict[str, Any], tmp_p
             took.append(time.monotonic() - t0)
 
     out = run_in_child(
-        {**job_spec, "max_steps": LONG_RUN_STEPS},
+        launch({**job_spec, "max_steps": LONG_RUN_STEPS}),
         out_dir=tmp_path / "artifact",
         on_event=on_event,
         on_start=holder.append,
@@ -147,7 +157,9 @@ def test_stop_kills_a_child_that_ignores_sigterm(job_spec: dict[str, Any], tmp_p
     assert out.status == "cancelled" and out.exit_code == -signal.SIGKILL
 
 
-def test_budget_cap_stops_the_child(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_budget_cap_stops_the_child(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     # $3600 per GPU-hour is $1 per second: a $2 cap is crossed two seconds after the job starts.
     spec = {
         **job_spec,
@@ -155,21 +167,23 @@ def test_budget_cap_stops_the_child(job_spec: dict[str, Any], tmp_path: Path) ->
         "price_per_gpu_hour": 3600.0,
         "max_cost_usd": 2.0,
     }
-    out = run_in_child(spec, out_dir=tmp_path / "artifact")
+    out = run_in_child(launch(spec), out_dir=tmp_path / "artifact")
     assert out.status == "budget_exceeded"
     assert out.actuals is not None and out.actuals["steps"] < LONG_RUN_STEPS
     assert out.actuals["cost_usd"] >= 2.0
 
 
-def test_bad_model_path_fails_clearly(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_model_path_fails_clearly(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     spec = {**job_spec, "model": {"path": str(tmp_path / "no-such-model")}}
-    out = run_in_child(spec, out_dir=tmp_path / "artifact")
+    out = run_in_child(launch(spec), out_dir=tmp_path / "artifact")
     assert out.status == "failed" and out.error_kind == "model_load"
     assert out.error is not None and "no-such-model" in out.error and "not found" in out.error
 
 
 def test_child_killed_from_outside_is_a_clear_failure(
-    job_spec: dict[str, Any], tmp_path: Path
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     holder: list[TrainingChild] = []
 
@@ -178,7 +192,7 @@ def test_child_killed_from_outside_is_a_clear_failure(
             os.kill(holder[0].pid, signal.SIGKILL)  # what the OOM killer does
 
     out = run_in_child(
-        {**job_spec, "max_steps": LONG_RUN_STEPS},
+        launch({**job_spec, "max_steps": LONG_RUN_STEPS}),
         out_dir=tmp_path / "artifact",
         on_event=on_event,
         on_start=holder.append,
@@ -198,21 +212,26 @@ def test_throttle_forwards_first_then_holds_and_flushes() -> None:
     assert [m.get("step") for m in got] == [1, 5, None]
 
 
-def _run_from_pool_worker(spec: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    return run_in_child(spec, out_dir=Path(out_dir)).to_dict()
+def _run_from_pool_worker(launch_json: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    return run_in_child(Launch.model_validate(launch_json), out_dir=Path(out_dir)).to_dict()
 
 
-def test_runs_inside_a_celery_prefork_worker(job_spec: dict[str, Any], tmp_path: Path) -> None:
+def test_runs_inside_a_celery_prefork_worker(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
     """Celery's pool processes are daemonic; the runner must still start its child there."""
     import billiard
 
     spec = {**job_spec, "model": {"path": str(tmp_path / "no-such-model")}}  # fails fast
     with billiard.Pool(1) as pool:
-        out = pool.apply(_run_from_pool_worker, (spec, str(tmp_path / "artifact")))
+        args = (launch(spec).model_dump(mode="json"), str(tmp_path / "artifact"))
+        out = pool.apply(_run_from_pool_worker, args)
     assert out["status"] == "failed" and out["error_kind"] == "model_load"
 
 
-def test_run_job_on_one_cpu_device_trains(job_spec: dict[str, Any], tmp_path: Path) -> None:
-    out = run_job(job_spec, devices=["cpu:0"], out_dir=tmp_path / "artifact")
+def test_run_job_on_one_cpu_device_trains(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
+    out = run_job(launch(job_spec), devices=["cpu:0"], out_dir=tmp_path / "artifact")
     assert out.status == "succeeded", out.error
     assert out.actuals is not None and out.actuals["num_gpus"] == 1

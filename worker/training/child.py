@@ -108,12 +108,13 @@ def _die_with_parent() -> None:
 
 
 def child_main(
-    job_spec: dict[str, Any],
+    launch_json: dict[str, Any],
     out_dir: str,
     conn: Connection,
     environment: dict[str, str] | None = None,
 ) -> None:
-    """Entry point of the training child; `environment` is applied before torch is imported."""
+    """Entry point of the training child: `launch_json` is a `Launch` dumped to JSON;
+    `environment` is applied before torch is imported."""
     os.environ.update(environment or {})
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -124,12 +125,12 @@ def child_main(
     try:
         from worker.training.errors import TrainingError
         from worker.training.job import run_training
-        from worker.training.spec import parse_job_spec
+        from worker.training.spec import parse_launch
 
         try:
-            spec = parse_job_spec(job_spec)
+            launch = parse_launch(launch_json)
             actuals = run_training(
-                spec,
+                launch,
                 out_dir=Path(out_dir),
                 on_progress=lambda e: sender.progress({"type": "progress", **e.to_dict()}),
                 stop_requested=stop.is_set,

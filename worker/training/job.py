@@ -16,15 +16,15 @@ from typing import Any
 from worker import metering
 from worker.training.errors import JobSpecError
 from worker.training.loop import ProgressEvent, StopReason
-from worker.training.spec import JobSpec
+from worker.training.spec import Launch
 
 FALLBACK_MAX_POSITIONS = 2048  # for configs that state no maximum length (rare)
 
 
-def _pick_device(spec: JobSpec) -> Any:
+def _pick_device(wanted: str) -> Any:
     import torch
 
-    if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()):
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise JobSpecError("device 'cuda' was requested but no CUDA device is available")
         return torch.device("cuda", 0)
@@ -51,20 +51,21 @@ def _quiet_transformers() -> None:
 
 
 def run_training(
-    spec: JobSpec,
+    launch: Launch,
     *,
     out_dir: Path,
     on_progress: Callable[[ProgressEvent], None],
     stop_requested: Callable[[], bool],
     on_phase: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `spec` and save the artifact into `out_dir`; return the actuals dict.
+    """Train the launched job and save the artifact into `out_dir`; return the actuals dict.
 
     `on_phase(name, info)` marks loading_model, preparing_data, training (with the plan),
     evaluating and saving, for status displays.
     """
     phase = on_phase or (lambda name, info: None)
-    started_at = spec.started_at or time.time()
+    spec, run = launch.spec, launch.run
+    started_at = run.started_at
     device_info = metering.detect_device()
     if spec.num_gpus > 1:
         raise JobSpecError(
@@ -81,7 +82,7 @@ def run_training(
     _quiet_transformers()
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
-    device = _pick_device(spec)
+    device = _pick_device(run.device)
     if device.type == "cuda":
         # CUDA starts lazily, and resetting the peak before its allocator exists raises
         # "Invalid device argument" (seen on an H200, torch 2.11): start it first.
@@ -97,16 +98,16 @@ def run_training(
     def should_stop() -> StopReason | None:
         if stop_requested():
             return "cancelled"
-        if spec.max_cost_usd is not None and accrued() >= spec.max_cost_usd:
+        if launch.budget_usd is not None and accrued() >= launch.budget_usd:
             return "budget_exceeded"
         return None
 
     phase("loading_model", {"device": str(device)})
-    loaded = load_model(spec, device=device, bf16_ok=device.type == "cuda" and device_info.bf16)
+    loaded = load_model(launch, device=device, bf16_ok=device.type == "cuda" and device_info.bf16)
     training = spec.training
     phase("preparing_data", {"trainable_params": loaded.trainable_params})
     data = prepare_data(
-        Path(spec.dataset_path),
+        Path(run.dataset_path),
         loaded.tokenizer,
         seq_len=training.seq_len,
         packing=training.packing,
@@ -114,7 +115,7 @@ def run_training(
         eval_fraction=spec.eval_fraction,
         seed=spec.seed,
         model_max=_model_max_positions(loaded.model, loaded.tokenizer),
-        max_bytes=spec.max_dataset_bytes,
+        max_bytes=run.max_dataset_bytes,
     )
     optimizer = build_optimizer(
         training.optimizer,
@@ -186,7 +187,7 @@ def run_training(
     peak, peak_kind, reserved = metering.peak_memory(device.type)
     wall_s = time.time() - started_at
     kind = device_info.kind if device.type == "cuda" else metering.CPU_KIND
-    peak_flops = spec.peak_flops_per_gpu or metering.catalog_peak_flops(
+    peak_flops = run.peak_flops_per_gpu or metering.catalog_peak_flops(
         kind, loaded.precision.compute_dtype
     )
     tflops, mfu = metering.achieved_flops(

@@ -20,8 +20,9 @@ from app.estimator.conventions import ADAPTERS_FP32, base_dtype
 from app.estimator.lora_defaults import resolve_lora_targets
 from app.estimator.model_notes import worker_refusal
 from app.estimator.spec import Method
+from app.jobs.spec import JobSpec
 from worker.training.errors import JobSpecError, ModelLoadError, UnsupportedOnDevice
-from worker.training.spec import JobSpec
+from worker.training.spec import Launch
 
 _TRUTHY = {"1", "true", "yes", "on"}
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,19 +69,20 @@ def resolve_precision(requested: str, *, device_type: str, bf16_ok: bool) -> Pre
     raise JobSpecError(f"unknown precision {requested!r}")
 
 
-def _offline(spec: JobSpec) -> bool:
-    if spec.offline is not None:
-        return spec.offline
+def _offline(launch: Launch) -> bool:
+    if launch.run.offline is not None:
+        return launch.run.offline
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUTHY
 
 
-def resolve_model_source(spec: JobSpec) -> str:
+def resolve_model_source(launch: Launch) -> str:
     """The folder or hub id to load; a folder must exist, hold a config, and sit in a model root."""
-    if spec.model.hub_id is not None:
-        return spec.model.hub_id
-    path = Path(spec.model.path or "").expanduser().resolve()
-    if spec.model_roots is not None:
-        roots = [Path(r).expanduser().resolve() for r in spec.model_roots]
+    model, roots_allowed = launch.spec.model, launch.run.model_roots
+    if model.hub_id is not None:
+        return model.hub_id
+    path = Path(model.path or "").expanduser().resolve()
+    if roots_allowed is not None:
+        roots = [Path(r).expanduser().resolve() for r in roots_allowed]
         if not any(path.is_relative_to(root) for root in roots):
             raise ModelLoadError(f"model path {path} is outside the allowed model roots")
     if not path.is_dir():
@@ -90,12 +92,13 @@ def resolve_model_source(spec: JobSpec) -> str:
     return str(path)
 
 
-def load_model(spec: JobSpec, *, device: torch.device, bf16_ok: bool) -> LoadedModel:
-    """Load tokenizer and model for `spec` onto `device`, trainable as `spec.method` asks."""
+def load_model(launch: Launch, *, device: torch.device, bf16_ok: bool) -> LoadedModel:
+    """Load tokenizer and model for the job onto `device`, trainable as its method asks."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = resolve_model_source(spec)
-    offline = _offline(spec)
+    spec = launch.spec
+    source = resolve_model_source(launch)
+    offline = _offline(launch)
     precision = resolve_precision(spec.training.precision, device_type=device.type, bf16_ok=bf16_ok)
     attention = spec.training.attention
     if attention == "flash_attention_2" and device.type != "cuda":

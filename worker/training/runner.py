@@ -28,6 +28,7 @@ from worker import metering
 from worker.training.child import child_main
 from worker.training.devices import DeviceSet, parse_devices
 from worker.training.errors import JobSpecError
+from worker.training.spec import Launch
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,8 @@ class RunOutcome:
 class TrainingChild:
     """One training child process, seen from the parent."""
 
-    def __init__(
-        self, job_spec: dict[str, Any], *, out_dir: Path, devices: DeviceSet | None = None
-    ) -> None:
-        self.job_spec = dict(job_spec)
-        self.job_spec.setdefault("started_at", time.time())
+    def __init__(self, launch: Launch, *, out_dir: Path, devices: DeviceSet | None = None) -> None:
+        self.launch = launch
         self.out_dir = Path(out_dir)
         self.devices = devices
         self._ctx = billiard.get_context("spawn")
@@ -89,8 +87,14 @@ class TrainingChild:
         reader, writer = self._ctx.Pipe(duplex=False)
         self._proc = self._ctx.Process(  # type: ignore[attr-defined]  # celery-types types billiard.get_context as the stdlib's BaseContext, which has no Process
             target=child_main,
-            args=(self.job_spec, str(self.out_dir), writer, self._environment()),
-            name=f"tunecost-train-{self.job_spec.get('job_id', '')}",
+            # JSON across the process boundary; the child validates it again
+            args=(
+                self.launch.model_dump(mode="json"),
+                str(self.out_dir),
+                writer,
+                self._environment(),
+            ),
+            name=f"tunecost-train-{self.launch.run.job_id}",
         )
         self._proc.start()
         writer.close()  # only the child writes: EOF reaches us when it exits
@@ -138,12 +142,12 @@ class TrainingChild:
         `should_cancel` and `on_tick` (e.g. a heartbeat) run about once a second, events or not.
         """
         assert self._proc is not None and self._conn is not None, "start() first"
-        spec = self.job_spec
-        max_cost = spec.get("max_cost_usd")
+        spec = self.launch.spec
+        max_cost = self.launch.budget_usd
         accrued = metering.cost_clock(
-            started_at=float(spec["started_at"]),
-            num_gpus=int(spec.get("num_gpus", 1)),
-            price_per_gpu_hour=float(spec.get("price_per_gpu_hour", 0.0)),
+            started_at=self.launch.run.started_at,
+            num_gpus=spec.num_gpus,
+            price_per_gpu_hour=spec.price_per_gpu_hour,
         )
         result: dict[str, Any] | None = None
         error: dict[str, Any] | None = None
@@ -241,16 +245,16 @@ class TrainingChild:
         self, last_progress: dict[str, Any] | None, cost_now: float
     ) -> dict[str, Any]:
         """What the parent knows when the child left no result: time and money, last progress."""
-        spec = self.job_spec
-        wall_s = time.time() - float(spec["started_at"])
-        num_gpus = int(spec.get("num_gpus", 1))
+        spec = self.launch.spec
+        wall_s = time.time() - self.launch.run.started_at
+        num_gpus = spec.num_gpus
         progress = last_progress or {}
         return {
             "partial": True,
             "wall_s": wall_s,
             "gpu_hours": wall_s / metering.HOUR_S * num_gpus,
             "num_gpus": num_gpus,
-            "price_per_gpu_hour": float(spec.get("price_per_gpu_hour", 0.0)),
+            "price_per_gpu_hour": spec.price_per_gpu_hour,
             "cost_usd": cost_now,
             "steps": progress.get("step", 0),
             "tokens": progress.get("tokens", 0),
@@ -269,7 +273,7 @@ def _status_for(stop_reason: str | None) -> Status:
 
 
 def run_job(
-    job_spec: dict[str, Any],
+    launch: Launch,
     *,
     devices: Sequence[str],
     out_dir: Path,
@@ -279,25 +283,24 @@ def run_job(
     on_start: Callable[[TrainingChild], None] | None = None,
     on_tick: Callable[[], None] | None = None,
 ) -> RunOutcome:
-    """Train `job_spec` on `devices`, the device set the scheduler gave this job; the outcome.
+    """Train `launch` on `devices`, the device set the scheduler gave this job; the outcome.
 
     `devices` holds one id per rank: `CUDA_VISIBLE_DEVICES` entries on a GPU worker ("0", "3" or
     GPU UUIDs; the job's processes see only those), or CPU slots ("cpu", "cpu:1") on a CPU-only
-    worker. Its length must equal the spec's `num_gpus` (taken from it when the spec has none).
+    worker. Its length must equal the spec's `num_gpus`.
     The call blocks until every process of the job has ended; the devices are free again when
     it returns. Callbacks are those of `run_in_child`.
     """
     try:
         device_set = parse_devices(devices)
-        spec = {**job_spec, "num_gpus": job_spec.get("num_gpus") or device_set.world_size}
-        if int(spec["num_gpus"]) != device_set.world_size:
+        if launch.spec.num_gpus != device_set.world_size:
             raise JobSpecError(
-                f"the job needs {spec['num_gpus']} devices but was given "
+                f"the job needs {launch.spec.num_gpus} devices but was given "
                 f"{device_set.world_size} ({', '.join(device_set.ids)})"
             )
     except JobSpecError as exc:
         return RunOutcome("failed", None, error_kind=exc.kind, error=str(exc))
-    child = TrainingChild(spec, out_dir=out_dir, devices=device_set)
+    child = TrainingChild(launch, out_dir=out_dir, devices=device_set)
     child.start()
     if on_start is not None:
         on_start(child)
@@ -307,7 +310,7 @@ def run_job(
 
 
 def run_in_child(
-    job_spec: dict[str, Any],
+    launch: Launch,
     *,
     out_dir: Path,
     on_event: EventCallback | None = None,
@@ -316,14 +319,14 @@ def run_in_child(
     on_start: Callable[[TrainingChild], None] | None = None,
     on_tick: Callable[[], None] | None = None,
 ) -> RunOutcome:
-    """Train `job_spec` in a spawned child, stream its events to `on_event`, return the outcome.
+    """Train `launch` in a spawned child, stream its events to `on_event`, return the outcome.
 
     `should_cancel` and `on_tick` run about once a second; `on_start` receives the child (to
     call `stop()` from elsewhere, or to record its pid). Events are dicts with a "type":
     "phase", "progress" (a ProgressEvent), then one "result" or "error". The child sees the
     worker's devices as they are; `run_job` confines a job to its own device set.
     """
-    child = TrainingChild(job_spec, out_dir=out_dir)
+    child = TrainingChild(launch, out_dir=out_dir)
     child.start()
     if on_start is not None:
         on_start(child)
