@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +24,8 @@ from app.db import session_scope
 from app.errors import InvalidInput, NotFound
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.estimator.calibration_types import CalibrationTable
-from app.estimator.model_analysis import ModelAnalysis, ModelConfigError
+from app.estimator.errors import EstimateInputError
+from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.results import EstimateResult
 from app.estimator.spec import DatasetShape
 from app.models import Dataset, Estimate
@@ -33,8 +33,6 @@ from app.models.base import new_id, utcnow
 from app.pagination import keyset_page
 from app.prices import ratecard, ratecard_service
 from app.prices.staleness import stale_notes
-
-log = logging.getLogger(__name__)
 
 
 def resolve_dataset(
@@ -72,7 +70,11 @@ def compute(
     catalog: Catalog,
     calibration: CalibrationTable | None,
 ) -> EstimateResult:
-    """Run the estimator; every input problem it finds becomes a 422 naming the field."""
+    """Run the estimator; each input problem it detects becomes a 422 naming the field.
+
+    Only the estimator's input errors are a client's fault: any other exception is a bug and
+    goes on to the 500 handler.
+    """
     from app.estimator import engine
 
     try:
@@ -98,25 +100,8 @@ def compute(
         raise InvalidInput(str(exc), field=field, valid=exc.valid) from None
     except UnknownProviderError as exc:
         raise InvalidInput(str(exc), field="hardware.provider", valid=exc.valid) from None
-    except ModelConfigError as exc:
-        raise InvalidInput(
-            f"model_type={exc.model_type!r}: {exc.message}",
-            field="model",
-            model_type=exc.model_type,
-        ) from None
-    except ValueError as exc:
-        # The engine's checks of combined inputs (e.g. LoRA target modules the model lacks).
-        message = short_message(str(exc))
-        where = "lora.target_modules" if "target module" in message else None
-        raise InvalidInput(message, field=where) from None
-    except (TypeError, ArithmeticError, KeyError, AttributeError, RuntimeError) as exc:
-        # A client config that builds but makes no numeric sense (zero heads, ...); logged in
-        # full because it may also be an estimator bug worth fixing.
-        log.warning("estimate refused: %s", exc, exc_info=True)
-        raise InvalidInput(
-            f"the estimator cannot handle this combination (model_type="
-            f"{analysis.model_type!r}): {type(exc).__name__}: {short_message(str(exc))}"
-        ) from None
+    except EstimateInputError as exc:
+        raise InvalidInput(short_message(str(exc)), field=exc.field, **exc.extra) from None
 
 
 @dataclass(frozen=True)

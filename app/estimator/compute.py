@@ -30,6 +30,7 @@ from app.estimator.efficiency import (
     STARTUP_SECONDS,
     WEIGHT_LOAD_GBPS,
 )
+from app.estimator.errors import EstimateInputError
 from app.estimator.flops import FlopsBreakdown, MatmulParams, flops_per_token, matmul_params
 from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis
@@ -265,8 +266,14 @@ def estimate_time(
     mm = matmul_params(analysis)
     dtype = compute_dtype(training.precision)
     peak = gpu.peak_flops(dtype)
-    if peak <= 0 or mfu <= 0:
-        raise ValueError(f"{gpu.id} has no {dtype} throughput in the catalog")
+    if mfu <= 0:
+        raise ValueError(f"efficiency must be positive, got {mfu}")
+    if peak <= 0:
+        raise EstimateInputError(
+            f"{gpu.id} has no {dtype} throughput in the catalog; choose another "
+            "training.precision or GPU",
+            field="training.precision",
+        )
     bandwidth = gpu.memory_bandwidth_gbps * GIGA * BANDWIDTH_EFFICIENCY
     pb = (
         DTYPE_BYTES[adapter_dtype(precision=training.precision)]

@@ -15,6 +15,7 @@ from typing import Any
 from app.catalog.loader import Catalog, GpuSpec
 from app.estimator.assemble import dataset_summary, method_result, model_summary
 from app.estimator.calibration_types import CalibrationTable
+from app.estimator.errors import EstimateInputError
 from app.estimator.lora import lora_trainable_params
 from app.estimator.memory import estimate_memory
 from app.estimator.model_analysis import ModelAnalysis
@@ -83,13 +84,15 @@ def estimate(
     """
     wanted = tuple(dict.fromkeys(Method(m) for m in methods))
     if not wanted:
-        raise ValueError("methods must name at least one of full, lora, qlora")
+        raise EstimateInputError(
+            "methods must name at least one of full, lora, qlora", field="methods"
+        )
     if variants < 1:
-        raise ValueError("variants must be at least 1")
+        raise EstimateInputError("variants must be at least 1", field="variants")
     if storage_months < 0:
-        raise ValueError("storage_months must not be negative")
+        raise EstimateInputError("storage_months must not be negative", field="storage_months")
     if budget_usd is not None and budget_usd <= 0:
-        raise ValueError("budget_usd must be positive")
+        raise EstimateInputError("budget_usd must be positive", field="budget_usd")
     gpu_id = catalog.resolve_gpu_id(hardware.gpu) if hardware.gpu is not None else None
     if hardware.provider is not None:
         catalog.check_provider(hardware.provider)
@@ -147,7 +150,9 @@ def _available(catalog: Catalog, given: AvailableGpus | None) -> dict[str, int |
         return None
     if isinstance(given, Mapping):
         if any(int(n) < 1 for n in given.values()):
-            raise ValueError("available_gpus counts must be at least 1")
+            raise EstimateInputError(
+                "available_gpus counts must be at least 1", field="available_gpus"
+            )
         return {catalog.resolve_gpu_id(g): int(n) for g, n in given.items()}
     return {catalog.resolve_gpu_id(g): None for g in given}
 
@@ -218,7 +223,9 @@ def _estimate(
     )
     plan_gpus = _plan_gpus(catalog, gpu_id, available)
     if not plan_gpus and gpu_id is None:
-        raise ValueError("available_gpus leaves no catalog GPU to plan on")
+        raise EstimateInputError(
+            "available_gpus leaves no catalog GPU to plan on", field="available_gpus"
+        )
     counts = (hardware.num_gpus,) if hardware.num_gpus is not None else GPU_COUNTS
 
     results: dict[Method, MethodResult] = {}
@@ -322,7 +329,10 @@ def _choose(
             return candidate, next((c for c in priced if c.cost_usd == best.cost_usd), None)
         seen = list(ctx._candidates.values())
         if not seen:
-            raise ValueError(f"available_gpus offers no GPU in the counts asked for: {counts}")
+            raise EstimateInputError(
+                f"available_gpus offers no GPU in the counts asked for: {counts}",
+                field="available_gpus",
+            )
         runnable = [c for c in seen if c.time is not None] or seen
         candidate = min(runnable, key=lambda c: c.per_gpu_bytes / c.gpu.memory_bytes)
     priced = costs(candidate, catalog, provider=hardware.provider, pricing=hardware.pricing)

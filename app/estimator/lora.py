@@ -10,6 +10,7 @@ from typing import Any
 
 from app.estimator.activations import LoraLayout
 from app.estimator.depth import at_depth
+from app.estimator.errors import EstimateInputError
 from app.estimator.inventory import take_inventory
 from app.estimator.lora_defaults import ALL_LINEAR, peft_default_targets, resolve_lora_targets
 from app.estimator.model_analysis import (
@@ -92,10 +93,11 @@ def _checked(analysis: ModelAnalysis, requested: tuple[str, ...] | str) -> tuple
             if default is not None and _same(default, requested)
             else ""
         )
-        raise ValueError(
+        raise EstimateInputError(
             f"LoRA target module(s) {', '.join(map(repr, unknown))}{origin} not found in "
             f"{analysis.architecture}; set lora.target_modules to some of: "
-            f"{', '.join(valid_target_names(analysis))}, or {ALL_LINEAR!r}"
+            f"{', '.join(valid_target_names(analysis))}, or {ALL_LINEAR!r}",
+            field="lora.target_modules",
         )
     return requested
 
@@ -202,7 +204,9 @@ def _inject(
         with torch.device("meta"):
             peft_model = get_peft_model(model, peft_config)
     except ValueError as exc:
-        raise ValueError(f"peft cannot apply this LoRA config: {exc}") from exc
+        raise EstimateInputError(
+            f"peft cannot apply this LoRA config: {exc}", field="lora"
+        ) from exc
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 

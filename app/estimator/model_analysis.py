@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from app.estimator.depth import at_depth, layers_alike_by_config, lists_cut
+from app.estimator.errors import EstimateInputError
 from app.estimator.inventory import (
     Inventory,
     StackSignature,
@@ -51,11 +52,13 @@ FORWARD_OPTIONS = (
 REDUCED_DEPTHS = (1, 3)  # depths built to extrapolate: 3 layers catch patterns of period 2 or 3
 
 
-class ModelConfigError(Exception):
+class ModelConfigError(EstimateInputError):
     """A config that transformers cannot build (unknown architecture, bad values, remote code)."""
 
     def __init__(self, model_type: str | None, message: str) -> None:
-        super().__init__(f"model_type={model_type!r}: {message}")
+        super().__init__(
+            f"model_type={model_type!r}: {message}", field="model", model_type=model_type
+        )
         self.model_type = model_type
         self.message = message
 

@@ -18,6 +18,7 @@ from app.estimator.conventions import (
     base_dtype,
     saved_module_dtype,
 )
+from app.estimator.errors import EstimateInputError
 from app.estimator.lora import lora_targets, lora_trainable_params
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, QLoraSpec
@@ -152,7 +153,7 @@ def optimizer_bytes(
         return OptimizerBytes(0, 0, paged=False)  # torch.optim.SGD, momentum=0: no state
     if optimizer == "adafactor":
         return _adafactor(shapes, extra_params)
-    raise ValueError(f"unknown optimizer {optimizer!r}")
+    raise EstimateInputError(f"unknown optimizer {optimizer!r}", field="training.optimizer")
 
 
 def _adafactor(shapes: list[tuple[int, ...]], extra: int) -> OptimizerBytes:

@@ -125,3 +125,39 @@ def test_a_valid_inline_config_is_estimated(app_client, keys) -> None:  # type: 
     assert r.status_code == 201, r.text
     assert r.json()["model"]["hidden_size"] == 64
     assert r.json()["model_ref"].startswith("config:llama:")
+
+
+@pytest.mark.parametrize(
+    ("patch", "loc", "fragment"),
+    [
+        ({"available_gpus": {"A100-40GB": 0}}, ["available_gpus"], "at least 1"),
+        (
+            {
+                "model": {"config": TINY_LLAMA | {"num_hidden_layers": 0}},
+                "lora": {"target_modules": "all-linear"},
+            },
+            ["lora"],
+            "peft cannot apply",
+        ),
+    ],
+)
+def test_input_errors_the_estimator_detects_are_422_naming_the_field(  # type: ignore[no-untyped-def]
+    app_client, keys, patch, loc, fragment
+) -> None:
+    problem = _problem(app_client, keys["read"], BASE | patch, 422)
+    assert loc in _locs(problem) and fragment in problem["detail"]
+
+
+@pytest.mark.parametrize("bug", [KeyError("layer"), ValueError("bad sum"), TypeError("None")])
+def test_an_estimator_bug_is_a_500_problem_not_a_client_error(  # type: ignore[no-untyped-def]
+    app_client, keys, monkeypatch, bug
+) -> None:
+    from app.estimator import engine
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise bug
+
+    monkeypatch.setattr(engine, "_estimate", broken)
+    engine.clear_cache()
+    problem = _problem(app_client, keys["read"], BASE | {"variants": 7}, 500)
+    assert "errors" not in problem and str(bug) not in problem["detail"]
