@@ -112,9 +112,8 @@ def app_client(service_env: ServiceEnv) -> Iterator[object]:
         yield client
 
 
-@pytest.fixture(scope="session")
-def keys(service_env: ServiceEnv) -> dict[str, str]:
-    """One secret per scope: read, submit, admin (read and submit of team 'ml'; admin none)."""
+def key_per_scope(name: str) -> dict[str, str]:
+    """One new key per scope in the current database, by scope; read and submit of team 'ml'."""
     from app.auth import service
     from app.db import session_scope
     from app.models import Scope
@@ -124,9 +123,15 @@ def keys(service_env: ServiceEnv) -> dict[str, str]:
         for scope in Scope:
             # One tenant: the read key sees what the submit key made (tenancy, app/auth/tenancy).
             team = None if scope == Scope.ADMIN else "ml"
-            _, secret = service.create(session, name=f"test {scope}", scope=scope, team=team)
+            _, secret = service.create(session, name=f"{name} {scope}", scope=scope, team=team)
             out[scope.value] = secret
     return out
+
+
+@pytest.fixture(scope="session")
+def keys(service_env: ServiceEnv) -> dict[str, str]:
+    """One secret per scope: read, submit, admin (read and submit of team 'ml'; admin none)."""
+    return key_per_scope("test")
 
 
 def auth(secret: str) -> dict[str, str]:

@@ -8,12 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from app.db import session_scope
-from app.models.base import utcnow
-from app.prices import service
 from app.prices.fetch import FETCHERS
 from app.prices.importers import PARSERS, PriceImportError
-from app.prices.refresh import refresh_all
+from app.prices.refresh import import_document, refresh_all
 
 prices_app = typer.Typer(
     help="Provider price lists (talks to the database directly).", no_args_is_help=True
@@ -53,25 +50,10 @@ def _read(path: Path) -> Any:
         raise typer.Exit(1) from None
 
 
-def _import_one(doc: Any, *, provider: str | None, source: str, exit_on_error: bool = True) -> bool:
+def _import_one(doc: Any, *, provider: str | None, source: str) -> None:
     try:
-        with session_scope() as session:
-            row = service.refresh(
-                session,
-                doc=doc,
-                provider=provider,
-                source=source,
-                fetched_at=utcnow(),
-                imported_by="cli",
-            )
-            summary = (row.provider, row.rows, row.catalog_version_id)
+        said = import_document(doc, provider=provider, source=source, imported_by="cli")
     except PriceImportError as exc:
         typer.echo(f"{source}: not imported, nothing changed: {exc}", err=True)
-        if exit_on_error:
-            raise typer.Exit(1) from None
-        return False
-    typer.echo(
-        f"imported {summary[1]} {summary[0]} per-GPU prices from {source}: "
-        f"catalog version {summary[2]}"
-    )
-    return True
+        raise typer.Exit(1) from None
+    typer.echo(said)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from app.db import session_scope
@@ -9,6 +11,27 @@ from app.models.base import utcnow
 from app.prices import service
 from app.prices.fetch import FETCHERS
 from app.prices.importers import PriceImportError
+
+
+def import_document(doc: Any, *, provider: str | None, source: str, imported_by: str) -> str:
+    """Import one price-list document as a new catalog version (its own transaction).
+
+    Returns what was imported, in words; raises PriceImportError, nothing changed, when the
+    document is refused.
+    """
+    with session_scope() as session:
+        row = service.refresh(
+            session,
+            doc=doc,
+            provider=provider,
+            source=source,
+            fetched_at=utcnow(),
+            imported_by=imported_by,
+        )
+        return (
+            f"imported {row.rows} {row.provider} per-GPU prices from {source}: "
+            f"catalog version {row.catalog_version_id}"
+        )
 
 
 def refresh_all(providers: list[str] | None = None) -> dict[str, str]:
@@ -21,17 +44,7 @@ def refresh_all(providers: list[str] | None = None) -> dict[str, str]:
             outcome[name] = f"not fetched, nothing changed: {type(exc).__name__}: {exc}"
             continue
         try:
-            with session_scope() as session:
-                row = service.refresh(
-                    session,
-                    doc=doc,
-                    provider=name,
-                    source=url,
-                    fetched_at=utcnow(),
-                    imported_by="refresh",
-                )
-                version = row.catalog_version_id
-                outcome[name] = f"imported {row.rows} prices: catalog version {version}"
+            outcome[name] = import_document(doc, provider=name, source=url, imported_by="refresh")
         except PriceImportError as exc:
             outcome[name] = f"not imported, nothing changed: {exc}"
     return outcome
