@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     # message; the sweeper sends it again (the task is idempotent). Longer than a normal wait
     # behind a busy worker would make duplicates rarer, never wrong.
     queued_resend_s: float = Field(900.0, ge=10, description="re-send queued jobs after this")
+    worker_cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="threads of a training job on the CPU (default: OMP_NUM_THREADS when set, "
+        "else all cores but one, left to the API and database)",
+    )
     worker_gpu: str | None = Field(
         None, description="override the detected device kind of this worker (a catalog GPU id)"
     )

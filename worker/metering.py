@@ -251,6 +251,9 @@ class Actuals:
     wall_s: float  # job start (billing start) to the end of saving
     startup_s: float  # job start to the first training step (spawn, imports, loading, data)
     train_s: float  # the training loop only
+    # Of train_s, what the first optimizer step took beyond a steady one (one-time set-up inside
+    # the loop); calibration counts it with start-up, not with the per-step time.
+    warmup_s: float
     gpu_hours: float
     peak_memory_bytes: int
     peak_memory_kind: str  # "cuda_allocated", or "cpu_rss" for the child's peak resident set

@@ -91,6 +91,14 @@ def modelled_seconds(
     return fixed + frac * (per_step + fixed_steps + compute * own_mfu / mfu)
 
 
+def steady_loop_s(train_s: float | None, warmup_s: float | None) -> float | None:
+    """The training loop without its first step's one-time set-up (`warmup_s`, metered by the
+    worker): that set-up is paid once per run, so the fit counts it with the run overhead."""
+    if not train_s:
+        return train_s
+    return train_s - min(max(warmup_s or 0.0, 0.0), train_s)
+
+
 def time_sample(
     job_id: str, snapshot: dict[str, Any], *, wall_s: float | None, train_s: float | None
 ) -> TimeSample | None:
@@ -231,6 +239,7 @@ def load_samples(
         Job.est_peak_bytes,
         Job.errors["complete_run"].as_boolean().label("complete_run"),
         Job.actuals["train_s"].as_float().label("train_s"),
+        Job.actuals["warmup_s"].as_float().label("warmup_s"),
         *snapshot_columns(),
     )
     if per_group is not None:
@@ -258,10 +267,11 @@ def load_samples(
         if r.complete_run is False:
             continue  # succeeded but not the planned run: not comparable
         snapshot = snapshot_from_row(r)
+        loop_s = steady_loop_s(r.train_s, r.warmup_s)
         efficiency, source = job_efficiency(
             snapshot,
             wall_s=r.act_wall_s,
-            train_s=r.train_s,
+            train_s=loop_s,
             est_gpu_hours=r.est_gpu_hours,
             act_gpu_hours=r.act_gpu_hours,
             act_mfu=r.act_mfu,
@@ -278,7 +288,7 @@ def load_samples(
                 efficiency_source=source,
                 memory_ratio=act_peak / est_peak if est_peak and act_peak else None,
                 peak_kind=r.act_peak_kind,
-                time=time_sample(r.id, snapshot, wall_s=r.act_wall_s, train_s=r.train_s),
+                time=time_sample(r.id, snapshot, wall_s=r.act_wall_s, train_s=loop_s),
             )
         )
     return out

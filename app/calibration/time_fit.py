@@ -26,6 +26,9 @@ from dataclasses import dataclass
 MODIFIED_Z_SCALE = 0.6745
 MODIFIED_Z_LIMIT = 3.5
 MIN_LOG_MAD = 0.01
+# Fewer jobs than this cannot tell an outlier from the rule: with three, the median is one of
+# them and the MAD the smaller of the other two distances, so any uneven trio loses a job.
+MIN_JOBS_FOR_OUTLIERS = 5
 # A job's weight halves for every this many newer jobs in its group: after ~100 jobs the old
 # ones hardly count, so a new driver or library version takes over within a few dozen runs.
 RECENCY_HALF_LIFE_JOBS = 25
@@ -123,7 +126,7 @@ def _outliers(samples: Sequence[TimeSample], step: float, inverse: float) -> set
         for s in samples
         if (p := _predicted(s, step, inverse)) > 0 and s.train_s > 0
     }
-    if len(logs) < 3:
+    if len(logs) < MIN_JOBS_FOR_OUTLIERS:
         return set()
     median = statistics.median(logs.values())
     mad = max(statistics.median(abs(v - median) for v in logs.values()), MIN_LOG_MAD)

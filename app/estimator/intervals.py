@@ -16,7 +16,7 @@ from typing import Literal
 # run is more often slower than planned (throttling, data loading, a busy host) than faster.
 PRIOR_TIME_BAND = (0.7, 1.5)
 # Calibrated: the fitted terms reproduce the group's own finished jobs; what remains is run-to-run
-# spread, +-10-25% for tiny jobs on a shared CPU (the real-jobs calibration test of 72817a3)
+# spread, +-10-25% for tiny jobs on a shared CPU (tests/calibration/test_real_jobs.py)
 # and less on a dedicated GPU.
 CALIBRATED_TIME_BAND = (0.8, 1.25)
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.calibration import service
-from app.calibration.samples import MIN_COMPUTE_SHARE, job_efficiency
+from app.calibration.samples import MIN_COMPUTE_SHARE, job_efficiency, steady_loop_s
 from app.calibration.time_fit import TimeSample, fit_time, worse_than_prior
 from app.estimator.spec import Method
 from app.models import JobStatus
@@ -212,3 +212,24 @@ def test_a_fit_worse_than_the_prior_on_newer_jobs_is_flagged() -> None:
     steady = [replace(s, estimated_wall_s=5 * s.wall_s) for s in steady]
     assert worse_than_prior(steady) is False
     assert worse_than_prior(steady[:3]) is None  # too few to hold any out
+
+
+def test_three_uneven_jobs_are_all_kept() -> None:
+    # Three real CPU jobs of 10/40/80 steps: the shortest pays more per step (its fixed costs
+    # weigh more). With three jobs no outlier can be told from the rule: all three are fitted.
+    trio = [_timed(0, 10, 0.29, 13.0), _timed(1, 40, 0.51, 16.2), _timed(2, 80, 0.91, 13.4)]
+    fit = fit_time(trio)
+    assert fit.used == 3 and fit.outliers == 0
+    # Five steady jobs but one ten times slower than the rest: that one is dropped.
+    steady = [(10, 0.12), (40, 0.5), (80, 0.95), (20, 0.25), (60, 7.0)]
+    five = [_timed(i, steps, train, 14.0) for i, (steps, train) in enumerate(steady)]
+    fit = fit_time(five)
+    assert fit.used == 4 and fit.outliers == 1 and "j4" not in fit.used_ids
+
+
+def test_first_step_set_up_is_run_overhead() -> None:
+    # The worker's warmup_s (first step beyond a steady one) leaves the loop time.
+    assert steady_loop_s(3.0, 1.0) == pytest.approx(2.0)
+    assert steady_loop_s(3.0, None) == pytest.approx(3.0)
+    assert steady_loop_s(3.0, 5.0) == 0.0  # never negative
+    assert steady_loop_s(None, 1.0) is None

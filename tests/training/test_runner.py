@@ -67,6 +67,7 @@ def test_each_method_trains_meters_and_saves(
     assert 0 < act["loss_tokens"] < act["tokens"] <= act["tokens_processed"]
     assert act["tokens_per_s"] > 0 and act["train_s"] > 0
     assert act["startup_s"] + act["train_s"] <= act["wall_s"]
+    assert 0 <= act["warmup_s"] <= act["train_s"]  # the first step's set-up, part of the loop
     # Metering: peak RSS of the child on the CPU, money from wall time, MFU from FLOPs/token.
     assert act["peak_memory_kind"] == "cpu_rss" and act["peak_memory_bytes"] > 50 * 2**20
     assert act["device_kind"] == "cpu" and act["energy_kwh"] is None

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.config import get_settings
 from worker import metering
+from worker.training.cpu_threads import cpu_threads
 from worker.training.errors import JobSpecError
 from worker.training.loop import ProgressEvent, StopReason
 from worker.training.spec import Launch
@@ -83,6 +85,8 @@ def run_training(
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
     device = _pick_device(run.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(get_settings().worker_cpu_threads))
     if device.type == "cuda":
         # CUDA starts lazily, and resetting the peak before its allocator exists raises
         # "Invalid device argument" (seen on an H200, torch 2.11): start it first.
@@ -204,6 +208,7 @@ def run_training(
         wall_s=wall_s,
         startup_s=startup_s,
         train_s=result.train_s,
+        warmup_s=result.warmup_s,
         gpu_hours=wall_s / metering.HOUR_S * spec.num_gpus,
         peak_memory_bytes=peak,
         peak_memory_kind=peak_kind,

@@ -55,6 +55,16 @@ class LoopResult:
     train_s: float
     final_loss: float | None
     eval_loss: float | None
+    first_step_s: float | None = None  # the first optimizer step alone
+
+    @property
+    def warmup_s(self) -> float:
+        """What the first step took beyond a steady one: one-time set-up inside the loop (lazy
+        kernel and allocator initialisation, first-touch of the weights). 0 below two steps."""
+        if self.first_step_s is None or self.steps < 2:
+            return 0.0
+        steady = (self.train_s - self.first_step_s) / (self.steps - 1)
+        return max(self.first_step_s - steady, 0.0)
 
 
 def plan_total_steps(
@@ -115,6 +125,7 @@ def train_loop(
     final_loss: float | None = None
     reason: StopReason = "completed"
     start = time.perf_counter()
+    first_step_s: float | None = None
     try:
         while step < total_steps:
             stop = should_stop()
@@ -151,6 +162,8 @@ def train_loop(
             step += 1
             final_loss = value
             train_s = time.perf_counter() - start
+            if first_step_s is None:
+                first_step_s = train_s
             on_progress(
                 ProgressEvent(
                     step=step,
@@ -174,6 +187,7 @@ def train_loop(
         train_s=time.perf_counter() - start,
         final_loss=final_loss,
         eval_loss=None,
+        first_step_s=first_step_s,
     )
 
 
