@@ -24,7 +24,7 @@ from app.auth import service as keys_service
 from app.db import session_scope
 from app.main import create_app
 from app.models import Scope
-from app.tinymodel import make_tiny_dataset, make_tiny_model
+from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import REDIS_URL, auth
 from tests.jobs.jobs_support import wait_status
 from tests.support import ServiceEnv, clear_caches, start_worker
