@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     worker_gpu: str | None = Field(
         None, description="override the detected device kind of this worker (a catalog GPU id)"
     )
+    # How many devices this worker hands out to jobs (README "Devices per worker"): it runs up
+    # to that many jobs at once on disjoint device sets, and takes jobs of up to that many.
+    worker_gpu_count: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="devices this worker runs jobs on; unset: every GPU NVML sees, or 1 on a "
+        "CPU-only machine (where it sets how many logical CPU devices the worker has)",
+    )
+    worker_lock_dir: Path | None = Field(
+        None,
+        description="folder of the worker's device lock files (default: the system temp folder)",
+    )
     # Cost provenance of the jobs this worker runs (README "Cost provenance").
     worker_cost_source: Literal["self_hosted", "cloud"] | None = Field(
         None,

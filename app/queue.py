@@ -15,13 +15,22 @@ RUN_JOB_TASK = "tunecost.run_job"
 QUEUE_PREFIX = "gpu."
 
 
-def queue_for(gpu: str) -> str:
-    """The queue that workers with this GPU kind consume, e.g. `gpu.A100-80GB`."""
-    return QUEUE_PREFIX + gpu
+def queue_for(gpu: str, num_gpus: int = 1) -> str:
+    """The queue of jobs of this GPU kind and size: `gpu.A100-80GB`, `gpu.A100-80GB.x4`.
+
+    A worker consumes the queue of each size up to its device count, so it never takes a job it
+    could never hold.
+    """
+    return QUEUE_PREFIX + gpu + (f".x{num_gpus}" if num_gpus > 1 else "")
+
+
+def queues_up_to(gpu: str, devices: int) -> list[str]:
+    """The queues a worker of this GPU kind with `devices` devices consumes."""
+    return [queue_for(gpu, n) for n in range(1, devices + 1)]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings for long GPU jobs: JSON, late acks, one job at a time per worker."""
+    """Celery settings for long GPU jobs: JSON, late acks, one job per pool process at a time."""
     transport_options: dict[str, Any] = {
         # A job may run for days; the broker must not hand an unacked one to another worker
         # while the first is still training.

@@ -10,7 +10,7 @@ mkdir -p var/storage var/models
 
 "$VENV/bin/tunecost" bootstrap
 
-"$VENV/bin/celery" -A worker.celery_app worker --loglevel INFO --concurrency 1 &
+"$VENV/bin/celery" -A worker.celery_app worker --loglevel INFO &
 worker_pid=$!
 "$VENV/bin/uvicorn" app.main:create_app --factory --host "$HOST" --port "$PORT" \
   --timeout-graceful-shutdown 30 &

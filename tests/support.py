@@ -104,9 +104,18 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.2, what: str = "c
 
 @contextmanager
 def start_worker(
-    env: ServiceEnv, *, gpu: str, hostname: str, log: Path, extra_env: dict[str, str] | None = None
+    env: ServiceEnv,
+    *,
+    gpu: str,
+    hostname: str,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    concurrency: int | None = 1,
 ) -> Iterator[WorkerProcess]:
-    """Start `celery -A worker.celery_app worker` for `gpu` and wait until its heartbeat shows."""
+    """Start `celery -A worker.celery_app worker` for `gpu` and wait until its heartbeat shows.
+
+    `concurrency=None` leaves the pool size to the worker (one process per device).
+    """
     from sqlalchemy import select
 
     from app.db import session_scope
@@ -125,8 +134,7 @@ def start_worker(
                 "worker",
                 "--loglevel",
                 "INFO",
-                "--concurrency",
-                "1",
+                *(["--concurrency", str(concurrency)] if concurrency is not None else []),
                 "-n",
                 f"{hostname}@%h",
                 "--without-gossip",

@@ -1,7 +1,10 @@
 """The Celery app: `celery -A worker.celery_app worker`.
 
-A worker detects its device once at start (NVML, never CUDA: the pool forks after this), consumes
-the queue for that GPU kind and records a heartbeat row so the API can count live workers.
+A worker detects its device kind and count once at start (NVML, never CUDA: the pool forks after
+this). Its pool has one process per device (worker/devices.py keeps the jobs' device sets
+disjoint); it consumes the queue of its GPU kind for every job size it can hold (`gpu.<kind>`,
+`gpu.<kind>.x2`, ... up to its device count) and records a heartbeat row, with its devices total
+and free, so the API can count live workers and their devices.
 """
 
 from __future__ import annotations
@@ -16,24 +19,32 @@ from celery import Celery
 from celery.signals import celeryd_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
-from app.queue import celery_config, queue_for
+from app.queue import celery_config, queue_for, queues_up_to
+from worker import devices
 
 log = logging.getLogger(__name__)
 
 
 def device_kind() -> tuple[str, str, int]:
-    """(catalog GPU id, device name, count) of this machine; TUNECOST_WORKER_GPU overrides."""
+    """(catalog GPU id, device name, device count) of this worker.
+
+    TUNECOST_WORKER_GPU overrides the kind, TUNECOST_WORKER_GPU_COUNT the count.
+    """
     from worker.metering import detect_device
 
+    settings = get_settings()
     device = detect_device()
-    kind = get_settings().worker_gpu or device.kind
-    return kind, device.name, device.count
+    kind = settings.worker_gpu or device.kind
+    return kind, device.name, devices.device_count(settings)
 
 
 def _make_app() -> Celery:
     settings = get_settings()
     app = Celery("tunecost", include=["worker.tasks"])
     app.conf.update(celery_config(settings))
+    # One pool process per device, so the worker can run a job on each; `-c` still overrides
+    # (read by Celery's command line before any worker signal fires, hence set here).
+    app.conf.worker_concurrency = devices.device_count(settings)
     return app
 
 
@@ -54,7 +65,9 @@ class _Heartbeat:
 
         kind, name, count = device_kind()
         self.hostname = hostname
-        interval = get_settings().heartbeat_interval_s
+        settings = get_settings()
+        interval = settings.heartbeat_interval_s
+        allocator = devices.Allocator(devices.worker_devices(nodename=hostname, settings=settings))
 
         def beat() -> None:
             while True:
@@ -65,6 +78,7 @@ class _Heartbeat:
                         queue=queue_for(kind),
                         device_name=name,
                         device_count=count,
+                        devices_free=allocator.free(),
                         pid=os.getpid(),
                     )
                 except Exception:  # the database may be briefly down; keep beating
@@ -101,7 +115,19 @@ def _on_shutdown(**_: Any) -> None:
 
 
 @celeryd_init.connect
-def _consume_own_kind(conf: Any = None, **_: Any) -> None:
-    """Without -Q, a worker consumes the queue of its own device kind (e.g. `gpu.A100-80GB`)."""
-    if conf is not None:
-        conf.task_default_queue = queue_for(device_kind()[0])
+def _consume_own_kind(
+    instance: Any = None, conf: Any = None, options: dict[str, Any] | None = None, **_: Any
+) -> None:
+    """Without -Q, a worker consumes its own kind's queue for each job size it can hold.
+
+    e.g. `gpu.A100-80GB` (1-device jobs) and `gpu.A100-80GB.x2` on a 2-GPU machine.
+    """
+    if conf is None or (options or {}).get("queues"):
+        return
+    kind, _name, count = device_kind()
+    conf.task_default_queue = queue_for(kind)
+    if instance is not None:
+        queues = instance.app.amqp.queues
+        for name in queues_up_to(kind, count):
+            # Declared as the sending side declares a queue it names (exchange = queue name).
+            queues.select_add(queues.new_missing(name))

@@ -53,8 +53,9 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
     """Mark the job running on `hostname` if nobody else runs it; idempotent per delivery.
 
     Queued → claimed. Running with a fresh heartbeat on another worker → skipped. Running on this
-    worker (its previous process died: concurrency is one) or with a stale heartbeat → claimed
-    again if attempts remain, else failed. Final → skipped.
+    worker (the process that ran it died: while it lives, its job lock in worker/devices.py keeps
+    other deliveries from getting here) or with a stale heartbeat → claimed again if attempts
+    remain, else failed. Final → skipped.
     """
     settings = get_settings()
     with session_scope() as session:
@@ -218,6 +219,26 @@ def fail_unclaimed(job_id: str, *, reason: str) -> None:
         if job is not None and not JobStatus(job.status).is_final:
             job.error = reason
             _end(session, job, JobStatus.FAILED, detail=None)
+
+
+def devices_needed(job_id: str) -> int | None:
+    """How many devices the job needs; None when it is gone or has ended (nothing to run)."""
+    with session_scope() as session:
+        row = session.execute(
+            select(Job.num_gpus, Job.status).where(Job.id == job_id)
+        ).one_or_none()
+    if row is None or JobStatus(row.status).is_final:
+        return None
+    return int(row.num_gpus)
+
+
+def note_waiting(job_id: str, *, detail: str) -> None:
+    """Say why a queued job has not started yet (say, its worker's devices are all held)."""
+    with session_scope() as session:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is not None and job.status == JobStatus.QUEUED and job.status_detail != detail:
+            job.status_detail = detail
+            add_event(session, job_id=job_id, kind="status", message=detail)
 
 
 def add_status_event(job_id: str, *, attempt: int, message: str, kind: str = "status") -> None:

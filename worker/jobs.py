@@ -1,6 +1,8 @@
 """The `tunecost.run_job` task: claim the job, train it in a child process, meter and store it.
 
 The task takes only the job id and reloads the row; it is safe to deliver twice (acks are late).
+It first takes the job's `num_gpus` devices of its worker (worker/devices.py; the job stays
+queued while they are held by other jobs), then claims the job and trains on those devices.
 The training runs in a spawned child (worker/training/runner.py) so that cancel and budget stops
 really end it. While it runs, this process writes throttled progress events, refreshes the job's
 heartbeat and polls for a cancel request in one query every few seconds.
@@ -13,6 +15,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from app.jobs.artifacts import artifact_url
 from app.models import JobStatus
 from app.queue import RUN_JOB_TASK
 from app.storage import open_file
-from worker import job_rows
+from worker import devices, job_rows
 from worker.celery_app import celery_app
 from worker.job_rows import Claim
 from worker.training.spec import Launch, RunContext
@@ -36,6 +39,9 @@ PROGRESS_EVERY_S = 2.0  # progress rows at most this often per job (and always t
 MAX_CHECK_S = 2.0
 STOP_GRACE_S = 5.0  # SIGTERM → SIGKILL: time for a step to finish and a small artifact to save
 COPY_CHUNK_BYTES = 1024 * 1024
+# A job waiting for its worker's devices asks the database at most this often whether it was
+# cancelled meanwhile (the wait itself looks at the device locks every WAIT_POLL_S).
+DEVICE_WAIT_CHECK_S = 5.0
 
 # Columns filled from the metered actuals (worker/metering.py `Actuals`).
 ACTUAL_COLUMNS = {
@@ -246,13 +252,63 @@ def _finish(claim: Claim, outcome: Any, local_artifact: Path) -> None:
 def run_job(job_id: str) -> str:
     """Run job `job_id` to its end; returns a one-line summary (for the worker's log)."""
     hostname = run_job.request.hostname or "worker"
+    settings = get_settings()
+    with devices.running_job(nodename=hostname, settings=settings, job_id=job_id) as ours:
+        if not ours:
+            log.info("run_job %s skipped: another process of this worker runs it", job_id)
+            return "skipped: another process of this worker runs it"
+        allocator = devices.Allocator(devices.worker_devices(nodename=hostname, settings=settings))
+        lease = _take_devices(job_id, hostname=hostname, allocator=allocator)
+        if isinstance(lease, str):
+            return lease
+        with lease:
+            return _claim_and_run(job_id, hostname=hostname, lease=lease)
+
+
+def _take_devices(
+    job_id: str, *, hostname: str, allocator: devices.Allocator
+) -> devices.DeviceLease | str:
+    """The job's devices once they are free (the job stays queued meanwhile), or why not."""
+    needed = job_rows.devices_needed(job_id)
+    if needed is None:
+        return f"skipped: job {job_id} is gone or has ended"
+    if needed > allocator.total:
+        # Only a worker started with a hand-written -Q list gets here: the queue of each job
+        # size names it, and a worker consumes only the sizes it has devices for.
+        reason = (
+            f"the job needs {needed} devices but worker {hostname} has {allocator.total}; it "
+            f"was sent to a worker that consumes a queue of a size it cannot hold"
+        )
+        job_rows.fail_unclaimed(job_id, reason=reason)
+        return f"failed: {reason}"
+    lease = allocator.try_acquire(needed)
+    if lease is not None:
+        return lease
+    job_rows.note_waiting(
+        job_id,
+        detail=f"waiting on {hostname} for {needed} of its {allocator.total} devices to be free",
+    )
+    next_check = time.monotonic() + DEVICE_WAIT_CHECK_S
+
+    def ended() -> bool:
+        nonlocal next_check
+        if time.monotonic() < next_check:
+            return False
+        next_check = time.monotonic() + DEVICE_WAIT_CHECK_S
+        return job_rows.devices_needed(job_id) is None  # cancelled or deleted while waiting
+
+    lease = allocator.acquire(needed, should_stop=ended)
+    return lease if lease is not None else f"skipped: job {job_id} ended while waiting for devices"
+
+
+def _claim_and_run(job_id: str, *, hostname: str, lease: devices.DeviceLease) -> str:
     claimed = job_rows.claim(job_id, hostname=hostname)
     if isinstance(claimed, job_rows.Skip):
         log.info("run_job %s skipped: %s", job_id, claimed.reason)
         return f"skipped: {claimed.reason}"
     claim = claimed
     try:
-        return _run(claim)
+        return _run(claim, lease)
     except Exception as exc:  # a bug or an unforeseen failure: fail the job, keep the worker
         log.exception("run_job %s crashed", job_id)
         job_rows.finish(
@@ -265,10 +321,16 @@ def run_job(job_id: str) -> str:
         return f"failed: {exc}"
 
 
-def _run(claim: Claim) -> str:
-    from worker.training.runner import Throttle, run_in_child
+def _run(claim: Claim, lease: devices.DeviceLease) -> str:
+    from worker.training import runner
 
     job_id = claim.job_id
+    held = ",".join(str(i) for i in lease.indexes)
+    job_rows.add_status_event(
+        job_id,
+        attempt=claim.attempt,
+        message=f"holds device(s) {held} of its worker ({', '.join(lease.device_ids())})",
+    )
     with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp, _Watch(claim) as watch:
         work = Path(tmp)
         try:
@@ -278,9 +340,10 @@ def _run(claim: Claim) -> str:
                 job_id, attempt=claim.attempt, status=JobStatus.FAILED, detail=None, error=str(exc)
             )
             return f"failed: {exc}"
-        throttle = Throttle(_event_writer(claim), interval_s=PROGRESS_EVERY_S)
-        outcome = run_in_child(
+        throttle = runner.Throttle(_event_writer(claim), interval_s=PROGRESS_EVERY_S)
+        outcome = runner.run_job(
             launch,
+            devices=lease.device_ids(),
             out_dir=work / "artifact",
             on_event=throttle,
             should_cancel=watch.should_cancel,
@@ -288,6 +351,8 @@ def _run(claim: Claim) -> str:
             on_start=_record_pid(claim),
         )
         throttle.flush()
+        # Which of the worker's devices the job held: the proof that jobs never share one.
+        outcome.actuals = {**(outcome.actuals or {}), "worker_devices": lease.indexes}
         if watch.lost:
             return f"abandoned: job {job_id} was taken over by another attempt"
         if watch.cancelled and outcome.status == "failed" and outcome.error_kind == "child_died":

@@ -125,6 +125,18 @@ def detect_device() -> DeviceInfo:
     )
 
 
+def visible_gpu_uuids() -> list[str]:
+    """NVML UUIDs of the GPUs this process sees (CUDA_VISIBLE_DEVICES honoured); [] on a CPU."""
+    nvml = _nvml()
+    if nvml is None:
+        return []
+    out = []
+    for handle in _visible_handles(nvml):
+        raw = nvml.nvmlDeviceGetUUID(handle)
+        out.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+    return out
+
+
 def cpu_name() -> str:
     """The CPU model name (Linux /proc/cpuinfo), or "cpu"."""
     try:

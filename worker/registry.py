@@ -10,16 +10,24 @@ from app.models.base import utcnow
 
 
 def beat(
-    *, hostname: str, gpu: str, queue: str, device_name: str, device_count: int, pid: int
+    *,
+    hostname: str,
+    gpu: str,
+    queue: str,
+    device_name: str,
+    device_count: int,
+    devices_free: int,
+    pid: int,
 ) -> None:
-    """Insert or refresh this worker's row."""
+    """Insert or refresh this worker's row, with how many of its devices no job holds now."""
     with session_scope() as session:
         row = session.get(WorkerNode, hostname)
         if row is None:
             row = WorkerNode(hostname=hostname, started_at=utcnow())
             session.add(row)
         row.gpu, row.queue, row.device_name = gpu, queue, device_name
-        row.device_count, row.pid, row.last_seen_at = device_count, pid, utcnow()
+        row.device_count, row.devices_free = device_count, devices_free
+        row.pid, row.last_seen_at = pid, utcnow()
 
 
 def remove(*, hostname: str) -> None:

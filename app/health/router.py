@@ -37,6 +37,6 @@ def health() -> dict[str, Any] | JSONResponse:
         "prices": prices,
         "database": db,
         "broker": service.broker(settings),
-        "workers": {"live": sum(workers.values()), "by_gpu": workers},
+        "workers": workers,
         "schema_revision": db["revision"],
     }

@@ -20,11 +20,35 @@ class BrokerHealth(BaseModel):
     error: str | None = Field(None, description="the transport error's type when not ok")
 
 
+class DevicesHealth(BaseModel):
+    """The devices of the live workers of one GPU kind."""
+
+    total: int
+    free: int | None = Field(description="held by no job at the last heartbeats")
+    largest_worker: int = Field(
+        description="the most devices one worker has: the largest job of this kind it can run"
+    )
+
+
+class WorkerNodeHealth(BaseModel):
+    """One live worker and its devices, as its last heartbeat reported them."""
+
+    name: str = Field(description="the Celery node name, as jobs show it in `worker`")
+    gpu: str
+    devices_total: int = Field(
+        description="devices it runs jobs on (NVML, or set by TUNECOST_WORKER_GPU_COUNT)"
+    )
+    devices_free: int | None = Field(description="held by no job; null from an older worker")
+    last_seen_at: str
+
+
 class WorkersHealth(BaseModel):
     """Workers with a fresh heartbeat."""
 
     live: int
     by_gpu: dict[str, int] = Field(description="live workers per GPU kind (queue gpu.<kind>)")
+    devices: dict[str, DevicesHealth] = Field(description="their devices per GPU kind")
+    nodes: list[WorkerNodeHealth]
 
 
 class PricesHealth(BaseModel):

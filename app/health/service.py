@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
@@ -34,20 +34,41 @@ def broker(settings: Settings) -> dict[str, Any]:
         return {"ok": False, "error": type(exc).__name__}
 
 
-def live_workers(session: Session, settings: Settings) -> dict[str, int]:
-    """Workers whose heartbeat is fresh, by GPU kind.
+def live_workers(session: Session, settings: Settings) -> dict[str, Any]:
+    """Workers whose heartbeat is fresh: how many per GPU kind, and each one's devices.
 
-    Every worker upserts its row in `workers` every heartbeat interval. This works on every
-    broker, including kombu's SQLAlchemy transport, which has no broadcast, so `celery inspect
-    ping` answers nobody there (checked: `control.ping()` returned [] with a live worker).
+    Every worker upserts its row in `workers` every heartbeat interval, with its device count
+    and how many of its devices no job holds. This works on every broker, including kombu's
+    SQLAlchemy transport, which has no broadcast, so `celery inspect ping` answers nobody there
+    (checked: `control.ping()` returned [] with a live worker).
     """
     cutoff = utcnow() - timedelta(seconds=settings.heartbeat_stale_s)
-    rows = session.execute(
-        select(WorkerNode.gpu, func.count())
+    rows = session.scalars(
+        select(WorkerNode)
         .where(WorkerNode.last_seen_at >= cutoff)
-        .group_by(WorkerNode.gpu)
+        .order_by(WorkerNode.gpu, WorkerNode.hostname)
     ).all()
-    return {gpu: int(n) for gpu, n in rows}
+    by_gpu: dict[str, int] = {}
+    devices: dict[str, dict[str, int | None]] = {}
+    nodes = []
+    for row in rows:
+        by_gpu[row.gpu] = by_gpu.get(row.gpu, 0) + 1
+        kind = devices.setdefault(row.gpu, {"total": 0, "free": 0, "largest_worker": 0})
+        kind["total"] = (kind["total"] or 0) + row.device_count
+        kind["largest_worker"] = max(kind["largest_worker"] or 0, row.device_count)
+        # A worker that predates the free count makes the kind's free count unknown.
+        free = kind["free"]
+        kind["free"] = None if free is None or row.devices_free is None else free + row.devices_free
+        nodes.append(
+            {
+                "name": row.hostname,
+                "gpu": row.gpu,
+                "devices_total": row.device_count,
+                "devices_free": row.devices_free,
+                "last_seen_at": row.last_seen_at.isoformat(),
+            }
+        )
+    return {"live": len(rows), "by_gpu": by_gpu, "devices": devices, "nodes": nodes}
 
 
 def prices(session: Session, settings: Settings) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def sweep_stale(
 def resend_queued(
     session: Session, *, older_than_s: float, stale_s: float
 ) -> list[tuple[str, str]]:
-    """Queued jobs untouched for `older_than_s` whose GPU kind has a live worker: re-send them.
+    """Queued jobs untouched for `older_than_s` that a live worker can hold: re-send them.
 
     Their broker message may be lost (a broker restarted without persistence, say). Sending
     again is safe: the task claims the row atomically and a second delivery is skipped. Each
@@ -94,13 +94,23 @@ def resend_queued(
     queue) pairs the caller sends after committing.
     """
     now = utcnow()
-    live = select(WorkerNode.gpu).where(WorkerNode.last_seen_at >= now - timedelta(seconds=stale_s))
+    # A live worker of the job's GPU kind with enough devices: only such a worker consumes
+    # the job's queue (`gpu.<kind>.x<n>`), so re-sending is pointless without one.
+    can_hold = (
+        select(WorkerNode.hostname)
+        .where(
+            WorkerNode.gpu == Job.gpu,
+            WorkerNode.device_count >= Job.num_gpus,
+            WorkerNode.last_seen_at >= now - timedelta(seconds=stale_s),
+        )
+        .exists()
+    )
     stmt = (
         select(Job)
         .where(
             Job.status == JobStatus.QUEUED,
             Job.updated_at < now - timedelta(seconds=older_than_s),
-            Job.gpu.in_(live),
+            can_hold,
         )
         .order_by(Job.updated_at)
         .limit(RESEND_BATCH)
@@ -131,11 +141,15 @@ def _stamp(when: datetime | None) -> str:
     return when.isoformat(timespec="seconds") if when else "never"
 
 
-def live_worker_count(session: Session, *, gpu: str, stale_s: float) -> int:
-    """Workers of this GPU kind whose own heartbeat is fresh."""
+def live_worker_count(session: Session, *, gpu: str, stale_s: float, num_gpus: int = 1) -> int:
+    """Workers of this GPU kind with at least `num_gpus` devices whose heartbeat is fresh."""
     cutoff = utcnow() - timedelta(seconds=stale_s)
     rows = session.scalars(
-        select(WorkerNode.hostname).where(WorkerNode.gpu == gpu, WorkerNode.last_seen_at >= cutoff)
+        select(WorkerNode.hostname).where(
+            WorkerNode.gpu == gpu,
+            WorkerNode.device_count >= num_gpus,
+            WorkerNode.last_seen_at >= cutoff,
+        )
     ).all()
     return len(rows)
 

@@ -58,7 +58,10 @@ def submit_job(
     """Snapshot the estimate, queue the job on its GPU kind's queue and send it to a worker.
 
     409 (with the estimate) when the estimate exceeds `max_cost_usd` or does not fit, unless
-    `force`. The same Idempotency-Key with the same body returns the same job (200).
+    `force`. 422 naming `hardware.num_gpus` when the job needs more devices than the largest
+    live worker of its GPU kind has (a job runs on one worker); with no live worker of that
+    kind the job is accepted and waits in its queue (`gpu.<kind>`, or `gpu.<kind>.x<n>` for
+    n devices). The same Idempotency-Key with the same body returns the same job (200).
     """
     found = service.replay(
         session, job_in=job_in, principal=principal, idempotency_key=idempotency_key

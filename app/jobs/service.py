@@ -19,7 +19,7 @@ from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs import billing, estimates_link, snapshot
+from app.jobs import billing, capacity, estimates_link, snapshot
 from app.jobs.build import build_spec
 from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
@@ -210,7 +210,11 @@ def create(
         }
     )
 
-    queue = queue_for(snap.gpu)
+    settings = get_settings()
+    capacity.check(
+        session, gpu=snap.gpu, num_gpus=snap.num_gpus, stale_s=settings.heartbeat_stale_s
+    )
+    queue = queue_for(snap.gpu, snap.num_gpus)
     job = Job(
         id=new_id("job"),
         status=JobStatus.QUEUED,
@@ -238,8 +242,10 @@ def create(
         est_artifact_bytes=snap.artifact_bytes,
         attempts=0,
     )
-    settings = get_settings()
-    if live_worker_count(session, gpu=snap.gpu, stale_s=settings.heartbeat_stale_s) == 0:
+    live = live_worker_count(
+        session, gpu=snap.gpu, num_gpus=snap.num_gpus, stale_s=settings.heartbeat_stale_s
+    )
+    if live == 0:
         job.status_detail = no_worker_detail(queue)
     session.flush()  # everything before the job (e.g. the estimate it implies) is written
     try:
@@ -287,7 +293,9 @@ def refresh(session: Session, *, job: Job) -> list[tuple[str, str]]:
         resend = sweep_stale(session, stale_s=settings.heartbeat_stale_s, job_id=job.id)
         session.refresh(job)
     if job.status == JobStatus.QUEUED:
-        live = live_worker_count(session, gpu=job.gpu, stale_s=settings.heartbeat_stale_s)
+        live = live_worker_count(
+            session, gpu=job.gpu, num_gpus=job.num_gpus, stale_s=settings.heartbeat_stale_s
+        )
         missing = no_worker_detail(job.queue)
         if live == 0 and job.status_detail is None:
             job.status_detail = missing

@@ -20,6 +20,8 @@ class WorkerNode(Base):
     queue: Mapped[str] = mapped_column(String(100))
     device_name: Mapped[str] = mapped_column(String(300))
     device_count: Mapped[int]
+    # Devices no job holds at the last heartbeat; None from a worker that predates it.
+    devices_free: Mapped[int | None]
     pid: Mapped[int]
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
