@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, true
+from sqlalchemy.orm import QueryableAttribute
 
 from app.auth.service import Principal
 
@@ -24,7 +25,12 @@ def can_see(principal: Principal, *, team: str | None, created_by_key_id: str | 
     return team is None and created_by_key_id == principal.key_id
 
 
-def visible(principal: Principal, *, team: Any, created_by_key_id: Any) -> ColumnElement[bool]:
+def visible(
+    principal: Principal,
+    *,
+    team: QueryableAttribute[str | None],
+    created_by_key_id: QueryableAttribute[Any],
+) -> ColumnElement[bool]:
     """The SQL condition `can_see` states, over a table's team and creator columns."""
     if principal.is_admin:
         return true()

@@ -110,11 +110,12 @@ def build_request(
 def estimate_locally(body: dict[str, Any]) -> dict[str, Any]:
     """Run the estimator in this process on the shipped catalog; the API's JSON shape."""
     from app.catalog import load_catalog
+    from app.catalog.resolve import resolve_model
     from app.estimates import service
     from app.estimates.schemas import EstimateIn
 
     estimate_in = EstimateIn.model_validate(body)
-    analysis, model_ref = service.resolve_model(estimate_in.model)
+    analysis, model_ref = resolve_model(estimate_in.model)
     dataset, _ = service.resolve_dataset(None, estimate_in=estimate_in)
     result = service.compute(
         estimate_in=estimate_in,

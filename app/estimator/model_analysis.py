@@ -185,14 +185,18 @@ def _build(model_type: str, hf_config: Any) -> nn.Module:
     import torch
     import transformers
 
-    auto = (
-        transformers.AutoModelForSeq2SeqLM
-        if getattr(hf_config, "is_encoder_decoder", False)
-        else transformers.AutoModelForCausalLM
-    )
+    model: nn.Module
     try:
         with torch.device("meta"):
-            return auto.from_config(hf_config, trust_remote_code=False)
+            if getattr(hf_config, "is_encoder_decoder", False):
+                model = transformers.AutoModelForSeq2SeqLM.from_config(
+                    hf_config, trust_remote_code=False
+                )
+            else:
+                model = transformers.AutoModelForCausalLM.from_config(
+                    hf_config, trust_remote_code=False
+                )
+            return model
     except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, ImportError) as exc:
         raise ModelConfigError(model_type, f"transformers cannot build it: {exc}") from exc
 

@@ -17,9 +17,10 @@ from app.catalog.loader import Catalog, GpuSpec, PricingKind
 from app.estimator.calibration_types import CalibrationTable, lookup
 from app.estimator.compute import TimeBreakdown, compute_dtype, estimate_time
 from app.estimator.efficiency import mfu_prior
+from app.estimator.intervals import Basis
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.pricing import RunCost, run_cost
-from app.estimator.results import Basis, Plan, range_of
+from app.estimator.results import Plan, range_of
 from app.estimator.spec import MAX_GPUS_PER_NODE, LoraSpec, Method, QLoraSpec, TrainingSpec
 from app.estimator.workload import Workload
 

@@ -75,7 +75,7 @@ def _tags(filters: ReportFilters, dialect: str) -> tuple[Any, FromClause]:
     return func.coalesce(found.scalar_subquery(), "{}"), jobs
 
 
-def _charges(stmt: Select, source: FromClause, filters: ReportFilters) -> Select:
+def _charges(stmt: Select[Any], source: FromClause, filters: ReportFilters) -> Select[Any]:
     return (
         stmt.select_from(source)
         .where(filters.where(), Job.act_cost_usd.is_not(None))
@@ -83,7 +83,7 @@ def _charges(stmt: Select, source: FromClause, filters: ReportFilters) -> Select
     )
 
 
-def query(filters: ReportFilters, dialect: str) -> Select:
+def query(filters: ReportFilters, dialect: str) -> Select[Any]:
     """One FOCUS record per job selected by `filters` that carries a metered cost."""
     tags, source = _tags(filters, dialect)
     columns = (col.label(name) for name, col in focus_columns(dialect, tags, get_settings()))
@@ -112,7 +112,7 @@ def render_csv(batches: Iterator[Sequence[Any]]) -> Iterator[str]:
 def _json_record(record: Sequence[Any]) -> str:
     # Tags is already a JSON object as text: splice it in instead of parsing and re-dumping.
     fields = dict(zip(COLUMNS, record, strict=True))
-    tags = fields.pop("Tags")
+    tags: str = fields.pop("Tags")
     return json.dumps(fields, separators=(",", ":"))[:-1] + ',"Tags":' + tags + "}"
 
 
@@ -129,7 +129,7 @@ def render_json(batches: Iterator[Sequence[Any]]) -> Iterator[str]:
     yield "\n]}\n"
 
 
-def _copy_out(session: Session, stmt: Select, options: str) -> Iterator[bytes]:
+def _copy_out(session: Session, stmt: Select[Any], options: str) -> Iterator[bytes]:
     """Rows of `COPY (stmt) TO STDOUT WITH (options)`, one data message (one row) at a time."""
     conn = session.connection()
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})

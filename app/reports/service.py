@@ -156,7 +156,7 @@ def estimate_vs_actual(
         groups: list[tuple[Any, dict[str, float]]] = []
     else:
         expr, source = group_source(grouping)
-        grouped: Select = (
+        grouped: Select[Any] = (
             select(expr.label("grp"), *_aggregates())
             .select_from(source)
             .where(filters.where())

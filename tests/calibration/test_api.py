@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.calibration import service
 from app.db import session_scope
@@ -13,7 +15,7 @@ from tests.conftest import auth
 from tests.reports.factory import unique
 
 
-def test_fitted_values_are_shown(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_fitted_values_are_shown(app_client: TestClient, keys: dict[str, str]) -> None:
     gpu = unique("gpu")  # a group of its own in the shared database
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     with session_scope() as session:
@@ -42,7 +44,7 @@ def test_fitted_values_are_shown(app_client, keys) -> None:  # type: ignore[no-u
     assert full["used_by_estimates"] is False and full["mfu_jobs"] == 1 and full["jobs"] == 0
 
 
-def test_evaluation_route(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_evaluation_route(app_client: TestClient, keys: dict[str, str]) -> None:
     r = app_client.get(
         "/v1/calibration/evaluation",
         params={"holdout_fraction": 0.5, "include_jobs": "true"},
@@ -59,11 +61,13 @@ def test_evaluation_route(app_client, keys) -> None:  # type: ignore[no-untyped-
     ("params", "name"),
     [({"holdout_fraction": 1.5}, "holdout_fraction"), ({"split_at": "soon"}, "split_at")],
 )
-def test_bad_input(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input(
+    app_client: TestClient, keys: dict[str, str], params: dict[str, Any], name: str
+) -> None:
     r = app_client.get("/v1/calibration/evaluation", params=params, headers=auth(keys["read"]))
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"][-1] == name
 
 
-def test_needs_a_key(app_client) -> None:  # type: ignore[no-untyped-def]
+def test_needs_a_key(app_client: TestClient) -> None:
     assert app_client.get("/v1/calibration").status_code == 401

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx2
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.catalog import load_catalog
@@ -13,10 +17,11 @@ from tests.conftest import auth
 PROBLEM = "application/problem+json"
 
 
-def _problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+def _problem(response: httpx2.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
-    return response.json()
+    result: dict[str, Any] = response.json()
+    return result
 
 
 def _newest_version() -> int:
@@ -24,7 +29,7 @@ def _newest_version() -> int:
         return int(session.scalar(select(func.max(CatalogVersion.id))) or 0)
 
 
-def test_gpus_are_the_catalog_files(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_gpus_are_the_catalog_files(app_client: TestClient, keys: dict[str, str]) -> None:
     _problem(app_client.get("/v1/catalog/gpus"), 401)
     body = app_client.get("/v1/catalog/gpus", headers=auth(keys["read"])).json()
     files = load_catalog().gpus
@@ -35,7 +40,7 @@ def test_gpus_are_the_catalog_files(app_client, keys) -> None:  # type: ignore[n
     assert body["catalog_version"] == _newest_version()
 
 
-def test_models_list_every_catalog_config(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_models_list_every_catalog_config(app_client: TestClient, keys: dict[str, str]) -> None:
     read = auth(keys["read"])
     models = app_client.get("/v1/catalog/models", headers=read).json()["models"]
     assert [m["id"] for m in models] == catalog_model_ids()
@@ -49,7 +54,9 @@ def test_models_list_every_catalog_config(app_client, keys) -> None:  # type: ig
     assert "total_params" not in llama  # the list builds no model
 
 
-def test_model_detail_counts_parameters_exactly(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_model_detail_counts_parameters_exactly(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     read = auth(keys["read"])
     r = app_client.get("/v1/catalog/models/meta-llama/Llama-2-7b-hf", headers=read)
     assert r.status_code == 200, r.text
@@ -68,7 +75,9 @@ def test_model_detail_counts_parameters_exactly(app_client, keys) -> None:  # ty
     assert "meta-llama/Llama-2-7b-hf" in missing.json()["close_matches"]
 
 
-def test_prices_filter_by_gpu_alias_and_reject_unknown_gpus(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_prices_filter_by_gpu_alias_and_reject_unknown_gpus(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     read = auth(keys["read"])
     body = app_client.get("/v1/catalog/prices", params={"gpu": "H100"}, headers=read).json()
     assert body["prices"] and {p["gpu"] for p in body["prices"]} == {"H100-80GB-SXM"}
@@ -82,7 +91,9 @@ def test_prices_filter_by_gpu_alias_and_reject_unknown_gpus(app_client, keys) ->
     _problem(app_client.get("/v1/catalog/prices", params={"pricing": "free"}, headers=read), 422)
 
 
-def test_price_override_needs_admin_and_advances_the_version(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_price_override_needs_admin_and_advances_the_version(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     url = "/v1/catalog/prices/testcloud/A100-80GB"
     body = {"usd_per_gpu_hour": 1.23, "pricing": "spot"}
     _problem(app_client.put(url, json=body, headers=auth(keys["read"])), 403)

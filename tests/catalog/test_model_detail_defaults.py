@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastapi.testclient import TestClient
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_LORA
 
 from tests.conftest import auth
 
 
-def _detail(app_client, keys, model_id: str) -> dict:  # type: ignore[no-untyped-def]
+def _detail(app_client: TestClient, keys: dict[str, str], model_id: str) -> dict[str, Any]:
     r = app_client.get(f"/v1/catalog/models/{model_id}", headers=auth(keys["read"]))
     assert r.status_code == 200, r.text
     return dict(r.json())
 
 
-def test_mixtral_detail_says_what_qlora_quantizes_and_what_stays_16_bit(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_mixtral_detail_says_what_qlora_quantizes_and_what_stays_16_bit(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     d = _detail(app_client, keys, "mistralai/Mixtral-8x7B-v0.1")
     moe = d["moe"]
     kinds = d["params_by_kind"]
@@ -32,7 +37,7 @@ def test_mixtral_detail_says_what_qlora_quantizes_and_what_stays_16_bit(app_clie
     assert d["lora_default_source"] == "peft_default" and d["worker_can_train"] is True
 
 
-def test_dense_phi3_and_t5_details(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_dense_phi3_and_t5_details(app_client: TestClient, keys: dict[str, str]) -> None:
     phi3 = _detail(app_client, keys, "microsoft/Phi-3-mini-4k-instruct")
     assert phi3["moe"] is None
     assert (phi3["lora_default_targets"], phi3["lora_default_source"]) == ("all-linear", "fallback")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from app.cli.estimate import parse_amount
@@ -56,10 +58,13 @@ def test_estimate_reports_bad_input_without_a_traceback() -> None:
     assert result.exit_code == 2 and "lora.r" in result.output
 
 
-def test_estimate_against_a_server_prints_the_same(app_client, keys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_estimate_against_a_server_prints_the_same(
+    app_client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import httpx
+    import httpx2
 
-    def via_test_client(url: str, **kwargs):  # type: ignore[no-untyped-def]
+    def via_test_client(url: str, **kwargs: Any) -> httpx2.Response:
         kwargs.pop("timeout", None)
         return app_client.post(url.removeprefix("http://tunecost.test"), **kwargs)
 
@@ -95,7 +100,9 @@ def test_make_tiny_model_and_dataset(tmp_path: Path) -> None:
     assert json.loads(result.output)["model"]["hidden_size"] == 32
 
 
-def test_estimate_shows_the_price_date_and_warns_when_it_is_old(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_estimate_shows_the_price_date_and_warns_when_it_is_old(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from app.catalog import load_catalog
     from app.config import get_settings
 

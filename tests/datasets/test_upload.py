@@ -9,8 +9,11 @@ import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.config import get_settings
@@ -19,20 +22,23 @@ from app.db import session_scope
 from app.models import Dataset
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import auth
-from tests.support import clear_caches
+from tests.support import ServiceEnv, clear_caches
 
 PROBLEM = "application/problem+json"
 
 
-def _upload(client, secret: str, payload: bytes, *, filename: str = "d.jsonl", **fields: str):  # type: ignore[no-untyped-def]
+def _upload(
+    client: TestClient, secret: str, payload: bytes, *, filename: str = "d.jsonl", **fields: str
+) -> httpx2.Response:
     files = {"file": (filename, io.BytesIO(payload), "application/octet-stream")}
     return client.post("/v1/datasets", files=files, data=fields, headers=auth(secret))
 
 
-def _problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+def _problem(response: httpx2.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
-    return response.json()
+    result: dict[str, Any] = response.json()
+    return result
 
 
 def _rendered(path: Path) -> list[str]:
@@ -56,13 +62,15 @@ def _nearest_rank(ordered: list[int], q: float) -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(service_env) -> Path:  # type: ignore[no-untyped-def]
+def tiny_model(service_env: ServiceEnv) -> Path:
     """A tiny Llama with a trained tokenizer under the model root."""
     return make_tiny_model(service_env.model_root / "tiny", hidden_size=32, heads=4, kv_heads=2)
 
 
 @pytest.mark.parametrize("fmt", list(RecordFormat))
-def test_each_format_is_detected_and_counted(app_client, keys, tmp_path, fmt) -> None:  # type: ignore[no-untyped-def]
+def test_each_format_is_detected_and_counted(
+    app_client: TestClient, keys: dict[str, str], tmp_path: Path, fmt: RecordFormat
+) -> None:
     path = make_tiny_dataset(tmp_path / "d.jsonl", n=40, fmt=fmt, seed=3)
     r = _upload(app_client, keys["submit"], path.read_bytes(), name=f"tiny {fmt}")
     assert r.status_code == 201, r.text
@@ -90,7 +98,9 @@ def test_each_format_is_detected_and_counted(app_client, keys, tmp_path, fmt) ->
     assert app_client.get(f"/v1/datasets/{body['id']}", headers=auth(keys["read"])).json() == body
 
 
-def test_gzipped_jsonl_gives_the_same_statistics(app_client, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_gzipped_jsonl_gives_the_same_statistics(
+    app_client: TestClient, keys: dict[str, str], tmp_path: Path
+) -> None:
     plain = make_tiny_dataset(tmp_path / "d.jsonl", n=60, fmt="chat", seed=5)
     packed = make_tiny_dataset(tmp_path / "d.jsonl.gz", n=60, fmt="chat", seed=5)
     a = _upload(app_client, keys["submit"], plain.read_bytes()).json()
@@ -103,7 +113,9 @@ def test_gzipped_jsonl_gives_the_same_statistics(app_client, keys, tmp_path) -> 
     assert b["storage_path"].endswith(".jsonl.gz")
 
 
-def test_token_statistics_use_the_local_tokenizer(app_client, keys, tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+def test_token_statistics_use_the_local_tokenizer(
+    app_client: TestClient, keys: dict[str, str], tmp_path: Path, tiny_model: Path
+) -> None:
     from transformers import AutoTokenizer
 
     path = make_tiny_dataset(tmp_path / "d.jsonl", n=80, fmt="alpaca", seed=11)
@@ -126,7 +138,9 @@ def test_token_statistics_use_the_local_tokenizer(app_client, keys, tmp_path, ti
     assert again.json()["stats"]["total_tokens"] == sum(counts)
 
 
-def test_bad_lines_are_named_and_nothing_is_stored(app_client, keys, service_env) -> None:  # type: ignore[no-untyped-def]
+def test_bad_lines_are_named_and_nothing_is_stored(
+    app_client: TestClient, keys: dict[str, str], service_env: ServiceEnv
+) -> None:
     lines = [
         json.dumps({"text": "fine"}),
         "{not json",
@@ -151,12 +165,16 @@ def test_bad_lines_are_named_and_nothing_is_stored(app_client, keys, service_env
     ("payload", "fragment"),
     [(b"", "no examples"), (b"\n\n  \n", "no examples"), (gzip.compress(b"x" * 500)[:-8], "gzip")],
 )
-def test_empty_and_damaged_files_are_refused(app_client, keys, payload, fragment) -> None:  # type: ignore[no-untyped-def]
+def test_empty_and_damaged_files_are_refused(
+    app_client: TestClient, keys: dict[str, str], payload: bytes, fragment: str
+) -> None:
     body = _problem(_upload(app_client, keys["submit"], payload), 422)
     assert fragment in body["detail"]
 
 
-def test_upload_needs_submit_scope_and_a_file_part(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_upload_needs_submit_scope_and_a_file_part(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     line = json.dumps({"text": "hello"}).encode()
     _problem(_upload(app_client, keys["read"], line), 403)
     _problem(app_client.post("/v1/datasets", files={"x": ("a", b"1")}), 401)
@@ -171,8 +189,12 @@ def test_upload_needs_submit_scope_and_a_file_part(app_client, keys) -> None:  #
     assert "multipart" in _problem(r, 422)["detail"]
 
 
-def test_model_paths_outside_the_roots_are_refused(  # type: ignore[no-untyped-def]
-    app_client, keys, service_env, tmp_path, tiny_model
+def test_model_paths_outside_the_roots_are_refused(
+    app_client: TestClient,
+    keys: dict[str, str],
+    service_env: ServiceEnv,
+    tmp_path: Path,
+    tiny_model: Path,
 ) -> None:
     line = json.dumps({"text": "hello there"}).encode()
     outside = make_tiny_model(tmp_path / "outside", hidden_size=32, heads=4, kv_heads=2)
@@ -191,7 +213,7 @@ def test_model_paths_outside_the_roots_are_refused(  # type: ignore[no-untyped-d
     assert _row_count() == before_rows
 
 
-def test_get_unknown_and_cursor_pagination(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_get_unknown_and_cursor_pagination(app_client: TestClient, keys: dict[str, str]) -> None:
     read = auth(keys["read"])
     _problem(app_client.get("/v1/datasets/ds_nope", headers=read), 404)
     made = [
@@ -215,7 +237,7 @@ def test_get_unknown_and_cursor_pagination(app_client, keys) -> None:  # type: i
 
 
 @pytest.fixture
-def small_limit_client(service_env) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def small_limit_client(service_env: ServiceEnv) -> Iterator[object]:
     """A second app whose upload limit is 4 KiB."""
     from fastapi.testclient import TestClient
 
@@ -231,7 +253,9 @@ def small_limit_client(service_env) -> Iterator[object]:  # type: ignore[no-unty
         clear_caches()
 
 
-def test_oversize_uploads_and_gzip_bombs_get_413(small_limit_client, keys, service_env) -> None:  # type: ignore[no-untyped-def]
+def test_oversize_uploads_and_gzip_bombs_get_413(
+    small_limit_client: TestClient, keys: dict[str, str], service_env: ServiceEnv
+) -> None:
     before_files, before_rows = _stored_files(service_env.storage_root), _row_count()
     big = (json.dumps({"text": "x" * 100}) + "\n").encode() * 100  # ~11 KiB > 4 KiB
     body = _problem(_upload(small_limit_client, keys["submit"], big), 413)
@@ -245,7 +269,9 @@ def test_oversize_uploads_and_gzip_bombs_get_413(small_limit_client, keys, servi
     assert _row_count() == before_rows
 
 
-def test_a_stored_file_is_removed_when_the_transaction_rolls_back(service_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_stored_file_is_removed_when_the_transaction_rolls_back(
+    service_env: ServiceEnv, tmp_path: Path
+) -> None:
     from app.datasets.service import _delete_on_rollback
     from app.storage import put_file
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_LORA
 
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
@@ -10,7 +11,9 @@ from tests.conftest import auth
 METHODS = {"full", "lora", "qlora"}
 
 
-def test_every_catalog_model_estimates_with_the_defaults(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_every_catalog_model_estimates_with_the_defaults(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     refused = {}
     for model_id in catalog_model_ids():
         body = {"model": model_id, "dataset": {"total_tokens": 1e7}}
@@ -32,7 +35,9 @@ def test_every_catalog_model_estimates_with_the_defaults(app_client, keys) -> No
     assert refused == {}
 
 
-def test_encoder_decoder_estimates_say_the_worker_refuses_them(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_encoder_decoder_estimates_say_the_worker_refuses_them(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     body = {"model": "google/flan-t5-base", "dataset": {"total_tokens": 1e6}, "methods": ["lora"]}
     out = app_client.post("/v1/estimates", json=body, headers=auth(keys["read"])).json()
     assert out["model"]["is_encoder_decoder"] is True
@@ -40,7 +45,9 @@ def test_encoder_decoder_estimates_say_the_worker_refuses_them(app_client, keys)
     assert any("encoder-decoder" in n and "refuses jobs" in n for n in out["notes"])
 
 
-def test_named_targets_are_reported_as_requested(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_named_targets_are_reported_as_requested(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     body = {
         "model": "openai-community/gpt2",
         "dataset": {"total_tokens": 1e6},

@@ -4,11 +4,14 @@ learn from, and which seq_len keeps them, agreeing with what the worker really d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import auth
+from tests.support import ServiceEnv
 from worker.training.data import prepare_data
 
 MAX_BYTES = 10_000_000
@@ -31,7 +34,7 @@ def _worker_drops(path: Path, folder: Path, seq_len: int) -> int:
     return prepared.stats.dropped_no_loss_tokens
 
 
-def _estimate(client, secret: str, dataset_id: str, seq_len: int):  # type: ignore[no-untyped-def]
+def _estimate(client: TestClient, secret: str, dataset_id: str, seq_len: int) -> dict[str, Any]:
     body = {
         "model": {"path": "tiny-check"},
         "dataset": {"dataset_id": dataset_id},
@@ -41,11 +44,12 @@ def _estimate(client, secret: str, dataset_id: str, seq_len: int):  # type: igno
     }
     r = client.post("/v1/estimates", json=body, headers=auth(secret))
     assert r.status_code == 201, r.text
-    return r.json()
+    body_out: dict[str, Any] = r.json()
+    return body_out
 
 
-def test_estimate_counts_examples_truncation_leaves_without_loss_tokens(  # type: ignore[no-untyped-def]
-    app_client, keys, service_env, tmp_path
+def test_estimate_counts_examples_truncation_leaves_without_loss_tokens(
+    app_client: TestClient, keys: dict[str, str], service_env: ServiceEnv, tmp_path: Path
 ) -> None:
     folder = make_tiny_model(
         service_env.model_root / "tiny-check", hidden_size=32, heads=4, kv_heads=2

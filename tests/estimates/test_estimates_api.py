@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
+import httpx2
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.catalog import load_catalog
@@ -13,6 +16,7 @@ from app.db import session_scope
 from app.models import CatalogVersion, Estimate
 from devtools.tinymodel import make_tiny_model
 from tests.conftest import auth
+from tests.support import ServiceEnv
 
 LLAMA2 = "meta-llama/Llama-2-7b-hf"
 # Issue 4's done-when request: Llama-2-7B LoRA r=8 on q,v, micro-batch 1, seq 1304, bf16, A100-40GB.
@@ -27,7 +31,7 @@ DONE_WHEN = {
 BREAKDOWN = {"weights", "gradients", "optimizer_states", "activations", "logits", "overhead"}
 
 
-def _post(client, secret: str, body: dict):  # type: ignore[no-untyped-def]
+def _post(client: TestClient, secret: str, body: dict[str, Any]) -> httpx2.Response:
     return client.post("/v1/estimates", json=body, headers=auth(secret))
 
 
@@ -36,7 +40,7 @@ def _newest_version() -> int:
         return int(session.scalar(select(func.max(CatalogVersion.id))) or 0)
 
 
-def test_done_when_llama2_lora_on_a100_40gb(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_done_when_llama2_lora_on_a100_40gb(app_client: TestClient, keys: dict[str, str]) -> None:
     r = _post(app_client, keys["read"], DONE_WHEN)
     assert r.status_code == 201, r.text
     body = r.json()
@@ -70,13 +74,17 @@ def test_done_when_llama2_lora_on_a100_40gb(app_client, keys) -> None:  # type: 
         assert row.model_ref == LLAMA2 and row.request["model"] == LLAMA2
 
 
-def test_estimates_need_a_key_and_unknown_ids_are_404(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_estimates_need_a_key_and_unknown_ids_are_404(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     assert app_client.post("/v1/estimates", json=DONE_WHEN).status_code == 401
     r = app_client.get("/v1/estimates/est_nope", headers=auth(keys["read"]))
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem")
 
 
-def test_price_override_changes_the_next_estimate_not_the_stored_one(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_price_override_changes_the_next_estimate_not_the_stored_one(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     body = DONE_WHEN | {"hardware": {"gpu": "A100-40GB", "num_gpus": 1, "provider": "aws"}}
     before = _post(app_client, keys["read"], body).json()
     old = before["results"]["lora"]
@@ -106,7 +114,9 @@ def test_price_override_changes_the_next_estimate_not_the_stored_one(app_client,
     assert restored["catalog_version"] > after["catalog_version"]
 
 
-def test_cursor_pagination_walks_every_estimate_once(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_cursor_pagination_walks_every_estimate_once(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     read = auth(keys["read"])
     made = [
         _post(app_client, keys["read"], DONE_WHEN | {"variants": v}).json()["id"] for v in (2, 3, 4)
@@ -135,7 +145,9 @@ def test_cursor_pagination_walks_every_estimate_once(app_client, keys) -> None: 
     assert bad.status_code == 422
 
 
-def test_an_uploaded_dataset_drives_the_estimate(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_an_uploaded_dataset_drives_the_estimate(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     lines = [json.dumps({"text": "word " * (20 + 10 * i)}) for i in range(30)]
     files = {"file": ("d.jsonl", io.BytesIO("\n".join(lines).encode()), "application/jsonl")}
     ds = app_client.post("/v1/datasets", files=files, headers=auth(keys["submit"])).json()
@@ -153,7 +165,9 @@ def test_an_uploaded_dataset_drives_the_estimate(app_client, keys) -> None:  # t
     ]
 
 
-def test_a_local_model_folder_under_the_roots(app_client, keys, service_env) -> None:  # type: ignore[no-untyped-def]
+def test_a_local_model_folder_under_the_roots(
+    app_client: TestClient, keys: dict[str, str], service_env: ServiceEnv
+) -> None:
     make_tiny_model(service_env.model_root / "tiny-est", hidden_size=32, heads=4, kv_heads=2)
     body = DONE_WHEN | {"model": {"path": "tiny-est"}, "hardware": {"gpu": "A100-40GB"}}
     r = _post(app_client, keys["read"], body)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import auth
 
@@ -24,20 +27,23 @@ TINY_LLAMA = {
 }
 
 
-def _problem(client, secret: str, body: dict, status: int) -> dict:  # type: ignore[no-untyped-def]
+def _problem(client: TestClient, secret: str, body: dict, status: int) -> dict[str, Any]:
     r = client.post("/v1/estimates", json=body, headers=auth(secret))
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
     problem = r.json()
     assert problem["status"] == status and problem["detail"]
-    return problem
+    result: dict[str, Any] = problem
+    return result
 
 
 def _locs(problem: dict) -> list[list[str]]:
     return [[p for p in e["loc"] if p != "body"] for e in problem.get("errors", [])]
 
 
-def test_unknown_model_id_is_404_with_close_matches(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_model_id_is_404_with_close_matches(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     problem = _problem(app_client, keys["read"], BASE | {"model": "meta-llama/Llama-2-7b"}, 404)
     assert "meta-llama/Llama-2-7b-hf" in problem["close_matches"]
     assert "meta-llama/Llama-2-7b-hf" in problem["detail"]
@@ -47,7 +53,7 @@ def test_unknown_model_id_is_404_with_close_matches(app_client, keys) -> None:  
     assert problem["close_matches"] == []
 
 
-def test_unknown_gpu_is_422_listing_valid_ids(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_gpu_is_422_listing_valid_ids(app_client: TestClient, keys: dict[str, str]) -> None:
     problem = _problem(app_client, keys["read"], BASE | {"hardware": {"gpu": "A100-40G"}}, 422)
     assert "A100-40GB" in problem["valid"] and "H100-80GB-SXM" in problem["valid"]
     assert ["hardware", "gpu"] in _locs(problem)
@@ -81,7 +87,9 @@ def test_unknown_gpu_is_422_listing_valid_ids(app_client, keys) -> None:  # type
         ({"unexpected": 1}, ["unexpected"]),
     ],
 )
-def test_absurd_numbers_are_422_naming_the_field(app_client, keys, patch, loc) -> None:  # type: ignore[no-untyped-def]
+def test_absurd_numbers_are_422_naming_the_field(
+    app_client: TestClient, keys: dict[str, str], patch: dict[str, Any], loc: list[str]
+) -> None:
     problem = _problem(app_client, keys["read"], BASE | patch, 422)
     assert loc in _locs(problem), problem
 
@@ -99,8 +107,12 @@ def test_absurd_numbers_are_422_naming_the_field(app_client, keys, patch, loc) -
         (TINY_LLAMA | {"auto_map": {"AutoModelForCausalLM": "evil.Model"}}, "llama", "remote"),
     ],
 )
-def test_configs_transformers_cannot_build_are_422_naming_model_type(  # type: ignore[no-untyped-def]
-    app_client, keys, config, model_type, fragment
+def test_configs_transformers_cannot_build_are_422_naming_model_type(
+    app_client: TestClient,
+    keys: dict[str, str],
+    config: dict[str, Any],
+    model_type: str,
+    fragment: str,
 ) -> None:
     problem = _problem(app_client, keys["read"], BASE | {"model": {"config": config}}, 422)
     assert problem["model_type"] == model_type
@@ -109,14 +121,16 @@ def test_configs_transformers_cannot_build_are_422_naming_model_type(  # type: i
     assert any(loc[:2] == ["model", "config"] for loc in _locs(problem))
 
 
-def test_a_config_without_model_type_and_malformed_model_refs(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_config_without_model_type_and_malformed_model_refs(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     problem = _problem(app_client, keys["read"], BASE | {"model": {"config": {"x": 1}}}, 422)
     assert "model_type" in problem["detail"]
     for model in (5, {"config": "llama"}, {"path": 3}, {"nothing": 1}, ""):
         _problem(app_client, keys["read"], BASE | {"model": model}, 422)
 
 
-def test_a_valid_inline_config_is_estimated(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_valid_inline_config_is_estimated(app_client: TestClient, keys: dict[str, str]) -> None:
     r = app_client.post(
         "/v1/estimates",
         json=BASE | {"model": {"config": TINY_LLAMA}},

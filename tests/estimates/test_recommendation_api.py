@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastapi.testclient import TestClient
+
 from tests.conftest import auth
 
 BASE = {
@@ -11,13 +15,16 @@ BASE = {
 }
 
 
-def _rec(client, secret: str, body: dict) -> dict:  # type: ignore[no-untyped-def]
+def _rec(client: TestClient, secret: str, body: dict) -> dict[str, Any]:
     r = client.post("/v1/estimates", json=body, headers=auth(secret))
     assert r.status_code == 201, r.text
-    return r.json()
+    result: dict[str, Any] = r.json()
+    return result
 
 
-def test_without_a_reason_for_full_a_peft_method_is_recommended(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_reason_for_full_a_peft_method_is_recommended(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     est = _rec(app_client, keys["read"], BASE)
     rec = est["recommendation"]
     assert rec["method"] in ("lora", "qlora")
@@ -28,14 +35,18 @@ def test_without_a_reason_for_full_a_peft_method_is_recommended(app_client, keys
     assert any(f"{ratio:.1f}x" in r for r in rec["reasons"]), rec["reasons"]
 
 
-def test_high_domain_shift_or_lora_insufficient_justify_full(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_high_domain_shift_or_lora_insufficient_justify_full(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     for extra in ({"domain_shift": "high"}, {"lora_tried_and_insufficient": True}):
         rec = _rec(app_client, keys["read"], BASE | extra)["recommendation"]
         assert rec["method"] == "full", rec
         assert any("Biderman" in r for r in rec["reasons"])
 
 
-def test_a_budget_below_full_cost_keeps_peft_and_says_why(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_budget_below_full_cost_keeps_peft_and_says_why(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     est = _rec(app_client, keys["read"], BASE)
     full, lora = est["results"]["full"]["cost_usd"], est["results"]["lora"]["cost_usd"]
     assert lora < full
@@ -45,7 +56,9 @@ def test_a_budget_below_full_cost_keeps_peft_and_says_why(app_client, keys) -> N
     assert any("budget" in r for r in rec["recommendation"]["reasons"])
 
 
-def test_full_that_does_not_fit_the_hardware_is_not_recommended(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_full_that_does_not_fit_the_hardware_is_not_recommended(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     body = BASE | {
         "model": "meta-llama/Llama-2-13b-hf",
         "hardware": {"gpu": "A100-40GB", "num_gpus": 1},
@@ -57,6 +70,8 @@ def test_full_that_does_not_fit_the_hardware_is_not_recommended(app_client, keys
     assert any("does not fit" in r for r in est["recommendation"]["reasons"])
 
 
-def test_many_variants_bring_the_storage_argument(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_many_variants_bring_the_storage_argument(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     rec = _rec(app_client, keys["read"], BASE | {"variants": 12})["recommendation"]
     assert any("12 task variants" in r and "adapters" in r for r in rec["reasons"])

@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from app.estimator.conventions import adapter_dtype
 from app.estimator.spec import LoraSpec
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 VOCAB = 256
 SEQ = 32
@@ -156,15 +159,18 @@ def build_real(config: dict[str, Any], *, attention: str | None = None) -> nn.Mo
     kwargs = {k: v for k, v in config.items() if k != "model_type"}
     kwargs["use_cache"] = False  # training: no KV cache (with it, k/v are cat copies)
     hf = AutoConfig.for_model(config["model_type"], **kwargs)
-    auto = AutoModelForSeq2SeqLM if hf.is_encoder_decoder else AutoModelForCausalLM
-    if attention is None:
-        return auto.from_config(hf)
-    return auto.from_config(hf, attn_implementation=attention)
+    chosen = {} if attention is None else {"attn_implementation": attention}
+    model: nn.Module
+    if hf.is_encoder_decoder:
+        model = AutoModelForSeq2SeqLM.from_config(hf, **chosen)
+    else:
+        model = AutoModelForCausalLM.from_config(hf, **chosen)
+    return model
 
 
-def with_lora(model: nn.Module, lora: LoraSpec, *, fp32_adapters: bool) -> nn.Module:
+def with_lora(model: nn.Module, lora: LoraSpec, *, fp32_adapters: bool) -> PeftModel:
     """peft LoRA on `model` (adapters kept in fp32 only when asked, like peft's default)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     config = LoraConfig(
         r=lora.r,
@@ -173,7 +179,9 @@ def with_lora(model: nn.Module, lora: LoraSpec, *, fp32_adapters: bool) -> nn.Mo
         target_modules=lora.target_modules,
         modules_to_save=lora.modules_to_save or None,
     )
-    return get_peft_model(model, config, autocast_adapter_dtype=fp32_adapters)
+    peft_model = get_peft_model(model, config, autocast_adapter_dtype=fp32_adapters)
+    assert isinstance(peft_model, PeftModel)  # a mixed-adapter model only when asked for
+    return peft_model
 
 
 def load_4bit(
@@ -185,7 +193,7 @@ def load_4bit(
 
     from worker.training.model import freeze_4bit_base, keep_4bit_training_layout
 
-    model.save_pretrained(folder)  # type: ignore[operator]
+    model.save_pretrained(folder)  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it  # a transformers model behind nn.Module, which does not declare it
     bnb = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quant_type,
@@ -200,7 +208,8 @@ def load_4bit(
         attn_implementation=attention,
     )
     keep_4bit_training_layout(quantized)
-    return freeze_4bit_base(quantized)  # type: ignore[no-any-return]
+    frozen: nn.Module = freeze_4bit_base(quantized)
+    return frozen
 
 
 def worker_adapters_fp32(precision: str) -> bool:
@@ -297,7 +306,7 @@ def measure_saved_bytes(
         return t
 
     if checkpointing:
-        model.gradient_checkpointing_enable()  # type: ignore[operator]
+        model.gradient_checkpointing_enable()  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it  # a transformers model behind nn.Module, which does not declare it
     model.train()
     kept: dict[int, int] = {}
     cast = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()

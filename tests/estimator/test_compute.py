@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from app.catalog import load_catalog
 from app.catalog.model_catalog import get_model_config
 from app.estimator.compute import (
+    TimeBreakdown,
     achieved_mfu,
     compute_dtype,
     estimate_time,
@@ -33,14 +34,16 @@ def measured_flops_per_token(model: torch.nn.Module, config: dict[str, Any]) -> 
     model.train()
     with FlopCounterMode(display=False) as counter:
         model(**batch(config)).loss.backward()
-    return counter.get_total_flops() / (BATCH * SEQ)
+    result: float = counter.get_total_flops() / (BATCH * SEQ)
+    return result
 
 
 def eager(config: dict[str, Any]) -> torch.nn.Module:
     # sdpa on CPU is invisible to the FLOP counter; eager attention runs the same matmuls as bmm
     model = build_real(config, attention="eager")
     if getattr(model.config, "num_local_experts", 0) or getattr(model.config, "num_experts", 0):
-        model.config._experts_implementation = "eager"  # per-expert matmuls the counter sees
+        # per-expert matmuls the counter sees
+        model.config._experts_implementation = "eager"  # type: ignore[union-attr]  # a transformers model's config, which nn.Module types as Tensor | Module
     return model
 
 
@@ -77,7 +80,7 @@ def test_full_finetune_with_checkpointing_counts_the_recompute(checkpointing: bo
     config = _deep_llama()
     model = eager(config)
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable()  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it
     measured = measured_flops_per_token(model, config)
     estimated = flops_per_token(
         analysis=analyze_model(config),
@@ -174,7 +177,7 @@ def _time(
     dataset: DatasetShape = ALPACA,
     mfu: float = 0.35,
     strategy: str | None = None,
-):
+) -> TimeBreakdown:
     workload = build_workload(dataset=dataset, training=training, max_position_embeddings=4096)
     trainable = 0 if method is Method.FULL else lora_trainable_params(LLAMA7, LORA_QV)
     return estimate_time(

@@ -14,6 +14,7 @@ from app.catalog.model_catalog import get_model_config
 from app.estimator.calibration_types import Calibration
 from app.estimator.engine import estimate
 from app.estimator.model_analysis import analyze_model
+from app.estimator.results import EstimateResult
 from app.estimator.spec import (
     DatasetShape,
     HardwareSpec,
@@ -22,7 +23,7 @@ from app.estimator.spec import (
     QLoraSpec,
     TrainingSpec,
 )
-from app.estimator.workload import build_workload, expected_longest
+from app.estimator.workload import Workload, build_workload, expected_longest
 
 CATALOG = load_catalog()
 LLAMA7 = analyze_model(get_model_config("meta-llama/Llama-2-7b-hf"))
@@ -46,7 +47,7 @@ BREAKDOWN = (
 )
 
 
-def run(**changes: Any):
+def run(**changes: Any) -> EstimateResult:
     args: dict[str, Any] = {
         **LITGPT,
         "methods": ["lora"],
@@ -215,7 +216,7 @@ def test_expected_longest_matches_sampled_exponential_lengths() -> None:
 
 
 def test_processed_tokens_count_padding_unless_packed() -> None:
-    def workload(**training: Any):
+    def workload(**training: Any) -> Workload:
         return build_workload(
             dataset=ALPACA, training=TrainingSpec(**training), max_position_embeddings=4096
         )

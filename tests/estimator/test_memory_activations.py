@@ -162,8 +162,8 @@ def test_checkpointing_keeps_only_layer_inputs() -> None:
         seq_len=512,
         padded=False,
     )
-    plain = estimate_activations(gradient_checkpointing=False, **kwargs)  # type: ignore[arg-type]
-    ckpt = estimate_activations(gradient_checkpointing=True, **kwargs)  # type: ignore[arg-type]
+    plain = estimate_activations(gradient_checkpointing=False, **kwargs)
+    ckpt = estimate_activations(gradient_checkpointing=True, **kwargs)
     per_layer_inputs = analysis.num_layers * 4 * 512 * analysis.hidden_size * 2
     outside = plain.saved_bytes - analysis.num_layers * plain.layer_bytes
     assert ckpt.saved_bytes == outside + per_layer_inputs

@@ -3,7 +3,7 @@ on CPU, for full fine-tuning, LoRA and QLoRA and every optimizer that runs on CP
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ def _optimizer(name: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     import bitsandbytes as bnb
     from transformers.optimization import Adafactor
 
-    makers = {
+    makers: dict[str, Callable[[], torch.optim.Optimizer]] = {
         "adamw": lambda: torch.optim.AdamW(params, lr=1e-3),
         "sgd": lambda: torch.optim.SGD(params, lr=1e-3),
         "adafactor": lambda: Adafactor(params, lr=1e-3, relative_step=False, scale_parameter=False),

@@ -10,7 +10,7 @@ import pytest
 from app.catalog import Catalog, PriceRow, load_catalog
 from app.catalog.model_catalog import get_model_config
 from app.estimator.lora import lora_trainable_params
-from app.estimator.memory import estimate_memory
+from app.estimator.memory import MemoryEstimate, estimate_memory
 from app.estimator.model_analysis import ModelAnalysis, analyze_model
 from app.estimator.planner import PlanContext, evaluate, plan_method
 from app.estimator.results import Plan
@@ -30,7 +30,7 @@ def context(
     training = training or TrainingSpec(seq_len=1024)
     qlora = QLoraSpec()
 
-    def memory(num_gpus: int, gpu_memory_bytes: int | None):
+    def memory(num_gpus: int, gpu_memory_bytes: int | None) -> MemoryEstimate:
         return estimate_memory(
             analysis=analysis,
             method=method,

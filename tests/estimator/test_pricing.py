@@ -43,7 +43,7 @@ def test_adapter_bytes_match_the_file_peft_writes(
     if precision == "bf16_true":
         base = base.to(torch.bfloat16)  # the worker loads the base in bf16, adapters go fp32
     model = with_lora(base, lora, fp32_adapters=worker_adapters_fp32(precision))
-    model.save_pretrained(tmp_path)
+    model.save_pretrained(str(tmp_path))
     written = (tmp_path / "adapter_model.safetensors").stat().st_size
 
     analysis = analyze_model(config)
@@ -67,7 +67,7 @@ def test_full_checkpoint_bytes_match_save_pretrained(
     model = build_real(config)
     if precision == "bf16_true":
         model = model.to(torch.bfloat16)
-    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it
     written = sum(f.stat().st_size for f in tmp_path.glob("*.safetensors"))
     size = artifact_size(
         analysis=analyze_model(config),

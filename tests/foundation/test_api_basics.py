@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+import httpx2
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.auth import service
@@ -15,16 +18,17 @@ from tests.conftest import auth
 PROBLEM = "application/problem+json"
 
 
-def _is_problem(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+def _is_problem(response: httpx2.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
     body = response.json()
     assert {"type", "title", "status", "detail"} <= body.keys()
     assert body["status"] == status
-    return body
+    result: dict[str, Any] = body
+    return result
 
 
-def test_health_needs_no_key_and_reports_the_database(app_client) -> None:  # type: ignore[no-untyped-def]
+def test_health_needs_no_key_and_reports_the_database(app_client: TestClient) -> None:
     r = app_client.get("/v1/health")
     assert r.status_code == 200
     body = r.json()
@@ -32,19 +36,21 @@ def test_health_needs_no_key_and_reports_the_database(app_client) -> None:  # ty
     assert body["schema_revision"] == body["database"]["revision"] is not None
 
 
-def test_missing_and_wrong_keys_get_401(app_client) -> None:  # type: ignore[no-untyped-def]
+def test_missing_and_wrong_keys_get_401(app_client: TestClient) -> None:
     _is_problem(app_client.get("/v1/keys"), 401)
     _is_problem(app_client.get("/v1/keys", headers=auth("tc_nope_nope")), 401)
 
 
-def test_scopes_are_enforced(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_scopes_are_enforced(app_client: TestClient, keys: dict[str, str]) -> None:
     body = _is_problem(app_client.get("/v1/keys", headers=auth(keys["read"])), 403)
     assert "admin" in body["detail"]
     _is_problem(app_client.get("/v1/keys", headers=auth(keys["submit"])), 403)
     assert app_client.get("/v1/keys", headers=auth(keys["admin"])).status_code == 200
 
 
-def test_created_key_is_hashed_at_rest_works_and_revocation_stops_it(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_created_key_is_hashed_at_rest_works_and_revocation_stops_it(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     admin = auth(keys["admin"])
     created = app_client.post("/v1/keys", json={"name": "dash", "scope": "read"}, headers=admin)
     assert created.status_code == 201, created.text
@@ -63,7 +69,7 @@ def test_created_key_is_hashed_at_rest_works_and_revocation_stops_it(app_client,
     _is_problem(app_client.post("/v1/keys/key_missing/revoke", headers=admin), 404)
 
 
-def test_expired_key_is_refused(app_client) -> None:  # type: ignore[no-untyped-def]
+def test_expired_key_is_refused(app_client: TestClient) -> None:
     with session_scope() as session:
         _, secret = service.create(
             session, name="old", scope=Scope.ADMIN, expires_at=utcnow() - timedelta(seconds=1)
@@ -71,7 +77,9 @@ def test_expired_key_is_refused(app_client) -> None:  # type: ignore[no-untyped-
     _is_problem(app_client.get("/v1/keys", headers=auth(secret)), 401)
 
 
-def test_validation_errors_are_problem_json_with_field_paths(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_validation_errors_are_problem_json_with_field_paths(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     admin = auth(keys["admin"])
     body = _is_problem(
         app_client.post("/v1/keys", json={"name": "x", "scope": "root"}, headers=admin), 422
@@ -85,7 +93,7 @@ def test_validation_errors_are_problem_json_with_field_paths(app_client, keys) -
     assert body["errors"][0]["loc"][-1] == "bogus"
 
 
-def test_malformed_json_is_422_not_500(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json_is_422_not_500(app_client: TestClient, keys: dict[str, str]) -> None:
     r = app_client.post(
         "/v1/keys",
         content=b'{"name": "x", "scope": ',
@@ -94,7 +102,9 @@ def test_malformed_json_is_422_not_500(app_client, keys) -> None:  # type: ignor
     _is_problem(r, 422)
 
 
-def test_oversize_body_is_413_and_nothing_is_written(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_oversize_body_is_413_and_nothing_is_written(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     with session_scope() as session:
         before = len(session.scalars(select(ApiKey)).all())
     r = app_client.post(
@@ -107,5 +117,5 @@ def test_oversize_body_is_413_and_nothing_is_written(app_client, keys) -> None: 
         assert len(session.scalars(select(ApiKey)).all()) == before
 
 
-def test_unknown_route_is_problem_json(app_client) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_route_is_problem_json(app_client: TestClient) -> None:
     _is_problem(app_client.get("/v1/nothing-here"), 404)

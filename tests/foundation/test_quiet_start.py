@@ -10,6 +10,8 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 from app.quiet import BNB_CPU_OPS_LOGGER, BNB_KERNELS_HINT
 from tests.support import ROOT
 
@@ -38,7 +40,7 @@ def test_cli_estimate_prints_no_misleading_warning() -> None:
     assert "FutureWarning" not in done.stderr
 
 
-def test_only_the_kernels_hint_is_dropped(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_kernels_hint_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger(BNB_CPU_OPS_LOGGER)
     with caplog.at_level(logging.WARNING, logger=BNB_CPU_OPS_LOGGER):
         logger.warning(BNB_KERNELS_HINT + ": No module named 'kernels'. Please ...")

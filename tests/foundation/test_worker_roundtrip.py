@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
+
 from app.queue import get_client, queue_for
 from tests.support import wait_for
 
 
-def test_echo_task_through_redis(cpu_worker) -> None:  # type: ignore[no-untyped-def]
+def test_echo_task_through_redis(cpu_worker: object) -> None:
     result = get_client().send_task("tunecost.echo", args=[{"n": 42}], queue=queue_for("cpu"))
     value = result.get(timeout=60)
     assert value["payload"] == {"n": 42}
 
 
-def test_health_counts_the_live_worker(app_client, cpu_worker) -> None:  # type: ignore[no-untyped-def]
+def test_health_counts_the_live_worker(app_client: TestClient, cpu_worker: object) -> None:
     body = wait_for(
         lambda: (b := app_client.get("/v1/health").json())["workers"]["by_gpu"].get("cpu") and b,
         timeout=30,

@@ -27,7 +27,12 @@ def tiny_model(service_env: ServiceEnv) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dataset_id(app_client: Any, keys: dict[str, str], tiny_model: Path, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+def dataset_id(
+    app_client: Any,
+    keys: dict[str, str],
+    tiny_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
     """A 120-example text dataset uploaded through the API, counted with the tiny tokenizer."""
     path = make_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny.jsonl", n=120, fmt="text")
     with path.open("rb") as fh:

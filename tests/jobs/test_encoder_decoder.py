@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import session_scope
@@ -11,7 +13,9 @@ from app.models import Job
 from tests.conftest import auth
 
 
-def test_t5_job_is_refused_up_front_naming_the_reason(app_client, keys, job_body) -> None:  # type: ignore[no-untyped-def]
+def test_t5_job_is_refused_up_front_naming_the_reason(
+    app_client: TestClient, keys: dict[str, str], job_body: Callable[..., dict[str, Any]]
+) -> None:
     with session_scope() as session:
         before = session.scalar(select(func.count()).select_from(Job))
     body: dict[str, Any] = job_body(model={"hub_id": "google/flan-t5-base"})

@@ -30,7 +30,8 @@ FILES = {
 
 def sample(provider: str) -> dict[str, Any]:
     """A fresh copy of a provider's sample document."""
-    return json.loads((SAMPLES / FILES[provider]).read_text())
+    result: dict[str, Any] = json.loads((SAMPLES / FILES[provider]).read_text())
+    return result
 
 
 def _parse(doc: Any, provider: str | None = None) -> list[PriceRow]:
@@ -127,7 +128,8 @@ def test_gcp_gpu_skus_per_region_and_usage_type() -> None:
     def price(sku_id: str) -> float:
         sku = next(s for s in doc["skus"] if s["skuId"] == sku_id)
         unit = sku["pricingInfo"][0]["pricingExpression"]["tieredRates"][0]["unitPrice"]
-        return int(unit["units"]) + unit["nanos"] / 1e9
+        result: float = int(unit["units"]) + unit["nanos"] / 1e9
+        return result
 
     for region in ("us-central1", "us-east1"):
         assert rows[("A100-80GB", "on_demand", region)].usd_per_gpu_hour == pytest.approx(

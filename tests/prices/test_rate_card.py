@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.db import session_scope
 from app.prices.ratecard import RateCardError, RateLineIn, contract_for, parse_csv
@@ -91,8 +92,8 @@ def test_a_bad_card_says_which_line_and_field(text: str, field: str, words: str)
 
 
 def test_an_estimate_shows_list_and_contracted_cost_for_the_carded_plans_only(
-    app_client, iso_keys
-) -> None:  # type: ignore[no-untyped-def]
+    app_client: TestClient, iso_keys: dict[str, str]
+) -> None:
     admin, read = auth(iso_keys["admin"]), auth(iso_keys["read"])
     put = app_client.put(
         "/v1/catalog/rate-card", content=CARD, headers=admin | {"content-type": "text/csv"}
@@ -151,8 +152,8 @@ def test_an_estimate_shows_list_and_contracted_cost_for_the_carded_plans_only(
 
 
 def test_focus_exports_contracted_and_effective_cost_from_the_job_estimate(
-    app_client, iso_keys
-) -> None:  # type: ignore[no-untyped-def]
+    app_client: TestClient, iso_keys: dict[str, str]
+) -> None:
     suite = unique("card")
     price, act_hours = 5.0, 2.0
     with session_scope() as session:

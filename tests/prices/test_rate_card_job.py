@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import auth
 from tests.jobs.conftest import dataset_id, job_body, tiny_model  # noqa: F401 (fixtures)
@@ -14,11 +18,11 @@ CARD = "provider,gpu,discount_pct,valid_from,commitment_id\naws,cpu,30,2026-01-0
 
 
 def test_a_job_under_a_rate_card_exports_contracted_cost(
-    app_client,
-    keys,
-    cpu_worker,
-    job_body,  # noqa: F811
-) -> None:  # type: ignore[no-untyped-def]
+    app_client: TestClient,
+    keys: dict[str, str],
+    cpu_worker: object,
+    job_body: Callable[..., dict[str, Any]],  # noqa: F811
+) -> None:
     admin = auth(keys["admin"])
     put = app_client.put(
         "/v1/catalog/rate-card", content=CARD, headers=admin | {"content-type": "text/csv"}

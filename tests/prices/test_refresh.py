@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -31,13 +32,14 @@ def _counts() -> tuple[int, int, int]:
 def _prices(client: Any, key: str, provider: str) -> list[dict[str, Any]]:
     r = client.get("/v1/catalog/prices", params={"provider": provider}, headers=auth(key))
     assert r.status_code == 200, r.text
-    return r.json()["prices"]
+    result: list[dict[str, Any]] = r.json()["prices"]
+    return result
 
 
 @pytest.mark.parametrize("provider", sorted(FILES))
 def test_refresh_from_file_imports_a_new_catalog_version(
-    provider: str, app_client, iso_keys
-) -> None:  # type: ignore[no-untyped-def]
+    provider: str, app_client: TestClient, iso_keys: dict[str, str]
+) -> None:
     before = _counts()
     result = CliRunner().invoke(
         cli, ["prices", "refresh", "--from-file", str(SAMPLES / FILES[provider])]
@@ -64,8 +66,8 @@ def test_refresh_from_file_imports_a_new_catalog_version(
 
 @pytest.mark.parametrize(("provider", "how"), BROKEN, ids=[f"{p}-{h.__name__}" for p, h in BROKEN])
 def test_refresh_of_a_broken_file_changes_nothing_and_says_why(
-    provider: str, how: Any, tmp_path: Path, app_client, iso_keys
-) -> None:  # type: ignore[no-untyped-def]
+    provider: str, how: Any, tmp_path: Path, app_client: TestClient, iso_keys: dict[str, str]
+) -> None:
     doc, reason = broken(provider, how)
     path = tmp_path / FILES[provider]
     path.write_text(json.dumps(doc))
@@ -87,7 +89,9 @@ def test_refresh_of_a_file_that_is_not_json_changes_nothing(tmp_path: Path) -> N
     assert _counts() == before
 
 
-def test_admin_api_imports_and_refuses_partial_documents(app_client, iso_keys) -> None:  # type: ignore[no-untyped-def]
+def test_admin_api_imports_and_refuses_partial_documents(
+    app_client: TestClient, iso_keys: dict[str, str]
+) -> None:
     url = "/v1/catalog/price-imports"
     doc = sample("gcp")
     denied = app_client.post(url, params={"source": "x"}, json=doc, headers=auth(iso_keys["read"]))
@@ -112,7 +116,9 @@ def test_admin_api_imports_and_refuses_partial_documents(app_client, iso_keys) -
     assert ok.json()["imported_by"].startswith("key ")
 
 
-def test_an_estimate_prices_at_the_imported_row(app_client, iso_keys) -> None:  # type: ignore[no-untyped-def]
+def test_an_estimate_prices_at_the_imported_row(
+    app_client: TestClient, iso_keys: dict[str, str]
+) -> None:
     doc = sample("gcp")
     r = app_client.post(
         "/v1/catalog/price-imports",

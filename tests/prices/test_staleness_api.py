@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.catalog import load_catalog
+from app.catalog.loader import PriceRow
 from app.config import get_settings
 from app.models.base import utcnow
 from tests.conftest import auth
@@ -21,7 +23,7 @@ BODY = {
 }
 
 
-def _seed(provider: str, gpu: str, pricing: str = "on_demand"):  # type: ignore[no-untyped-def]
+def _seed(provider: str, gpu: str, pricing: str = "on_demand") -> PriceRow:
     return next(
         r
         for r in load_catalog().prices
@@ -43,8 +45,8 @@ def max_age(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 
 
 def test_catalog_lists_each_price_with_its_date_source_and_seed_origin(
-    app_client, iso_keys, max_age
-) -> None:  # type: ignore[no-untyped-def]
+    app_client: TestClient, iso_keys: dict[str, str], max_age: Callable[[int], None]
+) -> None:
     body = app_client.get("/v1/catalog/prices", headers=auth(iso_keys["read"])).json()
     assert body["price_max_age_days"] == 90
     seed = {(r.provider, r.gpu, r.pricing): r for r in load_catalog().prices}
@@ -64,8 +66,8 @@ def test_catalog_lists_each_price_with_its_date_source_and_seed_origin(
 
 
 def test_stale_price_warns_in_the_estimate_and_degrades_health(
-    app_client, iso_keys, max_age
-) -> None:  # type: ignore[no-untyped-def]
+    app_client: TestClient, iso_keys: dict[str, str], max_age: Callable[[int], None]
+) -> None:
     aws_a10g = _seed("aws", "A10G")
     age = (utcnow().date() - aws_a10g.as_of).days
     max_age(max(age - 1, 1))  # the seed row is one day too old
@@ -94,7 +96,9 @@ def test_stale_price_warns_in_the_estimate_and_degrades_health(
     assert app_client.get("/v1/health").json()["prices"]["ok"] is True
 
 
-def test_an_override_set_today_is_fresh(app_client, iso_keys, max_age) -> None:  # type: ignore[no-untyped-def]
+def test_an_override_set_today_is_fresh(
+    app_client: TestClient, iso_keys: dict[str, str], max_age: Callable[[int], None]
+) -> None:
     max_age(30)
     admin = auth(iso_keys["admin"])
     put = app_client.put(

@@ -206,7 +206,12 @@ def _moe_config(i: int) -> dict[str, Any]:
     path = ROOT / "app" / "catalog" / "models" / "Qwen__Qwen1.5-MoE-A2.7B.json"
     config = json.loads(path.read_text())
     # Each request its own config (no cache hit): 240 experts, 48 layers, a vocabulary of its own.
-    return config | {"num_experts": 240, "num_hidden_layers": 48, "vocab_size": 151_936 + i}
+    result: dict[str, Any] = config | {
+        "num_experts": 240,
+        "num_hidden_layers": 48,
+        "vocab_size": 151_936 + i,
+    }
+    return result
 
 
 async def _estimate_burst(api: LiveApi) -> list[httpx.Response]:

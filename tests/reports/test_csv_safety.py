@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app import csv_out
 from app.db import session_scope
@@ -70,7 +71,9 @@ def hostile_suite(service_env: object) -> str:
 
 
 @pytest.mark.parametrize(("url", "group_by"), CSV_ROUTES)
-def test_no_csv_cell_starts_with_a_formula(app_client, keys, hostile_suite, url, group_by) -> None:  # type: ignore[no-untyped-def]
+def test_no_csv_cell_starts_with_a_formula(
+    app_client: TestClient, keys: dict[str, str], hostile_suite: str, url: str, group_by: str | None
+) -> None:
     params = {"tag.suite": hostile_suite, "format": "csv"}
     if group_by:
         params["group_by"] = group_by
@@ -85,7 +88,9 @@ def test_no_csv_cell_starts_with_a_formula(app_client, keys, hostile_suite, url,
         assert {"'" + v for v in HOSTILE} <= cells
 
 
-def test_tag_values_with_control_characters_are_refused(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_tag_values_with_control_characters_are_refused(
+    app_client: TestClient, keys: dict[str, str]
+) -> None:
     for value in ("\t=1+1", "\r=1", "a\nb", " padded "):
         r = app_client.post(
             "/v1/jobs",

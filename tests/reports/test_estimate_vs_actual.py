@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.reports.schemas import flat_columns
 from tests.conftest import auth
@@ -49,7 +51,9 @@ def _assert_row(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("group_by", GROUPINGS)
-def test_every_grouping_matches_the_jobs(app_client, keys, seeded: Seeded, group_by: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_grouping_matches_the_jobs(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded, group_by: str
+) -> None:
     body = _get(app_client, keys["admin"], {**seeded.scope, "group_by": group_by}).json()
     want = expected_groups(seeded.jobs, group_key(seeded, group_by))
     got = {row["group"]: row for row in body["rows"]}
@@ -62,7 +66,9 @@ def test_every_grouping_matches_the_jobs(app_client, keys, seeded: Seeded, group
     assert spends == sorted(spends, reverse=True)  # biggest spender first
 
 
-def test_errors_are_signed_estimate_minus_actual(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_errors_are_signed_estimate_minus_actual(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     body = _get(app_client, keys["admin"], {**seeded.scope, "group_by": "job"}).json()
     by_id = {row["group"]: row for row in body["rows"]}
     under = next(
@@ -104,7 +110,13 @@ FILTERS: list[tuple[dict[str, Any], Any]] = [
 
 
 @pytest.mark.parametrize(("params", "keep"), FILTERS, ids=[str(p) for p, _ in FILTERS])
-def test_each_filter_selects_the_right_jobs(app_client, keys, seeded: Seeded, params, keep) -> None:  # type: ignore[no-untyped-def]
+def test_each_filter_selects_the_right_jobs(
+    app_client: TestClient,
+    keys: dict[str, str],
+    seeded: Seeded,
+    params: dict[str, Any],
+    keep: Callable[..., bool],
+) -> None:
     body = _get(app_client, keys["admin"], {**seeded.scope, **params, "group_by": "job"}).json()
     want = [j for j in seeded.jobs if keep(j, seeded.tags[j.id])]
     assert 0 < len(want) < len(seeded.jobs)  # the filter really narrows
@@ -112,7 +124,7 @@ def test_each_filter_selects_the_right_jobs(app_client, keys, seeded: Seeded, pa
     _assert_row(body["total"], expected_row(want))
 
 
-def test_model_filter(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_model_filter(app_client: TestClient, keys: dict[str, str], seeded: Seeded) -> None:
     model = f"{seeded.suite}/m2"
     body = _get(app_client, keys["admin"], {"model": model, "group_by": "method"}).json()
     want = [j for j in seeded.jobs if j.model_ref == model]
@@ -120,7 +132,9 @@ def test_model_filter(app_client, keys, seeded: Seeded) -> None:  # type: ignore
     assert {r["group"] for r in body["rows"]} == {j.method for j in want}
 
 
-def test_csv_has_the_same_rows(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_csv_has_the_same_rows(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     params = {**seeded.scope, "group_by": "tag:team"}
     rows = _get(app_client, keys["admin"], params).json()["rows"]
     r = _get(app_client, keys["admin"], {**params, "format": "csv"})
@@ -140,7 +154,7 @@ def test_csv_has_the_same_rows(app_client, keys, seeded: Seeded) -> None:  # typ
                 assert (cell == "") if value is None else float(cell) == pytest.approx(value)
 
 
-def test_limit_truncates(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_limit_truncates(app_client: TestClient, keys: dict[str, str], seeded: Seeded) -> None:
     body = _get(app_client, keys["admin"], {**seeded.scope, "group_by": "job", "limit": 2}).json()
     assert len(body["rows"]) == 2 and body["truncated"] is True
     assert body["total"]["jobs"] == len(seeded.jobs)
@@ -162,7 +176,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("params", "name"), BAD, ids=[str(p) for p, _ in BAD])
-def test_bad_input_is_422_naming_the_parameter(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_422_naming_the_parameter(
+    app_client: TestClient, keys: dict[str, str], params: dict[str, Any], name: str
+) -> None:
     r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
@@ -171,11 +187,13 @@ def test_bad_input_is_422_naming_the_parameter(app_client, keys, params, name) -
     assert name in body["detail"]
 
 
-def test_needs_a_key(app_client) -> None:  # type: ignore[no-untyped-def]
+def test_needs_a_key(app_client: TestClient) -> None:
     assert app_client.get(URL).status_code == 401
 
 
-def test_a_team_key_reports_only_its_own_teams_jobs(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_a_team_key_reports_only_its_own_teams_jobs(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     # keys["read"] belongs to team ml; the suite also has jobs of team ops.
     params = {**seeded.scope, "group_by": "job"}
     own = {j.id for j in seeded.jobs if j.team == "ml"}

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import session_scope
@@ -78,10 +79,13 @@ def _json_rows(client: Any, key: str, params: dict[str, Any]) -> list[dict[str, 
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
     assert body["focus_version"] == "1.2"
-    return body["rows"]
+    result: list[dict[str, Any]] = body["rows"]
+    return result
 
 
-def test_json_columns_types_and_values(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_json_columns_types_and_values(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     rows = _json_rows(app_client, keys["admin"], seeded.scope)
     charged = [j for j in seeded.jobs if j.act_cost_usd is not None]
     assert [r["ResourceId"] for r in rows] == [
@@ -133,7 +137,9 @@ def test_json_columns_types_and_values(app_client, keys, seeded: Seeded) -> None
             assert row["x_EstimateErrorPct"] is None  # no error against a zero cost
 
 
-def test_spot_is_dynamic_pricing(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_spot_is_dynamic_pricing(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     rows = _json_rows(app_client, keys["admin"], seeded.scope)
     pricing = {j.id: j.pricing for j in seeded.jobs}
     for row in rows:
@@ -141,7 +147,7 @@ def test_spot_is_dynamic_pricing(app_client, keys, seeded: Seeded) -> None:  # t
         assert row["PricingCategory"] == want
 
 
-def test_csv_matches_json(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_csv_matches_json(app_client: TestClient, keys: dict[str, str], seeded: Seeded) -> None:
     rows = _json_rows(app_client, keys["admin"], seeded.scope)
     r = app_client.get(URL, params=seeded.scope, headers=auth(keys["admin"]))  # csv by default
     assert r.headers["content-type"].startswith("text/csv")
@@ -161,19 +167,19 @@ def test_csv_matches_json(app_client, keys, seeded: Seeded) -> None:  # type: ig
                 assert line[name] == value, name
 
 
-def test_filters_apply(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_filters_apply(app_client: TestClient, keys: dict[str, str], seeded: Seeded) -> None:
     rows = _json_rows(app_client, keys["admin"], {**seeded.scope, "tag.team": "b"})
     want = {j.id for j in seeded.jobs if seeded.tags[j.id].get("team") == "b"}
     assert {r["ResourceId"] for r in rows} == want
 
 
-def test_empty_export_is_valid(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_empty_export_is_valid(app_client: TestClient, keys: dict[str, str]) -> None:
     assert _json_rows(app_client, keys["admin"], {"tag.suite": "nobody-has-this"}) == []
     r = app_client.get(URL, params={"tag.suite": "nobody"}, headers=auth(keys["admin"]))
     assert r.text.strip() == ",".join(focus.COLUMNS)
 
 
-def test_written_batch_by_batch(seeded: Seeded, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_written_batch_by_batch(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(focus, "BATCH_ROWS", 2)
     filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]})
     with session_scope() as session:
@@ -228,7 +234,7 @@ def test_unfiltered_export_has_every_jobs_tags(seeded: Seeded, fmt: str) -> None
             assert job.id not in tags
 
 
-def test_awkward_text_survives_both_formats(app_client, keys) -> None:  # type: ignore[no-untyped-def]
+def test_awkward_text_survives_both_formats(app_client: TestClient, keys: dict[str, str]) -> None:
     suite = unique("awkward")
     odd = 'say "hi"\\ back\\slash, comma\nnew line\ttab é ✓ \\n'
     with session_scope() as session:
@@ -244,7 +250,9 @@ def test_awkward_text_survives_both_formats(app_client, keys) -> None:  # type: 
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_a_client_leaving_early_frees_the_connection(seeded: Seeded, monkeypatch, fmt) -> None:  # type: ignore[no-untyped-def]
+def test_a_client_leaving_early_frees_the_connection(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
     monkeypatch.setattr(focus, "CHUNK_BYTES", 1)  # every COPY row becomes its own chunk
     monkeypatch.setattr(focus, "BATCH_ROWS", 1)
     filters = parse_filters(start=None, end=None, params={"tag.suite": [seeded.suite]})
@@ -259,7 +267,9 @@ def test_a_client_leaving_early_frees_the_connection(seeded: Seeded, monkeypatch
 @pytest.mark.parametrize(
     ("params", "name"), [({"format": "parquet"}, "format"), ({"group_by": "method"}, "group_by")]
 )
-def test_bad_input(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input(
+    app_client: TestClient, keys: dict[str, str], params: dict[str, Any], name: str
+) -> None:
     r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"][-1] == name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
@@ -27,11 +28,13 @@ def _value(samples: list[Any], **labels: str) -> float:
     return float(found[0])
 
 
-def test_needs_a_read_key(app_client) -> None:  # type: ignore[no-untyped-def]
+def test_needs_a_read_key(app_client: TestClient) -> None:
     assert app_client.get("/metrics").status_code == 401
 
 
-def test_job_figures_match_the_database(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_job_figures_match_the_database(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     app_client.get("/v1/reports/spend", headers=auth(keys["read"]))
     r = app_client.get("/metrics", headers=auth(keys["read"]))
     assert r.status_code == 200

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.calibration.samples import load_samples
 from app.db import session_scope
@@ -19,7 +21,12 @@ from tests.reports.factory import unique
 pytestmark = pytest.mark.slow
 
 
-def test_a_finished_job_appears_in_every_view(app_client, keys, cpu_worker, job_body) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_a_finished_job_appears_in_every_view(
+    app_client: TestClient,
+    keys: dict[str, str],
+    cpu_worker: object,
+    job_body: Callable[..., dict[str, Any]],  # noqa: F811 (the fixture imported above)
+) -> None:
     suite = unique("real")
     job = submit(app_client, keys, job_body("lora", tags={"suite": suite}))
     job = wait_status(app_client, keys, job["id"])

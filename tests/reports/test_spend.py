@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.models import Job
 from app.reports.service import SPEND_COLUMNS
@@ -49,7 +50,9 @@ def _expected(jobs: list[Job], bucket: str, key: Any) -> dict[tuple[str, Any], d
 
 @pytest.mark.parametrize("bucket", ["day", "week", "month"])
 @pytest.mark.parametrize("group_by", [None, "method", "tag:team", "cost_source"])
-def test_buckets_by_group(app_client, keys, seeded: Seeded, bucket, group_by) -> None:  # type: ignore[no-untyped-def]
+def test_buckets_by_group(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded, bucket: str, group_by: str | None
+) -> None:
     params = {**seeded.scope, "bucket": bucket}
     if group_by:
         params["group_by"] = group_by
@@ -68,7 +71,9 @@ def test_buckets_by_group(app_client, keys, seeded: Seeded, bucket, group_by) ->
     assert starts == sorted(starts)
 
 
-def test_week_starts_on_monday_and_month_on_the_first(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_week_starts_on_monday_and_month_on_the_first(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     for bucket, check in (("week", lambda d: d.weekday() == 0), ("month", lambda d: d.day == 1)):
         r = app_client.get(
             URL, params={**seeded.scope, "bucket": bucket}, headers=auth(keys["admin"])
@@ -77,7 +82,9 @@ def test_week_starts_on_monday_and_month_on_the_first(app_client, keys, seeded: 
         assert days and all(check(d) for d in days)
 
 
-def test_late_evening_utc_lands_on_its_utc_day(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_late_evening_utc_lands_on_its_utc_day(
+    app_client: TestClient, keys: dict[str, str], seeded: Seeded
+) -> None:
     # The failed job finished 2025-03-10 23:30 UTC; it must not slip into the 11th.
     r = app_client.get(
         URL, params={**seeded.scope, "status": "failed"}, headers=auth(keys["admin"])
@@ -85,7 +92,7 @@ def test_late_evening_utc_lands_on_its_utc_day(app_client, keys, seeded: Seeded)
     assert [row["bucket_start"] for row in r.json()["rows"]] == ["2025-03-10"]
 
 
-def test_csv(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+def test_csv(app_client: TestClient, keys: dict[str, str], seeded: Seeded) -> None:
     params = {**seeded.scope, "bucket": "month", "group_by": "gpu"}
     rows = app_client.get(URL, params=params, headers=auth(keys["admin"])).json()["rows"]
     r = app_client.get(URL, params={**params, "format": "csv"}, headers=auth(keys["admin"]))
@@ -103,7 +110,9 @@ def test_csv(app_client, keys, seeded: Seeded) -> None:  # type: ignore[no-untyp
     ("params", "name"),
     [({"bucket": "year"}, "bucket"), ({"group_by": "job"}, "group_by"), ({"to": "x"}, "to")],
 )
-def test_bad_input(app_client, keys, params, name) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input(
+    app_client: TestClient, keys: dict[str, str], params: dict[str, Any], name: str
+) -> None:
     r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
     assert r.status_code == 422
     assert r.json()["errors"][0]["loc"][-1] == name

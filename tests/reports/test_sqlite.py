@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.db import make_engine
 from app.migrate import upgrade_head
 from app.reports import focus, service
-from app.reports.filters import parse_filters, parse_group_by
+from app.reports.filters import ReportFilters, parse_filters, parse_group_by
 from tests.reports.factory import make_job
 
 DAYS = [
@@ -23,7 +24,7 @@ DAYS = [
 
 
 @pytest.fixture
-def sqlite_session(sqlite_url: str):  # type: ignore[no-untyped-def]
+def sqlite_session(sqlite_url: str) -> Iterator[Session]:
     upgrade_head(sqlite_url)
     engine = make_engine(sqlite_url)
     with Session(engine) as session:
@@ -40,7 +41,7 @@ def sqlite_session(sqlite_url: str):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
-def _filters():  # type: ignore[no-untyped-def]
+def _filters() -> ReportFilters:
     return parse_filters(start=None, end=None, params={})
 
 

@@ -25,8 +25,11 @@ TAG = "ui-test"
 
 @pytest.fixture(scope="module")
 def dataset_id(
-    live_api: LiveApi, keys: dict[str, str], tiny_ui_model: str, tmp_path_factory
-) -> str:  # type: ignore[no-untyped-def]
+    live_api: LiveApi,
+    keys: dict[str, str],
+    tiny_ui_model: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
     """A tiny text dataset uploaded through the live API."""
     path = make_tiny_dataset(tmp_path_factory.mktemp("ui") / "api.jsonl", n=120, fmt="text")
     with live_api.client(keys["submit"]) as client, path.open("rb") as fh:
