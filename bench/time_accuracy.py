@@ -4,7 +4,9 @@ Each case in the cases file names a model config, method, GPU, settings and data
 measured training time with start-up and evaluation excluded. The estimate printed is the
 training part of the estimator's time (its total less start-up, loading and saving) at the
 efficiency prior for that GPU and method, uncalibrated. It also prints, for cases that share a
-setup, the ratio of their times against the published ratio (QLoRA/LoRA, full/LoRA).
+setup, the ratio of their times against the published ratio (QLoRA/LoRA, full/LoRA), and for
+published pairs whose token counts are unknown (`ratio_cases`), only the QLoRA/LoRA ratio, over
+the range of mean example lengths their dataset may have.
 
 Run: `python bench/time_accuracy.py [path/to/published_time_cases.json]`
 (default: ../shared/data/published_time_cases.json, relative to the repository, plus the cases
@@ -121,6 +123,29 @@ def _ratios(rows: dict[str, tuple[dict[str, Any], float]]) -> list[tuple[str, fl
     return out
 
 
+def ratio_case_errors(case: dict[str, Any]) -> list[tuple[float, float, float]]:
+    """(mean tokens, estimated QLoRA/LoRA time ratio, measured ratio) for a published pair whose
+    token counts are unknown, at the ends and middle of its plausible mean-length range."""
+    low, high = case["avg_tokens_range"]
+    measured = case["measured_s"]["qlora"] / case["measured_s"]["lora"]
+    out = []
+    for avg in (low, (low + high) / 2, high):
+        est = {}
+        for method in ("lora", "qlora"):
+            run = {
+                **case,
+                "method": method,
+                "dataset": {
+                    "num_examples": case["micro_steps"] * case["training"]["micro_batch_size"],
+                    "avg_tokens": avg,
+                    "max_tokens": case["max_tokens"],
+                },
+            }
+            est[method] = train_seconds(estimate_case(run, {}))
+        out.append((avg, est["qlora"] / est["lora"], measured))
+    return out
+
+
 def main(argv: list[str]) -> int:
     """Print estimated vs measured training seconds per case and the method ratios."""
     paths = [Path(argv[1])] if len(argv) > 1 else [DEFAULT_CASES, ADDED_CASES]
@@ -161,6 +186,16 @@ def main(argv: list[str]) -> int:
         print(
             f"ratio {label}: estimate {est_ratio:.2f}, measured {measured_ratio:.2f}, {error:+.1f}%"
         )
+    ratio_cases = [] if len(argv) > 1 else json.loads(ADDED_CASES.read_text())["ratio_cases"]
+    for case in ratio_cases:
+        for avg, est_ratio, measured_ratio in ratio_case_errors(case):
+            error = _pct(est_ratio, measured_ratio)
+            worst = max(worst, abs(error))
+            print(
+                f"ratio {case['id']} (mean {avg:.0f} tokens): estimate {est_ratio:.2f}, "
+                f"measured {measured_ratio:.2f}, {error:+.1f}%"
+            )
+        notes.append(f"{case['id']}: {case['source']}")
     for note in notes:
         print(f"note: {note}")
     print(f"\nmax |error| {worst:.1f}% (target <= {TARGET_PCT:.0f}%)")
