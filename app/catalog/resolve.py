@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import logging
 import threading
 from functools import lru_cache
 from typing import Any
@@ -23,7 +22,6 @@ from app.estimator.model_analysis import ModelAnalysis, ModelConfigError, analyz
 from app.estimator.spec import LoraSpec
 from app.paths import confine_model_path, relative_to_root
 
-log = logging.getLogger(__name__)
 MAX_CONFIG_FILE_BYTES = 1024 * 1024  # real config.json files are a few KB
 MAX_MESSAGE_CHARS = 400  # of a library's error message quoted back to the client
 CLOSE_MATCHES = 5
@@ -74,17 +72,6 @@ def _analyse_config(config: dict[str, Any], *, field: str) -> ModelAnalysis:
             f"{short_message(exc.message)}",
             field=field,
             model_type=exc.model_type,
-        ) from None
-    except Exception as exc:
-        # transformers and huggingface_hub validate configs with their own exception types
-        # (e.g. StrictDataclassClassValidationError); a client's config failing is no server fault.
-        model_type = config.get("model_type")
-        log.info("config of model_type=%r refused: %s", model_type, exc)
-        raise InvalidInput(
-            f"transformers cannot build this config (model_type={model_type!r}): "
-            f"{short_message(str(exc))}",
-            field=field,
-            model_type=model_type,
         ) from None
     if analysis.total_params > MAX_TOTAL_PARAMS:
         raise InvalidInput(

@@ -197,7 +197,10 @@ def _build(model_type: str, hf_config: Any) -> nn.Module:
                     hf_config, trust_remote_code=False
                 )
             return model
-    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, ImportError) as exc:
+    except Exception as exc:
+        # A client's config meets the library here, and transformers' checks of one fail in
+        # any type (ZeroDivisionError for zero heads, its own validation errors): an input
+        # problem, whatever the type. Our own analysis code runs outside this `try`.
         raise ModelConfigError(model_type, f"transformers cannot build it: {exc}") from exc
 
 
@@ -209,7 +212,7 @@ def _hf_config(model_type: str, config: Mapping[str, Any]) -> Any:
         return AutoConfig.for_model(model_type, **kwargs)
     except ValueError as exc:
         raise ModelConfigError(model_type, f"unknown architecture: {exc}") from exc
-    except (KeyError, TypeError, AttributeError) as exc:
+    except Exception as exc:  # the library validating a client's config: as in _build
         raise ModelConfigError(model_type, f"invalid config: {exc}") from exc
 
 
@@ -290,6 +293,8 @@ def _analyse(
     if num_experts:
         active = total - by_kind["experts"] + by_kind["experts"] * experts_per_token // num_experts
     heads = int(_first(text_cfg, "num_attention_heads", "n_head", "num_heads"))
+    if heads < 1:  # transformers builds some families with none; every estimate divides by it
+        raise ModelConfigError(raw.get("model_type"), f"{heads} attention heads; give at least 1")
     hidden = int(_first(text_cfg, "hidden_size", "n_embd", "d_model"))
     head_dim = getattr(text_cfg, "head_dim", None) or getattr(text_cfg, "d_kv", None)
     intermediate = _first(text_cfg, "intermediate_size", "n_inner", "d_ff", default=None)

@@ -105,6 +105,11 @@ def test_absurd_numbers_are_422_naming_the_field(
         (TINY_LLAMA | {"num_hidden_layers": 10**7}, "llama", "num_hidden_layers"),
         (TINY_LLAMA | {"hidden_size": "big"}, "llama", "integer"),
         (TINY_LLAMA | {"auto_map": {"AutoModelForCausalLM": "evil.Model"}}, "llama", "remote"),
+        (
+            {"model_type": "gpt2", "n_embd": 64, "n_head": 0, "n_layer": 0},
+            "gpt2",
+            "attention heads",
+        ),
     ],
 )
 def test_configs_transformers_cannot_build_are_422_naming_model_type(
@@ -162,16 +167,26 @@ def test_input_errors_the_estimator_detects_are_422_naming_the_field(  # type: i
     assert loc in _locs(problem) and fragment in problem["detail"]
 
 
-@pytest.mark.parametrize("bug", [KeyError("layer"), ValueError("bad sum"), TypeError("None")])
+BUGS = [KeyError("layer"), ValueError("bad sum"), TypeError("None"), ZeroDivisionError("heads")]
+
+
+INTERNALS = ["engine._estimate", "model_analysis._analyse"]
+
+
+@pytest.mark.parametrize("where", INTERNALS)
+@pytest.mark.parametrize("bug", BUGS, ids=[type(b).__name__ for b in BUGS])
 def test_an_estimator_bug_is_a_500_problem_not_a_client_error(  # type: ignore[no-untyped-def]
-    app_client, keys, monkeypatch, bug
+    app_client, keys, monkeypatch, where, bug
 ) -> None:
-    from app.estimator import engine
+    from app.estimator import engine, model_analysis
 
     def broken(*args: object, **kwargs: object) -> None:
         raise bug
 
-    monkeypatch.setattr(engine, "_estimate", broken)
+    module, name = where.split(".")
+    monkeypatch.setattr({"engine": engine, "model_analysis": model_analysis}[module], name, broken)
     engine.clear_cache()
-    problem = _problem(app_client, keys["read"], BASE | {"variants": 7}, 500)
+    # A config of its own, so that no cached analysis or estimate answers instead.
+    config = TINY_LLAMA | {"vocab_size": 1000 + 10 * INTERNALS.index(where) + BUGS.index(bug)}
+    problem = _problem(app_client, keys["read"], BASE | {"model": {"config": config}}, 500)
     assert "errors" not in problem and str(bug) not in problem["detail"]
