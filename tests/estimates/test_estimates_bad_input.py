@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.estimator import engine, model_analysis
 from tests.conftest import auth
 
 PROBLEM = "application/problem+json"
@@ -160,26 +161,30 @@ def test_a_valid_inline_config_is_estimated(app_client: TestClient, keys: dict[s
         ),
     ],
 )
-def test_input_errors_the_estimator_detects_are_422_naming_the_field(  # type: ignore[no-untyped-def]
-    app_client, keys, patch, loc, fragment
+def test_input_errors_the_estimator_detects_are_422_naming_the_field(
+    app_client: TestClient,
+    keys: dict[str, str],
+    patch: dict[str, Any],
+    loc: list[str],
+    fragment: str,
 ) -> None:
     problem = _problem(app_client, keys["read"], BASE | patch, 422)
     assert loc in _locs(problem) and fragment in problem["detail"]
 
 
 BUGS = [KeyError("layer"), ValueError("bad sum"), TypeError("None"), ZeroDivisionError("heads")]
-
-
 INTERNALS = ["engine._estimate", "model_analysis._analyse"]
 
 
 @pytest.mark.parametrize("where", INTERNALS)
 @pytest.mark.parametrize("bug", BUGS, ids=[type(b).__name__ for b in BUGS])
-def test_an_estimator_bug_is_a_500_problem_not_a_client_error(  # type: ignore[no-untyped-def]
-    app_client, keys, monkeypatch, where, bug
+def test_an_estimator_bug_is_a_500_problem_not_a_client_error(
+    app_client: TestClient,
+    keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    bug: Exception,
 ) -> None:
-    from app.estimator import engine, model_analysis
-
     def broken(*args: object, **kwargs: object) -> None:
         raise bug
 
