@@ -4,7 +4,8 @@ A worker has N devices: the GPUs NVML sees (the first TUNECOST_WORKER_GPU_COUNT 
 is set), or on a machine without GPUs TUNECOST_WORKER_GPU_COUNT logical CPU devices (1 unless
 set), so that the whole path runs on a CPU. Celery's prefork pool runs up to N jobs at once, each
 in its own process; a job takes its `num_gpus` devices all at once or not at all, under one
-allocator lock, so two waiting jobs never hold half of what each needs.
+allocator lock, so two waiting jobs never hold half of what each needs; waiting jobs are served
+in the order they started waiting.
 
 A device is held through an advisory lock (flock(2)) on one file per device for as long as the
 job's process holds it. The kernel drops the lock when that process dies, so a killed pool
@@ -151,13 +152,22 @@ class DeviceLease:
 
 
 class Allocator:
-    """Hands out disjoint sets of one worker's devices to the processes of that worker."""
+    """Hands out disjoint sets of one worker's devices to the processes of that worker.
+
+    First come, first served: a job that had to wait holds a numbered ticket, and no later job
+    takes devices while an earlier ticket waits, so a job of many devices is not starved by a
+    stream of small ones taking each device as it frees up (the price: a small job may wait
+    behind a big one although a device is free).
+    """
 
     def __init__(self, devices: list[Device]) -> None:
         if not devices:
             raise ValueError("a worker has at least one device")
         self.devices = devices
-        self._mutex = devices[0].lock_file.parent / ALLOCATOR_LOCK
+        root = devices[0].lock_file.parent
+        self._mutex = root / ALLOCATOR_LOCK
+        self._tickets = root / "waiting"
+        self._counter = root / "waiting.next"
 
     @property
     def total(self) -> int:
@@ -174,34 +184,81 @@ class Allocator:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def try_acquire(self, count: int) -> DeviceLease | None:
-        """`count` free devices, lowest indexes first, or None if fewer are free now."""
+    def _check(self, count: int) -> None:
         if not 1 <= count <= self.total:
             raise ValueError(f"this worker has {self.total} device(s); asked for {count}")
+
+    def _take(self, count: int) -> DeviceLease | None:
+        """Under the mutex: `count` free devices, lowest indexes first, or none at all."""
         lease = DeviceLease(devices=[])
-        with self._exclusive():
-            for device in self.devices:
-                handle = _try_lock(device.lock_file)
-                if handle is None:
-                    continue
-                lease.devices.append(device)
-                lease._handles.append(handle)
-                if len(lease.devices) == count:
-                    return lease
-            lease.release()  # all or nothing: never sit on part of a set
+        for device in self.devices:
+            handle = _try_lock(device.lock_file)
+            if handle is None:
+                continue
+            lease.devices.append(device)
+            lease._handles.append(handle)
+            if len(lease.devices) == count:
+                return lease
+        lease.release()  # all or nothing: never sit on part of a set
         return None
+
+    def _waiting_before(self, mine: Path | None) -> bool:
+        """Under the mutex: whether a live ticket precedes `mine` (any live one, when None)."""
+        if not self._tickets.is_dir():
+            return False
+        for ticket in sorted(self._tickets.glob("*.wait")):
+            if mine is not None and ticket.name >= mine.name:
+                return False
+            handle = _try_lock(ticket)
+            if handle is None:
+                return True  # its process holds it: it waits
+            ticket.unlink(missing_ok=True)  # its process died waiting
+            _unlock(handle)
+        return False
+
+    def _ticket(self) -> tuple[Path, IO[bytes]]:
+        """Under the mutex: the next numbered ticket, locked by this process while it waits."""
+        self._tickets.mkdir(parents=True, exist_ok=True)
+        try:
+            number = int(self._counter.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            number = 0
+        self._counter.write_text(str(number + 1))
+        path = self._tickets / f"{number:012d}.wait"
+        handle = _try_lock(path)
+        assert handle is not None, "a fresh ticket is nobody's"
+        return path, handle
+
+    def try_acquire(self, count: int) -> DeviceLease | None:
+        """`count` free devices now, or None (too few free, or an earlier job waits for some)."""
+        self._check(count)
+        with self._exclusive():
+            return None if self._waiting_before(None) else self._take(count)
 
     def acquire(
         self, count: int, *, should_stop: Callable[[], bool], poll_s: float = WAIT_POLL_S
     ) -> DeviceLease | None:
-        """Wait until `count` devices are free and take them; None once `should_stop()` says so."""
-        while True:
-            lease = self.try_acquire(count)
+        """Wait in turn until `count` devices are free and take them; None once `should_stop()`."""
+        self._check(count)
+        with self._exclusive():
+            lease = None if self._waiting_before(None) else self._take(count)
             if lease is not None:
                 return lease
-            if should_stop():
-                return None
-            time.sleep(poll_s)
+            ticket, handle = self._ticket()
+        try:
+            while True:
+                if should_stop():
+                    return None
+                time.sleep(poll_s)
+                with self._exclusive():
+                    if not self._waiting_before(ticket):
+                        lease = self._take(count)
+                        if lease is not None:
+                            return lease
+        finally:
+            with self._exclusive():
+                ticket.unlink(missing_ok=True)  # while still locked: see _try_lock
+                _unlock(handle)
 
     def free(self) -> int:
         """How many devices no process holds right now."""

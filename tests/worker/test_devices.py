@@ -18,20 +18,27 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
+from tests.support import wait_for
 from worker import devices
 
 ROOT = Path(__file__).resolve().parents[2]
 UUIDS = ["GPU-0a1b", "GPU-2c3d", "GPU-4e5f"]
 
-# Holds `count` of a 3-device worker's devices (or, with "job", job job_1's lock), prints what it
-# got, and keeps it until its stdin closes or it is killed.
+# Holds `count` of a 3-device worker's devices (with "wait<count>", once they are free; with
+# "job", job job_1's lock), prints what it got, and keeps it until stdin closes or it is killed.
 HOLDER = """
 import sys
 from pathlib import Path
 from app.config import Settings
+from tests.support import wait_for
 from worker import devices
 settings = Settings(worker_gpu_count=3, worker_lock_dir=Path(sys.argv[1]))
-if sys.argv[2] == "job":
+if sys.argv[2].startswith("wait"):
+    alloc = devices.Allocator(devices.worker_devices(nodename="w1", settings=settings))
+    lease = alloc.acquire(int(sys.argv[2][4:]), should_stop=lambda: False, poll_s=0.01)
+    print(",".join(map(str, lease.indexes)), flush=True)
+    sys.stdin.read()
+elif sys.argv[2] == "job":
     with devices.running_job(nodename="w1", settings=settings, job_id="job_1") as ours:
         print(ours, flush=True)
         sys.stdin.read()
@@ -52,16 +59,24 @@ def _allocator(tmp_path: Path, nodename: str = "w1") -> devices.Allocator:
     return devices.Allocator(devices.worker_devices(nodename=nodename, settings=settings))
 
 
-def _holder(tmp_path: Path, what: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
+def _start(tmp_path: Path, what: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(tmp_path), what],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def _holder(tmp_path: Path, what: str) -> tuple[subprocess.Popen[str], str]:
+    proc = _start(tmp_path, what)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
+
+
+def _tickets(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "w1" / "waiting").glob("*.wait"))
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
@@ -143,6 +158,41 @@ def test_waiting_for_devices_stops_when_asked(tmp_path: Path) -> None:
         assert len(asked) == 3
     finally:
         _kill(proc)
+
+
+def test_waiting_jobs_are_served_in_turn_and_a_dead_waiter_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    alloc = _allocator(tmp_path)
+    mine = alloc.try_acquire(1)
+    assert mine is not None and mine.indexes == [0]
+    big = _start(tmp_path, "wait3")  # needs every device: waits for ours
+    started = [big]
+    try:
+        wait_for(lambda: len(_tickets(tmp_path)) == 1, timeout=60, what="the big job's ticket")
+        # Two devices are free, but the big job came first: a small one may not jump the queue.
+        assert alloc.free() == 2
+        assert alloc.try_acquire(1) is None
+        mine.release()
+        assert big.stdout is not None and big.stdout.readline().strip() == "0,1,2"
+        assert _tickets(tmp_path) == []  # served: its ticket is gone
+        _kill(big)
+        # A waiter killed while waiting leaves a ticket no one holds: it blocks nobody.
+        mine = alloc.try_acquire(3)
+        assert mine is not None
+        dead = _start(tmp_path, "wait1")
+        started.append(dead)
+        wait_for(lambda: len(_tickets(tmp_path)) == 1, timeout=60, what="the waiter's ticket")
+        _kill(dead)
+        mine.release()
+        again = alloc.try_acquire(2)
+        assert again is not None and again.indexes == [0, 1]
+        assert _tickets(tmp_path) == []
+        again.release()
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                _kill(proc)
 
 
 def _hammer(lock_dir: str, seed: int, rounds: int) -> None:
