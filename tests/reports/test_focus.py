@@ -262,14 +262,3 @@ def test_a_client_leaving_early_frees_the_connection(
         chunks.close()  # what the server does when the client disconnects
         session.rollback()
         assert session.execute(select(func.count()).select_from(Job)).scalar_one() > 0
-
-
-@pytest.mark.parametrize(
-    ("params", "name"), [({"format": "parquet"}, "format"), ({"group_by": "method"}, "group_by")]
-)
-def test_bad_input(
-    app_client: TestClient, keys: dict[str, str], params: dict[str, Any], name: str
-) -> None:
-    r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
-    assert r.status_code == 422
-    assert r.json()["errors"][0]["loc"][-1] == name

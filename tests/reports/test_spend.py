@@ -104,15 +104,3 @@ def test_csv(app_client: TestClient, keys: dict[str, str], seeded: Seeded) -> No
         (row["bucket_start"], row["group"]) for row in rows
     ]
     assert [float(p["spend_usd"]) for p in parsed] == pytest.approx([r["spend_usd"] for r in rows])
-
-
-@pytest.mark.parametrize(
-    ("params", "name"),
-    [({"bucket": "year"}, "bucket"), ({"group_by": "job"}, "group_by"), ({"to": "x"}, "to")],
-)
-def test_bad_input(
-    app_client: TestClient, keys: dict[str, str], params: dict[str, Any], name: str
-) -> None:
-    r = app_client.get(URL, params=params, headers=auth(keys["admin"]))
-    assert r.status_code == 422
-    assert r.json()["errors"][0]["loc"][-1] == name
