@@ -59,15 +59,15 @@ def main() -> None:
             launch = Launch.model_validate({"spec": spec, "run": run})
             t0 = time.perf_counter()
             out = run_in_child(launch, out_dir=root / f"out-{method}")
-            a = out.actuals or {}
-            if out.status != "succeeded":
+            a = out.actuals
+            if out.status != "succeeded" or a is None:
                 print(f"{method:<6} {out.status:<10} {out.error}")
                 continue
             print(
                 f"{method:<6} {out.status:<10} {time.perf_counter() - t0:>7.1f} "
-                f"{a['startup_s']:>8.1f} {a['train_s']:>8.2f} {a['tokens_per_s']:>8.0f} "
-                f"{a['processed_tokens_per_s']:>10.0f} {a['peak_memory_bytes'] / MIB:>9.0f} "
-                f"{a['peak_memory_kind']:>8} {a['artifact_bytes'] / 1024:>12.0f}"
+                f"{a.startup_s:>8.1f} {a.train_s:>8.2f} {a.tokens_per_s:>8.0f} "
+                f"{a.processed_tokens_per_s:>10.0f} {a.peak_memory_bytes / MIB:>9.0f} "
+                f"{a.peak_memory_kind:>8} {a.artifact_bytes / 1024:>12.0f}"
             )
 
 

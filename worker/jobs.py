@@ -43,7 +43,7 @@ COPY_CHUNK_BYTES = 1024 * 1024
 # cancelled meanwhile (the wait itself looks at the device locks every WAIT_POLL_S).
 DEVICE_WAIT_CHECK_S = 5.0
 
-# Columns filled from the metered actuals (worker/metering.py `Actuals`).
+# Columns filled from the metered actuals (app/jobs/actuals.py `JobActuals`).
 ACTUAL_COLUMNS = {
     "act_wall_s": "wall_s",
     "act_gpu_hours": "gpu_hours",
@@ -209,15 +209,18 @@ def _finish(claim: Claim, outcome: Any, local_artifact: Path) -> None:
     from worker.training.runner import RunOutcome
 
     assert isinstance(outcome, RunOutcome)
-    actuals = dict(outcome.actuals or {})
-    values: dict[str, Any] = {column: actuals.get(key) for column, key in ACTUAL_COLUMNS.items()}
+    actuals = outcome.actuals
+    values: dict[str, Any] = {
+        column: getattr(actuals, key) if actuals is not None else None
+        for column, key in ACTUAL_COLUMNS.items()
+    }
     status = JobStatus(outcome.status)
     weights = None
     if status != JobStatus.FAILED and local_artifact.is_dir() and any(local_artifact.iterdir()):
         url, total, weights = _upload_artifact(claim.job_id, local_artifact)
         values.update(artifact_path=url, artifact_bytes=total)
-        actuals["artifact_weights_bytes"] = weights
-    actuals.pop("artifact_path", None)  # the child's local folder; the stored URL is the column
+        if actuals is not None:
+            actuals = actuals.model_copy(update={"artifact_weights_bytes": weights})
     values["errors"] = snapshot.errors(
         job_rows.estimates(claim.job_id),
         {
@@ -228,7 +231,10 @@ def _finish(claim: Claim, outcome: Any, local_artifact: Path) -> None:
         },
         full_run=status == JobStatus.SUCCEEDED,
     )
-    values["actuals"] = actuals
+    # The child's artifact_path is its local folder; the stored URL is the column.
+    values["actuals"] = (
+        actuals.model_dump(mode="json", exclude={"artifact_path"}) if actuals is not None else None
+    )
     error = None
     detail = {
         JobStatus.SUCCEEDED: "finished",
@@ -352,7 +358,9 @@ def _run(claim: Claim, lease: devices.DeviceLease) -> str:
         )
         throttle.flush()
         # Which of the worker's devices the job held: the proof that jobs never share one.
-        outcome.actuals = {**(outcome.actuals or {}), "worker_devices": lease.indexes}
+        if outcome.actuals is not None:
+            update = {"worker_devices": list(lease.indexes)}
+            outcome.actuals = outcome.actuals.model_copy(update=update)
         if watch.lost:
             return f"abandoned: job {job_id} was taken over by another attempt"
         if watch.cancelled and outcome.status == "failed" and outcome.error_kind == "child_died":

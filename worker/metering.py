@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 HOUR_S = 3600.0
@@ -251,45 +251,6 @@ def cost_clock(
         )
 
     return accrued
-
-
-@dataclass
-class Actuals:
-    """The metered figures of one run, as stored beside its estimate."""
-
-    device_kind: str
-    device_name: str
-    num_gpus: int
-    wall_s: float  # job start (billing start) to the end of saving
-    startup_s: float  # job start to the first training step (spawn, imports, loading, data)
-    train_s: float  # the training loop only
-    # Of train_s, what the first optimizer step took beyond a steady one (one-time set-up inside
-    # the loop); calibration counts it with start-up, not with the per-step time.
-    warmup_s: float
-    gpu_hours: float
-    peak_memory_bytes: int
-    peak_memory_kind: str  # "cuda_allocated", or "cpu_rss" for the child's peak resident set
-    peak_memory_reserved_bytes: int | None
-    steps: int
-    tokens: int  # real (non-pad) tokens trained on
-    tokens_processed: int  # including padding: what the matmuls ran over
-    loss_tokens: int  # tokens the loss was computed on (prompts masked out)
-    tokens_per_s: float  # real tokens per second of training
-    processed_tokens_per_s: float
-    achieved_tflops: float | None
-    mfu: float | None
-    peak_tflops_per_gpu: float | None
-    energy_kwh: float | None
-    price_per_gpu_hour: float
-    cost_usd: float
-    final_loss: float | None
-    eval_loss: float | None
-    precision: str  # what was used, e.g. "fp32" on the CPU whatever was asked
-    library_versions: dict[str, str | None]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict."""
-        return asdict(self)
 
 
 def achieved_flops(

@@ -15,6 +15,7 @@ from app.catalog.model_catalog import catalog_model_ids
 from app.catalog.resolve import resolve_model
 from app.errors import InvalidInput
 from app.estimates.schemas import ModelPathIn
+from app.estimator.errors import EstimateInputError
 from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import Method
@@ -55,5 +56,5 @@ def check_lora_targets(spec: JobSpec) -> None:
         return
     try:
         lora_targets(analysis, spec.lora)
-    except ValueError as exc:  # lora_targets' one refusal: targets the model does not have
-        raise InvalidInput(str(exc), field="lora.target_modules") from None
+    except EstimateInputError as exc:  # targets the model does not have
+        raise InvalidInput(str(exc), field=exc.field) from None

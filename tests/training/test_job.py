@@ -48,13 +48,13 @@ def test_budget_stop_saves_what_it_has(
         "max_cost_usd": 5.0,
     }
     act = _run(launch(raw, started_at=time.time()), tmp_path / "out", events)
-    assert act["stop_reason"] == "budget_exceeded"
-    assert act["steps"] == len(events) >= 1
+    assert act.stop_reason == "budget_exceeded"
+    assert act.steps == len(events) >= 1
     # It stopped at the first step boundary past the cap, not later.
     assert all(e.accrued_cost_usd < 5.0 for e in events[:-1])
-    assert act["cost_usd"] >= 5.0
-    assert act["artifact_bytes"] > 0 and (tmp_path / "out" / "adapter_config.json").is_file()
-    assert act["eval_loss"] is None  # a stopped run spends nothing more on evaluation
+    assert act.cost_usd >= 5.0
+    assert act.artifact_bytes > 0 and (tmp_path / "out" / "adapter_config.json").is_file()
+    assert act.eval_loss is None  # a stopped run spends nothing more on evaluation
 
 
 def test_stop_requested_before_the_first_step_saves_nothing(
@@ -66,8 +66,8 @@ def test_stop_requested_before_the_first_step_saves_nothing(
         on_progress=lambda e: None,
         stop_requested=lambda: True,
     )
-    assert act["stop_reason"] == "cancelled" and act["steps"] == 0
-    assert act["artifact_path"] is None and not (tmp_path / "out").exists()
+    assert act.stop_reason == "cancelled" and act.steps == 0
+    assert act.artifact_path is None and not (tmp_path / "out").exists()
 
 
 def test_huge_learning_rate_is_a_clear_nan_error(
@@ -200,8 +200,8 @@ def test_qlora_with_an_eval_split_on_either_cpu_branch(
     # keeps the training layout, so this job fails with the branch on if that is undone.
     force_avx512bf16(monkeypatch, on=avx512bf16)
     act = _run(launch({**job_spec, "method": "qlora", "eval_fraction": 0.2}), tmp_path / "out")
-    assert act["stop_reason"] == "completed"
-    assert act["eval_loss"] is not None and math.isfinite(act["eval_loss"])
+    assert act.stop_reason == "completed"
+    assert act.eval_loss is not None and math.isfinite(act.eval_loss)
     assert (tmp_path / "out" / "adapter_config.json").is_file()
 
 

@@ -45,7 +45,7 @@ def test_default_targets_of_a_real_job_are_the_estimates(
         on_progress=lambda event: None,
         stop_requested=lambda: False,
     )
-    assert actuals["stop_reason"] == "completed" and actuals["steps"] == job_spec["max_steps"]
+    assert actuals.stop_reason == "completed" and actuals.steps == job_spec["max_steps"]
 
     analysis = analyze_model(json.loads((folder / "config.json").read_text()))
     spec = LoraSpec(**lora)
@@ -58,7 +58,7 @@ def test_default_targets_of_a_real_job_are_the_estimates(
         if any(name == t or name.endswith("." + t) for t in saved)
     }
     assert trained == estimated and estimated
-    assert actuals["trainable_params"] == lora_trainable_params(analysis, spec)
+    assert actuals.trainable_params == lora_trainable_params(analysis, spec)
 
 
 def test_encoder_decoder_model_is_refused_before_loading(

@@ -43,7 +43,7 @@ def test_each_method_trains_meters_and_saves(
     assert out.status == "succeeded", out.error
     act = out.actuals
     assert act is not None
-    assert act["steps"] == 3 and act["stop_reason"] == "completed"
+    assert act.steps == 3 and act.stop_reason == "completed"
     progress = [e for e in events if e["type"] == "progress"]
     steps = [e["step"] for e in progress]
     assert steps == sorted(set(steps)) and steps[-1] == 3
@@ -62,41 +62,39 @@ def test_each_method_trains_meters_and_saves(
     assert kinds.index("training") < kinds.index("progress") and kinds[-4] == "progress"
 
     # Tokens: 3 steps x 4 sequences, each micro-batch padded to its longest (at most seq_len).
-    seq_len = act["data"]["seq_len"]
-    assert act["tokens_processed"] <= 3 * 4 * seq_len
-    assert 0 < act["loss_tokens"] < act["tokens"] <= act["tokens_processed"]
-    assert act["tokens_per_s"] > 0 and act["train_s"] > 0
-    assert act["startup_s"] + act["train_s"] <= act["wall_s"]
-    assert 0 <= act["warmup_s"] <= act["train_s"]  # the first step's set-up, part of the loop
+    seq_len = act.data["seq_len"]
+    assert act.tokens_processed <= 3 * 4 * seq_len
+    assert 0 < act.loss_tokens < act.tokens <= act.tokens_processed
+    assert act.tokens_per_s > 0 and act.train_s > 0
+    assert act.startup_s + act.train_s <= act.wall_s
+    assert 0 <= act.warmup_s <= act.train_s  # the first step's set-up, part of the loop
     # Metering: peak RSS of the child on the CPU, money from wall time, MFU from FLOPs/token.
-    assert act["peak_memory_kind"] == "cpu_rss" and act["peak_memory_bytes"] > 50 * 2**20
-    assert act["device_kind"] == "cpu" and act["energy_kwh"] is None
-    assert act["cost_usd"] == pytest.approx(act["wall_s"] / 3600 * 2.0)
-    assert act["gpu_hours"] == pytest.approx(act["wall_s"] / 3600)
-    assert act["achieved_tflops"] == pytest.approx(
-        1e6 * act["tokens_processed"] / act["train_s"] / 1e12
-    )
-    assert act["mfu"] is not None and 0 < act["mfu"] < 1
-    assert act["precision"] == "fp32"
-    assert act["eval_loss"] is not None and math.isfinite(act["eval_loss"])
-    assert act["library_versions"]["torch"] == importlib.metadata.version("torch")
+    assert act.peak_memory_kind == "cpu_rss" and act.peak_memory_bytes > 50 * 2**20
+    assert act.device_kind == "cpu" and act.energy_kwh is None
+    assert act.cost_usd == pytest.approx(act.wall_s / 3600 * 2.0)
+    assert act.gpu_hours == pytest.approx(act.wall_s / 3600)
+    assert act.achieved_tflops == pytest.approx(1e6 * act.tokens_processed / act.train_s / 1e12)
+    assert act.mfu is not None and 0 < act.mfu < 1
+    assert act.precision == "fp32"
+    assert act.eval_loss is not None and math.isfinite(act.eval_loss)
+    assert act.library_versions["torch"] == importlib.metadata.version("torch")
 
     # The artifact: its recorded size is the folder's, and it holds trained weights.
-    art = Path(act["artifact_path"])
-    assert act["artifact_bytes"] == sum(f.stat().st_size for f in art.rglob("*") if f.is_file())
+    art = Path(act.artifact_path)
+    assert act.artifact_bytes == sum(f.stat().st_size for f in art.rglob("*") if f.is_file())
     if method == "full":
         trained = load_file(art / "model.safetensors")
         base = load_file(tiny_model / "model.safetensors")
         assert trained.keys() == base.keys()
         assert any(not torch.equal(trained[k], base[k]) for k in base)
-        assert act["trainable_params"] == act["total_params"]
+        assert act.trainable_params == act.total_params
     else:
         adapter = load_file(art / "adapter_model.safetensors")
         lora_b = [v for k, v in adapter.items() if "lora_B" in k]
         assert lora_b, "no LoRA B matrices saved"
         # peft initialises B to zero; any non-zero entry was learned.
         assert any(v.abs().sum() > 0 for v in lora_b)
-        assert act["trainable_params"] < act["total_params"]
+        assert act.trainable_params < act.total_params
         assert not (art / "model.safetensors").exists()
 
 
@@ -127,8 +125,8 @@ def test_cancel_ends_a_long_child_within_deadline(
     ended = time.monotonic()
     assert out.status == "cancelled", out
     assert cancel_at and ended - cancel_at[0] < CANCEL_DEADLINE_S
-    assert out.actuals is not None and 0 < out.actuals["steps"] < LONG_RUN_STEPS
-    assert out.actuals["cost_usd"] > 0
+    assert out.actuals is not None and 0 < out.actuals.steps < LONG_RUN_STEPS
+    assert out.actuals.cost_usd > 0
     assert len(ticks) >= 2  # the heartbeat hook runs during start-up and training alike
 
 
@@ -170,8 +168,8 @@ def test_budget_cap_stops_the_child(
     }
     out = run_in_child(launch(spec), out_dir=tmp_path / "artifact")
     assert out.status == "budget_exceeded"
-    assert out.actuals is not None and out.actuals["steps"] < LONG_RUN_STEPS
-    assert out.actuals["cost_usd"] >= 2.0
+    assert out.actuals is not None and out.actuals.steps < LONG_RUN_STEPS
+    assert out.actuals.cost_usd >= 2.0
 
 
 def test_bad_model_path_fails_clearly(
@@ -200,7 +198,7 @@ def test_child_killed_from_outside_is_a_clear_failure(
     )
     assert out.status == "failed" and out.error_kind == "child_died"
     assert out.error is not None and "SIGKILL" in out.error
-    assert out.actuals is not None and out.actuals["partial"] and out.actuals["steps"] >= 1
+    assert out.actuals is not None and out.actuals.partial and out.actuals.steps >= 1
 
 
 def test_throttle_forwards_first_then_holds_and_flushes() -> None:
@@ -235,4 +233,4 @@ def test_run_job_on_one_cpu_device_trains(
 ) -> None:
     out = run_job(launch(job_spec), devices=["cpu:0"], out_dir=tmp_path / "artifact")
     assert out.status == "succeeded", out.error
-    assert out.actuals is not None and out.actuals["num_gpus"] == 1
+    assert out.actuals is not None and out.actuals.num_gpus == 1

@@ -136,7 +136,7 @@ def child_main(
                 stop_requested=stop.is_set,
                 on_phase=lambda phase, info: sender.send({"type": "phase", "phase": phase, **info}),
             )
-            final = {"type": "result", "actuals": actuals}
+            final = {"type": "result", "actuals": actuals.model_dump(mode="json")}
         except TrainingError as exc:
             final = {"type": "error", "kind": exc.kind, "message": str(exc)}
     except Exception as exc:  # a bug or an unforeseen library error: report it, never hang

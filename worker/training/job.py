@@ -1,7 +1,7 @@
 """One training job, start to finish, in the current process: load, tokenize, train, save, meter.
 
 The runner calls this inside its child process; a benchmark may call it directly. It returns the
-metered actuals as a JSON-able dict and raises a `TrainingError` subclass for anything the user
+metered `JobActuals` and raises a `TrainingError` subclass for anything the user
 can fix.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.config import get_settings
+from app.jobs.actuals import JobActuals
 from worker import metering
 from worker.training.cpu_threads import cpu_threads
 from worker.training.errors import JobSpecError
@@ -59,8 +60,8 @@ def run_training(
     on_progress: Callable[[ProgressEvent], None],
     stop_requested: Callable[[], bool],
     on_phase: Callable[[str, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Train the launched job and save the artifact into `out_dir`; return the actuals dict.
+) -> JobActuals:
+    """Train the launched job and save the artifact into `out_dir`; return its actuals.
 
     `on_phase(name, info)` marks loading_model, preparing_data, training (with the plan),
     evaluating and saving, for status displays.
@@ -201,7 +202,7 @@ def run_training(
         peak_flops_per_gpu=peak_flops,
         num_gpus=spec.num_gpus,
     )
-    actuals = metering.Actuals(
+    return JobActuals(
         device_kind=kind,
         device_name=device_info.name if device.type == "cuda" else metering.cpu_name(),
         num_gpus=spec.num_gpus,
@@ -233,8 +234,6 @@ def run_training(
         eval_loss=result.eval_loss,
         precision=loaded.precision.used,
         library_versions=metering.library_versions(),
-    ).to_dict()
-    actuals.update(
         stop_reason=result.stop_reason,
         total_steps=result.total_steps,
         trainable_params=loaded.trainable_params,
@@ -245,4 +244,3 @@ def run_training(
         artifact_path=str(out_dir) if artifact_bytes is not None else None,
         artifact_bytes=artifact_bytes,
     )
-    return actuals

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import billiard
+from pydantic import ValidationError
 
+from app.jobs.actuals import JobActuals
 from worker import metering
 from worker.training.child import child_main
 from worker.training.devices import DeviceSet, parse_devices
@@ -46,7 +48,7 @@ class RunOutcome:
     """How a child run ended: the status, the actuals (partial when the child was killed), why."""
 
     status: Status
-    actuals: dict[str, Any] | None
+    actuals: JobActuals | None
     error_kind: str | None = None
     error: str | None = None
     exit_code: int | None = None
@@ -56,7 +58,9 @@ class RunOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
-        return asdict(self)
+        out = asdict(self)
+        out["actuals"] = self.actuals.model_dump(mode="json") if self.actuals else None
+        return out
 
 
 class TrainingChild:
@@ -149,7 +153,7 @@ class TrainingChild:
             num_gpus=spec.num_gpus,
             price_per_gpu_hour=spec.price_per_gpu_hour,
         )
-        result: dict[str, Any] | None = None
+        result: JobActuals | None = None
         error: dict[str, Any] | None = None
         last_progress: dict[str, Any] | None = None
         events = 0
@@ -164,7 +168,7 @@ class TrainingChild:
                         events += 1
                         kind = message.get("type")
                         if kind == "result":
-                            result = message["actuals"]
+                            result, error = _result(message)
                         elif kind == "error":
                             error = message
                         elif kind == "progress":
@@ -204,7 +208,7 @@ class TrainingChild:
 
     def _outcome(
         self,
-        result: dict[str, Any] | None,
+        result: JobActuals | None,
         error: dict[str, Any] | None,
         last_progress: dict[str, Any] | None,
         exit_code: int | None,
@@ -217,7 +221,7 @@ class TrainingChild:
         if result is not None:
             outcome.actuals = result
             # A run that completed is a success even if a stop raced with its last step.
-            child_status = _status_for(result.get("stop_reason"))
+            child_status = _status_for(result.stop_reason)
             outcome.status = (
                 child_status if child_status == "succeeded" else self._stop_reason or child_status
             )
@@ -241,27 +245,31 @@ class TrainingChild:
                 outcome.error += f" (killed by {signal.Signals(-exit_code).name})"
         return outcome
 
-    def _partial_actuals(
-        self, last_progress: dict[str, Any] | None, cost_now: float
-    ) -> dict[str, Any]:
+    def _partial_actuals(self, last_progress: dict[str, Any] | None, cost_now: float) -> JobActuals:
         """What the parent knows when the child left no result: time and money, last progress."""
         spec = self.launch.spec
         wall_s = time.time() - self.launch.run.started_at
         num_gpus = spec.num_gpus
         progress = last_progress or {}
-        return {
-            "partial": True,
-            "wall_s": wall_s,
-            "gpu_hours": wall_s / metering.HOUR_S * num_gpus,
-            "num_gpus": num_gpus,
-            "price_per_gpu_hour": spec.price_per_gpu_hour,
-            "cost_usd": cost_now,
-            "steps": progress.get("step", 0),
-            "tokens": progress.get("tokens", 0),
-            "final_loss": progress.get("loss"),
-            "artifact_path": None,
-            "artifact_bytes": None,
-        }
+        return JobActuals(
+            partial=True,
+            wall_s=wall_s,
+            gpu_hours=wall_s / metering.HOUR_S * num_gpus,
+            num_gpus=num_gpus,
+            price_per_gpu_hour=spec.price_per_gpu_hour,
+            cost_usd=cost_now,
+            steps=progress.get("step", 0),
+            tokens=progress.get("tokens", 0),
+            final_loss=progress.get("loss"),
+        )
+
+
+def _result(message: dict[str, Any]) -> tuple[JobActuals | None, dict[str, Any] | None]:
+    """The child's actuals, validated again on this side of the pipe (or why they are not)."""
+    try:
+        return JobActuals.model_validate(message.get("actuals")), None
+    except ValidationError as exc:  # the child and this parent disagree on the contract: a bug
+        return None, {"kind": "internal", "message": f"the child's actuals are not valid: {exc}"}
 
 
 def _status_for(stop_reason: str | None) -> Status:
