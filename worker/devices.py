@@ -47,6 +47,9 @@ class Device:
     # The CUDA_VISIBLE_DEVICES entry for a GPU (its UUID, unambiguous whatever the worker's
     # own CUDA_VISIBLE_DEVICES says); None for a logical CPU device.
     cuda_id: str | None
+    # A logical CPU device's share of the worker's cores (the job runs pinned to them, so jobs
+    # on different CPU devices do not fight over cores); None for a GPU.
+    cores: tuple[int, ...] | None = None
 
 
 def device_count(settings: Settings) -> int:
@@ -87,7 +90,27 @@ def worker_devices(*, nodename: str, settings: Settings) -> list[Device]:
             for i, uuid in enumerate(uuids[:count])
         ]
     folder = root / _slug(nodename)
-    return [Device(index=i, lock_file=folder / f"cpu-{i}.lock", cuda_id=None) for i in range(count)]
+    shares = core_shares(sorted(os.sched_getaffinity(0)), count)
+    return [
+        Device(index=i, lock_file=folder / f"cpu-{i}.lock", cuda_id=None, cores=shares[i])
+        for i in range(count)
+    ]
+
+
+def core_shares(cores: list[int], devices: int) -> list[tuple[int, ...]]:
+    """Split the cores into `devices` disjoint, contiguous shares.
+
+    With more devices than cores, each device gets one core and the cores are reused in turn.
+    """
+    if devices > len(cores):
+        return [(cores[i % len(cores)],) for i in range(devices)]
+    size, extra = divmod(len(cores), devices)
+    shares, start = [], 0
+    for i in range(devices):
+        end = start + size + (1 if i < extra else 0)
+        shares.append(tuple(cores[start:end]))
+        start = end
+    return shares
 
 
 def _try_lock(path: Path) -> IO[bytes] | None:
@@ -132,6 +155,11 @@ class DeviceLease:
     def device_ids(self) -> list[str]:
         """The set as the training runner takes it: GPU UUIDs, or CPU slots `cpu:<index>`."""
         return [d.cuda_id if d.cuda_id is not None else f"cpu:{d.index}" for d in self.devices]
+
+    def cores(self) -> set[int] | None:
+        """The cores a job on these CPU devices is pinned to; None for GPUs."""
+        shares = [d.cores for d in self.devices if d.cores is not None]
+        return {c for share in shares for c in share} if shares else None
 
     def cuda_visible_devices(self) -> str | None:
         """The CUDA_VISIBLE_DEVICES value for a job on these devices; None for CPU devices."""

@@ -10,12 +10,15 @@ heartbeat and polls for a cancel request in one query every few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -327,15 +330,36 @@ def _claim_and_run(job_id: str, *, hostname: str, lease: devices.DeviceLease) ->
         return f"failed: {exc}"
 
 
+@contextlib.contextmanager
+def _pinned(cores: set[int] | None) -> Iterator[None]:
+    """Run the block (and the training child it spawns, which inherits it) on `cores` only.
+
+    A job on logical CPU devices gets its devices' share of the cores, so jobs running side by
+    side do not fight over them; the child's thread count follows its CPU affinity
+    (worker/training/cpu_threads.py).
+    """
+    if cores is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def _run(claim: Claim, lease: devices.DeviceLease) -> str:
     from worker.training import runner
 
     job_id = claim.job_id
     held = ",".join(str(i) for i in lease.indexes)
+    cores = lease.cores()
+    pinned = f"; cores {','.join(map(str, sorted(cores)))}" if cores is not None else ""
     job_rows.add_status_event(
         job_id,
         attempt=claim.attempt,
-        message=f"holds device(s) {held} of its worker ({', '.join(lease.device_ids())})",
+        message=f"holds device(s) {held} of its worker ({', '.join(lease.device_ids())}{pinned})",
     )
     with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp, _Watch(claim) as watch:
         work = Path(tmp)
@@ -347,15 +371,16 @@ def _run(claim: Claim, lease: devices.DeviceLease) -> str:
             )
             return f"failed: {exc}"
         throttle = runner.Throttle(_event_writer(claim), interval_s=PROGRESS_EVERY_S)
-        outcome = runner.run_job(
-            launch,
-            devices=lease.device_ids(),
-            out_dir=work / "artifact",
-            on_event=throttle,
-            should_cancel=watch.should_cancel,
-            grace_s=STOP_GRACE_S,
-            on_start=_record_pid(claim),
-        )
+        with _pinned(cores):
+            outcome = runner.run_job(
+                launch,
+                devices=lease.device_ids(),
+                out_dir=work / "artifact",
+                on_event=throttle,
+                should_cancel=watch.should_cancel,
+                grace_s=STOP_GRACE_S,
+                on_start=_record_pid(claim),
+            )
         throttle.flush()
         # Which of the worker's devices the job held: the proof that jobs never share one.
         if outcome.actuals is not None:

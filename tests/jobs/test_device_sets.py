@@ -7,6 +7,8 @@ the same time is read from the job rows' started_at/finished_at, never from how 
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -59,10 +61,20 @@ def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a0 < b1 and b0 < a1
 
 
+def _cores(app_client: Any, keys: dict[str, str], job_id: str) -> set[int]:
+    """The cores the job was pinned to, from its "holds device(s)" event."""
+    for event in events(app_client, keys, job_id):
+        found = re.search(r"holds device\(s\) .*; cores ([\d,]+)\)", event["message"] or "")
+        if found:
+            return {int(c) for c in found.group(1).split(",")}
+    return set()
+
+
 def test_health_reports_each_workers_devices_total_and_free(
     two_device_worker: WorkerProcess, app_client: Any
 ) -> None:
     node = wait_for(lambda: _node(app_client, two_device_worker), timeout=30, what="the node")
+    assert node is not None
     assert (node["gpu"], node["devices_total"], node["devices_free"]) == (GPU, 2, 2)
     by_kind = app_client.get("/v1/health").json()["workers"]["devices"][GPU]
     assert by_kind["total"] >= 2 and by_kind["largest_worker"] >= 2
@@ -86,6 +98,12 @@ def test_two_one_device_jobs_run_at_once_on_different_devices(
     assert _overlap(done[0], done[1]), [_span(j) for j in done]
     held = [j["actuals"]["worker_devices"] for j in done]
     assert sorted(held) == [[0], [1]]
+    # Each logical CPU device is its own share of the cores: the two jobs were pinned apart
+    # (on a machine with a single core, both devices can only share it).
+    cores = [_cores(app_client, keys, job["id"]) for job in (first, second)]
+    assert cores[0] and cores[1], cores
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert not cores[0] & cores[1], cores
     wait_for(
         lambda: (_node(app_client, two_device_worker) or {}).get("devices_free") == 2,
         timeout=60,

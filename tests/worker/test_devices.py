@@ -98,6 +98,24 @@ def test_cpu_only_worker_has_one_device_unless_told(
     assert not {d.lock_file for d in logical} & {d.lock_file for d in other}
 
 
+def test_logical_cpu_devices_split_the_cores_between_them() -> None:
+    assert devices.core_shares([0, 1, 2, 3, 4], 2) == [(0, 1, 2), (3, 4)]
+    assert devices.core_shares([0, 1], 2) == [(0,), (1,)]
+    assert devices.core_shares([4, 5], 1) == [(4, 5)]
+    assert devices.core_shares([0, 1], 3) == [(0,), (1,), (0,)]  # more devices than cores
+
+
+def test_a_cpu_lease_pins_to_its_devices_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(devices, "visible_gpu_uuids", list)
+    logical = devices.worker_devices(nodename="w1", settings=_settings(tmp_path, 2))
+    usable = os.sched_getaffinity(0)
+    assert set(logical[0].cores or ()) | set(logical[1].cores or ()) == usable
+    with devices.Allocator(logical).try_acquire(1) as lease:  # type: ignore[union-attr]
+        assert lease.cores() == set(logical[0].cores or ())
+
+
 def test_gpu_worker_counts_nvml_devices_and_never_claims_more(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,6 +134,7 @@ def test_gpu_worker_counts_nvml_devices_and_never_claims_more(
     with lease:
         assert lease.cuda_visible_devices() == "GPU-0a1b,GPU-2c3d"
         assert lease.device_ids() == ["GPU-0a1b", "GPU-2c3d"]
+        assert lease.cores() is None  # a GPU job is not pinned
         assert devices.Allocator(again).try_acquire(1) is None
 
 
