@@ -1,32 +1,48 @@
-"""One training job, start to finish, in the current process: load, tokenize, train, save, meter.
+"""One training job, start to finish, in the current process: set up, train, save, meter.
 
-The runner calls this inside its child process; a benchmark may call it directly. It returns the
-metered `JobActuals` and raises a `TrainingError` subclass for anything the user
-can fix.
+It reads like a torchtune recipe: `TrainingRecipe.setup` builds the device, model, data and
+optimizer; `train` runs the loop (and the evaluation of a run that completed); `save` writes the
+artifact; `meter` turns what was spent into `JobActuals`. The runner calls `run_training` inside
+its child process; a benchmark may call it directly. Anything the user can fix raises a
+`TrainingError` subclass.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from app.config import get_settings
 from app.jobs.actuals import JobActuals
+from app.jobs.spec import JobSpec
 from worker import metering
 from worker.training.cpu_threads import cpu_threads
+from worker.training.data import Batch, PreparedData, iterate_batches, one_pass, prepare_data
 from worker.training.errors import JobSpecError
-from worker.training.loop import ProgressEvent, StopReason
+from worker.training.loop import (
+    LoopResult,
+    ProgressEvent,
+    StopReason,
+    evaluate,
+    plan_total_steps,
+    save_artifact,
+    train_loop,
+)
+from worker.training.model import LoadedModel, load_model
+from worker.training.optim import build_optimizer, warmup_schedule
 from worker.training.spec import Launch
 
 FALLBACK_MAX_POSITIONS = 2048  # for configs that state no maximum length (rare)
+PhaseCallback = Callable[[str, dict[str, Any]], None]
 
 
-def _pick_device(wanted: str) -> Any:
-    import torch
-
+def _pick_device(wanted: str) -> torch.device:
     if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise JobSpecError("device 'cuda' was requested but no CUDA device is available")
@@ -53,194 +69,278 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _refuse_multi_gpu(spec: JobSpec) -> None:
+    if spec.num_gpus > 1:
+        raise JobSpecError(
+            f"num_gpus={spec.num_gpus}: multi-GPU training (FSDP/DDP) is not implemented in "
+            "this runner yet; plan the job on one GPU"
+        )
+
+
+@dataclass
+class Setup:
+    """What `TrainingRecipe.setup` built: everything the loop needs, and when start-up ended."""
+
+    device: torch.device
+    device_info: metering.DeviceInfo
+    loaded: LoadedModel
+    data: PreparedData
+    optimizer: torch.optim.Optimizer
+    total_steps: int
+    pad_id: int
+    batches: Iterator[Batch]
+    energy: metering.EnergyMeter
+    startup_s: float
+
+
+class TrainingRecipe:
+    """One job in this process: setup, train, save, meter, called in that order."""
+
+    def __init__(
+        self, launch: Launch, *, out_dir: Path, on_phase: PhaseCallback | None = None
+    ) -> None:
+        self.launch = launch
+        self.spec, self.run = launch.spec, launch.run
+        self.out_dir = out_dir
+        self.phase: PhaseCallback = on_phase or (lambda name, info: None)
+        self.accrued = metering.cost_clock(
+            started_at=self.run.started_at,
+            num_gpus=self.spec.num_gpus,
+            price_per_gpu_hour=self.spec.price_per_gpu_hour,
+        )
+
+    def elapsed(self) -> float:
+        """Seconds since the attempt started (its billing start)."""
+        return time.time() - self.run.started_at
+
+    def setup(self) -> Setup:
+        """Device, seeds and energy meter, then the model, the data and the optimizer."""
+        device_info = metering.detect_device()
+        _refuse_multi_gpu(self.spec)
+        _quiet_transformers()
+        random.seed(self.spec.seed)
+        torch.manual_seed(self.spec.seed)
+        device = self._setup_device()
+        energy = metering.EnergyMeter()
+        energy.start()
+        loaded = self._setup_model(device, device_info)
+        data = self._setup_data(loaded)
+        optimizer = self._setup_optimizer(loaded, device)
+        training = self.spec.training
+        total_steps = plan_total_steps(
+            n_sequences=len(data.train),
+            micro_batch_size=training.micro_batch_size,
+            grad_accum=training.gradient_accumulation_steps,
+            epochs=training.epochs,
+            max_steps=self.spec.max_steps,
+        )
+        pad_id = int(loaded.tokenizer.pad_token_id)
+        batches = iterate_batches(
+            data.train,
+            micro_batch_size=training.micro_batch_size,
+            seq_len=data.seq_len,
+            pad_id=pad_id,
+            seed=self.spec.seed,
+            padding=training.padding,
+            group_by_length=training.group_by_length and not training.packing,
+        )
+        return Setup(
+            device=device,
+            device_info=device_info,
+            loaded=loaded,
+            data=data,
+            optimizer=optimizer,
+            total_steps=total_steps,
+            pad_id=pad_id,
+            batches=batches,
+            energy=energy,
+            startup_s=self.elapsed(),
+        )
+
+    def _setup_device(self) -> torch.device:
+        device = _pick_device(self.run.device)
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads(get_settings().worker_cpu_threads))
+        if device.type == "cuda":
+            # CUDA starts lazily, and resetting the peak before its allocator exists raises
+            # "Invalid device argument" (seen on an H200, torch 2.11): start it first.
+            torch.cuda.init()
+            torch.cuda.reset_peak_memory_stats(device)
+        return device
+
+    def _setup_model(self, device: torch.device, device_info: metering.DeviceInfo) -> LoadedModel:
+        self.phase("loading_model", {"device": str(device)})
+        bf16_ok = device.type == "cuda" and device_info.bf16
+        return load_model(self.launch, device=device, bf16_ok=bf16_ok)
+
+    def _setup_data(self, loaded: LoadedModel) -> PreparedData:
+        self.phase("preparing_data", {"trainable_params": loaded.trainable_params})
+        training = self.spec.training
+        return prepare_data(
+            Path(self.run.dataset_path),
+            loaded.tokenizer,
+            seq_len=training.seq_len,
+            packing=training.packing,
+            mask_prompt=self.spec.mask_prompt,
+            eval_fraction=self.spec.eval_fraction,
+            seed=self.spec.seed,
+            model_max=_model_max_positions(loaded.model, loaded.tokenizer),
+            max_bytes=self.run.max_dataset_bytes,
+        )
+
+    def _setup_optimizer(self, loaded: LoadedModel, device: torch.device) -> torch.optim.Optimizer:
+        return build_optimizer(
+            self.spec.training.optimizer,
+            loaded.model.parameters(),
+            lr=self.spec.lr,
+            weight_decay=self.spec.weight_decay,
+            device_type=device.type,
+        )
+
+    def train(
+        self,
+        setup: Setup,
+        *,
+        on_progress: Callable[[ProgressEvent], None],
+        stop_requested: Callable[[], bool],
+    ) -> LoopResult:
+        """The training loop until done, cancelled or over budget; a completed run is evaluated."""
+        budget = self.launch.budget_usd
+
+        def should_stop() -> StopReason | None:
+            if stop_requested():
+                return "cancelled"
+            if budget is not None and self.accrued() >= budget:
+                return "budget_exceeded"
+            return None
+
+        loaded, data, training = setup.loaded, setup.data, self.spec.training
+        self.phase(
+            "training",
+            {
+                "total_steps": setup.total_steps,
+                "seq_len": data.seq_len,
+                "train_sequences": len(data.train),
+                "precision": loaded.precision.used,
+            },
+        )
+        result = train_loop(
+            model=loaded.model,
+            optimizer=setup.optimizer,
+            scheduler=warmup_schedule(setup.optimizer, warmup_steps=self.spec.warmup_steps),
+            batches=setup.batches,
+            total_steps=setup.total_steps,
+            grad_accum=training.gradient_accumulation_steps,
+            device=setup.device,
+            precision=loaded.precision,
+            max_grad_norm=self.spec.max_grad_norm,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            accrued_cost=self.accrued,
+            elapsed=self.elapsed,
+        )
+        if result.stop_reason == "completed":  # a stopped run does not spend more on evaluation
+            result.eval_loss = self._evaluate(setup)
+        return result
+
+    def _evaluate(self, setup: Setup) -> float | None:
+        self.phase("evaluating", {"eval_sequences": len(setup.data.eval)})
+        training = self.spec.training
+        eval_batches = one_pass(
+            setup.data.eval,
+            micro_batch_size=training.micro_batch_size,
+            seq_len=setup.data.seq_len,
+            pad_id=setup.pad_id,
+            padding=training.padding,
+        )
+        return evaluate(
+            setup.loaded.model, eval_batches, device=setup.device, precision=setup.loaded.precision
+        )
+
+    def save(self, setup: Setup, result: LoopResult) -> int | None:
+        """Write the adapter or checkpoint into `out_dir`; its bytes (None if no step ran)."""
+        if result.steps == 0:
+            return None
+        self.phase("saving", {"steps": result.steps})
+        return save_artifact(setup.loaded.model, setup.loaded.tokenizer, self.out_dir)
+
+    def meter(self, setup: Setup, result: LoopResult, artifact_bytes: int | None) -> JobActuals:
+        """Stop the meters and return what the run spent and did."""
+        spec, loaded, device = self.spec, setup.loaded, setup.device
+        energy_kwh = setup.energy.stop()
+        peak, peak_kind, reserved = metering.peak_memory(device.type)
+        wall_s = self.elapsed()
+        kind = setup.device_info.kind if device.type == "cuda" else metering.CPU_KIND
+        peak_flops = self.run.peak_flops_per_gpu or metering.catalog_peak_flops(
+            kind, loaded.precision.compute_dtype
+        )
+        tflops, mfu = metering.achieved_flops(
+            flops_per_token=spec.flops_per_token,
+            tokens_processed=result.tokens_processed,
+            train_s=result.train_s,
+            peak_flops_per_gpu=peak_flops,
+            num_gpus=spec.num_gpus,
+        )
+        train_s = result.train_s
+        return JobActuals(
+            device_kind=kind,
+            device_name=setup.device_info.name if device.type == "cuda" else metering.cpu_name(),
+            num_gpus=spec.num_gpus,
+            wall_s=wall_s,
+            startup_s=setup.startup_s,
+            train_s=train_s,
+            warmup_s=result.warmup_s,
+            gpu_hours=wall_s / metering.HOUR_S * spec.num_gpus,
+            peak_memory_bytes=peak,
+            peak_memory_kind=peak_kind,
+            peak_memory_reserved_bytes=reserved,
+            steps=result.steps,
+            tokens=result.tokens,
+            tokens_processed=result.tokens_processed,
+            loss_tokens=result.loss_tokens,
+            tokens_per_s=result.tokens / train_s if train_s > 0 else 0.0,
+            processed_tokens_per_s=result.tokens_processed / train_s if train_s > 0 else 0.0,
+            achieved_tflops=tflops,
+            mfu=mfu,
+            peak_tflops_per_gpu=peak_flops / 1e12 if peak_flops else None,
+            energy_kwh=energy_kwh,
+            price_per_gpu_hour=spec.price_per_gpu_hour,
+            cost_usd=metering.accrued_cost_usd(
+                elapsed_s=wall_s,
+                num_gpus=spec.num_gpus,
+                price_per_gpu_hour=spec.price_per_gpu_hour,
+            ),
+            final_loss=result.final_loss,
+            eval_loss=result.eval_loss,
+            precision=loaded.precision.used,
+            library_versions=metering.library_versions(),
+            stop_reason=result.stop_reason,
+            total_steps=result.total_steps,
+            trainable_params=loaded.trainable_params,
+            total_params=loaded.total_params,
+            precision_requested=loaded.precision.requested,
+            learning_rate=spec.lr,
+            data=vars(setup.data.stats),
+            artifact_path=str(self.out_dir) if artifact_bytes is not None else None,
+            artifact_bytes=artifact_bytes,
+        )
+
+
 def run_training(
     launch: Launch,
     *,
     out_dir: Path,
     on_progress: Callable[[ProgressEvent], None],
     stop_requested: Callable[[], bool],
-    on_phase: Callable[[str, dict[str, Any]], None] | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> JobActuals:
     """Train the launched job and save the artifact into `out_dir`; return its actuals.
 
     `on_phase(name, info)` marks loading_model, preparing_data, training (with the plan),
     evaluating and saving, for status displays.
     """
-    phase = on_phase or (lambda name, info: None)
-    spec, run = launch.spec, launch.run
-    started_at = run.started_at
-    device_info = metering.detect_device()
-    if spec.num_gpus > 1:
-        raise JobSpecError(
-            f"num_gpus={spec.num_gpus}: multi-GPU training (FSDP/DDP) is not implemented in "
-            "this runner yet; plan the job on one GPU"
-        )
-    import torch
-
-    from worker.training.data import iterate_batches, one_pass, prepare_data
-    from worker.training.loop import evaluate, plan_total_steps, save_artifact, train_loop
-    from worker.training.model import load_model
-    from worker.training.optim import build_optimizer, warmup_schedule
-
-    _quiet_transformers()
-    random.seed(spec.seed)
-    torch.manual_seed(spec.seed)
-    device = _pick_device(run.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(get_settings().worker_cpu_threads))
-    if device.type == "cuda":
-        # CUDA starts lazily, and resetting the peak before its allocator exists raises
-        # "Invalid device argument" (seen on an H200, torch 2.11): start it first.
-        torch.cuda.init()
-        torch.cuda.reset_peak_memory_stats(device)
-    energy = metering.EnergyMeter()
-    energy.start()
-
-    accrued = metering.cost_clock(
-        started_at=started_at, num_gpus=spec.num_gpus, price_per_gpu_hour=spec.price_per_gpu_hour
-    )
-
-    def should_stop() -> StopReason | None:
-        if stop_requested():
-            return "cancelled"
-        if launch.budget_usd is not None and accrued() >= launch.budget_usd:
-            return "budget_exceeded"
-        return None
-
-    phase("loading_model", {"device": str(device)})
-    loaded = load_model(launch, device=device, bf16_ok=device.type == "cuda" and device_info.bf16)
-    training = spec.training
-    phase("preparing_data", {"trainable_params": loaded.trainable_params})
-    data = prepare_data(
-        Path(run.dataset_path),
-        loaded.tokenizer,
-        seq_len=training.seq_len,
-        packing=training.packing,
-        mask_prompt=spec.mask_prompt,
-        eval_fraction=spec.eval_fraction,
-        seed=spec.seed,
-        model_max=_model_max_positions(loaded.model, loaded.tokenizer),
-        max_bytes=run.max_dataset_bytes,
-    )
-    optimizer = build_optimizer(
-        training.optimizer,
-        loaded.model.parameters(),
-        lr=spec.lr,
-        weight_decay=spec.weight_decay,
-        device_type=device.type,
-    )
-    total_steps = plan_total_steps(
-        n_sequences=len(data.train),
-        micro_batch_size=training.micro_batch_size,
-        grad_accum=training.gradient_accumulation_steps,
-        epochs=training.epochs,
-        max_steps=spec.max_steps,
-    )
-    pad_id = int(loaded.tokenizer.pad_token_id)
-    batches = iterate_batches(
-        data.train,
-        micro_batch_size=training.micro_batch_size,
-        seq_len=data.seq_len,
-        pad_id=pad_id,
-        seed=spec.seed,
-        padding=training.padding,
-        group_by_length=training.group_by_length and not training.packing,
-    )
-    startup_s = time.time() - started_at
-    phase(
-        "training",
-        {
-            "total_steps": total_steps,
-            "seq_len": data.seq_len,
-            "train_sequences": len(data.train),
-            "precision": loaded.precision.used,
-        },
-    )
-    result = train_loop(
-        model=loaded.model,
-        optimizer=optimizer,
-        scheduler=warmup_schedule(optimizer, warmup_steps=spec.warmup_steps),
-        batches=batches,
-        total_steps=total_steps,
-        grad_accum=training.gradient_accumulation_steps,
-        device=device,
-        precision=loaded.precision,
-        max_grad_norm=spec.max_grad_norm,
-        on_progress=on_progress,
-        should_stop=should_stop,
-        accrued_cost=accrued,
-        elapsed=lambda: time.time() - started_at,
-    )
-    if result.stop_reason == "completed":  # a stopped run does not spend more on evaluation
-        phase("evaluating", {"eval_sequences": len(data.eval)})
-        eval_batches = one_pass(
-            data.eval,
-            micro_batch_size=training.micro_batch_size,
-            seq_len=data.seq_len,
-            pad_id=pad_id,
-            padding=training.padding,
-        )
-        result.eval_loss = evaluate(
-            loaded.model, eval_batches, device=device, precision=loaded.precision
-        )
-    artifact_bytes = None
-    if result.steps > 0:
-        phase("saving", {"steps": result.steps})
-        artifact_bytes = save_artifact(loaded.model, loaded.tokenizer, out_dir)
-
-    energy_kwh = energy.stop()
-    peak, peak_kind, reserved = metering.peak_memory(device.type)
-    wall_s = time.time() - started_at
-    kind = device_info.kind if device.type == "cuda" else metering.CPU_KIND
-    peak_flops = run.peak_flops_per_gpu or metering.catalog_peak_flops(
-        kind, loaded.precision.compute_dtype
-    )
-    tflops, mfu = metering.achieved_flops(
-        flops_per_token=spec.flops_per_token,
-        tokens_processed=result.tokens_processed,
-        train_s=result.train_s,
-        peak_flops_per_gpu=peak_flops,
-        num_gpus=spec.num_gpus,
-    )
-    return JobActuals(
-        device_kind=kind,
-        device_name=device_info.name if device.type == "cuda" else metering.cpu_name(),
-        num_gpus=spec.num_gpus,
-        wall_s=wall_s,
-        startup_s=startup_s,
-        train_s=result.train_s,
-        warmup_s=result.warmup_s,
-        gpu_hours=wall_s / metering.HOUR_S * spec.num_gpus,
-        peak_memory_bytes=peak,
-        peak_memory_kind=peak_kind,
-        peak_memory_reserved_bytes=reserved,
-        steps=result.steps,
-        tokens=result.tokens,
-        tokens_processed=result.tokens_processed,
-        loss_tokens=result.loss_tokens,
-        tokens_per_s=result.tokens / result.train_s if result.train_s > 0 else 0.0,
-        processed_tokens_per_s=(
-            result.tokens_processed / result.train_s if result.train_s > 0 else 0.0
-        ),
-        achieved_tflops=tflops,
-        mfu=mfu,
-        peak_tflops_per_gpu=peak_flops / 1e12 if peak_flops else None,
-        energy_kwh=energy_kwh,
-        price_per_gpu_hour=spec.price_per_gpu_hour,
-        cost_usd=metering.accrued_cost_usd(
-            elapsed_s=wall_s, num_gpus=spec.num_gpus, price_per_gpu_hour=spec.price_per_gpu_hour
-        ),
-        final_loss=result.final_loss,
-        eval_loss=result.eval_loss,
-        precision=loaded.precision.used,
-        library_versions=metering.library_versions(),
-        stop_reason=result.stop_reason,
-        total_steps=result.total_steps,
-        trainable_params=loaded.trainable_params,
-        total_params=loaded.total_params,
-        precision_requested=loaded.precision.requested,
-        learning_rate=spec.lr,
-        data=vars(data.stats),
-        artifact_path=str(out_dir) if artifact_bytes is not None else None,
-        artifact_bytes=artifact_bytes,
-    )
+    recipe = TrainingRecipe(launch, out_dir=out_dir, on_phase=on_phase)
+    setup = recipe.setup()
+    result = recipe.train(setup, on_progress=on_progress, stop_requested=stop_requested)
+    artifact_bytes = recipe.save(setup, result)
+    return recipe.meter(setup, result, artifact_bytes)
