@@ -42,7 +42,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy app worker devtools
+	$(VENV)/bin/mypy app worker devtools tests scripts bench
 
 ## make format: rewrite the tree in the project's style (what `lint` checks).
 format: $(STAMP)

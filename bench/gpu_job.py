@@ -87,7 +87,8 @@ def prepare(args: argparse.Namespace) -> None:
     lengths = [len(tokenizer(s, add_special_tokens=False)["input_ids"]) + 1 for s in sentences]
     lines, tokens = [], 0
     while tokens < need:
-        parts, size = [], 1  # BOS
+        parts: list[str] = []
+        size = 1  # BOS
         while True:
             i = rng.randrange(len(sentences))
             if parts and size + lengths[i] > RECORD_SHARE * args.seq_len:

@@ -60,7 +60,12 @@ def main() -> None:
             t0 = time.perf_counter()
             out = run_in_child(launch, out_dir=root / f"out-{method}")
             a = out.actuals
-            if out.status != "succeeded" or a is None:
+            if (
+                out.status != "succeeded"
+                or a is None
+                or a.peak_memory_bytes is None
+                or a.artifact_bytes is None
+            ):
                 print(f"{method:<6} {out.status:<10} {out.error}")
                 continue
             print(

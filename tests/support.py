@@ -94,7 +94,11 @@ class WorkerProcess:
 
 
 def wait_for(
-    predicate: Callable[[], T], *, timeout: float, interval: float = 0.2, what: str = "condition"
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
 ) -> T:
     """Poll `predicate` until it returns a truthy value; fail with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout

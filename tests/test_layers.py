@@ -122,7 +122,7 @@ def _cycles() -> list[list[str]]:
 
 def _reach(module: str) -> set[str]:
     """Every name imported by `module` or by a project module it reaches (external ones too)."""
-    seen, todo, names = {module}, [module], set()
+    seen, todo, names = {module}, [module], set[str]()
     while todo:
         current = todo.pop()
         names.update(_imports(current))

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 HOUR_S = 3600.0
 JOULES_PER_KWH = 3.6e6
@@ -26,6 +26,12 @@ BF16_MIN_CC_MAJOR = 8  # bf16 tensor cores arrived with Ampere (compute capabili
 # ru_maxrss is in KiB on Linux and in bytes on macOS (getrusage(2) on each system).
 RU_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "tokenizers")
+# The dtypes the catalog has peaks for; any other compute dtype is measured against fp32's.
+PEAK_DTYPES: dict[str, Literal["bf16", "fp16", "fp32"]] = {
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "fp32": "fp32",
+}
 
 # NVML device names mapped to catalog GPU ids, first match wins (so L40S before L4, and the
 # memory size inside the A100/V100 names decides the variant). Names as nvidia-smi prints them.
@@ -277,8 +283,7 @@ def catalog_peak_flops(kind: str, compute_dtype: str) -> float | None:
         gpu = load_catalog().gpu(kind)
     except Exception:  # a GPU the catalog does not list: MFU stays unknown
         return None
-    dtype = compute_dtype if compute_dtype in ("bf16", "fp16", "fp32") else "fp32"
-    peak = gpu.peak_flops(dtype)  # type: ignore[arg-type]
+    peak = gpu.peak_flops(PEAK_DTYPES.get(compute_dtype, "fp32"))
     return peak or None
 
 

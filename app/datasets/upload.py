@@ -147,7 +147,7 @@ async def receive_upload(
     try:
         with os.fdopen(fd, "wb") as out:
             receiver = _Receiver(out, max_bytes)
-            parser = MultipartParser(params[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
+            parser = MultipartParser(params[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]  # python-multipart annotates its callbacks narrower than it calls them
             async for chunk in stream:
                 parser.write(chunk)
             parser.finalize()

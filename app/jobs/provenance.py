@@ -60,7 +60,7 @@ def _offer(catalog: Catalog, *, gpu: str, provider: str | None, pricing: str) ->
     if provider is None:
         return None
     try:
-        rows = catalog.prices_for(gpu, provider=provider, pricing=pricing)  # type: ignore[arg-type]
+        rows = catalog.prices_for(gpu, provider=provider, pricing=pricing)  # type: ignore[arg-type]  # a stored job's pricing: a PricingKind the estimate validated
     except (UnknownGpuError, UnknownProviderError):
         return None
     return rows[0] if rows else None

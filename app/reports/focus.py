@@ -14,7 +14,7 @@ Which columns and what they hold: app/reports/focus_columns.py (and the README t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -137,7 +137,7 @@ def _copy_out(session: Session, stmt: Select[Any], options: str) -> Iterator[byt
     assert raw is not None
     copy_sql = f"COPY ({compiled}) TO STDOUT WITH ({options})"
     # COPY takes no server-side parameters; psycopg binds them client-side, escaped.
-    with raw.cursor() as cur, cur.copy(copy_sql, compiled.params) as copy:  # type: ignore[attr-defined]
+    with raw.cursor() as cur, cur.copy(copy_sql, compiled.params) as copy:  # type: ignore[attr-defined]  # psycopg's cursor; SQLAlchemy types it as the DBAPI one, without copy()
         for data in copy:
             yield bytes(data)
 
@@ -188,7 +188,9 @@ def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
     yield b"\n]}\n"
 
 
-def stream(session: Session, filters: ReportFilters, fmt: str) -> Iterator[str | bytes]:
+def stream(
+    session: Session, filters: ReportFilters, fmt: str
+) -> Generator[str | bytes, None, None]:
     """The whole export as CSV or JSON text, in chunks."""
     if fmt == "json" and session.get_bind().dialect.name == "postgresql":
         yield from _pg_json(session, filters)

@@ -75,6 +75,7 @@ def slowed_job(session: Session, *, slowdown: float, mem: float = 1.0, **kw: Any
     job.act_wall_s = t["overhead_s"] + train_s
     job.act_gpu_hours = job.act_wall_s / 3600 * job.num_gpus
     job.act_cost_usd = job.act_gpu_hours * job.price_per_gpu_hour
+    assert job.est_peak_bytes is not None
     job.act_peak_bytes = int(job.est_peak_bytes * mem)
     session.flush()
     return job

@@ -86,7 +86,8 @@ def test_calibration_changes_the_next_estimate(session: Session, prior: Estimate
     )
     assert after.hours > before.hours
     # The calibrated estimate lands near what the jobs took; the prior one did not.
-    took = statistics.fmean(j.act_wall_s for j in jobs)
+    took = statistics.fmean(j.act_wall_s for j in jobs if j.act_wall_s is not None)
+    assert all(j.act_wall_s is not None for j in jobs)
     assert abs(after.time.total_s - took) / took < 0.05
     assert abs(before.time.total_s - took) / took > 0.2
     if after.cost_usd is not None and before.cost_usd is not None:

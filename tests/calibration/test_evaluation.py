@@ -44,8 +44,10 @@ def test_calibration_helps_on_jobs_it_never_saw(session: Session) -> None:
         assert quantity.before_mape_pct is not None and quantity.after_mape_pct is not None
         assert quantity.after_mape_pct < quantity.before_mape_pct / 5
     # The estimates were too low (the jobs ran slower): signed error goes from < 0 to ~0.
-    assert out.overall.gpu_hours.before_mean_pct_error < -20
-    assert abs(out.overall.gpu_hours.after_mean_pct_error) < 5
+    signed = out.overall.gpu_hours
+    assert signed.before_mean_pct_error is not None and signed.after_mean_pct_error is not None
+    assert signed.before_mean_pct_error < -20
+    assert abs(signed.after_mean_pct_error) < 5
     assert [(g.gpu, g.method) for g in out.groups] == [("A100-80GB", "lora")]
 
 
@@ -58,11 +60,17 @@ def test_after_uses_only_the_older_fit(session: Session) -> None:
     older = service.fit(session, finished_before=out.split_at)[("A100-80GB", Method.LORA)]
     everything = service.fit(session)[("A100-80GB", Method.LORA)]
     assert everything.jobs == 10 and older.jobs == 7
+    assert everything.mfu is not None and older.mfu is not None
     assert everything.mfu < older.mfu * 0.97
     rows = {j.id: j for j in session.scalars(select(Job))}
     for scored in out.jobs:
         snap = rows[scored.job_id].estimate_snapshot
-        ratio = modelled_seconds(snap, mfu=older.mfu) / modelled_seconds(snap, mfu=snap["mfu"])
+        after_s = modelled_seconds(snap, mfu=older.mfu)
+        before_s = modelled_seconds(snap, mfu=snap["mfu"])
+        assert after_s is not None and before_s is not None
+        ratio = after_s / before_s
+        assert scored.before_gpu_hours is not None and scored.before_peak_bytes is not None
+        assert older.memory_factor is not None
         assert scored.after_gpu_hours == pytest.approx(scored.before_gpu_hours * ratio)
         assert scored.after_peak_bytes == pytest.approx(
             scored.before_peak_bytes * older.memory_factor

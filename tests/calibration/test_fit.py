@@ -154,10 +154,8 @@ def test_efficiency_from_wall_time_and_its_limits() -> None:
     assert job_efficiency(snap, wall_s=tiny) == (None, None)
     # No stored time breakdown: scale by estimated over actual hours.
     bare = {"mfu": 0.4}
-    assert job_efficiency(bare, wall_s=1.0, est_gpu_hours=1.0, act_gpu_hours=2.0) == (
-        pytest.approx(0.2),
-        "hours_ratio",
-    )
+    mfu, basis = job_efficiency(bare, wall_s=1.0, est_gpu_hours=1.0, act_gpu_hours=2.0)
+    assert mfu == pytest.approx(0.2) and basis == "hours_ratio"
 
 
 def test_current_is_reused_until_a_job_succeeds(session: Session) -> None:

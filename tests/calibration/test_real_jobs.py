@@ -74,7 +74,8 @@ def _run(client: TestClient, keys: dict[str, str], dataset_id: str, steps: int) 
 
 
 def _error(job: dict[str, Any]) -> float:
-    return (job["est_gpu_hours"] - job["act_gpu_hours"]) / job["act_gpu_hours"]
+    error: float = (job["est_gpu_hours"] - job["act_gpu_hours"]) / job["act_gpu_hours"]
+    return error
 
 
 def test_calibrated_estimate_of_an_unseen_size(own_services: ServiceEnv, tmp_path: Path) -> None:

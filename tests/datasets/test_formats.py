@@ -209,12 +209,12 @@ class _ForwardOnly(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # io hands a memoryview; typeshed declares any writable buffer
         return self._data.readinto(buffer)
 
 
 def test_reader_forward_only_stream() -> None:
     data = gzip.compress(_lines(TEXT, PROMPT_COMPLETION))
-    reader = DatasetReader(_ForwardOnly(data), max_bytes=10_000)  # type: ignore[arg-type]
+    reader = DatasetReader(_ForwardOnly(data), max_bytes=10_000)  # type: ignore[arg-type]  # a raw stream, which the reader takes as binary IO
     assert [ex.format for _, ex in reader] == [RecordFormat.TEXT, RecordFormat.PROMPT_COMPLETION]
     assert reader.compressed

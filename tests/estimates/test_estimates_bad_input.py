@@ -28,7 +28,7 @@ TINY_LLAMA = {
 }
 
 
-def _problem(client: TestClient, secret: str, body: dict, status: int) -> dict[str, Any]:
+def _problem(client: TestClient, secret: str, body: dict[str, Any], status: int) -> dict[str, Any]:
     r = client.post("/v1/estimates", json=body, headers=auth(secret))
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
@@ -38,7 +38,7 @@ def _problem(client: TestClient, secret: str, body: dict, status: int) -> dict[s
     return result
 
 
-def _locs(problem: dict) -> list[list[str]]:
+def _locs(problem: dict[str, Any]) -> list[list[str]]:
     return [[p for p in e["loc"] if p != "body"] for e in problem.get("errors", [])]
 
 

@@ -15,7 +15,7 @@ BASE = {
 }
 
 
-def _rec(client: TestClient, secret: str, body: dict) -> dict[str, Any]:
+def _rec(client: TestClient, secret: str, body: dict[str, Any]) -> dict[str, Any]:
     r = client.post("/v1/estimates", json=body, headers=auth(secret))
     assert r.status_code == 201, r.text
     result: dict[str, Any] = r.json()

@@ -193,7 +193,7 @@ def load_4bit(
 
     from worker.training.model import freeze_4bit_base, keep_4bit_training_layout
 
-    model.save_pretrained(folder)  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it  # a transformers model behind nn.Module, which does not declare it
+    model.save_pretrained(folder)  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it
     bnb = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quant_type,
@@ -306,7 +306,7 @@ def measure_saved_bytes(
         return t
 
     if checkpointing:
-        model.gradient_checkpointing_enable()  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it  # a transformers model behind nn.Module, which does not declare it
+        model.gradient_checkpointing_enable()  # type: ignore[operator]  # a transformers model behind nn.Module, which does not declare it
     model.train()
     kept: dict[int, int] = {}
     cast = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()

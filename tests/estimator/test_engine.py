@@ -77,6 +77,7 @@ def test_llama2_7b_lora_on_a100_40gb_end_to_end() -> None:
     assert lora.flops == pytest.approx(tokens * lora.flops_detail.per_token["total"])
     # aws sells A100-40GB only as 8-GPU p4d instances: a 1-GPU run pays for 8
     assert lora.billed_gpus == 8 and any("p4d.24xlarge" in n for n in lora.notes)
+    assert lora.price_per_gpu_hour is not None
     assert lora.cost_usd == pytest.approx(lora.hours * 8 * lora.price_per_gpu_hour)
     assert lora.time.total_s == pytest.approx(lora.hours * 3600)
     assert lora.basis == "prior" and lora.calibration_jobs == 0
@@ -99,6 +100,7 @@ def test_calibration_switches_the_basis_and_moves_the_numbers() -> None:
     assert calibrated.basis == "calibrated" and calibrated.calibration_jobs == 3
     assert calibrated.mfu == pytest.approx(prior.mfu / 2)
     assert calibrated.time.compute_s == pytest.approx(2 * prior.time.compute_s)
+    assert calibrated.cost_usd is not None and prior.cost_usd is not None
     assert calibrated.hours > prior.hours and calibrated.cost_usd > prior.cost_usd
     assert calibrated.memory.per_gpu_bytes == pytest.approx(1.1 * prior.memory.per_gpu_bytes, 1e-6)
     # another GPU's calibration, or one resting on no jobs, changes nothing
@@ -137,6 +139,7 @@ def test_price_override_changes_cost_and_version() -> None:
     assert after.catalog_version == base.catalog_version + 1
     old, new = base.results[Method.LORA], after.results[Method.LORA]
     assert new.price_per_gpu_hour == 0.5 and new.hours == old.hours
+    assert old.cost_usd is not None and old.price_per_gpu_hour is not None
     assert new.cost_usd == pytest.approx(old.cost_usd * 0.5 / old.price_per_gpu_hour)
 
 
@@ -200,6 +203,7 @@ def test_budget_and_justification_reach_the_recommendation() -> None:
     assert shifted.method is Method.FULL
     assert any("Biderman" in r for r in shifted.reasons)
     full_cost = run(**both).results[Method.FULL].cost_usd
+    assert full_cost is not None
     tight = run(**both, domain_shift="high", budget_usd=full_cost / 2).recommendation
     assert tight.method is Method.LORA
     assert any("budget" in r for r in tight.reasons)

@@ -6,7 +6,7 @@ import pytest
 
 from app.catalog.loader import load_catalog
 from app.catalog.model_catalog import get_model_config
-from app.estimator.calibration_types import Calibration
+from app.estimator.calibration_types import Calibration, CalibrationTable
 from app.estimator.engine import estimate
 from app.estimator.intervals import CALIBRATED_TIME_BAND, PRIOR_TIME_BAND
 from app.estimator.model_analysis import analyze_model
@@ -16,7 +16,9 @@ from app.estimator.spec import DatasetShape, HardwareSpec, LoraSpec, Method, QLo
 MODEL = "meta-llama/Llama-3.1-8B"
 
 
-def _estimate(seq_len: int, gpu: str, calibration: dict | None = None) -> EstimateResult:  # type: ignore[type-arg]
+def _estimate(
+    seq_len: int, gpu: str, calibration: CalibrationTable | None = None
+) -> EstimateResult:
     return estimate(
         analysis=analyze_model(get_model_config(MODEL)),
         dataset=DatasetShape(total_tokens=1e7),
@@ -42,8 +44,9 @@ def test_prior_bounds_are_wider_than_calibrated_ones() -> None:
         assert result.cost_usd_range.high == pytest.approx(result.cost_usd * band[1])
         assert result.gpu_hours_range.high == pytest.approx(result.gpu_hours * band[1])
     assert calibrated.basis == "calibrated" and prior.basis == "prior"
-    prior_width = prior.hours_range.high / prior.hours_range.low  # type: ignore[union-attr]
-    cal_width = calibrated.hours_range.high / calibrated.hours_range.low  # type: ignore[union-attr]
+    assert prior.hours_range is not None and calibrated.hours_range is not None
+    prior_width = prior.hours_range.high / prior.hours_range.low
+    cal_width = calibrated.hours_range.high / calibrated.hours_range.low
     assert cal_width < prior_width
 
 

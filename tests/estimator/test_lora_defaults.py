@@ -52,7 +52,8 @@ def test_auto_adapts_what_peft_adapts_without_target_modules(family: str) -> Non
     assert lora_trainable_params(analysis, LoraSpec(r=4)) == peft_count
     resolved = resolve_lora_targets(model_type=family, requested=AUTO)
     assert resolved.source is TargetSource.PEFT_DEFAULT
-    assert resolved.note() is not None and family in resolved.note()  # type: ignore[operator]
+    note = resolved.note()
+    assert note is not None and family in note
 
 
 @pytest.mark.parametrize("family", WITHOUT_PEFT_DEFAULT)

@@ -146,8 +146,10 @@ def test_twelve_variants_storage_sentence() -> None:
     )
     verdict = recommend(results=three(), plans={}, storage=storage)
     sentence = next(r for r in verdict.reasons if r.startswith("12 task variants"))
-    full_gb = float(re.search(r"12 full copies = ([\d.,]+) GB", sentence).group(1))  # type: ignore[union-attr]
-    adapters_mb = float(re.search(r"12 adapters = ([\d.,]+) MB", sentence).group(1))  # type: ignore[union-attr]
+    full = re.search(r"12 full copies = ([\d.,]+) GB", sentence)
+    adapters = re.search(r"12 adapters = ([\d.,]+) MB", sentence)
+    assert full is not None and adapters is not None, sentence
+    full_gb, adapters_mb = float(full[1]), float(adapters[1])
     assert full_gb == round(12 * FULL_BYTES / GB, 1)
     assert adapters_mb == round(12 * ADAPTER_BYTES / 1e6, 1)
     assert "$" in sentence and "12 months" in sentence

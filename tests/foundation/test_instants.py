@@ -66,7 +66,7 @@ def sqlite_client(
                     job_id=job.id,
                     attempt=1,
                     worker="w",
-                    started_at=job.finished_at - timedelta(minutes=5),
+                    started_at=finished + timedelta(hours=i, minutes=-5),
                     last_seen_at=job.finished_at,
                     outcome="succeeded",
                     gpu_hours=job.act_gpu_hours,

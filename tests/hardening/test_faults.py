@@ -128,7 +128,7 @@ def _get(f: FaultEnv, job_id: str) -> dict[str, Any]:
 def _wait_final(f: FaultEnv, job_id: str, timeout: float = 300) -> dict[str, Any]:
     return dict(
         wait_for(
-            lambda: (j := _get(f, job_id))["status"] in FINAL and j,
+            lambda: j if (j := _get(f, job_id))["status"] in FINAL else None,
             timeout=timeout,
             interval=1,
             what=f"job {job_id} to finish",

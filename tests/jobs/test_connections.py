@@ -19,7 +19,7 @@ def held_during_estimates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = estimates_service.estimate
 
     def watched(**kwargs: Any) -> Any:
-        seen.append(get_engine().pool.checkedout())  # type: ignore[attr-defined]
+        seen.append(get_engine().pool.checkedout())  # type: ignore[attr-defined]  # QueuePool's count; the Pool base does not declare it
         return real(**kwargs)
 
     monkeypatch.setattr(estimates_service, "estimate", watched)

@@ -24,10 +24,11 @@ GPU = "L4"  # no test worker serves gpu.L4
 
 def _counts() -> tuple[int, int, int, int]:
     with session_scope() as session:
-        return tuple(  # type: ignore[return-value]
+        job, tag, event, estimate = (
             session.scalar(select(func.count()).select_from(model)) or 0
             for model in (Job, JobTag, JobEvent, Estimate)
         )
+        return job, tag, event, estimate
 
 
 @pytest.fixture

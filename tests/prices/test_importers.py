@@ -95,7 +95,7 @@ def test_azure_retail_prices_spot_reservation_regions_and_windows() -> None:
     rows = _by(_parse(doc, "azure"))
 
     def item(region: str, sku_name: str, kind: str = "Consumption", product: str = "") -> float:
-        return next(
+        price: float = next(
             i["retailPrice"]
             for i in doc["Items"]
             if (i["armRegionName"], i["skuName"], i["type"]) == (region, sku_name, kind)
@@ -103,6 +103,7 @@ def test_azure_retail_prices_spot_reservation_regions_and_windows() -> None:
             and (not product or i["productName"] == product)
             and i.get("reservationTerm") in (None, "1 Year")
         )
+        return price
 
     a100 = rows[("A100-40GB", "on_demand", "eastus")]
     assert a100.usd_per_gpu_hour == pytest.approx(item("eastus", "ND96asr v4") / 8)

@@ -17,7 +17,7 @@ CARD = (
     "provider,gpu,discount_pct,valid_from,valid_to,commitment_id\n"
     "gcp,A100-80GB,30,2026-01-01,,contract-2026\n"
 )
-ESTIMATE = {
+ESTIMATE: dict[str, Any] = {
     "model": "openai-community/gpt2",
     "dataset": {"num_examples": 1000, "avg_tokens": 200, "max_tokens": 512},
     "methods": ["lora"],

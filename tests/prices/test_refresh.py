@@ -129,7 +129,7 @@ def test_an_estimate_prices_at_the_imported_row(
     assert r.status_code == 201, r.text
     sku = next(s for s in doc["skus"] if s["skuId"] == "SAMPLE-A100-80-OD")
     unit = sku["pricingInfo"][0]["pricingExpression"]["tieredRates"][0]["unitPrice"]
-    body = {
+    body: dict[str, Any] = {
         "model": "openai-community/gpt2",
         "dataset": {"num_examples": 1000, "avg_tokens": 200, "max_tokens": 512},
         "methods": ["lora"],

@@ -19,7 +19,8 @@ def test_beat_schedule_is_off_by_default_and_on_when_configured() -> None:
 
 
 def test_the_task_is_registered_under_the_scheduled_name() -> None:
-    from worker.tasks import celery_app
+    import worker.tasks  # noqa: F401 (registers the tasks)
+    from worker.celery_app import celery_app
 
     assert REFRESH_PRICES_TASK in celery_app.tasks
 

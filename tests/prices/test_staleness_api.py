@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import date
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +15,7 @@ from app.config import get_settings
 from app.models.base import utcnow
 from tests.conftest import auth
 
-BODY = {
+BODY: dict[str, Any] = {
     "model": "openai-community/gpt2",
     "dataset": {"num_examples": 2000, "avg_tokens": 200, "max_tokens": 512},
     "methods": ["lora", "full"],

@@ -180,7 +180,7 @@ def _slow_upload(api: LiveApi, stop: threading.Event, errors: list[str]) -> None
 
 def test_slow_uploads_hold_no_connection_and_the_api_answers(live_api: LiveApi) -> None:
     rss_before = live_api.rss_bytes()
-    stop, errors = threading.Event(), []  # type: ignore[var-annotated]
+    stop, errors = threading.Event(), list[str]()
     threads = [
         threading.Thread(target=_slow_upload, args=(live_api, stop, errors)) for _ in range(CLIENTS)
     ]
@@ -236,9 +236,10 @@ async def _estimate_burst(api: LiveApi) -> list[httpx.Response]:
                 await asyncio.sleep(0.2)
             return took
 
-        *answers, took = await asyncio.gather(*(one(i) for i in range(ESTIMATES)), probe())
+        burst = asyncio.gather(*(one(i) for i in range(ESTIMATES)))
+        answers, took = await asyncio.gather(burst, probe())
         print(f"probes during the burst: max {max(took):.2f} s")
-        return list(answers)
+        return answers
 
 
 def test_a_burst_of_heavy_estimates_is_admitted_or_told_to_retry(live_api: LiveApi) -> None:

@@ -76,6 +76,7 @@ def test_errors_are_signed_estimate_minus_actual(
         for j in seeded.jobs
         if j.est_gpu_hours and j.act_gpu_hours and j.est_gpu_hours < j.act_gpu_hours
     )
+    assert under.est_gpu_hours is not None and under.act_gpu_hours is not None
     row = by_id[under.id]["gpu_hours"]
     # Estimated 1 h, took 2 h: the estimate is 50% low.
     assert row["mean_pct_error"] == pytest.approx(

@@ -16,6 +16,7 @@ from app.db import session_scope
 from app.models import Job
 from app.reports import focus
 from app.reports.filters import parse_filters
+from app.reports.focus_columns import COLUMNS
 from tests.conftest import auth
 from tests.reports.conftest import Seeded
 from tests.reports.factory import make_job, unique
@@ -94,7 +95,7 @@ def test_json_columns_types_and_values(
     jobs = {j.id: j for j in charged}
     for row in rows:
         job = jobs[row["ResourceId"]]
-        assert tuple(row) == focus.COLUMNS
+        assert tuple(row) == COLUMNS
         for name in DECIMALS:
             assert row[name] is None or isinstance(row[name], int | float), name
         for name in NOT_NULL:
@@ -107,6 +108,7 @@ def test_json_columns_types_and_values(
         assert row["BillingPeriodStart"] <= row["ChargePeriodEnd"] < row["BillingPeriodEnd"]
         assert row["BillingPeriodStart"][8:] == "01T00:00:00Z"
         if job.cost_source == "cloud":
+            assert job.provider is not None
             assert row["BilledCost"] == row["EffectiveCost"] == pytest.approx(job.act_cost_usd)
             assert row["ProviderName"] == PROVIDER_NAMES[job.provider]
             assert row["InvoiceIssuerName"] == row["PublisherName"] == row["ProviderName"]
@@ -114,6 +116,7 @@ def test_json_columns_types_and_values(
         else:
             assert row["BilledCost"] == 0
             rate = job.internal_usd_per_gpu_hour
+            assert job.act_gpu_hours is not None and rate is not None
             assert row["EffectiveCost"] == pytest.approx(job.act_gpu_hours * rate)
             assert row["x_InternalUnitPrice"] == pytest.approx(rate)
             assert row["ProviderName"] == "Self-hosted"
@@ -130,7 +133,9 @@ def test_json_columns_types_and_values(
         assert row["Tags"] == seeded.tags[job.id]
         assert row["x_Method"] == job.method and row["x_Model"] == job.model_ref
         assert row["x_EstimatedCost"] == pytest.approx(job.est_cost_usd)
+        assert job.act_cost_usd is not None
         if job.act_cost_usd > 0:
+            assert job.est_cost_usd is not None
             want = (job.est_cost_usd - job.act_cost_usd) / job.act_cost_usd * 100
             assert row["x_EstimateErrorPct"] == pytest.approx(want)
         else:
@@ -152,12 +157,12 @@ def test_csv_matches_json(app_client: TestClient, keys: dict[str, str], seeded: 
     r = app_client.get(URL, params=seeded.scope, headers=auth(keys["admin"]))  # csv by default
     assert r.headers["content-type"].startswith("text/csv")
     reader = csv.DictReader(io.StringIO(r.text))
-    assert tuple(reader.fieldnames or ()) == focus.COLUMNS
+    assert tuple(reader.fieldnames or ()) == COLUMNS
     lines = list(reader)
     assert len(lines) == len(rows)
     for line, row in zip(lines, rows, strict=True):
         assert json.loads(line["Tags"]) == row["Tags"]
-        for name in focus.COLUMNS:
+        for name in COLUMNS:
             value = row[name]
             if value is None:
                 assert line[name] == "", name
@@ -176,7 +181,7 @@ def test_filters_apply(app_client: TestClient, keys: dict[str, str], seeded: See
 def test_empty_export_is_valid(app_client: TestClient, keys: dict[str, str]) -> None:
     assert _json_rows(app_client, keys["admin"], {"tag.suite": "nobody-has-this"}) == []
     r = app_client.get(URL, params={"tag.suite": "nobody"}, headers=auth(keys["admin"]))
-    assert r.text.strip() == ",".join(focus.COLUMNS)
+    assert r.text.strip() == ",".join(COLUMNS)
 
 
 def test_written_batch_by_batch(seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,10 +208,10 @@ def test_database_rendering_matches_python_rendering(seeded: Seeded) -> None:
         json_db = json.loads(_text(focus.stream(session, filters, "json")))
         json_py = json.loads("".join(focus.render_json(focus.iter_batches(session, filters))))
     db_rows, py_rows = list(csv.reader(io.StringIO(by_db))), list(csv.reader(io.StringIO(by_py)))
-    assert db_rows[0] == py_rows[0] == list(focus.COLUMNS)
+    assert db_rows[0] == py_rows[0] == list(COLUMNS)
     assert len(db_rows) == len(py_rows) > 1
     for db, py in zip(db_rows[1:], py_rows[1:], strict=True):
-        for name, a, b in zip(focus.COLUMNS, db, py, strict=True):
+        for name, a, b in zip(COLUMNS, db, py, strict=True):
             if name == "Tags":
                 assert json.loads(a) == json.loads(b)
             elif name in DECIMALS:

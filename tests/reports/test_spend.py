@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ def _bucket(day: date, bucket: str) -> str:
 def _expected(jobs: list[Job], bucket: str, key: Any) -> dict[tuple[str, Any], dict[str, float]]:
     out: dict[tuple[str, Any], dict[str, float]] = {}
     for job in jobs:
+        assert job.finished_at is not None
         k = (_bucket(job.finished_at.date(), bucket), key(job) if key else None)
         row = out.setdefault(
             k,
@@ -74,7 +76,11 @@ def test_buckets_by_group(
 def test_week_starts_on_monday_and_month_on_the_first(
     app_client: TestClient, keys: dict[str, str], seeded: Seeded
 ) -> None:
-    for bucket, check in (("week", lambda d: d.weekday() == 0), ("month", lambda d: d.day == 1)):
+    starts: dict[str, Callable[[date], bool]] = {
+        "week": lambda d: d.weekday() == 0,
+        "month": lambda d: d.day == 1,
+    }
+    for bucket, check in starts.items():
         r = app_client.get(
             URL, params={**seeded.scope, "bucket": bucket}, headers=auth(keys["admin"])
         )

@@ -13,6 +13,7 @@ from app.db import make_engine
 from app.migrate import upgrade_head
 from app.reports import focus, service
 from app.reports.filters import ReportFilters, parse_filters, parse_group_by
+from app.reports.schemas import Bucket
 from tests.reports.factory import make_job
 
 DAYS = [
@@ -53,7 +54,7 @@ def _filters() -> ReportFilters:
         ("month", ["2025-02-01", "2025-03-01"]),
     ],
 )
-def test_spend_buckets(sqlite_session: Session, bucket: str, want: list[str]) -> None:
+def test_spend_buckets(sqlite_session: Session, bucket: Bucket, want: list[str]) -> None:
     report = service.spend(
         sqlite_session, filters=_filters(), grouping=parse_group_by(None), bucket=bucket
     )
@@ -85,5 +86,6 @@ def test_focus_tags_are_objects(sqlite_session: Session) -> None:
     assert rows[0]["BillingPeriodStart"] == "2025-02-01T00:00:00Z"
     assert rows[0]["BillingPeriodEnd"] == "2025-03-01T00:00:00Z"
     assert rows[0]["ProviderName"] == "AWS" and rows[0]["BilledCost"] == rows[0]["ListCost"]
-    text = "".join(focus.stream(sqlite_session, _filters(), "json"))
+    chunks = focus.stream(sqlite_session, _filters(), "json")
+    text = "".join(c if isinstance(c, str) else c.decode() for c in chunks)
     assert [r["Tags"] for r in json.loads(text)["rows"]] == [{"team": t} for t in "aabb"]

@@ -63,12 +63,18 @@ def test_each_method_trains_meters_and_saves(
 
     # Tokens: 3 steps x 4 sequences, each micro-batch padded to its longest (at most seq_len).
     seq_len = act.data["seq_len"]
+    # A finished run sets every figure below (only a child that died leaves them unset).
+    assert act.tokens_processed is not None and act.loss_tokens is not None
+    assert act.tokens is not None and act.tokens_per_s is not None
+    assert act.train_s is not None and act.startup_s is not None and act.wall_s is not None
+    assert act.warmup_s is not None
     assert act.tokens_processed <= 3 * 4 * seq_len
     assert 0 < act.loss_tokens < act.tokens <= act.tokens_processed
     assert act.tokens_per_s > 0 and act.train_s > 0
     assert act.startup_s + act.train_s <= act.wall_s
     assert 0 <= act.warmup_s <= act.train_s  # the first step's set-up, part of the loop
     # Metering: peak RSS of the child on the CPU, money from wall time, MFU from FLOPs/token.
+    assert act.peak_memory_bytes is not None
     assert act.peak_memory_kind == "cpu_rss" and act.peak_memory_bytes > 50 * 2**20
     assert act.device_kind == "cpu" and act.energy_kwh is None
     assert act.cost_usd == pytest.approx(act.wall_s / 3600 * 2.0)
@@ -80,6 +86,7 @@ def test_each_method_trains_meters_and_saves(
     assert act.library_versions["torch"] == importlib.metadata.version("torch")
 
     # The artifact: its recorded size is the folder's, and it holds trained weights.
+    assert act.artifact_path is not None
     art = Path(act.artifact_path)
     assert act.artifact_bytes == sum(f.stat().st_size for f in art.rglob("*") if f.is_file())
     if method == "full":
@@ -94,6 +101,7 @@ def test_each_method_trains_meters_and_saves(
         assert lora_b, "no LoRA B matrices saved"
         # peft initialises B to zero; any non-zero entry was learned.
         assert any(v.abs().sum() > 0 for v in lora_b)
+        assert act.trainable_params is not None and act.total_params is not None
         assert act.trainable_params < act.total_params
         assert not (art / "model.safetensors").exists()
 

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from devtools.tinymodel import make_tiny_dataset
+from tests.live_api import LiveApi
 from tests.support import WorkerProcess
-from tests.ui.conftest import LiveApi, Offline, log_in
+from tests.ui.conftest import Offline, log_in
 
 pytestmark = pytest.mark.slow
 JOB_TIMEOUT_MS = 420_000  # start-up of a training child on two busy cores (tests/jobs)

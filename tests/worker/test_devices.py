@@ -154,7 +154,9 @@ def test_devices_held_by_another_process_are_not_handed_out_until_it_dies(
         assert alloc.free() == 0
         _kill(proc)  # the kernel drops a dead process's locks: nothing leaks
         assert alloc.free() == 2
-        with alloc.try_acquire(2) as both:  # type: ignore[union-attr]
+        both = alloc.try_acquire(2)
+        assert both is not None
+        with both:
             assert both.indexes == [0, 1]
         lease.release()
         assert alloc.free() == 3
