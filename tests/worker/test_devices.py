@@ -112,7 +112,9 @@ def test_a_cpu_lease_pins_to_its_devices_cores(
     logical = devices.worker_devices(nodename="w1", settings=_settings(tmp_path, 2))
     usable = os.sched_getaffinity(0)
     assert set(logical[0].cores or ()) | set(logical[1].cores or ()) == usable
-    with devices.Allocator(logical).try_acquire(1) as lease:  # type: ignore[union-attr]
+    lease = devices.Allocator(logical).try_acquire(1)
+    assert lease is not None
+    with lease:
         assert lease.cores() == set(logical[0].cores or ())
 
 
