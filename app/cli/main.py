@@ -10,6 +10,7 @@ from app.cli.jobs import jobs_app
 from app.cli.keys import bootstrap_admin_key, keys_app
 from app.cli.prices import prices_app
 from app.cli.report import report
+from app.cli.workers import workers
 from devtools.cli import make_tiny_dataset, make_tiny_model
 
 cli = typer.Typer(help="tunecost: estimate, run and meter LLM fine-tunes.", no_args_is_help=True)
@@ -18,6 +19,7 @@ cli.add_typer(prices_app, name="prices")
 cli.add_typer(jobs_app, name="jobs")
 cli.command("report")(report)
 cli.command("estimate")(estimate)
+cli.command("workers")(workers)
 cli.command("make-tiny-model")(make_tiny_model)
 cli.command("make-tiny-dataset")(make_tiny_dataset)
 console = Console()
