@@ -14,13 +14,16 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from app.errors import InvalidInput, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 4096  # every non-file form field (name, model_path) is a short string
@@ -60,7 +63,7 @@ class _Receiver:
         self._buffer = bytearray()
         self._seen_file = False
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_part_data": self._part_data,
@@ -147,7 +150,7 @@ async def receive_upload(
     try:
         with os.fdopen(fd, "wb") as out:
             receiver = _Receiver(out, max_bytes)
-            parser = MultipartParser(params[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]  # python-multipart annotates its callbacks narrower than it calls them
+            parser = MultipartParser(params[b"boundary"], receiver.callbacks())
             async for chunk in stream:
                 parser.write(chunk)
             parser.finalize()

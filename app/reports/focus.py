@@ -17,6 +17,7 @@ import json
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     JSON,
     FromClause,
@@ -134,10 +135,10 @@ def _copy_out(session: Session, stmt: Select[Any], options: str) -> Iterator[byt
     conn = session.connection()
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     raw = conn.connection.dbapi_connection
-    assert raw is not None
+    assert isinstance(raw, psycopg.Connection)  # COPY is PostgreSQL's, through psycopg
     copy_sql = f"COPY ({compiled}) TO STDOUT WITH ({options})"
     # COPY takes no server-side parameters; psycopg binds them client-side, escaped.
-    with raw.cursor() as cur, cur.copy(copy_sql, compiled.params) as copy:  # type: ignore[attr-defined]  # psycopg's cursor; SQLAlchemy types it as the DBAPI one, without copy()
+    with raw.cursor() as cur, cur.copy(copy_sql, compiled.params) as copy:
         for data in copy:
             yield bytes(data)
 

@@ -75,4 +75,4 @@ def test_price_overrides_make_a_new_version_and_keep_the_offer() -> None:
             [dataclasses.replace(negotiated, usd_per_gpu_hour=-1.0)], version=base.version + 1
         )
     with pytest.raises(dataclasses.FrozenInstanceError):
-        new.version = 7  # type: ignore[misc]  # the assignment a frozen dataclass must refuse
+        new.version = 7  # type: ignore[misc]  # the test: assigning the read-only property must fail

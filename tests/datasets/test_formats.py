@@ -215,6 +215,6 @@ class _ForwardOnly(io.RawIOBase):
 
 def test_reader_forward_only_stream() -> None:
     data = gzip.compress(_lines(TEXT, PROMPT_COMPLETION))
-    reader = DatasetReader(_ForwardOnly(data), max_bytes=10_000)  # type: ignore[arg-type]  # a raw stream, which the reader takes as binary IO
+    reader = DatasetReader(_ForwardOnly(data), max_bytes=10_000)  # type: ignore[arg-type]  # a RawIOBase, not typed as IO[bytes]; the reader only reads it
     assert [ex.format for _, ex in reader] == [RecordFormat.TEXT, RecordFormat.PROMPT_COMPLETION]
     assert reader.compressed
