@@ -32,6 +32,9 @@ from worker.metering import visible_gpu_uuids
 LOCK_DIR_NAME = "tunecost-devices"
 ALLOCATOR_LOCK = "allocator.lock"
 WAIT_POLL_S = 0.5  # how often a job waiting for devices looks again
+# NVML's answer, read once in the worker's main process: its pool processes are forked after
+# that and reuse it, so NVML is never used across a fork.
+_gpu_uuids: list[str] | None = None
 
 
 class DeviceCountError(RuntimeError):
@@ -52,10 +55,17 @@ class Device:
     cores: tuple[int, ...] | None = None
 
 
+def gpu_uuids() -> list[str]:
+    """The UUIDs of the GPUs this worker sees ([] without a GPU), asked of NVML once."""
+    global _gpu_uuids
+    if _gpu_uuids is None:
+        _gpu_uuids = visible_gpu_uuids()
+    return list(_gpu_uuids)
+
+
 def device_count(settings: Settings) -> int:
     """How many devices this worker has (see the module docstring)."""
-    uuids = visible_gpu_uuids()
-    return _count(settings, uuids)
+    return _count(settings, gpu_uuids())
 
 
 def _count(settings: Settings, uuids: list[str]) -> int:
@@ -81,7 +91,7 @@ def lock_root(settings: Settings) -> Path:
 
 def worker_devices(*, nodename: str, settings: Settings) -> list[Device]:
     """This worker's devices, with the lock file of each."""
-    uuids = visible_gpu_uuids()
+    uuids = gpu_uuids()
     count = _count(settings, uuids)
     root = lock_root(settings)
     if uuids:

@@ -87,7 +87,7 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 def test_cpu_only_worker_has_one_device_unless_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(devices, "visible_gpu_uuids", list)
+    monkeypatch.setattr(devices, "_gpu_uuids", [])
     assert devices.device_count(_settings(tmp_path, None)) == 1
     assert devices.device_count(_settings(tmp_path, 4)) == 4
     logical = devices.worker_devices(nodename="a@host", settings=_settings(tmp_path, 2))
@@ -108,7 +108,7 @@ def test_logical_cpu_devices_split_the_cores_between_them() -> None:
 def test_a_cpu_lease_pins_to_its_devices_cores(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(devices, "visible_gpu_uuids", list)
+    monkeypatch.setattr(devices, "_gpu_uuids", [])
     logical = devices.worker_devices(nodename="w1", settings=_settings(tmp_path, 2))
     usable = os.sched_getaffinity(0)
     assert set(logical[0].cores or ()) | set(logical[1].cores or ()) == usable
@@ -121,7 +121,7 @@ def test_a_cpu_lease_pins_to_its_devices_cores(
 def test_gpu_worker_counts_nvml_devices_and_never_claims_more(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(devices, "visible_gpu_uuids", lambda: list(UUIDS))
+    monkeypatch.setattr(devices, "_gpu_uuids", list(UUIDS))
     assert devices.device_count(_settings(tmp_path, None)) == 3
     assert devices.device_count(_settings(tmp_path, 2)) == 2
     with pytest.raises(devices.DeviceCountError, match="TUNECOST_WORKER_GPU_COUNT=4"):
