@@ -4,6 +4,7 @@ tokens/s per case.
 
     python bench/gpu_validate.py [--steps 5] [--seq-lens 512,2048] [--out PATH]
     python bench/gpu_validate.py --cpu-smoke      # tiny Llama on the CPU, same code path
+    python bench/gpu_validate.py --two-gpu        # also 2 devices through the worker's launcher
 
 Conventions follow the worker (worker/training/model.py, app/estimator/conventions.py):
 micro-batch 1, bf16_true, sdpa, torch AdamW, `use_cache=False`, LoRA adapters in fp32
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from multi_device import TwoDeviceCase, run_two_device_cases, two_device_table
 
 from app.catalog.loader import GpuSpec, load_catalog
 from app.catalog.model_catalog import get_model_config
@@ -379,6 +381,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (plus 1 warm-up)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (text beside it)")
     parser.add_argument(
+        "--two-gpu",
+        action="store_true",
+        help="also run each method on two devices through the worker's launcher (needs 2 GPUs; "
+        "with --cpu-smoke, two CPU ranks)",
+    )
+    parser.add_argument(
         "--kbit-prep",
         action="store_true",
         help="QLoRA via peft's prepare_model_for_kbit_training (fp32 upcast), not the worker's",
@@ -416,6 +424,9 @@ def main() -> int:
     label = "peak RSS" if args.cpu_smoke else "meas allo"
     text = table(cases, mem_label=label)
     print(text)
+    two_device: list[TwoDeviceCase] = []
+    if args.two_gpu:
+        two_device = _two_device(args)
     print(f"total {time.perf_counter() - started:.1f}s")
     out = args.out
     if out is None and not args.cpu_smoke:
@@ -428,11 +439,22 @@ def main() -> int:
             "steps": args.steps,
             "versions": _versions(),
             "cases": [asdict(c) for c in cases],
+            "two_device_cases": [asdict(c) for c in two_device],
         }
         out.write_text(json.dumps(report, indent=2) + "\n")
         out.with_suffix(".txt").write_text(text + "\n")
         print(f"wrote {out} and {out.with_suffix('.txt')}")
     return 0
+
+
+def _two_device(args: argparse.Namespace) -> list[TwoDeviceCase]:
+    """The 2-device cases (bench/multi_device.py), or none where two devices are missing."""
+    if not args.cpu_smoke and torch.cuda.device_count() < 2:
+        print(f"two-device case skipped: {torch.cuda.device_count()} CUDA device(s) here")
+        return []
+    cases = run_two_device_cases(cpu=args.cpu_smoke, methods=args.methods.split(","))
+    print(two_device_table(cases))
+    return cases
 
 
 def _versions() -> dict[str, str]:

@@ -43,6 +43,9 @@ __all__ = ["MemoryBreakdown", "MemoryEstimate", "StateBytes", "estimate_memory",
 
 Device = Literal["cuda", "cpu"]
 STRATEGIES = ("single", "ddp", "fsdp_zero2", "fsdp_zero3")
+# QLoRA on several GPUs is planned as DDP, the one way the worker runs it: FSDP would have to
+# shard bitsandbytes' packed 4-bit weights (possible with a bnb quant-storage dtype; not built).
+QLORA_STRATEGY = "ddp"
 GiB = 1024**3
 MiB = 1024**2
 
@@ -131,6 +134,8 @@ def resolve_strategy(*, method: Method, num_gpus: int, sharding: str) -> str:
     fine-tuning (it shards everything) and DDP for adapters (the frozen base is replicated)."""
     if num_gpus <= 1:
         return "single"
+    if method is Method.QLORA:
+        return QLORA_STRATEGY
     if sharding != "auto":
         return sharding
     return "fsdp_zero3" if method is Method.FULL else "ddp"
@@ -279,6 +284,8 @@ def estimate_memory(
     if sharding == "auto" and num_gpus > 1 and gpu_memory_bytes is not None:
         full = method is Method.FULL
         candidates = ["ddp", "fsdp_zero2", "fsdp_zero3"] if full else ["ddp", "fsdp_zero3"]
+        if method is Method.QLORA:
+            candidates = [QLORA_STRATEGY]
     for strategy in candidates:
         estimate = _estimate_cached(
             analysis,
@@ -328,6 +335,8 @@ def _estimate_cached(
     strategy = resolve_strategy(method=method, num_gpus=num_gpus, sharding=sharding)
     if not full and strategy == "fsdp_zero2":
         strategy = "fsdp_zero3"  # adapters: sharding only helps by sharding the frozen base
+    if method is Method.QLORA and strategy != "single":
+        strategy = QLORA_STRATEGY
     states = state_bytes(
         analysis=analysis,
         method=method,

@@ -60,7 +60,11 @@ class Workload:
         return max(1, math.ceil(self.micro_batches / data_parallel))
 
     def optimizer_steps(self, data_parallel: int) -> int:
-        """Optimizer steps when `data_parallel` GPUs share the data."""
+        """Optimizer steps when `data_parallel` GPUs share the data.
+
+        One step is one global batch: micro_batch_size x gradient_accumulation_steps x
+        data_parallel sequences, as the worker trains it (worker/training/distributed.py).
+        """
         per_step = self.gradient_accumulation_steps * data_parallel
         return max(1, math.ceil(self.micro_batches / per_step))
 

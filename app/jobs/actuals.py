@@ -61,6 +61,13 @@ class JobActuals(BaseModel):
     total_params: int | None = None
     learning_rate: float | None = None
     data: dict[str, Any] = Field(default_factory=dict, description="the dataset's statistics")
+    # several devices: one rank per device; tokens and energy above are over every rank, the
+    # peak is the largest rank's, GPU-hours and cost bill every device
+    world_size: int = Field(1, ge=1, description="ranks the job ran, one per device")
+    strategy: str | None = Field(None, description="single, ddp, fsdp_zero2 or fsdp_zero3")
+    peak_memory_per_rank_bytes: list[int] | None = Field(
+        None, description="each rank's peak, in rank order"
+    )
     # added by the worker: the artifact in storage, the worker's devices the job held
     artifact_weights_bytes: int | None = None
     worker_devices: list[int] | None = None

@@ -201,6 +201,7 @@ def create(
             "max_cost_usd": job_in.max_cost_usd,
             "price_per_gpu_hour": snap.price_per_gpu_hour,
             "num_gpus": snap.num_gpus,
+            "strategy": snap.method_result.get("strategy"),  # the plan's; the worker runs it
             "flops_per_token": snap.flops_per_token,
             "eval_fraction": job_in.eval_fraction,
             "seed": job_in.seed,

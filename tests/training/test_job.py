@@ -132,10 +132,10 @@ def test_uncached_hub_id_offline(
         _run(launch(raw, offline=True), tmp_path / "out")
 
 
-def test_multi_gpu_is_refused_honestly(
+def test_several_devices_need_the_launcher(
     job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
-    with pytest.raises(JobSpecError, match="multi-GPU"):
+    with pytest.raises(JobSpecError, match="one rank per device"):
         _run(launch({**job_spec, "num_gpus": 2}), tmp_path / "out")
 
 

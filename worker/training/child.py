@@ -32,7 +32,7 @@ PARENT_CHECK_S = 1.0  # the child's sender thread notices an orphaned child this
 PR_SET_PDEATHSIG = 1  # prctl(2) option: signal this process when its parent dies (Linux)
 
 
-class _Sender:
+class EventSender:
     """Sends events from a thread, so training never waits on the pipe.
 
     Progress is latest-wins (a slow parent sees fewer steps, training is never held up); other
@@ -101,10 +101,11 @@ class _Sender:
                 return
 
 
-def _die_with_parent() -> None:
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (Linux)."""
     with contextlib.suppress(Exception):  # Linux only; elsewhere the sender thread's check remains
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
 
 
 def child_main(
@@ -119,8 +120,8 @@ def child_main(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is the parent's to handle
-    _die_with_parent()
-    sender = _Sender(conn, on_parent_gone=stop.set)
+    die_with_parent()
+    sender = EventSender(conn, on_parent_gone=stop.set)
     final: dict[str, Any]
     try:
         from worker.training.errors import TrainingError

@@ -4,7 +4,9 @@ It reads like a torchtune recipe: `TrainingRecipe.setup` builds the device, mode
 optimizer; `train` runs the loop (and the evaluation of a run that completed); `save` writes the
 artifact; `meter` turns what was spent into `JobActuals`. The runner calls `run_training` inside
 its child process; a benchmark may call it directly. Anything the user can fix raises a
-`TrainingError` subclass.
+`TrainingError` subclass. On several devices every rank runs the same recipe with its `Ranks`
+(worker/training/distributed.py): the model is wrapped by the job's strategy, each rank trains
+its shard of the micro-batches, and rank 0 alone saves and meters the whole job.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from app.jobs.spec import JobSpec
 from worker import metering
 from worker.training.cpu_threads import cpu_threads
 from worker.training.data import Batch, PreparedData, iterate_batches, one_pass, prepare_data
+from worker.training.distributed import SOLO, Ranks, full_state_dict, unwrap, wrap_model
 from worker.training.errors import JobSpecError
 from worker.training.loop import (
     LoopResult,
@@ -69,11 +72,11 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _refuse_multi_gpu(spec: JobSpec) -> None:
-    if spec.num_gpus > 1:
+def _check_ranks(spec: JobSpec, ranks: Ranks) -> None:
+    if spec.num_gpus != ranks.world_size:
         raise JobSpecError(
-            f"num_gpus={spec.num_gpus}: multi-GPU training (FSDP/DDP) is not implemented in "
-            "this runner yet; plan the job on one GPU"
+            f"num_gpus={spec.num_gpus} but this process is one of {ranks.world_size} ranks: a "
+            "job on several devices runs one rank per device (worker.training.runner.run_job)"
         )
 
 
@@ -84,6 +87,7 @@ class Setup:
     device: torch.device
     device_info: metering.DeviceInfo
     loaded: LoadedModel
+    model: Any  # loaded.model, wrapped for the job's ranks (DDP or FSDP) when there are several
     data: PreparedData
     optimizer: torch.optim.Optimizer
     total_steps: int
@@ -97,9 +101,15 @@ class TrainingRecipe:
     """One job in this process: setup, train, save, meter, called in that order."""
 
     def __init__(
-        self, launch: Launch, *, out_dir: Path, on_phase: PhaseCallback | None = None
+        self,
+        launch: Launch,
+        *,
+        out_dir: Path,
+        on_phase: PhaseCallback | None = None,
+        ranks: Ranks = SOLO,
     ) -> None:
         self.launch = launch
+        self.ranks = ranks
         self.spec, self.run = launch.spec, launch.run
         self.out_dir = out_dir
         self.phase: PhaseCallback = on_phase or (lambda name, info: None)
@@ -116,21 +126,24 @@ class TrainingRecipe:
     def setup(self) -> Setup:
         """Device, seeds and energy meter, then the model, the data and the optimizer."""
         device_info = metering.detect_device()
-        _refuse_multi_gpu(self.spec)
+        _check_ranks(self.spec, self.ranks)
         _quiet_transformers()
         random.seed(self.spec.seed)
         torch.manual_seed(self.spec.seed)
         device = self._setup_device()
+        # NVML sees the job's devices only (CUDA_VISIBLE_DEVICES): rank 0's reading is the job's.
         energy = metering.EnergyMeter()
         energy.start()
         loaded = self._setup_model(device, device_info)
         data = self._setup_data(loaded)
-        optimizer = self._setup_optimizer(loaded, device)
+        model = wrap_model(loaded.model, self.ranks, grad_scaler=loaded.precision.grad_scaler)
+        optimizer = self._setup_optimizer(model, device)
         training = self.spec.training
         total_steps = plan_total_steps(
             n_sequences=len(data.train),
             micro_batch_size=training.micro_batch_size,
-            grad_accum=training.gradient_accumulation_steps,
+            # one step is one global batch, over every rank
+            grad_accum=training.gradient_accumulation_steps * self.ranks.world_size,
             epochs=training.epochs,
             max_steps=self.spec.max_steps,
         )
@@ -148,19 +161,23 @@ class TrainingRecipe:
             device=device,
             device_info=device_info,
             loaded=loaded,
+            model=model,
             data=data,
             optimizer=optimizer,
             total_steps=total_steps,
             pad_id=pad_id,
-            batches=batches,
+            batches=self.ranks.shard(batches),
             energy=energy,
             startup_s=self.elapsed(),
         )
 
     def _setup_device(self) -> torch.device:
-        device = _pick_device(self.run.device)
+        ranks = self.ranks
+        device = ranks.device if ranks.distributed else _pick_device(self.run.device)
         if device.type == "cpu":
-            torch.set_num_threads(cpu_threads(get_settings().worker_cpu_threads))
+            # The ranks of one job share the cores one job may use.
+            threads = cpu_threads(get_settings().worker_cpu_threads) // ranks.world_size
+            torch.set_num_threads(max(1, threads))
         if device.type == "cuda":
             # CUDA starts lazily, and resetting the peak before its allocator exists raises
             # "Invalid device argument" (seen on an H200, torch 2.11): start it first.
@@ -188,10 +205,11 @@ class TrainingRecipe:
             max_bytes=self.run.max_dataset_bytes,
         )
 
-    def _setup_optimizer(self, loaded: LoadedModel, device: torch.device) -> torch.optim.Optimizer:
+    def _setup_optimizer(self, model: Any, device: torch.device) -> torch.optim.Optimizer:
+        # After wrapping: FSDP replaces the parameters by their shards.
         return build_optimizer(
             self.spec.training.optimizer,
-            loaded.model.parameters(),
+            model.parameters(),
             lr=self.spec.lr,
             weight_decay=self.spec.weight_decay,
             device_type=device.type,
@@ -225,7 +243,7 @@ class TrainingRecipe:
             },
         )
         result = train_loop(
-            model=loaded.model,
+            model=setup.model,
             optimizer=setup.optimizer,
             scheduler=warmup_schedule(setup.optimizer, warmup_steps=self.spec.warmup_steps),
             batches=setup.batches,
@@ -238,6 +256,7 @@ class TrainingRecipe:
             should_stop=should_stop,
             accrued_cost=self.accrued,
             elapsed=self.elapsed,
+            ranks=self.ranks,
         )
         if result.stop_reason == "completed":  # a stopped run does not spend more on evaluation
             result.eval_loss = self._evaluate(setup)
@@ -253,22 +272,37 @@ class TrainingRecipe:
             pad_id=setup.pad_id,
             padding=training.padding,
         )
+        # Every rank evaluates every held-out batch: FSDP's forward is a collective.
         return evaluate(
-            setup.loaded.model, eval_batches, device=setup.device, precision=setup.loaded.precision
+            setup.model, eval_batches, device=setup.device, precision=setup.loaded.precision
         )
 
     def save(self, setup: Setup, result: LoopResult) -> int | None:
-        """Write the adapter or checkpoint into `out_dir`; its bytes (None if no step ran)."""
+        """Write the adapter or checkpoint into `out_dir`; its bytes (None if no step ran, and
+        on every rank but 0)."""
         if result.steps == 0:
             return None
         self.phase("saving", {"steps": result.steps})
-        return save_artifact(setup.loaded.model, setup.loaded.tokenizer, self.out_dir)
+        state = full_state_dict(setup.model, self.ranks)  # a collective on every rank
+        if not self.ranks.is_main:
+            return None
+        model = unwrap(setup.model)
+        return save_artifact(model, setup.loaded.tokenizer, self.out_dir, state_dict=state)
 
-    def meter(self, setup: Setup, result: LoopResult, artifact_bytes: int | None) -> JobActuals:
-        """Stop the meters and return what the run spent and did."""
+    def meter(
+        self, setup: Setup, result: LoopResult, artifact_bytes: int | None
+    ) -> JobActuals | None:
+        """Stop the meters and return what the run spent and did (None on ranks other than 0:
+        rank 0 gathers every rank's peak memory and reports for the job)."""
         spec, loaded, device = self.spec, setup.loaded, setup.device
         energy_kwh = setup.energy.stop()
-        peak, peak_kind, reserved = metering.peak_memory(device.type)
+        peaks = self.ranks.gather(metering.peak_memory(device.type))  # a collective
+        if not self.ranks.is_main:
+            return None
+        peak_kind = peaks[0][1]
+        peak = max(p[0] for p in peaks)
+        reserved_all = [p[2] for p in peaks if p[2] is not None]
+        reserved = max(reserved_all) if reserved_all else None
         wall_s = self.elapsed()
         kind = setup.device_info.kind if device.type == "cuda" else metering.CPU_KIND
         peak_flops = self.run.peak_flops_per_gpu or metering.catalog_peak_flops(
@@ -323,6 +357,9 @@ class TrainingRecipe:
             data=vars(setup.data.stats),
             artifact_path=str(self.out_dir) if artifact_bytes is not None else None,
             artifact_bytes=artifact_bytes,
+            world_size=self.ranks.world_size,
+            strategy=self.ranks.strategy,
+            peak_memory_per_rank_bytes=[p[0] for p in peaks],
         )
 
 
@@ -334,12 +371,35 @@ def run_training(
     stop_requested: Callable[[], bool],
     on_phase: PhaseCallback | None = None,
 ) -> JobActuals:
-    """Train the launched job and save the artifact into `out_dir`; return its actuals.
+    """Train the launched job on one device and save the artifact into `out_dir`; its actuals.
 
     `on_phase(name, info)` marks loading_model, preparing_data, training (with the plan),
     evaluating and saving, for status displays.
     """
-    recipe = TrainingRecipe(launch, out_dir=out_dir, on_phase=on_phase)
+    actuals = train_rank(
+        launch,
+        ranks=SOLO,
+        out_dir=out_dir,
+        on_progress=on_progress,
+        stop_requested=stop_requested,
+        on_phase=on_phase,
+    )
+    assert actuals is not None, "the only rank is rank 0, which meters"
+    return actuals
+
+
+def train_rank(
+    launch: Launch,
+    *,
+    ranks: Ranks,
+    out_dir: Path,
+    on_progress: Callable[[ProgressEvent], None],
+    stop_requested: Callable[[], bool],
+    on_phase: PhaseCallback | None = None,
+) -> JobActuals | None:
+    """`run_training` as one of the job's ranks: every rank calls it with its `ranks`; rank 0
+    returns the actuals of the whole job, the others None."""
+    recipe = TrainingRecipe(launch, out_dir=out_dir, on_phase=on_phase, ranks=ranks)
     setup = recipe.setup()
     result = recipe.train(setup, on_progress=on_progress, stop_requested=stop_requested)
     artifact_bytes = recipe.save(setup, result)

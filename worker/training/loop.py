@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 
 from worker.training.data import Batch
+from worker.training.distributed import SOLO, Ranks
 from worker.training.errors import NanLossError, OutOfMemory
 from worker.training.model import PrecisionPlan
 
@@ -115,8 +116,13 @@ def train_loop(
     should_stop: Callable[[], StopReason | None],
     accrued_cost: Callable[[], float],
     elapsed: Callable[[], float],
+    ranks: Ranks = SOLO,
 ) -> LoopResult:
-    """Run up to `total_steps` optimizer steps; stop early when `should_stop` names a reason."""
+    """Run up to `total_steps` optimizer steps; stop early when `should_stop` names a reason.
+
+    With several ranks, `batches` is this rank's shard and `grad_accum` its micro-batches per
+    step; losses, token counts and the stop decision are over all ranks (see distributed.py).
+    """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     scaler = torch.amp.GradScaler(device.type) if precision.grad_scaler else None
@@ -128,24 +134,35 @@ def train_loop(
     first_step_s: float | None = None
     try:
         while step < total_steps:
-            stop = should_stop()
-            if stop is not None:
-                reason = stop
-                break
             window = [next(batches) for _ in range(grad_accum)]
-            window_tokens = max(1, sum(b.loss_tokens for b in window))
+            stop = should_stop()
+            # One reduction answers both: the window's loss tokens over all ranks, and whether
+            # any rank must stop (every rank then leaves the loop at this same step).
+            window_tokens, cancels, budgets = ranks.sum(
+                [sum(b.loss_tokens for b in window), stop == "cancelled", stop == "budget_exceeded"]
+            )
+            if cancels or budgets:
+                reason = "cancelled" if cancels else "budget_exceeded"
+                break
+            window_tokens = max(1.0, window_tokens)
             loss_sum = torch.zeros((), device=device)
+            counts = [0, 0, 0]
             for batch in window:
                 with _autocast(device, precision):
-                    # Weight each micro-batch by its share of the window's loss tokens, so the
-                    # step's loss is the token mean over the whole window.
+                    # Weight each micro-batch by its share of the global window's loss tokens,
+                    # so the step's loss is the token mean over the whole window. DDP and FSDP
+                    # average gradients over ranks: scaling by world_size makes that a sum.
                     loss = _forward_loss(model, batch, device) * (batch.loss_tokens / window_tokens)
-                (scaler.scale(loss) if scaler else loss).backward()
+                scaled = loss * ranks.world_size
+                (scaler.scale(scaled) if scaler else scaled).backward()
                 loss_sum += loss.detach().float()
-                tokens += batch.real_tokens
-                processed += batch.processed_tokens
-                loss_tokens += batch.loss_tokens
-            value = float(loss_sum.item())
+                counts[0] += batch.real_tokens
+                counts[1] += batch.processed_tokens
+                counts[2] += batch.loss_tokens
+            value, *totals = ranks.sum([float(loss_sum.item()), *counts])
+            tokens += int(totals[0])
+            processed += int(totals[1])
+            loss_tokens += int(totals[2])
             if not math.isfinite(value):
                 raise NanLossError(step + 1, value)
             if scaler is not None:
@@ -216,9 +233,15 @@ def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def save_artifact(model: Any, tokenizer: Any, out_dir: Path) -> int:
-    """Save the adapter (peft) or the full checkpoint with its tokenizer; return bytes written."""
+def save_artifact(
+    model: Any, tokenizer: Any, out_dir: Path, *, state_dict: dict[str, Any] | None = None
+) -> int:
+    """Save the adapter (peft) or the full checkpoint with its tokenizer; return bytes written.
+
+    `state_dict`: the weights gathered from sharded ranks (default: the model's own).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(out_dir, safe_serialization=True, **extra)
     tokenizer.save_pretrained(out_dir)
     return directory_bytes(out_dir)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import billiard
+import psutil
 from pydantic import ValidationError
 
 from app.jobs.actuals import JobActuals
@@ -30,6 +31,7 @@ from worker import metering
 from worker.training.child import child_main
 from worker.training.devices import DeviceSet, parse_devices
 from worker.training.errors import JobSpecError
+from worker.training.launch import launcher_main
 from worker.training.spec import Launch
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,11 @@ class TrainingChild:
     def start(self) -> None:
         """Start the child process."""
         reader, writer = self._ctx.Pipe(duplex=False)
+        several = self.devices is not None and self.devices.world_size > 1
         self._proc = self._ctx.Process(  # type: ignore[attr-defined]  # celery-types types billiard.get_context as the stdlib's BaseContext, which has no Process
-            target=child_main,
+            # One device trains in the child itself (no process group, no rendezvous port, no
+            # second interpreter to start); several make the child torch's elastic launcher.
+            target=launcher_main if several else child_main,
             # JSON across the process boundary; the child validates it again
             args=(
                 self.launch.model_dump(mode="json"),
@@ -129,9 +134,19 @@ class TrainingChild:
     def _enforce_kill(self, *, force: bool = False) -> None:
         due = self._kill_at is not None and time.monotonic() >= self._kill_at
         if (force or due) and self.is_alive():
+            # The launcher's ranks first: they would die with it (PDEATHSIG), but not at once.
+            for process in self._descendants():
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._proc.pid, signal.SIGKILL)
             self._proc.join(5)
+
+    def _descendants(self) -> list[psutil.Process]:
+        try:
+            return list(psutil.Process(self._proc.pid).children(recursive=True))
+        except psutil.Error:
+            return []
 
     def wait(
         self,
@@ -256,6 +271,7 @@ class TrainingChild:
             wall_s=wall_s,
             gpu_hours=wall_s / metering.HOUR_S * num_gpus,
             num_gpus=num_gpus,
+            world_size=num_gpus,
             price_per_gpu_hour=spec.price_per_gpu_hour,
             cost_usd=cost_now,
             steps=progress.get("step", 0),
