@@ -109,7 +109,7 @@ def launcher_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is the parent's
     die_with_parent()  # SIGTERM: torch's agent turns it into a shutdown of every rank
     world = int(launch_json["spec"]["num_gpus"])
-    _standard_authkey()
+    _may_start_ranks()
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(world)]
     writers = [w for _, w in pipes]
@@ -141,14 +141,18 @@ def launcher_main(
         conn.close()
 
 
-def _standard_authkey() -> None:
-    """Give this process an authkey the standard library's spawn can pass on to the ranks.
+def _may_start_ranks() -> None:
+    """Let the standard library's spawn (torch's launcher uses it) start the ranks from here.
 
-    billiard's spawn (which started this process) installs its own AuthenticationString, and the
-    standard library's spawn (torch's launcher uses it) refuses to pickle a foreign one.
+    This process was started by billiard's spawn, from a Celery pool process: it inherits that
+    process's daemon flag, which the standard library reads as "no children allowed", and
+    billiard's AuthenticationString, which it refuses to pickle. Neither applies: billiard lets
+    this process have children by design, and the ranks die with it (PDEATHSIG) or are ended
+    by torch's agent.
     """
     current: Any = multiprocessing.current_process()
     standard: Any = multiprocessing.process
+    current._config["daemon"] = False
     current._config["authkey"] = standard.AuthenticationString(os.urandom(32))
 
 
