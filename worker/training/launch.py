@@ -107,7 +107,10 @@ def launcher_main(
     """
     os.environ.update(environment or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is the parent's
-    die_with_parent()  # SIGTERM: torch's agent turns it into a shutdown of every rank
+    # A stop before torch's agent runs its ranks: leave without starting them. Once they run,
+    # the agent's own handler turns SIGTERM into a shutdown of every rank.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    die_with_parent()
     world = int(launch_json["spec"]["num_gpus"])
     _may_start_ranks()
     ctx = multiprocessing.get_context("spawn")
@@ -139,6 +142,10 @@ def launcher_main(
         conn.send(final)
     finally:
         conn.close()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _may_start_ranks() -> None:
