@@ -24,7 +24,7 @@ from app.estimator.memory import estimate_memory
 from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
-from worker.training.runner import run_job
+from worker.training.runner import RunOutcome, run_job
 from worker.training.spec import parse_launch
 
 # On GPUs a model big enough that sharding shows in the peaks (~110M parameters), on the CPU one
@@ -54,7 +54,7 @@ class TwoDeviceCase:
     losses_one: list[float] = field(default_factory=list)
 
 
-def _run(raw: dict[str, Any], *, devices: list[str], out: Path) -> tuple[Any, list[float]]:
+def _run(raw: dict[str, Any], *, devices: list[str], out: Path) -> tuple[RunOutcome, list[float]]:
     losses: list[float] = []
 
     def on_event(message: dict[str, Any]) -> None:
@@ -129,15 +129,16 @@ def run_two_device_cases(*, cpu: bool, methods: list[str]) -> list[TwoDeviceCase
                 case.status = f"error: {two.error or one.error}"
                 cases.append(case)
                 continue
-            act = two.actuals or {}
-            case.strategy = act.get("strategy")
-            case.world_size = act.get("world_size")
-            case.meas_per_rank_gib = [b / GIB for b in act.get("peak_memory_per_rank_bytes") or []]
-            case.one_device_gib = float((one.actuals or {}).get("peak_memory_bytes", 0)) / GIB
+            act, single = two.actuals, one.actuals
+            assert act is not None and single is not None  # both succeeded
+            case.strategy = act.strategy
+            case.world_size = act.world_size
+            case.meas_per_rank_gib = [b / GIB for b in act.peak_memory_per_rank_bytes or []]
+            case.one_device_gib = (single.peak_memory_bytes or 0) / GIB
             pairs = list(zip(case.losses_two, case.losses_one, strict=False))
             case.max_loss_diff = max((abs(a - b) for a, b in pairs), default=None)
             if not cpu and case.strategy:
-                seq_len = int((act.get("data") or {}).get("seq_len") or 1)
+                seq_len = int(act.data.get("seq_len") or 1)
                 case.est_per_gpu_gib = _estimate_gib(
                     model_dir, Method(method), case.strategy, seq_len=seq_len
                 )

@@ -37,6 +37,7 @@ WEIGHT_ATOL = 1e-5  # the same argument, on weights that moved by at most ~3e-3
 CANCEL_DEADLINE_S = 10.0  # the requirement: cancel ends every rank within 10 s
 LONG_RUN_STEPS = 1_000_000
 EXIT_WAIT_S = 5.0  # see _Ranks.left_running
+BUDGET_SECONDS = 20.0  # wall time to the budget cap of the budget test
 
 
 def _spec(job_spec: dict[str, Any], method: str, strategy: str, **training: Any) -> dict[str, Any]:
@@ -215,24 +216,36 @@ def test_budget_stops_every_rank_and_bills_both_devices(
     job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     ranks = _Ranks()
-    # $3600 per GPU-hour is $1 per device-second: two devices cross $2 after one second.
+    trained: list[int] = []
+
+    def on_event(message: dict[str, Any]) -> None:
+        ranks.watch(message)
+        if message["type"] == "progress":
+            trained.append(message["step"])
+
+    # $3600 per GPU-hour is $1 per device-second: two devices cross the cap after
+    # BUDGET_SECONDS of wall time, usually while training (start-up takes less here).
     spec = {
         **_spec(job_spec, "lora", "ddp"),
         "max_steps": LONG_RUN_STEPS,
         "price_per_gpu_hour": 3600.0,
-        "max_cost_usd": 2.0,
+        "max_cost_usd": 2.0 * BUDGET_SECONDS,
     }
     out = run_job(
         launch(spec),
         devices=TWO_CPUS,
         out_dir=tmp_path / "a",
-        on_event=ranks.watch,
+        on_event=on_event,
         on_start=ranks.on_start,
     )
     assert out.status == "budget_exceeded", out
     act = out.actuals
     assert act is not None and act.steps < LONG_RUN_STEPS
-    assert act.cost_usd >= 2.0
+    # Every device is billed: the cap is reached at half the wall time one device would take.
+    assert act.cost_usd >= spec["max_cost_usd"]
     assert act.cost_usd == pytest.approx(act.wall_s * 2 * 1.0, rel=1e-3)
     assert act.gpu_hours == pytest.approx(act.wall_s / 3600 * 2, rel=1e-3)
+    if trained:  # the ranks saw the cap themselves, agreed to stop, and rank 0 reported
+        assert not act.partial and act.stop_reason == "budget_exceeded"
+        assert act.world_size == 2 and act.steps >= trained[-1]
     assert not ranks.left_running()

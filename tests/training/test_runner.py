@@ -242,3 +242,26 @@ def test_run_job_on_one_cpu_device_trains(
     out = run_job(launch(job_spec), devices=["cpu:0"], out_dir=tmp_path / "artifact")
     assert out.status == "succeeded", out.error
     assert out.actuals is not None and out.actuals.num_gpus == 1
+
+
+class _CallerGone(BaseException):
+    """What an interrupt or a test timeout raises in the caller (not an Exception)."""
+
+
+def test_a_caller_that_leaves_takes_the_child_with_it(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
+    holder: list[TrainingChild] = []
+
+    def on_event(message: dict[str, Any]) -> None:
+        if message["type"] == "progress":
+            raise _CallerGone
+
+    with pytest.raises(_CallerGone):
+        run_in_child(
+            launch({**job_spec, "max_steps": LONG_RUN_STEPS}),
+            out_dir=tmp_path / "artifact",
+            on_event=on_event,
+            on_start=holder.append,
+        )
+    assert holder and not holder[0].is_alive()

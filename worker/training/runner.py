@@ -325,11 +325,13 @@ def run_job(
     except JobSpecError as exc:
         return RunOutcome("failed", None, error_kind=exc.kind, error=str(exc))
     child = TrainingChild(launch, out_dir=out_dir, devices=device_set)
-    child.start()
-    if on_start is not None:
-        on_start(child)
-    return child.wait(
-        on_event=on_event, should_cancel=should_cancel, grace_s=grace_s, on_tick=on_tick
+    return _start_and_wait(
+        child,
+        on_event=on_event,
+        should_cancel=should_cancel,
+        grace_s=grace_s,
+        on_start=on_start,
+        on_tick=on_tick,
     )
 
 
@@ -351,12 +353,37 @@ def run_in_child(
     worker's devices as they are; `run_job` confines a job to its own device set.
     """
     child = TrainingChild(launch, out_dir=out_dir)
-    child.start()
-    if on_start is not None:
-        on_start(child)
-    return child.wait(
-        on_event=on_event, should_cancel=should_cancel, grace_s=grace_s, on_tick=on_tick
+    return _start_and_wait(
+        child,
+        on_event=on_event,
+        should_cancel=should_cancel,
+        grace_s=grace_s,
+        on_start=on_start,
+        on_tick=on_tick,
     )
+
+
+def _start_and_wait(
+    child: TrainingChild,
+    *,
+    on_event: EventCallback | None,
+    should_cancel: Callable[[], bool] | None,
+    grace_s: float,
+    on_start: Callable[[TrainingChild], None] | None,
+    on_tick: Callable[[], None] | None,
+) -> RunOutcome:
+    child.start()
+    try:
+        if on_start is not None:
+            on_start(child)
+        return child.wait(
+            on_event=on_event, should_cancel=should_cancel, grace_s=grace_s, on_tick=on_tick
+        )
+    except BaseException:
+        # The caller is leaving (an interrupt, a timeout, a bug in a callback it passed): the
+        # training processes must not outlive it.
+        child.stop(grace_s=0)
+        raise
 
 
 class Throttle:
