@@ -39,7 +39,7 @@ MONITOR_S = 0.1  # how often the agent looks at its ranks (torchrun's default is
 RENDEZVOUS_TIMEOUT_S = 300  # all ranks are local: they meet as soon as they have imported torch
 
 
-class _Relay(threading.Thread):
+class RankRelay(threading.Thread):
     """Reads every rank's pipe: forwards rank 0's phases and progress, keeps the endings."""
 
     def __init__(self, readers: list[MpConnection], conn: Connection) -> None:
@@ -116,7 +116,7 @@ def launcher_main(
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(world)]
     writers = [w for _, w in pipes]
-    relay = _Relay([r for r, _ in pipes], conn)
+    relay = RankRelay([r for r, _ in pipes], conn)
     relay.start()
     failed_rank: int | None = None
     failure: str | None = None
