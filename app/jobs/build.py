@@ -22,15 +22,22 @@ from app.estimator.spec import Method
 from app.jobs.spec import JobSpec
 
 
-def build_spec(values: dict[str, Any]) -> JobSpec:
-    """The job spec of these values; a 422 naming the first bad field."""
+def build_spec(values: dict[str, Any], *, other_model: bool) -> JobSpec:
+    """The job spec of these values; a 422 naming the first bad field.
+
+    `other_model`: the job trains another model than the one its estimate analysed, so its
+    LoRA targets are checked against that model here (the estimator checked them against its
+    own). The analysis is cached per config, and only this case pays for it while the
+    request holds a database connection.
+    """
     try:
         spec = JobSpec.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "spec"
         raise InvalidInput(f"{where}: {first['msg']}", field=where) from None
-    check_lora_targets(spec)
+    if other_model:
+        check_lora_targets(spec)
     return spec
 
 

@@ -208,7 +208,10 @@ def create(
             "learning_rate": job_in.learning_rate,
             "forced": job_in.force,
             "tags": tags,
-        }
+        },
+        # The estimator checked the settings against the estimate's own model; only a model
+        # named beside an estimate_id can differ from it.
+        other_model=job_in.estimate_id is not None and job_in.model is not None,
     )
 
     settings = get_settings()
