@@ -11,6 +11,7 @@ from fastapi import Depends
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import outbox
 from app.config import get_settings
 
 
@@ -57,6 +58,7 @@ def session_scope() -> Iterator[Session]:
     try:
         yield session
         session.commit()
+        outbox.flush(session)  # the messages this transaction queued, now that it committed
     except BaseException:
         session.rollback()
         raise

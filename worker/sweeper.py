@@ -17,7 +17,6 @@ from celery.signals import worker_ready, worker_shutdown
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs.recovery import resend_queued, sweep_stale
-from app.queue import enqueue_job
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +26,19 @@ SWEEP_EVERY_HEARTBEATS = 2
 
 
 def sweep_once() -> list[str]:
-    """One sweep: recover stale jobs, commit, re-send; returns the re-queued job ids."""
+    """One sweep: recover stale jobs and re-send them after the commit; the re-queued job ids."""
     settings = get_settings()
     with session_scope() as session:
         resend = sweep_stale(session, stale_s=settings.heartbeat_stale_s)
         again = resend_queued(
             session, older_than_s=settings.queued_resend_s, stale_s=settings.heartbeat_stale_s
         )
-    for job_id, queue in resend:
-        enqueue_job(job_id, queue=queue)
-        log.warning("job %s lost its worker; re-queued on %s", job_id, queue)
-    for job_id, queue in again:
-        enqueue_job(job_id, queue=queue)
-        log.warning("job %s still queued; its message was sent again on %s", job_id, queue)
-    return [job_id for job_id, _ in resend + again]
+    # The scope's commit sent their messages (app/outbox.py).
+    for job_id in resend:
+        log.warning("job %s lost its worker; re-queued", job_id)
+    for job_id in again:
+        log.warning("job %s still queued; its message was sent again", job_id)
+    return resend + again
 
 
 class Sweeper:

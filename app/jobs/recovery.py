@@ -2,8 +2,8 @@
 
 Shared by the API (a cheap sweep of one job on GET) and the workers (every worker sweeps all jobs
 from a background thread). Each sweep locks the rows it changes (`FOR UPDATE SKIP LOCKED` on
-PostgreSQL), so two sweepers never both re-queue a job. The caller commits, then re-enqueues the
-returned jobs: a task must never reach a worker before its row says `queued`.
+PostgreSQL), so two sweepers never both re-queue a job. A re-queued job's message is sent after the
+caller's commit (app/outbox.py): a task must never reach a worker before its row says `queued`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from app import outbox
 from app.jobs import billing
 from app.models import Job, JobEvent, JobStatus, WorkerNode
 from app.models.base import utcnow
@@ -30,10 +31,8 @@ def add_event(session: Session, *, job_id: str, kind: str, message: str) -> None
     session.add(JobEvent(job_id=job_id, created_at=utcnow(), kind=kind, message=message))
 
 
-def sweep_stale(
-    session: Session, *, stale_s: float, job_id: str | None = None
-) -> list[tuple[str, str]]:
-    """Recover running jobs with a heartbeat older than `stale_s`; returns (id, queue) to re-send.
+def sweep_stale(session: Session, *, stale_s: float, job_id: str | None = None) -> list[str]:
+    """Recover running jobs with a heartbeat older than `stale_s`; returns the re-queued ids.
 
     A lost job that had a cancel pending ends `cancelled`; otherwise it is re-queued while it has
     attempts left, else it ends `failed` with the reason.
@@ -47,7 +46,7 @@ def sweep_stale(
     if job_id is not None:
         stmt = stmt.where(Job.id == job_id)
     stmt = stmt.with_for_update(skip_locked=True)
-    resend: list[tuple[str, str]] = []
+    resend: list[str] = []
     for job in session.scalars(stmt).all():
         # The lost attempt held its GPUs until its last heartbeat: bill that time.
         billing.close(
@@ -72,7 +71,8 @@ def sweep_stale(
             )
             job.worker = None
             job.heartbeat_at = None
-            resend.append((job.id, job.queue))
+            outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue))
+            resend.append(job.id)
         else:
             _finish(job, JobStatus.FAILED, now, detail=None)
             job.error = f"{reason}; gave up after {job.attempts} attempts"
@@ -83,15 +83,13 @@ def sweep_stale(
     return resend
 
 
-def resend_queued(
-    session: Session, *, older_than_s: float, stale_s: float
-) -> list[tuple[str, str]]:
+def resend_queued(session: Session, *, older_than_s: float, stale_s: float) -> list[str]:
     """Queued jobs untouched for `older_than_s` that a live worker can hold: re-send them.
 
     Their broker message may be lost (a broker restarted without persistence, say). Sending
     again is safe: the task claims the row atomically and a second delivery is skipped. Each
-    re-sent job is touched, so it is re-sent at most once per `older_than_s`. Returns (id,
-    queue) pairs the caller sends after committing.
+    re-sent job is touched, so it is re-sent at most once per `older_than_s`. Returns their ids;
+    the messages go after the caller's commit.
     """
     now = utcnow()
     # A live worker of the job's GPU kind with enough devices: only such a worker consumes
@@ -116,7 +114,7 @@ def resend_queued(
         .limit(RESEND_BATCH)
         .with_for_update(skip_locked=True)
     )
-    resend: list[tuple[str, str]] = []
+    resend: list[str] = []
     for job in session.scalars(stmt).all():
         job.updated_at = now
         add_event(
@@ -126,7 +124,8 @@ def resend_queued(
             message=f"still queued after {older_than_s:g} s with a live worker for {job.queue}; "
             "its message was sent again (a duplicate delivery is skipped)",
         )
-        resend.append((job.id, job.queue))
+        outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue))
+        resend.append(job.id)
     session.flush()
     return resend
 

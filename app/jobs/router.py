@@ -1,8 +1,10 @@
 """Routes of /v1/jobs: submit, read, list, progress events, cancel, download the artifact.
 
-The submit route is the transaction boundary: it commits the queued row and only then sends the
-task by name, so a worker never sees a job id before its row exists. If the broker refuses the
-task, the row is deleted again and the client gets 503 (retry with the same Idempotency-Key).
+A route commits at most once (the request's session commits otherwise when it returns); the
+`run_job` messages the services queued are sent only when the session's scope ends after that
+commit (app/outbox.py), so a worker never sees a job id before its row exists. If the broker
+refuses a new job's message, the job is taken back and the client gets 503 (retry with the same
+Idempotency-Key).
 """
 
 from __future__ import annotations
@@ -11,35 +13,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import delete
 
 from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
-from app.errors import NotFound, ServiceUnavailable
+from app.errors import NotFound
 from app.inputs import MAX_BIGINT
 from app.jobs import artifacts, estimates_link, service
 from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
-from app.models import Job, JobStatus
+from app.models import JobStatus
 from app.pagination import CursorQuery, LimitQuery, Page
-from app.queue import enqueue_job
 from app.reports.filters import ReportFiltersDep
 from app.streams import ClosingStreamingResponse
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(max_length=40, description="the job's id")]
-
-
-def _enqueue_or_undo(session: SessionDep, job: Job) -> None:
-    try:
-        enqueue_job(job.id, queue=job.queue)
-    except Exception as exc:  # any transport error: the task was not accepted
-        session.execute(delete(Job).where(Job.id == job.id))
-        session.commit()
-        raise ServiceUnavailable(
-            f"the broker did not accept the job ({type(exc).__name__}); nothing was kept, "
-            "retry with the same Idempotency-Key"
-        ) from exc
 
 
 @router.post(
@@ -74,7 +62,7 @@ def submit_job(
     if job_in.estimate_id is None:
         # The estimate this body implies is CPU work: end the read-only transaction first so
         # no pooled connection waits on it; it is stored with the job, in one transaction.
-        session.commit()
+        session.close()
         prepared = estimates_link.prepare(job_in=job_in, principal=principal)
     job, created = service.create(
         session,
@@ -87,8 +75,10 @@ def submit_job(
         response.status_code = status.HTTP_200_OK
         return service.outs(session, [job])[0]
     out = service.outs(session, [job])[0]
+    # Commit here, once: concurrent submits with this Idempotency-Key wait on the new row's
+    # unique key, holding threads, until it commits; the session's exit (which then sends the
+    # job's message, app/outbox.py) needs a thread of the same pool.
     session.commit()
-    _enqueue_or_undo(session, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return out
 
@@ -112,11 +102,10 @@ def list_jobs(
 def get_job(job_id: JobId, session: SessionDep, principal: ReadPrincipal) -> JobOut:
     """One job of the key's tenant. Reading it also recovers it if its worker died."""
     job = service.get(session, job_id=job_id, principal=principal)
-    resend = service.refresh(session, job=job)
-    session.commit()
-    for resend_id, queue in resend:
-        enqueue_job(resend_id, queue=queue)
-    return service.outs(session, [job])[0]
+    service.refresh(session, job=job)
+    out = service.outs(session, [job])[0]
+    session.commit()  # once, here: the recovery's row locks end before the session's exit
+    return out
 
 
 @router.get("/{job_id}/events", response_model=EventPage)

@@ -1,20 +1,21 @@
 """Jobs: submit (estimate snapshot, budget check, idempotency), look up, list, cancel.
 
-Services flush, never commit: the route commits the new row and only then enqueues it.
+Services flush, never commit: the request's session commits, and the new job's `run_job` message
+is sent only after that commit (app/outbox.py), which takes the job back if the broker refuses it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import redact
+from app import outbox, redact
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
@@ -263,6 +264,10 @@ def create(
             session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in tags.items())
             add_event(session, job_id=job.id, kind="status", message=f"queued on {queue}")
             session.flush()
+        implied = estimate.id if job_in.estimate_id is None else None
+        outbox.send_after_commit(
+            session, outbox.RunJobMessage(job.id, queue, undo=_undo_submit(job.id, implied))
+        )
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -276,6 +281,18 @@ def create(
     return job, True
 
 
+def _undo_submit(job_id: str, estimate_id: str | None) -> Callable[[Session], None]:
+    """Take a committed submit back: the job (its tags and events cascade) and the estimate it
+    implied, if it made one."""
+
+    def undo(session: Session) -> None:
+        session.execute(delete(Job).where(Job.id == job_id))
+        if estimate_id is not None:
+            session.execute(delete(Estimate).where(Estimate.id == estimate_id))
+
+    return undo
+
+
 def get(session: Session, *, job_id: str, principal: Principal, lock: bool = False) -> Job:
     """One job of the caller's tenant by id; 404 if there is none (or it is another's)."""
     job = session.get(Job, job_id, with_for_update=lock)
@@ -286,15 +303,14 @@ def get(session: Session, *, job_id: str, principal: Principal, lock: bool = Fal
     return job
 
 
-def refresh(session: Session, *, job: Job) -> list[tuple[str, str]]:
+def refresh(session: Session, *, job: Job) -> None:
     """Cheap checks on read: recover the job if its worker died; say if no worker can take it.
 
-    Returns (id, queue) pairs the caller must re-enqueue after committing.
+    A recovered job is sent again once the caller's transaction commits (app/outbox.py).
     """
     settings = get_settings()
-    resend: list[tuple[str, str]] = []
     if job.status in (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED):
-        resend = sweep_stale(session, stale_s=settings.heartbeat_stale_s, job_id=job.id)
+        sweep_stale(session, stale_s=settings.heartbeat_stale_s, job_id=job.id)
         session.refresh(job)
     if job.status == JobStatus.QUEUED:
         live = live_worker_count(
@@ -306,7 +322,6 @@ def refresh(session: Session, *, job: Job) -> list[tuple[str, str]]:
         elif live > 0 and job.status_detail == missing:
             job.status_detail = None
         session.flush()
-    return resend
 
 
 def list_(

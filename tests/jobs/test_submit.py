@@ -342,10 +342,16 @@ def test_broker_refusing_the_task_undoes_the_job(
     # Port 1 refuses connections at once; the client gives up after its publish retries.
     dead.conf.update(celery_config(get_settings()) | {"broker_url": "redis://127.0.0.1:1/0"})
     monkeypatch.setattr(app.queue, "_client", dead)
-    jobs_before = _counts()[0]
+    before = _counts()
     resp = _post(app_client, keys["submit"], body(), **{"Idempotency-Key": "broker-down"})
-    assert resp.status_code == 503 and "retry with the same Idempotency-Key" in resp.text
-    assert _counts()[0] == jobs_before
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["content-type"] == PROBLEM
+    problem = resp.json()
+    assert problem["status"] == 503 and problem["title"] == "Service unavailable"
+    assert "broker did not accept the job" in problem["detail"]
+    assert "retry with the same Idempotency-Key" in problem["detail"]
+    # Nothing half-written: no job, tag or event, and not the estimate the body implied.
+    assert _counts() == before
     monkeypatch.undo()
     retry = _post(app_client, keys["submit"], body(), **{"Idempotency-Key": "broker-down"})
     assert retry.status_code == 201
