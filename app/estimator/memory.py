@@ -43,9 +43,11 @@ __all__ = ["MemoryBreakdown", "MemoryEstimate", "StateBytes", "estimate_memory",
 
 Device = Literal["cuda", "cpu"]
 STRATEGIES = ("single", "ddp", "fsdp_zero2", "fsdp_zero3")
-# QLoRA on several GPUs is planned as DDP, the one way the worker runs it: FSDP would have to
-# shard bitsandbytes' packed 4-bit weights (possible with a bnb quant-storage dtype; not built).
-QLORA_STRATEGY = "ddp"
+# Runs the worker does on several GPUs only as DDP, so the planner plans them so: QLoRA (FSDP
+# would have to shard bitsandbytes' packed 4-bit weights: possible with a bnb quant-storage
+# dtype, not built) and fp16 mixed precision (its loss scaler would have to agree on overflow
+# across the shards: torch's ShardedGradScaler, not wired to FSDP2 here).
+REPLICATED_STRATEGY = "ddp"
 GiB = 1024**3
 MiB = 1024**2
 
@@ -129,13 +131,21 @@ class _PerGpu:
     paged: int  # part of `states` that bitsandbytes pages outside torch's allocator
 
 
-def resolve_strategy(*, method: Method, num_gpus: int, sharding: str) -> str:
+def replicated_only(*, method: Method, precision: str | None) -> bool:
+    """True for runs the worker shards by DDP only (see REPLICATED_STRATEGY)."""
+    return method is Method.QLORA or precision == "fp16_mixed"
+
+
+def resolve_strategy(
+    *, method: Method, num_gpus: int, sharding: str, precision: str | None = None
+) -> str:
     """single on one GPU; else the asked strategy, or by default FSDP/ZeRO-3 for full
-    fine-tuning (it shards everything) and DDP for adapters (the frozen base is replicated)."""
+    fine-tuning (it shards everything) and DDP for adapters (the frozen base is replicated).
+    QLoRA and fp16 mixed precision are DDP whatever was asked (REPLICATED_STRATEGY)."""
     if num_gpus <= 1:
         return "single"
-    if method is Method.QLORA:
-        return QLORA_STRATEGY
+    if replicated_only(method=method, precision=precision):
+        return REPLICATED_STRATEGY
     if sharding != "auto":
         return sharding
     return "fsdp_zero3" if method is Method.FULL else "ddp"
@@ -284,8 +294,8 @@ def estimate_memory(
     if sharding == "auto" and num_gpus > 1 and gpu_memory_bytes is not None:
         full = method is Method.FULL
         candidates = ["ddp", "fsdp_zero2", "fsdp_zero3"] if full else ["ddp", "fsdp_zero3"]
-        if method is Method.QLORA:
-            candidates = [QLORA_STRATEGY]
+        if replicated_only(method=method, precision=training.precision):
+            candidates = [REPLICATED_STRATEGY]
     for strategy in candidates:
         estimate = _estimate_cached(
             analysis,
@@ -332,11 +342,11 @@ def _estimate_cached(
         modules_to_save=list(to_save),
     )
     full = method is Method.FULL
-    strategy = resolve_strategy(method=method, num_gpus=num_gpus, sharding=sharding)
+    strategy = resolve_strategy(
+        method=method, num_gpus=num_gpus, sharding=sharding, precision=training.precision
+    )
     if not full and strategy == "fsdp_zero2":
         strategy = "fsdp_zero3"  # adapters: sharding only helps by sharding the frozen base
-    if method is Method.QLORA and strategy != "single":
-        strategy = QLORA_STRATEGY
     states = state_bytes(
         analysis=analysis,
         method=method,

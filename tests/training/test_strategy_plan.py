@@ -20,6 +20,11 @@ def test_every_planned_strategy_is_one_the_worker_runs(method: Method, sharding:
     if method is Method.QLORA:
         assert planned == "ddp"  # the 4-bit base is replicated, never FSDP-sharded
     assert resolve_strategy(method=method, num_gpus=1, sharding=sharding) == "single"
+    # fp16 mixed precision: loss scaling is not shard-aware here, so never FSDP
+    assert (
+        resolve_strategy(method=method, num_gpus=4, sharding=sharding, precision="fp16_mixed")
+        == "ddp"
+    )
 
 
 def _spec(**fields: Any) -> JobSpec:
@@ -34,3 +39,5 @@ def test_the_worker_runs_the_estimates_choice_over_the_training_setting() -> Non
     assert job_strategy(_spec(num_gpus=2, method="lora")) == "ddp"
     assert job_strategy(_spec(num_gpus=2, method="qlora", strategy="fsdp_zero3")) == "ddp"
     assert job_strategy(_spec(num_gpus=1, strategy="single")) == "single"
+    fp16 = {"precision": "fp16_mixed", "sharding": "fsdp_zero3"}
+    assert job_strategy(_spec(num_gpus=2, training=fp16)) == "ddp"

@@ -97,11 +97,16 @@ SOLO = Ranks(rank=0, world_size=1, device=torch.device("cpu"))
 def job_strategy(spec: JobSpec) -> str:
     """The strategy this job runs: the spec's (the estimate's), else training.sharding.
 
-    "auto" resolves as the estimator does (`resolve_strategy`, which also plans QLoRA on several
-    devices as DDP: its 4-bit base is not sharded by FSDP here).
+    "auto" resolves as the estimator does (`resolve_strategy`, which also plans QLoRA and fp16
+    mixed precision on several devices as DDP, the only way this worker runs them).
     """
     asked = spec.strategy if spec.strategy not in (None, "auto") else spec.training.sharding
-    strategy = resolve_strategy(method=spec.method, num_gpus=spec.num_gpus, sharding=str(asked))
+    strategy = resolve_strategy(
+        method=spec.method,
+        num_gpus=spec.num_gpus,
+        sharding=str(asked),
+        precision=spec.training.precision,
+    )
     if strategy != "single" and strategy not in RUNNABLE:
         raise JobSpecError(f"strategy {strategy!r} is not one of {list(RUNNABLE)}")
     return strategy
