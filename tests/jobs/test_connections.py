@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy.pool import QueuePool
 
 from app.db import get_engine
 from app.estimates import service as estimates_service
@@ -19,7 +20,9 @@ def held_during_estimates(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = estimates_service.estimate
 
     def watched(**kwargs: Any) -> Any:
-        seen.append(get_engine().pool.checkedout())  # type: ignore[attr-defined]  # QueuePool's count; the Pool base does not declare it
+        pool = get_engine().pool
+        assert isinstance(pool, QueuePool)  # PostgreSQL's pool: it counts what is checked out
+        seen.append(pool.checkedout())
         return real(**kwargs)
 
     monkeypatch.setattr(estimates_service, "estimate", watched)
