@@ -103,10 +103,18 @@ def test_a_killed_pool_process_takes_its_ranks_along_and_the_job_is_retried(
     pool.send_signal(signal.SIGKILL)  # the task's process dies, as under the OOM killer
 
     _gone, alive = psutil.wait_procs(tree, timeout=GONE_WAIT_S)
-    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    assert not [p for p in alive if _runs(p)], alive
     # Its heartbeat goes stale; the sweeper re-queues the job and it runs again, on both devices.
     wait_for(training(2), timeout=180, what="attempt 2 training")
     resp = app_client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(keys["submit"]))
     assert resp.status_code == 202, resp.text
     done = wait_status(app_client, keys, job["id"])
     assert done["status"] == "cancelled" and done["attempts"] == 2, done
+
+
+def _runs(process: psutil.Process) -> bool:
+    """True while `process` runs (a zombie has ended: only its exit status waits to be read)."""
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False

@@ -100,7 +100,15 @@ class _Ranks:
         """
         alive = [p for p in self.seen.values() if p.is_running()]
         _gone, still = psutil.wait_procs(alive, timeout=EXIT_WAIT_S)
-        return [p for p in still if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        return [p for p in still if _runs(p)]
+
+
+def _runs(process: psutil.Process) -> bool:
+    """True while `process` runs (a zombie has ended: only its exit status waits to be read)."""
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.mark.parametrize(("method", "strategy"), [("full", "fsdp_zero3"), ("lora", "fsdp_zero3")])
