@@ -25,7 +25,10 @@ class JobActuals(BaseModel):
     num_gpus: int
     price_per_gpu_hour: float
     cost_usd: float
-    steps: int
+    steps: int = Field(
+        description="optimizer steps; each is one global batch: micro_batch_size x "
+        "gradient_accumulation_steps x world_size sequences"
+    )
     tokens: int = Field(description="real (non-pad) tokens trained on")
     final_loss: float | None = None
     artifact_path: str | None = Field(None, description="the child's local artifact folder")
