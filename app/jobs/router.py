@@ -18,7 +18,7 @@ from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
 from app.errors import NotFound
 from app.inputs import MAX_BIGINT
-from app.jobs import artifacts, estimates_link, service
+from app.jobs import artifacts, estimates_link, idempotency, service
 from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
 from app.models import JobStatus
 from app.pagination import CursorQuery, LimitQuery, Page
@@ -51,7 +51,7 @@ def submit_job(
     kind the job is accepted and waits in its queue (`gpu.<kind>`, or `gpu.<kind>.x<n>` for
     n devices). The same Idempotency-Key with the same body returns the same job (200).
     """
-    found = service.replay(
+    found = idempotency.replay(
         session, job_in=job_in, principal=principal, idempotency_key=idempotency_key
     )
     if found is not None:

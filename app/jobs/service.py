@@ -6,8 +6,6 @@ is sent only after that commit (app/outbox.py), which takes the job back if the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,7 +18,7 @@ from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs import billing, capacity, estimates_link, snapshot
+from app.jobs import billing, capacity, estimates_link, idempotency, snapshot
 from app.jobs.build import build_spec
 from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
@@ -31,31 +29,7 @@ from app.paths import confine_model_path
 from app.queue import queue_for
 from app.reports.filters import ReportFilters
 
-MAX_IDEMPOTENCY_KEY_CHARS = 200  # the jobs.idempotency_key column width
 MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
-
-
-def request_hash(job_in: JobIn) -> str:
-    """A digest of the body as validated (defaults filled), so equal requests hash equal."""
-    canonical = json.dumps(job_in.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _by_idempotency_key(session: Session, *, key_id: str, idempotency_key: str) -> Job | None:
-    return session.scalar(
-        select(Job).where(Job.created_by_key_id == key_id, Job.idempotency_key == idempotency_key)
-    )
-
-
-def _replay(job: Job, digest: str) -> Job:
-    if job.request_hash != digest:
-        raise InvalidInput(
-            f"Idempotency-Key was already used for job {job.id} with a different body; "
-            "use a new key for a new job",
-            field="Idempotency-Key",
-            job_id=job.id,
-        )
-    return job
 
 
 def _team(principal: Principal, tags: dict[str, str]) -> tuple[str | None, dict[str, str]]:
@@ -144,21 +118,6 @@ def check_tags(*, job_in: JobIn, principal: Principal) -> None:
     _team(principal, job_in.tags)
 
 
-def replay(
-    session: Session, *, job_in: JobIn, principal: Principal, idempotency_key: str | None
-) -> Job | None:
-    """The job an earlier request with this Idempotency-Key made (422 if its body differed)."""
-    if idempotency_key is None:
-        return None
-    if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidInput(
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters",
-            field="Idempotency-Key",
-        )
-    found = _by_idempotency_key(session, key_id=principal.key_id, idempotency_key=idempotency_key)
-    return None if found is None else _replay(found, request_hash(job_in))
-
-
 def create(
     session: Session,
     *,
@@ -172,8 +131,10 @@ def create(
     `prepared`: the estimate a body without estimate_id implies, computed by the route while
     holding no connection (`estimates_link.prepare`); stored here with the job.
     """
-    digest = request_hash(job_in)
-    found = replay(session, job_in=job_in, principal=principal, idempotency_key=idempotency_key)
+    digest = idempotency.request_hash(job_in)
+    found = idempotency.replay(
+        session, job_in=job_in, principal=principal, idempotency_key=idempotency_key
+    )
     if found is not None:
         return found, False
 
@@ -272,12 +233,12 @@ def create(
         if idempotency_key is None:
             raise
         with session.no_autoflush:
-            found = _by_idempotency_key(
+            found = idempotency.by_key(
                 session, key_id=principal.key_id, idempotency_key=idempotency_key
             )
         if found is None:
             raise
-        return _replay(found, digest), False
+        return idempotency.same_body(found, digest), False
     return job, True
 
 
