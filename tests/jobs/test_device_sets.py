@@ -120,8 +120,11 @@ def test_a_two_device_job_never_shares_a_device(
     assert big["status_detail"] is None  # a live worker can hold it
     done = [wait_status(app_client, keys, job["id"]) for job in (big, small)]
     assert all(j["worker"] == two_device_worker.hostname for j in done)
-    assert small["id"] and done[1]["status"] == "succeeded", two_device_worker.output()
+    assert [j["status"] for j in done] == ["succeeded", "succeeded"], two_device_worker.output()
     assert done[0]["actuals"]["worker_devices"] == [0, 1]
+    # One rank per device, and both devices billed for the whole run.
+    assert done[0]["actuals"]["world_size"] == 2 and done[0]["actuals"]["num_gpus"] == 2
+    assert done[0]["act_gpu_hours"] == pytest.approx(2 * done[0]["act_wall_s"] / 3600)
     # Two pool processes took the two jobs at once; whichever came second waited for devices.
     assert not _overlap(done[0], done[1]), [_span(j) for j in done]
     waited = [
