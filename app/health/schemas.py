@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from app.instants import UtcInstant
+
 
 class DatabaseHealth(BaseModel):
     """The database answered, at this Alembic revision."""
@@ -39,7 +41,7 @@ class WorkerNodeHealth(BaseModel):
         description="devices it runs jobs on (NVML, or set by TUNECOST_WORKER_GPU_COUNT)"
     )
     devices_free: int | None = Field(description="held by no job; null from an older worker")
-    last_seen_at: str
+    last_seen_at: UtcInstant
 
 
 class WorkersHealth(BaseModel):

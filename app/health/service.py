@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
 from app.config import Settings
+from app.instants import iso_z
 from app.models import WorkerNode
 from app.models.base import utcnow
 from app.prices.staleness import stale_rows
@@ -65,7 +66,7 @@ def live_workers(session: Session, settings: Settings) -> dict[str, Any]:
                 "gpu": row.gpu,
                 "devices_total": row.device_count,
                 "devices_free": row.devices_free,
-                "last_seen_at": row.last_seen_at.isoformat(),
+                "last_seen_at": iso_z(row.last_seen_at),
             }
         )
     return {"live": len(rows), "by_gpu": by_gpu, "devices": devices, "nodes": nodes}

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app.db import make_engine
 from app.instants import INSTANT_PATTERN
 from app.migrate import upgrade_head
-from app.models import JobAttempt, JobEvent, Scope
+from app.models import JobAttempt, JobEvent, Scope, WorkerNode
 from tests.conftest import auth
 from tests.prices.test_importers import SAMPLES
 from tests.reports.factory import make_job
@@ -73,6 +73,18 @@ def sqlite_client(
                     cost_usd=job.act_cost_usd,
                 )
             )
+        # A live worker (its heartbeat is now): /v1/health lists it with its last_seen_at.
+        session.add(
+            WorkerNode(
+                hostname="instants@host",
+                gpu="cpu",
+                queue="gpu.cpu",
+                device_name="cpu",
+                device_count=1,
+                devices_free=1,
+                pid=1,
+            )
+        )
         session.commit()
     engine.dispose()
     with TestClient(create_app(), raise_server_exceptions=False) as client:
@@ -115,6 +127,7 @@ def _responses(client: Any) -> list[tuple[str, Any]]:
         ("GET /v1/jobs/{id}", client.get(f"/v1/jobs/{job_id}").json()),
         ("GET /v1/jobs/{id}/events", client.get(f"/v1/jobs/{job_id}/events").json()),
         ("GET /v1/calibration", client.get("/v1/calibration").json()),
+        ("GET /v1/health", client.get("/v1/health").json()),
         (
             "GET /v1/calibration/evaluation",
             client.get("/v1/calibration/evaluation", params={"include_jobs": "true"}).json(),
