@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.instants import as_utc
 from app.models import Job, JobAttempt
 
 HOUR_S = 3600.0
@@ -21,8 +22,10 @@ RUNNING = "running"
 
 
 def held_gpu_hours(*, started_at: datetime, until: datetime, num_gpus: int) -> float:
-    """GPU-hours held from `started_at` to `until` on `num_gpus` devices."""
-    return max(0.0, (until - started_at).total_seconds()) / HOUR_S * num_gpus
+    """GPU-hours held from `started_at` to `until` on `num_gpus` devices (either instant may be
+    naive UTC, as SQLite hands stored ones back)."""
+    held_s = (as_utc(until) - as_utc(started_at)).total_seconds()
+    return max(0.0, held_s) / HOUR_S * num_gpus
 
 
 def start(session: Session, *, job: Job, worker: str, now: datetime) -> None:
