@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support import ServiceEnv, clear_caches, drop_database, start_worker
+from tests.support import ServiceEnv, clear_caches, drop_database, pointed_at, start_worker
 
 # live_api: a real uvicorn server on the test services, for the browser and CLI tests.
 pytest_plugins = ["tests.live_api"]
@@ -89,16 +89,8 @@ def service_env(
         model_root=root / "models",
     )
     env.model_root.mkdir()
-    saved = {k: os.environ.get(k) for k in env.variables()}
-    os.environ.update(env.variables())
-    clear_caches()
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    clear_caches()
+    with pointed_at(env.variables()):
+        yield env
 
 
 @pytest.fixture(scope="session")

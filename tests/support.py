@@ -93,6 +93,24 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
+@contextmanager
+def pointed_at(variables: dict[str, str]) -> Iterator[None]:
+    """Set these TUNECOST_* variables (and drop the cached settings, engine and broker) for the
+    block, then put back what was there before."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    clear_caches()
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        clear_caches()
+
+
 def wait_for(
     predicate: Callable[[], T | None],
     *,

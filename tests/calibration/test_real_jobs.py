@@ -8,7 +8,6 @@ Run with `-s` to see each job's metered phases and the fit.
 
 from __future__ import annotations
 
-import os
 import random
 import uuid
 from collections.abc import Iterator
@@ -26,8 +25,8 @@ from app.main import create_app
 from app.models import Scope
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import REDIS_URL, auth
-from tests.jobs.jobs_support import wait_status
-from tests.support import ServiceEnv, clear_caches, start_worker
+from tests.jobs.jobs_support import upload_dataset, wait_status
+from tests.support import ServiceEnv, pointed_at, start_worker
 
 pytestmark = pytest.mark.slow
 SEEN_STEPS = (10, 40, 80)  # three sizes, the minimum a fit needs
@@ -44,16 +43,15 @@ def own_services(isolated_db: str, service_env: ServiceEnv) -> Iterator[ServiceE
     broker = f"{REDIS_URL.rstrip('/')}/{index}"
     redis.Redis.from_url(broker).flushdb()
     env = replace(service_env, database_url=isolated_db, broker_url=broker)
-    saved = os.environ.get("TUNECOST_BROKER_URL")
-    os.environ["TUNECOST_BROKER_URL"] = broker
-    clear_caches()
     make_tiny_model(env.model_root / MODEL, vocab_size=384, hidden_size=64, layers=2, heads=4)
     log = env.storage_root.parent / f"calib-worker-{uuid.uuid4().hex[:6]}.log"
     env.storage_root.mkdir(parents=True, exist_ok=True)
-    with start_worker(env, gpu="cpu", hostname=f"calib-{uuid.uuid4().hex[:6]}", log=log):
+    name = f"calib-{uuid.uuid4().hex[:6]}"
+    with (
+        pointed_at({"TUNECOST_BROKER_URL": broker}),
+        start_worker(env, gpu="cpu", hostname=name, log=log),
+    ):
         yield env
-    os.environ["TUNECOST_BROKER_URL"] = saved or service_env.broker_url
-    clear_caches()
 
 
 def _run(client: TestClient, keys: dict[str, str], dataset_id: str, steps: int) -> dict[str, Any]:
@@ -87,15 +85,7 @@ def test_calibrated_estimate_of_an_unseen_size(own_services: ServiceEnv, tmp_pat
             )
     data = make_tiny_dataset(tmp_path / "calib.jsonl", n=400, fmt="text")
     with TestClient(create_app(), raise_server_exceptions=False) as client:
-        with data.open("rb") as fh:
-            resp = client.post(
-                "/v1/datasets",
-                files={"file": ("calib.jsonl", fh, "application/x-ndjson")},
-                data={"name": "calib", "model_path": MODEL},
-                headers=auth(keys["submit"]),
-            )
-        assert resp.status_code == 201, resp.text
-        dataset_id = resp.json()["id"]
+        dataset_id = upload_dataset(client, keys["submit"], data, model_path=MODEL)
 
         seen = [_run(client, keys, dataset_id, steps) for steps in SEEN_STEPS]
         assert all(j["estimate"]["basis"] == "prior" for j in seen)

@@ -5,17 +5,50 @@ from __future__ import annotations
 import os
 import re
 import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import auth
-from tests.support import WorkerProcess, wait_for
+from tests.support import ServiceEnv, WorkerProcess, start_worker, wait_for
 
 ACTIVE = ("queued", "running", "cancel_requested")
 # A tiny job is seconds of training, but the child's start-up (spawn, import torch/transformers/
 # peft, load) takes from ~10 s on an idle machine to a minute on two busy cores; several jobs
 # may queue behind each other on the one test worker.
 JOB_TIMEOUT_S = 420
+
+
+@contextmanager
+def device_worker(
+    env: ServiceEnv, *, gpu: str, name: str, log: Path, devices: int = 2
+) -> Iterator[WorkerProcess]:
+    """A worker of `gpu` that counts `devices` devices and sizes its own pool (one process per
+    device), as a worker on a multi-GPU machine does."""
+    with start_worker(
+        env,
+        gpu=gpu,
+        hostname=f"{name}-{uuid.uuid4().hex[:6]}",
+        log=log,
+        extra_env={"TUNECOST_WORKER_GPU_COUNT": str(devices)},
+        concurrency=None,
+    ) as worker:
+        yield worker
+
+
+def upload_dataset(client: Any, key: str, path: Path, *, model_path: str) -> str:
+    """Upload the JSONL file at `path` for `model_path`; its dataset id."""
+    with path.open("rb") as fh:
+        resp = client.post(
+            "/v1/datasets",
+            files={"file": (path.name, fh, "application/x-ndjson")},
+            data={"name": path.stem, "model_path": model_path},
+            headers=auth(key),
+        )
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
 
 
 def submit(client: Any, keys: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:

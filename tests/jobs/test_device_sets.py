@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -17,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import auth
-from tests.jobs.jobs_support import events, submit, wait_status
-from tests.support import ServiceEnv, WorkerProcess, start_worker, wait_for
+from tests.jobs.jobs_support import device_worker, events, submit, wait_status
+from tests.support import ServiceEnv, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 Body = Callable[..., dict[str, Any]]
@@ -32,14 +31,7 @@ def two_device_worker(
 ) -> Iterator[WorkerProcess]:
     """A worker left to size its own pool: one process per device."""
     log = tmp_path_factory.mktemp("worker2") / "worker.log"
-    with start_worker(
-        service_env,
-        gpu=GPU,
-        hostname=f"two-{uuid.uuid4().hex[:6]}",
-        log=log,
-        extra_env={"TUNECOST_WORKER_GPU_COUNT": "2"},
-        concurrency=None,
-    ) as worker:
+    with device_worker(service_env, gpu=GPU, name="two", log=log) as worker:
         yield worker
 
 

@@ -7,7 +7,6 @@ attempt, the report) runs here once on SQLite.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,8 +22,8 @@ from app.migrate import upgrade_head
 from app.models import Scope
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import auth
-from tests.jobs.jobs_support import wait_status
-from tests.support import ServiceEnv, clear_caches, start_worker
+from tests.jobs.jobs_support import upload_dataset, wait_status
+from tests.support import ServiceEnv, pointed_at, start_worker
 
 pytestmark = pytest.mark.slow
 MODEL = "embedded-tiny"
@@ -40,21 +39,13 @@ def embedded(service_env: ServiceEnv, tmp_path: Path) -> Iterator[ServiceEnv]:
         broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}",
     )
     upgrade_head(env.database_url)
-    saved = {name: os.environ.get(name) for name in SERVICE_VARIABLES}
-    os.environ.update(TUNECOST_DATABASE_URL=env.database_url, TUNECOST_BROKER_URL=env.broker_url)
-    clear_caches()
     make_tiny_model(env.model_root / MODEL)
     name = f"embedded-{uuid.uuid4().hex[:6]}"
-    try:
-        with start_worker(env, gpu="cpu", hostname=name, log=tmp_path / "worker.log"):
-            yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        clear_caches()
+    with (
+        pointed_at({var: env.variables()[var] for var in SERVICE_VARIABLES}),
+        start_worker(env, gpu="cpu", hostname=name, log=tmp_path / "worker.log"),
+    ):
+        yield env
 
 
 def test_a_job_runs_and_is_billed_on_sqlite(embedded: ServiceEnv, tmp_path: Path) -> None:
@@ -62,18 +53,11 @@ def test_a_job_runs_and_is_billed_on_sqlite(embedded: ServiceEnv, tmp_path: Path
         _, key = keys_service.create(session, name="embedded", scope=Scope.SUBMIT, team="e")
     data = make_tiny_dataset(tmp_path / "data.jsonl", n=40, fmt="text")
     with TestClient(create_app(), raise_server_exceptions=False) as client:
-        with data.open("rb") as fh:
-            resp = client.post(
-                "/v1/datasets",
-                files={"file": ("data.jsonl", fh, "application/x-ndjson")},
-                data={"name": "embedded", "model_path": MODEL},
-                headers=auth(key),
-            )
-        assert resp.status_code == 201, resp.text
+        dataset_id = upload_dataset(client, key, data, model_path=MODEL)
         body = {
             "method": "lora",
             "model": {"path": MODEL},
-            "dataset_id": resp.json()["id"],
+            "dataset_id": dataset_id,
             "training": {"seq_len": 32, "micro_batch_size": 2, "precision": "fp32"},
             "hardware": {"gpu": "cpu", "provider": "aws"},
             "max_steps": 3,

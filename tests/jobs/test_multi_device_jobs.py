@@ -7,7 +7,6 @@ kind no other test serves (A10G); each job runs two gloo ranks started by torch'
 from __future__ import annotations
 
 import signal
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,8 +14,8 @@ import psutil
 import pytest
 
 from tests.conftest import auth
-from tests.jobs.jobs_support import child_pid, events, get, submit, wait_status
-from tests.support import ServiceEnv, WorkerProcess, start_worker, wait_for
+from tests.jobs.jobs_support import child_pid, device_worker, events, get, submit, wait_status
+from tests.support import ServiceEnv, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
 Body = Callable[..., dict[str, Any]]
@@ -31,14 +30,7 @@ def two_device_worker(
 ) -> Iterator[WorkerProcess]:
     """A CPU worker that counts two devices."""
     log = tmp_path_factory.mktemp("worker-ranks") / "worker.log"
-    with start_worker(
-        service_env,
-        gpu=GPU,
-        hostname=f"ranks-{uuid.uuid4().hex[:6]}",
-        log=log,
-        extra_env={"TUNECOST_WORKER_GPU_COUNT": "2"},
-        concurrency=None,
-    ) as worker:
+    with device_worker(service_env, gpu=GPU, name="ranks", log=log) as worker:
         yield worker
 
 

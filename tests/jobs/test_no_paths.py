@@ -18,11 +18,12 @@ from tests.jobs.jobs_support import submit
 from tests.support import ServiceEnv
 from worker.jobs import _strip_server_paths
 
+# The checkout's own folder stands for any server-side source path.
+CHECKOUT = str(Path(__file__).resolve().parents[2])
+
 
 def _server_paths(env: ServiceEnv) -> list[str]:
-    # The checkout's own folder stands for any server-side source path.
-    checkout = str(Path(__file__).resolve().parents[2])
-    return [str(env.storage_root), str(env.model_root), checkout, "site-packages"]
+    return [str(env.storage_root), str(env.model_root), CHECKOUT, "site-packages"]
 
 
 def test_datasets_jobs_errors_and_events_carry_no_server_path(
@@ -40,7 +41,7 @@ def test_datasets_jobs_errors_and_events_carry_no_server_path(
     dataset_file = service_env.storage_root / "datasets" / dataset_id / "data.jsonl"
     leak = (
         f"the dataset file file://{dataset_file} is missing; Traceback: "
-        f"/work/main/.venv/lib/python3.11/site-packages/torch/nn/modules/module.py line 3"
+        f"{CHECKOUT}/.venv/lib/python3.11/site-packages/torch/nn/modules/module.py line 3"
     )
     with session_scope() as session:
         session.execute(
