@@ -5,11 +5,14 @@ The services are required: a test that needs them fails (never skips) when they 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -61,12 +64,35 @@ def pg_url() -> Iterator[str]:
     _drop(name)
 
 
+def _claim_redis_db() -> int:
+    """A Redis database index (1-15) no other test session on this machine holds.
+
+    Each index is claimed by an advisory lock held for the whole session (the kernel drops it
+    when the process ends), so two suites run at once never flush each other's queues.
+    """
+    order = list(range(1, 16))
+    random.shuffle(order)
+    for index in order:
+        fh = open(Path(tempfile.gettempdir()) / f"tunecost-test-redis-db-{index}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        _HELD_LOCKS.append(fh)
+        return index
+    pytest.fail("every Redis database 1-15 is held by another test session on this machine")
+
+
+_HELD_LOCKS: list[IO[str]] = []
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A Redis database (random index) for this session, emptied first."""
+    """A Redis database of this session's own (see _claim_redis_db), emptied first."""
     import redis
 
-    url = f"{REDIS_URL.rstrip('/')}/{random.randint(1, 15)}"
+    url = f"{REDIS_URL.rstrip('/')}/{_claim_redis_db()}"
     client = redis.Redis.from_url(url, socket_connect_timeout=3)
     try:
         client.ping()
@@ -87,6 +113,7 @@ def service_env(
         broker_url=redis_url,
         storage_root=root / "storage",
         model_root=root / "models",
+        lock_dir=root / "device-locks",
     )
     env.model_root.mkdir()
     with pointed_at(env.variables()):

@@ -25,6 +25,7 @@ class ServiceEnv:
     broker_url: str
     storage_root: Path
     model_root: Path
+    lock_dir: Path
 
     def variables(self) -> dict[str, str]:
         """The TUNECOST_* variables that point the app and workers here."""
@@ -33,6 +34,9 @@ class ServiceEnv:
             "TUNECOST_BROKER_URL": self.broker_url,
             "TUNECOST_STORAGE_ROOT": str(self.storage_root),
             "TUNECOST_MODEL_ROOTS": str(self.model_root),
+            # Device locks of this session's workers only: two suites on one machine never
+            # wait on each other's CPU devices.
+            "TUNECOST_WORKER_LOCK_DIR": str(self.lock_dir),
             "TUNECOST_HEARTBEAT_INTERVAL_S": "1",
             "TUNECOST_HEARTBEAT_STALE_S": "10",
         }

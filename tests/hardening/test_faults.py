@@ -78,6 +78,7 @@ def fault_env(
             broker_url=redis_server.url,
             storage_root=tmp / "storage",
             model_root=tmp / "models",
+            lock_dir=tmp / "device-locks",
         )
         env.model_root.mkdir()
         make_tiny_model(env.model_root / "tiny", vocab_size=384, hidden_size=64, layers=2)

@@ -128,7 +128,9 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     upgrade_head(url)
     port = free_port()
     env = {
-        **ServiceEnv(url, f"sqla+sqlite:///{tmp / 'b.db'}", tmp / "s", tmp / "m").variables(),
+        **ServiceEnv(
+            url, f"sqla+sqlite:///{tmp / 'b.db'}", tmp / "s", tmp / "m", tmp / "locks"
+        ).variables(),
         "PATH": "/usr/bin:/bin",
     }
     proc = subprocess.Popen(
