@@ -1,5 +1,5 @@
 """tunecost: estimate, run and meter LLM fine-tunes."""
 
-from app.quiet import silence_false_warnings
+from app.kit.quiet import silence_false_warnings
 
 silence_false_warnings()

@@ -11,8 +11,8 @@ from fastapi import Depends
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import outbox
 from app.config import get_settings
+from app.kit import outbox
 
 
 def make_engine(url: str) -> Engine:

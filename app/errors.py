@@ -115,6 +115,13 @@ class InvalidInput(AppError):
         super().__init__(detail, extra={"errors": errors, **extra})
 
 
+def bad_param(name: str, detail: str) -> InvalidInput:
+    """A 422 naming query parameter `name` (which may itself contain dots, e.g. tag.team)."""
+    return InvalidInput(
+        detail, errors=[{"loc": ["query", name], "msg": detail, "type": "value_error"}]
+    )
+
+
 class ServiceUnavailable(AppError):
     status, title, slug = 503, "Service unavailable", "service-unavailable"
 

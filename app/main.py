@@ -13,16 +13,16 @@ from app.config import get_settings
 from app.datasets.router import router as datasets_router
 from app.errors import PROBLEM_JSON, install_error_handlers
 from app.estimates.router import router as estimates_router
+from app.health.metrics import install_metrics
+from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
-from app.limits import BodyLimitMiddleware
-from app.metrics import install_metrics
-from app.metrics import router as metrics_router
+from app.kit.limits import BodyLimitMiddleware
+from app.kit.requestid import RequestIdMiddleware
 from app.openapi_doc import document_routes, fill_success_schemas
 from app.prices.ratecard_router import router as ratecard_router
 from app.prices.router import router as prices_router
 from app.reports.router import router as reports_router
-from app.requestid import RequestIdMiddleware
 from app.ui.router import install_ui
 
 API_DESCRIPTION = """

@@ -3,7 +3,7 @@ return (not every code on every route), and a schema for every success body.
 
 Error codes follow from what a route takes: a key (401; 403 when it needs more than `read`, which
 every key has), path ids (404), parameters or a body (422), a body (413). 500 and 503 (database
-down) and 431 (oversized headers, app/limits.py) can meet any route. 409 is declared by the few
+down) and 431 (oversized headers, app/kit/limits.py) can meet any route. 409 is declared by the few
 routes that raise `Conflict`, listed here by their endpoint function.
 """
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import ColumnElement, exists, literal_column, select
 from sqlalchemy.orm import aliased
 
-from app.errors import InvalidInput
+from app.errors import bad_param
 from app.models import Job, JobTag
 
 TAG_PARAM_PREFIX = "tag."
@@ -24,13 +24,6 @@ TAG_FILTER_HELP = (
     "tag.<key>=<value>: jobs tagged <key> with that value; repeat or comma-separate values "
     "(any matches), several keys must all match. Example: tag.project=search,ads"
 )
-
-
-def bad_param(name: str, detail: str) -> InvalidInput:
-    """A 422 naming query parameter `name` (which may itself contain dots, e.g. tag.team)."""
-    return InvalidInput(
-        detail, errors=[{"loc": ["query", name], "msg": detail, "type": "value_error"}]
-    )
 
 
 def split_values(raw: Iterable[str], *, name: str) -> list[str]:

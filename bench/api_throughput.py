@@ -56,7 +56,7 @@ def _prepare(tmp: Path) -> tuple[dict[str, str], str]:
         "TUNECOST_BOOTSTRAP_ADMIN_KEY": "false",
     }
     script = (
-        "from app.migrate import upgrade_head; upgrade_head()\n"
+        "from app.kit.migrate import upgrade_head; upgrade_head()\n"
         "from app.auth import service\nfrom app.db import session_scope\n"
         "from app.models import Scope\n"
         "with session_scope() as s:\n"

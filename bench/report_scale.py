@@ -350,7 +350,7 @@ def run(url: str, n: int) -> None:
     os.environ["TUNECOST_BOOTSTRAP_ADMIN_KEY"] = "false"
     from app.auth import service as keys
     from app.db import session_scope
-    from app.migrate import upgrade_head
+    from app.kit.migrate import upgrade_head
     from app.models import Scope
 
     upgrade_head(url)

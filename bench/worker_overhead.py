@@ -238,7 +238,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tunecost-bench-") as name:
         tmp = Path(name)
         os.environ.update(_env(tmp))
-        from app.migrate import upgrade_head
+        from app.kit.migrate import upgrade_head
         from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 
         upgrade_head(os.environ["TUNECOST_DATABASE_URL"])

@@ -31,7 +31,7 @@ REDIS_URL = os.environ.get("TUNECOST_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 def _create_migrated_database(prefix: str) -> tuple[str, str]:
     """Create an empty PostgreSQL database and migrate it; returns (name, url)."""
-    from app.migrate import upgrade_head
+    from app.kit.migrate import upgrade_head
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")

@@ -72,14 +72,14 @@ def force_avx512bf16(monkeypatch: Any, *, on: bool) -> None:
 def clear_caches() -> None:
     """Forget cached settings, engines and the Celery client after the environment changed."""
     import app.catalog.service
-    import app.queue
+    import app.kit.queue
     from app.config import get_settings
     from app.db import get_engine, get_sessionmaker
 
     get_settings.cache_clear()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
-    app.queue._client = None
+    app.kit.queue._client = None
     app.catalog.service._effective = None  # keyed by version id only, not by database
 
 

@@ -19,7 +19,7 @@ from celery import Celery
 from celery.signals import celeryd_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
-from app.queue import celery_config, queue_for, queues_up_to
+from app.kit.queue import celery_config, queue_for, queues_up_to
 from worker import devices
 
 log = logging.getLogger(__name__)

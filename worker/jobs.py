@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app import redact
 from app.config import get_settings
 from app.jobs import snapshot
 from app.jobs.artifacts import artifact_url
+from app.kit import redact
+from app.kit.queue import RUN_JOB_TASK
+from app.kit.storage import open_file
 from app.models import JobStatus
-from app.queue import RUN_JOB_TASK
-from app.storage import open_file
 from worker import devices, job_rows
 from worker.celery_app import celery_app
 from worker.job_rows import Claim

@@ -33,7 +33,7 @@ def sweep_once() -> list[str]:
         again = resend_queued(
             session, older_than_s=settings.queued_resend_s, stale_s=settings.heartbeat_stale_s
         )
-    # The scope's commit sent their messages (app/outbox.py).
+    # The scope's commit sent their messages (app/kit/outbox.py).
     for job_id in resend:
         log.warning("job %s lost its worker; re-queued", job_id)
     for job_id in again:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.instants import UtcInstant
+from app.kit.instants import UtcInstant
 from app.models import Scope
 
 

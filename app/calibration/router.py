@@ -15,7 +15,7 @@ from app.catalog.loader import load_catalog
 from app.db import SessionDep
 from app.estimator.efficiency import mfu_prior
 from app.estimator.spec import Method
-from app.reports.filters import as_utc
+from app.kit.instants import query_instant
 
 router = APIRouter(prefix="/v1/calibration", tags=["calibration"])
 
@@ -88,6 +88,6 @@ def get_evaluation(
     return evaluation.evaluate(
         session,
         holdout_fraction=holdout_fraction,
-        split_at=as_utc(split_at, name="split_at"),
+        split_at=query_instant(split_at, name="split_at"),
         include_jobs=include_jobs,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from app.instants import UtcInstant
+from app.kit.instants import UtcInstant
 
 
 class CalibrationGroupOut(BaseModel):

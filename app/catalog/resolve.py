@@ -20,7 +20,7 @@ from app.estimates.schemas import ModelConfigIn, ModelPathIn
 from app.estimator.lora import lora_trainable_params
 from app.estimator.model_analysis import ModelAnalysis, ModelConfigError, analyze_model
 from app.estimator.spec import LoraSpec
-from app.paths import confine_model_path, relative_to_root
+from app.kit.paths import confine_model_path, relative_to_root
 
 MAX_CONFIG_FILE_BYTES = 1024 * 1024  # real config.json files are a few KB
 MAX_MESSAGE_CHARS = 400  # of a library's error message quoted back to the client

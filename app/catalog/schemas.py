@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.catalog.loader import PriceOrigin
 from app.estimator.moe import MoeQuantization
 from app.estimator.spec import Pricing
-from app.instants import UtcInstant
+from app.kit.instants import UtcInstant
 
 # Generous ceiling for one GPU-hour: the dearest listed rate is ~$15; rejects typos like 1e9.
 MAX_USD_PER_GPU_HOUR = 1000.0

@@ -28,7 +28,7 @@ console = Console()
 @cli.command()
 def migrate() -> None:
     """Bring the database schema to the newest revision (Alembic upgrade head)."""
-    from app.migrate import upgrade_head
+    from app.kit.migrate import upgrade_head
 
     upgrade_head()
     console.print("database schema is at head")
@@ -37,7 +37,7 @@ def migrate() -> None:
 @cli.command()
 def bootstrap() -> None:
     """Migrate, then create and print an admin key if there is no key yet."""
-    from app.migrate import upgrade_head
+    from app.kit.migrate import upgrade_head
 
     upgrade_head()
     secret = bootstrap_admin_key()

@@ -13,7 +13,7 @@ from app.datasets import service
 from app.datasets.schemas import DatasetOut
 from app.datasets.upload import receive_upload
 from app.db import SessionDep
-from app.pagination import CursorQuery, LimitQuery, Page
+from app.kit.pagination import CursorQuery, LimitQuery, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from app import redact
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
@@ -32,11 +31,12 @@ from app.datasets.tokens import (
 from app.datasets.upload import ReceivedUpload
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.estimator.spec import DatasetShape
+from app.kit import redact
+from app.kit.pagination import keyset_page
+from app.kit.paths import confine_model_path, relative_to_root
+from app.kit.storage import put_file, remove
 from app.models import Dataset
 from app.models.base import new_id
-from app.pagination import keyset_page
-from app.paths import confine_model_path, relative_to_root
-from app.storage import put_file, remove
 
 # A gzipped upload may expand to this many times the upload limit once decompressed. JSONL text
 # compresses ~3-6x with gzip; past this the stream is treated as a decompression bomb.

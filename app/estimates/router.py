@@ -11,14 +11,14 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Path, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from app.admission import Admission, of_app
 from app.auth.deps import ReadPrincipal
 from app.catalog.resolve import ensure_estimator_loaded
 from app.config import get_settings
 from app.db import SessionDep
 from app.estimates import service
 from app.estimates.schemas import EstimateIn, EstimateOut
-from app.pagination import CursorQuery, LimitQuery, Page
+from app.kit.admission import Admission, of_app
+from app.kit.pagination import CursorQuery, LimitQuery, Page
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from app.estimator.spec import (
     QLoraSpec,
     TrainingSpec,
 )
-from app.instants import UtcInstant
+from app.kit.instants import UtcInstant
 
 MAX_VARIANTS = 10_000  # task-specific versions of one base model; past this it is a typo
 MAX_STORAGE_MONTHS = 120  # ten years of keeping artifacts

@@ -28,9 +28,9 @@ from app.estimator.errors import EstimateInputError
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.results import EstimateResult
 from app.estimator.spec import DatasetShape
+from app.kit.pagination import keyset_page
 from app.models import Dataset, Estimate
 from app.models.base import new_id, utcnow
-from app.pagination import keyset_page
 from app.prices import ratecard, ratecard_service
 from app.prices.staleness import stale_notes
 

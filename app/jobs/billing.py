@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.instants import as_utc
+from app.kit.instants import as_utc
 from app.models import Job, JobAttempt
 
 HOUR_S = 3600.0

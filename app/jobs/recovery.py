@@ -3,7 +3,7 @@
 Shared by the API (a cheap sweep of one job on GET) and the workers (every worker sweeps all jobs
 from a background thread). Each sweep locks the rows it changes (`FOR UPDATE SKIP LOCKED` on
 PostgreSQL), so two sweepers never both re-queue a job. A re-queued job's message is sent after the
-caller's commit (app/outbox.py): a task must never reach a worker before its row says `queued`.
+caller's commit (app/kit/outbox.py): a task must never reach a worker before its row says `queued`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app import outbox
 from app.jobs import billing
+from app.kit import outbox
 from app.models import Job, JobEvent, JobStatus, WorkerNode
 from app.models.base import utcnow
 

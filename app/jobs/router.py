@@ -2,7 +2,7 @@
 
 A route commits at most once (the request's session commits otherwise when it returns); the
 `run_job` messages the services queued are sent only when the session's scope ends after that
-commit (app/outbox.py), so a worker never sees a job id before its row exists. If the broker
+commit (app/kit/outbox.py), so a worker never sees a job id before its row exists. If the broker
 refuses a new job's message, the job is taken back and the client gets 503 (retry with the same
 Idempotency-Key).
 """
@@ -17,13 +17,13 @@ from fastapi.responses import StreamingResponse
 from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
 from app.errors import NotFound
-from app.inputs import MAX_BIGINT
 from app.jobs import artifacts, estimates_link, idempotency, service
 from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
+from app.kit.pagination import CursorQuery, LimitQuery, Page
+from app.kit.streams import ClosingStreamingResponse
 from app.models import JobStatus
-from app.pagination import CursorQuery, LimitQuery, Page
+from app.models.base import MAX_BIGINT
 from app.reports.filters import ReportFiltersDep
-from app.streams import ClosingStreamingResponse
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -77,7 +77,7 @@ def submit_job(
     out = service.outs(session, [job])[0]
     # Commit here, once: concurrent submits with this Idempotency-Key wait on the new row's
     # unique key, holding threads, until it commits; the session's exit (which then sends the
-    # job's message, app/outbox.py) needs a thread of the same pool.
+    # job's message, app/kit/outbox.py) needs a thread of the same pool.
     session.commit()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return out

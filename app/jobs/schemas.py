@@ -8,8 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.estimator.spec import HardwareSpec, LoraSpec, Method, QLoraSpec, TrainingSpec
-from app.instants import UtcInstant
 from app.jobs.spec import MAX_EVAL_FRACTION, ModelRef
+from app.kit.instants import UtcInstant
 from app.models import JobStatus
 
 TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")

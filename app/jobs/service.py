@@ -1,7 +1,8 @@
 """Jobs: submit (estimate snapshot, budget check, idempotency), look up, list, cancel.
 
 Services flush, never commit: the request's session commits, and the new job's `run_job` message
-is sent only after that commit (app/outbox.py), which takes the job back if the broker refuses it.
+is sent only after that commit (app/kit/outbox.py), which takes the job back if the broker
+refuses it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import outbox, redact
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
@@ -22,11 +22,12 @@ from app.jobs import billing, capacity, estimates_link, idempotency, snapshot
 from app.jobs.build import build_spec
 from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
+from app.kit import outbox, redact
+from app.kit.pagination import keyset_page
+from app.kit.paths import confine_model_path
+from app.kit.queue import queue_for
 from app.models import Dataset, Estimate, Job, JobAttempt, JobEvent, JobStatus, JobTag
 from app.models.base import new_id, utcnow
-from app.pagination import keyset_page
-from app.paths import confine_model_path
-from app.queue import queue_for
 from app.reports.filters import ReportFilters
 
 MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
@@ -267,7 +268,7 @@ def get(session: Session, *, job_id: str, principal: Principal, lock: bool = Fal
 def refresh(session: Session, *, job: Job) -> None:
     """Cheap checks on read: recover the job if its worker died; say if no worker can take it.
 
-    A recovered job is sent again once the caller's transaction commits (app/outbox.py).
+    A recovered job is sent again once the caller's transaction commits (app/kit/outbox.py).
     """
     settings = get_settings()
     if job.status in (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED):
@@ -352,7 +353,7 @@ def to_out(job: Job, tags: dict[str, str], attempts: Sequence[JobAttempt] = ()) 
     fields: dict[str, Any] = {
         name: getattr(job, name) for name in JobOut.model_fields if name not in own
     }
-    # Rows keep absolute paths for the workers; clients see none (app/redact.py).
+    # Rows keep absolute paths for the workers; clients see none (app/kit/redact.py).
     fields.update(
         spec=redact.spec(job.spec),
         error=redact.text(job.error),

@@ -22,7 +22,7 @@ DEFAULT_LR = {Method.FULL: 2e-5, Method.LORA: 2e-4, Method.QLORA: 2e-4}
 DEFAULT_MAX_GRAD_NORM = 1.0  # HF Trainer's default gradient clipping
 DEFAULT_EVAL_FRACTION = 0.05  # a small held-out slice: eval loss without starving training
 MAX_EVAL_FRACTION = 0.5  # hold out more and there is little left to train on
-MAX_MODEL_PATH_CHARS = 1024  # as app/paths.py allows
+MAX_MODEL_PATH_CHARS = 1024  # as app/kit/paths.py allows
 MAX_HUB_ID_CHARS = 300  # owner/name on the Hub is far shorter; bounds the stored row
 Strategy = Literal["single", "auto", "ddp", "fsdp_zero2", "fsdp_zero3"]
 

@@ -10,7 +10,7 @@ from app.auth.deps import AdminPrincipal, ReadPrincipal
 from app.catalog.schemas import PROVIDER_PATTERN
 from app.db import SessionDep
 from app.errors import InvalidInput
-from app.instants import UtcInstant
+from app.kit.instants import UtcInstant
 from app.models import PriceImport
 from app.models.base import utcnow
 from app.prices import service

@@ -21,16 +21,14 @@ from sqlalchemy import ColumnElement, and_
 from app.auth.deps import ReadPrincipal
 from app.auth.service import Principal
 from app.auth.tenancy import visible
-from app.errors import InvalidInput
+from app.errors import InvalidInput, bad_param
 from app.estimator.spec import Method
-from app.inputs import to_utc
-from app.instants import iso_z
+from app.kit.instants import iso_z, query_instant
 from app.models import Job, JobStatus
 from app.tag_filters import (
     TAG_FILTER_HELP,
     TAG_KEY,
     TAG_PARAM_PREFIX,
-    bad_param,
     parse_tag_filter,
     query_lists,
     split_values,
@@ -54,16 +52,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 GROUP_CHOICES = (*JOB_COLUMNS, "job", "tag:<key>")
 _ANY = "repeat the parameter or comma-separate values; any of them matches"
-
-
-def as_utc(value: datetime | None, *, name: str = "from") -> datetime | None:
-    """`value` in UTC (naive is taken as UTC); 422 naming `name` when UTC cannot hold it."""
-    if value is None:
-        return None
-    try:
-        return to_utc(value)
-    except ValueError as exc:
-        raise bad_param(name, f"{name}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -114,7 +102,7 @@ def parse_filters(
 
     Each bad value, and each name that is not a filter, is a 422 naming its parameter.
     """
-    start, end = as_utc(start, name="from"), as_utc(end, name="to")
+    start, end = query_instant(start, name="from"), query_instant(end, name="to")
     if start is not None and end is not None and start > end:
         raise bad_param("from", "from must not be later than to")
     columns: dict[str, tuple[str, ...]] = {}

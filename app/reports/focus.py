@@ -2,7 +2,7 @@
 
 The query itself yields each record in column order (timestamps already ISO 8601 text, tags
 already a JSON object as text), so Python only writes rows out. CSV is always written by the
-API's one CSV writer (app/csv_out.py, which neutralises formula-like cells) from rows fetched in
+API's one CSV writer (app/kit/csv_out.py, which neutralises formula-like cells) from rows fetched in
 batches through a server-side cursor (`yield_per`); on PostgreSQL the database renders JSON
 itself (`json_build_object` through `COPY (query) TO STDOUT`). Either way the output leaves in
 chunks and memory stays flat whatever the row count. Values are only ever what was recorded:
@@ -31,8 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from app import csv_out
 from app.config import get_settings
+from app.kit import csv_out
 from app.models import Job, JobTag
 from app.reports.filters import ReportFilters
 from app.reports.focus_columns import COLUMNS

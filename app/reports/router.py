@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app import csv_out
-from app.admission import of_app
 from app.config import get_settings
 from app.db import SessionDep
+from app.kit import csv_out
+from app.kit.admission import of_app
+from app.kit.streams import ClosingStreamingResponse, DatabaseStream
 from app.reports import focus, service
 from app.reports.filters import GROUP_CHOICES, ReportFilters, ReportFiltersDep, parse_group_by
 from app.reports.schemas import (
@@ -25,7 +26,6 @@ from app.reports.schemas import (
     flat_columns,
     flat_row,
 )
-from app.streams import ClosingStreamingResponse, DatabaseStream
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -84,7 +84,7 @@ def spend(
 
 def _stream(filters: ReportFilters, format: Format) -> DatabaseStream:
     # Its own session (the request's one is closed before a streamed body is sent), cancelled
-    # and released as soon as the client goes (app/streams.py).
+    # and released as soon as the client goes (app/kit/streams.py).
     return DatabaseStream(lambda session: focus.stream(session, filters, format))
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app.db import make_engine
-from app.migrate import upgrade_head
+from app.kit.migrate import upgrade_head
 from app.models import Job
 from tests.conftest import PG_ADMIN_URL
 from tests.reports.factory import make_job

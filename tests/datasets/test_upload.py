@@ -273,7 +273,7 @@ def test_a_stored_file_is_removed_when_the_transaction_rolls_back(
     service_env: ServiceEnv, tmp_path: Path
 ) -> None:
     from app.datasets.service import _delete_on_rollback
-    from app.storage import put_file
+    from app.kit.storage import put_file
 
     local = tmp_path / "x.jsonl"
     local.write_text('{"text": "kept?"}\n')

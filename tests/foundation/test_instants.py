@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.db import make_engine
-from app.instants import INSTANT_PATTERN
-from app.migrate import upgrade_head
+from app.kit.instants import INSTANT_PATTERN
+from app.kit.migrate import upgrade_head
 from app.models import JobAttempt, JobEvent, Scope, WorkerNode
 from tests.conftest import auth
 from tests.prices.test_importers import SAMPLES
@@ -212,7 +212,7 @@ def test_every_instant_in_real_responses_has_an_offset(sqlite_client: Any) -> No
 def test_naive_and_offset_values_are_written_in_utc() -> None:
     from pydantic import TypeAdapter
 
-    from app.instants import UtcInstant
+    from app.kit.instants import UtcInstant
 
     adapter = TypeAdapter(UtcInstant)
     naive = datetime(2025, 1, 2, 3, 4, 5)

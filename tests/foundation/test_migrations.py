@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from app.migrate import downgrade_base, upgrade_head
+from app.kit.migrate import downgrade_base, upgrade_head
 from app.models import Base
 
 EXPECTED_TABLES = {

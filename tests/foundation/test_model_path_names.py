@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import InvalidInput
-from app.paths import confine_model_path
+from app.kit.paths import confine_model_path
 
 
 def test_a_name_over_name_max_is_refused_as_invalid(tmp_path: Path) -> None:

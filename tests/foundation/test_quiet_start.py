@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from app.quiet import BNB_CPU_OPS_LOGGER, BNB_KERNELS_HINT
+from app.kit.quiet import BNB_CPU_OPS_LOGGER, BNB_KERNELS_HINT
 from tests.support import ROOT
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from app.queue import get_client, queue_for
+from app.kit.queue import get_client, queue_for
 from tests.support import wait_for
 
 

@@ -61,8 +61,8 @@ def fault_env(
 
     from app.auth import service
     from app.db import session_scope
+    from app.kit.migrate import upgrade_head
     from app.main import create_app
-    from app.migrate import upgrade_head
     from app.models import Scope
 
     tmp = tmp_path_factory.mktemp("faults")

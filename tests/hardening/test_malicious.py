@@ -121,7 +121,7 @@ def test_a_huge_authorization_header_is_401_problem_json(app_client: Any) -> Non
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """uvicorn in a subprocess on its own SQLite database: headers are parsed by the real server."""
-    from app.migrate import upgrade_head
+    from app.kit.migrate import upgrade_head
 
     tmp = tmp_path_factory.mktemp("server")
     url = f"sqlite:///{tmp / 'tc.db'}"

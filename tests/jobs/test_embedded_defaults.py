@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from app.auth import service as keys_service
 from app.db import session_scope
+from app.kit.migrate import upgrade_head
 from app.main import create_app
-from app.migrate import upgrade_head
 from app.models import Scope
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import auth

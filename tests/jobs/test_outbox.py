@@ -10,9 +10,9 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app import outbox
 from app.db import get_sessionmaker
 from app.errors import ServiceUnavailable
+from app.kit import outbox
 from tests.support import ServiceEnv
 
 QUEUE = "gpu.outbox-test"  # no worker consumes it: the messages stay where we can read them
@@ -51,14 +51,14 @@ def test_a_refused_message_is_undone_and_raised_only_when_it_has_an_undo(
 ) -> None:
     from celery import Celery
 
-    import app.queue
+    import app.kit.queue
     from app.config import get_settings
-    from app.queue import celery_config
+    from app.kit.queue import celery_config
 
     dead = Celery("dead-broker")
     # Port 1 refuses connections at once; the client gives up after its publish retries.
     dead.conf.update(celery_config(get_settings()) | {"broker_url": "redis://127.0.0.1:1/0"})
-    monkeypatch.setattr(app.queue, "_client", dead)
+    monkeypatch.setattr(app.kit.queue, "_client", dead)
     undone: list[int] = []
 
     def undo(session: Session) -> None:  # runs in a transaction of its own, after the commit

@@ -334,14 +334,14 @@ def test_broker_refusing_the_task_undoes_the_job(
 ) -> None:
     from celery import Celery
 
-    import app.queue
+    import app.kit.queue
     from app.config import get_settings
-    from app.queue import celery_config
+    from app.kit.queue import celery_config
 
     dead = Celery("dead-broker")
     # Port 1 refuses connections at once; the client gives up after its publish retries.
     dead.conf.update(celery_config(get_settings()) | {"broker_url": "redis://127.0.0.1:1/0"})
-    monkeypatch.setattr(app.queue, "_client", dead)
+    monkeypatch.setattr(app.kit.queue, "_client", dead)
     before = _counts()
     resp = _post(app_client, keys["submit"], body(), **{"Idempotency-Key": "broker-down"})
     assert resp.status_code == 503, resp.text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from app.admission import Admission, Busy
+from app.kit.admission import Admission, Busy
 
 
 def test_past_slots_and_queue_the_answer_is_busy_at_once() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app import csv_out
 from app.db import session_scope
+from app.kit import csv_out
 from devtools.tinymodel import make_tiny_dataset
 from tests.conftest import auth
 from tests.jobs.conftest import TINY_NAME, TRAINING, tiny_model  # noqa: F401 (fixture)

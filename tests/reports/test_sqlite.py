@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.db import make_engine
-from app.migrate import upgrade_head
+from app.kit.migrate import upgrade_head
 from app.reports import focus, service
 from app.reports.filters import ReportFilters, parse_filters, parse_group_by
 from app.reports.schemas import Bucket

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app import queue
 from app.errors import ServiceUnavailable
+from app.kit import queue
 
 log = logging.getLogger(__name__)
 

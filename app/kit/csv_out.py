@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from app.streams import ClosingStreamingResponse
+from app.kit.streams import ClosingStreamingResponse
 
 CSV_MEDIA = "text/csv; charset=utf-8"
 # OWASP CSV injection: the characters a spreadsheet takes as the start of a formula.
