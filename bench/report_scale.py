@@ -220,8 +220,8 @@ def report_figures(base: str, key: str) -> None:
     import httpx
 
     from app.db import session_scope
+    from app.jobs.filters import parse_filters, parse_group_by
     from app.reports import service
-    from app.reports.filters import parse_filters, parse_group_by
 
     everything = parse_filters(start=None, end=None, params={})
     headers = {"Authorization": f"Bearer {key}"}
@@ -293,8 +293,8 @@ def focus_http(base: str, key: str, fmt: str) -> tuple[float, int, int]:
 
 def focus_cpu_ms(fmt: str) -> float:
     """CPU milliseconds (database + this process) of the whole export, as the route streams it."""
+    from app.jobs.filters import parse_filters
     from app.reports import focus
-    from app.reports.filters import parse_filters
 
     everything = parse_filters(start=None, end=None, params={})
     return cpu_ms(lambda session: sum(len(c) for c in focus.stream(session, everything, fmt)))
@@ -307,8 +307,8 @@ def focus_memory(path: str, end: datetime | None) -> tuple[int, int]:
     every database) and "pg-json" (PostgreSQL renders the JSON records through COPY).
     """
     from app.db import session_scope
+    from app.jobs.filters import parse_filters
     from app.reports import focus
-    from app.reports.filters import parse_filters
 
     filters = parse_filters(start=None, end=end, params={})
     tracemalloc.start()

@@ -18,12 +18,12 @@ from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
 from app.errors import NotFound
 from app.jobs import artifacts, estimates_link, idempotency, service
+from app.jobs.filters import ReportFiltersDep
 from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
 from app.kit.pagination import CursorQuery, LimitQuery, Page
 from app.kit.streams import ClosingStreamingResponse
 from app.models import JobStatus
 from app.models.base import MAX_BIGINT
-from app.reports.filters import ReportFiltersDep
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -20,6 +20,7 @@ from app.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs import billing, capacity, estimates_link, idempotency, snapshot
 from app.jobs.build import build_spec
+from app.jobs.filters import ReportFilters
 from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
 from app.kit import outbox, redact
@@ -28,7 +29,6 @@ from app.kit.paths import confine_model_path
 from app.kit.queue import queue_for
 from app.models import Dataset, Estimate, Job, JobAttempt, JobEvent, JobStatus, JobTag
 from app.models.base import new_id, utcnow
-from app.reports.filters import ReportFilters
 
 MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
 

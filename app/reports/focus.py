@@ -32,9 +32,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.jobs.filters import ReportFilters
 from app.kit import csv_out
 from app.models import Job, JobTag
-from app.reports.filters import ReportFilters
 from app.reports.focus_columns import COLUMNS
 from app.reports.focus_columns import columns as focus_columns
 

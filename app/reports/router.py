@@ -1,6 +1,6 @@
 """Report routes (read scope): estimate vs actual, spend over time, the FOCUS 1.2 export.
 
-Every report takes the job filters of `app/reports/filters.py` (`ReportFiltersDep`, shared with
+Every report takes the job filters of `app/jobs/filters.py` (`ReportFiltersDep`, shared with
 GET /v1/jobs): `from`/`to` on when the job finished, the job columns and `tag.<key>=<value>`.
 """
 
@@ -13,11 +13,11 @@ from fastapi.responses import Response
 
 from app.config import get_settings
 from app.db import SessionDep
+from app.jobs.filters import GROUP_CHOICES, ReportFilters, ReportFiltersDep, parse_group_by
 from app.kit import csv_out
 from app.kit.admission import of_app
 from app.kit.streams import ClosingStreamingResponse, DatabaseStream
 from app.reports import focus, service
-from app.reports.filters import GROUP_CHOICES, ReportFilters, ReportFiltersDep, parse_group_by
 from app.reports.schemas import (
     Bucket,
     EstimateVsActualReport,

@@ -27,8 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.jobs.filters import JOB_COLUMNS, Grouping, ReportFilters, describe
 from app.models import Job, JobTag
-from app.reports.filters import JOB_COLUMNS, Grouping, ReportFilters, describe
 from app.reports.focus_columns import billed_cost, effective_cost
 from app.reports.schemas import (
     QUANTITIES,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.reports.filters import JOB_COLUMNS
-from app.tag_filters import TAG_FILTER_HELP
+from app.jobs.filters import JOB_COLUMNS
+from app.jobs.tag_filters import TAG_FILTER_HELP
 
 FILTERING_ROUTES = (
     "/v1/jobs",

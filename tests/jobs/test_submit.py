@@ -278,7 +278,7 @@ def test_list_filters_and_pages(
     bad = app_client.get("/v1/jobs?tag.no%20space=x", headers=read)
     assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["query", "tag.no space"]
     assert app_client.get("/v1/jobs?status=exploded", headers=read).status_code == 422
-    # The report filters (app/reports/filters.py), refused by name when wrong.
+    # The report filters (app/jobs/filters.py), refused by name when wrong.
     two = app_client.get("/v1/jobs?tag.project=listing&method=full,lora&team=ml", headers=read)
     assert {j["id"] for j in two.json()["items"]} == mine
     ended = app_client.get("/v1/jobs?tag.project=listing&from=2020-01-01", headers=read)

@@ -15,7 +15,7 @@ EVA, SPEND, FOCUS, JOBS = (
     "/v1/reports/focus",
     "/v1/jobs",
 )
-# The filters every one of these routes takes from the one dependency (app/reports/filters.py).
+# The filters every one of these routes takes from the one dependency (app/jobs/filters.py).
 FILTERS: list[tuple[dict[str, Any], str]] = [
     ({"from": "yesterday"}, "from"),
     ({"to": "2025-13-01"}, "to"),

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.db import session_scope
+from app.jobs.filters import parse_filters
 from app.models import Job
 from app.reports import focus
-from app.reports.filters import parse_filters
 from app.reports.focus_columns import COLUMNS
 from tests.conftest import auth
 from tests.reports.conftest import Seeded

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.db import make_engine
+from app.jobs.filters import ReportFilters, parse_filters, parse_group_by
 from app.kit.migrate import upgrade_head
 from app.reports import focus, service
-from app.reports.filters import ReportFilters, parse_filters, parse_group_by
 from app.reports.schemas import Bucket
 from tests.reports.factory import make_job
 

@@ -3,7 +3,7 @@
 A parameter `tag.project=a,b` (or repeated) matches a job tagged `project` with any of the values;
 several keys must all match. The route reads them from the raw query string (the key is part of
 the parameter name, so no fixed parameter can declare it); the filter dependency of
-app/reports/filters.py documents the family once, with `TAG_FILTER_HELP`.
+app/jobs/filters.py documents the family once, with `TAG_FILTER_HELP`.
 """
 
 from __future__ import annotations

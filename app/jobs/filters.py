@@ -23,9 +23,7 @@ from app.auth.service import Principal
 from app.auth.tenancy import visible
 from app.errors import InvalidInput, bad_param
 from app.estimator.spec import Method
-from app.kit.instants import iso_z, query_instant
-from app.models import Job, JobStatus
-from app.tag_filters import (
+from app.jobs.tag_filters import (
     TAG_FILTER_HELP,
     TAG_KEY,
     TAG_PARAM_PREFIX,
@@ -34,6 +32,8 @@ from app.tag_filters import (
     split_values,
     tag_clauses,
 )
+from app.kit.instants import iso_z, query_instant
+from app.models import Job, JobStatus
 
 # The job columns a filter parameter or a `group_by` value names, by that name.
 JOB_COLUMNS = {
