@@ -23,15 +23,6 @@ ELECTRICITY_USD_PER_KWH = 0.13
 # The catalog's CPU box has no TDP (0 W): a loaded single-socket 16-vCPU server draws ~150 W
 # (SPECpower_ssj2008 published results for such servers: roughly 100-200 W at full load).
 CPU_BOX_WATTS = 150.0
-# FOCUS wants provider display names, not ids (ProviderName: "the name of the entity that made
-# the resources or services available for purchase").
-PROVIDER_NAMES = {
-    "aws": "AWS",
-    "gcp": "Google Cloud",
-    "azure": "Microsoft Azure",
-    "lambda": "Lambda",
-    "runpod": "RunPod",
-}
 
 
 @dataclass(frozen=True)

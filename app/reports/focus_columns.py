@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy import Float, String, case, cast, func, literal, literal_column, null
 
+from app.catalog.providers import PROVIDER_NAMES
 from app.config import Settings
-from app.jobs.provenance import PROVIDER_NAMES
 from app.models import CostSource, Job
 
 CURRENCY = "USD"  # every catalog price is in US dollars (app/catalog/prices.csv)
