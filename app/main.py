@@ -8,6 +8,8 @@ from fastapi import FastAPI
 
 from app.auth.router import router as keys_router
 from app.calibration.router import router as calibration_router
+from app.catalog.prices.ratecard_router import router as ratecard_router
+from app.catalog.prices.router import router as prices_router
 from app.catalog.router import router as catalog_router
 from app.config import get_settings
 from app.datasets.router import router as datasets_router
@@ -20,8 +22,6 @@ from app.jobs.router import router as jobs_router
 from app.kit.limits import BodyLimitMiddleware
 from app.kit.requestid import RequestIdMiddleware
 from app.openapi_doc import document_routes, fill_success_schemas
-from app.prices.ratecard_router import router as ratecard_router
-from app.prices.router import router as prices_router
 from app.reports.router import router as reports_router
 from app.ui.router import install_ui
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from app.catalog.prices.refresh import refresh_all
 from app.kit.queue import REFRESH_PRICES_TASK
-from app.prices.refresh import refresh_all
 from worker import sweeper
 from worker.celery_app import celery_app
 from worker.jobs import run_job

@@ -30,7 +30,7 @@ GPU_ALIASES = {"H100-80GB": "H100-80GB-SXM", "H100": "H100-80GB-SXM", "A100": "A
 PricingKind = Literal["on_demand", "spot", "committed"]
 PRICING_KINDS: tuple[PricingKind, ...] = ("on_demand", "spot", "committed")
 # Where a price row comes from: the hand-transcribed prices.csv shipped as the offline seed, a
-# provider price-list import (app/prices/importers), or an admin override.
+# provider price-list import (app/catalog/prices/importers), or an admin override.
 PriceOrigin = Literal["seed", "import", "override"]
 
 

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.catalog.prices.staleness import stale_notes
 from app.config import get_settings
-from app.prices.staleness import stale_notes
 
 err_console = Console(stderr=True)
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from app.prices.fetch import FETCHERS
-from app.prices.importers import PARSERS, PriceImportError
-from app.prices.refresh import import_document, refresh_all
+from app.catalog.prices.fetch import FETCHERS
+from app.catalog.prices.importers import PARSERS, PriceImportError
+from app.catalog.prices.refresh import import_document, refresh_all
 
 prices_app = typer.Typer(
     help="Provider price lists (talks to the database directly).", no_args_is_help=True

@@ -16,6 +16,8 @@ from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.catalog import Catalog, UnknownGpuError, UnknownProviderError
 from app.catalog import service as catalog_service
+from app.catalog.prices import ratecard, ratecard_service
+from app.catalog.prices.staleness import stale_notes
 from app.catalog.resolve import resolve_model, short_message
 from app.config import get_settings
 from app.datasets import service as datasets_service
@@ -31,8 +33,6 @@ from app.estimator.spec import DatasetShape
 from app.kit.pagination import keyset_page
 from app.models import Dataset, Estimate
 from app.models.base import new_id, utcnow
-from app.prices import ratecard, ratecard_service
-from app.prices.staleness import stale_notes
 
 
 def resolve_dataset(
@@ -201,7 +201,7 @@ def store(
     principal: Principal,
 ) -> EstimateOut:
     """Add the estimate's row (flushed) and return its API view."""
-    # The organisation's negotiated rates beside the list prices (app/prices/ratecard.py).
+    # The organisation's negotiated rates beside the list prices (app/catalog/prices/ratecard.py).
     today = utcnow().date()
     result = ratecard.apply(result, lines=ratecard_service.lines(session), on=today)
     request = estimate_in.model_dump(mode="json", exclude_none=True)

@@ -9,12 +9,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.catalog import service as catalog_service
+from app.catalog.prices.staleness import stale_rows
 from app.config import Settings
 from app.kit.instants import iso_z
 from app.kit.queue import get_client
 from app.models import WorkerNode
 from app.models.base import utcnow
-from app.prices.staleness import stale_rows
 
 
 def database(session: Session) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The organisation's rate card: one row per negotiated rate (app/prices/ratecard.py)."""
+"""The organisation's rate card: one row per negotiated rate (app/catalog/prices/ratecard.py)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Column definitions: FOCUS specification v1.2 (specification/columns/*.md in the 
 Foundation's FOCUS_Spec repository). Every Mandatory column is present; of the Conditional ones,
 those the service can fill honestly: region, SKU, sub-account (the job's team, its tenant),
 resource, tags, usage quantities, and the commitment-discount columns (from the rate card line
-that priced the job's estimate, app/prices/ratecard.py; null without one). Costs follow the
+that priced the job's estimate, app/catalog/prices/ratecard.py; null without one). Costs follow the
 job's provenance (app/jobs/provenance.py) and the contracted rate, if any:
 
 | provenance  | BilledCost      | EffectiveCost             | ListCost        | ContractedCost  |
@@ -35,7 +35,7 @@ GPU_HOURS_UNIT = "GPU-Hours"  # FOCUS unit format: <plural unit>-<time unit>, e.
 SELF_HOSTED_SKU = "self-hosted"  # SkuId prefix of own hardware (the device kind follows)
 # FOCUS PricingCategory: on-demand list price is "Standard"; spot is market-driven, "Dynamic".
 PRICING_CATEGORY = {"on_demand": "Standard", "spot": "Dynamic", "committed": "Committed"}
-# A rate-card line with a commitment id (app/prices/ratecard.py) is a negotiated spend
+# A rate-card line with a commitment id (app/catalog/prices/ratecard.py) is a negotiated spend
 # commitment: FOCUS CommitmentDiscountCategory "Spend", its quantity in the billing currency.
 COMMITMENT_CATEGORY = "Spend"
 COMMITMENT_TYPE = "Rate card"

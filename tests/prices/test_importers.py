@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from app.catalog.loader import PriceRow
-from app.prices import importers
-from app.prices.importers import PriceImportError
+from app.catalog.prices import importers
+from app.catalog.prices.importers import PriceImportError
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 FETCHED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

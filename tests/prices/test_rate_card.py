@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.catalog.prices.ratecard import RateCardError, RateLineIn, contract_for, parse_csv
 from app.db import session_scope
-from app.prices.ratecard import RateCardError, RateLineIn, contract_for, parse_csv
 from tests.conftest import auth
 from tests.reports.factory import make_job, unique
 

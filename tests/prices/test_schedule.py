@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from app.catalog.prices.refresh import refresh_all
 from app.config import Settings
 from app.db import session_scope
 from app.kit.queue import REFRESH_PRICES_TASK, celery_config
 from app.models import CatalogVersion
-from app.prices.refresh import refresh_all
 
 
 def test_beat_schedule_is_off_by_default_and_on_when_configured() -> None:

@@ -1,8 +1,8 @@
 """Price imports in the database: store one as a new catalog version, read the newest per provider.
 
-The document is parsed in full (app/prices/importers) before anything is written, and the rows,
-the import and its catalog version are added in the caller's transaction: a malformed or partial
-document raises before the first write, and a failed commit leaves nothing behind.
+The document is parsed in full (app/catalog/prices/importers) before anything is written, and
+the rows, the import and its catalog version are added in the caller's transaction: a malformed or
+partial document raises before the first write, and a failed commit leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.catalog.loader import PRICING_KINDS, PriceRow
+from app.catalog.prices import importers
 from app.models import CatalogVersion, ImportedPrice, PriceImport
 from app.models.base import utcnow
-from app.prices import importers
 
 MAX_SOURCE_CHARS = 500  # the width of price_imports.source and imported_prices.source
 

@@ -1,6 +1,6 @@
 """The network half of a price refresh: download one provider's whole price list as one document.
 
-Kept thin and apart from the parsers (app/prices/importers), which never touch the network:
+Kept thin and apart from the parsers (app/catalog/prices/importers), which never touch the network:
 paged answers are merged into one page whose next-page marker is empty, so the parser sees the
 complete list or refuses it as partial. Not exercised by the tests (this machine is offline).
 """

@@ -11,10 +11,10 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from app.auth.deps import AdminPrincipal, ReadPrincipal
+from app.catalog.prices import ratecard, ratecard_service
+from app.catalog.prices.ratecard import RateCardError, RateLineIn
 from app.db import SessionDep
 from app.errors import InvalidInput
-from app.prices import ratecard, ratecard_service
-from app.prices.ratecard import RateCardError, RateLineIn
 
 router = APIRouter(prefix="/v1/catalog/rate-card", tags=["catalog"])
 

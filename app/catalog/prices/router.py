@@ -7,15 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, status
 
 from app.auth.deps import AdminPrincipal, ReadPrincipal
+from app.catalog.prices import service
+from app.catalog.prices.importers import PriceImportError
+from app.catalog.prices.schemas import PriceImportList, PriceImportOut
 from app.catalog.schemas import PROVIDER_PATTERN
 from app.db import SessionDep
 from app.errors import InvalidInput
 from app.kit.instants import UtcInstant
 from app.models import PriceImport
 from app.models.base import utcnow
-from app.prices import service
-from app.prices.importers import PriceImportError
-from app.prices.schemas import PriceImportList, PriceImportOut
 
 router = APIRouter(prefix="/v1/catalog/price-imports", tags=["catalog"])
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from app.catalog.loader import PriceRow, PricingKind
-from app.prices.importers.common import (
+from app.catalog.prices.importers.common import (
     PriceImportError,
     check_rows,
     instances_of,

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from app.catalog.loader import PriceRow
-from app.prices.importers.common import check_rows, instances_of, need, per_gpu_row, usd
+from app.catalog.prices.importers.common import check_rows, instances_of, need, per_gpu_row, usd
 
 PROVIDER = "lambda"
 CENTS = 100

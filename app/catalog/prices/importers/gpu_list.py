@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from app.catalog.loader import PRICING_KINDS, PriceRow, UnknownGpuError, load_catalog
-from app.prices.importers.common import PriceImportError, check_rows, need, usd
+from app.catalog.prices.importers.common import PriceImportError, check_rows, need, usd
 
 FORMAT = "tunecost-gpu-prices/1"
 PROVIDER_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")

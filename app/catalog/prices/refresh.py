@@ -6,11 +6,11 @@ from typing import Any
 
 import httpx
 
+from app.catalog.prices import service
+from app.catalog.prices.fetch import FETCHERS
+from app.catalog.prices.importers import PriceImportError
 from app.db import session_scope
 from app.models.base import utcnow
-from app.prices import service
-from app.prices.fetch import FETCHERS
-from app.prices.importers import PriceImportError
 
 
 def import_document(doc: Any, *, provider: str | None, source: str, imported_by: str) -> str:

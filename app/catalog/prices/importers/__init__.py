@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from app.catalog.loader import PriceRow
-from app.prices.importers import aws, azure, gcp, gpu_list, lambda_cloud
-from app.prices.importers.common import PriceImportError
+from app.catalog.prices.importers import aws, azure, gcp, gpu_list, lambda_cloud
+from app.catalog.prices.importers.common import PriceImportError
 
 Parser = Callable[..., list[PriceRow]]
 PARSERS: dict[str, Parser] = {

@@ -8,9 +8,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.catalog.loader import UnknownGpuError, load_catalog
+from app.catalog.prices.ratecard import RateCardError, RateLineIn
 from app.models import CatalogVersion, RateCardLine
 from app.models.base import utcnow
-from app.prices.ratecard import RateCardError, RateLineIn
 
 
 def replace_card(
