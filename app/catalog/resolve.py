@@ -13,10 +13,10 @@ import threading
 from functools import lru_cache
 from typing import Any
 
+from app.catalog.guards import MAX_TOTAL_PARAMS, check_config
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
+from app.catalog.schemas import ModelConfigIn, ModelPathIn
 from app.errors import InvalidInput, NotFound
-from app.estimates.guards import MAX_TOTAL_PARAMS, check_config
-from app.estimates.schemas import ModelConfigIn, ModelPathIn
 from app.estimator.lora import lora_trainable_params
 from app.estimator.model_analysis import ModelAnalysis, ModelConfigError, analyze_model
 from app.estimator.spec import LoraSpec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +15,22 @@ from app.kit.instants import UtcInstant
 # Generous ceiling for one GPU-hour: the dearest listed rate is ~$15; rejects typos like 1e9.
 MAX_USD_PER_GPU_HOUR = 1000.0
 PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class ModelConfigIn(BaseModel):
+    """An inline Hugging Face config.json (never run as remote code)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any]
+
+
+class ModelPathIn(BaseModel):
+    """A local model folder under TUNECOST_MODEL_ROOTS holding a config.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=1024)
 
 
 class GpuOut(BaseModel):

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.catalog.schemas import ModelConfigIn, ModelPathIn
 from app.estimator.results import EstimateResult
 from app.estimator.spec import (
     DatasetShape,
@@ -36,18 +37,6 @@ CatalogId = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ModelConfigIn(_In):
-    """An inline Hugging Face config.json (never run as remote code)."""
-
-    config: dict[str, Any]
-
-
-class ModelPathIn(_In):
-    """A local model folder under TUNECOST_MODEL_ROOTS holding a config.json."""
-
-    path: str = Field(min_length=1, max_length=1024)
 
 
 def _model_kind(value: Any) -> str:

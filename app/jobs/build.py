@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from app.catalog.model_catalog import catalog_model_ids
 from app.catalog.resolve import resolve_model
+from app.catalog.schemas import ModelPathIn
 from app.errors import InvalidInput
-from app.estimates.schemas import ModelPathIn
 from app.estimator.errors import EstimateInputError
 from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis
