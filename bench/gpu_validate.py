@@ -33,8 +33,9 @@ from typing import Any
 import torch
 from multi_device import TwoDeviceCase, run_two_device_cases, two_device_table
 
-from app.catalog.loader import GpuSpec, load_catalog
+from app.catalog.loader import load_catalog
 from app.catalog.model_catalog import get_model_config
+from app.estimator.catalog_types import GpuSpec
 from app.estimator.compute import estimate_time
 from app.estimator.conventions import ADAPTERS_FP32
 from app.estimator.efficiency import mfu_prior

@@ -1,6 +1,7 @@
 """The catalog: GPUs, prices and storage prices (CSV files here) and model configs (models/)."""
 
-from app.catalog.loader import (
+from app.catalog.loader import load_catalog
+from app.estimator.catalog_types import (
     GPU_ALIASES,
     Catalog,
     GpuSpec,
@@ -8,7 +9,6 @@ from app.catalog.loader import (
     StoragePrice,
     UnknownGpuError,
     UnknownProviderError,
-    load_catalog,
 )
 
 __all__ = [

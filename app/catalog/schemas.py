@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.catalog.loader import PriceOrigin
+from app.estimator.catalog_types import PriceOrigin
 from app.estimator.moe import MoeQuantization
 from app.estimator.spec import Pricing
 from app.kit.instants import UtcInstant

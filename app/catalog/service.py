@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.catalog import Catalog, PriceRow, UnknownGpuError, load_catalog
-from app.catalog.loader import GPU_ALIASES, PRICING_KINDS
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
 from app.catalog.prices import service as prices_service
 from app.catalog.prices.staleness import age_days, is_stale
 from app.catalog.resolve import resolve_model
 from app.catalog.schemas import GpuOut, ModelDetail, ModelOut, PriceOut
 from app.errors import Conflict, InvalidInput, NotFound
+from app.estimator.catalog_types import GPU_ALIASES, PRICING_KINDS
 from app.models import CatalogVersion, PriceOverride
 from app.models.base import utcnow
 

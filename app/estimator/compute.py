@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from app.catalog.loader import GpuSpec
+from app.estimator.catalog_types import GpuSpec
 from app.estimator.conventions import DTYPE_BYTES, adapter_dtype
 from app.estimator.efficiency import (
     BANDWIDTH_EFFICIENCY,

@@ -12,9 +12,9 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from app.catalog.loader import Catalog, GpuSpec
 from app.estimator.assemble import dataset_summary, method_result, model_summary
 from app.estimator.calibration_types import CalibrationTable
+from app.estimator.catalog_types import Catalog, GpuSpec
 from app.estimator.errors import EstimateInputError
 from app.estimator.lora import lora_trainable_params
 from app.estimator.memory import estimate_memory

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.catalog.loader import Catalog, GpuSpec, PricingKind
 from app.estimator.calibration_types import CalibrationTable, lookup
+from app.estimator.catalog_types import Catalog, GpuSpec, PricingKind
 from app.estimator.compute import TimeBreakdown, compute_dtype, estimate_time
 from app.estimator.efficiency import mfu_prior
 from app.estimator.intervals import Basis

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import date
 
-from app.catalog.loader import PriceRow, StoragePrice
+from app.estimator.catalog_types import PriceRow, StoragePrice
 from app.estimator.conventions import DTYPE_BYTES, adapter_dtype, saved_module_dtype
 from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis

@@ -12,8 +12,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from app.catalog.loader import Catalog, GpuSpec, PriceRow, UnknownGpuError, UnknownProviderError
 from app.config import Settings
+from app.estimator.catalog_types import (
+    Catalog,
+    GpuSpec,
+    PriceRow,
+    UnknownGpuError,
+    UnknownProviderError,
+)
 from app.models import CostSource
 
 # Default internal rate of a self-hosted device: the energy it draws at its rated power.

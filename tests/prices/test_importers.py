@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from app.catalog.loader import PriceRow
 from app.catalog.prices import importers
 from app.catalog.prices.importers import PriceImportError
+from app.estimator.catalog_types import PriceRow
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 FETCHED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.catalog import load_catalog
-from app.catalog.loader import PriceRow
 from app.config import get_settings
+from app.estimator.catalog_types import PriceRow
 from app.models.base import utcnow
 from tests.conftest import auth
 

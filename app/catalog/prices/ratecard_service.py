@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.catalog.loader import UnknownGpuError, load_catalog
+from app.catalog.loader import load_catalog
 from app.catalog.prices.ratecard import RateCardError, RateLineIn
+from app.estimator.catalog_types import UnknownGpuError
 from app.models import CatalogVersion, RateCardLine
 from app.models.base import utcnow
 

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.catalog.loader import PRICING_KINDS, PriceRow
 from app.catalog.prices import importers
+from app.estimator.catalog_types import PRICING_KINDS, PriceRow
 from app.models import CatalogVersion, ImportedPrice, PriceImport
 from app.models.base import utcnow
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from app.catalog.loader import PriceRow
+from app.estimator.catalog_types import PriceRow
 from app.estimator.results import EstimateResult, MethodResult, Plan
 
 

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from app.catalog.loader import PriceRow
 from app.catalog.prices.importers import aws, azure, gcp, gpu_list, lambda_cloud
 from app.catalog.prices.importers.common import PriceImportError
+from app.estimator.catalog_types import PriceRow
 
 Parser = Callable[..., list[PriceRow]]
 PARSERS: dict[str, Parser] = {

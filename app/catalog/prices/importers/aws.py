@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.catalog.loader import PriceRow, PricingKind
 from app.catalog.prices.importers.common import (
     PriceImportError,
     check_rows,
@@ -23,6 +22,7 @@ from app.catalog.prices.importers.common import (
     per_gpu_row,
     usd,
 )
+from app.estimator.catalog_types import PriceRow, PricingKind
 
 PROVIDER = "aws"
 OFFER_CODE = "AmazonEC2"

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.catalog.loader import PriceRow, PricingKind
 from app.catalog.prices.importers.common import (
     PriceImportError,
     check_rows,
@@ -24,6 +23,7 @@ from app.catalog.prices.importers.common import (
     per_gpu_row,
     usd,
 )
+from app.estimator.catalog_types import PriceRow, PricingKind
 
 PROVIDER = "azure"
 ARM_PREFIX = "Standard_"  # armSkuName is "Standard_ND96asr_v4"; the catalog says "ND96asr_v4"

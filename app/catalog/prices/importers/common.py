@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.catalog.loader import CATALOG_DIR, PriceRow, PricingKind, load_catalog
+from app.catalog.loader import CATALOG_DIR, load_catalog
+from app.estimator.catalog_types import PriceRow, PricingKind
 
 
 class PriceImportError(ValueError):

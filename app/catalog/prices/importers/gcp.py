@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.catalog.loader import PriceRow, PricingKind
 from app.catalog.prices.importers.common import (
     InstanceGpus,
     PriceImportError,
@@ -27,6 +26,7 @@ from app.catalog.prices.importers.common import (
     per_gpu_row,
     usd,
 )
+from app.estimator.catalog_types import PriceRow, PricingKind
 
 PROVIDER = "gcp"
 USAGE_TYPES: dict[str, PricingKind] = {

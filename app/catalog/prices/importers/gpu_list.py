@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.catalog.loader import PRICING_KINDS, PriceRow, UnknownGpuError, load_catalog
+from app.catalog.loader import load_catalog
 from app.catalog.prices.importers.common import PriceImportError, check_rows, need, usd
+from app.estimator.catalog_types import PRICING_KINDS, PriceRow, UnknownGpuError
 
 FORMAT = "tunecost-gpu-prices/1"
 PROVIDER_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.catalog.loader import PriceRow
 from app.catalog.prices.importers.common import check_rows, instances_of, need, per_gpu_row, usd
+from app.estimator.catalog_types import PriceRow
 
 PROVIDER = "lambda"
 CENTS = 100
