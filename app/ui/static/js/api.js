@@ -2,6 +2,9 @@
 const KEY = "tunecost.key";
 export const GIB = 2 ** 30; // memory is shown in GiB everywhere (CLI, demo, console)
 
+// Who the key belongs to (GET /v1/keys/me), filled in by the shell once the key is accepted.
+export const session = { me: null };
+
 export function savedKey() { return sessionStorage.getItem(KEY); }
 export function saveKey(key) { sessionStorage.setItem(KEY, key); }
 export function forgetKey() { sessionStorage.removeItem(KEY); }

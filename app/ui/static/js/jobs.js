@@ -1,6 +1,5 @@
 // Jobs: the tenant's jobs with live progress (percent, tokens/s, ETA, $ against the budget).
-import { api, duration, h, usd } from "./api.js";
-import { session } from "./main.js";
+import { api, duration, h, session, usd } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = new Set(["queued", "running", "cancel_requested"]);

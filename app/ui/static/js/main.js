@@ -1,12 +1,11 @@
 // The console's shell: the key, the scope it grants, and switching between the three views.
-import { api, forgetKey, h, saveKey, savedKey } from "./api.js";
+import { api, forgetKey, h, saveKey, savedKey, session } from "./api.js";
 import { showJobs, stopJobs } from "./jobs.js";
 import { initPlan } from "./plan.js";
 import { showReports } from "./reports.js";
 
 const $ = (id) => document.getElementById(id);
 const views = { plan: () => {}, jobs: showJobs, reports: showReports };
-export const session = { me: null };
 
 export function showView(name) {
   for (const v of Object.keys(views)) $(`view-${v}`).hidden = v !== name;
