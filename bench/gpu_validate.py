@@ -45,7 +45,7 @@ from app.estimator.memory import estimate_memory
 from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
 from app.estimator.workload import Workload
-from worker.metering import gpu_id_for_name, peak_cpu_rss_bytes
+from worker.training.metering import gpu_id_for_name, peak_cpu_rss_bytes
 from worker.training.model import freeze_4bit_base
 
 GPU_MODELS = ("meta-llama/Llama-3.2-1B", "meta-llama/Meta-Llama-3-8B")

@@ -30,7 +30,7 @@ def device_kind() -> tuple[str, str, int]:
 
     TUNECOST_WORKER_GPU overrides the kind, TUNECOST_WORKER_GPU_COUNT the count.
     """
-    from worker.metering import detect_device
+    from worker.training.metering import detect_device
 
     settings = get_settings()
     device = detect_device()

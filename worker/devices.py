@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from app.config import Settings
-from worker.metering import visible_gpu_uuids
+from worker.training.metering import visible_gpu_uuids
 
 LOCK_DIR_NAME = "tunecost-devices"
 ALLOCATOR_LOCK = "allocator.lock"

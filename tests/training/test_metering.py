@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from worker import metering
+from worker.training import metering
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,7 +141,7 @@ def test_energy_is_none_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_peak_rss_grows_with_a_real_allocation() -> None:
     # A fresh interpreter, so the baseline is small and the allocation must show.
     code = (
-        "from worker.metering import peak_cpu_rss_bytes, peak_memory\n"
+        "from worker.training.metering import peak_cpu_rss_bytes, peak_memory\n"
         "before = peak_cpu_rss_bytes()\n"
         "block = bytearray(128 * 2**20)\n"
         "block[::4096] = b'x' * len(block[::4096])\n"

@@ -23,7 +23,7 @@ import torch
 from app.config import get_settings
 from app.jobs.actuals import JobActuals
 from app.jobs.spec import JobSpec
-from worker import metering
+from worker.training import metering
 from worker.training.cpu_threads import cpu_threads
 from worker.training.data import Batch, PreparedData, iterate_batches, one_pass, prepare_data
 from worker.training.distributed import SOLO, Ranks, full_state_dict, unwrap, wrap_model

@@ -27,7 +27,7 @@ import psutil
 from pydantic import ValidationError
 
 from app.jobs.actuals import JobActuals
-from worker import metering
+from worker.training import metering
 from worker.training.child import child_main
 from worker.training.devices import DeviceSet, parse_devices
 from worker.training.errors import JobSpecError
