@@ -130,6 +130,15 @@ class TooManyRequests(AppError):
     status, title, slug = 429, "Too many requests", "too-many-requests"
 
 
+class RefusedBeforeBody(StarletteHTTPException):
+    """An AppError raised from ASGI `receive` (app/kit/limits.py), where only an HTTPException
+    passes FastAPI's body reading unchanged."""
+
+    def __init__(self, error: AppError) -> None:
+        super().__init__(error.status, error.detail, error.headers or None)
+        self.error = error
+
+
 def request_id(request: Request) -> str:
     """The id of this request (set by RequestIdMiddleware); a fresh one if it did not run."""
     rid = getattr(request.state, "request_id", None)
@@ -162,6 +171,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
         return problem_response(exc.status, exc.body(), exc.headers)
+
+    @app.exception_handler(RefusedBeforeBody)
+    async def _refused(_: Request, exc: RefusedBeforeBody) -> JSONResponse:
+        return problem_response(exc.error.status, exc.error.body(), exc.error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.auth.deps import authenticate_headers, needs_key
 from app.auth.router import router as keys_router
 from app.calibration.router import router as calibration_router
 from app.catalog.prices.ratecard_router import router as ratecard_router
@@ -19,7 +20,7 @@ from app.health.metrics import install_metrics
 from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
-from app.kit.limits import BodyLimitMiddleware
+from app.kit.limits import RequestGate
 from app.kit.requestid import RequestIdMiddleware
 from app.openapi_doc import document_routes, fill_success_schemas
 from app.reports.router import router as reports_router
@@ -48,9 +49,11 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(
-        BodyLimitMiddleware,
+        RequestGate,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        needs_key=needs_key,
+        authenticate=authenticate_headers,
     )
     # Added last, so outermost of ours: even a 413 or 431 carries the id.
     app.add_middleware(RequestIdMiddleware)

@@ -22,6 +22,14 @@ class LiveApi:
 
     url: str
     log: Path
+    pid: int
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("the server's /proc status has no VmRSS")
 
     def client(self, secret: str) -> httpx.Client:
         """An HTTP client with `secret` as its key."""
@@ -48,7 +56,7 @@ def live_api(
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    api = LiveApi(url=f"http://127.0.0.1:{port}", log=log)
+    api = LiveApi(url=f"http://127.0.0.1:{port}", log=log, pid=proc.pid)
 
     def up() -> bool:
         if proc.poll() is not None:

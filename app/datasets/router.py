@@ -13,6 +13,7 @@ from app.datasets import service
 from app.datasets.schemas import DatasetOut
 from app.datasets.upload import receive_upload
 from app.db import SessionDep
+from app.kit.limits import accepts_upload
 from app.kit.pagination import CursorQuery, LimitQuery, Page
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -53,6 +54,7 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
     responses={413: {"description": "the upload passes TUNECOST_MAX_UPLOAD_BYTES"}},
 )
+@accepts_upload
 async def upload_dataset(
     request: Request, session: SessionDep, principal: SubmitPrincipal
 ) -> DatasetOut:
