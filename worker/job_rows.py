@@ -1,5 +1,6 @@
 """The job row from the worker's side: claim it, beat, record progress, finish it.
 
+Each opens its own short transaction; the state changes themselves are app/jobs/lifecycle.py's.
 Every write after the claim is conditional on the attempt that claimed the job still owning it
 (same `attempts`, still running or cancel-requested): if a sweeper gave the job to another worker
 meanwhile (this one was cut off from the database too long), this worker's writes change nothing
@@ -9,7 +10,7 @@ and it stops its child.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,8 +20,9 @@ from sqlalchemy.orm import Session
 from app.catalog.service import effective_catalog
 from app.config import Settings, get_settings
 from app.db import session_scope
-from app.jobs import billing, provenance
-from app.jobs.recovery import ACTIVE, MAX_ATTEMPTS, add_event
+from app.jobs import billing, lifecycle, provenance
+from app.jobs.lifecycle import ACTIVE, add_event, owned
+from app.jobs.metered import Metered
 from app.jobs.spec import JobSpec
 from app.models import Dataset, Job, JobAttempt, JobEvent, JobStatus
 from app.models.base import utcnow
@@ -45,10 +47,6 @@ class Skip:
     reason: str
 
 
-def _owned(job_id: str, attempt: int) -> Any:
-    return (Job.id == job_id) & (Job.attempts == attempt) & Job.status.in_(ACTIVE)
-
-
 def claim(job_id: str, *, hostname: str) -> Claim | Skip:
     """Mark the job running on `hostname` if nobody else runs it; idempotent per delivery.
 
@@ -71,38 +69,18 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
             )
             if fresh and job.worker != hostname:
                 return Skip(f"job {job_id} is running on {job.worker}")
-            # The previous attempt's worker died: bill the time it was seen alive.
-            lost_at = job.heartbeat_at or now
-            billing.close(
-                session, job=job, attempt=job.attempts, outcome=billing.LOST, until=lost_at
-            )
-            billing.total(session, job=job)
-            if job.status == JobStatus.CANCEL_REQUESTED:
-                _end(session, job, JobStatus.CANCELLED, detail="cancelled; its worker was lost")
-                return Skip(f"job {job_id} was being cancelled when its worker was lost")
-            if job.attempts >= MAX_ATTEMPTS:
-                job.status, job.finished_at = JobStatus.FAILED, now
-                job.error = (
-                    f"worker {job.worker} was lost during attempt {job.attempts}; "
-                    f"gave up after {job.attempts} attempts"
-                )
-                add_event(session, job_id=job.id, kind="status", message=job.error)
-                return Skip(job.error)
+            # The previous attempt's worker died (this one, restarted, or another).
+            reason = f"worker {job.worker} was lost during attempt {job.attempts}"
+            if not lifecycle.lose_attempt(session, job, reason=reason, requeue=False):
+                return Skip(f"job {job_id}: {job.error or job.status_detail}")
         try:
             spec = JobSpec.model_validate(job.spec)  # stored by the API; validated again here
         except ValidationError as exc:
-            job.error = f"the stored job spec is not valid: {exc}"
-            _end(session, job, JobStatus.FAILED, detail=None)
-            return Skip(job.error)
-        job.status = JobStatus.RUNNING
-        job.attempts += 1
-        job.worker = hostname
-        job.started_at = job.started_at or now
-        job.heartbeat_at = now
-        job.status_detail = f"running on {hostname} (attempt {job.attempts})"
-        _stamp_provenance(session, job, settings)
-        billing.start(session, job=job, worker=hostname, now=now)
-        add_event(session, job_id=job.id, kind="status", message=job.status_detail)
+            lifecycle.fail(session, job, error=f"the stored job spec is not valid: {exc}")
+            return Skip(f"job {job_id}: {job.error}")
+        lifecycle.claim(
+            session, job, worker=hostname, provenance=_provenance(session, job, settings), now=now
+        )
         dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
         return Claim(
             job_id=job.id,
@@ -114,24 +92,22 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
         )
 
 
-def _stamp_provenance(session: Session, job: Job, settings: Settings) -> None:
-    """Record who pays for this attempt's device time: this worker's configuration decides."""
-    decided = provenance.decide(
+def _provenance(session: Session, job: Job, settings: Settings) -> provenance.Provenance:
+    """Who pays for this attempt's device time: this worker's configuration decides."""
+    return provenance.decide(
         settings=settings,
         catalog=effective_catalog(session),
         gpu=job.gpu,
         provider=job.provider,
         pricing=job.pricing,
     )
-    for name, value in decided.columns().items():
-        setattr(job, name, value)
 
 
 def beat(job_id: str, *, attempt: int) -> JobStatus | None:
     """Refresh the heartbeat; returns the status (None when this attempt no longer owns it)."""
     with session_scope() as session:
         now = utcnow()
-        session.execute(update(Job).where(_owned(job_id, attempt)).values(heartbeat_at=now))
+        session.execute(update(Job).where(owned(job_id, attempt)).values(heartbeat_at=now))
         session.execute(
             update(JobAttempt)
             .where(
@@ -152,20 +128,12 @@ def add_progress(job_id: str, *, attempt: int, events: list[dict[str, Any]]) -> 
     if not events:
         return
     with session_scope() as session:
-        if session.scalar(select(Job.id).where(_owned(job_id, attempt))) is None:
+        if session.scalar(select(Job.id).where(owned(job_id, attempt))) is None:
             return
         now = utcnow()
         session.add_all(
             JobEvent(job_id=job_id, created_at=now, kind="progress", **e) for e in events
         )
-
-
-def _end(session: Session, job: Job, status: JobStatus, *, detail: str | None) -> None:
-    job.status = status
-    job.finished_at = utcnow()
-    job.status_detail = detail
-    message = detail or (f"failed: {job.error}" if job.error else str(status))
-    add_event(session, job_id=job.id, kind="status", message=message)
 
 
 def finish(
@@ -175,40 +143,16 @@ def finish(
     status: JobStatus,
     detail: str | None,
     error: str | None = None,
-    values: dict[str, Any] | None = None,
+    result: Metered | None = None,
 ) -> bool:
-    """End the job as `status` with the given column values; False if another attempt owns it."""
+    """End the job as `status`, storing what the attempt metered; False if another owns it."""
     with session_scope() as session:
-        job = session.scalar(select(Job).where(_owned(job_id, attempt)).with_for_update())
+        job = session.scalar(select(Job).where(owned(job_id, attempt)).with_for_update())
         if job is None:
             return False
-        for name, value in (values or {}).items():
-            setattr(job, name, value)
-        job.error = error
-        job.heartbeat_at = utcnow()
-        if job.status == JobStatus.CANCEL_REQUESTED and status != JobStatus.CANCELLED:
-            # The cancel came too late: the run had already ended. Say so; it is billed.
-            add_event(
-                session,
-                job_id=job.id,
-                kind="status",
-                message=f"cancel requested at {_stamp(job.cancel_requested_at)} lost the race: "
-                f"the run had already ended {status}",
-            )
-            detail = f"{detail or status}; the cancel request came after the run ended"
-        # This attempt is billed what it metered (or the time it held, if nothing was metered);
-        # the job's cost is the sum over all its attempts.
-        billing.close(
-            session,
-            job=job,
-            attempt=attempt,
-            outcome=str(status),
-            until=job.heartbeat_at,
-            gpu_hours=job.act_gpu_hours,
-            cost_usd=job.act_cost_usd,
+        lifecycle.finish(
+            session, job, attempt=attempt, status=status, detail=detail, error=error, result=result
         )
-        billing.total(session, job=job)
-        _end(session, job, status, detail=detail)
         return True
 
 
@@ -217,8 +161,7 @@ def fail_unclaimed(job_id: str, *, reason: str) -> None:
     with session_scope() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is not None and not JobStatus(job.status).is_final:
-            job.error = reason
-            _end(session, job, JobStatus.FAILED, detail=None)
+            lifecycle.fail(session, job, error=reason)
 
 
 def devices_needed(job_id: str) -> int | None:
@@ -244,23 +187,5 @@ def note_waiting(job_id: str, *, detail: str) -> None:
 def add_status_event(job_id: str, *, attempt: int, message: str, kind: str = "status") -> None:
     """A status or phase event (e.g. the child's pid) while this attempt owns the job."""
     with session_scope() as session:
-        if session.scalar(select(Job.id).where(_owned(job_id, attempt))) is not None:
+        if session.scalar(select(Job.id).where(owned(job_id, attempt))) is not None:
             add_event(session, job_id=job_id, kind=kind, message=message[:2000])
-
-
-def estimates(job_id: str) -> dict[str, float | int | None]:
-    """The job's estimated quantities, keyed as the errors compare them with the actuals."""
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return {}
-        return {
-            "cost_usd": job.est_cost_usd,
-            "gpu_hours": job.est_gpu_hours,
-            "peak_bytes": job.est_peak_bytes,
-            "artifact_bytes": job.est_artifact_bytes,
-        }
-
-
-def _stamp(when: datetime | None) -> str:
-    return when.isoformat(timespec="seconds") if when else "?"

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from app.config import get_settings
-from app.jobs import snapshot
 from app.jobs.artifacts import artifact_url
+from app.jobs.metered import Artifact, Metered
 from app.kit import redact
 from app.kit.queue import RUN_JOB_TASK
 from app.kit.storage import open_file
@@ -32,6 +32,7 @@ from app.models import JobStatus
 from worker import devices, job_rows
 from worker.celery_app import celery_app
 from worker.job_rows import Claim
+from worker.training import runner
 from worker.training.spec import Launch, RunContext
 
 log = logging.getLogger(__name__)
@@ -45,20 +46,6 @@ COPY_CHUNK_BYTES = 1024 * 1024
 # A job waiting for its worker's devices asks the database at most this often whether it was
 # cancelled meanwhile (the wait itself looks at the device locks every WAIT_POLL_S).
 DEVICE_WAIT_CHECK_S = 5.0
-
-# Columns filled from the metered actuals (app/jobs/actuals.py `JobActuals`).
-ACTUAL_COLUMNS = {
-    "act_wall_s": "wall_s",
-    "act_gpu_hours": "gpu_hours",
-    "act_peak_bytes": "peak_memory_bytes",
-    "act_peak_kind": "peak_memory_kind",
-    "act_tokens": "tokens",
-    "act_tokens_per_s": "tokens_per_s",
-    "act_mfu": "mfu",
-    "act_energy_kwh": "energy_kwh",
-    "act_cost_usd": "cost_usd",
-    "eval_loss": "eval_loss",
-}
 
 
 class JobInputError(Exception):
@@ -208,52 +195,29 @@ def _record_pid(claim: Claim) -> Any:
     return on_start
 
 
-def _finish(claim: Claim, outcome: Any, local_artifact: Path) -> None:
-    from worker.training.runner import RunOutcome
-
-    assert isinstance(outcome, RunOutcome)
+def _finish(claim: Claim, outcome: runner.RunOutcome, local_artifact: Path) -> None:
     actuals = outcome.actuals
-    values: dict[str, Any] = {
-        column: getattr(actuals, key) if actuals is not None else None
-        for column, key in ACTUAL_COLUMNS.items()
-    }
     status = JobStatus(outcome.status)
-    weights = None
+    artifact = None
     if status != JobStatus.FAILED and local_artifact.is_dir() and any(local_artifact.iterdir()):
         url, total, weights = _upload_artifact(claim.job_id, local_artifact)
-        values.update(artifact_path=url, artifact_bytes=total)
+        artifact = Artifact(url=url, total_bytes=total)
         if actuals is not None:
             actuals = actuals.model_copy(update={"artifact_weights_bytes": weights})
-    values["errors"] = snapshot.errors(
-        job_rows.estimates(claim.job_id),
-        {
-            "cost_usd": values["act_cost_usd"],
-            "gpu_hours": values["act_gpu_hours"],
-            "peak_bytes": values["act_peak_bytes"],
-            "artifact_bytes": weights,
-        },
-        full_run=status == JobStatus.SUCCEEDED,
-    )
-    # The child's artifact_path is its local folder; the stored URL is the column.
-    values["actuals"] = (
-        actuals.model_dump(mode="json", exclude={"artifact_path"}) if actuals is not None else None
-    )
-    error = None
     detail = {
         JobStatus.SUCCEEDED: "finished",
         JobStatus.CANCELLED: "cancelled; the training process was stopped",
         JobStatus.BUDGET_EXCEEDED: "stopped: the accrued cost reached max_cost_usd",
         JobStatus.FAILED: None,
     }[status]
-    if status == JobStatus.FAILED:
-        error = f"{outcome.error_kind}: {outcome.error}"
+    error = f"{outcome.error_kind}: {outcome.error}" if status == JobStatus.FAILED else None
     job_rows.finish(
         claim.job_id,
         attempt=claim.attempt,
         status=status,
         detail=detail,
         error=error,
-        values=values,
+        result=Metered(actuals=actuals, artifact=artifact),
     )
 
 
@@ -350,8 +314,6 @@ def _pinned(cores: set[int] | None) -> Iterator[None]:
 
 
 def _run(claim: Claim, lease: devices.DeviceLease) -> str:
-    from worker.training import runner
-
     job_id = claim.job_id
     held = ",".join(str(i) for i in lease.indexes)
     cores = lease.cores()

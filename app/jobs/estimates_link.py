@@ -13,14 +13,18 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.auth.tenancy import can_see
+from app.catalog.schemas import ModelPathIn
 from app.errors import InvalidInput, NotFound
+from app.estimates.schemas import EstimateIn
+from app.estimates.service import Prepared, prepare_detached
 from app.estimator.model_notes import worker_refusal
+from app.estimator.results import EstimateResult
 from app.jobs.schemas import JobIn
 from app.models import Estimate
 
 
 def resolve(
-    session: Session, *, job_in: JobIn, principal: Principal, prepared: Any = None
+    session: Session, *, job_in: JobIn, principal: Principal, prepared: Prepared | None = None
 ) -> Estimate:
     """The estimate named by `estimate_id`, or a new one for this body (flushed, not
     committed): `prepared` (from `prepare`) when the route computed it already."""
@@ -40,28 +44,22 @@ def resolve(
     return row
 
 
-def prepare(*, job_in: JobIn, principal: Principal) -> Any:
+def prepare(*, job_in: JobIn, principal: Principal) -> Prepared:
     """Compute (not store) the estimate a body without estimate_id implies.
 
     A short read-only transaction of its own; no connection is held while the estimator runs.
     The job's transaction stores it with the job, so a refused job leaves no estimate behind.
     """
-    from app.estimates import service as estimates
-
     try:
-        return estimates.prepare_detached(
-            estimate_in=_estimate_request(job_in), principal=principal
-        )
+        return prepare_detached(estimate_in=_estimate_request(job_in), principal=principal)
     except NotFound as exc:  # an unknown catalog model: a bad field of this body, not a 404 URL
         raise InvalidInput(exc.detail, field="model") from None
 
 
-def _estimate_request(job_in: JobIn) -> Any:
+def _estimate_request(job_in: JobIn) -> EstimateIn:
     """The estimate request this job body implies: one method, its model, dataset and settings."""
-    from app.estimates.schemas import EstimateIn
-
     assert job_in.model is not None  # JobIn's validator requires it without estimate_id
-    model: Any = job_in.model.hub_id or {"path": job_in.model.path}
+    model: str | dict[str, str | None] = job_in.model.hub_id or {"path": job_in.model.path}
     body: dict[str, Any] = {
         "model": model,
         "dataset": {"dataset_id": job_in.dataset_id},
@@ -79,15 +77,16 @@ def _estimate_request(job_in: JobIn) -> Any:
         raise InvalidInput(f"{where}: {first['msg']}", field=where) from None
 
 
-def _request(estimate: Estimate) -> dict[str, Any]:
-    return estimate.request if isinstance(estimate.request, dict) else {}
+def _request(estimate: Estimate) -> EstimateIn:
+    """The stored request (`EstimateIn` as dumped, none left out) read back as its model."""
+    return EstimateIn.model_validate(estimate.request)
 
 
 def runnable_model(estimate: Estimate) -> dict[str, str] | None:
     """The estimate's model as a job loads it: a local path, or a catalog id as a hub id."""
-    model = _request(estimate).get("model")
-    if isinstance(model, dict) and isinstance(model.get("path"), str):
-        return {"path": model["path"]}
+    model = _request(estimate).model
+    if isinstance(model, ModelPathIn):
+        return {"path": model.path}
     if isinstance(model, str):
         return {"hub_id": model}
     return None  # an inline config: there are no weights to train
@@ -95,22 +94,20 @@ def runnable_model(estimate: Estimate) -> dict[str, str] | None:
 
 def untrainable(estimate: Estimate) -> str | None:
     """Why the worker cannot train the estimate's model (encoder-decoder), or None."""
-    result = estimate.result if isinstance(estimate.result, dict) else {}
-    model = result.get("model") or {}
-    return worker_refusal(
-        model_type=str(model.get("model_type", "")),
-        is_encoder_decoder=bool(model.get("is_encoder_decoder", False)),
-    )
+    model = EstimateResult.model_validate(estimate.result).model
+    return worker_refusal(model_type=model.model_type, is_encoder_decoder=model.is_encoder_decoder)
 
 
 def dataset_id(estimate: Estimate) -> str | None:
     """The stored dataset the estimate was made for, if any."""
-    dataset = _request(estimate).get("dataset")
-    value = dataset.get("dataset_id") if isinstance(dataset, dict) else None
-    return value if isinstance(value, str) else None
+    return _request(estimate).dataset.dataset_id
 
 
 def settings_of(estimate: Estimate) -> dict[str, dict[str, Any]]:
     """The training, LoRA and QLoRA settings the estimate was made with (as stored)."""
     request = _request(estimate)
-    return {name: dict(request.get(name) or {}) for name in ("training", "lora", "qlora")}
+    return {
+        "training": request.training.model_dump(mode="json", exclude_unset=True),
+        "lora": request.lora.model_dump(mode="json", exclude_unset=True),
+        "qlora": request.qlora.model_dump(mode="json", exclude_unset=True),
+    }

@@ -9,8 +9,7 @@ worker is billed by the provider its jobs were priced at.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from app.config import Settings
 from app.estimator.catalog_types import (
@@ -41,10 +40,6 @@ class Provenance:
     region: str | None
     sku: str | None
     list_price_reference: str | None
-
-    def columns(self) -> dict[str, Any]:
-        """Column name → value, to set on the job row."""
-        return asdict(self)
 
 
 def default_internal_rate(gpu: GpuSpec) -> float:

@@ -13,34 +13,22 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.jobs import billing
-from app.kit import outbox
-from app.models import Job, JobEvent, JobStatus, WorkerNode
+from app.jobs import lifecycle
+from app.models import Job, JobStatus, WorkerNode
 from app.models.base import utcnow
 
-# A job runs at most twice: the first attempt and one retry after its worker was lost. A second
-# loss is more likely the job's own fault (it kills its host, e.g. out of host memory) than bad
-# luck, so it fails instead of taking down a third worker.
-MAX_ATTEMPTS = 2
 RESEND_BATCH = 100  # queued jobs re-sent per sweep at most
-ACTIVE = (JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED)
-
-
-def add_event(session: Session, *, job_id: str, kind: str, message: str) -> None:
-    """Record a status event for a job (flushed with the caller's transaction)."""
-    session.add(JobEvent(job_id=job_id, created_at=utcnow(), kind=kind, message=message))
 
 
 def sweep_stale(session: Session, *, stale_s: float, job_id: str | None = None) -> list[str]:
     """Recover running jobs with a heartbeat older than `stale_s`; returns the re-queued ids.
 
-    A lost job that had a cancel pending ends `cancelled`; otherwise it is re-queued while it has
-    attempts left, else it ends `failed` with the reason.
+    Each lost attempt goes through `lifecycle.lose_attempt`: re-queued while the job has
+    attempts left, else ended (cancelled when a cancel was pending, failed otherwise).
     """
-    now = utcnow()
-    cutoff = now - timedelta(seconds=stale_s)
+    cutoff = utcnow() - timedelta(seconds=stale_s)
     stmt = select(Job).where(
-        Job.status.in_(ACTIVE),
+        Job.status.in_(lifecycle.ACTIVE),
         or_(Job.heartbeat_at < cutoff, and_(Job.heartbeat_at.is_(None), Job.updated_at < cutoff)),
     )
     if job_id is not None:
@@ -48,37 +36,12 @@ def sweep_stale(session: Session, *, stale_s: float, job_id: str | None = None) 
     stmt = stmt.with_for_update(skip_locked=True)
     resend: list[str] = []
     for job in session.scalars(stmt).all():
-        # The lost attempt held its GPUs until its last heartbeat: bill that time.
-        billing.close(
-            session,
-            job=job,
-            attempt=job.attempts,
-            outcome=billing.LOST,
-            until=job.heartbeat_at or job.updated_at,
-        )
-        billing.total(session, job=job)
         reason = (
             f"worker {job.worker or '?'} stopped sending heartbeats "
             f"(last at {_stamp(job.heartbeat_at)}; stale after {stale_s:g} s)"
         )
-        if job.status == JobStatus.CANCEL_REQUESTED:
-            _finish(job, JobStatus.CANCELLED, now, detail=f"cancelled; {reason}")
-        elif job.attempts < MAX_ATTEMPTS:
-            job.status = JobStatus.QUEUED
-            job.status_detail = (
-                f"{reason}; re-queued on {job.queue} for attempt {job.attempts + 1} "
-                f"of {MAX_ATTEMPTS}"
-            )
-            job.worker = None
-            job.heartbeat_at = None
-            outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue))
+        if lifecycle.lose_attempt(session, job, reason=reason, requeue=True):
             resend.append(job.id)
-        else:
-            _finish(job, JobStatus.FAILED, now, detail=None)
-            job.error = f"{reason}; gave up after {job.attempts} attempts"
-        add_event(
-            session, job_id=job.id, kind="status", message=job.status_detail or job.error or ""
-        )
     session.flush()
     return resend
 
@@ -116,24 +79,15 @@ def resend_queued(session: Session, *, older_than_s: float, stale_s: float) -> l
     )
     resend: list[str] = []
     for job in session.scalars(stmt).all():
-        job.updated_at = now
-        add_event(
+        lifecycle.resend(
             session,
-            job_id=job.id,
-            kind="status",
+            job,
             message=f"still queued after {older_than_s:g} s with a live worker for {job.queue}; "
             "its message was sent again (a duplicate delivery is skipped)",
         )
-        outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue))
         resend.append(job.id)
     session.flush()
     return resend
-
-
-def _finish(job: Job, status: JobStatus, now: datetime, *, detail: str | None) -> None:
-    job.status = status
-    job.finished_at = now
-    job.status_detail = detail
 
 
 def _stamp(when: datetime | None) -> str:

@@ -18,17 +18,19 @@ from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs import billing, capacity, estimates_link, idempotency, snapshot
+from app.estimates.service import Prepared
+from app.jobs import billing, capacity, estimates_link, idempotency, lifecycle, snapshot
 from app.jobs.build import build_spec
 from app.jobs.filters import ReportFilters
-from app.jobs.recovery import add_event, live_worker_count, no_worker_detail, sweep_stale
+from app.jobs.lifecycle import add_event
+from app.jobs.recovery import live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
 from app.kit import outbox, redact
 from app.kit.pagination import keyset_page
 from app.kit.paths import confine_model_path
 from app.kit.queue import queue_for
 from app.models import Dataset, Estimate, Job, JobAttempt, JobEvent, JobStatus, JobTag
-from app.models.base import new_id, utcnow
+from app.models.base import new_id
 
 MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
 
@@ -125,7 +127,7 @@ def create(
     job_in: JobIn,
     principal: Principal,
     idempotency_key: str | None,
-    prepared: Any = None,
+    prepared: Prepared | None = None,
 ) -> tuple[Job, bool]:
     """Validate, snapshot the estimate and add a queued job; returns (job, created).
 
@@ -322,19 +324,7 @@ def events(
 def cancel(session: Session, *, job_id: str, principal: Principal) -> Job:
     """Queued: cancelled at once. Running: cancel_requested; the worker stops it, then cancelled."""
     job = get(session, job_id=job_id, principal=principal, lock=True)
-    if job.status == JobStatus.QUEUED:
-        job.status = JobStatus.CANCELLED
-        job.finished_at = utcnow()
-        job.status_detail = "cancelled before it started"
-        add_event(session, job_id=job.id, kind="status", message="cancelled while queued")
-    elif job.status == JobStatus.RUNNING:
-        job.status = JobStatus.CANCEL_REQUESTED
-        job.cancel_requested_at = utcnow()
-        job.status_detail = "cancel requested; the worker is stopping the training process"
-        add_event(session, job_id=job.id, kind="status", message="cancel requested")
-    elif job.status != JobStatus.CANCEL_REQUESTED:
-        raise Conflict(f"job {job.id} already ended: {job.status}")
-    session.flush()
+    lifecycle.cancel(session, job)
     return job
 
 

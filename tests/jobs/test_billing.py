@@ -14,6 +14,8 @@ import pytest
 
 from app.db import session_scope
 from app.estimator.spec import Method
+from app.jobs.actuals import JobActuals
+from app.jobs.metered import Metered
 from app.jobs.spec import JobSpec, ModelRef
 from app.models import Job, JobStatus
 from tests.conftest import auth
@@ -84,18 +86,27 @@ def test_a_cancel_that_loses_the_race_with_the_end_is_recorded_and_billed(
     r = app_client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(keys["submit"]))
     assert r.status_code == 202, r.text
     # The run ended (succeeded) before the worker saw the cancel request.
-    metered = {"act_gpu_hours": 0.002, "act_cost_usd": 0.002 * job["price_per_gpu_hour"]}
+    actuals = JobActuals(
+        wall_s=7.2,
+        gpu_hours=0.002,
+        num_gpus=1,
+        price_per_gpu_hour=job["price_per_gpu_hour"],
+        cost_usd=0.002 * job["price_per_gpu_hour"],
+        steps=3,
+        tokens=1200,
+    )
     assert job_rows.finish(
         job["id"],
         attempt=claim.attempt,
         status=JobStatus.SUCCEEDED,
         detail="finished",
-        values=metered,
+        result=Metered(actuals=actuals),
     )
     done = get(app_client, keys, job["id"])
     assert done["status"] == "succeeded"
     assert "cancel request came after the run ended" in done["status_detail"]
-    assert done["act_cost_usd"] == pytest.approx(metered["act_cost_usd"])
+    assert done["act_cost_usd"] == pytest.approx(actuals.cost_usd)
+    assert done["act_tokens"] == 1200
     assert [a["outcome"] for a in done["attempt_costs"]] == ["succeeded"]
     events = app_client.get(f"/v1/jobs/{job['id']}/events", headers=auth(keys["read"])).json()[
         "items"

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import update
 
 from app.db import session_scope
-from app.jobs.recovery import add_event
+from app.jobs.lifecycle import add_event
 from app.models import Job
 from tests.conftest import auth
 from tests.jobs.conftest import TINY_NAME
