@@ -71,7 +71,7 @@ def _recalibrate(row: Any, calibration: Calibration | None) -> dict[str, _Triple
     snapshot = snapshot_from_row(row)
     time_ratio = None
     if calibration is not None and calibration.mfu is not None:
-        own = snapshot.get("mfu")
+        own = snapshot.mfu
         before_s = modelled_seconds(snapshot, mfu=own) if own else None
         after_s = modelled_seconds(
             snapshot,

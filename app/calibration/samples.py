@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,49 @@ MIN_COMPUTE_SHARE = 0.1
 # recent runs reflect the current software stack.
 MAX_JOBS_PER_GROUP = 200
 _STEP_TERMS = ("weight_stream_s", "dequant_s", "optimizer_s", "comm_s", "adapter_s")
+
+
+class _Snap(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SnapshotTime(_Snap):
+    """The modelled time terms of the snapshot (app/estimator/results.py `TimeOut`), seconds."""
+
+    compute_s: float | None = None
+    overhead_s: float = 0.0
+    step_fixed_s: float = 0.0
+    micro_steps: float | None = None
+    weight_stream_s: float = 0.0
+    dequant_s: float = 0.0
+    optimizer_s: float = 0.0
+    comm_s: float = 0.0
+    adapter_s: float = 0.0
+
+    @property
+    def per_step_s(self) -> float:
+        """The bandwidth-bound per-step terms, taken as modelled by the fit."""
+        return (
+            self.weight_stream_s + self.dequant_s + self.optimizer_s + self.comm_s + self.adapter_s
+        )
+
+
+class JobScaled(_Snap):
+    """What the job ran of the estimate (app/jobs/snapshot.py `Snapshot.as_json`)."""
+
+    steps: float | None = None
+
+
+class FitSnapshot(_Snap):
+    """The parts of a job's stored estimate snapshot (a `MethodResult` plus `job_scaled`) that
+    the fit reads; a part the snapshot lacks takes its default."""
+
+    mfu: float | None = None
+    steps: float | None = None
+    basis: str = "prior"
+    memory_factor: float | None = None
+    job_scaled: JobScaled = Field(default_factory=JobScaled)
+    time: SnapshotTime = Field(default_factory=SnapshotTime)
 
 
 @dataclass(frozen=True)
@@ -50,23 +94,22 @@ class JobSample:
     time: TimeSample | None = None  # the metered phases against the modelled terms
 
 
-def _pos(value: Any) -> float | None:
-    if isinstance(value, int | float) and value > 0:
+def _pos(value: float | None) -> float | None:
+    if value is not None and value > 0:
         return float(value)
     return None
 
 
-def step_fraction(snapshot: dict[str, Any]) -> float:
+def step_fraction(snapshot: FitSnapshot) -> float:
     """The job's optimizer steps (max_steps) over the estimate's, 1 when it ran the estimate's."""
-    steps = _pos(snapshot.get("steps"))
-    scaled = _pos((snapshot.get("job_scaled") or {}).get("steps"))
+    steps, scaled = _pos(snapshot.steps), _pos(snapshot.job_scaled.steps)
     if steps and scaled:
         return scaled / steps
     return 1.0
 
 
 def modelled_seconds(
-    snapshot: dict[str, Any],
+    snapshot: FitSnapshot,
     *,
     mfu: float,
     run_overhead_s: float | None = None,
@@ -77,18 +120,17 @@ def modelled_seconds(
     `run_overhead_s` and `step_s` replace the snapshot's own overhead and per-step seconds
     when given (a calibration's terms); otherwise the snapshot's are kept.
     """
-    time = snapshot.get("time") or {}
-    own_mfu, compute = _pos(snapshot.get("mfu")), _pos(time.get("compute_s"))
+    time = snapshot.time
+    own_mfu, compute = _pos(snapshot.mfu), _pos(time.compute_s)
     if own_mfu is None or compute is None or mfu <= 0:
         return None
     frac = step_fraction(snapshot)
-    per_step = sum(float(time.get(k) or 0.0) for k in _STEP_TERMS)
-    fixed_steps = float(time.get("step_fixed_s") or 0.0)
-    micro = _pos(time.get("micro_steps"))
+    fixed_steps = time.step_fixed_s
+    micro = _pos(time.micro_steps)
     if step_s is not None and micro is not None:
         fixed_steps = step_s * micro
-    fixed = float(time.get("overhead_s") or 0.0) if run_overhead_s is None else run_overhead_s
-    return fixed + frac * (per_step + fixed_steps + compute * own_mfu / mfu)
+    fixed = time.overhead_s if run_overhead_s is None else run_overhead_s
+    return fixed + frac * (time.per_step_s + fixed_steps + compute * own_mfu / mfu)
 
 
 def steady_loop_s(train_s: float | None, warmup_s: float | None) -> float | None:
@@ -100,15 +142,14 @@ def steady_loop_s(train_s: float | None, warmup_s: float | None) -> float | None
 
 
 def time_sample(
-    job_id: str, snapshot: dict[str, Any], *, wall_s: float | None, train_s: float | None
+    job_id: str, snapshot: FitSnapshot, *, wall_s: float | None, train_s: float | None
 ) -> TimeSample | None:
     """The job's metered phases beside the snapshot's modelled terms (None if either is missing).
 
     Snapshots made before the estimate recorded micro-steps cannot say how many steps ran.
     """
-    time = snapshot.get("time") or {}
-    mfu, compute = _pos(snapshot.get("mfu")), _pos(time.get("compute_s"))
-    micro = _pos(time.get("micro_steps"))
+    time = snapshot.time
+    mfu, compute, micro = _pos(snapshot.mfu), _pos(time.compute_s), _pos(time.micro_steps)
     if not (wall_s and train_s and mfu and compute and micro) or train_s > wall_s:
         return None
     frac = step_fraction(snapshot)
@@ -119,24 +160,24 @@ def time_sample(
         train_s=train_s,
         micro_steps=micro * frac,
         unit_compute_s=compute * mfu * frac,
-        modelled_step_s=frac * sum(float(time.get(k) or 0.0) for k in _STEP_TERMS),
+        modelled_step_s=frac * time.per_step_s,
     )
 
 
-def raw_peak_bytes(snapshot: dict[str, Any], est_peak: float | None) -> float | None:
+def raw_peak_bytes(snapshot: FitSnapshot, est_peak: float | None) -> float | None:
     """The estimator's peak before any calibrated memory factor; None when it cannot be known."""
     if not est_peak or est_peak <= 0:
         return None
-    factor = _pos(snapshot.get("memory_factor"))
+    factor = _pos(snapshot.memory_factor)
     if factor is not None:
         return est_peak / factor
-    if snapshot.get("basis", "prior") == "prior":
+    if snapshot.basis == "prior":
         return float(est_peak)
     return None
 
 
 def job_efficiency(
-    snapshot: dict[str, Any],
+    snapshot: FitSnapshot,
     *,
     wall_s: float | None,
     train_s: float | None = None,
@@ -145,20 +186,14 @@ def job_efficiency(
     act_mfu: float | None = None,
 ) -> tuple[float | None, str | None]:
     """The efficiency this job implies, and how it was derived (None when it cannot tell)."""
-    mfu = _pos(snapshot.get("mfu"))
-    time = snapshot.get("time") or {}
-    compute = _pos(time.get("compute_s"))
+    mfu, compute = _pos(snapshot.mfu), _pos(snapshot.time.compute_s)
     if mfu is not None and compute is not None and (train_s or wall_s):
         frac = step_fraction(snapshot)
-        per_step = frac * sum(float(time.get(k) or 0.0) for k in _STEP_TERMS)
+        per_step = frac * snapshot.time.per_step_s
         if train_s:
             measured, fixed, source = train_s, 0.0, "train_time"
         else:
-            measured, fixed, source = (
-                float(wall_s or 0.0),
-                float(time.get("overhead_s") or 0.0),
-                "wall_time",
-            )
+            measured, fixed, source = float(wall_s or 0.0), snapshot.time.overhead_s, "wall_time"
         remaining = measured - fixed - per_step
         if remaining >= MIN_COMPUTE_SHARE * measured:
             return mfu * compute * frac / remaining, source
@@ -194,8 +229,8 @@ def snapshot_columns() -> list[Any]:
     return out
 
 
-def snapshot_from_row(row: Any) -> dict[str, Any]:
-    """The extracted fields back in the stored snapshot's shape (absent ones left out)."""
+def snapshot_from_row(row: Any) -> FitSnapshot:
+    """The extracted fields read back as the snapshot's fit view (absent ones take defaults)."""
     snap: dict[str, Any] = {}
     for path, _ in _SNAPSHOT_FIELDS:
         value = getattr(row, "snap_" + "_".join(path))
@@ -205,7 +240,7 @@ def snapshot_from_row(row: Any) -> dict[str, Any]:
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
-    return snap
+    return FitSnapshot.model_validate(snap)
 
 
 def load_samples(

@@ -92,9 +92,14 @@ def runnable_model(estimate: Estimate) -> dict[str, str] | None:
     return None  # an inline config: there are no weights to train
 
 
-def untrainable(estimate: Estimate) -> str | None:
+def result_of(estimate: Estimate) -> EstimateResult:
+    """The stored result read back as the estimator's model."""
+    return EstimateResult.model_validate(estimate.result)
+
+
+def untrainable(result: EstimateResult) -> str | None:
     """Why the worker cannot train the estimate's model (encoder-decoder), or None."""
-    model = EstimateResult.model_validate(estimate.result).model
+    model = result.model
     return worker_refusal(model_type=model.model_type, is_encoder_decoder=model.is_encoder_decoder)
 
 

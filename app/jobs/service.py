@@ -145,10 +145,11 @@ def create(
     estimate = estimates_link.resolve(
         session, job_in=job_in, principal=principal, prepared=prepared
     )
-    refusal = estimates_link.untrainable(estimate)
+    result = estimates_link.result_of(estimate)
+    refusal = estimates_link.untrainable(result)
     if refusal is not None:
         raise InvalidInput(f"{refusal}; choose a decoder-only model", field="model")
-    snap = snapshot.take(estimate.result, method=str(job_in.method), max_steps=job_in.max_steps)
+    snap = snapshot.take(result, method=str(job_in.method), max_steps=job_in.max_steps)
     if snap.price_per_gpu_hour is None:
         raise InvalidInput(
             f"the catalog has no price for {snap.gpu}; name a provider in hardware.provider",
@@ -166,7 +167,7 @@ def create(
             "max_cost_usd": job_in.max_cost_usd,
             "price_per_gpu_hour": snap.price_per_gpu_hour,
             "num_gpus": snap.num_gpus,
-            "strategy": snap.method_result.get("strategy"),  # the plan's; the worker runs it
+            "strategy": snap.method_result.strategy,  # the plan's; the worker runs it
             "flops_per_token": snap.flops_per_token,
             "eval_fraction": job_in.eval_fraction,
             "seed": job_in.seed,

@@ -1,9 +1,9 @@
 """The estimate of one method, frozen onto a job, and the signed errors of the actuals against it.
 
-Pure functions over the estimator's stored JSON (`EstimateResult.model_dump(mode="json")`). When a
-job caps its optimizer steps below what the estimate planned, the step-proportional part of the
-time (and so GPU-hours, cost and FLOPs) is scaled to them, down or up; start-up and saving are
-not.
+A stored estimate (`EstimateResult.model_dump(mode="json")`) is read back through its model.
+When a job caps its optimizer steps below what the estimate planned, the step-proportional part
+of the time (and so GPU-hours, cost and FLOPs) is scaled to them, down or up; start-up and saving
+are not.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import InvalidInput
+from app.estimator.results import EstimateResult, MethodResult
+from app.estimator.spec import Method
 
 # The estimated quantities that have a metered counterpart: (name, est key, act column suffix).
 ERROR_QUANTITIES = ("cost_usd", "gpu_hours", "peak_bytes", "artifact_bytes")
@@ -23,7 +25,7 @@ FULL_RUN_ONLY = frozenset({"cost_usd", "gpu_hours"})
 class Snapshot:
     """What a job needs from the estimate of its method, after any max_steps scaling."""
 
-    method_result: dict[str, Any]
+    method_result: MethodResult
     gpu: str
     num_gpus: int
     provider: str | None
@@ -41,7 +43,7 @@ class Snapshot:
     def as_json(self) -> dict[str, Any]:
         """The snapshot stored on the job: the method's estimate plus the scaled figures."""
         return {
-            **self.method_result,
+            **self.method_result.model_dump(mode="json"),
             "job_scaled": {
                 "steps": self.steps,
                 "hours": self.hours,
@@ -51,63 +53,44 @@ class Snapshot:
         }
 
 
-def _num(value: Any, what: str) -> float:
-    if not isinstance(value, int | float):
-        raise InvalidInput(f"the stored estimate has no numeric {what}", field="estimate_id")
-    return float(value)
-
-
-def take(result: dict[str, Any], *, method: str, max_steps: int | None) -> Snapshot:
-    """The snapshot of `method` from a stored estimate result, scaled to `max_steps` if given.
+def take(result: EstimateResult, *, method: str, max_steps: int | None) -> Snapshot:
+    """The snapshot of `method` from an estimate result, scaled to `max_steps` if given.
 
     The worker runs exactly `max_steps` optimizer steps when it is set (HF Trainer's rule: it
     overrides the epochs), so the step part scales up as well as down.
     """
-    results = result.get("results") or {}
-    mr = results.get(method)
-    if not isinstance(mr, dict):
-        have = ", ".join(sorted(results)) or "none"
+    mr = result.results.get(Method(method))
+    if mr is None:
+        have = ", ".join(sorted(result.results)) or "none"
         raise InvalidInput(
             f"the estimate has no result for method {method!r} (it has: {have})", field="method"
         )
-    steps = int(_num(mr.get("steps"), "steps"))
-    hours = _num(mr.get("hours"), "hours")
-    gpu_hours = _num(mr.get("gpu_hours"), "gpu_hours")
-    cost = mr.get("cost_usd")
-    overhead_h = float((mr.get("time") or {}).get("overhead_s") or 0.0) / 3600.0
-    flops_per_token = _flops_per_token(result, mr)
-
+    steps, hours, gpu_hours, cost = mr.steps, mr.hours, mr.gpu_hours, mr.cost_usd
+    overhead_h = mr.time.overhead_s / 3600.0
     if max_steps is not None and 0 < max_steps != steps and hours > 0:
         fraction = max_steps / steps
         scaled_hours = overhead_h + max(hours - overhead_h, 0.0) * fraction
         ratio = scaled_hours / hours
         hours, gpu_hours, steps = scaled_hours, gpu_hours * ratio, max_steps
-        cost = cost * ratio if isinstance(cost, int | float) else None
+        cost = cost * ratio if cost is not None else None
+    tokens = result.dataset.processed_tokens
     return Snapshot(
         method_result=mr,
-        gpu=str(mr.get("gpu")),
-        num_gpus=int(_num(mr.get("num_gpus"), "num_gpus")),
-        provider=mr.get("provider"),
-        pricing=str(mr.get("pricing") or "on_demand"),
-        price_per_gpu_hour=mr.get("price_per_gpu_hour"),
-        cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        gpu=mr.gpu,
+        num_gpus=mr.num_gpus,
+        provider=mr.provider,
+        pricing=mr.pricing,
+        price_per_gpu_hour=mr.price_per_gpu_hour,
+        cost_usd=cost,
         gpu_hours=gpu_hours,
         hours=hours,
-        peak_bytes=int(_num((mr.get("memory") or {}).get("per_gpu_bytes"), "memory")),
-        artifact_bytes=int(_num(mr.get("artifact_bytes"), "artifact_bytes")),
+        peak_bytes=mr.memory.per_gpu_bytes,
+        artifact_bytes=mr.artifact_bytes,
         steps=steps,
-        flops_per_token=float(flops_per_token) if flops_per_token else None,
-        fits=bool(mr.get("fits", True)),
+        # the run's FLOPs over the tokens it processes (for MFU)
+        flops_per_token=mr.flops / tokens if mr.flops > 0 and tokens > 0 else None,
+        fits=mr.fits,
     )
-
-
-def _flops_per_token(result: dict[str, Any], mr: dict[str, Any]) -> float | None:
-    """The run's FLOPs over the tokens it processes (for MFU); None when either is missing."""
-    flops = mr.get("flops")
-    tokens = (result.get("dataset") or {}).get("processed_tokens")
-    if isinstance(flops, int | float) and isinstance(tokens, int | float) and tokens > 0:
-        return float(flops) / float(tokens)
-    return None
 
 
 def signed_error_pct(estimated: float | None, actual: float | None) -> float | None:

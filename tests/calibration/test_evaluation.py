@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.calibration import evaluation, service
-from app.calibration.samples import modelled_seconds
+from app.calibration.samples import FitSnapshot, modelled_seconds
 from app.estimator.spec import Method
 from app.models import Job
 from tests.calibration.conftest import slowed_job
@@ -64,9 +64,10 @@ def test_after_uses_only_the_older_fit(session: Session) -> None:
     assert everything.mfu < older.mfu * 0.97
     rows = {j.id: j for j in session.scalars(select(Job))}
     for scored in out.jobs:
-        snap = rows[scored.job_id].estimate_snapshot
+        snap = FitSnapshot.model_validate(rows[scored.job_id].estimate_snapshot)
+        assert snap.mfu is not None
         after_s = modelled_seconds(snap, mfu=older.mfu)
-        before_s = modelled_seconds(snap, mfu=snap["mfu"])
+        before_s = modelled_seconds(snap, mfu=snap.mfu)
         assert after_s is not None and before_s is not None
         ratio = after_s / before_s
         assert scored.before_gpu_hours is not None and scored.before_peak_bytes is not None

@@ -11,7 +11,13 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app.calibration import service
-from app.calibration.samples import MIN_COMPUTE_SHARE, job_efficiency, steady_loop_s
+from app.calibration.samples import (
+    MIN_COMPUTE_SHARE,
+    FitSnapshot,
+    JobScaled,
+    job_efficiency,
+    steady_loop_s,
+)
 from app.calibration.time_fit import TimeSample, fit_time, worse_than_prior
 from app.estimator.spec import Method
 from app.models import JobStatus
@@ -136,16 +142,18 @@ def test_fitted_efficiency_is_capped_at_one(session: Session) -> None:
 
 
 def test_efficiency_from_wall_time_and_its_limits() -> None:
-    snap = {
-        "mfu": 0.4,
-        "steps": 100,
-        "time": {"compute_s": 900.0, "optimizer_s": 100.0, "overhead_s": 60.0},
-    }
+    snap = FitSnapshot.model_validate(
+        {
+            "mfu": 0.4,
+            "steps": 100,
+            "time": {"compute_s": 900.0, "optimizer_s": 100.0, "overhead_s": 60.0},
+        }
+    )
     # No training-loop time: the wall time less the modelled start-up and per-step terms.
     mfu, source = job_efficiency(snap, wall_s=60.0 + 100.0 + 1800.0)
     assert source == "wall_time" and mfu == pytest.approx(0.2)
     # A run capped at half its steps does half the per-step work.
-    half = {**snap, "job_scaled": {"steps": 50}}
+    half = snap.model_copy(update={"job_scaled": JobScaled(steps=50)})
     mfu, _ = job_efficiency(half, wall_s=60.0 + 50.0 + 900.0)
     assert mfu == pytest.approx(0.2)
     # When the modelled fixed terms eat nearly all the time, fall back to the worker's MFU.
@@ -153,7 +161,7 @@ def test_efficiency_from_wall_time_and_its_limits() -> None:
     assert job_efficiency(snap, wall_s=tiny, act_mfu=0.03) == (0.03, "measured_mfu")
     assert job_efficiency(snap, wall_s=tiny) == (None, None)
     # No stored time breakdown: scale by estimated over actual hours.
-    bare = {"mfu": 0.4}
+    bare = FitSnapshot(mfu=0.4)
     mfu, basis = job_efficiency(bare, wall_s=1.0, est_gpu_hours=1.0, act_gpu_hours=2.0)
     assert mfu == pytest.approx(0.2) and basis == "hours_ratio"
 

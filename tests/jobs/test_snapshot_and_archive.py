@@ -9,35 +9,59 @@ from pathlib import Path
 
 import pytest
 
+from app.catalog import load_catalog
 from app.errors import InvalidInput
+from app.estimator.engine import estimate
+from app.estimator.model_analysis import analyze_model
+from app.estimator.results import EstimateResult
+from app.estimator.spec import (
+    DatasetShape,
+    HardwareSpec,
+    LoraSpec,
+    Method,
+    QLoraSpec,
+    TrainingSpec,
+)
 from app.jobs import artifacts, snapshot
+from tests.estimator.realmodel import TINY
 
 
-def _result(**over: object) -> dict[str, object]:
-    method = {
-        "method": "lora",
-        "gpu": "cpu",
-        "num_gpus": 1,
-        "provider": "aws",
-        "pricing": "on_demand",
-        "price_per_gpu_hour": 0.68,
+def _result(**over: object) -> EstimateResult:
+    """A real LoRA estimate of a tiny Llama on the CPU, with round figures put in for the test."""
+    real = estimate(
+        analysis=analyze_model(TINY["llama"]),
+        dataset=DatasetShape(num_examples=200, avg_tokens=40, max_tokens=64),
+        methods=[Method.LORA],
+        training=TrainingSpec(seq_len=64, micro_batch_size=2),
+        lora=LoraSpec(),
+        qlora=QLoraSpec(),
+        hardware=HardwareSpec(gpu="cpu", provider="aws"),
+        catalog=load_catalog(),
+    )
+    lora = real.results[Method.LORA]
+    figures: dict[str, object] = {
         "steps": 100,
         "hours": 0.02,
         "gpu_hours": 0.02,
         "cost_usd": 0.0136,
-        "time": {"overhead_s": 36.0},
-        "memory": {"per_gpu_bytes": 123_456_789},
+        "time": lora.time.model_copy(update={"overhead_s": 36.0}),
+        "memory": lora.memory.model_copy(update={"per_gpu_bytes": 123_456_789}),
         "artifact_bytes": 4096,
-        "fits": True,
         "flops": 1e12,
+        **over,
     }
-    method.update(over)
-    return {"results": {"lora": method}, "dataset": {"processed_tokens": 1e6}}
+    dataset = real.dataset.model_copy(update={"processed_tokens": 1e6})
+    results = {Method.LORA: lora.model_copy(update=figures)}
+    # Read back as a stored estimate is: through the model, from its JSON.
+    stored = real.model_copy(update={"results": results, "dataset": dataset})
+    return EstimateResult.model_validate(stored.model_dump(mode="json"))
 
 
 def test_snapshot_scales_only_the_step_part_to_max_steps() -> None:
     full = snapshot.take(_result(), method="lora", max_steps=None)
     assert (full.steps, full.hours, full.cost_usd) == (100, 0.02, 0.0136)
+    assert (full.gpu, full.provider, full.peak_bytes) == ("cpu", "aws", 123_456_789)
+    assert full.as_json()["job_scaled"]["steps"] == 100
     assert full.flops_per_token == pytest.approx(1e12 / 1e6)
 
     capped = snapshot.take(_result(), method="lora", max_steps=25)
