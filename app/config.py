@@ -11,6 +11,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 VAR_DIR = Path("var")
+# Default decompressed-size cap, as a multiple of the upload limit: JSONL text compresses ~3-6x
+# with gzip, so a real gzipped upload fits; past this a stream is treated as a gzip bomb.
+GZIP_EXPANSION_ALLOWANCE = 8
 
 
 class Settings(BaseSettings):
@@ -37,6 +40,17 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, gt=0, le=1 << 40, description="largest dataset upload accepted"
     )
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="largest JSON request body accepted")
+    # What one dataset may hold once decompressed: every line is parsed and counted, so these
+    # bound the CPU and memory one upload costs (README "Security").
+    max_dataset_bytes: int | None = Field(
+        None,
+        gt=0,
+        le=1 << 42,
+        description="largest decompressed dataset; unset: 8 x TUNECOST_MAX_UPLOAD_BYTES",
+    )
+    max_dataset_lines: int = Field(
+        1_000_000, gt=0, le=1 << 32, description="most lines (records) in one dataset"
+    )
     bootstrap_admin_key: bool = Field(
         True, description="create and print an admin key at start when there are no keys"
     )
@@ -173,6 +187,13 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("TUNECOST_STORAGE_ROOT must not be empty")
         return value.rstrip("/") or "/"
+
+    @property
+    def dataset_bytes_cap(self) -> int:
+        """The decompressed size a dataset may reach (TUNECOST_MAX_DATASET_BYTES or its default)."""
+        if self.max_dataset_bytes is not None:
+            return self.max_dataset_bytes
+        return self.max_upload_bytes * GZIP_EXPANSION_ALLOWANCE
 
     @property
     def is_sqlite(self) -> bool:

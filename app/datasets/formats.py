@@ -10,11 +10,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import accumulate
 from pathlib import Path
 from typing import IO, Literal, cast
 
@@ -46,11 +48,22 @@ class BadLineReason(StrEnum):
     UNKNOWN_FORMAT = "unknown_format"
     EMPTY_TEXT = "empty_text"
     LINE_TOO_LONG = "line_too_long"
+    TOO_DEEP = "too_deep"
+    TOO_MANY_MESSAGES = "too_many_messages"
 
 
 # One example of 16 MiB is about 4M tokens: 30x the longest context of any catalog model
 # (131,072 tokens). A longer line is refused without ever being held in memory whole.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# Nesting of a record's JSON: every known format needs 3 levels (record, messages, message);
+# 64 leaves room for metadata fields and keeps the parser far from Python's recursion limit
+# (1000), which a deeper line would otherwise hit as a RecursionError.
+MAX_JSON_DEPTH = 64
+# Messages in one chat record. A turn costs at least its role header and line end (~4 tokens),
+# so the longest context of any catalog model (131,072 tokens) holds at most ~32k of them; real
+# multi-turn data has tens. 4096 refuses only records that are not conversations.
+MAX_CHAT_MESSAGES = 4096
+READ_CHUNK = 1024 * 1024  # bytes per read while a file's lines and bytes are counted
 
 
 class RecordError(ValueError):
@@ -72,6 +85,52 @@ class DatasetTooLarge(Exception):
     def __init__(self, max_bytes: int) -> None:
         super().__init__(f"dataset exceeds the limit of {max_bytes} bytes (decompressed)")
         self.max_bytes = max_bytes
+
+
+class DatasetTooManyLines(Exception):
+    """The stream holds more than `max_lines` lines (blank ones included)."""
+
+    def __init__(self, max_lines: int) -> None:
+        super().__init__(f"dataset has more than {max_lines} lines")
+        self.max_lines = max_lines
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSize:
+    """What a dataset file holds once decompressed: bytes and lines, counted without parsing."""
+
+    compressed: bool
+    bytes: int
+    lines: int
+
+
+def measure(source: Path, *, max_bytes: int, max_lines: int) -> StreamSize:
+    """Count a (possibly gzipped) file's decompressed bytes and lines at C speed, refusing it
+    (DatasetTooLarge, DatasetTooManyLines) as soon as it passes a cap: a file too big to parse
+    is told so before any line is parsed. CorruptStream for a damaged gzip stream."""
+    with open(source, "rb") as raw:
+        compressed = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        raw.seek(0)
+        stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if compressed else raw
+        total = lines = 0
+        last = b"\n"
+        try:
+            while chunk := stream.read(READ_CHUNK):
+                total += len(chunk)
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+                if total > max_bytes:
+                    raise DatasetTooLarge(max_bytes)
+                if lines > max_lines:
+                    raise DatasetTooManyLines(max_lines)
+        except (OSError, EOFError, zlib.error) as exc:
+            if not compressed:
+                raise
+            raise CorruptStream(f"corrupt gzip stream: {exc}") from exc
+    lines += last != b"\n"  # a last line without its newline
+    if lines > max_lines:
+        raise DatasetTooManyLines(max_lines)
+    return StreamSize(compressed=compressed, bytes=total, lines=lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +214,36 @@ def parse_line(raw: bytes | str) -> Example:
         except UnicodeDecodeError as exc:
             detail = f"not valid UTF-8 at byte {exc.start}"
             raise RecordError(BadLineReason.NOT_JSON, detail) from exc
+    if nests_deeper_than(raw, MAX_JSON_DEPTH):
+        detail = f"the JSON nests deeper than {MAX_JSON_DEPTH} levels"
+        raise RecordError(BadLineReason.TOO_DEEP, detail)
     try:
         record = json.loads(raw)
     except json.JSONDecodeError as exc:
         detail = f"invalid JSON: {exc.msg} (column {exc.colno})"
         raise RecordError(BadLineReason.NOT_JSON, detail) from exc
+    except ValueError as exc:  # json.loads' other refusal: an integer past int_max_str_digits
+        raise RecordError(BadLineReason.NOT_JSON, f"invalid JSON: {exc}") from exc
     return render_record(record)
+
+
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether the arrays and objects of a JSON text nest deeper than `limit` (brackets inside
+    strings ignored).
+
+    Linear and at C speed, so it can run before the parser (which recurses): a text with at
+    most `limit` opening brackets cannot nest deeper and is answered from the count alone.
+    Escapes are dropped first, so every string is then a plain `"..."` with no quote inside."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", _ESCAPE.sub("", text)))
+    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0) > limit
 
 
 class DatasetReader:
@@ -168,7 +251,8 @@ class DatasetReader:
 
     Gzip is recognised by its magic bytes, not the file name. Blank lines are ignored. Bad lines
     are counted in `bad_count` and the first `max_bad_lines` kept in `bad_lines`. Reading more than
-    `max_bytes` of decompressed data raises DatasetTooLarge, however the stream is compressed.
+    `max_bytes` of decompressed data raises DatasetTooLarge, however the stream is compressed;
+    more than `max_lines` lines (blank ones included) DatasetTooManyLines.
     """
 
     def __init__(
@@ -176,12 +260,14 @@ class DatasetReader:
         source: IO[bytes] | Path | str,
         *,
         max_bytes: int,
+        max_lines: int | None = None,
         max_bad_lines: int = DEFAULT_MAX_BAD_LINES,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self._source = source
         self.max_bytes = max_bytes
+        self.max_lines = max_lines
         self.max_bad_lines = max_bad_lines
         self.bad_lines: list[BadLine] = []
         self.bad_count = 0
@@ -210,6 +296,8 @@ class DatasetReader:
         stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if self.compressed else raw
         try:
             for line_no, line in enumerate(self._lines(stream), start=1):
+                if self.max_lines is not None and line_no > self.max_lines:
+                    raise DatasetTooManyLines(self.max_lines)
                 if line is None:
                     self._record_bad(
                         line_no,
@@ -311,19 +399,29 @@ def _render_chat(record: Mapping[str, object]) -> Example:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RecordError(BadLineReason.UNKNOWN_FORMAT, "'messages' must be a non-empty list")
+    if len(messages) > MAX_CHAT_MESSAGES:
+        raise RecordError(
+            BadLineReason.TOO_MANY_MESSAGES,
+            f"'messages' has {len(messages)} messages; at most {MAX_CHAT_MESSAGES} are accepted",
+        )
     parts: list[str] = []
+    rendered = 0  # characters in `parts` so far: the prompt ends at a running total
     prompt_chars = 0
+    any_content = False
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
             raise RecordError(BadLineReason.UNKNOWN_FORMAT, f"messages[{i}] must be an object")
         role = _string(message, "role")
         content = _string(message, "content")
+        any_content = any_content or bool(content.strip())
         header = CHAT_TURN.format(role=role)
         if role == "assistant":
             # Everything before the last assistant reply is context: mask it when training.
-            prompt_chars = sum(map(len, parts)) + len(header)
-        parts.append(header + content + CHAT_TURN_END)
-    if not any(_string(m, "content").strip() for m in messages):
+            prompt_chars = rendered + len(header)
+        part = header + content + CHAT_TURN_END
+        parts.append(part)
+        rendered += len(part)
+    if not any_content:
         raise RecordError(BadLineReason.EMPTY_TEXT, "every message in 'messages' is empty")
     # Without an assistant turn prompt_chars stays 0: the whole conversation is trained on.
     return Example(RecordFormat.CHAT, "".join(parts), prompt_chars)

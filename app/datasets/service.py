@@ -18,14 +18,21 @@ from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
 from app.datasets import loss_tokens
-from app.datasets.formats import CorruptStream, DatasetReader, DatasetTooLarge, Example
+from app.datasets.formats import (
+    CorruptStream,
+    DatasetReader,
+    DatasetTooLarge,
+    DatasetTooManyLines,
+    Example,
+    measure,
+)
 from app.datasets.schemas import BadLineOut, DatasetOut, TokenStatsOut
 from app.datasets.tokens import (
     APPROXIMATION_NOTE,
     TOKENIZE_BATCH,
     TokenCounter,
+    TokenTally,
     approximate_counter,
-    summarize,
     tokenizer_counter,
 )
 from app.datasets.upload import ReceivedUpload
@@ -38,9 +45,6 @@ from app.kit.storage import put_file, remove
 from app.models import Dataset
 from app.models.base import new_id
 
-# A gzipped upload may expand to this many times the upload limit once decompressed. JSONL text
-# compresses ~3-6x with gzip; past this the stream is treated as a decompression bomb.
-GZIP_EXPANSION_ALLOWANCE = 8
 SHOWN_BAD_LINES = 5  # bad lines named in the error's one-line detail (all kept ones are listed)
 MAX_NAME_CHARS = 300
 
@@ -61,22 +65,34 @@ def counter_for(model_path: str | None) -> TokenCounter:
     return tokenizer_counter(folder, label=label)
 
 
-def analyse_file(path: Path, *, counter: TokenCounter, max_bytes: int) -> dict[str, Any]:
-    """Read every line, reject the file on any bad line, and return its token statistics."""
-    reader = DatasetReader(path, max_bytes=max_bytes)
-    measured: list[tuple[int, int | None]] = []
+def analyse_file(
+    path: Path, *, counter: TokenCounter, max_bytes: int, max_lines: int
+) -> dict[str, Any]:
+    """Read every line, reject the file on any bad line, and return its token statistics.
+
+    The file's decompressed bytes and lines are counted first (no parsing), so a file past a cap
+    is refused in the time it takes to decompress it; then each line is parsed, measured and
+    folded into the statistics, one batch at a time."""
+    reader = DatasetReader(path, max_bytes=max_bytes, max_lines=max_lines)
+    tally = TokenTally()
     batch: list[Example] = []
     try:
+        measure(path, max_bytes=max_bytes, max_lines=max_lines)
         for _, example in reader:
             batch.append(example)
             if len(batch) >= TOKENIZE_BATCH:
-                measured.extend(counter.measure(batch))
+                tally.add(counter.measure(batch))
                 batch.clear()
-        measured.extend(counter.measure(batch))
+        tally.add(counter.measure(batch))
     except DatasetTooLarge:
         raise PayloadTooLarge(
             f"the dataset decompresses to more than {max_bytes} bytes "
-            f"({GZIP_EXPANSION_ALLOWANCE}x TUNECOST_MAX_UPLOAD_BYTES); refused as a gzip bomb"
+            "(TUNECOST_MAX_DATASET_BYTES); split it into smaller datasets"
+        ) from None
+    except DatasetTooManyLines:
+        raise PayloadTooLarge(
+            f"the dataset has more than {max_lines} lines (TUNECOST_MAX_DATASET_LINES); "
+            "split it into smaller datasets"
         ) from None
     except CorruptStream as exc:
         raise InvalidInput(f"the gzip stream is damaged: {exc}", field="file") from None
@@ -93,9 +109,9 @@ def analyse_file(path: Path, *, counter: TokenCounter, max_bytes: int) -> dict[s
                 for b in reader.bad_lines
             ],
         )
-    if not measured:
+    if not tally.examples:
         raise InvalidInput("the file holds no examples (it is empty or blank)", field="file")
-    stats = summarize([n for n, _ in measured])
+    stats = tally.stats()
     return {
         "format": str(reader.format),
         "formats": {str(fmt): n for fmt, n in reader.formats.items()},
@@ -105,7 +121,7 @@ def analyse_file(path: Path, *, counter: TokenCounter, max_bytes: int) -> dict[s
             **stats.__dict__,
             "tokenizer": counter.name,
             "tokenizer_note": APPROXIMATION_NOTE if counter.is_approximate else None,
-            **loss_tokens.histogram(m for _, m in measured),
+            **tally.histogram(),
         },
     }
 
@@ -145,8 +161,13 @@ def create(
     if len(name) > MAX_NAME_CHARS:
         raise InvalidInput(f"name is longer than {MAX_NAME_CHARS} characters", field="name")
     counter = counter_for(model_path)
-    max_bytes = get_settings().max_upload_bytes * GZIP_EXPANSION_ALLOWANCE
-    found = analyse_file(upload.path, counter=counter, max_bytes=max_bytes)
+    settings = get_settings()
+    found = analyse_file(
+        upload.path,
+        counter=counter,
+        max_bytes=settings.dataset_bytes_cap,
+        max_lines=settings.max_dataset_lines,
+    )
 
     dataset_id = new_id("ds")
     url = put_file(upload.path, dataset_key(dataset_id, compressed=found["compressed"]))

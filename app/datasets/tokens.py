@@ -6,6 +6,7 @@ The approximation is never silent: statistics carry `tokenizer="approximate"` an
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from app.datasets.formats import Example, RecordFormat
-from app.datasets.loss_tokens import APPROXIMATE, first_loss_position, masks_prompt, min_seq_len
+from app.datasets.loss_tokens import (
+    APPROXIMATE,
+    HISTOGRAM_KEY,
+    NEVER_KEY,
+    first_loss_position,
+    masks_prompt,
+    min_seq_len,
+)
 from app.errors import InvalidInput
 
 # OpenAI's rule of thumb for English text: "one token generally corresponds to ~4 characters"
@@ -130,22 +138,60 @@ class TokenStats:
     min_tokens: int
 
 
-def summarize(counts: Sequence[int]) -> TokenStats:
-    """Statistics of per-example token counts; `counts` must not be empty."""
-    ordered = sorted(counts)
-    n = len(ordered)
+class TokenTally:
+    """Per-example counts folded in as they are measured: memory grows with the distinct
+    counts seen, not with the examples (a dataset's lines are streamed, never all kept)."""
+
+    def __init__(self) -> None:
+        self.tokens: Counter[int] = Counter()
+        self.min_seq_lens: Counter[int] = Counter()
+        self.without_loss_tokens = 0
+
+    def add(self, measured: Measured) -> None:
+        """Fold in one batch of (tokens, minimum seq_len) pairs."""
+        for n_tokens, shortest in measured:
+            self.tokens[n_tokens] += 1
+            if shortest is None:
+                self.without_loss_tokens += 1
+            else:
+                self.min_seq_lens[shortest] += 1
+
+    @property
+    def examples(self) -> int:
+        """How many examples were folded in."""
+        return self.tokens.total()
+
+    def stats(self) -> TokenStats:
+        """The distribution of tokens per example (at least one example must be in)."""
+        return summarize_counts(self.tokens)
+
+    def histogram(self) -> dict[str, Any]:
+        """The stats entries recording each example's minimum seq_len (loss_tokens.histogram)."""
+        pairs = [[k, self.min_seq_lens[k]] for k in sorted(self.min_seq_lens)]
+        return {HISTOGRAM_KEY: pairs, NEVER_KEY: self.without_loss_tokens}
+
+
+def summarize_counts(counts: Counter[int]) -> TokenStats:
+    """Statistics from how many examples have each token count; `counts` must not be empty."""
+    ordered = sorted(counts.items())
+    n = sum(k for _, k in ordered)
 
     def rank(q: float) -> int:
         # Nearest-rank percentile: the smallest value with at least q of the data at or below it.
-        return ordered[max(0, math.ceil(q * n) - 1)]
+        wanted, seen = max(1, math.ceil(q * n)), 0
+        for value, k in ordered:
+            seen += k
+            if seen >= wanted:
+                return value
+        return ordered[-1][0]
 
-    total = sum(ordered)
+    total = sum(value * k for value, k in ordered)
     return TokenStats(
         examples=n,
         total_tokens=total,
         mean_tokens=total / n,
         p50_tokens=rank(0.50),
         p95_tokens=rank(0.95),
-        max_tokens=ordered[-1],
-        min_tokens=ordered[0],
+        max_tokens=ordered[-1][0],
+        min_tokens=ordered[0][0],
     )

@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 
 from app.datasets.formats import (
+    MAX_CHAT_MESSAGES,
+    MAX_JSON_DEPTH,
     BadLineReason,
     CorruptStream,
     DatasetReader,
     DatasetTooLarge,
+    DatasetTooManyLines,
     RecordError,
     RecordFormat,
     detect_format,
+    measure,
+    nests_deeper_than,
     parse_line,
     render_record,
 )
@@ -218,3 +223,52 @@ def test_reader_forward_only_stream() -> None:
     reader = DatasetReader(_ForwardOnly(data), max_bytes=10_000)  # type: ignore[arg-type]  # a RawIOBase, not typed as IO[bytes]; the reader only reads it
     assert [ex.format for _, ex in reader] == [RecordFormat.TEXT, RecordFormat.PROMPT_COMPLETION]
     assert reader.compressed
+
+
+def test_chat_prompt_ends_before_the_last_reply_and_the_cap_holds() -> None:
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}] * 3
+    ex = render_record({"messages": turns})
+    assert ex.completion == "a\n" and ex.prompt.endswith("<|assistant|>\n")
+    at_cap = [{"role": "user", "content": "q"}] * MAX_CHAT_MESSAGES
+    assert render_record({"messages": at_cap}).text.count("<|user|>") == MAX_CHAT_MESSAGES
+    with pytest.raises(RecordError) as err:
+        render_record({"messages": [*at_cap, {"role": "assistant", "content": "a"}]})
+    assert err.value.reason is BadLineReason.TOO_MANY_MESSAGES
+
+
+@pytest.mark.parametrize(
+    ("text", "deeper"),
+    [
+        ("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH, False),
+        ("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1), True),
+        ("[" * (MAX_JSON_DEPTH + 1), True),  # unterminated: the parser would recurse all the same
+        (json.dumps({"text": "[" * 500}), False),  # brackets in a string are text
+        (json.dumps({"text": '\\"[' * 500}), False),  # ... escaped quotes and all
+        (json.dumps({"a": [{"b": []}] * 500}), False),  # wide, not deep
+    ],
+)
+def test_nesting_is_measured_outside_strings(text: str, deeper: bool) -> None:
+    assert nests_deeper_than(text, MAX_JSON_DEPTH) is deeper
+
+
+def test_parse_line_refuses_deep_json_and_giant_integers_as_bad_lines() -> None:
+    with pytest.raises(RecordError) as err:
+        parse_line('{"text": "x", "m": ' + "[" * 5000 + "]" * 5000 + "}")
+    assert err.value.reason is BadLineReason.TOO_DEEP
+    with pytest.raises(RecordError) as err:
+        parse_line('{"text": "x", "n": ' + "9" * 5000 + "}")
+    assert err.value.reason is BadLineReason.NOT_JSON
+
+
+def test_measure_counts_lines_and_bytes_and_stops_at_a_cap(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl.gz"
+    path.write_bytes(gzip.compress(_lines(*([TEXT] * 99)) + json.dumps(TEXT).encode()))
+    size = measure(path, max_bytes=1_000_000, max_lines=100)
+    assert (size.compressed, size.lines) == (True, 100)
+    assert size.bytes == len(_lines(*([TEXT] * 100))) - 1
+    with pytest.raises(DatasetTooManyLines):
+        measure(path, max_bytes=1_000_000, max_lines=99)
+    with pytest.raises(DatasetTooLarge):
+        measure(path, max_bytes=size.bytes - 1, max_lines=100)
+    with pytest.raises(DatasetTooManyLines):
+        list(DatasetReader(path, max_bytes=1_000_000, max_lines=99))

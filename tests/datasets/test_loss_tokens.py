@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 from app.datasets import loss_tokens
 from app.datasets.formats import Example, RecordFormat
-from app.datasets.tokens import approximate_counter, approximate_tokens
+from app.datasets.tokens import TokenTally, approximate_counter, approximate_tokens
 
 
 def test_text_examples_always_keep_a_loss_token() -> None:
@@ -31,3 +34,18 @@ def test_approximate_counts_mask_the_prompt_and_check_counts_drops() -> None:
 
 def test_datasets_uploaded_before_the_histogram_have_no_check() -> None:
     assert loss_tokens.check({"examples": 3, "max_tokens": 9}, seq_len=4) is None
+
+
+def test_a_streamed_tally_gives_the_statistics_of_the_whole_list() -> None:
+    rng = random.Random(7)
+    measured = [(rng.randint(1, 400), rng.choice([None, rng.randint(2, 50)])) for _ in range(999)]
+    tally = TokenTally()
+    for start in range(0, len(measured), 128):
+        tally.add(measured[start : start + 128])
+    ordered = sorted(n for n, _ in measured)
+    stats = tally.stats()
+    assert stats.examples == 999 and stats.total_tokens == sum(ordered)
+    assert stats.p50_tokens == ordered[math.ceil(0.5 * 999) - 1]
+    assert stats.p95_tokens == ordered[math.ceil(0.95 * 999) - 1]
+    assert (stats.min_tokens, stats.max_tokens) == (ordered[0], ordered[-1])
+    assert tally.histogram() == loss_tokens.histogram(m for _, m in measured)
