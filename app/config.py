@@ -151,6 +151,58 @@ class Settings(BaseSettings):
         description="FOCUS ProviderName, PublisherName and InvoiceIssuerName of self-hosted runs",
     )
 
+    # The FinOps loop (README "Budgets", "Webhooks", "Scheduled FOCUS delivery").
+    webhook_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated Fernet keys that encrypt webhook signing secrets at rest; "
+        "the first encrypts, all decrypt (rotation); unset: a key file under var/ (one machine)",
+    )
+    webhook_allow_private_targets: bool = Field(
+        False,
+        description="allow webhook URLs on loopback, private, link-local or reserved addresses "
+        "(development and tests; never where the service can reach internal systems)",
+    )
+    webhook_allow_http: bool = Field(
+        False, description="allow plain http:// webhook URLs (development and tests)"
+    )
+    webhook_retry_base_s: float = Field(
+        30.0, gt=0, le=3600, description="wait before a failed delivery's 2nd attempt; doubles"
+    )
+    webhook_retry_max_s: float = Field(
+        6 * 3600.0, gt=0, le=7 * 24 * 3600, description="longest wait between two attempts"
+    )
+    webhook_max_attempts: int = Field(
+        12, ge=1, le=50, description="attempts of one delivery before it is marked failed"
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60, description="one attempt's HTTP timeout")
+    webhook_sweep_every_s: float = Field(
+        60.0, gt=0, le=3600, description="beat re-sends deliveries whose message was lost"
+    )
+    focus_delivery_every_h: float | None = Field(
+        24.0,
+        gt=0,
+        le=24 * 31,
+        description="celery beat writes the FOCUS files of the current and previous billing "
+        "periods (and any never delivered) this often; unset or empty: off",
+    )
+    focus_delivery_url: str | None = Field(
+        None,
+        description="where FOCUS files are delivered, any fsspec URL; default "
+        "<storage root>/exports/focus",
+    )
+
+    @field_validator("webhook_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("focus_delivery_every_h", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("model_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:
@@ -194,6 +246,11 @@ class Settings(BaseSettings):
         if self.max_dataset_bytes is not None:
             return self.max_dataset_bytes
         return self.max_upload_bytes * GZIP_EXPANSION_ALLOWANCE
+
+    @property
+    def focus_delivery_root(self) -> str:
+        """Where the scheduled FOCUS files go (an fsspec URL)."""
+        return (self.focus_delivery_url or f"{self.storage_root}/exports/focus").rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from app.auth.deps import authenticate_headers, needs_key
 from app.auth.router import router as keys_router
+from app.budgets.router import router as budgets_router
 from app.calibration.router import router as calibration_router
 from app.catalog.prices.ratecard_router import router as ratecard_router
 from app.catalog.prices.router import router as prices_router
@@ -67,6 +68,7 @@ def create_app() -> FastAPI:
         estimates_router,
         jobs_router,
         reports_router,
+        budgets_router,
         calibration_router,
     ):
         # Each route gets its summary and only its own error codes (app/openapi_doc.py).

@@ -18,15 +18,19 @@ from fastapi.routing import APIRoute
 from fastapi.security.base import SecurityBase
 from starlette.routing import BaseRoute
 
+from app.budgets.router import create_budget, update_budget
 from app.catalog.router import set_price
 from app.errors import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from app.jobs.router import cancel_job, submit_job
 from app.models import Scope
 from app.reports.router import focus_export
 
-# Routes whose service raises Conflict: a concurrent price change; a job over budget, that does
-# not fit, or an Idempotency-Key reused with another body; cancelling a job that already ended.
-CONFLICTING: frozenset[Callable[..., Any]] = frozenset({set_price, submit_job, cancel_job})
+# Routes whose service raises Conflict: a concurrent price change; a job over budget (its own or
+# a team's hard budget), that does not fit, or an Idempotency-Key reused with another body;
+# cancelling a job that already ended; a budget name the team already uses.
+CONFLICTING: frozenset[Callable[..., Any]] = frozenset(
+    {set_price, submit_job, cancel_job, create_budget, update_budget}
+)
 ALWAYS = (431, 500, 503)
 # JSON bodies streamed without a response model (app/reports/focus.py render_json).
 STREAMED_JSON: dict[Callable[..., Any], dict[str, Any]] = {

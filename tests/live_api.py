@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,14 +45,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_api(
-    service_env: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveApi]:
-    """`uvicorn app.main:create_app --factory` on the test PostgreSQL and Redis."""
+@contextmanager
+def serve(variables: dict[str, str], log: Path) -> Iterator[LiveApi]:
+    """`uvicorn app.main:create_app --factory` on a free port with these TUNECOST_* variables."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("api") / "uvicorn.log"
-    env = {**os.environ, **service_env.variables()}
+    env = {**os.environ, **variables}
     cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as fh:
@@ -76,3 +74,13 @@ def live_api(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_api(
+    service_env: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveApi]:
+    """`uvicorn app.main:create_app --factory` on the test PostgreSQL and Redis."""
+    log = tmp_path_factory.mktemp("api") / "uvicorn.log"
+    with serve(service_env.variables(), log) as api:
+        yield api

@@ -32,6 +32,8 @@ PACKAGE_ORDER: tuple[tuple[str, ...], ...] = (
     ("app.datasets",),
     ("app.calibration",),
     ("app.estimates",),
+    ("app.webhooks",),
+    ("app.budgets",),
     ("app.jobs",),
     ("app.reports",),
     ("app.health",),

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict
-from app.jobs import billing, metered
+from app.jobs import billing, ended, metered
 from app.jobs.provenance import Provenance
 from app.kit import outbox
 from app.models import Job, JobEvent, JobStatus
@@ -41,7 +41,8 @@ JobEndHook = Callable[[Session, Job], None]
 # Called by `end` with the ended job, in the transaction that ends it, in registration order.
 # A hook writes its rows in that session (rolled back with it) and sends anything that leaves
 # the process after the commit (`outbox.send_after_commit`). It must not commit.
-END_HOOKS: list[JobEndHook] = []
+# Listed here, not registered on import, so no process that ends a job can miss one.
+END_HOOKS: list[JobEndHook] = [ended.announce_and_check_budgets]
 
 
 def on_job_end(hook: JobEndHook) -> JobEndHook:

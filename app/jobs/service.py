@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
+from app.budgets import alerts, guard
+from app.budgets.spend import expected_cost
 from app.config import get_settings
 from app.errors import Conflict, InvalidInput, NotFound
 from app.estimates.service import Prepared
@@ -30,7 +32,7 @@ from app.kit.pagination import keyset_page
 from app.kit.paths import confine_model_path
 from app.kit.queue import queue_for
 from app.models import Dataset, Estimate, Job, JobAttempt, JobEvent, JobStatus, JobTag
-from app.models.base import new_id
+from app.models.base import new_id, utcnow
 
 MAX_EVENTS_PAGE = 500  # events are small rows; a page this size is well under a megabyte
 
@@ -218,6 +220,24 @@ def create(
     if live == 0:
         job.status_detail = no_worker_detail(queue)
     session.flush()  # everything before the job (e.g. the estimate it implies) is written
+    # Budgets last, just before the insert: their locks are held until the commit, so as briefly
+    # as the submit allows (app/budgets/guard.py).
+    now = utcnow()
+    budgets = guard.lock(session, team=team, tags=tags, now=now)
+    if budgets and idempotency_key is not None:
+        # A concurrent submit with this key may have committed while this one waited for a lock.
+        found = idempotency.replay(
+            session, job_in=job_in, principal=principal, idempotency_key=idempotency_key
+        )
+        if found is not None:
+            return found, False
+    counted = guard.check(
+        session,
+        budgets=budgets,
+        est_cost_usd=snap.cost_usd,
+        max_cost_usd=job_in.max_cost_usd,
+        now=now,
+    )
     try:
         # A savepoint around the job's own rows only: when a concurrent request with the same
         # Idempotency-Key commits first, the unique constraint fails here, the savepoint's
@@ -229,6 +249,8 @@ def create(
             session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in tags.items())
             add_event(session, job_id=job.id, kind="status", message=f"queued on {queue}")
             session.flush()
+        added = expected_cost(snap.cost_usd, job_in.max_cost_usd)
+        alerts.after_submit(session, counted=counted, added_usd=added, now=now)
         implied = estimate.id if job_in.estimate_id is None else None
         outbox.send_after_commit(
             session, outbox.RunJobMessage(job.id, queue, undo=_undo_submit(job.id, implied))

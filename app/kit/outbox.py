@@ -9,7 +9,8 @@ by hand, and a worker never receives an id whose row is not committed.
 When the broker refuses a message, its `undo` (if any) runs in a new transaction on the same
 database and `flush` raises `ServiceUnavailable`: a submit leaves nothing behind and the client
 retries with the same Idempotency-Key. A message without an undo (a re-send) is only logged:
-the sweeper sends queued jobs again later (`recovery.resend_queued`).
+the sweeper sends queued jobs again later (`recovery.resend_queued`). Other tasks (`TaskMessage`:
+a webhook delivery, say) are logged too; their own sweep sends them again from the rows.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -39,12 +41,25 @@ class RunJobMessage:
     undo: Callable[[Session], None] | None = None
 
 
-def send_after_commit(session: Session, message: RunJobMessage) -> None:
+@dataclass(frozen=True)
+class TaskMessage:
+    """Any other task, by name, with its (JSON) arguments and queue, after an optional delay."""
+
+    task: str
+    args: tuple[Any, ...]
+    queue: str
+    countdown: float | None = None
+
+
+Message = RunJobMessage | TaskMessage
+
+
+def send_after_commit(session: Session, message: Message) -> None:
     """Send `message` once this session's transaction commits; drop it if it rolls back."""
     session.info.setdefault(_PENDING, []).append(message)
 
 
-def pending(session: Session) -> list[RunJobMessage]:
+def pending(session: Session) -> list[Message]:
     """The messages waiting for this session's commit."""
     return list(session.info.get(_PENDING, []))
 
@@ -66,9 +81,12 @@ def flush(session: Session) -> None:
     Called by the boundary that committed (`app.db.session_scope`), when the session holds no
     connection: a slow or absent broker never keeps a database connection waiting.
     """
-    messages: list[RunJobMessage] = session.info.pop(_COMMITTED, [])
+    messages: list[Message] = session.info.pop(_COMMITTED, [])
     refused: list[str] = []
     for message in messages:
+        if isinstance(message, TaskMessage):
+            _send_task(message)
+            continue
         try:
             queue.enqueue_job(message.job_id, queue=message.queue)
         except Exception as exc:  # any transport error: the broker did not take the message
@@ -87,3 +105,12 @@ def flush(session: Session) -> None:
             f"the broker did not accept the job ({', '.join(refused)}); nothing was kept, "
             "retry with the same Idempotency-Key"
         )
+
+
+def _send_task(message: TaskMessage) -> None:
+    try:
+        queue.send(
+            message.task, args=list(message.args), queue=message.queue, countdown=message.countdown
+        )
+    except Exception as exc:  # any transport error: the task's own sweep sends it again
+        log.warning("%s%s: the broker refused it (%s)", message.task, message.args, exc)

@@ -13,6 +13,13 @@ from app.config import Settings, get_settings
 
 RUN_JOB_TASK = "tunecost.run_job"
 QUEUE_PREFIX = "gpu."
+# Short tasks that must not wait behind training (webhook deliveries, the FOCUS delivery): a
+# worker started with `-Q tunecost.control` serves them (README "Webhooks"); GPU workers do not,
+# as their pool processes are busy training for hours.
+CONTROL_QUEUE = "tunecost.control"
+DELIVER_WEBHOOK_TASK = "tunecost.deliver_webhook"
+SWEEP_WEBHOOKS_TASK = "tunecost.sweep_webhooks"
+DELIVER_FOCUS_TASK = "tunecost.deliver_focus"
 
 
 def queue_for(gpu: str, num_gpus: int = 1) -> str:
@@ -64,15 +71,27 @@ REFRESH_PRICES_TASK = "tunecost.refresh_prices"
 
 
 def _beat_schedule(settings: Settings) -> dict[str, Any]:
-    """Periodic tasks for `celery beat`: the price refresh, only when it is switched on."""
-    if settings.price_refresh_every_h is None:
-        return {}
-    return {
-        "refresh-prices": {
+    """Periodic tasks for `celery beat`: the webhook sweep, the FOCUS delivery when it is on,
+    and the price refresh when it is on."""
+    schedule: dict[str, Any] = {
+        "sweep-webhooks": {
+            "task": SWEEP_WEBHOOKS_TASK,
+            "schedule": settings.webhook_sweep_every_s,
+            "options": {"queue": CONTROL_QUEUE},
+        }
+    }
+    if settings.focus_delivery_every_h is not None:
+        schedule["deliver-focus"] = {
+            "task": DELIVER_FOCUS_TASK,
+            "schedule": settings.focus_delivery_every_h * 3600.0,
+            "options": {"queue": CONTROL_QUEUE},
+        }
+    if settings.price_refresh_every_h is not None:
+        schedule["refresh-prices"] = {
             "task": REFRESH_PRICES_TASK,
             "schedule": settings.price_refresh_every_h * 3600.0,
         }
-    }
+    return schedule
 
 
 _client: Celery | None = None
@@ -90,3 +109,8 @@ def get_client() -> Celery:
 def enqueue_job(job_id: str, *, queue: str) -> None:
     """Send the run_job task for `job_id` to `queue`; call only after the job row is committed."""
     get_client().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+
+
+def send(task: str, *, args: list[Any], queue: str, countdown: float | None = None) -> None:
+    """Send task `task` by name to `queue`, to run no sooner than `countdown` seconds from now."""
+    get_client().send_task(task, args=args, queue=queue, countdown=countdown)

@@ -2,6 +2,7 @@
 
 from app.models.api_key import ApiKey, Scope
 from app.models.base import Base
+from app.models.budget import Budget, BudgetAction, BudgetAlert, BudgetPeriod
 from app.models.catalog import CatalogVersion, PriceOverride
 from app.models.dataset import Dataset
 from app.models.estimate import Estimate
@@ -9,15 +10,26 @@ from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus,
 from app.models.job_attempt import JobAttempt
 from app.models.price_import import ImportedPrice, PriceImport
 from app.models.rate_card import RateCardLine
+from app.models.webhook import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from app.models.worker import WorkerNode
 
 __all__ = [
     "FINAL_STATUSES",
     "ApiKey",
     "Base",
+    "Budget",
+    "BudgetAction",
+    "BudgetAlert",
+    "BudgetPeriod",
     "CatalogVersion",
     "CostSource",
     "Dataset",
+    "DeliveryStatus",
     "Estimate",
     "ImportedPrice",
     "Job",
@@ -29,5 +41,8 @@ __all__ = [
     "PriceOverride",
     "RateCardLine",
     "Scope",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "WorkerNode",
 ]

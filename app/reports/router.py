@@ -17,11 +17,15 @@ from app.jobs.filters import GROUP_CHOICES, ReportFilters, ReportFiltersDep, par
 from app.kit import csv_out
 from app.kit.admission import of_app
 from app.kit.streams import ClosingStreamingResponse, DatabaseStream
+from app.models.base import utcnow
 from app.reports import focus, service
+from app.reports.forecast import forecast as make_forecast
 from app.reports.schemas import (
     Bucket,
     EstimateVsActualReport,
+    ForecastReport,
     Format,
+    PeriodKind,
     SpendReport,
     flat_columns,
     flat_row,
@@ -80,6 +84,29 @@ def spend(
         records = [row.model_dump() for row in report.rows]
         return _csv(list(service.SPEND_COLUMNS), records, "spend.csv")
     return report
+
+
+@router.get("/forecast", response_model=ForecastReport)
+def forecast(
+    session: SessionDep,
+    filters: ReportFiltersDep,
+    period: Annotated[
+        PeriodKind,
+        Query(description="the UTC month or quarter holding now, or custom `from`..`to`"),
+    ] = "month",
+    group_by: Annotated[
+        str | None, Query(description=", ".join(c for c in GROUP_CHOICES if c != "job"))
+    ] = None,
+) -> ForecastReport:
+    """A period's spend so far, accrued and committed, projected to the period's end.
+
+    Spent: jobs finished in the period. Accrued: queued and running jobs, their attempts so far.
+    Committed: the rest of their estimates, with the low-high band of each estimate (calibrated
+    where the estimate was). Projected: spent + accrued + committed + the daily rate of the last
+    week's finished spend x the days left. The job filters (and `tag.<key>`) select the jobs.
+    """
+    grouping = parse_group_by(group_by, allow_job=False)
+    return make_forecast(session, filters=filters, grouping=grouping, kind=period, now=utcnow())
 
 
 def _stream(filters: ReportFilters, format: Format) -> DatabaseStream:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.kit.instants import UtcInstant
+
 Bucket = Literal["day", "week", "month"]
 Format = Literal["json", "csv"]
 
@@ -94,3 +96,47 @@ def flat_columns() -> list[str]:
     cols = ["group", "jobs", "spend_usd", "billed_usd", "effective_usd"]
     cols += [f"{q}_{name}" for q in QUANTITIES for name in QUANTITY_FIELDS]
     return cols
+
+
+PeriodKind = Literal["month", "quarter", "custom"]
+
+
+class ForecastPeriod(BaseModel):
+    """The period forecast: a UTC month or quarter, or custom dates; `end` is exclusive."""
+
+    kind: PeriodKind
+    start: UtcInstant
+    end: UtcInstant
+
+
+class ForecastRow(BaseModel):
+    """One group's spend in the period and its projection to the period's end (USD)."""
+
+    group: str | None = Field(description="the group's value; null = no grouping or no value")
+    spent_usd: float = Field(description="jobs finished in the period, metered at list price")
+    accrued_usd: float = Field(description="jobs queued or running now: their attempts so far")
+    committed_usd: float = Field(
+        description="the rest of their estimates (min(estimate, max_cost_usd) - accrued)"
+    )
+    committed_low_usd: float = Field(description="committed at each estimate's low factor")
+    committed_high_usd: float = Field(description="committed at each estimate's high factor")
+    finished_jobs: int
+    active_jobs: int
+    daily_rate_usd: float = Field(description="spend of jobs finished in the last week, per day")
+    projected_usd: float = Field(description="spent + accrued + committed + daily rate x days left")
+    projected_low_usd: float = Field(description="the projection with committed at its low")
+    projected_high_usd: float = Field(description="the projection with committed at its high")
+
+
+class ForecastReport(BaseModel):
+    """A period's spend, accrued and committed cost, and its projection, per group and total."""
+
+    period: ForecastPeriod
+    as_of: UtcInstant = Field(description="the instant the forecast was made")
+    days_elapsed: float
+    days_left: float
+    rate_window_days: float = Field(description="days of finished spend the daily rate averages")
+    group_by: str
+    filters: dict[str, Any]
+    rows: list[ForecastRow]
+    total: ForecastRow

@@ -20,7 +20,16 @@ from sqlalchemy.orm import Session
 from app.db import make_engine
 from app.kit.instants import INSTANT_PATTERN
 from app.kit.migrate import upgrade_head
-from app.models import JobAttempt, JobEvent, Scope, WorkerNode
+from app.models import (
+    Budget,
+    BudgetAction,
+    BudgetAlert,
+    BudgetPeriod,
+    JobAttempt,
+    JobEvent,
+    Scope,
+    WorkerNode,
+)
 from tests.conftest import auth
 from tests.prices.test_importers import SAMPLES
 from tests.reports.factory import make_job
@@ -85,6 +94,32 @@ def sqlite_client(
                 pid=1,
             )
         )
+        # A custom budget over those jobs, with a threshold it crossed.
+        session.add(
+            Budget(
+                id="bud_instants",
+                team="ml",
+                name="instants",
+                tag_key="team",
+                tag_value="ml",
+                period=BudgetPeriod.CUSTOM,
+                starts_at=datetime(2025, 3, 1, tzinfo=UTC),
+                ends_at=datetime(2025, 4, 1, tzinfo=UTC),
+                amount_usd=10.0,
+                thresholds_pct=[50.0],
+                action=BudgetAction.WARN,
+            )
+        )
+        session.flush()
+        session.add(
+            BudgetAlert(
+                budget_id="bud_instants",
+                period_start=datetime(2025, 3, 1, tzinfo=UTC),
+                threshold_pct=50.0,
+                crossed_at=finished,
+                spend_usd=5.0,
+            )
+        )
         session.commit()
     engine.dispose()
     with TestClient(create_app(), raise_server_exceptions=False) as client:
@@ -132,10 +167,13 @@ def _responses(client: Any) -> list[tuple[str, Any]]:
             "GET /v1/calibration/evaluation",
             client.get("/v1/calibration/evaluation", params={"include_jobs": "true"}).json(),
         ),
+        ("GET /v1/budgets", client.get("/v1/budgets").json()),
     ]
     window = {"from": "2025-03-01T00:00:00+02:00", "to": "2025-04-01"}
     for report in ("estimate-vs-actual", "spend"):
         out.append((report, client.get(f"/v1/reports/{report}", params=window).json()))
+    forecast = client.get("/v1/reports/forecast", params={**window, "period": "custom"})
+    out.append(("forecast", forecast.json()))
     focus = client.get("/v1/reports/focus", params={**window, "format": "json"})
     out.append(("focus", json.loads(focus.text)))
     return out

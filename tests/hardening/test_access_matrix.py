@@ -48,6 +48,12 @@ ROUTES: list[tuple[str, str, Scope | None]] = [
     ("GET", "/v1/reports/estimate-vs-actual", Scope.READ),
     ("GET", "/v1/reports/spend", Scope.READ),
     ("GET", "/v1/reports/focus", Scope.READ),
+    ("GET", "/v1/reports/forecast", Scope.READ),
+    ("GET", "/v1/budgets", Scope.READ),
+    ("POST", "/v1/budgets", Scope.ADMIN),
+    ("GET", "/v1/budgets/{budget_id}", Scope.READ),
+    ("PATCH", "/v1/budgets/{budget_id}", Scope.ADMIN),
+    ("DELETE", "/v1/budgets/{budget_id}", Scope.ADMIN),
     ("GET", "/v1/calibration", Scope.READ),
     ("GET", "/v1/calibration/evaluation", Scope.READ),
     ("GET", "/metrics", Scope.READ),
@@ -62,6 +68,7 @@ PATH_VALUES = {
     "dataset_id": "ds_00000000000000000000000000000000",
     "estimate_id": "est_00000000000000000000000000000000",
     "job_id": "job_00000000000000000000000000000000",
+    "budget_id": "bud_00000000000000000000000000000000",
 }
 CALLERS = ["none", "read", "submit", "admin", "revoked", "expired"]
 
