@@ -24,6 +24,7 @@ from app.estimator.memory import estimate_memory
 from app.estimator.model_analysis import analyze_model
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
+from worker.training.messages import PipeMessage, ProgressEvent
 from worker.training.runner import RunOutcome, run_job
 from worker.training.spec import parse_launch
 
@@ -57,9 +58,9 @@ class TwoDeviceCase:
 def _run(raw: dict[str, Any], *, devices: list[str], out: Path) -> tuple[RunOutcome, list[float]]:
     losses: list[float] = []
 
-    def on_event(message: dict[str, Any]) -> None:
-        if message.get("type") == "progress":
-            losses.append(float(message["loss"]))
+    def on_event(message: PipeMessage) -> None:
+        if isinstance(message, ProgressEvent):
+            losses.append(message.loss)
 
     outcome = run_job(parse_launch(raw), devices=devices, out_dir=out, on_event=on_event)
     return outcome, losses

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
@@ -26,6 +25,7 @@ from app.jobs.metered import Metered
 from app.jobs.spec import JobSpec
 from app.models import Dataset, Job, JobAttempt, JobEvent, JobStatus
 from app.models.base import utcnow
+from worker.training.messages import ProgressEvent
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ def beat(job_id: str, *, attempt: int) -> JobStatus | None:
     return JobStatus(status)
 
 
-def add_progress(job_id: str, *, attempt: int, events: list[dict[str, Any]]) -> None:
-    """Store progress events (each a dict of JobEvent fields) if this attempt still owns the job."""
+def add_progress(job_id: str, *, attempt: int, events: list[ProgressEvent]) -> None:
+    """Store progress events as `progress` rows if this attempt still owns the job."""
     if not events:
         return
     with session_scope() as session:
@@ -132,7 +132,18 @@ def add_progress(job_id: str, *, attempt: int, events: list[dict[str, Any]]) -> 
             return
         now = utcnow()
         session.add_all(
-            JobEvent(job_id=job_id, created_at=now, kind="progress", **e) for e in events
+            JobEvent(
+                job_id=job_id,
+                created_at=now,
+                kind="progress",
+                step=e.step,
+                total_steps=e.total_steps,
+                loss=e.loss,
+                tokens=e.tokens,
+                tokens_per_s=e.tokens_per_s,
+                accrued_cost_usd=e.accrued_cost_usd,
+            )
+            for e in events
         )
 
 

@@ -18,9 +18,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from app.config import get_settings
 from app.jobs.artifacts import artifact_url
@@ -33,6 +32,7 @@ from worker import devices, job_rows
 from worker.celery_app import celery_app
 from worker.job_rows import Claim
 from worker.training import runner
+from worker.training.messages import PhaseEvent, PipeMessage, ProgressEvent
 from worker.training.spec import Launch, RunContext
 
 log = logging.getLogger(__name__)
@@ -112,31 +112,16 @@ def _upload_artifact(job_id: str, local_dir: Path) -> tuple[str, int, int]:
     return url, total, weights
 
 
-def _event_writer(claim: Claim) -> Any:
-    def write(message: dict[str, Any]) -> None:
-        if message.get("type") == "phase":
-            info = ", ".join(f"{k}={v}" for k, v in message.items() if k not in ("type", "phase"))
-            text = f"{message.get('phase')}" + (f" ({info})" if info else "")
+def _event_writer(claim: Claim) -> runner.EventCallback:
+    def write(message: PipeMessage) -> None:
+        if isinstance(message, PhaseEvent):
+            info = ", ".join(f"{k}={v}" for k, v in message.info.items())
+            text = message.phase + (f" ({info})" if info else "")
             job_rows.add_status_event(
                 claim.job_id, attempt=claim.attempt, message=text, kind="phase"
             )
-            return
-        if message.get("type") != "progress":
-            return
-        job_rows.add_progress(
-            claim.job_id,
-            attempt=claim.attempt,
-            events=[
-                {
-                    "step": message.get("step"),
-                    "total_steps": message.get("total_steps"),
-                    "loss": message.get("loss"),
-                    "tokens": message.get("tokens"),
-                    "tokens_per_s": message.get("tokens_per_s"),
-                    "accrued_cost_usd": message.get("accrued_cost_usd"),
-                }
-            ],
-        )
+        elif isinstance(message, ProgressEvent):
+            job_rows.add_progress(claim.job_id, attempt=claim.attempt, events=[message])
 
     return write
 
@@ -184,8 +169,8 @@ class _Watch:
                 self.cancelled = True
 
 
-def _record_pid(claim: Claim) -> Any:
-    def on_start(child: Any) -> None:
+def _record_pid(claim: Claim) -> Callable[[runner.TrainingChild], None]:
+    def on_start(child: runner.TrainingChild) -> None:
         job_rows.add_status_event(
             claim.job_id,
             attempt=claim.attempt,

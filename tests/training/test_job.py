@@ -20,7 +20,7 @@ from worker.training.errors import (
     UnsupportedOnDevice,
 )
 from worker.training.job import run_training
-from worker.training.loop import ProgressEvent
+from worker.training.messages import ProgressEvent
 from worker.training.model import load_model
 from worker.training.spec import Launch, parse_launch
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from worker.training.messages import PhaseEvent, PipeMessage, ProgressEvent, ResultMessage
 from worker.training.runner import Throttle, TrainingChild, run_in_child, run_job
 from worker.training.spec import Launch
 
@@ -36,7 +37,7 @@ def test_each_method_trains_meters_and_saves(
     tiny_model: Path,
     tmp_path: Path,
 ) -> None:
-    events: list[dict[str, Any]] = []
+    events: list[PipeMessage] = []
     spec = {**job_spec, "method": method}
     out = run_in_child(launch(spec), out_dir=tmp_path / "artifact", on_event=events.append)
 
@@ -44,13 +45,13 @@ def test_each_method_trains_meters_and_saves(
     act = out.actuals
     assert act is not None
     assert act.steps == 3 and act.stop_reason == "completed"
-    progress = [e for e in events if e["type"] == "progress"]
-    steps = [e["step"] for e in progress]
+    progress = [e for e in events if isinstance(e, ProgressEvent)]
+    steps = [e.step for e in progress]
     assert steps == sorted(set(steps)) and steps[-1] == 3
-    assert all(math.isfinite(e["loss"]) and e["total_steps"] == 3 for e in progress)
-    assert events[-1]["type"] == "result"
+    assert all(math.isfinite(e.loss) and e.total_steps == 3 for e in progress)
+    assert isinstance(events[-1], ResultMessage)
     # Phases arrive in order, progress only while training.
-    kinds = [e.get("phase", e["type"]) for e in events]
+    kinds = [e.phase if isinstance(e, PhaseEvent) else e.type for e in events]
     assert [k for k in kinds if k != "progress"] == [
         "loading_model",
         "preparing_data",
@@ -112,8 +113,8 @@ def test_cancel_ends_a_long_child_within_deadline(
     started = threading.Event()
     cancel_at: list[float] = []
 
-    def on_event(message: dict[str, Any]) -> None:
-        if message["type"] == "progress":
+    def on_event(message: PipeMessage) -> None:
+        if isinstance(message, ProgressEvent):
             started.set()
 
     def should_cancel() -> bool:
@@ -144,8 +145,8 @@ def test_stop_kills_a_child_that_ignores_sigterm(
     holder: list[TrainingChild] = []
     took: list[float] = []
 
-    def on_event(message: dict[str, Any]) -> None:
-        if message["type"] == "progress" and not took:
+    def on_event(message: PipeMessage) -> None:
+        if isinstance(message, ProgressEvent) and not took:
             child = holder[0]
             assert child.pid is not None
             # A stopped process cannot run its SIGTERM handler: only SIGKILL can end it now.
@@ -194,8 +195,8 @@ def test_child_killed_from_outside_is_a_clear_failure(
 ) -> None:
     holder: list[TrainingChild] = []
 
-    def on_event(message: dict[str, Any]) -> None:
-        if message["type"] == "progress" and holder[0].pid:
+    def on_event(message: PipeMessage) -> None:
+        if isinstance(message, ProgressEvent) and holder[0].pid:
             os.kill(holder[0].pid, signal.SIGKILL)  # what the OOM killer does
 
     out = run_in_child(
@@ -209,14 +210,26 @@ def test_child_killed_from_outside_is_a_clear_failure(
     assert out.actuals is not None and out.actuals.partial and out.actuals.steps >= 1
 
 
+def _progress(step: int) -> ProgressEvent:
+    return ProgressEvent(
+        step=step,
+        total_steps=5,
+        loss=2.0,
+        tokens=100 * step,
+        tokens_per_s=50.0,
+        elapsed_s=2.0 * step,
+        accrued_cost_usd=0.01 * step,
+    )
+
+
 def test_throttle_forwards_first_then_holds_and_flushes() -> None:
-    got: list[dict[str, Any]] = []
+    got: list[PipeMessage] = []
     throttle = Throttle(got.append, interval_s=3600)
     for step in range(1, 6):
-        throttle({"type": "progress", "step": step})
-    assert [m["step"] for m in got] == [1]
-    throttle({"type": "result"})
-    assert [m.get("step") for m in got] == [1, 5, None]
+        throttle(_progress(step))
+    assert got == [_progress(1)]
+    throttle(PhaseEvent(phase="saving"))
+    assert got == [_progress(1), _progress(5), PhaseEvent(phase="saving")]
 
 
 def _run_from_pool_worker(launch_json: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -253,8 +266,8 @@ def test_a_caller_that_leaves_takes_the_child_with_it(
 ) -> None:
     holder: list[TrainingChild] = []
 
-    def on_event(message: dict[str, Any]) -> None:
-        if message["type"] == "progress":
+    def on_event(message: PipeMessage) -> None:
+        if isinstance(message, ProgressEvent):
             raise _CallerGone
 
     with pytest.raises(_CallerGone):

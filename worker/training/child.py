@@ -19,6 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from worker.training.messages import (
+    ErrorMessage,
+    PhaseEvent,
+    PipeMessage,
+    ProgressEvent,
+    ResultMessage,
+    encode,
+)
+
 
 class Connection(Protocol):
     """The write end of the pipe to the parent (a billiard or multiprocessing Connection)."""
@@ -43,20 +52,20 @@ class EventSender:
         self._conn = conn
         self._on_parent_gone = on_parent_gone
         self._cond = threading.Condition()
-        self._queue: deque[dict[str, Any]] = deque()
-        self._progress: dict[str, Any] | None = None
+        self._queue: deque[PipeMessage] = deque()
+        self._progress: ProgressEvent | None = None
         self._closing = False
         self._parent = os.getppid()
         self._thread = threading.Thread(target=self._run, name="tunecost-events", daemon=True)
         self._thread.start()
 
-    def progress(self, message: dict[str, Any]) -> None:
+    def progress(self, message: ProgressEvent) -> None:
         """Replace the pending progress event."""
         with self._cond:
             self._progress = message
             self._cond.notify()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: PipeMessage) -> None:
         """Queue an event that must not be dropped."""
         with self._cond:
             if self._progress is not None:
@@ -65,7 +74,7 @@ class EventSender:
             self._queue.append(message)
             self._cond.notify()
 
-    def close(self, final: dict[str, Any]) -> None:
+    def close(self, final: PipeMessage) -> None:
         """Send what is pending, then `final`, and stop the thread."""
         self.send(final)
         with self._cond:
@@ -75,7 +84,7 @@ class EventSender:
         with contextlib.suppress(OSError):
             self._conn.close()
 
-    def _take(self) -> tuple[list[dict[str, Any]], bool]:
+    def _take(self) -> tuple[list[PipeMessage], bool]:
         with self._cond:
             if not self._queue and self._progress is None and not self._closing:
                 self._cond.wait(PARENT_CHECK_S)
@@ -93,7 +102,7 @@ class EventSender:
                 self._on_parent_gone()
             for message in batch:
                 try:
-                    self._conn.send(message)
+                    self._conn.send(encode(message))
                 except OSError:  # the parent is gone: stop training, nobody is listening
                     self._on_parent_gone()
                     break
@@ -122,7 +131,7 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is the parent's to handle
     die_with_parent()
     sender = EventSender(conn, on_parent_gone=stop.set)
-    final: dict[str, Any]
+    final: PipeMessage
     try:
         from worker.training.errors import TrainingError
         from worker.training.job import run_training
@@ -133,19 +142,18 @@ def child_main(
             actuals = run_training(
                 launch,
                 out_dir=Path(out_dir),
-                on_progress=lambda e: sender.progress({"type": "progress", **e.to_dict()}),
+                on_progress=sender.progress,
                 stop_requested=stop.is_set,
-                on_phase=lambda phase, info: sender.send({"type": "phase", "phase": phase, **info}),
+                on_phase=lambda phase, info: sender.send(PhaseEvent(phase=phase, info=info)),
             )
-            final = {"type": "result", "actuals": actuals.model_dump(mode="json")}
+            final = ResultMessage(actuals=actuals)
         except TrainingError as exc:
-            final = {"type": "error", "kind": exc.kind, "message": str(exc)}
+            final = ErrorMessage(kind=exc.kind, message=str(exc))
     except Exception as exc:  # a bug or an unforeseen library error: report it, never hang
         oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
-        final = {
-            "type": "error",
-            "kind": "out_of_memory" if oom else "internal",
-            "message": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
+        final = ErrorMessage(
+            kind="out_of_memory" if oom else "internal",
+            message=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
     sender.close(final)

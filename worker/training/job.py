@@ -30,19 +30,19 @@ from worker.training.distributed import SOLO, Ranks, full_state_dict, unwrap, wr
 from worker.training.errors import JobSpecError
 from worker.training.loop import (
     LoopResult,
-    ProgressEvent,
     StopReason,
     evaluate,
     plan_total_steps,
     save_artifact,
     train_loop,
 )
+from worker.training.messages import PhaseInfo, ProgressEvent
 from worker.training.model import LoadedModel, load_model
 from worker.training.optim import build_optimizer, warmup_schedule
 from worker.training.spec import Launch
 
 FALLBACK_MAX_POSITIONS = 2048  # for configs that state no maximum length (rare)
-PhaseCallback = Callable[[str, dict[str, Any]], None]
+PhaseCallback = Callable[[str, PhaseInfo], None]
 
 
 def _pick_device(wanted: str) -> torch.device:

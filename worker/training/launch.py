@@ -32,7 +32,18 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from worker.training.child import Connection, EventSender, die_with_parent
+from worker.training.messages import (
+    DoneMessage,
+    ErrorMessage,
+    PhaseEvent,
+    PipeMessage,
+    ResultMessage,
+    decode,
+    encode,
+)
 
 SHUTDOWN_S = 3  # agent: SIGTERM to SIGKILL for ranks, inside the parent's own grace (5 s)
 MONITOR_S = 0.1  # how often the agent looks at its ranks (torchrun's default is 0.1 s too)
@@ -46,8 +57,8 @@ class RankRelay(threading.Thread):
         super().__init__(name="tunecost-ranks-relay", daemon=True)
         self._readers = readers
         self._conn = conn
-        self.result: dict[str, Any] | None = None
-        self.errors: dict[int, dict[str, Any]] = {}  # the first error of each rank
+        self.result: ResultMessage | None = None
+        self.errors: dict[int, ErrorMessage] = {}  # the first error of each rank
         self.error_order: list[int] = []
 
     def run(self) -> None:
@@ -56,43 +67,41 @@ class RankRelay(threading.Thread):
             for ready in wait(live):
                 reader: Any = ready
                 try:
-                    message: dict[str, Any] = reader.recv()
+                    raw = reader.recv()
                 except (EOFError, OSError):  # every copy of that rank's write end is closed
                     live.remove(ready)
                     continue
-                kind = message.get("type")
-                if kind == "result":
+                try:
+                    message = decode(raw)
+                except ValidationError as exc:  # a rank and this launcher disagree: a bug
+                    message = ErrorMessage(
+                        kind="internal", message=f"a rank's message is not valid: {exc}"
+                    )
+                if isinstance(message, ResultMessage):
                     self.result = message
-                elif kind == "error":
-                    rank = int(message.get("rank", -1))
+                elif isinstance(message, ErrorMessage):
+                    rank = -1 if message.rank is None else message.rank
                     if rank not in self.errors:
                         self.errors[rank] = message
                         self.error_order.append(rank)
-                else:
+                elif not isinstance(message, DoneMessage):
                     # OSError: the parent is gone; the ranks die with the launcher.
                     with contextlib.suppress(OSError):
-                        self._conn.send(message)
+                        self._conn.send(encode(message))
 
-    def ending(self, failed_rank: int | None, failure: str | None) -> dict[str, Any]:
+    def ending(self, failed_rank: int | None, failure: str | None) -> PipeMessage:
         """The one final event: rank 0's result, else the failing rank's own error."""
         if self.result is not None:
             return self.result
         if failed_rank is not None and failed_rank in self.errors:
             return self.errors[failed_rank]
         if failed_rank is not None:  # it died without a word: a signal, os._exit, the OOM killer
-            return {
-                "type": "error",
-                "kind": "rank_died",
-                "message": f"rank {failed_rank} died: {failure}",
-                "rank": failed_rank,
-            }
+            return ErrorMessage(
+                kind="rank_died", message=f"rank {failed_rank} died: {failure}", rank=failed_rank
+            )
         if self.error_order:
             return self.errors[self.error_order[0]]
-        return {
-            "type": "error",
-            "kind": "internal",
-            "message": "the ranks ended without a result",
-        }
+        return ErrorMessage(kind="internal", message="the ranks ended without a result")
 
 
 def launcher_main(
@@ -125,12 +134,11 @@ def launcher_main(
     except Exception as exc:  # the launcher itself failed (rendezvous, spawn): say so
         relay.errors.setdefault(
             -1,
-            {
-                "type": "error",
-                "kind": "launch_failed",
-                "message": f"starting {world} ranks failed: {type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(),
-            },
+            ErrorMessage(
+                kind="launch_failed",
+                message=f"starting {world} ranks failed: {type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            ),
         )
         relay.error_order.append(-1)
     finally:
@@ -139,7 +147,7 @@ def launcher_main(
         relay.join()
     final = relay.ending(failed_rank, failure)
     try:
-        conn.send(final)
+        conn.send(encode(final))
     finally:
         conn.close()
 
@@ -212,10 +220,10 @@ def rank_main(launch_json: dict[str, Any], out_dir: str, writers: list[MpConnect
     if sender is not None:
         sender.close(final)
     else:
-        if final["type"] == "error":
-            conn.send(final)
+        if isinstance(final, ErrorMessage):
+            conn.send(encode(final))
         conn.close()
-    if final["type"] == "error":
+    if isinstance(final, ErrorMessage):
         sys.exit(1)  # the agent sees a failed rank and ends the others
 
 
@@ -225,7 +233,7 @@ def _train_rank(
     rank: int,
     stop: threading.Event,
     sender: EventSender | None,
-) -> dict[str, Any]:
+) -> PipeMessage:
     try:
         from worker.training.distributed import job_strategy, join_group, leave_group
         from worker.training.errors import TrainingError
@@ -238,14 +246,10 @@ def _train_rank(
             actuals = train_rank(
                 launch,
                 out_dir=Path(out_dir),
-                on_progress=(
-                    (lambda e: sender.progress({"type": "progress", **e.to_dict()}))
-                    if sender is not None
-                    else (lambda e: None)
-                ),
+                on_progress=sender.progress if sender is not None else (lambda e: None),
                 stop_requested=stop.is_set,
                 on_phase=(
-                    (lambda name, info: sender.send({"type": "phase", "phase": name, **info}))
+                    (lambda name, info: sender.send(PhaseEvent(phase=name, info=info)))
                     if sender is not None
                     else None
                 ),
@@ -254,17 +258,15 @@ def _train_rank(
             # Only after success: a failing rank exits without waiting on peers that may hang.
             leave_group()
             if actuals is None:  # ranks other than 0: rank 0 reports for the job
-                return {"type": "done"}
-            return {"type": "result", "actuals": actuals.model_dump(mode="json")}
+                return DoneMessage()
+            return ResultMessage(actuals=actuals)
         except TrainingError as exc:
-            message = f"rank {rank}: {exc}"
-            return {"type": "error", "kind": exc.kind, "message": message, "rank": rank}
+            return ErrorMessage(kind=exc.kind, message=f"rank {rank}: {exc}", rank=rank)
     except Exception as exc:  # a bug or an unforeseen library error: report it, never hang
         oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
-        return {
-            "type": "error",
-            "kind": "out_of_memory" if oom else "internal",
-            "message": f"rank {rank}: {type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-            "rank": rank,
-        }
+        return ErrorMessage(
+            kind="out_of_memory" if oom else "internal",
+            message=f"rank {rank}: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            rank=rank,
+        )

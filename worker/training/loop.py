@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,27 +20,11 @@ import torch
 from worker.training.data import Batch
 from worker.training.distributed import SOLO, Ranks
 from worker.training.errors import NanLossError, OutOfMemory
+from worker.training.messages import ProgressEvent
 from worker.training.model import PrecisionPlan
 
 StopReason = Literal["completed", "budget_exceeded", "cancelled"]
 MAX_EVAL_BATCHES = 64  # bounds eval time on big held-out sets; enough for a stable mean loss
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Where a run stands after an optimizer step."""
-
-    step: int
-    total_steps: int
-    loss: float
-    tokens: int  # real (non-pad) tokens trained on so far
-    tokens_per_s: float  # over the training loop so far
-    elapsed_s: float  # since the job started (the billing clock)
-    accrued_cost_usd: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict."""
-        return asdict(self)
 
 
 @dataclass

@@ -32,12 +32,19 @@ from worker.training.child import child_main
 from worker.training.devices import DeviceSet, parse_devices
 from worker.training.errors import JobSpecError
 from worker.training.launch import launcher_main
+from worker.training.messages import (
+    ErrorMessage,
+    PipeMessage,
+    ProgressEvent,
+    ResultMessage,
+    decode,
+)
 from worker.training.spec import Launch
 
 log = logging.getLogger(__name__)
 
 Status = Literal["succeeded", "failed", "cancelled", "budget_exceeded"]
-EventCallback = Callable[[dict[str, Any]], None]
+EventCallback = Callable[[PipeMessage], None]
 
 DEFAULT_GRACE_S = 5.0  # SIGTERM to SIGKILL: time to finish a step and save a small artifact
 BUDGET_GRACE_S = 3.0  # the child stops itself at its next step; the parent steps in after this
@@ -54,7 +61,7 @@ class RunOutcome:
     error_kind: str | None = None
     error: str | None = None
     exit_code: int | None = None
-    last_progress: dict[str, Any] | None = None
+    last_progress: ProgressEvent | None = None
     events_received: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -62,6 +69,9 @@ class RunOutcome:
         """JSON-able dict."""
         out = asdict(self)
         out["actuals"] = self.actuals.model_dump(mode="json") if self.actuals else None
+        out["last_progress"] = (
+            self.last_progress.model_dump(mode="json") if self.last_progress else None
+        )
         return out
 
 
@@ -169,8 +179,8 @@ class TrainingChild:
             price_per_gpu_hour=spec.price_per_gpu_hour,
         )
         result: JobActuals | None = None
-        error: dict[str, Any] | None = None
-        last_progress: dict[str, Any] | None = None
+        error: ErrorMessage | None = None
+        last_progress: ProgressEvent | None = None
         events = 0
         next_cancel_check = 0.0
         over_budget_since: float | None = None
@@ -179,14 +189,13 @@ class TrainingChild:
             if not eof:
                 try:
                     if self._conn.poll(POLL_S):
-                        message = self._conn.recv()
+                        message = _decoded(self._conn.recv())
                         events += 1
-                        kind = message.get("type")
-                        if kind == "result":
-                            result, error = _result(message)
-                        elif kind == "error":
+                        if isinstance(message, ResultMessage):
+                            result = message.actuals
+                        elif isinstance(message, ErrorMessage):
                             error = message
-                        elif kind == "progress":
+                        elif isinstance(message, ProgressEvent):
                             last_progress = message
                         if on_event is not None:
                             self._guarded(on_event, message)
@@ -224,8 +233,8 @@ class TrainingChild:
     def _outcome(
         self,
         result: JobActuals | None,
-        error: dict[str, Any] | None,
-        last_progress: dict[str, Any] | None,
+        error: ErrorMessage | None,
+        last_progress: ProgressEvent | None,
         exit_code: int | None,
         events: int,
         cost_now: float,
@@ -245,10 +254,10 @@ class TrainingChild:
         if self._stop_reason is not None:
             outcome.status = self._stop_reason
         elif error is not None:
-            outcome.error_kind = error.get("kind")
-            outcome.error = error.get("message")
-            if error.get("traceback"):
-                outcome.detail["traceback"] = error["traceback"]
+            outcome.error_kind = error.kind
+            outcome.error = error.message
+            if error.traceback:
+                outcome.detail["traceback"] = error.traceback
         else:
             outcome.error_kind = "child_died"
             outcome.error = f"the training process exited with code {exit_code} without a result"
@@ -260,12 +269,11 @@ class TrainingChild:
                 outcome.error += f" (killed by {signal.Signals(-exit_code).name})"
         return outcome
 
-    def _partial_actuals(self, last_progress: dict[str, Any] | None, cost_now: float) -> JobActuals:
+    def _partial_actuals(self, last_progress: ProgressEvent | None, cost_now: float) -> JobActuals:
         """What the parent knows when the child left no result: time and money, last progress."""
         spec = self.launch.spec
         wall_s = time.time() - self.launch.run.started_at
         num_gpus = spec.num_gpus
-        progress = last_progress or {}
         return JobActuals(
             partial=True,
             wall_s=wall_s,
@@ -274,18 +282,18 @@ class TrainingChild:
             world_size=num_gpus,
             price_per_gpu_hour=spec.price_per_gpu_hour,
             cost_usd=cost_now,
-            steps=progress.get("step", 0),
-            tokens=progress.get("tokens", 0),
-            final_loss=progress.get("loss"),
+            steps=last_progress.step if last_progress else 0,
+            tokens=last_progress.tokens if last_progress else 0,
+            final_loss=last_progress.loss if last_progress else None,
         )
 
 
-def _result(message: dict[str, Any]) -> tuple[JobActuals | None, dict[str, Any] | None]:
-    """The child's actuals, validated again on this side of the pipe (or why they are not)."""
+def _decoded(raw: object) -> PipeMessage:
+    """A message from the child, validated on this side of the pipe (or why it is not)."""
     try:
-        return JobActuals.model_validate(message.get("actuals")), None
+        return decode(raw)
     except ValidationError as exc:  # the child and this parent disagree on the contract: a bug
-        return None, {"kind": "internal", "message": f"the child's actuals are not valid: {exc}"}
+        return ErrorMessage(kind="internal", message=f"the child's message is not valid: {exc}")
 
 
 def _status_for(stop_reason: str | None) -> Status:
@@ -348,8 +356,8 @@ def run_in_child(
     """Train `launch` in a spawned child, stream its events to `on_event`, return the outcome.
 
     `should_cancel` and `on_tick` run about once a second; `on_start` receives the child (to
-    call `stop()` from elsewhere, or to record its pid). Events are dicts with a "type":
-    "phase", "progress" (a ProgressEvent), then one "result" or "error". The child sees the
+    call `stop()` from elsewhere, or to record its pid). Events are `PipeMessage`s
+    (worker/training/messages.py): phases, progress, then one result or error. The child sees the
     worker's devices as they are; `run_job` confines a job to its own device set.
     """
     child = TrainingChild(launch, out_dir=out_dir)
@@ -397,10 +405,10 @@ class Throttle:
         self._callback = callback
         self._interval_s = interval_s
         self._next = 0.0
-        self._held: dict[str, Any] | None = None
+        self._held: PipeMessage | None = None
 
-    def __call__(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "progress":
+    def __call__(self, message: PipeMessage) -> None:
+        if not isinstance(message, ProgressEvent):
             self.flush()
             self._callback(message)
             return
