@@ -24,7 +24,9 @@ CSV_MEDIA = "text/csv; charset=utf-8"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_CHARS = frozenset(FORMULA_PREFIXES)
 NEUTRALISER = "'"  # OWASP's recommended prefix: shown as text, never evaluated
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# A plain signed number (ASCII digits: what a spreadsheet reads as one), kept as it is.
+NUMBER_PATTERN = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_NUMBER = re.compile(NUMBER_PATTERN)
 
 
 def neutralise(value: Any) -> Any:
@@ -38,8 +40,16 @@ def neutralise(value: Any) -> Any:
     return value
 
 
+def _has_cr(row: Sequence[Any]) -> bool:
+    return any(cell.__class__ is str and "\r" in cell for cell in row)
+
+
 def chunks(header: Sequence[str], batches: Iterable[Iterable[Sequence[Any]]]) -> Iterator[str]:
-    """CSV text: the header, then one chunk per batch of rows (each a sequence of cells)."""
+    """CSV text: the header, then one chunk per batch of rows (each a sequence of cells).
+
+    A cell holding a line break is quoted (RFC 4180), a carriage return included: the csv module
+    quotes only the characters of its line terminator, and a reader ends the row at a bare CR.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([neutralise(name) for name in header])
@@ -49,14 +59,29 @@ def chunks(header: Sequence[str], batches: Iterable[Iterable[Sequence[Any]]]) ->
         buffer.truncate()
         # neutralise() only on text starting with a formula character: the test runs inline
         # because this loop visits every cell of every export.
-        writer.writerows(
+        rows = [
             [
                 neutralise(cell) if cell.__class__ is str and cell[:1] in _FORMULA_CHARS else cell
                 for cell in row
             ]
             for row in batch
-        )
-        yield buffer.getvalue()
+        ]
+        writer.writerows(rows)
+        text = buffer.getvalue()
+        if "\r" in text:
+            text = "".join(_row_text(row) for row in rows)
+        yield text
+
+
+def _row_text(row: Sequence[Any]) -> str:
+    """One row; a row with a carriage return in a cell is written with CRLF as the terminator,
+    so the csv module quotes that cell, and the row then ends with LF like the others."""
+    buffer = io.StringIO()
+    if _has_cr(row):
+        csv.writer(buffer, lineterminator="\r\n").writerow(row)
+        return buffer.getvalue()[:-2] + "\n"
+    csv.writer(buffer, lineterminator="\n").writerow(row)
+    return buffer.getvalue()
 
 
 def records_text(columns: Sequence[str], records: Iterable[dict[str, Any]]) -> str:

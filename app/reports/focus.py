@@ -1,12 +1,14 @@
 """FinOps FOCUS 1.2 export: one Usage charge per finished job that has a metered cost.
 
 The query itself yields each record in column order (timestamps already ISO 8601 text, tags
-already a JSON object as text), so Python only writes rows out. CSV is always written by the
-API's one CSV writer (app/kit/csv_out.py, which neutralises formula-like cells) from rows fetched in
-batches through a server-side cursor (`yield_per`); on PostgreSQL the database renders JSON
-itself (`json_build_object` through `COPY (query) TO STDOUT`). Either way the output leaves in
-chunks and memory stays flat whatever the row count. Values are only ever what was recorded:
-a column is null when the job lacks the figure, never filled with a guess.
+already a JSON object as text). The definition of the CSV is the API's one CSV writer
+(app/kit/csv_out.py, which neutralises formula-like cells) over rows fetched in batches through
+a server-side cursor (`yield_per`): what SQLite and any other caller of `iter_batches` get. On
+PostgreSQL the database writes the same bytes itself (`COPY (query) TO STDOUT WITH (FORMAT
+csv)`, the neutralising and number formatting done in SQL: app/reports/focus_pg.py), and renders
+JSON (`json_build_object` through COPY). Either way the output leaves in chunks and memory stays
+flat whatever the row count. Values are only ever what was recorded: a column is null when the
+job lacks the figure, never filled with a guess.
 
 Which columns and what they hold: app/reports/focus_columns.py (and the README table).
 """
@@ -35,6 +37,7 @@ from app.config import get_settings
 from app.jobs.filters import ReportFilters
 from app.kit import csv_out
 from app.models import Job, JobTag
+from app.reports import focus_pg
 from app.reports.focus_columns import COLUMNS
 from app.reports.focus_columns import columns as focus_columns
 
@@ -189,12 +192,27 @@ def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
     yield b"\n]}\n"
 
 
+def _pg_settings(session: Session) -> None:
+    """The export transaction's settings (focus_pg.SETTINGS), undone when it ends."""
+    for name, value in focus_pg.SETTINGS.items():
+        session.execute(select(func.set_config(name, value, True)))
+
+
+def _pg_csv(session: Session, filters: ReportFilters) -> Iterator[str | bytes]:
+    """The CSV export written by PostgreSQL, byte for byte what render_csv writes."""
+    tags, source = _tags(filters, "postgresql")
+    stmt = focus_pg.csv_query(filters, get_settings(), tags=tags, source=source)
+    yield "".join(render_csv(iter(())))  # the header
+    yield from _chunked(_copy_out(session, stmt, "FORMAT csv"))
+
+
 def stream(
     session: Session, filters: ReportFilters, fmt: str
 ) -> Generator[str | bytes, None, None]:
     """The whole export as CSV or JSON text, in chunks."""
-    if fmt == "json" and session.get_bind().dialect.name == "postgresql":
-        yield from _pg_json(session, filters)
+    if session.get_bind().dialect.name == "postgresql":
+        _pg_settings(session)
+        yield from _pg_csv(session, filters) if fmt == "csv" else _pg_json(session, filters)
         return
     render = render_csv if fmt == "csv" else render_json
     yield from render(iter_batches(session, filters))

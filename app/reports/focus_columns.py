@@ -22,6 +22,9 @@ from app.catalog.providers import PROVIDER_NAMES
 from app.config import Settings
 from app.models import CostSource, Job
 
+# The jobs table, or a subquery with its columns (aliased(Job, subquery)) to compute over.
+JobTable = type[Job]
+
 CURRENCY = "USD"  # every catalog price is in US dollars (app/catalog/prices.csv)
 SERVICE_CATEGORY = "AI and Machine Learning"  # FOCUS ServiceCategory allowed value
 # FOCUS 1.2 ServiceSubcategory under "AI and Machine Learning": "Creation, training, and
@@ -42,6 +45,10 @@ COMMITMENT_TYPE = "Rate card"
 COMMITMENT_STATUS = "Used"
 PG_ISO = 'YYYY-MM-DD"T"HH24:MI:SS"Z"'  # to_char pattern of FOCUS date-times (UTC, with Z)
 SQLITE_ISO = "%Y-%m-%dT%H:%M:%SZ"
+# What the record reads from the job's estimate snapshot (frozen at submit from the rate card).
+CONTRACTED_PRICE = "contracted_price_per_gpu_hour"
+COMMITMENT_ID = "commitment_id"
+SNAPSHOT_FIELDS = (CONTRACTED_PRICE, COMMITMENT_ID)
 COMMITMENT_COLUMNS = (
     "CommitmentDiscountCategory",
     "CommitmentDiscountId",
@@ -115,8 +122,8 @@ def const(value: str) -> Any:
 def iso(dialect: str, column: Any) -> Any:
     """A timestamptz column as FOCUS date-time text (UTC, `Z`)."""
     if dialect == "postgresql":
-        return func.to_char(func.timezone("UTC", column), PG_ISO)
-    return func.strftime(SQLITE_ISO, column)
+        return func.to_char(func.timezone("UTC", column), PG_ISO, type_=String)
+    return func.strftime(SQLITE_ISO, column, type_=String)
 
 
 def billing_period(dialect: str, column: Any) -> tuple[Any, Any]:
@@ -124,124 +131,128 @@ def billing_period(dialect: str, column: Any) -> tuple[Any, Any]:
     if dialect == "postgresql":
         month = func.date_trunc(literal_column("'month'"), func.timezone("UTC", column))
         following = month + literal_column("interval '1 month'")
-        return func.to_char(month, PG_ISO), func.to_char(following, PG_ISO)
-    start = func.strftime(SQLITE_ISO, column, "start of month")
-    return start, func.strftime(SQLITE_ISO, column, "start of month", "+1 month")
+        return func.to_char(month, PG_ISO, type_=String), func.to_char(
+            following, PG_ISO, type_=String
+        )
+    start = func.strftime(SQLITE_ISO, column, "start of month", type_=String)
+    return start, func.strftime(SQLITE_ISO, column, "start of month", "+1 month", type_=String)
 
 
-def is_cloud() -> Any:
+def is_cloud(job: JobTable = Job) -> Any:
     """Whether a provider invoices the job's device time."""
-    return Job.cost_source == CostSource.CLOUD.value
+    return job.cost_source == CostSource.CLOUD.value
 
 
-def pricing_quantity() -> Any:
+def pricing_quantity(job: JobTable = Job) -> Any:
     """Priced GPU-hours: billed ones can exceed those used (whole instances rented)."""
-    price = Job.price_per_gpu_hour
-    return case((price > 0, Job.act_cost_usd / price), else_=Job.act_gpu_hours)
+    price = job.price_per_gpu_hour
+    return case((price > 0, job.act_cost_usd / price), else_=job.act_gpu_hours)
 
 
-def contracted_unit_price() -> Any:
+def contracted_unit_price(job: JobTable = Job) -> Any:
     """The rate card's $/GPU-hour frozen on the job's estimate, else the list price."""
-    rate = Job.estimate_snapshot["contracted_price_per_gpu_hour"].as_float()
-    return func.coalesce(rate, Job.price_per_gpu_hour)
+    rate = job.estimate_snapshot[CONTRACTED_PRICE].as_float()
+    return func.coalesce(rate, job.price_per_gpu_hour)
 
 
-def contracted_cost() -> Any:
+def contracted_cost(job: JobTable = Job) -> Any:
     """The metered cost at the contracted rate (the list cost when no rate card applied)."""
-    price = Job.price_per_gpu_hour
-    at_contract = Job.act_cost_usd * contracted_unit_price() / price
-    return case((price > 0, at_contract), else_=Job.act_cost_usd)
+    price = job.price_per_gpu_hour
+    at_contract = job.act_cost_usd * contracted_unit_price(job) / price
+    return case((price > 0, at_contract), else_=job.act_cost_usd)
 
 
-def commitment_id() -> Any:
+def commitment_id(job: JobTable = Job) -> Any:
     """The rate card line's commitment id frozen on the job's estimate (null: none)."""
-    return Job.estimate_snapshot["commitment_id"].as_string()
+    return job.estimate_snapshot[COMMITMENT_ID].as_string()
 
 
-def billed_cost() -> Any:
+def billed_cost(job: JobTable = Job) -> Any:
     """What an invoice charges: the metered cost at the contracted rate when cloud-billed."""
-    return case((is_cloud(), contracted_cost()), else_=literal(0.0, Float))
+    return case((is_cloud(job), contracted_cost(job)), else_=literal(0.0, Float))
 
 
-def effective_cost() -> Any:
+def effective_cost(job: JobTable = Job) -> Any:
     """The cost to the organisation: cloud = billed; self-hosted = GPU-hours x internal rate."""
-    internal = func.coalesce(Job.act_gpu_hours, 0.0) * func.coalesce(
-        Job.internal_usd_per_gpu_hour, 0.0
+    internal = func.coalesce(job.act_gpu_hours, 0.0) * func.coalesce(
+        job.internal_usd_per_gpu_hour, 0.0
     )
-    return case((is_cloud(), contracted_cost()), else_=internal)
+    return case((is_cloud(job), contracted_cost(job)), else_=internal)
 
 
-def _provider_name(settings: Settings) -> Any:
+def _provider_name(settings: Settings, job: JobTable) -> Any:
     display = case(
-        *((Job.billing_provider == k, const(v)) for k, v in PROVIDER_NAMES.items()),
-        else_=Job.billing_provider,
+        *((job.billing_provider == k, const(v)) for k, v in PROVIDER_NAMES.items()),
+        else_=job.billing_provider,
     )
-    return case((is_cloud(), display), else_=const(settings.focus_self_hosted_name))
+    return case((is_cloud(job), display), else_=const(settings.focus_self_hosted_name))
 
 
-def _description() -> Any:
+def _description(job: JobTable) -> Any:
     source = case(
-        (is_cloud(), const(", billed by ") + Job.billing_provider),
+        (is_cloud(job), const(", billed by ") + job.billing_provider),
         (
-            Job.cost_source == CostSource.SELF_HOSTED.value,
-            const(", self-hosted; list price of ") + Job.list_price_reference,
+            job.cost_source == CostSource.SELF_HOSTED.value,
+            const(", self-hosted; list price of ") + job.list_price_reference,
         ),
     )
     return (
-        Job.method
+        job.method
         + " fine-tune of "
-        + Job.model_ref
+        + job.model_ref
         + " on "
-        + cast(Job.num_gpus, String)
+        + cast(job.num_gpus, String)
         + "x "
-        + Job.gpu
+        + job.gpu
         + " ("
-        + func.replace(Job.pricing, "_", "-")
+        + func.replace(job.pricing, "_", "-")
         + func.coalesce(source, "")
         + "), job "
-        + Job.status
+        + job.status
     )
 
 
-def _sku_id() -> Any:
-    cloud = Job.billing_provider + "/" + func.coalesce(Job.sku, Job.gpu)
-    return case((is_cloud(), cloud), else_=const(SELF_HOSTED_SKU + "/") + Job.gpu)
+def _sku_id(job: JobTable) -> Any:
+    cloud = job.billing_provider + "/" + func.coalesce(job.sku, job.gpu)
+    return case((is_cloud(job), cloud), else_=const(SELF_HOSTED_SKU + "/") + job.gpu)
 
 
-def columns(dialect: str, tags: Any, settings: Settings) -> list[tuple[str, Any]]:
+def columns(
+    dialect: str, tags: Any, settings: Settings, job: JobTable = Job
+) -> list[tuple[str, Any]]:
     """(column name, SQL expression) of a FOCUS record, in COLUMNS order."""
-    billed = Job.act_cost_usd
-    price = Job.price_per_gpu_hour
-    priced = pricing_quantity()
+    billed = job.act_cost_usd
+    price = job.price_per_gpu_hour
+    priced = pricing_quantity(job)
     error = case(
         (
-            Job.est_cost_usd.is_not(None) & (billed > 0),
-            (Job.est_cost_usd - billed) / billed * 100.0,
+            job.est_cost_usd.is_not(None) & (billed > 0),
+            (job.est_cost_usd - billed) / billed * 100.0,
         )
     )
-    pricing_category = case(*((Job.pricing == k, const(v)) for k, v in PRICING_CATEGORY.items()))
-    period_start, period_end = billing_period(dialect, Job.finished_at)
-    provider = _provider_name(settings)
-    sku = _sku_id()
-    gpu_hours_unit = case((Job.act_gpu_hours.is_not(None), const(GPU_HOURS_UNIT)))
+    pricing_category = case(*((job.pricing == k, const(v)) for k, v in PRICING_CATEGORY.items()))
+    period_start, period_end = billing_period(dialect, job.finished_at)
+    provider = _provider_name(settings, job)
+    sku = _sku_id(job)
+    gpu_hours_unit = case((job.act_gpu_hours.is_not(None), const(GPU_HOURS_UNIT)))
     exprs = (
-        cast(billed_cost(), Float),
-        cast(effective_cost(), Float),
+        cast(billed_cost(job), Float),
+        cast(effective_cost(job), Float),
         billed,  # ListCost: the metered GPU-hours at the (reference) list price
-        contracted_cost(),  # ContractedCost: at the rate card's rate, else the list price
+        contracted_cost(job),  # ContractedCost: at the rate card's rate, else the list price
         price,  # ListUnitPrice
-        contracted_unit_price(),  # ContractedUnitPrice
+        contracted_unit_price(job),  # ContractedUnitPrice
         const(CURRENCY),
         const(settings.focus_billing_account_id),
         const(settings.focus_billing_account_name),
         period_start,
         period_end,
-        iso(dialect, func.coalesce(Job.started_at, Job.finished_at)),
-        iso(dialect, Job.finished_at),
+        iso(dialect, func.coalesce(job.started_at, job.finished_at)),
+        iso(dialect, job.finished_at),
         const(CHARGE_CATEGORY),
         cast(null(), String),  # ChargeClass: null, not a correction
         const(CHARGE_FREQUENCY),
-        _description(),
+        _description(job),
         provider,  # InvoiceIssuerName: whoever bills, the provider or the organisation
         provider,  # ProviderName
         provider,  # PublisherName: the GPU time is the provider's (or your own) product
@@ -249,46 +260,46 @@ def columns(dialect: str, tags: Any, settings: Settings) -> list[tuple[str, Any]
         const(SERVICE_SUBCATEGORY),
         const(SERVICE_NAME),
         pricing_category,
-        Job.region,
-        Job.region,  # RegionName: the catalog knows region ids only
-        Job.id,
-        Job.method + " " + Job.model_ref,
+        job.region,
+        job.region,  # RegionName: the catalog knows region ids only
+        job.id,
+        job.method + " " + job.model_ref,
         const(RESOURCE_TYPE),
         sku,
-        sku + "/" + Job.pricing,  # SkuPriceId: the SKU at one pricing category
-        Job.team,  # SubAccountId: the job's tenant
-        Job.team,  # SubAccountName
-        Job.act_gpu_hours,  # ConsumedQuantity
+        sku + "/" + job.pricing,  # SkuPriceId: the SKU at one pricing category
+        job.team,  # SubAccountId: the job's tenant
+        job.team,  # SubAccountName
+        job.act_gpu_hours,  # ConsumedQuantity
         gpu_hours_unit,
         priced,
         case((priced.is_not(None), const(GPU_HOURS_UNIT))),
-        *_commitment(),
+        *_commitment(job),
         tags,
-        Job.cost_source,
-        Job.list_price_reference,
-        Job.internal_usd_per_gpu_hour,
-        Job.est_cost_usd,
-        Job.est_gpu_hours,
+        job.cost_source,
+        job.list_price_reference,
+        job.internal_usd_per_gpu_hour,
+        job.est_cost_usd,
+        job.est_gpu_hours,
         error,
-        Job.method,
-        Job.model_ref,
-        Job.gpu,
-        Job.num_gpus,
-        Job.status,
-        Job.team,
+        job.method,
+        job.model_ref,
+        job.gpu,
+        job.num_gpus,
+        job.status,
+        job.team,
     )
     return list(zip(COLUMNS, exprs, strict=True))
 
 
-def _commitment() -> tuple[Any, ...]:
+def _commitment(job: JobTable) -> tuple[Any, ...]:
     """The COMMITMENT_COLUMNS: filled when a rate card line with a commitment id priced the job."""
-    cid = commitment_id()
+    cid = commitment_id(job)
     committed = cid.is_not(None)
     return (
         case((committed, const(COMMITMENT_CATEGORY))),
         cid,
         cid,  # CommitmentDiscountName: the contract is known by its id
-        case((committed, cast(contracted_cost(), Float))),
+        case((committed, cast(contracted_cost(job), Float))),
         case((committed, const(COMMITMENT_STATUS))),
         case((committed, const(COMMITMENT_TYPE))),
         case((committed, const(CURRENCY))),

@@ -103,11 +103,14 @@ def test_tag_values_with_control_characters_are_refused(
 
 
 def _cell_by_cell(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([csv_out.neutralise(c) for c in row] for row in rows)
-    return buffer.getvalue()
+    # Every row written with CRLF as its terminator (so a cell with either line break is
+    # quoted), then ended with LF like the header.
+    out = []
+    for row in [header, *([csv_out.neutralise(c) for c in row] for row in rows)]:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\r\n").writerow(row)
+        out.append(buffer.getvalue()[:-2] + "\n")
+    return "".join(out)
 
 
 def test_the_inlined_check_writes_what_neutralise_would() -> None:
@@ -127,7 +130,12 @@ def test_the_inlined_check_writes_what_neutralise_would() -> None:
             for _ in range(rng.randint(1, 2))
         ]
         header = ["a", "b", "c"]
-        assert "".join(csv_out.chunks(header, [rows])) == _cell_by_cell(header, rows), rows
+        text = "".join(csv_out.chunks(header, [rows]))
+        assert text == _cell_by_cell(header, rows), rows
+        assert list(csv.reader(io.StringIO(text, newline=""))) == [
+            header,
+            *([str(csv_out.neutralise(c)) for c in row] for row in rows),
+        ]
 
 
 def test_a_hostile_team_name_from_the_admin_api_is_quoted(

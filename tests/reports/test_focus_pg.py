@@ -1,0 +1,183 @@
+"""PostgreSQL writes the FOCUS CSV itself (app/reports/focus_pg.py): byte for byte what the API's
+Python writer makes of the same records, whatever text and numbers the rows hold."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, update
+
+from app.db import session_scope
+from app.jobs.filters import parse_filters
+from app.kit import csv_out
+from app.models import Job, JobTag
+from app.reports import focus
+from app.reports.focus_columns import COLUMNS
+from tests.reports.factory import make_job, unique
+
+# Text the columns may hold: formula starters, CSV specials, signed numbers, line breaks.
+PIECES = (
+    *("=", "+", "-", "@", "\t", "\r", "\n", ",", '"', "'", "\\", " ", "1", ".", "e", "é", "✓"),
+    *("a", "aws", "-1.5", "+2e3", ".5", "٣", "\\.", "NULL"),
+)
+TEXT = st.lists(st.sampled_from(PIECES), max_size=5).map("".join)
+# Floats PostgreSQL and Python print differently (100 vs 100.0, 1e+15 vs positional, NaN,
+# Infinity), none so large or tiny that a product of two leaves float8's range (an error).
+# Between 2**53 and about 2**64 (every double there is an integer) PostgreSQL may print up to
+# 17 significant digits where Python's repr prints the shortest: the same double, other text.
+EXACT_BELOW = 2.0**53
+EDGE_FLOATS = (
+    0.0, -0.0, 1.0, 100.0, -3.0, 0.1 + 0.2, 1e-05, 1e-4, 1e-300, 1e15, 1.5e15, -2.5e15,
+    1234567890123456.8, 9999999999999998.0, 1e16, 1.2e17, 123456789012345.6, 1e100, 1e-100,
+    math.nan, math.inf, -math.inf,
+)  # fmt: skip
+MODERATE = [x for x in EDGE_FLOATS if not 0 < abs(x) < 1e-100]  # quotients stay in range
+FLOAT = st.one_of(
+    st.sampled_from(MODERATE),
+    st.floats(
+        min_value=-EXACT_BELOW, max_value=EXACT_BELOW, exclude_max=True, exclude_min=True
+    ).filter(lambda x: x == 0 or abs(x) > 1e-100),
+    st.floats(min_value=1e20, max_value=1e100),
+    st.none(),
+)
+TEXT_COLUMNS = (
+    "team", "model_ref", "gpu", "method", "status", "pricing", "region", "sku",
+    "list_price_reference", "billing_provider", "cost_source", "provider",
+)  # fmt: skip
+FLOAT_COLUMNS = (
+    "act_cost_usd", "act_gpu_hours", "price_per_gpu_hour", "est_cost_usd", "est_gpu_hours",
+    "internal_usd_per_gpu_hour",
+)  # fmt: skip
+NOT_NULL = ("model_ref", "gpu", "method", "status", "pricing", "price_per_gpu_hour")
+
+
+def _both(suite: str) -> tuple[str, str]:
+    """The suite's FOCUS CSV as PostgreSQL writes it and as the Python writer writes it."""
+    filters = parse_filters(params={"tag.suite": [suite]})
+    with session_scope() as session:
+        chunks = focus.stream(session, filters, "csv")
+        by_db = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+    with session_scope() as session:
+        by_py = "".join(focus.render_csv(focus.iter_batches(session, filters)))
+    return by_db, by_py
+
+
+def _job(values: dict[str, Any], snapshot: dict[str, Any], tags: dict[str, str]) -> str:
+    """A finished job of its own suite with `values` written over its columns; the suite."""
+    suite = unique("pgcsv")
+    with session_scope() as session:
+        job = make_job(session, tags={"suite": suite, **tags})
+        stmt = update(Job).where(Job.id == job.id)
+        session.execute(stmt.values(estimate_snapshot=job.estimate_snapshot | snapshot, **values))
+    return suite
+
+
+def _drop(suite: str) -> None:
+    with session_scope() as session:
+        ids = (
+            session.query(JobTag.job_id)
+            .filter(JobTag.key == "suite", JobTag.value == suite)
+            .scalar_subquery()
+        )
+        session.execute(delete(Job).where(Job.id.in_(ids)))
+
+
+@pytest.fixture
+def suites(isolated_db: str) -> Iterator[list[str]]:
+    """Suites made by a test, deleted after it."""
+    made: list[str] = []
+    yield made
+    for suite in made:
+        _drop(suite)
+
+
+@pytest.mark.parametrize("value", EDGE_FLOATS)
+def test_every_float_is_written_as_python_writes_it(suites: list[str], value: float) -> None:
+    suites.append(_job({"act_cost_usd": value, "act_gpu_hours": value}, {}, {}))
+    by_db, by_py = _both(suites[-1])
+    assert by_db == by_py
+    (row,) = list(csv.DictReader(io.StringIO(by_db)))
+    assert row["ListCost"] == repr(value)
+
+
+@pytest.mark.parametrize("value", [2.0**53 + 2, 3.519140238352619e16, 9.72039874304346e16, 5e18])
+def test_floats_past_2_53_read_back_as_the_same_double(suites: list[str], value: float) -> None:
+    suites.append(_job({"act_cost_usd": value, "act_gpu_hours": value}, {}, {}))
+    by_db, by_py = _both(suites[-1])
+    (db,), (py,) = csv.DictReader(io.StringIO(by_db)), csv.DictReader(io.StringIO(by_py))
+    assert float(db["ListCost"]) == float(py["ListCost"]) == value
+    assert {k: v for k, v in db.items() if "Cost" not in k and "Quantity" not in k} == {
+        k: v for k, v in py.items() if "Cost" not in k and "Quantity" not in k
+    }
+
+
+@pytest.mark.parametrize("column", TEXT_COLUMNS)
+@pytest.mark.parametrize(
+    "value", ["=1+1", "-2", "-2+3", "+", "@x", "\tx", "\r=1", "a\rb", 'q"uote', "", "٣", "-٣"]
+)
+def test_every_text_is_neutralised_as_python_does(
+    suites: list[str], column: str, value: str
+) -> None:
+    if value == "" and column in NOT_NULL:
+        value = " "
+    suites.append(_job({column: value}, {"commitment_id": value}, {"note": value or "x"}))
+    by_db, by_py = _both(suites[-1])
+    assert by_db == by_py
+    cells = [c for row in csv.reader(io.StringIO(by_db, newline="")) for c in row]
+    formula = [c for c in cells if c.startswith(csv_out.FORMULA_PREFIXES)]
+    assert all(csv_out.neutralise(c) == c for c in formula), formula
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    texts=st.fixed_dictionaries({c: TEXT for c in TEXT_COLUMNS}),
+    floats=st.fixed_dictionaries({c: FLOAT for c in FLOAT_COLUMNS}),
+    contracted=st.one_of(st.none(), st.floats(min_value=0, max_value=1e6)),
+    commitment=st.one_of(st.none(), TEXT),
+    note=TEXT,
+)
+def test_any_row_is_written_alike(
+    suites: list[str],
+    texts: dict[str, str],
+    floats: dict[str, float | None],
+    contracted: float | None,
+    commitment: str | None,
+    note: str,
+) -> None:
+    values: dict[str, Any] = {**texts, **floats}
+    for name in NOT_NULL:
+        if values[name] is None or values[name] == "":
+            values[name] = 1.0 if name in FLOAT_COLUMNS else "x"
+    if values["act_cost_usd"] is None:
+        values["act_cost_usd"] = 0.0  # a row without a metered cost is not exported
+    snapshot = {"contracted_price_per_gpu_hour": contracted, "commitment_id": commitment}
+    suites.append(_job(values, snapshot, {"note": note.strip() or "x"}))
+    by_db, by_py = _both(suites[-1])
+    assert by_db == by_py
+    header, *rows = list(csv.reader(io.StringIO(by_db, newline="")))
+    assert header == list(COLUMNS) and len(rows) == 1
+
+
+def test_the_unfiltered_export_is_written_alike(suites: list[str]) -> None:
+    # Exporting everything reads the tags in one grouped pass instead of a lookup per job.
+    for i, value in enumerate(("=a", "b,c", 'd"', "x\ry", "-1", "")):
+        suites.append(_job({"team": value, "region": value}, {}, {"note": f"n{i}", "k": "v"}))
+    everything = parse_filters()
+    with session_scope() as session:
+        chunks = focus.stream(session, everything, "csv")
+        by_db = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+    with session_scope() as session:
+        by_py = "".join(focus.render_csv(focus.iter_batches(session, everything)))
+    assert by_db == by_py
+    assert by_db.count("\n") >= 1 + len(suites)
