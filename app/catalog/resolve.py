@@ -13,10 +13,11 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-from app.catalog.guards import MAX_TOTAL_PARAMS, check_config
+from app.catalog.guards import check_config
 from app.catalog.model_catalog import catalog_model_ids, get_model_config
 from app.catalog.schemas import ModelConfigIn, ModelPathIn
 from app.errors import InvalidInput, NotFound
+from app.estimator.build_budget import ModelTooLarge
 from app.estimator.lora import lora_trainable_params
 from app.estimator.model_analysis import ModelAnalysis, ModelConfigError, analyze_model
 from app.estimator.spec import LoraSpec
@@ -63,9 +64,16 @@ def short_message(message: str) -> str:
 
 
 def _analyse_config(config: dict[str, Any], *, field: str) -> ModelAnalysis:
+    """The analysis of a client's config, built under the budget of app/estimator/build_budget."""
     check_config(config, field=field)
     try:
-        analysis = analyze_model(config)
+        return analyze_model(config)
+    except ModelTooLarge as exc:
+        raise InvalidInput(
+            f"the config is refused (model_type={exc.model_type!r}): {exc.detail}",
+            field=field,
+            model_type=exc.model_type,
+        ) from None
     except ModelConfigError as exc:
         raise InvalidInput(
             f"transformers cannot build this config (model_type={exc.model_type!r}): "
@@ -73,14 +81,6 @@ def _analyse_config(config: dict[str, Any], *, field: str) -> ModelAnalysis:
             field=field,
             model_type=exc.model_type,
         ) from None
-    if analysis.total_params > MAX_TOTAL_PARAMS:
-        raise InvalidInput(
-            f"model_type={analysis.model_type!r} has {analysis.total_params:.3g} parameters, "
-            f"more than the {MAX_TOTAL_PARAMS:.0e} tunecost accepts",
-            field=field,
-            model_type=analysis.model_type,
-        )
-    return analysis
 
 
 def ensure_estimator_loaded() -> None:

