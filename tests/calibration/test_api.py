@@ -45,6 +45,12 @@ def test_fitted_values_are_shown(app_client: TestClient, keys: dict[str, str]) -
 
 
 def test_evaluation_route(app_client: TestClient, keys: dict[str, str]) -> None:
+    # Eligible jobs of its own, so there is always something to split (the database is shared).
+    gpu = unique("gpu")
+    t0 = datetime(2024, 2, 1, tzinfo=UTC)
+    with session_scope() as session:
+        for i, slow in enumerate((1.5, 1.6, 1.4, 1.5)):
+            slowed_job(session, slowdown=slow, gpu=gpu, finished_at=t0 + timedelta(hours=i))
     r = app_client.get(
         "/v1/calibration/evaluation",
         params={"holdout_fraction": 0.5, "include_jobs": "true"},
@@ -53,8 +59,8 @@ def test_evaluation_route(app_client: TestClient, keys: dict[str, str]) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["overlap"] == 0 and body["before"] and body["after"]
-    if body["split_at"] is not None:
-        assert all(j["finished_at"] >= body["split_at"] for j in body["jobs"])
+    assert body["split_at"] is not None and body["jobs"]
+    assert all(j["finished_at"] >= body["split_at"] for j in body["jobs"])
 
 
 @pytest.mark.parametrize(

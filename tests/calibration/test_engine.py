@@ -90,7 +90,7 @@ def test_calibration_changes_the_next_estimate(session: Session, prior: Estimate
     assert all(j.act_wall_s is not None for j in jobs)
     assert abs(after.time.total_s - took) / took < 0.05
     assert abs(before.time.total_s - took) / took > 0.2
-    if after.cost_usd is not None and before.cost_usd is not None:
-        assert after.cost_usd > before.cost_usd
+    assert after.cost_usd is not None and before.cost_usd is not None  # the GPU has a price
+    assert after.cost_usd > before.cost_usd
     # QLoRA on the same GPU has no finished jobs: it keeps its prior.
     assert _estimate(table).results[Method.QLORA].basis == "prior"

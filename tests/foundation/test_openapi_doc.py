@@ -83,7 +83,7 @@ def test_docs_page_loads_swagger_ui_from_the_api_itself(app_client: Any) -> None
 
 def test_auth_codes_match_the_access_matrix(spec: dict[str, Any]) -> None:
     # tests/hardening/test_access_matrix.py checks every route's real 401/403 for every caller.
-    for method, path, needed in ROUTES:
+    for method, path, needed, _ in ROUTES:
         codes = _codes(spec, method, path)
         assert (401 in codes) == (needed is not None), (method, path)
         assert (403 in codes) == (needed in (Scope.SUBMIT, Scope.ADMIN)), (method, path)

@@ -159,6 +159,7 @@ def test_peak_rss_grows_with_a_real_allocation() -> None:
 
 def test_money_and_flops() -> None:
     assert metering.accrued_cost_usd(elapsed_s=1800, num_gpus=4, price_per_gpu_hour=2.5) == 5.0
+
     tflops, mfu = metering.achieved_flops(
         flops_per_token=6e9,
         tokens_processed=1_000_000,
@@ -178,3 +179,13 @@ def test_library_versions_name_the_stack() -> None:
     versions: dict[str, Any] = metering.library_versions()
     assert {"torch", "transformers", "peft", "bitsandbytes"} <= versions.keys()
     assert all(versions[k] for k in ("torch", "transformers", "peft"))
+
+
+def test_the_cost_clock_accrues_by_the_clock_it_is_given() -> None:
+    clock = [1000.0]
+    accrued = metering.cost_clock(
+        started_at=1000.0, num_gpus=2, price_per_gpu_hour=3.0, now=lambda: clock[0]
+    )
+    assert accrued() == 0.0
+    clock[0] += 1800  # half an hour on two devices at $3 per device-hour
+    assert accrued() == pytest.approx(3.0)

@@ -245,13 +245,17 @@ def accrued_cost_usd(*, elapsed_s: float, num_gpus: int, price_per_gpu_hour: flo
 
 
 def cost_clock(
-    *, started_at: float, num_gpus: int, price_per_gpu_hour: float
+    *,
+    started_at: float,
+    num_gpus: int,
+    price_per_gpu_hour: float,
+    now: Callable[[], float] = time.time,
 ) -> Callable[[], float]:
-    """A function returning the accrued cost since `started_at` (epoch seconds)."""
+    """A function returning the accrued cost since `started_at` (epoch seconds, read from `now`)."""
 
     def accrued() -> float:
         return accrued_cost_usd(
-            elapsed_s=time.time() - started_at,
+            elapsed_s=now() - started_at,
             num_gpus=num_gpus,
             price_per_gpu_hour=price_per_gpu_hour,
         )
