@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
 
@@ -23,19 +23,37 @@ DEFAULT_MAX_GRAD_NORM = 1.0  # HF Trainer's default gradient clipping
 DEFAULT_EVAL_FRACTION = 0.05  # a small held-out slice: eval loss without starving training
 MAX_EVAL_FRACTION = 0.5  # hold out more and there is little left to train on
 MAX_MODEL_PATH_CHARS = 1024  # as app/kit/paths.py allows
-MAX_HUB_ID_CHARS = 300  # owner/name on the Hub is far shorter; bounds the stored row
+MAX_HUB_ID_CHARS = 96  # the Hub's own limit on a repo id (huggingface_hub validate_repo_id)
+# A Hugging Face repo id, owner/name, and never a path: each part starts and ends with a letter,
+# digit or '_' (so no '.' or '..' part and no leading '/'), with '.', '-' and '_' inside;
+# '--' (the separator of the hub cache's folder names) and '..' are refused anywhere, as the Hub
+# itself refuses them (huggingface_hub's validate_repo_id).
+_HUB_PART = r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+HUB_ID_PATTERN = rf"^{_HUB_PART}/{_HUB_PART}$"
 Strategy = Literal["single", "auto", "ddp", "fsdp_zero2", "fsdp_zero3"]
 
 
 class ModelRef(BaseModel):
-    """The model to fine-tune: a folder under a model root, or a hub id (cached or downloadable)."""
+    """The model to fine-tune: a folder under a model root, or a Hugging Face repo id, which the
+    worker loads only from its hub cache (downloaded there first unless it runs offline)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str | None = Field(None, min_length=1, max_length=MAX_MODEL_PATH_CHARS)
     hub_id: str | None = Field(
-        None, min_length=1, max_length=MAX_HUB_ID_CHARS, pattern=r"^[\w.\-]+/[\w.\-]+$"
+        None,
+        min_length=3,
+        max_length=MAX_HUB_ID_CHARS,
+        pattern=HUB_ID_PATTERN,
+        description="a Hugging Face repo id, owner/name (never a path)",
     )
+
+    @field_validator("hub_id")
+    @classmethod
+    def _a_repo_id(cls, value: str | None) -> str | None:
+        if value is not None and ("--" in value or ".." in value):
+            raise ValueError(f"{value!r} is not a Hugging Face repo id: no '--' or '..' in it")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelRef:

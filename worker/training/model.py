@@ -25,6 +25,9 @@ from worker.training.errors import JobSpecError, ModelLoadError, UnsupportedOnDe
 from worker.training.spec import Launch
 
 _TRUTHY = {"1", "true", "yes", "on"}
+# Files of a hub repo that loading a transformers model never reads: other frameworks' weights
+# and exports, kept out of the cache when a snapshot is downloaded.
+HUB_UNUSED_FILES = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.gguf", "*.tflite", "*.mlmodel"]
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -75,11 +78,35 @@ def _offline(launch: Launch) -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUTHY
 
 
+def hub_snapshot(hub_id: str, *, offline: bool) -> str:
+    """The folder of a hub model in the worker's Hugging Face cache, never a path the id names.
+
+    `from_pretrained(hub_id)` would load a folder of that name relative to the working directory
+    before it looks at the Hub; here the id only ever names a repo, and what is loaded is the
+    cache's snapshot of it (downloaded into the cache first unless the worker is offline)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    try:
+        return str(
+            snapshot_download(
+                repo_id=hub_id,
+                cache_dir=HF_HUB_CACHE,
+                local_files_only=offline,
+                ignore_patterns=HUB_UNUSED_FILES,
+            )
+        )
+    except Exception as exc:  # not cached, not on the Hub, no network: all "cannot load"
+        where = "in this worker's Hugging Face cache" if offline else "on the Hub or in the cache"
+        raise ModelLoadError(f"model {hub_id} is not {where} ({type(exc).__name__})") from exc
+
+
 def resolve_model_source(launch: Launch) -> str:
-    """The folder or hub id to load; a folder must exist, hold a config, and sit in a model root."""
+    """The folder to load: a hub id's snapshot in the hub cache, or a model folder, which must
+    sit in a model root, exist and hold a config."""
     model, roots_allowed = launch.spec.model, launch.run.model_roots
     if model.hub_id is not None:
-        return model.hub_id
+        return hub_snapshot(model.hub_id, offline=_offline(launch))
     path = Path(model.path or "").expanduser().resolve()
     if roots_allowed is not None:
         roots = [Path(r).expanduser().resolve() for r in roots_allowed]
@@ -98,17 +125,19 @@ def load_model(launch: Launch, *, device: torch.device, bf16_ok: bool) -> Loaded
 
     spec = launch.spec
     source = resolve_model_source(launch)
-    offline = _offline(launch)
+    label = spec.model.hub_id or source  # messages name the hub id, not its cache folder
     precision = resolve_precision(spec.training.precision, device_type=device.type, bf16_ok=bf16_ok)
     attention = spec.training.attention
     if attention == "flash_attention_2" and device.type != "cuda":
         raise UnsupportedOnDevice("attention flash_attention_2", device.type, "use sdpa or eager")
-    common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": offline}
-    _check_trainable(source, common)
+    # The source is a local folder either way (a hub id's snapshot in the cache): nothing else
+    # is fetched, and remote code never runs.
+    common: dict[str, Any] = {"trust_remote_code": False, "local_files_only": True}
+    _check_trainable(source, common, label=label)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except Exception as exc:  # OSError, ValueError, HF hub errors: all mean "cannot load"
-        raise ModelLoadError(f"cannot load the tokenizer from {source}: {exc}") from exc
+        raise ModelLoadError(f"cannot load the tokenizer from {label}: {exc}") from exc
     if tokenizer.pad_token_id is None:
         # Padding positions are masked by attention_mask and labels, so any id will do.
         tokenizer.pad_token = tokenizer.eos_token
@@ -124,7 +153,7 @@ def load_model(launch: Launch, *, device: torch.device, bf16_ok: bool) -> Loaded
             f"attention {attention} / quantization", device.type, str(exc)
         ) from exc
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the model from {source}: {exc}") from exc
+        raise ModelLoadError(f"cannot load the model from {label}: {exc}") from exc
     if spec.method is Method.QLORA:
         keep_4bit_training_layout(model)
     else:
@@ -138,14 +167,14 @@ def load_model(launch: Launch, *, device: torch.device, bf16_ok: bool) -> Loaded
     return LoadedModel(model, tokenizer, precision, trainable, total)
 
 
-def _check_trainable(source: str, common: dict[str, Any]) -> None:
+def _check_trainable(source: str, common: dict[str, Any], *, label: str) -> None:
     """Refuse before loading weights a model this loop cannot train (encoder-decoder)."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source, **common)
     except Exception as exc:  # OSError, ValueError, HF hub errors: all mean "cannot load"
-        raise ModelLoadError(f"cannot load the model config from {source}: {exc}") from exc
+        raise ModelLoadError(f"cannot load the model config from {label}: {exc}") from exc
     refusal = worker_refusal(
         model_type=str(config.model_type),
         is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
