@@ -26,6 +26,7 @@ from app.kit.requestid import RequestIdMiddleware
 from app.openapi_doc import document_routes, fill_success_schemas
 from app.reports.router import router as reports_router
 from app.ui.router import install_ui
+from app.webhooks.router import router as webhooks_router
 
 API_DESCRIPTION = """
 Estimate what fine-tuning an open LLM will cost with full fine-tuning, LoRA or QLoRA; run it on
@@ -69,6 +70,7 @@ def create_app() -> FastAPI:
         jobs_router,
         reports_router,
         budgets_router,
+        webhooks_router,
         calibration_router,
     ):
         # Each route gets its summary and only its own error codes (app/openapi_doc.py).

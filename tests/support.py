@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from cryptography.fernet import Fernet
 
 T = TypeVar("T")
 
@@ -26,6 +29,8 @@ class ServiceEnv:
     storage_root: Path
     model_root: Path
     lock_dir: Path
+    # The API and the workers must share it: it encrypts webhook secrets (app/webhooks/secrets.py).
+    webhook_key: str = field(default_factory=lambda: Fernet.generate_key().decode())
 
     def variables(self) -> dict[str, str]:
         """The TUNECOST_* variables that point the app and workers here."""
@@ -39,6 +44,7 @@ class ServiceEnv:
             "TUNECOST_WORKER_LOCK_DIR": str(self.lock_dir),
             "TUNECOST_HEARTBEAT_INTERVAL_S": "1",
             "TUNECOST_HEARTBEAT_STALE_S": "10",
+            "TUNECOST_WEBHOOK_KEYS": self.webhook_key,
         }
 
 
@@ -192,6 +198,69 @@ def start_worker(
     try:
         wait_for(registered, timeout=60, what=f"worker {hostname} heartbeat")
         worker.hostname = full_name or hostname
+        yield worker
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def start_control_worker(
+    env: ServiceEnv,
+    *,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    beat_schedule: Path | None = None,
+) -> Iterator[WorkerProcess]:
+    """`celery worker -Q tunecost.control` (webhook deliveries, the FOCUS delivery), with
+    `celery beat` embedded (-B) when `beat_schedule` names its schedule file; waits until ready.
+    """
+    from app.kit.queue import CONTROL_QUEUE
+
+    proc_env = {**os.environ, **env.variables(), **(extra_env or {})}
+    hostname = f"control-{uuid.uuid4().hex[:6]}"
+    beat = ["-B", "-s", str(beat_schedule)] if beat_schedule is not None else []
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                CONTROL_QUEUE,
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "-n",
+                f"{hostname}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                *beat,
+            ],
+            cwd=ROOT,
+            env=proc_env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{log.read_text(errors='replace')}")
+        return " ready." in log.read_text(errors="replace")
+
+    worker = WorkerProcess(proc=proc, hostname=hostname, queue=CONTROL_QUEUE, log=log)
+    try:
+        wait_for(ready, timeout=60, what=f"control worker {hostname}")
         yield worker
     finally:
         if proc.poll() is None:

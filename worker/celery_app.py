@@ -19,7 +19,7 @@ from celery import Celery
 from celery.signals import celeryd_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
-from app.kit.queue import celery_config, queue_for, queues_up_to
+from app.kit.queue import QUEUE_PREFIX, celery_config, queue_for, queues_up_to
 from worker import devices
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,22 @@ class _Heartbeat:
 
 
 _heartbeat = _Heartbeat()
+# False in a worker started with -Q naming no `gpu.` queue (`-Q tunecost.control`): it runs the
+# short control tasks (webhook deliveries, the FOCUS delivery) and no job, so it neither
+# announces devices (its heartbeat row would count as capacity) nor sweeps jobs.
+_serves_devices = True
+
+
+def serves_devices() -> bool:
+    """Whether this worker process runs jobs on devices (decided at start from -Q)."""
+    return _serves_devices
 
 
 @worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
+    if not serves_devices():
+        log.info("control worker: no device heartbeat, no job sweep")
+        return
     hostname = getattr(sender, "hostname", None) or socket.gethostname()
     _heartbeat.start(hostname)
 
@@ -120,9 +132,16 @@ def _consume_own_kind(
 ) -> None:
     """Without -Q, a worker consumes its own kind's queue for each job size it can hold.
 
-    e.g. `gpu.A100-80GB` (1-device jobs) and `gpu.A100-80GB.x2` on a 2-GPU machine.
+    e.g. `gpu.A100-80GB` (1-device jobs) and `gpu.A100-80GB.x2` on a 2-GPU machine. With -Q,
+    it consumes what it is given, and runs jobs only if that names a `gpu.` queue.
     """
-    if conf is None or (options or {}).get("queues"):
+    global _serves_devices
+    given = (options or {}).get("queues")
+    if given:
+        names = given.split(",") if isinstance(given, str) else [str(q) for q in given]
+        _serves_devices = any(n.strip().startswith(QUEUE_PREFIX) for n in names)
+        return
+    if conf is None:
         return
     kind, _name, count = device_kind()
     conf.task_default_queue = queue_for(kind)

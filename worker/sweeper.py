@@ -17,6 +17,7 @@ from celery.signals import worker_ready, worker_shutdown
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs.recovery import resend_queued, sweep_stale
+from worker.celery_app import serves_devices
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ _sweeper = Sweeper()
 
 @worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
-    _sweeper.start()
+    if serves_devices():
+        _sweeper.start()
 
 
 @worker_shutdown.connect

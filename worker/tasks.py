@@ -6,12 +6,13 @@ import socket
 from typing import Any
 
 from app.catalog.prices.refresh import refresh_all
-from app.kit.queue import REFRESH_PRICES_TASK
+from app.kit.queue import DELIVER_WEBHOOK_TASK, REFRESH_PRICES_TASK, SWEEP_WEBHOOKS_TASK
+from app.webhooks import delivery
 from worker import sweeper
 from worker.celery_app import celery_app
 from worker.jobs import run_job
 
-__all__ = ["echo", "refresh_prices", "run_job", "sweeper"]
+__all__ = ["deliver_webhook", "echo", "refresh_prices", "run_job", "sweep_webhooks", "sweeper"]
 
 
 @celery_app.task(name="tunecost.echo", ignore_result=False)
@@ -24,3 +25,15 @@ def echo(payload: Any) -> dict[str, Any]:
 def refresh_prices() -> dict[str, str]:
     """Fetch and import every provider's price list (beat, when TUNECOST_PRICE_REFRESH_EVERY_H)."""
     return refresh_all()
+
+
+@celery_app.task(name=DELIVER_WEBHOOK_TASK)
+def deliver_webhook(delivery_id: str) -> str:
+    """One attempt of a webhook delivery, if due; a failure schedules the next (with backoff)."""
+    return delivery.deliver(delivery_id)
+
+
+@celery_app.task(name=SWEEP_WEBHOOKS_TASK)
+def sweep_webhooks() -> int:
+    """Send again the deliveries whose message was lost (beat, every webhook_sweep_every_s)."""
+    return delivery.sweep()

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -30,9 +30,8 @@ def _insert(session: Session, values: dict[str, Any]) -> bool:
     """Insert an alert row unless it exists; whether this call inserted it."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(BudgetAlert).values(**values).on_conflict_do_nothing()
-    result = session.execute(stmt)
-    assert isinstance(result, CursorResult)  # an INSERT's result has a rowcount
-    return result.rowcount == 1
+    # RETURNING says whether a row went in (an ORM session's INSERT may not report rowcount).
+    return session.execute(stmt.returning(BudgetAlert.budget_id)).first() is not None
 
 
 def record(

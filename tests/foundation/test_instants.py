@@ -25,9 +25,13 @@ from app.models import (
     BudgetAction,
     BudgetAlert,
     BudgetPeriod,
+    DeliveryStatus,
     JobAttempt,
     JobEvent,
     Scope,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
     WorkerNode,
 )
 from tests.conftest import auth
@@ -120,6 +124,44 @@ def sqlite_client(
                 spend_usd=5.0,
             )
         )
+        # A webhook subscription with a delivery that failed once, then went through.
+        session.add(
+            WebhookSubscription(
+                id="whk_instants",
+                team=None,
+                created_by_key_id=None,
+                url="https://93.184.215.14/hook",
+                events=["job.failed"],
+                secret_sealed="sealed",
+                secret_hint="whsec_abcd",
+                active=True,
+            )
+        )
+        session.flush()
+        session.add(
+            WebhookDelivery(
+                id="whd_instants",
+                subscription_id="whk_instants",
+                event_id="evt_instants",
+                event_type="job.failed",
+                body="{}",
+                status=DeliveryStatus.SUCCEEDED,
+                attempts=2,
+                next_attempt_at=finished,
+                created_at=finished,
+                delivered_at=finished,
+            )
+        )
+        session.flush()
+        session.add(
+            WebhookAttempt(
+                delivery_id="whd_instants",
+                attempt=1,
+                started_at=finished,
+                duration_ms=5.0,
+                status_code=500,
+            )
+        )
         session.commit()
     engine.dispose()
     with TestClient(create_app(), raise_server_exceptions=False) as client:
@@ -168,6 +210,11 @@ def _responses(client: Any) -> list[tuple[str, Any]]:
             client.get("/v1/calibration/evaluation", params={"include_jobs": "true"}).json(),
         ),
         ("GET /v1/budgets", client.get("/v1/budgets").json()),
+        ("GET /v1/webhooks", client.get("/v1/webhooks").json()),
+        (
+            "GET /v1/webhooks/{id}/deliveries",
+            client.get("/v1/webhooks/whk_instants/deliveries").json(),
+        ),
     ]
     window = {"from": "2025-03-01T00:00:00+02:00", "to": "2025-04-01"}
     for report in ("estimate-vs-actual", "spend"):

@@ -56,6 +56,21 @@ ROUTES: list[tuple[str, str, Scope | None, int]] = [
     ("GET", "/v1/budgets/{budget_id}", Scope.READ, 404),
     ("PATCH", "/v1/budgets/{budget_id}", Scope.ADMIN, 422),
     ("DELETE", "/v1/budgets/{budget_id}", Scope.ADMIN, 404),
+    ("GET", "/v1/webhooks", Scope.READ, 200),
+    ("POST", "/v1/webhooks", Scope.SUBMIT, 422),
+    ("GET", "/v1/webhooks/{subscription_id}", Scope.READ, 404),
+    ("PATCH", "/v1/webhooks/{subscription_id}", Scope.SUBMIT, 422),
+    ("DELETE", "/v1/webhooks/{subscription_id}", Scope.SUBMIT, 404),
+    ("POST", "/v1/webhooks/{subscription_id}/rotate-secret", Scope.SUBMIT, 404),
+    ("POST", "/v1/webhooks/{subscription_id}/ping", Scope.SUBMIT, 404),
+    ("GET", "/v1/webhooks/{subscription_id}/deliveries", Scope.READ, 404),
+    ("GET", "/v1/webhooks/{subscription_id}/deliveries/{delivery_id}", Scope.READ, 404),
+    (
+        "POST",
+        "/v1/webhooks/{subscription_id}/deliveries/{delivery_id}/redeliver",
+        Scope.SUBMIT,
+        404,
+    ),
     ("GET", "/v1/calibration", Scope.READ, 200),
     ("GET", "/v1/calibration/evaluation", Scope.READ, 200),
     ("GET", "/metrics", Scope.READ, 200),
@@ -71,6 +86,8 @@ PATH_VALUES = {
     "estimate_id": "est_00000000000000000000000000000000",
     "job_id": "job_00000000000000000000000000000000",
     "budget_id": "bud_00000000000000000000000000000000",
+    "subscription_id": "whk_00000000000000000000000000000000",
+    "delivery_id": "whd_00000000000000000000000000000000",
 }
 CALLERS = ["none", "read", "submit", "admin", "revoked", "expired"]
 
