@@ -6,13 +6,27 @@ import socket
 from typing import Any
 
 from app.catalog.prices.refresh import refresh_all
-from app.kit.queue import DELIVER_WEBHOOK_TASK, REFRESH_PRICES_TASK, SWEEP_WEBHOOKS_TASK
+from app.kit.queue import (
+    DELIVER_FOCUS_TASK,
+    DELIVER_WEBHOOK_TASK,
+    REFRESH_PRICES_TASK,
+    SWEEP_WEBHOOKS_TASK,
+)
+from app.reports import delivery as focus_delivery
 from app.webhooks import delivery
 from worker import sweeper
 from worker.celery_app import celery_app
 from worker.jobs import run_job
 
-__all__ = ["deliver_webhook", "echo", "refresh_prices", "run_job", "sweep_webhooks", "sweeper"]
+__all__ = [
+    "deliver_focus",
+    "deliver_webhook",
+    "echo",
+    "refresh_prices",
+    "run_job",
+    "sweep_webhooks",
+    "sweeper",
+]
 
 
 @celery_app.task(name="tunecost.echo", ignore_result=False)
@@ -37,3 +51,9 @@ def deliver_webhook(delivery_id: str) -> str:
 def sweep_webhooks() -> int:
     """Send again the deliveries whose message was lost (beat, every webhook_sweep_every_s)."""
     return delivery.sweep()
+
+
+@celery_app.task(name=DELIVER_FOCUS_TASK)
+def deliver_focus() -> dict[str, str]:
+    """Write each changed billing period's FOCUS files (beat, every focus_delivery_every_h)."""
+    return focus_delivery.deliver_all()

@@ -7,19 +7,23 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from app.catalog.loader import load_catalog
 from app.config import Settings, SettingsError, load_settings
 from app.jobs import provenance
 from app.models import CostSource
+from app.reports import delivery
 from tests.conftest import auth
 from tests.jobs.conftest import dataset_id, job_body, tiny_model  # noqa: F401 (fixtures)
 from tests.jobs.jobs_support import submit, wait_status
 from tests.reports.factory import unique
-from tests.support import ServiceEnv, start_worker
+from tests.support import ServiceEnv, pointed_at, start_worker
 
 EXPORT_ENV = "TUNECOST_FOCUS_EXPORT"  # where `make focus-check` wants the CSV export
+DELIVERY_ENV = "TUNECOST_FOCUS_DELIVERY_EXPORT"  # ... and the delivered Parquet of the same rows
 CLOUD_GPU = "L4"  # a GPU kind no other test's worker consumes; trained on this CPU
 
 
@@ -140,3 +144,19 @@ def test_real_jobs_self_hosted_on_cpu_and_billed_on_a_cloud_worker(
         )
         assert r.status_code == 200 and r.text.count("\n") == 3, r.text
         Path(target).write_text(r.text)
+    parquet_target = os.environ.get(DELIVERY_ENV)
+    if parquet_target:
+        _deliver_to(Path(parquet_target), tmp_path / "delivery", app_client, keys)
+
+
+def _deliver_to(target: Path, root: Path, app_client: Any, keys: dict[str, str]) -> None:
+    """What the scheduled delivery (the beat's task) writes for this database, as one file."""
+    with pointed_at({"TUNECOST_FOCUS_DELIVERY_URL": str(root)}):
+        outcome = delivery.deliver_all()
+    assert outcome and all(o.startswith("delivered") for o in outcome.values()), outcome
+    table = ds.dataset(root / "parquet", format="parquet").to_table()
+    everything = app_client.get(
+        "/v1/reports/focus", params={"format": "json"}, headers=auth(keys["admin"])
+    ).json()["rows"]
+    assert table.num_rows == len(everything) > 0
+    pq.write_table(table, target)
