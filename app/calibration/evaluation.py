@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from app.auth.service import Principal
 from app.calibration.samples import (
     modelled_seconds,
     raw_peak_bytes,
@@ -24,7 +25,7 @@ from app.calibration.samples import (
     snapshot_from_row,
 )
 from app.calibration.schemas import EvalSummary, EvaluationOut, JobEvalOut, QuantityEval
-from app.calibration.service import fit_groups, to_table
+from app.calibration.service import fit_groups, tenant_jobs, to_table
 from app.estimator.calibration_types import Calibration
 from app.estimator.spec import Method
 from app.models import Job, JobStatus
@@ -52,15 +53,19 @@ def _eligible() -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def split_point(session: Session, *, holdout_fraction: float) -> datetime | None:
-    """The finish time at which the newest `holdout_fraction` of eligible jobs begins."""
-    total = session.scalar(select(func.count()).select_from(Job).where(*_eligible())) or 0
+def split_point(
+    session: Session, *, holdout_fraction: float, tenant: ColumnElement[bool] | None = None
+) -> datetime | None:
+    """The finish time at which the newest `holdout_fraction` of eligible jobs (of the jobs
+    `tenant` selects) begins."""
+    where = [*_eligible(), *([] if tenant is None else [tenant])]
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
     held = max(1, round(total * holdout_fraction)) if total else 0
     if total < 2 or held >= total:
         return None
     return session.scalar(
         select(Job.finished_at)
-        .where(*_eligible())
+        .where(*where)
         .order_by(Job.finished_at, Job.id)
         .offset(total - held)
         .limit(1)
@@ -150,9 +155,14 @@ def evaluate(
     holdout_fraction: float = HOLDOUT_FRACTION,
     split_at: datetime | None = None,
     include_jobs: bool = False,
+    principal: Principal | None = None,
 ) -> EvaluationOut:
-    """Before/after estimate errors on held-out jobs, overall and per (GPU, method)."""
-    split = split_at or split_point(session, holdout_fraction=holdout_fraction)
+    """Before/after estimate errors on held-out jobs, overall and per (GPU, method): the
+    tenant's calibration fitted on its older jobs, scored on its newer ones (every tenant's
+    for an admin or no principal)."""
+    tenant = tenant_jobs(principal)
+    mine = [] if tenant is None else [tenant]
+    split = split_at or split_point(session, holdout_fraction=holdout_fraction, tenant=tenant)
     if split is None:
         return EvaluationOut(
             split_at=None,
@@ -165,7 +175,7 @@ def evaluate(
             groups=[],
             jobs=[] if include_jobs else None,
         )
-    groups = fit_groups(session, finished_before=split)
+    groups = fit_groups(session, principal=principal, finished_before=split)
     table = to_table(groups)
     used = [g.job_ids for g in groups if g.calibration() is not None]
     fitted_ids: frozenset[str] = frozenset().union(*used) if used else frozenset()
@@ -177,6 +187,7 @@ def evaluate(
             Job.method,
             Job.finished_at,
             Job.errors["complete_run"].as_boolean().label("complete_run"),
+            Job.spec["as_estimated"].as_boolean().label("as_estimated"),
             *snapshot_columns(),
             Job.est_gpu_hours,
             Job.act_gpu_hours,
@@ -185,13 +196,13 @@ def evaluate(
             Job.est_peak_bytes,
             Job.act_peak_bytes,
         )
-        .where(*_eligible(), Job.finished_at >= split)
+        .where(*_eligible(), *mine, Job.finished_at >= split)
         .order_by(Job.finished_at, Job.id)
         .limit(MAX_HELDOUT_JOBS)
     ).all()
     scored: list[tuple[Any, bool, dict[str, _Triple]]] = []
     for row in held:
-        if row.complete_run is False:
+        if row.complete_run is False or row.as_estimated is False:
             continue
         method = Method(row.method) if row.method in _METHODS else None
         calibration = table.get((row.gpu, method)) if method is not None else None

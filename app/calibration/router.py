@@ -59,23 +59,23 @@ def _group_out(group: service.GroupFit) -> CalibrationGroupOut:
 
 
 @router.get("", response_model=CalibrationOut)
-def get_calibration(session: SessionDep, _: ReadPrincipal) -> CalibrationOut:
-    """Fitted efficiency and memory factor per (GPU, method), with the jobs behind each.
+def get_calibration(session: SessionDep, principal: ReadPrincipal) -> CalibrationOut:
+    """Fitted efficiency and memory factor per (GPU, method) from the tenant's jobs.
 
-    A value is used by new estimates once `min_jobs` succeeded full runs back it.
+    A value is used by the tenant's new estimates once `min_jobs` succeeded full runs back it.
     """
     return CalibrationOut(
         min_jobs=service.MIN_JOBS,
         outlier_rule=OUTLIER_RULE,
         max_jobs_per_group=MAX_JOBS_PER_GROUP,
-        groups=[_group_out(g) for g in service.fit_groups(session)],
+        groups=[_group_out(g) for g in service.fit_groups(session, principal=principal)],
     )
 
 
 @router.get("/evaluation", response_model=EvaluationOut)
 def get_evaluation(
     session: SessionDep,
-    _: ReadPrincipal,
+    principal: ReadPrincipal,
     holdout_fraction: Annotated[
         float, Query(gt=0, lt=1, description="share of the newest eligible jobs to score")
     ] = evaluation.HOLDOUT_FRACTION,
@@ -84,10 +84,12 @@ def get_evaluation(
     ] = None,
     include_jobs: Annotated[bool, Query(description="list every scored job")] = False,
 ) -> EvaluationOut:
-    """Estimate error before and after calibration, on jobs the calibration was not fitted on."""
+    """Estimate error before and after calibration, on the tenant's jobs the calibration was
+    not fitted on."""
     return evaluation.evaluate(
         session,
         holdout_fraction=holdout_fraction,
         split_at=query_instant(split_at, name="split_at"),
         include_jobs=include_jobs,
+        principal=principal,
     )

@@ -8,6 +8,11 @@ rest, as `compute.fit_mfu` does. The measured training-loop time is used where t
 recorded it (start-up is then left out on both sides); otherwise the wall time less the
 modelled start-up and saving.
 
+Only jobs that ran what their estimate described count: a job submitted with an estimate of one
+model (or dataset) and trained on another is compared with nothing it ran, so it is left out
+(`as_estimated` in its spec, decided at submit). And each tenant's estimates are calibrated by
+that tenant's jobs alone (`tenant`): no team's jobs move another team's estimates.
+
 The memory ratio compares the measured peak with the estimator's uncalibrated peak: a snapshot
 made with a calibrated memory factor is divided by that factor when it recorded it, and left out
 of the memory fit when it did not (otherwise the fit would chase its own corrections).
@@ -21,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from app.calibration.time_fit import TimeSample
@@ -250,10 +255,14 @@ def load_samples(
     finished_before: datetime | None = None,
     finished_from: datetime | None = None,
     per_group: int | None = MAX_JOBS_PER_GROUP,
+    tenant: ColumnElement[bool] | None = None,
 ) -> list[JobSample]:
-    """Samples of succeeded full runs, newest `per_group` per (GPU, method), in time order."""
-    # Only columns of ix_jobs_calibration here, so the ranking below reads the index alone.
+    """Samples of succeeded full runs that ran as estimated, newest `per_group` per (GPU,
+    method), in time order; only the jobs `tenant` (an SQL condition) selects."""
+    # Columns of ix_jobs_calibration, and the tenant's: the ranking below reads no JSON.
     where = [Job.status == JobStatus.SUCCEEDED, Job.finished_at.is_not(None)]
+    if tenant is not None:
+        where.append(tenant)
     if exclude_job_ids:
         where.append(Job.id.not_in(list(exclude_job_ids)))
     if finished_before is not None:
@@ -273,6 +282,7 @@ def load_samples(
         Job.act_peak_kind,
         Job.est_peak_bytes,
         Job.errors["complete_run"].as_boolean().label("complete_run"),
+        Job.spec["as_estimated"].as_boolean().label("as_estimated"),
         Job.actuals["train_s"].as_float().label("train_s"),
         Job.actuals["warmup_s"].as_float().label("warmup_s"),
         *snapshot_columns(),
@@ -301,6 +311,8 @@ def load_samples(
     for r in rows:
         if r.complete_run is False:
             continue  # succeeded but not the planned run: not comparable
+        if r.as_estimated is False:
+            continue  # trained another model or dataset than its estimate described
         snapshot = snapshot_from_row(r)
         loop_s = steady_loop_s(r.train_s, r.warmup_s)
         efficiency, source = job_efficiency(

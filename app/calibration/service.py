@@ -19,9 +19,11 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from app.auth.service import Principal
+from app.auth.tenancy import visible
 from app.calibration.samples import JobSample, load_samples
 from app.calibration.time_fit import TimeFit, fit_time, worse_than_prior
 from app.estimator.calibration_types import Calibration
@@ -158,15 +160,27 @@ def fit_samples(samples: Iterable[JobSample]) -> list[GroupFit]:
     return [_fit_group(gpu, method, rows) for (gpu, method), rows in sorted(groups.items())]
 
 
+def tenant_jobs(principal: Principal | None) -> ColumnElement[bool] | None:
+    """The jobs whose fit `principal`'s estimates use: its tenant's; None (every job) for an
+    admin or for no principal (the fit over all tenants)."""
+    if principal is None or principal.is_admin:
+        return None
+    return visible(principal, team=Job.team, created_by_key_id=Job.created_by_key_id)
+
+
 def fit_groups(
     session: Session,
     *,
+    principal: Principal | None = None,
     exclude_job_ids: Sequence[str] = (),
     finished_before: datetime | None = None,
 ) -> list[GroupFit]:
-    """The detailed fit of every (GPU, method) with succeeded full runs."""
+    """The detailed fit of every (GPU, method) with succeeded full runs of the tenant."""
     samples = load_samples(
-        session, exclude_job_ids=exclude_job_ids, finished_before=finished_before
+        session,
+        exclude_job_ids=exclude_job_ids,
+        finished_before=finished_before,
+        tenant=tenant_jobs(principal),
     )
     return fit_samples(samples)
 
@@ -184,12 +198,19 @@ def to_table(groups: Iterable[GroupFit]) -> dict[tuple[str, Method], Calibration
 def fit(
     session: Session,
     *,
+    principal: Principal | None = None,
     exclude_job_ids: Sequence[str] = (),
     finished_before: datetime | None = None,
 ) -> dict[tuple[str, Method], Calibration]:
-    """Per (GPU, method), the calibration finished jobs support (only groups with enough jobs)."""
+    """Per (GPU, method), the calibration the tenant's finished jobs support (only groups with
+    enough jobs)."""
     return to_table(
-        fit_groups(session, exclude_job_ids=exclude_job_ids, finished_before=finished_before)
+        fit_groups(
+            session,
+            principal=principal,
+            exclude_job_ids=exclude_job_ids,
+            finished_before=finished_before,
+        )
     )
 
 
@@ -197,22 +218,32 @@ _current: dict[str, tuple[tuple[Any, ...], Mapping[tuple[str, Method], Calibrati
 _current_lock = threading.Lock()
 
 
-def current(session: Session) -> Mapping[tuple[str, Method], Calibration]:
-    """`fit(session)`, reused until a job succeeds: what new estimates should be given.
+def _tenant_key(principal: Principal | None) -> str:
+    if principal is None or principal.is_admin:
+        return "all"
+    return f"team:{principal.team}" if principal.team is not None else f"key:{principal.key_id}"
 
-    One cheap query (count and newest finish of succeeded jobs, from ix_jobs_calibration)
-    decides whether the cached fit still stands. The mapping is read-only and shared.
+
+def current(
+    session: Session, *, principal: Principal | None = None
+) -> Mapping[tuple[str, Method], Calibration]:
+    """`fit(session)` of the caller's tenant, reused until one of its jobs succeeds: what its
+    new estimates should be given.
+
+    One cheap query (count and newest finish of the tenant's succeeded jobs) decides whether
+    the cached fit still stands. The mapping is read-only and shared.
     """
+    tenant = tenant_jobs(principal)
     succeeded = select(func.count(), func.max(Job.finished_at)).where(
-        Job.status == JobStatus.SUCCEEDED
+        Job.status == JobStatus.SUCCEEDED, *([] if tenant is None else [tenant])
     )
     key = tuple(session.execute(succeeded).one())
-    database = str(session.get_bind().engine.url)
+    cache_key = f"{session.get_bind().engine.url} {_tenant_key(principal)}"
     with _current_lock:
-        cached = _current.get(database)
+        cached = _current.get(cache_key)
     if cached is not None and cached[0] == key:
         return cached[1]
-    table = MappingProxyType(fit(session))
+    table = MappingProxyType(fit(session, principal=principal))
     with _current_lock:
-        _current[database] = (key, table)
+        _current[cache_key] = (key, table)
     return table

@@ -51,15 +51,15 @@ def resolve_dataset(
     return datasets_service.shape(row), row.id
 
 
-def current_calibration(session: Session) -> CalibrationTable:
-    """Fitted efficiency and memory factors per (GPU, method) from finished jobs.
+def current_calibration(session: Session, *, principal: Principal) -> CalibrationTable:
+    """Fitted efficiency and memory factors per (GPU, method) from the tenant's finished jobs.
 
-    Cached by the calibration service until another job succeeds; where a (GPU, method) has too
-    few jobs behind it, the engine keeps its priors and says `basis: prior`.
+    Cached by the calibration service until another job of the tenant succeeds; where a
+    (GPU, method) has too few jobs behind it, the engine keeps its priors and says `basis: prior`.
     """
     from app.calibration import service as calibration
 
-    return calibration.current(session)
+    return calibration.current(session, principal=principal)
 
 
 def compute(
@@ -121,7 +121,7 @@ def gather(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
         dataset=dataset,
         dataset_id=dataset_id,
         catalog=catalog_service.effective_catalog(session),
-        calibration=current_calibration(session),
+        calibration=current_calibration(session, principal=principal),
     )
 
 

@@ -3,7 +3,11 @@
 Job figures are read from the database at scrape time by a custom collector (three aggregate
 queries), so every API replica reports the same numbers and nothing is lost on restart. Request
 latency is measured in-process by a small ASGI middleware, per route template (not raw path, to
-keep label cardinality bounded). Scrape config: `authorization: {credentials: <read key>}`.
+keep label cardinality bounded).
+
+Tenancy holds here as in every report: a read or submit key gets the job figures of its own
+tenant only; an admin key gets every tenant's and the request latency (which counts everyone's
+requests). Scrape config: `authorization: {credentials: <admin key, or a team's read key>}`.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Float, and_, case, cast, func, select
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.deps import ReadPrincipal
+from app.auth.tenancy import visible
 from app.db import session_scope
 from app.models import Job, JobStatus
 
@@ -43,7 +48,11 @@ _ERROR_QUANTITIES = (
 
 
 class JobsCollector(Collector):
-    """Jobs by status, GPU-hours and dollars by method and GPU, estimate error histograms."""
+    """Jobs by status, GPU-hours and dollars by method and GPU, estimate error histograms; of
+    the jobs `tenant` (an SQL condition) selects, or of every job."""
+
+    def __init__(self, tenant: ColumnElement[bool] | None = None) -> None:
+        self.where = [] if tenant is None else [tenant]
 
     def collect(self) -> Iterator[Metric]:
         """Read the figures from the database; on failure report `tunecost_metrics_db_up 0`."""
@@ -51,9 +60,9 @@ class JobsCollector(Collector):
         try:
             with session_scope() as session:
                 families = [
-                    self._statuses(session),
-                    *self._spend(session),
-                    *self._errors(session),
+                    self._statuses(session, self.where),
+                    *self._spend(session, self.where),
+                    *self._errors(session, self.where),
                 ]
         except Exception:  # a scrape must still answer when the database is down
             log.warning("metrics: reading job figures failed", exc_info=True)
@@ -65,15 +74,19 @@ class JobsCollector(Collector):
         yield from families
 
     @staticmethod
-    def _statuses(session: Any) -> Metric:
-        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    def _statuses(session: Any, where: list[ColumnElement[bool]]) -> Metric:
+        counts = dict(
+            session.execute(
+                select(Job.status, func.count()).where(*where).group_by(Job.status)
+            ).all()
+        )
         family = GaugeMetricFamily("tunecost_jobs", "Jobs by status", labels=["status"])
         for status in JobStatus:
             family.add_metric([status.value], float(counts.get(status.value, 0)))
         return family
 
     @staticmethod
-    def _spend(session: Any) -> list[Metric]:
+    def _spend(session: Any, where: list[ColumnElement[bool]]) -> list[Metric]:
         rows = session.execute(
             select(
                 Job.method,
@@ -81,7 +94,7 @@ class JobsCollector(Collector):
                 func.coalesce(func.sum(Job.act_gpu_hours), 0.0),
                 func.coalesce(func.sum(Job.act_cost_usd), 0.0),
             )
-            .where(Job.finished_at.is_not(None))
+            .where(Job.finished_at.is_not(None), *where)
             .group_by(Job.method, Job.gpu)
         ).all()
         hours = CounterMetricFamily(
@@ -96,7 +109,7 @@ class JobsCollector(Collector):
         return [hours, dollars]
 
     @staticmethod
-    def _errors(session: Any) -> list[Metric]:
+    def _errors(session: Any, where: list[ColumnElement[bool]]) -> list[Metric]:
         columns: list[Any] = [Job.method]
         for name, est, act in _ERROR_QUANTITIES:
             rel = case(
@@ -111,7 +124,7 @@ class JobsCollector(Collector):
                 for i, bound in enumerate(ERROR_BUCKETS)
             ]
         rows = session.execute(
-            select(*columns).where(Job.finished_at.is_not(None)).group_by(Job.method)
+            select(*columns).where(Job.finished_at.is_not(None), *where).group_by(Job.method)
         ).mappings()
         family = HistogramMetricFamily(
             "tunecost_estimate_abs_error_ratio",
@@ -168,9 +181,14 @@ router = APIRouter(tags=["metrics"])
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
 )
-def metrics(request: Request, _: ReadPrincipal) -> Response:
-    """Prometheus metrics in the text exposition format."""
+def metrics(request: Request, principal: ReadPrincipal) -> Response:
+    """Prometheus metrics: the key's tenant's job figures; every tenant's and request latency
+    for an admin key."""
     registry: CollectorRegistry = request.app.state.metrics_registry
+    if not principal.is_admin:
+        registry = CollectorRegistry()
+        mine = visible(principal, team=Job.team, created_by_key_id=Job.created_by_key_id)
+        registry.register(JobsCollector(mine))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

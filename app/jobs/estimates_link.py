@@ -6,6 +6,7 @@ Kept apart from the jobs service so the shape of a stored estimate request (app/
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from app.estimates.service import Prepared, prepare_detached
 from app.estimator.model_notes import worker_refusal
 from app.estimator.results import EstimateResult
 from app.jobs.schemas import JobIn
+from app.kit.paths import relative_to_root
 from app.models import Estimate
 
 
@@ -116,3 +118,12 @@ def settings_of(estimate: Estimate) -> dict[str, dict[str, Any]]:
         "lora": request.lora.model_dump(mode="json", exclude_unset=True),
         "qlora": request.qlora.model_dump(mode="json", exclude_unset=True),
     }
+
+
+def runs_as_estimated(estimate: Estimate, *, model: dict[str, str], dataset: str) -> bool:
+    """Whether a job training `model` (a confined path or a hub id) on `dataset` runs what
+    `estimate` was made for: the same model and the stored dataset the estimate counted. Only
+    such jobs calibrate estimates (app/calibration/samples.py)."""
+    path = model.get("path")
+    ref = f"path:{relative_to_root(Path(path))}" if path is not None else model["hub_id"]
+    return ref == estimate.model_ref and dataset == dataset_id(estimate)

@@ -175,6 +175,9 @@ def create(
             "seed": job_in.seed,
             "learning_rate": job_in.learning_rate,
             "forced": job_in.force,
+            "as_estimated": estimates_link.runs_as_estimated(
+                estimate, model=model, dataset=dataset.id
+            ),
             "tags": tags,
         },
         # The estimator checked the settings against the estimate's own model; only a model

@@ -95,6 +95,11 @@ class JobSpec(BaseModel):
     max_grad_norm: float | None = Field(DEFAULT_MAX_GRAD_NORM, gt=0)
     mask_prompt: bool = Field(True, description="no loss on prompt tokens (non-text formats)")
     forced: bool = Field(False, description="submitted with force: past a fit or budget refusal")
+    as_estimated: bool = Field(
+        True,
+        description="trains the model and dataset its estimate was made for: only such jobs "
+        "calibrate estimates",
+    )
     tags: dict[str, str] = Field(default_factory=dict)
 
     @property

@@ -28,7 +28,8 @@ def _estimate(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:
 
 def test_succeeded_jobs_calibrate_the_next_estimate(isolated_db: str) -> None:
     with session_scope() as session:
-        _, secret = service.create(session, name="calib", scope=Scope.READ)
+        # The jobs' tenant (tests/reports/factory.py): a tenant's jobs calibrate its estimates.
+        _, secret = service.create(session, name="calib", scope=Scope.READ, team="ml")
     headers = {"Authorization": f"Bearer {secret}"}
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         before = _estimate(client, headers)
