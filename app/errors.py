@@ -101,6 +101,15 @@ class Conflict(AppError):
     status, title, slug = 409, "Conflict", "conflict"
 
 
+class AmbiguousId(AppError):
+    """A shortened id that starts several ids the caller may see; `matches` names some."""
+
+    status, title, slug = 409, "Ambiguous id", "ambiguous-id"
+
+    def __init__(self, detail: str, *, matches: list[str]) -> None:
+        super().__init__(detail, extra={"matches": matches})
+
+
 class PayloadTooLarge(AppError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 

@@ -30,8 +30,20 @@ from worker.training.spec import parse_launch
 
 # On GPUs a model big enough that sharding shows in the peaks (~110M parameters), on the CPU one
 # that trains in seconds.
-GPU_SHAPE = {"vocab_size": 8192, "hidden_size": 1024, "layers": 8, "heads": 16, "kv_heads": 4}
-CPU_SHAPE = {"vocab_size": 512, "hidden_size": 64, "layers": 2, "heads": 4, "kv_heads": 2}
+GPU_SHAPE: dict[str, Any] = {
+    "vocab_size": 8192,
+    "hidden_size": 1024,
+    "layers": 8,
+    "heads": 16,
+    "kv_heads": 4,
+}
+CPU_SHAPE: dict[str, Any] = {
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "layers": 2,
+    "heads": 4,
+    "kv_heads": 2,
+}
 STEPS = 5
 MICRO_BATCH = 2
 EXAMPLES = 256

@@ -87,7 +87,7 @@ def bare_loop(model_dir: Path, data: Path, *, steps: int, seq_len: int, batch: i
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from app.datasets.formats import DatasetReader
+    from app.datasets.reader import DatasetReader
 
     torch.manual_seed(0)
     if os.environ.get("OMP_NUM_THREADS"):

@@ -16,10 +16,17 @@ def make_tiny_model(
     vocab_size: Annotated[int, typer.Option(min=260, max=32000)] = 512,
     hidden_size: Annotated[int, typer.Option(min=8, max=1024)] = 64,
     layers: Annotated[int, typer.Option(min=1, max=16)] = 2,
+    chat_template: Annotated[
+        bool, typer.Option(help="give the tokenizer a chat template, as instruct models have")
+    ] = False,
 ) -> None:
     """Write a tiny random-weight Llama and its trained tokenizer (nothing is downloaded)."""
     made = tinymodel.make_tiny_model(
-        dest, vocab_size=vocab_size, hidden_size=hidden_size, layers=layers
+        dest,
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        layers=layers,
+        chat_template=chat_template,
     )
     typer.echo(str(made))
 

@@ -61,6 +61,14 @@ def corpus_sentences() -> list[str]:
     return [p for p in parts if p]
 
 
+# Turns as `<|role|>`, each closed by EOS; BOS first. The generation prompt is the header a
+# reply follows, so the prompt a trainer masks is the template of the turns before the reply.
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}"
+    "\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
 def make_tiny_model(
     dest: Path,
     *,
@@ -70,8 +78,11 @@ def make_tiny_model(
     heads: int = 4,
     kv_heads: int = 2,
     seed: int = 0,
+    chat_template: bool = False,
 ) -> Path:
-    """Write a tiny random-weight LlamaForCausalLM and its trained BPE tokenizer into `dest`."""
+    """Write a tiny random-weight LlamaForCausalLM and its trained BPE tokenizer into `dest`
+    (with `chat_template`, a Zephyr-style chat template in the tokenizer, as instruct models
+    have)."""
     if hidden_size % heads or heads % kv_heads:
         raise ValueError("hidden_size must divide by heads, and heads by kv_heads")
     import torch
@@ -80,6 +91,8 @@ def make_tiny_model(
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(vocab_size)
+    if chat_template:
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
     tokenizer.save_pretrained(dest)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -200,4 +213,12 @@ def _record(fmt: RecordFormat, rng: random.Random, sentences: list[str]) -> dict
                     {"role": "user", "content": f"Say something after: {first}"},
                     {"role": "assistant", "content": second},
                 ]
+            }
+        case RecordFormat.SHAREGPT:
+            return {
+                "system": "Answer with one sentence.",
+                "conversations": [
+                    {"from": "human", "value": f"Say something after: {first}"},
+                    {"from": "gpt", "value": second},
+                ],
             }

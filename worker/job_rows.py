@@ -37,6 +37,7 @@ class Claim:
     spec: JobSpec
     dataset_url: str | None
     started_at_epoch: float
+    dataset_columns: dict[str, str] | None = None  # the upload's column mapping, if it had one
     billed_usd: float = 0.0  # what earlier attempts of the job already cost
 
 
@@ -87,6 +88,7 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
             attempt=job.attempts,
             spec=spec,
             dataset_url=dataset.storage_path if dataset else None,
+            dataset_columns=dataset.stats.get("columns") if dataset else None,
             started_at_epoch=now.timestamp(),
             billed_usd=job.act_cost_usd or 0.0,
         )

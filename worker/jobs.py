@@ -55,8 +55,9 @@ class JobInputError(Exception):
 def _copy_dataset(url: str | None, dest_dir: Path) -> Path:
     if not url:
         raise JobInputError("the job's dataset was deleted; upload it again and resubmit")
-    name = "data.jsonl.gz" if url.endswith(".gz") else "data.jsonl"
-    local = dest_dir / name
+    # The stored name's suffix (data.csv.gz, data.parquet...) tells a CSV apart from JSON Lines.
+    stored = url.rstrip("/").rsplit("/", 1)[-1]
+    local = dest_dir / ("data" + stored[stored.index(".") :] if "." in stored else "data.jsonl")
     try:
         with open_file(url, "rb") as src, local.open("wb") as dst:
             shutil.copyfileobj(src, dst, COPY_CHUNK_BYTES)
@@ -72,6 +73,7 @@ def launch_of(claim: Claim, *, dataset_path: Path) -> Launch:
         run=RunContext(
             job_id=claim.job_id,
             dataset_path=str(dataset_path),
+            dataset_columns=claim.dataset_columns,
             model_roots=[str(p) for p in get_settings().resolved_model_roots()],
             started_at=claim.started_at_epoch,
             billed_usd=claim.billed_usd,  # the budget is the job's, not the attempt's

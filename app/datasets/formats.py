@@ -1,30 +1,23 @@
-"""JSONL fine-tuning records: detect each record's format, render it to training text, and read a
-(possibly gzipped) file line by line with a hard cap on the decompressed size.
+"""Fine-tuning records: detect each record's shape, map its columns, and render it to training
+text with the part the loss skips (the prompt) marked.
 
-Pure functions and one small reader class; no HTTP, no database, no tokenizer. The upload API and
-the token statistics build on `DatasetReader`; the worker renders records with `render_record`.
+Pure functions; no I/O, no HTTP, no tokenizer. The containers records come in are read by
+`app.datasets.sources`, the file as a whole by `app.datasets.reader`. Chat records keep their
+messages so that a caller holding the model's tokenizer renders them with its chat template
+(`ChatRenderer`); without one they get the plain delimiters below (`render_chat_plain`).
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import re
-import zlib
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import accumulate
-from pathlib import Path
-from typing import IO, Literal, cast
-
-GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952 section 2.3.1: ID1, ID2
-DEFAULT_MAX_BAD_LINES = 20  # enough to see a pattern in a bad file without a huge error body
 
 # Plain delimiters, not a model's chat template: the same text for every model, so token counts
-# are comparable across models. A model-specific template can be applied by the caller instead.
+# are comparable across models. The model's own template is applied instead where it has one.
 ALPACA_INSTRUCTION = "### Instruction:\n"
 ALPACA_INPUT = "\n\n### Input:\n"
 ALPACA_RESPONSE = "\n\n### Response:\n"
@@ -33,16 +26,20 @@ CHAT_TURN_END = "\n"
 
 
 class RecordFormat(StrEnum):
-    """The record shapes tunecost recognises in a JSONL line."""
+    """The record shapes tunecost recognises."""
 
     TEXT = "text"  # {"text"}
     PROMPT_COMPLETION = "prompt_completion"  # {"prompt", "completion"}
     ALPACA = "alpaca"  # {"instruction", "input"?, "output"}
     CHAT = "chat"  # {"messages": [{"role", "content"}, ...]}
+    SHAREGPT = "sharegpt"  # {"conversations": [{"from", "value"}, ...], "system"?}
+
+
+CHAT_FORMATS = (RecordFormat.CHAT, RecordFormat.SHAREGPT)
 
 
 class BadLineReason(StrEnum):
-    """Why a line cannot be used for training."""
+    """Why a row cannot be used for training."""
 
     NOT_JSON = "not_json"
     UNKNOWN_FORMAT = "unknown_format"
@@ -52,9 +49,6 @@ class BadLineReason(StrEnum):
     TOO_MANY_MESSAGES = "too_many_messages"
 
 
-# One example of 16 MiB is about 4M tokens: 30x the longest context of any catalog model
-# (131,072 tokens). A longer line is refused without ever being held in memory whole.
-MAX_LINE_BYTES = 16 * 1024 * 1024
 # Nesting of a record's JSON: every known format needs 3 levels (record, messages, message);
 # 64 leaves room for metadata fields and keeps the parser far from Python's recursion limit
 # (1000), which a deeper line would otherwise hit as a RecursionError.
@@ -63,74 +57,51 @@ MAX_JSON_DEPTH = 64
 # so the longest context of any catalog model (131,072 tokens) holds at most ~32k of them; real
 # multi-turn data has tens. 4096 refuses only records that are not conversations.
 MAX_CHAT_MESSAGES = 4096
-READ_CHUNK = 1024 * 1024  # bytes per read while a file's lines and bytes are counted
+
+
+# ShareGPT's speaker names (FastChat, Axolotl, LLaMA-Factory) and the roles they mean; OpenAI
+# role names map to themselves, so a list may use either spelling.
+ROLE_NAMES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "function_response": "tool",
+    "observation": "tool",
+}
+# The field names `columns` may map a file's columns onto.
+RECORD_FIELDS = (
+    "text",
+    "prompt",
+    "completion",
+    "instruction",
+    "input",
+    "output",
+    "messages",
+    "conversations",
+    "system",
+)
 
 
 class RecordError(ValueError):
     """A record that is valid JSON but cannot be rendered; `reason` says which kind of problem."""
 
-    def __init__(self, reason: BadLineReason, detail: str) -> None:
+    def __init__(self, reason: BadLineReason, detail: str, hint: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.hint = hint
 
 
-class CorruptStream(ValueError):
-    """The gzip stream is damaged or truncated; no further lines can be read."""
-
-
-class DatasetTooLarge(Exception):
-    """The decompressed stream passed `max_bytes` (an oversize upload or a gzip bomb)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"dataset exceeds the limit of {max_bytes} bytes (decompressed)")
-        self.max_bytes = max_bytes
-
-
-class DatasetTooManyLines(Exception):
-    """The stream holds more than `max_lines` lines (blank ones included)."""
-
-    def __init__(self, max_lines: int) -> None:
-        super().__init__(f"dataset has more than {max_lines} lines")
-        self.max_lines = max_lines
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSize:
-    """What a dataset file holds once decompressed: bytes and lines, counted without parsing."""
-
-    compressed: bool
-    bytes: int
-    lines: int
-
-
-def measure(source: Path, *, max_bytes: int, max_lines: int) -> StreamSize:
-    """Count a (possibly gzipped) file's decompressed bytes and lines at C speed, refusing it
-    (DatasetTooLarge, DatasetTooManyLines) as soon as it passes a cap: a file too big to parse
-    is told so before any line is parsed. CorruptStream for a damaged gzip stream."""
-    with open(source, "rb") as raw:
-        compressed = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
-        raw.seek(0)
-        stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if compressed else raw
-        total = lines = 0
-        last = b"\n"
-        try:
-            while chunk := stream.read(READ_CHUNK):
-                total += len(chunk)
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-                if total > max_bytes:
-                    raise DatasetTooLarge(max_bytes)
-                if lines > max_lines:
-                    raise DatasetTooManyLines(max_lines)
-        except (OSError, EOFError, zlib.error) as exc:
-            if not compressed:
-                raise
-            raise CorruptStream(f"corrupt gzip stream: {exc}") from exc
-    lines += last != b"\n"  # a last line without its newline
-    if lines > max_lines:
-        raise DatasetTooManyLines(max_lines)
-    return StreamSize(compressed=compressed, bytes=total, lines=lines)
+Message = tuple[str, str]  # (role, content), roles as ROLE_NAMES's values
+# Renders messages with a model's chat template: (text, characters of its prompt part), or None
+# when the template cannot render these messages as a prompt followed by the last reply.
+ChatRenderer = Callable[[Sequence[Message]], tuple[str, int] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +109,15 @@ class Example:
     """One rendered training example.
 
     `text` is what the model trains on; `text[:prompt_chars]` is the prompt part, whose tokens a
-    trainer may mask out of the loss (0 for plain text: everything is trained on).
+    trainer may mask out of the loss (0 for plain text: everything is trained on). `templated`:
+    rendered by the model's chat template, whose text carries its own special tokens (BOS...),
+    so a tokenizer must not add them again.
     """
 
     format: RecordFormat
     text: str
     prompt_chars: int = 0
+    templated: bool = False
 
     @property
     def prompt(self) -> str:
@@ -156,42 +130,98 @@ class Example:
         return self.text[self.prompt_chars :]
 
 
-@dataclass(frozen=True, slots=True)
-class BadLine:
-    """A line that was skipped: its 1-based number, the reason, and a short human detail."""
+def parse_columns(spec: str) -> dict[str, str]:
+    """`prompt=question,completion=answer` -> {"question": "prompt", "answer": "completion"}.
 
-    line: int
-    reason: BadLineReason
-    detail: str
+    Raises ValueError naming the first pair that is not `<field>=<column>` with a known field.
+    """
+    mapping: dict[str, str] = {}
+    for pair in (p.strip() for p in spec.split(",")):
+        if not pair:
+            continue
+        ours, sep, theirs = (x.strip() for x in pair.partition("="))
+        if not sep or not ours or not theirs:
+            raise ValueError(f"{pair!r} is not <field>=<column>")
+        if ours not in RECORD_FIELDS:
+            raise ValueError(f"{ours!r} is not a field; the fields are {', '.join(RECORD_FIELDS)}")
+        if theirs in mapping:
+            raise ValueError(f"column {theirs!r} is mapped twice")
+        mapping[theirs] = ours
+    return mapping
+
+
+def apply_columns(record: object, columns: Mapping[str, str] | None) -> object:
+    """The record with its columns renamed to tunecost's fields (theirs -> ours)."""
+    if not columns or not isinstance(record, Mapping):
+        return record
+    return {columns.get(str(k), str(k)): v for k, v in record.items()}
 
 
 def detect_format(record: object) -> RecordFormat:
-    """Return the format of a parsed JSON record, judged by its keys; raise RecordError if none."""
+    """Return the format of a parsed record, judged by its keys; raise RecordError if none."""
     if not isinstance(record, Mapping):
         raise RecordError(
-            BadLineReason.UNKNOWN_FORMAT, f"expected a JSON object, got {type(record).__name__}"
+            BadLineReason.UNKNOWN_FORMAT,
+            f"expected an object with named fields, got {type(record).__name__}",
+            'each row is one object such as {"text": ...} or {"messages": [...]}',
         )
     if "messages" in record:
         return RecordFormat.CHAT
+    if "conversations" in record:
+        return RecordFormat.SHAREGPT
     if "instruction" in record and "output" in record:
         return RecordFormat.ALPACA
     if "prompt" in record and "completion" in record:
         return RecordFormat.PROMPT_COMPLETION
     if "text" in record:
         return RecordFormat.TEXT
-    keys = ", ".join(sorted(str(k) for k in record)[:8]) or "none"
+    keys = sorted(str(k) for k in record)
+    shown = ", ".join(keys[:8]) or "none"
     raise RecordError(
         BadLineReason.UNKNOWN_FORMAT,
-        f"no known format matches the keys ({keys}); expected text, prompt+completion, "
-        "instruction+input+output or messages",
+        f"no known format matches the fields ({shown}); expected text, prompt+completion, "
+        "instruction+output, messages or conversations",
+        _hint(keys),
     )
 
 
-def render_record(record: object, fmt: RecordFormat | None = None) -> Example:
-    """Render a parsed record to training text, detecting its format unless `fmt` is given."""
+def _hint(keys: Sequence[str]) -> str:
+    lowered = {k.lower(): k for k in keys}
+    if "instruction" in lowered:
+        return "looks like Alpaca without 'output'; or map a column: columns=output=<column>"
+    if "prompt" in lowered:
+        return (
+            "looks like prompt/completion without 'completion'; or map a column: "
+            "columns=completion=<column>"
+        )
+    pairs = (
+        ("question", "answer"),
+        ("query", "response"),
+        ("input", "output"),
+        ("input", "target"),
+    )
+    for first, second in pairs:
+        if first in lowered and second in lowered:
+            return (
+                f"map the columns: upload with columns=prompt={lowered[first]},"
+                f"completion={lowered[second]}"
+            )
+    for key in keys:
+        if key.lower() in ("dialog", "dialogue", "conversation", "chat", "turns"):
+            return f"looks like a conversation: upload with columns=conversations={key}"
+    return "name the fields with the 'columns' form field, e.g. columns=text=<column>"
+
+
+def render_record(
+    record: object, fmt: RecordFormat | None = None, *, chat: ChatRenderer | None = None
+) -> Example:
+    """Render a parsed record to training text, detecting its format unless `fmt` is given.
+
+    Chat records go through `chat` (the model's template) when given, else the plain delimiters.
+    """
     fmt = fmt or detect_format(record)
     if not isinstance(record, Mapping):
-        raise RecordError(BadLineReason.UNKNOWN_FORMAT, "expected a JSON object")
+        raise RecordError(BadLineReason.UNKNOWN_FORMAT, "expected an object with named fields")
     match fmt:
         case RecordFormat.TEXT:
             example = Example(fmt, _string(record, "text"))
@@ -199,15 +229,16 @@ def render_record(record: object, fmt: RecordFormat | None = None) -> Example:
             example = _render_prompt_completion(record)
         case RecordFormat.ALPACA:
             example = _render_alpaca(record)
-        case RecordFormat.CHAT:
-            example = _render_chat(record)
+        case RecordFormat.CHAT | RecordFormat.SHAREGPT:
+            example = _render_chat(fmt, chat_messages(record, fmt), chat)
     if not example.completion.strip():
         raise RecordError(BadLineReason.EMPTY_TEXT, f"{fmt} record has no text to train on")
     return example
 
 
-def parse_line(raw: bytes | str) -> Example:
-    """Decode, parse and render one JSONL line; raise RecordError with the reason if it is bad."""
+def parse_json(raw: bytes | str) -> object:
+    """One JSON document (a JSONL line, a CSV cell); RecordError not_json if it is not valid
+    UTF-8 JSON, too_deep past MAX_JSON_DEPTH levels (checked before the recursive parser)."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -218,13 +249,12 @@ def parse_line(raw: bytes | str) -> Example:
         detail = f"the JSON nests deeper than {MAX_JSON_DEPTH} levels"
         raise RecordError(BadLineReason.TOO_DEEP, detail)
     try:
-        record = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         detail = f"invalid JSON: {exc.msg} (column {exc.colno})"
         raise RecordError(BadLineReason.NOT_JSON, detail) from exc
     except ValueError as exc:  # json.loads' other refusal: an integer past int_max_str_digits
         raise RecordError(BadLineReason.NOT_JSON, f"invalid JSON: {exc}") from exc
-    return render_record(record)
 
 
 _ESCAPE = re.compile(r"\\.", re.DOTALL)
@@ -246,124 +276,9 @@ def nests_deeper_than(text: str, limit: int) -> bool:
     return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0) > limit
 
 
-class DatasetReader:
-    """Iterate `(line_number, Example)` over a JSONL or JSONL.gz stream, skipping bad lines.
-
-    Gzip is recognised by its magic bytes, not the file name. Blank lines are ignored. Bad lines
-    are counted in `bad_count` and the first `max_bad_lines` kept in `bad_lines`. Reading more than
-    `max_bytes` of decompressed data raises DatasetTooLarge, however the stream is compressed;
-    more than `max_lines` lines (blank ones included) DatasetTooManyLines.
-    """
-
-    def __init__(
-        self,
-        source: IO[bytes] | Path | str,
-        *,
-        max_bytes: int,
-        max_lines: int | None = None,
-        max_bad_lines: int = DEFAULT_MAX_BAD_LINES,
-    ) -> None:
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        self._source = source
-        self.max_bytes = max_bytes
-        self.max_lines = max_lines
-        self.max_bad_lines = max_bad_lines
-        self.bad_lines: list[BadLine] = []
-        self.bad_count = 0
-        self.examples = 0
-        self.bytes_read = 0
-        self.compressed = False
-        self.formats: Counter[RecordFormat] = Counter()
-
-    @property
-    def format(self) -> RecordFormat | Literal["mixed"] | None:
-        """The single format of the good records seen so far, "mixed", or None if none yet."""
-        if len(self.formats) > 1:
-            return "mixed"
-        return next(iter(self.formats), None)
-
-    def __iter__(self) -> Iterator[tuple[int, Example]]:
-        if isinstance(self._source, (str, Path)):
-            with open(self._source, "rb") as raw:
-                yield from self._iter_stream(raw)
-        else:
-            yield from self._iter_stream(self._source)
-
-    def _iter_stream(self, raw: IO[bytes]) -> Iterator[tuple[int, Example]]:
-        head, raw = _peek(raw, len(GZIP_MAGIC))
-        self.compressed = head == GZIP_MAGIC
-        stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if self.compressed else raw
-        try:
-            for line_no, line in enumerate(self._lines(stream), start=1):
-                if self.max_lines is not None and line_no > self.max_lines:
-                    raise DatasetTooManyLines(self.max_lines)
-                if line is None:
-                    self._record_bad(
-                        line_no,
-                        BadLineReason.LINE_TOO_LONG,
-                        f"the line is longer than {MAX_LINE_BYTES} bytes",
-                    )
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    example = parse_line(line)
-                except RecordError as exc:
-                    self._record_bad(line_no, exc.reason, exc.detail)
-                    continue
-                self.examples += 1
-                self.formats[example.format] += 1
-                yield line_no, example
-        except (OSError, EOFError, zlib.error) as exc:
-            if not self.compressed:
-                raise
-            raise CorruptStream(f"corrupt gzip stream: {exc}") from exc
-
-    def _lines(self, stream: IO[bytes]) -> Iterator[bytes | None]:
-        """Lines of the stream; None for a line over MAX_LINE_BYTES, which is skipped unread.
-
-        readline(limit) reads at most what the line cap and the budget still allow, so one
-        enormous line (or a decompression bomb without newlines) never lands in memory whole.
-        """
-        while True:
-            line = stream.readline(self._limit())
-            if not line:
-                return
-            self._count(len(line))
-            if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
-                yield line
-                continue
-            while line and not line.endswith(b"\n"):  # drain the rest of the long line
-                line = stream.readline(self._limit())
-                self._count(len(line))
-            yield None
-
-    def _limit(self) -> int:
-        return min(MAX_LINE_BYTES, self.max_bytes - self.bytes_read) + 1
-
-    def _count(self, n: int) -> None:
-        self.bytes_read += n
-        if self.bytes_read > self.max_bytes:
-            raise DatasetTooLarge(self.max_bytes)
-
-    def _record_bad(self, line_no: int, reason: BadLineReason, detail: str) -> None:
-        self.bad_count += 1
-        if len(self.bad_lines) < self.max_bad_lines:
-            self.bad_lines.append(BadLine(line_no, reason, detail))
-
-
-def _peek(stream: IO[bytes], n: int) -> tuple[bytes, IO[bytes]]:
-    """The first `n` bytes of `stream` without consuming them, and the stream to read from."""
-    if hasattr(stream, "peek"):
-        return bytes(stream.peek(n)[:n]), stream
-    if stream.seekable():
-        start = stream.tell()
-        head = stream.read(n)
-        stream.seek(start)
-        return head, stream
-    buffered = io.BufferedReader(cast(io.RawIOBase, stream))  # forward-only raw streams
-    return bytes(buffered.peek(n)[:n]), cast(IO[bytes], buffered)
+def parse_line(raw: bytes | str, *, chat: ChatRenderer | None = None) -> Example:
+    """Decode, parse and render one JSONL line; raise RecordError with the reason if it is bad."""
+    return render_record(parse_json(raw), chat=chat)
 
 
 def _string(record: Mapping[str, object], key: str, *, required: bool = True) -> str:
@@ -395,33 +310,76 @@ def _render_alpaca(record: Mapping[str, object]) -> Example:
     return Example(RecordFormat.ALPACA, prompt + output, len(prompt))
 
 
-def _render_chat(record: Mapping[str, object]) -> Example:
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RecordError(BadLineReason.UNKNOWN_FORMAT, "'messages' must be a non-empty list")
-    if len(messages) > MAX_CHAT_MESSAGES:
+def chat_messages(record: Mapping[str, object], fmt: RecordFormat) -> list[Message]:
+    """The (role, content) turns of a chat or ShareGPT record, roles mapped to ROLE_NAMES.
+
+    Either list may use OpenAI's `role`/`content` or ShareGPT's `from`/`value` per turn; a
+    ShareGPT `system` field becomes the first turn. A CSV cell may hold the list as JSON text.
+    """
+    key = "messages" if fmt is RecordFormat.CHAT else "conversations"
+    turns = record.get(key)
+    if isinstance(turns, str):
+        turns = parse_json(turns)
+    if not isinstance(turns, list) or not turns:
+        raise RecordError(BadLineReason.UNKNOWN_FORMAT, f"{key!r} must be a non-empty list")
+    if len(turns) > MAX_CHAT_MESSAGES:
         raise RecordError(
             BadLineReason.TOO_MANY_MESSAGES,
-            f"'messages' has {len(messages)} messages; at most {MAX_CHAT_MESSAGES} are accepted",
+            f"{key!r} has {len(turns)} messages; at most {MAX_CHAT_MESSAGES} are accepted",
         )
+    messages: list[Message] = []
+    system = record.get("system")
+    if fmt is RecordFormat.SHAREGPT and isinstance(system, str) and system.strip():
+        messages.append(("system", system))
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, Mapping):
+            raise RecordError(BadLineReason.UNKNOWN_FORMAT, f"{key}[{i}] must be an object")
+        speaker_key, text_key = ("role", "content") if "role" in turn else ("from", "value")
+        speaker = turn.get(speaker_key)
+        role = ROLE_NAMES.get(speaker.lower()) if isinstance(speaker, str) else None
+        if role is None:
+            known = ", ".join(sorted(ROLE_NAMES))
+            raise RecordError(
+                BadLineReason.UNKNOWN_FORMAT,
+                f"{key}[{i}] has {speaker_key} {speaker!r}; the known speakers are {known}",
+            )
+        messages.append((role, _string(turn, text_key)))
+    return messages
+
+
+def last_reply(messages: Sequence[Message]) -> int | None:
+    """Index of the last assistant turn: what the loss is taken on (None: train on it all)."""
+    return next(
+        (i for i in range(len(messages) - 1, -1, -1) if messages[i][0] == "assistant"), None
+    )
+
+
+def render_chat_plain(messages: Sequence[Message]) -> tuple[str, int]:
+    """The plain rendering: `<|role|>` turns; the prompt is everything before the last reply.
+
+    Linear in the conversation's length: each turn is rendered once.
+    """
+    reply = last_reply(messages)
     parts: list[str] = []
-    rendered = 0  # characters in `parts` so far: the prompt ends at a running total
-    prompt_chars = 0
-    any_content = False
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise RecordError(BadLineReason.UNKNOWN_FORMAT, f"messages[{i}] must be an object")
-        role = _string(message, "role")
-        content = _string(message, "content")
-        any_content = any_content or bool(content.strip())
+    done = prompt_chars = 0
+    for i, (role, content) in enumerate(messages):
         header = CHAT_TURN.format(role=role)
-        if role == "assistant":
-            # Everything before the last assistant reply is context: mask it when training.
-            prompt_chars = rendered + len(header)
+        if i == reply:
+            prompt_chars = done + len(header)
         part = header + content + CHAT_TURN_END
         parts.append(part)
-        rendered += len(part)
-    if not any_content:
-        raise RecordError(BadLineReason.EMPTY_TEXT, "every message in 'messages' is empty")
+        done += len(part)
     # Without an assistant turn prompt_chars stays 0: the whole conversation is trained on.
-    return Example(RecordFormat.CHAT, "".join(parts), prompt_chars)
+    return "".join(parts), prompt_chars
+
+
+def _render_chat(
+    fmt: RecordFormat, messages: Sequence[Message], chat: ChatRenderer | None
+) -> Example:
+    if not any(content.strip() for _, content in messages):
+        raise RecordError(BadLineReason.EMPTY_TEXT, "every message of the conversation is empty")
+    rendered = chat(messages) if chat is not None else None
+    if rendered is not None:
+        return Example(fmt, rendered[0], rendered[1], templated=True)
+    text, prompt_chars = render_chat_plain(messages)
+    return Example(fmt, text, prompt_chars)

@@ -16,56 +16,67 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.datasets.formats import Example, RecordFormat
-
 APPROXIMATE = "approximate"  # the stats' tokenizer name for character-count approximations
 
 HISTOGRAM_KEY = "min_seq_len_histogram"  # [[min seq_len, examples], ...], ascending
+LENGTH_KEY = "length_histogram"  # [[tokens as trained, EOS included, examples], ...], ascending
 NEVER_KEY = "examples_without_loss_tokens"  # no seq_len gives them a token to learn from
 KEEP_MOST = 0.95  # the second suggestion: the seq_len that keeps this share of the examples
 
 
-def masks_prompt(example: Example) -> bool:
-    """Whether the worker's default masking takes `example`'s prompt out of the loss."""
-    return example.prompt_chars > 0 and example.format is not RecordFormat.TEXT
+def first_loss(*, prompt_tokens: int, n_tokens: int, appends_eos: bool) -> int | None:
+    """First position (>= 1) whose label the worker keeps, or None if it keeps none.
+
+    Labels from `prompt_tokens` on are kept (`app.datasets.encode`); the EOS the worker appends
+    sits at position `n_tokens` and is learned; position 0 is never a target."""
+    first = max(1, prompt_tokens)
+    return first if first < n_tokens + int(appends_eos) else None
 
 
-def first_loss_position(
-    example: Example, token_ends: Sequence[int] | None, n_prompt_tokens: int | None
-) -> int | None:
-    """First position >= 1 whose label the worker keeps, among the tokenizer's own tokens.
-
-    `token_ends`: each token's end offset in `example.text` (fast tokenizers; special tokens end
-    at 0); else `n_prompt_tokens`: what the prompt alone encodes to (the worker's slow path).
-    None when every token is masked (the appended EOS may still be learned)."""
-    if not masks_prompt(example):
-        return 1
-    if token_ends is not None:
-        ends = token_ends
-        return next((j for j in range(1, len(ends)) if ends[j] > example.prompt_chars), None)
-    assert n_prompt_tokens is not None
-    return max(1, n_prompt_tokens)
+def min_seq_len(first: int | None) -> int | None:
+    """Shortest `seq_len` that leaves an example whose first kept label is at `first` a token
+    to learn from; None if none does."""
+    return None if first is None else first + 1
 
 
-def min_seq_len(*, n_tokens: int, first_loss: int | None, appends_eos: bool) -> int | None:
-    """Shortest `seq_len` that leaves the example a loss token; None if none does."""
-    if first_loss is not None and first_loss < n_tokens:
-        return first_loss + 1
-    if appends_eos and n_tokens >= 1:  # the EOS the worker appends sits at position n_tokens
-        return n_tokens + 1
-    return None
+def histogram(values: Iterable[tuple[int | None, int]]) -> dict[str, Any]:
+    """The stats entries recording, per example, its minimum seq_len and (of those that keep a
+    label) its length as trained, EOS included: `(first kept label, length)` pairs in."""
+    return histogram_of_counts(Counter(values))
 
 
-def histogram(values: Iterable[int | None]) -> dict[str, Any]:
-    """The stats entries recording each example's minimum seq_len."""
-    counts: Counter[int] = Counter()
+def histogram_of_counts(counts: Mapping[tuple[int | None, int], int]) -> dict[str, Any]:
+    """`histogram` from how many examples have each `(first kept label, length)` pair."""
+    shortest: Counter[int] = Counter()
+    lengths: Counter[int] = Counter()
     never = 0
-    for value in values:
-        if value is None:
-            never += 1
+    for (first, length), k in counts.items():
+        if first is None:
+            never += k
         else:
-            counts[value] += 1
-    return {HISTOGRAM_KEY: [[k, counts[k]] for k in sorted(counts)], NEVER_KEY: never}
+            shortest[first + 1] += k
+            lengths[length] += k
+    return {
+        HISTOGRAM_KEY: [[k, shortest[k]] for k in sorted(shortest)],
+        LENGTH_KEY: [[k, lengths[k]] for k in sorted(lengths)],
+        NEVER_KEY: never,
+    }
+
+
+def loss_tokens_at(stats: Mapping[str, Any], *, seq_len: int) -> int | None:
+    """Labels the worker learns from once every example is cut to `seq_len` (no packing).
+
+    An example with its first kept label at f and trained length n keeps min(seq_len, n) - f
+    labels when f < seq_len, none otherwise. Summed over examples this needs only the two
+    histograms (f + 1 and n):  seq_len * #{f < seq_len} - sum{f < seq_len} f
+    - sum{n < seq_len} (seq_len - n), since f < n for every example counted.
+    """
+    firsts, lengths = stats.get(HISTOGRAM_KEY), stats.get(LENGTH_KEY)
+    if firsts is None or lengths is None:
+        return None
+    kept = [(m - 1, k) for m, k in firsts if m - 1 < seq_len]
+    total = seq_len * sum(k for _, k in kept) - sum(f * k for f, k in kept)
+    return int(total - sum((seq_len - n) * k for n, k in lengths if n < seq_len))
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,9 @@ class TruncationCheck:
     dropped: int  # left with no loss token: the worker drops them
     seq_len_keeping_all: int | None  # smallest seq_len keeping every example that can be kept
     seq_len_keeping_most: int | None  # ... keeping KEEP_MOST of them
-    approximate: bool  # counted by characters / 4, not the model's tokenizer
+    approximate: bool  # counted by an approximation, not the model's tokenizer
+    tokenizer: str | None  # what counted: a model folder, or APPROXIMATE
+    loss_tokens: int | None  # labels learned from at this seq_len (None: uploaded before)
 
     def note(self) -> str:
         """The sentence an estimate carries."""
@@ -113,6 +126,8 @@ def check(stats: Mapping[str, Any], *, seq_len: int) -> TruncationCheck | None:
         seq_len_keeping_all=pairs[-1][0] if pairs else None,
         seq_len_keeping_most=_quantile(pairs, KEEP_MOST * keepable),
         approximate=stats.get("tokenizer") == APPROXIMATE,
+        tokenizer=stats.get("tokenizer"),
+        loss_tokens=loss_tokens_at(stats, seq_len=seq_len),
     )
 
 

@@ -30,14 +30,27 @@ _UPLOAD_BODY = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": "JSONL (or gzipped JSONL): one record per line in "
-                            "text, prompt/completion, Alpaca or chat format",
+                            "description": "JSON Lines, a JSON array or CSV (each may be gzip- "
+                            "or zstd-compressed), Parquet, Arrow IPC, or a tar of a `datasets` "
+                            "save_to_disk folder; records in text, prompt/completion, Alpaca, "
+                            "chat (messages) or ShareGPT (conversations) shape",
                         },
                         "name": {"type": "string", "maxLength": 300},
                         "model_path": {
                             "type": "string",
                             "description": "a local model folder under TUNECOST_MODEL_ROOTS "
-                            "whose tokenizer counts the tokens; else an approximation is used",
+                            "whose tokenizer counts the tokens and whose chat template renders "
+                            "conversations",
+                        },
+                        "model": {
+                            "type": "string",
+                            "description": "a catalog model id: its tokenizer from the local "
+                            "hub cache, else its family's measured characters per token",
+                        },
+                        "columns": {
+                            "type": "string",
+                            "description": "the file's columns as record fields, "
+                            "e.g. prompt=question,completion=answer",
                         },
                     },
                 }
@@ -58,21 +71,14 @@ _UPLOAD_BODY = {
 async def upload_dataset(
     request: Request, session: SessionDep, principal: SubmitPrincipal
 ) -> DatasetOut:
-    """Upload a JSONL dataset; any bad line refuses the whole file and nothing is stored."""
+    """Upload a dataset; any bad row refuses the whole file, naming each kind of problem once."""
     upload = await receive_upload(
         content_type=request.headers.get("content-type", ""),
         stream=request.stream(),
         max_bytes=get_settings().max_upload_bytes,
     )
     try:
-        row = await run_in_threadpool(
-            service.create,
-            session,
-            upload=upload,
-            name=upload.fields.get("name"),
-            model_path=upload.fields.get("model_path"),
-            principal=principal,
-        )
+        row = await run_in_threadpool(service.create, session, upload=upload, principal=principal)
     finally:
         upload.discard()
     return service.to_out(row)

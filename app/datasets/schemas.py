@@ -21,6 +21,10 @@ class TokenStatsOut(BaseModel):
         description="'approximate' (characters / 4) or the model folder whose tokenizer counted"
     )
     tokenizer_note: str | None = None
+    token_error: float = Field(
+        0.0,
+        description="how far an approximate count may be off (relative); 0 for a real tokenizer",
+    )
 
 
 class DatasetOut(BaseModel):
@@ -30,8 +34,17 @@ class DatasetOut(BaseModel):
 
     id: str
     name: str
-    format: str = Field(description="text, prompt_completion, alpaca, chat, or mixed")
+    format: str = Field(description="text, prompt_completion, alpaca, chat, sharegpt, or mixed")
     formats: dict[str, int] = Field(description="examples per record format")
+    container: str = Field(description="jsonl, json, csv, parquet, arrow or hf_disk")
+    compression: str = Field(description="none, gzip or zstd")
+    columns: dict[str, str] | None = Field(
+        description="the file's columns renamed to record fields ({column: field}), if given"
+    )
+    chat_template: dict[str, int] | None = Field(
+        description="conversations rendered by the model's chat template (model_template) and "
+        "with the plain <|role|> delimiters (plain: no template, or it could not mark the prompt)"
+    )
     compressed: bool
     size_bytes: int = Field(description="bytes as uploaded (compressed when gzipped)")
     uncompressed_bytes: int
@@ -52,3 +65,13 @@ class BadLineOut(BaseModel):
     line: int
     reason: str
     detail: str
+
+
+class ProblemOut(BaseModel):
+    """One kind of problem in a rejected upload: how many rows, the first few, what and a fix."""
+
+    kind: str = Field(description="not_json, unknown_format, empty_text or line_too_long")
+    count: int
+    rows: list[int] = Field(description="the first rows (lines, elements) with it, 1-based")
+    detail: str = Field(description="what is wrong with the first of them")
+    hint: str | None = Field(None, description="what the rows look like and how to upload them")

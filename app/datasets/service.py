@@ -16,46 +16,75 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
+from app.catalog.model_catalog import UnknownModelError, get_model_config
 from app.config import get_settings
 from app.datasets import loss_tokens
-from app.datasets.formats import (
+from app.datasets.formats import Example, parse_columns
+from app.datasets.reader import (
     CorruptStream,
     DatasetReader,
     DatasetTooLarge,
     DatasetTooManyLines,
-    Example,
     measure,
 )
-from app.datasets.schemas import BadLineOut, DatasetOut, TokenStatsOut
+from app.datasets.schemas import BadLineOut, DatasetOut, ProblemOut, TokenStatsOut
+from app.datasets.sources import COMPRESSED_SUFFIXES, SUFFIXES, Compression, Container
 from app.datasets.tokens import (
-    APPROXIMATION_NOTE,
     TOKENIZE_BATCH,
     TokenCounter,
     TokenTally,
     approximate_counter,
+    cached_tokenizer_counter,
+    family_approximation,
     tokenizer_counter,
 )
 from app.datasets.upload import ReceivedUpload
 from app.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.estimator.spec import DatasetShape
-from app.kit import redact
+from app.kit import ids, redact
 from app.kit.pagination import keyset_page
 from app.kit.paths import confine_model_path, relative_to_root
 from app.kit.storage import put_file, remove
 from app.models import Dataset
 from app.models.base import new_id
 
-SHOWN_BAD_LINES = 5  # bad lines named in the error's one-line detail (all kept ones are listed)
 MAX_NAME_CHARS = 300
+# The form fields an upload takes besides `file`: any other is refused, never ignored.
+UPLOAD_FIELDS = ("name", "model_path", "model", "columns")
+# What the upload found out about the file, kept in the row's stats beside the token counts.
+STORED_FACTS = (
+    "formats",
+    "container",
+    "compression",
+    "compressed",
+    "uncompressed_bytes",
+    "columns",
+    "chat_template",
+)
 
 
-def dataset_key(dataset_id: str, *, compressed: bool) -> str:
-    """Where a dataset's file lives under the storage root."""
-    return f"datasets/{dataset_id}/data.jsonl" + (".gz" if compressed else "")
+def dataset_key(dataset_id: str, *, container: str, compression: str) -> str:
+    """Where a dataset's file lives under the storage root; its suffix says what it is."""
+    suffix = SUFFIXES[Container(container)] + COMPRESSED_SUFFIXES[Compression(compression)]
+    return f"datasets/{dataset_id}/data{suffix}"
 
 
-def counter_for(model_path: str | None) -> TokenCounter:
-    """The model's own tokenizer when `model_path` names a local folder, else the approximation."""
+def counter_for(model_path: str | None, model: str | None = None) -> TokenCounter:
+    """The model's own tokenizer when `model_path` names a local folder (or `model`, a catalog
+    id, has its tokenizer in this machine's hub cache); else its family's measured
+    approximation; with neither, the generic one."""
+    if model_path and model:
+        raise InvalidInput("give model_path or model, not both", field="model")
+    if model:
+        try:
+            config = get_model_config(model)
+        except UnknownModelError as exc:
+            raise InvalidInput(str(exc), field="model") from None
+        cached = cached_tokenizer_counter(model)
+        if cached is not None:
+            return cached
+        approximation, stand_in = family_approximation(config)
+        return approximate_counter(approximation, model=model, stand_in=stand_in)
     if not model_path:
         return approximate_counter()
     folder = confine_model_path(model_path, field="model_path")
@@ -66,14 +95,28 @@ def counter_for(model_path: str | None) -> TokenCounter:
 
 
 def analyse_file(
-    path: Path, *, counter: TokenCounter, max_bytes: int, max_lines: int
+    path: Path,
+    *,
+    counter: TokenCounter,
+    max_bytes: int,
+    max_lines: int,
+    filename: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Read every line, reject the file on any bad line, and return its token statistics.
+    """Read every row, reject the file on any bad row, and return its token statistics.
 
     The file's decompressed bytes and lines are counted first (no parsing), so a file past a cap
-    is refused in the time it takes to decompress it; then each line is parsed, measured and
-    folded into the statistics, one batch at a time."""
-    reader = DatasetReader(path, max_bytes=max_bytes, max_lines=max_lines)
+    is refused in the time it takes to decompress it; then each row is parsed, measured and
+    folded into the statistics, one batch at a time. A refusal names each kind of problem once:
+    its count, its first rows and one detail."""
+    reader = DatasetReader(
+        path,
+        max_bytes=max_bytes,
+        max_lines=max_lines,
+        filename=filename,
+        columns=columns,
+        chat=counter.chat,
+    )
     tally = TokenTally()
     batch: list[Example] = []
     try:
@@ -95,15 +138,19 @@ def analyse_file(
             "split it into smaller datasets"
         ) from None
     except CorruptStream as exc:
-        raise InvalidInput(f"the gzip stream is damaged: {exc}", field="file") from None
+        raise InvalidInput(f"the file cannot be read: {exc}", field="file") from None
     if reader.bad_count:
-        shown = "; ".join(
-            f"line {b.line}: {b.reason} ({b.detail})" for b in reader.bad_lines[:SHOWN_BAD_LINES]
-        )
         raise InvalidInput(
-            f"{reader.bad_count} bad line(s), nothing was stored. {shown}",
+            f"{reader.bad_count} bad {reader.unit}(s) of {reader.bad_count + reader.examples}, "
+            f"nothing was stored. {reader.summary()}",
             field="file",
             bad_line_count=reader.bad_count,
+            problems=[
+                ProblemOut(
+                    kind=str(p.kind), count=p.count, rows=p.rows, detail=p.detail, hint=p.hint
+                ).model_dump()
+                for p in reader.problems.values()
+            ],
             bad_lines=[
                 BadLineOut(line=b.line, reason=str(b.reason), detail=b.detail).model_dump()
                 for b in reader.bad_lines
@@ -115,15 +162,27 @@ def analyse_file(
     return {
         "format": str(reader.format),
         "formats": {str(fmt): n for fmt, n in reader.formats.items()},
+        "container": str(reader.container),
+        "compression": str(reader.compression),
         "compressed": reader.compressed,
         "uncompressed_bytes": reader.bytes_read,
+        "columns": columns or None,
+        "chat_template": _chat_rendering(reader),
         "stats": {
             **stats.__dict__,
             "tokenizer": counter.name,
-            "tokenizer_note": APPROXIMATION_NOTE if counter.is_approximate else None,
+            "tokenizer_note": counter.note,
+            "token_error": counter.error,
             **tally.histogram(),
         },
     }
+
+
+def _chat_rendering(reader: DatasetReader) -> dict[str, int] | None:
+    """How the conversations were rendered: by the model's template, or the plain fallback."""
+    if not reader.templated and not reader.plain_chats:
+        return None
+    return {"model_template": reader.templated, "plain": reader.plain_chats}
 
 
 _PENDING = "tunecost_files_pending_commit"
@@ -148,29 +207,42 @@ def _delete_on_rollback(session: Session, url: str) -> None:
     pending.append(url)
 
 
-def create(
-    session: Session,
-    *,
-    upload: ReceivedUpload,
-    name: str | None,
-    model_path: str | None,
-    principal: Principal,
-) -> Dataset:
+def check_fields(fields: dict[str, str]) -> None:
+    """Refuse form fields the upload does not take (422 naming them), rather than ignore them."""
+    unknown = sorted(set(fields) - set(UPLOAD_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown form field(s) {', '.join(unknown)}; an upload takes file and "
+            f"{', '.join(UPLOAD_FIELDS)}",
+            field=unknown[0],
+        )
+
+
+def create(session: Session, *, upload: ReceivedUpload, principal: Principal) -> Dataset:
     """Validate and count `upload`, store the file, add the row; nothing is kept on error."""
-    name = (name or upload.filename).strip() or upload.filename
+    fields = upload.fields
+    check_fields(fields)
+    name = (fields.get("name") or upload.filename).strip() or upload.filename
     if len(name) > MAX_NAME_CHARS:
         raise InvalidInput(f"name is longer than {MAX_NAME_CHARS} characters", field="name")
-    counter = counter_for(model_path)
+    try:
+        columns = parse_columns(fields.get("columns", "")) or None
+    except ValueError as exc:
+        raise InvalidInput(f"columns: {exc}", field="columns") from None
+    counter = counter_for(fields.get("model_path"), fields.get("model"))
     settings = get_settings()
     found = analyse_file(
         upload.path,
         counter=counter,
         max_bytes=settings.dataset_bytes_cap,
         max_lines=settings.max_dataset_lines,
+        filename=upload.filename,
+        columns=columns,
     )
 
     dataset_id = new_id("ds")
-    url = put_file(upload.path, dataset_key(dataset_id, compressed=found["compressed"]))
+    key = dataset_key(dataset_id, container=found["container"], compression=found["compression"])
+    url = put_file(upload.path, key)
     stats = found["stats"]
     row = Dataset(
         id=dataset_id,
@@ -183,7 +255,7 @@ def create(
         total_tokens=stats["total_tokens"],
         max_tokens=stats["max_tokens"],
         tokenizer=counter.name,
-        stats={k: found[k] for k in ("formats", "compressed", "uncompressed_bytes")} | stats,
+        stats={k: found[k] for k in STORED_FACTS} | stats,
         created_by_key_id=principal.key_id,
         team=principal.team,
     )
@@ -197,14 +269,25 @@ def create(
     return row
 
 
-def get(session: Session, *, dataset_id: str, principal: Principal) -> Dataset:
-    """One dataset of the caller's tenant by id; 404 if there is none (or it is another's)."""
+def get(
+    session: Session, *, dataset_id: str, principal: Principal, by_prefix: bool = True
+) -> Dataset:
+    """One dataset of the caller's tenant by id or unique id prefix (`app/kit/ids.py`); 404 if
+    there is none (or it is another's). `by_prefix=False` for ids a request body refers to."""
     row = session.get(Dataset, dataset_id)
-    if row is None or not can_see(
+    if row is not None and can_see(
         principal, team=row.team, created_by_key_id=row.created_by_key_id
     ):
+        return row
+    if not by_prefix:
         raise NotFound(f"no dataset with id {dataset_id!r}")
-    return row
+    mine = visible(principal, team=Dataset.team, created_by_key_id=Dataset.created_by_key_id)
+    full = ids.unique_match(
+        session, id_column=Dataset.id, visible=mine, value=dataset_id, kind="ds", noun="dataset"
+    )
+    found = session.get(Dataset, full)
+    assert found is not None  # just matched, in this transaction
+    return found
 
 
 def list_(
@@ -230,6 +313,10 @@ def to_out(row: Dataset) -> DatasetOut:
         name=row.name,
         format=row.format,
         formats=stats.get("formats", {}),
+        container=stats.get("container", "jsonl"),  # uploads before other containers: JSONL
+        compression=stats.get("compression", "gzip" if stats.get("compressed") else "none"),
+        columns=stats.get("columns"),
+        chat_template=stats.get("chat_template"),
         compressed=bool(stats.get("compressed", False)),
         size_bytes=row.size_bytes,
         uncompressed_bytes=int(stats.get("uncompressed_bytes", row.size_bytes)),

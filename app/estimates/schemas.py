@@ -151,6 +151,15 @@ class DatasetCheckOut(BaseModel):
     approximate: bool = Field(
         False, description="token counts from characters / 4 (no model_path at upload)"
     )
+    tokenizer: str | None = Field(
+        None, description="what counted the tokens at upload: a model folder, or 'approximate'"
+    )
+    loss_tokens: int | None = Field(
+        None,
+        description="labels the worker learns from at this seq_len, over every example (train "
+        "and held-out eval, no packing): the worker's actuals.data.loss_tokens for the same "
+        "tokenizer. None for datasets uploaded before it was recorded",
+    )
 
 
 class EstimateOut(EstimateResult):

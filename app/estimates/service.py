@@ -21,15 +21,17 @@ from app.catalog.prices.staleness import stale_notes
 from app.catalog.resolve import resolve_model, short_message
 from app.config import get_settings
 from app.datasets import service as datasets_service
-from app.datasets.loss_tokens import TruncationCheck
+from app.datasets.loss_tokens import APPROXIMATE, TruncationCheck
+from app.datasets.tokens import GENERIC
 from app.db import session_scope
 from app.errors import InvalidInput, NotFound
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.errors import EstimateInputError
 from app.estimator.model_analysis import ModelAnalysis
-from app.estimator.results import EstimateResult
+from app.estimator.results import EstimateResult, RangeOut
 from app.estimator.spec import DatasetShape
+from app.kit import ids
 from app.kit.pagination import keyset_page
 from app.models import Dataset, Estimate
 from app.models.base import new_id, utcnow
@@ -45,7 +47,9 @@ def resolve_dataset(
     if session is None or principal is None:
         raise InvalidInput("dataset_id needs the server's database", field="dataset.dataset_id")
     try:
-        row = datasets_service.get(session, dataset_id=ref.dataset_id, principal=principal)
+        row = datasets_service.get(
+            session, dataset_id=ref.dataset_id, principal=principal, by_prefix=False
+        )
     except NotFound as exc:
         raise InvalidInput(exc.detail, field="dataset.dataset_id") from None
     return datasets_service.shape(row), row.id
@@ -204,6 +208,7 @@ def store(
     # The organisation's negotiated rates beside the list prices (app/catalog/prices/ratecard.py).
     today = utcnow().date()
     result = ratecard.apply(result, lines=ratecard_service.lines(session), on=today)
+    result = _widened_for_token_counts(session, dataset_id=dataset_id, result=result)
     request = estimate_in.model_dump(mode="json", exclude_none=True)
     stored = result.model_dump(mode="json")
     check = _dataset_check(session, dataset_id=dataset_id, estimate_in=estimate_in, result=result)
@@ -215,6 +220,8 @@ def store(
             "seq_len_keeping_all": check.seq_len_keeping_all,
             "seq_len_keeping_95pct": check.seq_len_keeping_most,
             "approximate": check.approximate,
+            "tokenizer": check.tokenizer,
+            "loss_tokens": check.loss_tokens,
         }
         if check.dropped:
             stored["notes"] = [*stored["notes"], check.note()]
@@ -232,6 +239,52 @@ def store(
     session.add(row)
     session.flush()
     return to_out(row)
+
+
+def _widened_for_token_counts(
+    session: Session, *, dataset_id: str | None, result: EstimateResult
+) -> EstimateResult:
+    """Time and cost intervals widened by how far an approximate token count may be off.
+
+    Hours scale with the tokens processed, so a count within +-e of the truth moves both bounds
+    by that factor: [low x (1 - e), high x (1 + e)]."""
+    row = session.get(Dataset, dataset_id) if dataset_id else None
+    if row is None or row.tokenizer != APPROXIMATE:
+        return result
+    error = float(row.stats.get("token_error") or GENERIC.error)  # older uploads: the rule
+
+    def wide(r: RangeOut | None) -> RangeOut | None:
+        return None if r is None else RangeOut(low=r.low * (1 - error), high=r.high * (1 + error))
+
+    results = {
+        method: r.model_copy(
+            update={
+                "hours_range": wide(r.hours_range),
+                "gpu_hours_range": wide(r.gpu_hours_range),
+                "cost_usd_range": wide(r.cost_usd_range),
+            }
+        )
+        for method, r in result.results.items()
+    }
+    plans = {
+        method: [
+            p.model_copy(
+                update={
+                    "hours_range": wide(p.hours_range),
+                    "cost_usd_range": wide(p.cost_usd_range),
+                }
+            )
+            for p in options
+        ]
+        for method, options in result.plans.items()
+    }
+    note = (
+        f"the dataset's tokens were counted by an approximation ({row.stats.get('tokenizer_note')})"
+        f": the time and cost ranges are widened by {error:.0%} each way"
+    )
+    return result.model_copy(
+        update={"results": results, "plans": plans, "notes": [*result.notes, note]}
+    )
 
 
 def _dataset_check(
@@ -262,13 +315,20 @@ def to_out(row: Estimate) -> EstimateOut:
 
 
 def get(session: Session, *, estimate_id: str, principal: Principal) -> Estimate:
-    """One estimate of the caller's tenant by id; 404 if there is none (or it is another's)."""
+    """One estimate of the caller's tenant by id or unique id prefix (`app/kit/ids.py`); 404 if
+    there is none (or it is another's)."""
     row = session.get(Estimate, estimate_id)
-    if row is None or not can_see(
+    if row is not None and can_see(
         principal, team=row.team, created_by_key_id=row.created_by_key_id
     ):
-        raise NotFound(f"no estimate with id {estimate_id!r}")
-    return row
+        return row
+    mine = visible(principal, team=Estimate.team, created_by_key_id=Estimate.created_by_key_id)
+    full = ids.unique_match(
+        session, id_column=Estimate.id, visible=mine, value=estimate_id, kind="est", noun="estimate"
+    )
+    found = session.get(Estimate, full)
+    assert found is not None  # just matched, in this transaction
+    return found
 
 
 def list_(

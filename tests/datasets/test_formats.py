@@ -13,17 +13,19 @@ from app.datasets.formats import (
     MAX_CHAT_MESSAGES,
     MAX_JSON_DEPTH,
     BadLineReason,
+    RecordError,
+    RecordFormat,
+    detect_format,
+    nests_deeper_than,
+    parse_line,
+    render_record,
+)
+from app.datasets.reader import (
     CorruptStream,
     DatasetReader,
     DatasetTooLarge,
     DatasetTooManyLines,
-    RecordError,
-    RecordFormat,
-    detect_format,
     measure,
-    nests_deeper_than,
-    parse_line,
-    render_record,
 )
 
 TEXT = {"text": "The river bends twice."}

@@ -155,7 +155,13 @@ def test_bad_lines_are_named_and_nothing_is_stored(
     bad = {b["line"]: b["reason"] for b in body["bad_lines"]}
     assert bad == {2: "not_json", 4: "unknown_format", 6: "empty_text", 7: "unknown_format"}
     assert body["bad_line_count"] == 4
-    assert "line 2" in body["detail"] and "line 4" in body["detail"]
+    # One clause per kind of problem: its count, its first lines, one detail and a hint.
+    assert "4 bad line(s) of 6, nothing was stored" in body["detail"]
+    assert "unknown_format: 2 lines, e.g. lines 4, 7: no known format" in body["detail"]
+    assert "not_json: 1 line, e.g. line 2: invalid JSON" in body["detail"]
+    problems = {p["kind"]: p for p in body["problems"]}
+    assert problems["unknown_format"]["rows"] == [4, 7] and problems["empty_text"]["count"] == 1
+    assert "columns=prompt=question,completion=answer" in problems["unknown_format"]["hint"]
     assert body["errors"][0]["loc"] == ["file"]
     assert _stored_files(service_env.storage_root) == before_files
     assert _row_count() == before_rows

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.datasets.formats import DatasetReader, RecordFormat
+from app.datasets.formats import RecordFormat
+from app.datasets.reader import DatasetReader
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model, save_tokenizer
 
 SENTENCE = "The harbour town wakes before the sun."

@@ -19,13 +19,10 @@ from typing import Any
 
 import torch
 
-from app.datasets.formats import (
-    CorruptStream,
-    DatasetReader,
-    DatasetTooLarge,
-    Example,
-    RecordFormat,
-)
+from app.datasets.encode import appends_eos, encode, masks_prompt
+from app.datasets.formats import Example
+from app.datasets.reader import CorruptStream, DatasetReader, DatasetTooLarge
+from app.datasets.tokens import chat_renderer
 from app.estimator.spec import Padding
 from app.estimator.workload import GROUP_BY_LENGTH_MEGABATCH
 from worker.training.errors import DatasetError, JobSpecError
@@ -63,6 +60,8 @@ class DataStats:
     format: str | None = None
     truncated: int = 0
     dropped_no_loss_tokens: int = 0
+    loss_tokens: int = 0  # labels learned from in the train and eval sequences (no packing)
+    chat_template: dict[str, int] | None = None  # conversations by the model's template / plain
     train_examples: int = 0
     eval_examples: int = 0
     seq_len: int = 0
@@ -82,11 +81,20 @@ class PreparedData:
     stats: DataStats
 
 
-def read_examples(path: Path, *, max_bytes: int, stats: DataStats) -> list[Example]:
-    """Every good example in the file; bad lines are skipped and counted in `stats`."""
+def read_examples(
+    path: Path,
+    *,
+    max_bytes: int,
+    stats: DataStats,
+    tokenizer: Any = None,
+    columns: dict[str, str] | None = None,
+) -> list[Example]:
+    """Every good example in the file, read as the upload read it (`DatasetReader`, the same
+    columns, conversations by `tokenizer`'s chat template); bad rows are skipped and counted."""
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {path}")
-    reader = DatasetReader(path, max_bytes=max_bytes)
+    chat = chat_renderer(tokenizer) if tokenizer is not None else None
+    reader = DatasetReader(path, max_bytes=max_bytes, columns=columns, chat=chat)
     try:
         examples = [example for _, example in reader]
     except DatasetTooLarge as exc:
@@ -96,6 +104,8 @@ def read_examples(path: Path, *, max_bytes: int, stats: DataStats) -> list[Examp
     stats.examples = len(examples)
     stats.bad_lines = reader.bad_count
     stats.format = str(reader.format) if reader.format else None
+    if reader.templated or reader.plain_chats:
+        stats.chat_template = {"model_template": reader.templated, "plain": reader.plain_chats}
     stats.first_bad_lines = [
         {"line": b.line, "reason": str(b.reason), "detail": b.detail} for b in reader.bad_lines
     ]
@@ -111,24 +121,14 @@ def tokenize_examples(
     """Token ids with EOS appended; prompt tokens get IGNORE_INDEX labels when `mask_prompt`."""
     out: list[TokenizedExample] = []
     eos = tokenizer.eos_token_id
-    offsets_ok = bool(getattr(tokenizer, "is_fast", False))
     for start in range(0, len(examples), TOKENIZE_CHUNK):
         chunk = examples[start : start + TOKENIZE_CHUNK]
-        enc = tokenizer(
-            [e.text for e in chunk], add_special_tokens=True, return_offsets_mapping=offsets_ok
-        )
-        for i, example in enumerate(chunk):
-            ids = list(enc["input_ids"][i])
+        for example, enc in zip(chunk, encode(chunk, tokenizer), strict=True):
+            ids = list(enc.ids)
             labels = list(ids)
-            if mask_prompt and example.prompt_chars and example.format is not RecordFormat.TEXT:
-                if offsets_ok:
-                    for j, (_, end) in enumerate(enc["offset_mapping"][i]):
-                        if end <= example.prompt_chars:
-                            labels[j] = IGNORE_INDEX
-                else:  # slow tokenizer: mask as many tokens as the prompt alone encodes to
-                    n_prompt = len(tokenizer(example.prompt, add_special_tokens=True).input_ids)
-                    labels[:n_prompt] = [IGNORE_INDEX] * min(n_prompt, len(labels))
-            if eos is not None and (not ids or ids[-1] != eos):
+            if mask_prompt and masks_prompt(example):
+                labels[: enc.prompt_tokens] = [IGNORE_INDEX] * enc.prompt_tokens
+            if appends_eos(ids, eos):
                 ids.append(eos)
                 labels.append(eos)
             out.append(TokenizedExample(ids, labels))
@@ -161,8 +161,12 @@ def choose_seq_len(items: Sequence[TokenizedExample], requested: int | None, mod
 
 
 def _has_loss(labels: Sequence[int]) -> bool:
+    return _loss_count(labels) > 0
+
+
+def _loss_count(labels: Sequence[int]) -> int:
     # Position 0 is never a target after the causal shift.
-    return any(label != IGNORE_INDEX for label in labels[1:])
+    return sum(1 for label in labels[1:] if label != IGNORE_INDEX)
 
 
 def fit_to_length(
@@ -174,7 +178,9 @@ def fit_to_length(
         if len(x.input_ids) > seq_len:
             stats.truncated += 1
             x = TokenizedExample(x.input_ids[:seq_len], x.labels[:seq_len])
-        if _has_loss(x.labels):
+        kept = _loss_count(x.labels)
+        if kept:
+            stats.loss_tokens += kept
             out.append(x)
         else:
             stats.dropped_no_loss_tokens += 1
@@ -203,10 +209,13 @@ def prepare_data(
     seed: int,
     model_max: int,
     max_bytes: int,
+    columns: dict[str, str] | None = None,
 ) -> PreparedData:
     """Read, render, tokenize, split and fit the dataset to `seq_len` (packed or not)."""
     stats = DataStats(packing=packing)
-    examples = read_examples(path, max_bytes=max_bytes, stats=stats)
+    examples = read_examples(
+        path, max_bytes=max_bytes, stats=stats, tokenizer=tokenizer, columns=columns
+    )
     tokenized = tokenize_examples(examples, tokenizer, mask_prompt=mask_prompt)
     train, held = split_holdout(tokenized, fraction=eval_fraction, seed=seed)
     stats.train_examples, stats.eval_examples = len(train), len(held)

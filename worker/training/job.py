@@ -203,6 +203,7 @@ class TrainingRecipe:
             seed=self.spec.seed,
             model_max=_model_max_positions(loaded.model, loaded.tokenizer),
             max_bytes=self.run.max_dataset_bytes,
+            columns=self.run.dataset_columns,
         )
 
     def _setup_optimizer(self, model: Any, device: torch.device) -> torch.optim.Optimizer:

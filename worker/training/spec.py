@@ -28,6 +28,9 @@ class RunContext(BaseModel):
 
     job_id: str
     dataset_path: str = Field(description="the dataset copied to this worker's disk")
+    dataset_columns: dict[str, str] | None = Field(
+        None, description="the upload's mapping of the file's columns to record fields"
+    )
     started_at: float = Field(
         default_factory=time.time, description="epoch seconds the attempt started (billing)"
     )
