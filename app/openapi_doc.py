@@ -4,7 +4,8 @@ return (not every code on every route), and a schema for every success body.
 Error codes follow from what a route takes: a key (401; 403 when it needs more than `read`, which
 every key has), path ids (404), parameters or a body (422), a body (413). 500 and 503 (database
 down) and 431 (oversized headers, app/kit/limits.py) can meet any route. 409 is declared by the few
-routes that raise `Conflict`, listed here by their endpoint function.
+routes that raise `Conflict`, listed here by their endpoint function, and by every route with an
+id in its path (a shortened id that starts several ids: 409 Ambiguous id).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from app.reports.router import focus_export
 CONFLICTING: frozenset[Callable[..., Any]] = frozenset(
     {set_price, submit_job, cancel_job, create_budget, update_budget}
 )
+# Path ids looked up by whole id or unique prefix (app/kit/ids.py): a prefix of several is a 409.
+PREFIX_IDS = frozenset({"dataset_id", "estimate_id", "job_id", "key_id"})
 ALWAYS = (431, 500, 503)
 # JSON bodies streamed without a response model (app/reports/focus.py render_json).
 STREAMED_JSON: dict[Callable[..., Any], dict[str, Any]] = {
@@ -83,7 +86,9 @@ def error_codes(route: APIRoute) -> list[int]:
         codes.add(403)
     if path_params:
         codes.add(404)
-    if route.endpoint in CONFLICTING:
+    if route.endpoint in CONFLICTING or any(
+        p.name in PREFIX_IDS for d in parts for p in d.path_params
+    ):
         codes.add(409)
     if has_body:
         codes.add(413)

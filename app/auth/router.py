@@ -10,7 +10,6 @@ from app.auth import service
 from app.auth.deps import AdminPrincipal, ReadPrincipal
 from app.auth.schemas import KeyCreated, KeyIn, KeyOut, KeySelf
 from app.db import SessionDep
-from app.errors import NotFound
 from app.models.base import utcnow
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -42,8 +41,5 @@ def list_keys(session: SessionDep, _: AdminPrincipal) -> list[KeyOut]:
 
 @router.post("/{key_id}/revoke", response_model=KeyOut)
 def revoke_key(key_id: str, session: SessionDep, _: AdminPrincipal) -> KeyOut:
-    """Revoke a key at once; requests with it get 401 from now on."""
-    key = service.revoke(session, key_id=key_id)
-    if key is None:
-        raise NotFound(f"no API key with id '{key_id}'")
-    return KeyOut.model_validate(key)
+    """Revoke a key (by id or unique id prefix) at once; requests with it get 401 from now on."""
+    return KeyOut.model_validate(service.revoke(session, key_id=key_id))

@@ -7,9 +7,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, true, update
 from sqlalchemy.orm import Session
 
+from app.kit import ids
 from app.models import ApiKey, Scope
 from app.models.base import new_id, utcnow
 
@@ -86,10 +87,22 @@ def touch(session: Session, *, key_id: str) -> None:
     session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow()))
 
 
-def revoke(session: Session, *, key_id: str) -> ApiKey | None:
-    """Revoke a key (idempotent); returns it, or None if there is no such key."""
+def find(session: Session, *, key_id: str) -> ApiKey:
+    """A key by id or unique id prefix (`app/kit/ids.py`); NotFound / AmbiguousId otherwise."""
     key = session.get(ApiKey, key_id)
-    if key is not None and key.revoked_at is None:
+    if key is None:
+        full = ids.unique_match(
+            session, id_column=ApiKey.id, visible=true(), value=key_id, kind="key", noun="API key"
+        )
+        key = session.get(ApiKey, full)
+    assert key is not None  # found by id, or just matched in this transaction
+    return key
+
+
+def revoke(session: Session, *, key_id: str) -> ApiKey:
+    """Revoke a key by id or unique id prefix (idempotent); NotFound if there is none."""
+    key = find(session, key_id=key_id)
+    if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.flush()
     return key

@@ -24,7 +24,7 @@ KeyOption = Annotated[
 class Api:
     """GET/POST against one server with one key; any error ends the command with its detail."""
 
-    def __init__(self, *, url: str, key: str | None) -> None:
+    def __init__(self, *, url: str, key: str | None, timeout: float = HTTP_TIMEOUT_S) -> None:
         secret = key or os.environ.get("TUNECOST_API_KEY")
         if not secret:
             err_console.print("[red]an API key is needed: --key or export TUNECOST_API_KEY[/red]")
@@ -33,7 +33,7 @@ class Api:
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {secret}"},
-            timeout=HTTP_TIMEOUT_S,
+            timeout=timeout,
         )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

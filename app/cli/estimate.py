@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from app.catalog.prices.staleness import stale_notes
+from app.cli.client import Api
+from app.cli.tables import QuietOption
 from app.config import get_settings
 
 err_console = Console(stderr=True)
@@ -48,7 +50,7 @@ def _model_ref(model: str) -> Any:
 
 def build_request(
     *,
-    model: str,
+    model: str | None,
     tokens: str | None,
     examples: str | None,
     avg_tokens: float | None,
@@ -85,7 +87,7 @@ def build_request(
     keyword = target_modules in ("all-linear", "auto")
     targets: Any = target_modules if keyword else target_modules.split(",")
     body: dict[str, Any] = {
-        "model": _model_ref(model),
+        "model": _model_ref(model) if model else None,  # --model-path: set by the caller
         "dataset": dataset,
         "methods": [m.strip() for m in methods.split(",") if m.strip()],
         "training": {
@@ -237,12 +239,20 @@ def render(data: dict[str, Any]) -> None:
 
 
 def estimate(
-    model: Annotated[str, typer.Option(help="catalog id, or a local model folder/config.json")],
+    model: Annotated[
+        str | None, typer.Option(help="catalog id, or a local model folder/config.json")
+    ] = None,
+    model_path: Annotated[
+        str | None,
+        typer.Option(help="with --url: a model folder under the server's model roots"),
+    ] = None,
     tokens: Annotated[str | None, typer.Option(help="total training tokens, e.g. 20M")] = None,
     examples: Annotated[str | None, typer.Option(help="number of examples, e.g. 50K")] = None,
     avg_tokens: Annotated[float | None, typer.Option(help="mean tokens per example")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="longest example, tokens")] = None,
-    dataset_id: Annotated[str | None, typer.Option(help="an uploaded dataset (--url)")] = None,
+    dataset_id: Annotated[
+        str | None, typer.Option(help="with --url: an uploaded dataset's id or a unique start")
+    ] = None,
     methods: Annotated[str, typer.Option(help="comma-separated")] = "full,lora,qlora",
     gpu: Annotated[str | None, typer.Option(help="catalog GPU id; default: all")] = None,
     num_gpus: Annotated[int | None, typer.Option(help="default: fewest that fit")] = None,
@@ -263,8 +273,19 @@ def estimate(
     as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False,
     url: Annotated[str | None, typer.Option(help="a tunecost server; default: in-process")] = None,
     key: Annotated[str | None, typer.Option(help="API key (or TUNECOST_API_KEY)")] = None,
+    quiet: QuietOption = False,
 ) -> None:
-    """Estimate memory, time and cost of full fine-tuning, LoRA and QLoRA side by side."""
+    """Estimate memory, time and cost of full fine-tuning, LoRA and QLoRA side by side.
+
+    With --url the estimate is stored on the server and its id printed (alone with --quiet),
+    for `tunecost jobs submit --estimate`.
+    """
+    if (model is None) == (model_path is None):
+        raise typer.BadParameter("give --model or --model-path (one of them)")
+    if (model_path or quiet) and not url:
+        raise typer.BadParameter("--model-path and --quiet need --url (a stored estimate)")
+    if dataset_id and url:  # the server takes whole ids in a body: expand a prefix first
+        dataset_id = Api(url=url, key=key).get(f"/v1/datasets/{dataset_id}")["id"]
     body = build_request(
         model=model,
         tokens=tokens,
@@ -288,14 +309,20 @@ def estimate(
         budget=budget,
         domain_shift=domain_shift,
     )
+    if model_path:
+        body["model"] = {"path": model_path}
     if url:
         data = estimate_remotely(body, url=url, key=key or os.environ.get("TUNECOST_API_KEY"))
     else:
         data = _local_or_exit(body)
-    if as_json:
+    if quiet:
+        typer.echo(data["id"])
+    elif as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
         render(data)
+        if "id" in data:
+            Console().print(f"estimate {data['id']}")
 
 
 def _local_or_exit(body: dict[str, Any]) -> dict[str, Any]:

@@ -9,15 +9,18 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from app.cli.client import Api, KeyOption, UrlOption, gib, usd
+from app.cli.tables import QuietOption, WideOption, console, fit_ids, id_table
 
-jobs_app = typer.Typer(help="List, show, watch and cancel jobs (talks to the API).")
-console = Console()
+jobs_app = typer.Typer(
+    help="Submit, list, show, watch and cancel jobs (talks to the API). Wherever a job id is "
+    "asked for, a unique start of it will do."
+)
 ACTIVE = ("queued", "running", "cancel_requested")
+JobIdArgument = Annotated[str, typer.Argument(help="the job's id, or a unique start of it")]
 EVENTS_PAGE = 500  # the API's own page bound is larger; one page per poll is enough
 
 
@@ -124,17 +127,17 @@ def list_jobs(
         list[str] | None, typer.Option(help="key=value, e.g. team=ml (repeat to AND)")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=100)] = 20,
+    wide: WideOption = False,
 ) -> None:
-    """The newest jobs with status, estimate and actual cost."""
+    """The newest jobs with status, estimate and actual cost (ids whole)."""
     api = Api(url=url, key=key)
-    tags = {}
-    for pair in tag or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"{pair!r}: give key=value", param_hint="--tag")
-        tags[f"tag.{name}"] = value  # the API's one tag-filter syntax: tag.<key>=<value>
+    # the API's one tag-filter syntax: tag.<key>=<value>
+    tags = {f"tag.{name}": value for name, value in _tags(tag).items()}
     page = api.get("/v1/jobs", limit=limit, status=status or None, **tags)
-    table = Table("id", "status", "method", "model", "GPUs", "est. $", "actual $", "created")
+    table = id_table(
+        ("id", "status", "method", "model", "GPUs", "est. $", "actual $", "created"),
+        id_columns=("id",),
+    )
     for job in page["items"]:
         table.add_row(
             job["id"],
@@ -146,18 +149,19 @@ def list_jobs(
             usd(job["act_cost_usd"]),
             job["created_at"][:19].replace("T", " "),
         )
-    console.print(table)
+    console(wide=wide).print(fit_ids(table, id_columns=("id",)))
 
 
 @jobs_app.command("show")
 def show(
-    job_id: str,
+    job_id: JobIdArgument,
     url: UrlOption = "http://127.0.0.1:8000",
     key: KeyOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the API's JSON as it is")] = False,
 ) -> None:
     """One job: what was asked, the estimate and what was really spent."""
     job = Api(url=url, key=key).get(f"/v1/jobs/{job_id}")
+    out = console()
     if as_json:
         typer.echo(json.dumps(job, indent=2))
         return
@@ -167,19 +171,19 @@ def show(
     table.add_row("GPU-hours", *(f"{h:.4f}" if h is not None else "-" for h in gpu_hours))
     table.add_row("peak memory", gib(job["est_peak_bytes"]), gib(job["act_peak_bytes"]))
     table.add_row("artifact", gib(job["est_artifact_bytes"]), gib(job["artifact_bytes"]))
-    console.print(
+    out.print(
         f"{job['method']} of {job['model_ref']} on {job['num_gpus']}x {job['gpu']} "
         f"({job['provider'] or 'self-hosted'}, ${job['price_per_gpu_hour']:.2f}/GPU-hour); "
         f"budget {usd(job['max_cost_usd'])}; tags {job['tags'] or '-'}"
     )
-    console.print(table)
+    out.print(table)
     if job["error"]:
-        console.print(f"[red]error: {job['error']}[/red]")
+        out.print(f"[red]error: {job['error']}[/red]")
 
 
 @jobs_app.command("watch")
 def watch(
-    job_id: str,
+    job_id: JobIdArgument,
     url: UrlOption = "http://127.0.0.1:8000",
     key: KeyOption = None,
     interval: Annotated[float, typer.Option(min=0.2, help="seconds between polls")] = 2.0,
@@ -191,6 +195,8 @@ def watch(
     api = Api(url=url, key=key)
     seen = _Progress()
     job = api.get(f"/v1/jobs/{job_id}")
+    job_id = job["id"]  # the whole id, if a prefix was given
+    out = console()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -198,9 +204,9 @@ def watch(
         TextColumn("{task.fields[detail]}"),
     )
     # On a terminal a live bar; piped (CI, logs) one line per change instead.
-    live = console.is_terminal
+    live = out.is_terminal
     printed = ""
-    with Progress(*columns, console=console, disable=not live) as bar:
+    with Progress(*columns, console=out, disable=not live) as bar:
         task = bar.add_task(f"{job['method']} {job['id']}", total=100, detail="")
         while True:
             _follow(api, job_id, seen)
@@ -208,19 +214,137 @@ def watch(
             line = _line(snap, job["max_cost_usd"])
             bar.update(task, completed=snap.percent, detail=line)
             if not live and line != printed:
-                console.print(line)
+                out.print(line)
                 printed = line
             if job["status"] not in ACTIVE:
                 break
             time.sleep(interval)
             job = api.get(f"/v1/jobs/{job_id}")
-    console.print(f"job {job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
+    out.print(f"job {job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
     if job["status"] != "succeeded":
         raise typer.Exit(3)
 
 
 @jobs_app.command("cancel")
-def cancel(job_id: str, url: UrlOption = "http://127.0.0.1:8000", key: KeyOption = None) -> None:
+def cancel(
+    job_id: JobIdArgument, url: UrlOption = "http://127.0.0.1:8000", key: KeyOption = None
+) -> None:
     """Cancel a job: a queued one at once, a running one within seconds."""
     job = Api(url=url, key=key).post(f"/v1/jobs/{job_id}/cancel")
-    console.print(f"job {job_id}: {job['status']}")
+    console().print(f"job {job['id']}: {job['status']}")
+
+
+def _tags(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{pair!r}: give key=value", param_hint="--tag")
+        out[name] = value
+    return out
+
+
+def submit_body(
+    *,
+    api: Api,
+    method: str,
+    estimate: str | None,
+    model: str | None,
+    model_path: str | None,
+    dataset: str | None,
+    gpu: str | None,
+    num_gpus: int | None,
+    provider: str | None,
+    seq_len: int | None,
+    micro_batch: int | None,
+    max_steps: int | None,
+    max_cost: float | None,
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    """The body of POST /v1/jobs; id prefixes are expanded to whole ids by the server first."""
+    body: dict[str, Any] = {"method": method, "tags": tags}
+    if estimate:
+        body["estimate_id"] = api.get(f"/v1/estimates/{estimate}")["id"]
+    elif not (model or model_path) or not dataset:
+        raise typer.BadParameter("give --estimate, or --model/--model-path with --dataset")
+    if model and model_path:
+        raise typer.BadParameter("give --model or --model-path, not both")
+    if model_path:
+        body["model"] = {"path": model_path}
+    elif model:
+        body["model"] = {"hub_id": model}
+    if dataset:
+        body["dataset_id"] = api.get(f"/v1/datasets/{dataset}")["id"]
+    hardware = {"gpu": gpu, "num_gpus": num_gpus, "provider": provider}
+    if any(v is not None for v in hardware.values()):
+        body["hardware"] = {k: v for k, v in hardware.items() if v is not None}
+    training = {"seq_len": seq_len, "micro_batch_size": micro_batch}
+    if any(v is not None for v in training.values()):
+        body["training"] = {k: v for k, v in training.items() if v is not None}
+    if max_steps is not None:
+        body["max_steps"] = max_steps
+    if max_cost is not None:
+        body["max_cost_usd"] = max_cost
+    return body
+
+
+@jobs_app.command("submit")
+def submit(
+    method: Annotated[str, typer.Option(help="full, lora or qlora")],
+    estimate: Annotated[
+        str | None, typer.Option(help="a stored estimate's id (or a unique start of it)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="a hub id such as a catalog model's (from the hub cache)")
+    ] = None,
+    model_path: Annotated[
+        str | None, typer.Option(help="a model folder under the server's model roots")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="an uploaded dataset's id (or a unique start of it)")
+    ] = None,
+    gpu: Annotated[str | None, typer.Option(help="catalog GPU id, e.g. cpu or H100-80GB")] = None,
+    num_gpus: Annotated[int | None, typer.Option(min=1)] = None,
+    provider: Annotated[str | None, typer.Option()] = None,
+    seq_len: Annotated[int | None, typer.Option(min=1)] = None,
+    micro_batch: Annotated[int | None, typer.Option(min=1)] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="budget in USD; stops the job there")] = (
+        None
+    ),
+    tag: Annotated[list[str] | None, typer.Option(help="key=value (repeat)")] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="the same key and options answer the same job again")
+    ] = None,
+    url: UrlOption = "http://127.0.0.1:8000",
+    key: KeyOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Submit a fine-tune: a stored estimate and a method, or the model, dataset and hardware."""
+    api = Api(url=url, key=key)
+    body = submit_body(
+        api=api,
+        method=method,
+        estimate=estimate,
+        model=model,
+        model_path=model_path,
+        dataset=dataset,
+        gpu=gpu,
+        num_gpus=num_gpus,
+        provider=provider,
+        seq_len=seq_len,
+        micro_batch=micro_batch,
+        max_steps=max_steps,
+        max_cost=max_cost,
+        tags=_tags(tag),
+    )
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    job = api.request("POST", "/v1/jobs", json=body, headers=headers).json()
+    if quiet:
+        typer.echo(job["id"])
+        return
+    console().print(
+        f"job {job['id']} {job['status']}: {job['method']} of {job['model_ref']} on "
+        f"{job['num_gpus']}x {job['gpu']}, estimated {usd(job['est_cost_usd'])} "
+        f"(budget {usd(job['max_cost_usd'])}); follow it with: tunecost jobs watch {job['id']}"
+    )

@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from app.auth import service
+from app.cli import tables
+from app.cli.tables import WideOption, fit_ids, id_table
 from app.db import session_scope
+from app.errors import AmbiguousId, NotFound
 from app.models import Scope
 from app.models.base import utcnow
 
@@ -39,9 +41,11 @@ def create(
 
 
 @keys_app.command("list")
-def list_keys() -> None:
-    """List keys (never their secrets)."""
-    table = Table("id", "name", "scope", "team", "created", "last used", "revoked")
+def list_keys(wide: WideOption = False) -> None:
+    """List keys with their ids whole (never their secrets)."""
+    table = id_table(
+        ("id", "name", "scope", "team", "created", "last used", "revoked"), id_columns=("id",)
+    )
     with session_scope() as session:
         for k in service.list_(session):
             table.add_row(
@@ -53,17 +57,21 @@ def list_keys() -> None:
                 f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
                 "yes" if k.revoked_at else "",
             )
-    console.print(table)
+    tables.console(wide=wide).print(fit_ids(table, id_columns=("id",)))
 
 
 @keys_app.command("revoke")
-def revoke(key_id: str) -> None:
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id, or a unique start of it")],
+) -> None:
     """Revoke a key at once."""
-    with session_scope() as session:
-        if service.revoke(session, key_id=key_id) is None:
-            console.print(f"[red]no key with id {key_id}[/red]")
-            raise typer.Exit(1)
-    console.print(f"revoked {key_id}")
+    try:
+        with session_scope() as session:
+            revoked = service.revoke(session, key_id=key_id).id
+    except (NotFound, AmbiguousId) as exc:
+        console.print(f"[red]{exc.detail}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"revoked {revoked}")
 
 
 def bootstrap_admin_key() -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from app.cli.datasets import datasets_app
 from app.cli.estimate import estimate
 from app.cli.jobs import jobs_app
 from app.cli.keys import bootstrap_admin_key, keys_app
@@ -16,6 +17,7 @@ from devtools.cli import make_tiny_dataset, make_tiny_model
 cli = typer.Typer(help="tunecost: estimate, run and meter LLM fine-tunes.", no_args_is_help=True)
 cli.add_typer(keys_app, name="keys")
 cli.add_typer(prices_app, name="prices")
+cli.add_typer(datasets_app, name="datasets")
 cli.add_typer(jobs_app, name="jobs")
 cli.command("report")(report)
 cli.command("estimate")(estimate)

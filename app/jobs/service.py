@@ -19,7 +19,7 @@ from app.auth.tenancy import can_see, visible
 from app.budgets import alerts, guard
 from app.budgets.spend import expected_cost
 from app.config import get_settings
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput
 from app.estimates.service import Prepared
 from app.jobs import billing, capacity, estimates_link, idempotency, lifecycle, snapshot
 from app.jobs.build import build_spec
@@ -27,7 +27,7 @@ from app.jobs.filters import ReportFilters
 from app.jobs.lifecycle import add_event
 from app.jobs.recovery import live_worker_count, no_worker_detail, sweep_stale
 from app.jobs.schemas import AttemptOut, EventPage, JobEventOut, JobIn, JobOut
-from app.kit import outbox, redact
+from app.kit import ids, outbox, redact
 from app.kit.pagination import keyset_page
 from app.kit.paths import confine_model_path
 from app.kit.queue import queue_for
@@ -284,13 +284,20 @@ def _undo_submit(job_id: str, estimate_id: str | None) -> Callable[[Session], No
 
 
 def get(session: Session, *, job_id: str, principal: Principal, lock: bool = False) -> Job:
-    """One job of the caller's tenant by id; 404 if there is none (or it is another's)."""
+    """One job of the caller's tenant by id or unique id prefix (`app/kit/ids.py`); 404 if there
+    is none (or it is another's)."""
     job = session.get(Job, job_id, with_for_update=lock)
-    if job is None or not can_see(
+    if job is not None and can_see(
         principal, team=job.team, created_by_key_id=job.created_by_key_id
     ):
-        raise NotFound(f"no job with id {job_id!r}")
-    return job
+        return job
+    mine = visible(principal, team=Job.team, created_by_key_id=Job.created_by_key_id)
+    full = ids.unique_match(
+        session, id_column=Job.id, visible=mine, value=job_id, kind="job", noun="job"
+    )
+    found = session.get(Job, full, with_for_update=lock)
+    assert found is not None  # just matched, in this transaction
+    return found
 
 
 def refresh(session: Session, *, job: Job) -> None:
@@ -336,8 +343,8 @@ def events(
     session: Session, *, job_id: str, principal: Principal, after: int | None, limit: int
 ) -> EventPage:
     """Events of a job of the caller's tenant after event id `after`, oldest first."""
-    get(session, job_id=job_id, principal=principal)
-    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    job = get(session, job_id=job_id, principal=principal)
+    stmt = select(JobEvent).where(JobEvent.job_id == job.id)
     if after is not None:
         stmt = stmt.where(JobEvent.id > after)
     rows = session.scalars(stmt.order_by(JobEvent.id).limit(min(limit, MAX_EVENTS_PAGE))).all()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 BLOCK = re.compile(r"(?P<marker><!-- readme-test:[^\n]*-->\n)?```bash\n(?P<body>.*?)```", re.S)
 # The one block not run here: `make run` / `make test` themselves (the fixtures stand in).
 SETUP_BLOCK = "make run    # install what is missing"
-BLOCK_TIMEOUT_S = 600  # the walk-through trains a LoRA job: a child's start-up on busy cores
+BLOCK_TIMEOUT_S = 900  # the walk-throughs train two LoRA jobs: a child's start-up on busy cores
 
 
 def _blocks() -> list[tuple[bool, str]]:
@@ -77,7 +77,10 @@ def test_readme_blocks_run_as_pasted(
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert '"Unauthorized"' in done.stdout and '"scope": "submit"' in done.stdout
-    assert re.search(r"job job_\w+ succeeded", done.stdout), out
+    # the curl walk-through's job and the CLI-only one's both train to the end
+    assert len(re.findall(r"job job_[0-9a-f]{32} succeeded", done.stdout)) == 2, out
+    assert re.search(r"dataset ds_[0-9a-f]{32} \(chat\.jsonl\)\n200 examples \(chat\)", done.stdout)
+    assert re.search(r"│ job_[0-9a-f]{32} │ succeeded │ lora .*│\n", done.stdout), out
     assert (cwd / "adapter.tar").stat().st_size > 0
     assert "BilledCost" in (cwd / "focus.csv").read_text()
     assert "BilledCost" in done.stdout and "Estimate vs actual" in done.stdout

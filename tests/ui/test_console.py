@@ -181,6 +181,19 @@ def test_jobs_view_follows_a_running_job_and_cancels_it(
     page.wait_for_selector(
         f"#jobs-table tr[data-job='{job['id']}'][data-status=cancelled]", timeout=60_000
     )
+    assert row.locator("td.id").inner_text() == job["id"]  # whole, as the CLI takes it
+
+    # "find" takes a unique start of an id, as the CLI does; a miss is the API's own words.
+    page.fill("#job-find-id", job["id"][:12])
+    page.click("#job-find button[type=submit]")
+    page.wait_for_function("() => document.querySelectorAll('#jobs-table tbody tr').length === 1")
+    assert page.locator("#jobs-table tbody tr").get_attribute("data-job") == job["id"]
+    page.fill("#job-find-id", "job_ffffffffffff")
+    page.click("#job-find button[type=submit]")
+    page.wait_for_selector("#jobs-error:has-text('no job with id')")
+    assert page.locator("#jobs-table tbody tr").count() == 0
+    page.click("#job-find-clear")
+    page.wait_for_selector(f"#jobs-table tr[data-job='{job['id']}']")
 
 
 def test_reports_show_finished_jobs_against_their_estimates(

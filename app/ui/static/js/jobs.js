@@ -7,6 +7,7 @@ const REFRESH_MS = 2000;
 const progress = new Map(); // job id -> {after, first, last}: what its events said so far
 let timer = null;
 let generation = 0; // a refresh loop of an older showJobs() stops rescheduling itself
+let pinned = null; // the id (or unique start) typed into "find": show that one job only
 
 export function stopJobs() { clearTimeout(timer); timer = null; }
 
@@ -50,7 +51,7 @@ function row(job, seen, canSubmit) {
   const cancel = canSubmit && ACTIVE.has(job.status) && job.status !== "cancel_requested"
     ? h("button", { type: "button", class: "cancel", onclick: () => cancelJob(job.id) }, "cancel") : null;
   return h("tr", { "data-job": job.id, "data-status": job.status },
-    h("td", { title: job.id }, job.id.slice(0, 12)),
+    h("td", { class: "id" }, job.id), // whole: the id the CLI and the API take
     h("td", { class: "status", title: job.error || job.status_detail || "" }, job.status),
     h("td", {}, job.method), h("td", {}, job.model_ref),
     h("td", {}, `${job.num_gpus}× ${job.gpu}`),
@@ -63,17 +64,34 @@ function row(job, seen, canSubmit) {
 
 async function refresh(gen) {
   try {
-    const page = await api("/v1/jobs?limit=50");
+    const page = pinned
+      ? { items: [await api(`/v1/jobs/${encodeURIComponent(pinned)}`)] }
+      : await api("/v1/jobs?limit=50");
     const seen = await Promise.all(page.items.map((j) =>
       ACTIVE.has(j.status) || !progress.has(j.id) ? follow(j) : progress.get(j.id)));
     const canSubmit = session.me.scope !== "read";
     $("jobs-table").tBodies[0].replaceChildren(...page.items.map((j, i) => row(j, seen[i], canSubmit)));
     $("jobs-error").textContent = "";
   } catch (err) {
+    if (pinned) $("jobs-table").tBodies[0].replaceChildren(); // no stale rows beside the error
     $("jobs-error").textContent = err.message;
   }
   if (gen === generation && !$("view-jobs").hidden) timer = setTimeout(() => refresh(gen), REFRESH_MS);
 }
+
+// The API takes a unique start of an id anywhere it takes the id (409 if several match).
+$("job-find").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  pinned = $("job-find-id").value.trim() || null;
+  $("job-find-clear").hidden = !pinned;
+  showJobs();
+});
+$("job-find-clear").addEventListener("click", () => {
+  pinned = null;
+  $("job-find-id").value = "";
+  $("job-find-clear").hidden = true;
+  showJobs();
+});
 
 async function cancelJob(id) {
   try {
