@@ -38,6 +38,7 @@ MAX_LINE_BYTES = sources.MAX_ROW_BYTES
 # RLE block of 3 bytes may decode to 128 KiB (RFC 8878 3.1.1.2), so a feed bounds what a bomb
 # puts in memory before the decompressed-size cap sees it: 1 KiB -> at most ~44 MiB.
 ZSTD_FEED_BYTES = 1024
+BINARY_ROWS = (Container.ARROW, Container.HF_DISK)
 # Containers read from a file by offset (footer, member table): they need the file itself.
 RANDOM_ACCESS = (Container.PARQUET, Container.HF_DISK)
 
@@ -88,10 +89,13 @@ def measure(source: Path, *, max_bytes: int, max_lines: int) -> StreamSize:
         total = lines = 0
         last = b"\n"
         try:
+            inner, stream = _peek(stream, sources.SNIFF_BYTES)
+            # Binary row containers have no lines: their rows are capped as they stream.
+            text = sources.container_of(inner, filename=None) not in BINARY_ROWS
             while chunk := stream.read(sources.READ_CHUNK):
                 total += len(chunk)
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
+                lines += chunk.count(b"\n") if text else 0
+                last = chunk[-1:] if text else b"\n"
                 if total > max_bytes:
                     raise DatasetTooLarge(max_bytes)
                 if lines > max_lines:

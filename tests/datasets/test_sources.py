@@ -18,7 +18,13 @@ import pytest
 import zstandard
 
 from app.datasets.formats import RecordFormat, parse_columns, render_record
-from app.datasets.reader import CorruptStream, DatasetReader, DatasetTooLarge
+from app.datasets.reader import (
+    CorruptStream,
+    DatasetReader,
+    DatasetTooLarge,
+    DatasetTooManyLines,
+    measure,
+)
 from app.datasets.sources import Container
 
 LIMIT = 64 * 1024 * 1024
@@ -198,3 +204,19 @@ def test_ten_thousand_malformed_rows_are_one_problem_per_kind_at_once(tmp_path: 
     assert summary.startswith("unknown_format: 6000 lines, e.g. lines 3, 4, 5: conversations[0]")
     assert summary.count(";") <= 4  # one clause per kind, not one per row
     print(f"10,000 malformed rows summarised in {elapsed:.3f} s")
+
+
+def test_caps_count_rows_not_newline_bytes_in_binary_containers(tmp_path: Path) -> None:
+    table = pa.table({"text": ["line\n" * 40] * 300})  # 12,000 newlines in 300 rows
+    path = tmp_path / "d.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    assert measure(path, max_bytes=LIMIT, max_lines=1000).lines == 0
+    assert len(list(DatasetReader(path, max_bytes=LIMIT, max_lines=300))) == 300
+    with pytest.raises(DatasetTooManyLines):
+        list(DatasetReader(path, max_bytes=LIMIT, max_lines=299))
+    parquet = tmp_path / "d.parquet"
+    pq.write_table(table, parquet)
+    assert measure(parquet, max_bytes=LIMIT, max_lines=300).lines == 300
+    with pytest.raises(DatasetTooManyLines):
+        measure(parquet, max_bytes=LIMIT, max_lines=299)
