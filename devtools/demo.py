@@ -245,7 +245,7 @@ def _calibration_summary(client: httpx.Client) -> None:
     """What finished jobs taught the estimator, and its error before and after on held-out jobs."""
     fit = _check(client.get("/v1/calibration"))
     table = Table(title="calibration: from 3 finished jobs per GPU and method")
-    for col in ("gpu", "method", "jobs", "used", "overhead s", "s/micro-step", "mfu"):
+    for col in ("gpu", "method", "jobs", "used", "overhead s", "floor x", "mfu"):
         table.add_column(col)
     for g in fit["groups"]:
         table.add_row(
@@ -254,7 +254,7 @@ def _calibration_summary(client: httpx.Client) -> None:
             str(g["time_jobs"]),
             "yes" if g["used_by_estimates"] else "not yet",
             f"{g['run_overhead_s']:.1f}" if g["run_overhead_s"] is not None else "-",
-            f"{g['step_s']:.4f}" if g["step_s"] is not None else "-",
+            f"{g['host_scale']:.2f}" if g["host_scale"] is not None else "-",
             f"{g['mfu']:.4f}" if g["mfu"] is not None else "-",
         )
     console.print(table)

@@ -82,7 +82,7 @@ def _recalibrate(row: Any, calibration: Calibration | None) -> dict[str, _Triple
             snapshot,
             mfu=calibration.mfu,
             run_overhead_s=calibration.run_overhead_s,
-            step_s=calibration.step_s,
+            host_scale=calibration.host_scale,
         )
         if before_s and after_s:
             time_ratio = after_s / before_s

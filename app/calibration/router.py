@@ -44,7 +44,7 @@ def _group_out(group: service.GroupFit) -> CalibrationGroupOut:
         mfu_jobs=group.time.used if group.time_fitted else group.mfu.used,
         mfu_outliers=group.time.outliers if group.time_fitted else group.mfu.outliers,
         run_overhead_s=group.time.run_overhead_s,
-        step_s=group.time.step_s,
+        host_scale=group.time.host_scale,
         time_jobs=group.time.used,
         time_worse_than_prior=group.time_worse_than_prior,
         mfu_capped=group.mfu_capped,

@@ -3,8 +3,8 @@
 Only succeeded jobs that ran to the end count; a run stopped by its budget or a cancel is not a
 full run and would bias the time. The efficiency is the one that makes the estimator's own time
 model (`TimeBreakdown` in app/estimator/compute.py, stored on the job) reproduce the measured
-time: the bandwidth-bound per-step terms are taken as modelled and the matmul term absorbs the
-rest, as `compute.fit_mfu` does. The measured training-loop time is used where the worker
+time: the bandwidth-bound device terms and the host floor are taken as modelled and the matmul
+term absorbs the rest. The measured training-loop time is used where the worker
 recorded it (start-up is then left out on both sides); otherwise the wall time less the
 modelled start-up and saving.
 
@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from app.calibration.time_fit import TimeSample
+from app.estimator.floor import OVERLAP_POWER_GPU, overlapped
 from app.models import Job, JobStatus
 
 # The modelled fixed terms must leave at least this share of the measured wall time to the
@@ -38,7 +39,8 @@ MIN_COMPUTE_SHARE = 0.1
 # Newest jobs read per (GPU, method): enough for a stable median, bounded work per fit, and
 # recent runs reflect the current software stack.
 MAX_JOBS_PER_GROUP = 200
-_STEP_TERMS = ("weight_stream_s", "dequant_s", "optimizer_s", "comm_s", "adapter_s")
+# The device's bandwidth-bound terms of a stored time breakdown (what overlaps the host).
+_DEVICE_TERMS = ("weight_stream_s", "dequant_s", "optimizer_s", "adapter_s", "elementwise_s")
 
 
 class _Snap(BaseModel):
@@ -50,20 +52,22 @@ class SnapshotTime(_Snap):
 
     compute_s: float | None = None
     overhead_s: float = 0.0
-    step_fixed_s: float = 0.0
     micro_steps: float | None = None
     weight_stream_s: float = 0.0
     dequant_s: float = 0.0
     optimizer_s: float = 0.0
     comm_s: float = 0.0
     adapter_s: float = 0.0
+    elementwise_s: float = 0.0
+    host_s: float = 0.0
+    host_scale: float | None = None
+    mfu_peak: float | None = None
+    overlap_power: float | None = None
 
     @property
-    def per_step_s(self) -> float:
-        """The bandwidth-bound per-step terms, taken as modelled by the fit."""
-        return (
-            self.weight_stream_s + self.dequant_s + self.optimizer_s + self.comm_s + self.adapter_s
-        )
+    def device_s(self) -> float:
+        """The bandwidth-bound device terms, taken as modelled by the fit."""
+        return sum(getattr(self, k) for k in _DEVICE_TERMS)
 
 
 class JobScaled(_Snap):
@@ -113,29 +117,60 @@ def step_fraction(snapshot: FitSnapshot) -> float:
     return 1.0
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """A stored time breakdown's loop terms at efficiency 1 and host factor 1, scaled to the
+    steps the job ran."""
+
+    unit_compute_s: float
+    device_s: float
+    host_s: float
+    comm_s: float
+    power: float
+    prior_mfu: float
+    own_host_scale: float  # the calibrated host factor the estimate was made with (1: prior)
+
+    def loop_s(self, host_scale: float, mfu: float) -> float:
+        device = self.device_s + self.unit_compute_s / mfu
+        return overlapped(self.host_s * host_scale, device, self.power) + self.comm_s
+
+
+def _terms(snapshot: FitSnapshot) -> _Terms | None:
+    time = snapshot.time
+    own_mfu, compute = _pos(snapshot.mfu), _pos(time.compute_s)
+    if own_mfu is None or compute is None:
+        return None
+    peak = _pos(time.mfu_peak) or own_mfu  # estimates made before the work roll-off
+    frac = step_fraction(snapshot)
+    host_scale = _pos(time.host_scale) or 1.0
+    return _Terms(
+        unit_compute_s=frac * compute * peak,
+        device_s=frac * time.device_s,
+        host_s=frac * time.host_s / host_scale,
+        comm_s=frac * time.comm_s,
+        power=_pos(time.overlap_power) or OVERLAP_POWER_GPU,
+        prior_mfu=peak,
+        own_host_scale=host_scale,
+    )
+
+
 def modelled_seconds(
     snapshot: FitSnapshot,
     *,
-    mfu: float,
+    mfu: float | None = None,
     run_overhead_s: float | None = None,
-    step_s: float | None = None,
+    host_scale: float | None = None,
 ) -> float | None:
-    """The snapshot's wall time re-derived at efficiency `mfu` (scaled to the job's steps).
+    """The snapshot's wall time re-derived (scaled to the job's steps).
 
-    `run_overhead_s` and `step_s` replace the snapshot's own overhead and per-step seconds
-    when given (a calibration's terms); otherwise the snapshot's are kept.
+    `mfu` (large-matmul efficiency), `run_overhead_s` and `host_scale` replace the snapshot's
+    own when given (a calibration's terms); otherwise the snapshot's are kept.
     """
-    time = snapshot.time
-    own_mfu, compute = _pos(snapshot.mfu), _pos(time.compute_s)
-    if own_mfu is None or compute is None or mfu <= 0:
+    terms = _terms(snapshot)
+    if terms is None or (mfu is not None and mfu <= 0):
         return None
-    frac = step_fraction(snapshot)
-    fixed_steps = time.step_fixed_s
-    micro = _pos(time.micro_steps)
-    if step_s is not None and micro is not None:
-        fixed_steps = step_s * micro
-    fixed = time.overhead_s if run_overhead_s is None else run_overhead_s
-    return fixed + frac * (time.per_step_s + fixed_steps + compute * own_mfu / mfu)
+    fixed = snapshot.time.overhead_s if run_overhead_s is None else run_overhead_s
+    return fixed + terms.loop_s(host_scale or terms.own_host_scale, mfu or terms.prior_mfu)
 
 
 def steady_loop_s(train_s: float | None, warmup_s: float | None) -> float | None:
@@ -153,19 +188,22 @@ def time_sample(
 
     Snapshots made before the estimate recorded micro-steps cannot say how many steps ran.
     """
-    time = snapshot.time
-    mfu, compute, micro = _pos(snapshot.mfu), _pos(time.compute_s), _pos(time.micro_steps)
-    if not (wall_s and train_s and mfu and compute and micro) or train_s > wall_s:
+    terms = _terms(snapshot)
+    micro = _pos(snapshot.time.micro_steps)
+    if terms is None or not (wall_s and train_s and micro) or train_s > wall_s:
         return None
-    frac = step_fraction(snapshot)
     return TimeSample(
-        estimated_wall_s=modelled_seconds(snapshot, mfu=mfu),
+        estimated_wall_s=modelled_seconds(snapshot),
         job_id=job_id,
         outside_s=wall_s - train_s,
         train_s=train_s,
-        micro_steps=micro * frac,
-        unit_compute_s=compute * mfu * frac,
-        modelled_step_s=frac * time.per_step_s,
+        micro_steps=micro * step_fraction(snapshot),
+        unit_compute_s=terms.unit_compute_s,
+        device_s=terms.device_s,
+        host_s=terms.host_s,
+        comm_s=terms.comm_s,
+        overlap_power=terms.power,
+        prior_mfu=terms.prior_mfu,
     )
 
 
@@ -191,17 +229,21 @@ def job_efficiency(
     act_mfu: float | None = None,
 ) -> tuple[float | None, str | None]:
     """The efficiency this job implies, and how it was derived (None when it cannot tell)."""
-    mfu, compute = _pos(snapshot.mfu), _pos(snapshot.time.compute_s)
-    if mfu is not None and compute is not None and (train_s or wall_s):
-        frac = step_fraction(snapshot)
-        per_step = frac * snapshot.time.per_step_s
+    mfu = _pos(snapshot.mfu)
+    terms = _terms(snapshot)
+    if terms is not None and (train_s or wall_s):
         if train_s:
             measured, fixed, source = train_s, 0.0, "train_time"
         else:
             measured, fixed, source = float(wall_s or 0.0), snapshot.time.overhead_s, "wall_time"
-        remaining = measured - fixed - per_step
-        if remaining >= MIN_COMPUTE_SHARE * measured:
-            return mfu * compute * frac / remaining, source
+        # the device time that, overlapped with the modelled host, gives the measured loop
+        loop = measured - fixed - terms.comm_s
+        host, power = terms.host_s * terms.own_host_scale, terms.power
+        if loop > host:
+            device = (loop**power - host**power) ** (1.0 / power)
+            remaining = device - terms.device_s
+            if remaining >= MIN_COMPUTE_SHARE * measured:
+                return terms.unit_compute_s / remaining, source
     elif mfu is not None and est_gpu_hours and act_gpu_hours:
         # No time breakdown stored: scale the whole estimate (overheads included).
         return mfu * est_gpu_hours / act_gpu_hours, "hours_ratio"
@@ -219,7 +261,17 @@ _SNAPSHOT_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("job_scaled", "steps"), "float"),
     *(
         (("time", part), "float")
-        for part in ("compute_s", "overhead_s", "step_fixed_s", "micro_steps", *_STEP_TERMS)
+        for part in (
+            "compute_s",
+            "overhead_s",
+            "micro_steps",
+            "comm_s",
+            "host_s",
+            "host_scale",
+            "mfu_peak",
+            "overlap_power",
+            *_DEVICE_TERMS,
+        )
     ),
 )
 

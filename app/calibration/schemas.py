@@ -14,7 +14,10 @@ class CalibrationGroupOut(BaseModel):
     method: str
     used_by_estimates: bool = Field(description="true once a value rests on enough jobs")
     prior_mfu: float | None = Field(description="the efficiency estimates use without a fit")
-    mfu: float | None = Field(description="fitted efficiency (fraction of dense peak)")
+    mfu: float | None = Field(
+        description="fitted efficiency of large matmuls (fraction of dense peak); smaller "
+        "matmuls reach less of it (app/estimator/efficiency.py)"
+    )
     mfu_jobs: int
     mfu_outliers: int
     mfu_capped: bool = Field(description="the fit exceeded 1 and was capped at 1")
@@ -23,10 +26,10 @@ class CalibrationGroupOut(BaseModel):
         description="fitted seconds of a run outside its training loop (start-up, evaluation, "
         "saving): the weighted median of wall - train over the jobs",
     )
-    step_s: float | None = Field(
+    host_scale: float | None = Field(
         None,
-        description="fitted fixed seconds per micro-step beyond the modelled terms (0 when the "
-        "jobs' compute per step is too alike to tell it from the efficiency)",
+        description="fitted factor on the modelled per-step floor (the host's time to issue a "
+        "step's work): measured / modelled; near 1 when the jobs cannot tell it apart",
     )
     time_jobs: int = Field(0, description="jobs that metered their training loop")
     time_worse_than_prior: bool = Field(

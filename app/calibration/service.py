@@ -1,10 +1,10 @@
 """Calibration: fit the time terms and a memory factor per (GPU, method) from finished jobs.
 
-Time: jobs that metered their training loop give the run overhead, fixed seconds per micro-step
-and the efficiency (time_fit.py). Jobs without a loop time only give an efficiency (samples.py),
-combined by the geometric mean. Memory: each job's measured/estimated peak ratio. Outliers are
-dropped with the modified z-score on the logarithm (ratios are multiplicative), and a value is
-only used once MIN_JOBS jobs back it.
+Time: jobs that metered their training loop give the run overhead, a factor on the modelled
+per-step floor and the efficiency (time_fit.py). Jobs without a loop time only give an
+efficiency (samples.py), combined by the geometric mean. Memory: each job's measured/estimated
+peak ratio. Outliers are dropped with the modified z-score on the logarithm (ratios are
+multiplicative), and a value is only used once MIN_JOBS jobs back it.
 """
 
 from __future__ import annotations
@@ -84,11 +84,15 @@ class GroupFit:
     def calibration(self) -> Calibration | None:
         """The estimator's view: only values with at least MIN_JOBS jobs behind them."""
         mfu = self.mfu.value if self.mfu.used >= MIN_JOBS else None
-        overhead = step = None
+        overhead = host_scale = None
         if self.time_worse_than_prior:
             mfu = None
         elif self.time_fitted:
-            mfu, overhead, step = self.time.mfu, self.time.run_overhead_s, self.time.step_s
+            mfu, overhead, host_scale = (
+                self.time.mfu,
+                self.time.run_overhead_s,
+                self.time.host_scale,
+            )
         memory = self.memory.value if self.memory.used >= MIN_JOBS else None
         if mfu is None and memory is None:
             return None
@@ -97,7 +101,7 @@ class GroupFit:
             memory_factor=memory,
             jobs=len(self.job_ids),
             run_overhead_s=overhead,
-            step_s=step,
+            host_scale=host_scale,
         )
 
 

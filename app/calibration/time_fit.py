@@ -1,17 +1,20 @@
-"""Fit the time terms of one (GPU, method) from finished jobs: run overhead, per-step seconds, mfu.
+"""Fit the time terms of one (GPU, method) from finished jobs: run overhead, floor, efficiency.
 
-The estimator's time for a run is
+The estimator's time for a run is (`app/estimator/compute.py`)
 
-    run overhead + micro_steps x step_s + modelled step terms + compute_at_full_peak / mfu
+    run overhead + overlapped(host_scale x modelled host, device terms + unit_compute / mfu)
+    + visible communication
 
-(`app/estimator/compute.py`). Each finished job that metered its training loop gives one
-equation: the measured seconds outside the loop (wall - train: start-up, evaluation, saving) and
-the measured loop seconds. The run overhead is their weighted median. The loop is a weighted
-least-squares fit of `train - modelled step terms = step_s x micro_steps + unit_compute / mfu`
-over the jobs, with both unknowns kept non-negative; when the jobs all have about the same
-compute per micro-step the two cannot be told apart, and only `mfu` is fitted (step_s = 0).
-Jobs whose loop time is far from the fit (modified z-score of the log ratio) are dropped once
-and the fit repeated. Newer jobs weigh more: the software stack and machines change.
+with `overlapped` the combination of host and device time of `app/estimator/floor.py`. Each
+finished job that metered its training loop gives one equation: the measured seconds outside
+the loop (wall - train: start-up, evaluation, saving) and the measured loop seconds. The run
+overhead is their weighted median. The loop gives the per-step floor (a factor on the modelled
+host time) and the efficiency of large matmuls: a weighted least-squares fit of the log of the
+loop time, searched on a grid (coarse, then finer around the best), with a weak pull towards
+the prior (factor 1, the efficiency the jobs were estimated with) so that jobs that cannot tell
+the two apart (all the same size) move them only as far as the data demand. Jobs whose loop
+time is far from the fit (modified z-score of the log ratio) are dropped once and the fit
+repeated. Newer jobs weigh more: the software stack and machines change.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from app.estimator.floor import OVERLAP_POWER_GPU, overlapped
 
 # Iglewicz & Hoaglin (1993): modified z-score M = 0.6745 (x - median) / MAD; |M| > 3.5 is an
 # outlier. The MAD floor keeps jobs that differ by run-to-run noise (1% in log space).
@@ -32,9 +37,17 @@ MIN_JOBS_FOR_OUTLIERS = 5
 # A job's weight halves for every this many newer jobs in its group: after ~100 jobs the old
 # ones hardly count, so a new driver or library version takes over within a few dozen runs.
 RECENCY_HALF_LIFE_JOBS = 25
-# Compute per micro-step must vary by at least this factor across the jobs before step_s and
-# mfu are fitted apart; below it they are collinear and only mfu is fitted.
-IDENTIFIABLE_SPREAD = 1.5
+# Weight of the pull towards the prior (log host factor 0, log efficiency at its prior), in
+# units of one newest job's squared log error: moving a term by a factor e costs what one job
+# off by 4.5% does, so data that tell the terms apart move them, and only ties are broken.
+PRIOR_WEIGHT = 0.002
+# The grid searched: host factor and efficiency between these, in log steps, then twice again
+# around the best point at a fifth of the spacing.
+HOST_SCALE_RANGE = (0.05, 20.0)
+MFU_RANGE = (0.005, 1.0)
+GRID_POINTS = 31
+REFINE_POINTS = 11
+REFINE_ROUNDS = 2
 MAX_MFU = 1.0  # an efficiency is a fraction of peak
 # The self-check fits on the older jobs and scores the newest this share of them.
 HOLDOUT_FRACTION = 0.3
@@ -48,8 +61,12 @@ class TimeSample:
     outside_s: float  # measured wall - train: start-up, evaluation, saving
     train_s: float  # measured training loop
     micro_steps: float  # micro-steps the job ran
-    unit_compute_s: float  # modelled matmul seconds at 100% of peak
-    modelled_step_s: float  # modelled bandwidth-bound step terms (streaming, optimizer, ...)
+    unit_compute_s: float  # modelled matmul seconds at 100% of peak (large-matmul efficiency 1)
+    device_s: float  # modelled bandwidth-bound device terms (streaming, optimizer, ...)
+    host_s: float  # modelled host seconds (the per-step floor) before any calibrated factor
+    comm_s: float = 0.0  # modelled visible communication
+    overlap_power: float = OVERLAP_POWER_GPU  # how host and device combine on its device
+    prior_mfu: float | None = None  # the large-matmul efficiency its estimate used
     estimated_wall_s: float | None = None  # what the job's own estimate said (scaled)
 
     @property
@@ -57,13 +74,18 @@ class TimeSample:
         """Measured wall seconds."""
         return self.outside_s + self.train_s
 
+    def loop_s(self, host_scale: float, mfu: float) -> float:
+        """The training loop this job's terms give at `host_scale` and `mfu`."""
+        device = self.device_s + self.unit_compute_s / mfu
+        return overlapped(self.host_s * host_scale, device, self.overlap_power) + self.comm_s
+
 
 @dataclass(frozen=True)
 class TimeFit:
     """The fitted terms and the jobs behind them."""
 
     run_overhead_s: float | None
-    step_s: float | None
+    host_scale: float | None
     mfu: float | None
     used: int
     outliers: int
@@ -86,45 +108,49 @@ def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
     return pairs[-1][0]
 
 
+def _log_grid(low: float, high: float, points: int) -> list[float]:
+    step = (math.log(high) - math.log(low)) / (points - 1)
+    return [math.exp(math.log(low) + i * step) for i in range(points)]
+
+
 def _solve(samples: Sequence[TimeSample], weights: Sequence[float]) -> tuple[float, float]:
-    """(step_s, 1/mfu) by weighted non-negative least squares on the loop time."""
-    rows = [(s.micro_steps, s.unit_compute_s, s.train_s - s.modelled_step_s) for s in samples]
-    per_step = [u / x for x, u, _ in rows if x > 0]
-    spread = max(per_step) / min(per_step) if per_step and min(per_step) > 0 else 1.0
+    """(host factor, mfu) minimising the weighted squared log error of the loop times."""
+    priors = [s.prior_mfu for s in samples if s.prior_mfu]
+    prior_mfu = weighted_median(priors, [1.0] * len(priors)) if priors else None
 
-    def only_inverse_mfu() -> tuple[float, float]:
-        uu = sum(w * u * u for w, (_, u, _) in zip(weights, rows, strict=True))
-        ur = sum(w * u * r for w, (_, u, r) in zip(weights, rows, strict=True))
-        return 0.0, max(ur / uu, 0.0) if uu > 0 else 0.0
+    def loss(scale: float, mfu: float) -> float:
+        total = sum(
+            w * math.log(s.loop_s(scale, mfu) / s.train_s) ** 2
+            for s, w in zip(samples, weights, strict=True)
+        )
+        pull = math.log(scale) ** 2
+        if prior_mfu is not None:
+            pull += math.log(mfu / prior_mfu) ** 2
+        return total + PRIOR_WEIGHT * pull
 
-    if spread < IDENTIFIABLE_SPREAD:
-        return only_inverse_mfu()
-    sxx = sum(w * x * x for w, (x, _, _) in zip(weights, rows, strict=True))
-    sxu = sum(w * x * u for w, (x, u, _) in zip(weights, rows, strict=True))
-    suu = sum(w * u * u for w, (_, u, _) in zip(weights, rows, strict=True))
-    sxr = sum(w * x * r for w, (x, _, r) in zip(weights, rows, strict=True))
-    sur = sum(w * u * r for w, (_, u, r) in zip(weights, rows, strict=True))
-    det = sxx * suu - sxu * sxu
-    if det <= 0:
-        return only_inverse_mfu()
-    step = (sxr * suu - sur * sxu) / det
-    inverse = (sur * sxx - sxr * sxu) / det
-    if step < 0:
-        return only_inverse_mfu()
-    if inverse < 0:
-        return max(sxr / sxx, 0.0), 0.0
-    return step, inverse
+    scales = _log_grid(*HOST_SCALE_RANGE, GRID_POINTS)
+    mfus = _log_grid(*MFU_RANGE, GRID_POINTS)
+    best = min((loss(h, m), h, m) for h in scales for m in mfus)
+    span_h = math.log(scales[1] / scales[0])
+    span_m = math.log(mfus[1] / mfus[0])
+    for _ in range(REFINE_ROUNDS):
+        _, h0, m0 = best
+        scales = _log_grid(h0 * math.exp(-span_h), h0 * math.exp(span_h), REFINE_POINTS)
+        mfus = [
+            m
+            for m in _log_grid(m0 * math.exp(-span_m), m0 * math.exp(span_m), REFINE_POINTS)
+            if m <= MAX_MFU
+        ]
+        best = min(best, *((loss(h, m), h, m) for h in scales for m in mfus))
+        span_h, span_m = span_h / 5, span_m / 5
+    return best[1], best[2]
 
 
-def _predicted(s: TimeSample, step: float, inverse: float) -> float:
-    return s.modelled_step_s + step * s.micro_steps + s.unit_compute_s * inverse
-
-
-def _outliers(samples: Sequence[TimeSample], step: float, inverse: float) -> set[str]:
+def _outliers(samples: Sequence[TimeSample], scale: float, mfu: float) -> set[str]:
     logs = {
         s.job_id: math.log(s.train_s / p)
         for s in samples
-        if (p := _predicted(s, step, inverse)) > 0 and s.train_s > 0
+        if (p := s.loop_s(scale, mfu)) > 0 and s.train_s > 0
     }
     if len(logs) < MIN_JOBS_FOR_OUTLIERS:
         return set()
@@ -139,23 +165,26 @@ def _outliers(samples: Sequence[TimeSample], step: float, inverse: float) -> set
 
 def fit_time(samples: Sequence[TimeSample]) -> TimeFit:
     """The time terms `samples` (oldest first) support; None for a term they cannot give."""
-    usable = [s for s in samples if s.train_s > 0 and s.micro_steps > 0 and s.outside_s >= 0]
+    usable = [
+        s
+        for s in samples
+        if s.train_s > 0 and s.micro_steps > 0 and s.outside_s >= 0 and s.unit_compute_s > 0
+    ]
     if not usable:
         return TimeFit(None, None, None, 0, 0)
     weights = recency_weights(len(usable))
-    step, inverse = _solve(usable, weights)
-    dropped = _outliers(usable, step, inverse)
+    scale, mfu = _solve(usable, weights)
+    dropped = _outliers(usable, scale, mfu)
     if dropped and len(usable) - len(dropped) >= 2:
         kept = [(s, w) for s, w in zip(usable, weights, strict=True) if s.job_id not in dropped]
         usable, weights = [s for s, _ in kept], [w for _, w in kept]
-        step, inverse = _solve(usable, weights)
+        scale, mfu = _solve(usable, weights)
     else:
         dropped = set()
     overhead = weighted_median([s.outside_s for s in usable], weights)
-    mfu = min(1.0 / inverse, MAX_MFU) if inverse > 0 else MAX_MFU
     return TimeFit(
         run_overhead_s=overhead,
-        step_s=step,
+        host_scale=scale,
         mfu=mfu,
         used=len(usable),
         outliers=len(dropped),
@@ -167,8 +196,7 @@ def predicted_wall_s(fit: TimeFit, sample: TimeSample) -> float | None:
     """The wall seconds `fit` gives for the run `sample` describes (None if it cannot)."""
     if fit.run_overhead_s is None or fit.mfu is None:
         return None
-    loop = sample.modelled_step_s + (fit.step_s or 0.0) * sample.micro_steps
-    return fit.run_overhead_s + loop + sample.unit_compute_s / fit.mfu
+    return fit.run_overhead_s + sample.loop_s(fit.host_scale or 1.0, fit.mfu)
 
 
 def _mean_abs_error(pairs: Sequence[tuple[float, float]]) -> float:

@@ -126,7 +126,7 @@ def method_result(
     )
 
 
-def _time_parts(time: TimeBreakdown | None) -> dict[str, float]:
+def _time_parts(time: TimeBreakdown | None) -> dict[str, float | int]:
     names = (
         "compute_s",
         "weight_stream_s",
@@ -134,13 +134,21 @@ def _time_parts(time: TimeBreakdown | None) -> dict[str, float]:
         "optimizer_s",
         "comm_s",
         "overhead_s",
-        "step_fixed_s",
         "adapter_s",
+        "elementwise_s",
+        "host_s",
+        "overlap_s",
     )
     if time is None:
         return dict.fromkeys((*names, "total_s"), 0.0)
     parts = {**{n: getattr(time, n) for n in names}, "total_s": time.total_s}
-    return {**parts, "micro_steps": time.micro_steps}
+    return {
+        **parts,
+        "micro_steps": time.micro_steps,
+        "mfu_peak": time.mfu_peak,
+        "host_scale": time.host_scale,
+        "overlap_power": time.overlap_power,
+    }
 
 
 def dataset_summary(workload: Workload) -> DatasetSummary:

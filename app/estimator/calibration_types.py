@@ -2,7 +2,7 @@
 
 Calibration (fitting from job actuals) lives outside the pure engine; the engine only reads the
 result: per (GPU id, method) an efficiency, the fixed seconds of a run (start-up, evaluation,
-saving), fixed seconds per micro-step and a memory factor, each replacing its prior.
+saving), a factor on the modelled per-step floor and a memory factor, each replacing its prior.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class Calibration:
     memory_factor: float | None  # measured peak / estimated peak; scales the memory estimate
     jobs: int  # how many finished jobs the fit rests on
     run_overhead_s: float | None = None  # replaces start-up + loading + saving when set
-    step_s: float | None = None  # fixed seconds per micro-step, on top of the modelled terms
+    host_scale: float | None = None  # measured / modelled per-step floor (host time)
 
     def __post_init__(self) -> None:
         if self.mfu is not None and not 0 < self.mfu <= 1:
@@ -30,15 +30,15 @@ class Calibration:
             raise ValueError(f"memory_factor must be positive, got {self.memory_factor}")
         if self.jobs < 0:
             raise ValueError("jobs must not be negative")
-        for name in ("run_overhead_s", "step_s"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must not be negative, got {value}")
+        if self.run_overhead_s is not None and self.run_overhead_s < 0:
+            raise ValueError(f"run_overhead_s must not be negative, got {self.run_overhead_s}")
+        if self.host_scale is not None and self.host_scale <= 0:
+            raise ValueError(f"host_scale must be positive, got {self.host_scale}")
 
     @property
     def usable(self) -> bool:
         """True when it rests on at least one job and corrects something."""
-        fitted = (self.mfu, self.memory_factor, self.run_overhead_s, self.step_s)
+        fitted = (self.mfu, self.memory_factor, self.run_overhead_s, self.host_scale)
         return self.jobs > 0 and any(v is not None for v in fitted)
 
 

@@ -1,18 +1,19 @@
 """Compute and time of a fine-tune: FLOPs (from `flops.py`), bandwidth-bound terms, wall time.
 
-Time per micro-step is matmul time at the efficiency (a fraction of peak reached by
-compute-bound matmuls) plus the time to stream every weight through memory once per pass, with a
-floor set by how fast eager PyTorch launches kernels; then the terms that are bandwidth-bound
-whatever the batch: QLoRA dequantization, the optimizer step (full fine-tuning reads and writes
-every state each step), gradient communication, start-up and the final save.
+A step has two sides. The device's: matmul time at an efficiency that grows with the work per
+matmul (`efficiency.matmul_efficiency`), the time to stream every weight through memory once per
+pass, and the terms that are bandwidth-bound whatever the batch (QLoRA dequantization, the LoRA
+branches, the optimizer step). The host's: the time eager PyTorch needs to issue the step's
+operations (`floor.py`), about fixed per layer whatever the tokens. On a GPU the two overlap
+(the host queues kernels ahead), so a step costs about the longer of the two; on the CPU they
+add. Then gradient communication, start-up and the final save.
 
-Why streaming adds rather than overlaps (a roofline takes the larger of the two, Williams et al.
-2009): at fine-tuning micro-batches a linear layer's matmul has an arithmetic intensity of about
-M FLOP per weight byte, M the tokens in the micro-batch, which is at or below the GPUs' ridge
-point (peak FLOP/s over bandwidth: A100 ~150, H100 ~300, L40S ~420), and each weight is read
-right before the matmul that needs it. So the effective efficiency falls as micro-batches shrink:
-`mfu x compute / (compute + stream)`. This is what makes small micro-batches cost more per
-token than their FLOPs say; bench/time_accuracy.py checks it against published runs.
+Why streaming adds rather than overlaps the matmuls (a roofline takes the larger of the two,
+Williams et al. 2009): at fine-tuning micro-batches a linear layer's matmul has an arithmetic
+intensity of about M FLOP per weight byte, M the tokens in the micro-batch, which is at or below
+the GPUs' ridge point (peak FLOP/s over bandwidth: A100 ~150, H100 ~300, L40S ~420), and each
+weight is read right before the matmul that needs it. bench/time_accuracy.py checks the whole
+against published runs and bench/gpu_rescore.py against tunecost's own GPU measurements.
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ from app.estimator.efficiency import (
     INTER_NODE_GBPS_PER_NODE,
     STARTUP_SECONDS,
     WEIGHT_LOAD_GBPS,
+    matmul_efficiency,
 )
 from app.estimator.errors import EstimateInputError
+from app.estimator.floor import (
+    HOST_S_PER_LAYER,
+    OVERLAP_POWER_GPU,
+    host_floor,
+    overlap_power,
+    overlapped,
+)
 from app.estimator.flops import FlopsBreakdown, MatmulParams, flops_per_token, matmul_params
 from app.estimator.lora import lora_targets
 from app.estimator.model_analysis import ModelAnalysis
@@ -42,15 +51,17 @@ from app.estimator.spec import (
     QLoraSpec,
     TrainingSpec,
 )
+from app.estimator.speed import DeviceSpeed
+from app.estimator.states import quantizable_layers
 from app.estimator.workload import Workload
 
 __all__ = [
+    "DeviceSpeed",
     "FlopsBreakdown",
     "MatmulParams",
     "TimeBreakdown",
     "achieved_mfu",
     "estimate_time",
-    "fit_mfu",
     "flops_per_token",
     "matmul_params",
 ]
@@ -64,6 +75,13 @@ NF4_BYTES = 0.5
 QUANT_BLOCK = 64
 DOUBLE_QUANT_BLOCK = 256
 HALF_BYTES = 2  # bf16/fp16 element
+# bitsandbytes' 4-bit dequantization moves its bytes (4-bit codes and absmax in, 16-bit weight
+# out) far below the memory bandwidth: per weight and micro-step QLoRA costs ~11 ps more than
+# LoRA on an H200 (Llama-3-8B, 2048 tokens a step: 245 ms against 167, bnb 0.50,
+# bench/results/gpu_validate-2026-11-30-steady-8b.txt) and ~15-20 ps on an A100 (LitGPT
+# resource tables, Llama 2 7B and 13B, bnb 0.41: 221 / 383 ms against 142 / 191 per
+# iteration), i.e. 10-20% of the rate the other bandwidth-bound terms reach.
+DEQUANT_BANDWIDTH_SHARE = 0.35
 
 # Memory traffic of one optimizer step per trainable element, in units of the parameter dtype
 # (p), the optimizer state dtype (s, per state) and fp32 temporaries. torch's multi-tensor
@@ -91,11 +109,6 @@ _STATE_BYTES: dict[str, float | None] = {
     "sgd": None,
     "adafactor": None,
 }
-# Eager PyTorch spends ~5-10 us per op on the host (dispatch + launch; H. He 2022, "Making
-# Deep Learning Go Brrrr From First Principles", overhead section) and an HF decoder layer's
-# forward issues ~15-20 ops (norms, projections, rotary, attention, activation, residuals).
-EAGER_SECONDS_PER_LAYER_PASS = 1.5e-4
-
 # Gradient clipping (HF Trainer default max_grad_norm=1.0): one read for the norm, one
 # read+write to scale.
 GRAD_CLIP_TOUCHES = 3
@@ -109,42 +122,72 @@ GRAD_CLIP_TOUCHES = 3
 # are separate kernels in eager PyTorch. Dropout (p > 0) adds a read and a write of the input in
 # forward and again of its gradient in backward.
 LORA_BRANCH_TOUCHES_IN = 4
+# The elementwise work of a decoder layer, forward and backward, in bytes per token of 16-bit
+# activations: RMSNorm upcasts to fp32 and back (~32 bytes per hidden element forward, about
+# twice that backward, two norms a layer), rotary embedding on queries and keys (slices,
+# negation, concatenation, two products and a sum), the attention kernel's reads and writes,
+# the transposes to and from heads and two residual sums: ~330 bytes per hidden element
+# (transformers LlamaDecoderLayer, counted op by op); the gated MLP's activation and product
+# ~30 bytes per intermediate element. Memory-bound and per token, next to matmuls that grow
+# with the width squared: why a narrow model reaches less of its peak (H200: Llama-3.2-1B
+# LoRA at 8192 tokens a step ~0.3 of peak end to end, Llama-3-8B at 2048 tokens ~0.41).
+ELEMENTWISE_BYTES_PER_HIDDEN = 165
+ELEMENTWISE_BYTES_PER_INTERMEDIATE = 15
+# The loss over the vocabulary: 16-bit logits written and read, the fp32 upcast, log-softmax
+# forward and backward, the cast of its gradient back (transformers ForCausalLMLoss):
+# ~34 bytes per vocabulary entry per token.
+LOSS_BYTES_PER_VOCAB = 34
 LORA_BRANCH_TOUCHES_OUT = 7
 LORA_DROPOUT_TOUCHES_IN = 4
 
 
 @dataclass(frozen=True)
 class TimeBreakdown:
-    """Wall time of a run on `num_gpus` GPUs and where it goes, in seconds."""
+    """Wall time of a run on `num_gpus` GPUs and where it goes, in seconds.
+
+    The device terms (compute to adapter) and the host's `host_s` overlap on a GPU: `overlap_s`
+    (never positive) is the time they ran at once, so every term sums to `total_s`.
+    """
 
     compute_s: float  # matmuls at the efficiency `mfu`
-    # reading every weight once per pass, not hidden behind the matmuls; or, where more, the
-    # time eager PyTorch needs to launch a micro-step's kernels, less the matmuls
-    weight_stream_s: float
+    weight_stream_s: float  # reading every weight once per pass, not hidden behind the matmuls
     dequant_s: float  # QLoRA: 4-bit to bf16 before each use
     optimizer_s: float  # the optimizer step and gradient clipping
     comm_s: float  # gradient/parameter communication not hidden behind compute
     overhead_s: float  # start-up, loading the weights, saving the result
     flops: float  # executed FLOPs of the whole run, all GPUs
-    mfu: float
+    mfu: float  # the matmuls' efficiency at this run's work per matmul
     micro_steps: int  # per GPU
     optimizer_steps: int
-    step_fixed_s: float = 0.0  # fixed seconds per micro-step learned by calibration (else 0)
     adapter_s: float = 0.0  # LoRA/QLoRA: the adapter branches' memory traffic
+    host_s: float = 0.0  # the host issuing every step's operations (the per-step floor)
+    overlap_s: float = 0.0  # host and device at work at once (<= 0)
+    mfu_peak: float = 0.0  # the efficiency of large matmuls that `mfu` falls from
+    elementwise_s: float = 0.0  # norms, rotary, activations, residuals and the loss (per token)
+    host_scale: float = 1.0  # calibrated factor on the modelled floor, included in host_s
+    overlap_power: float = OVERLAP_POWER_GPU  # how host and device time combine (floor.py)
 
     @property
-    def total_s(self) -> float:
-        """Wall-clock seconds."""
+    def device_s(self) -> float:
+        """Seconds the device is busy with the training loop (communication apart)."""
         return (
             self.compute_s
             + self.weight_stream_s
             + self.dequant_s
             + self.optimizer_s
-            + self.comm_s
-            + self.overhead_s
-            + self.step_fixed_s
             + self.adapter_s
+            + self.elementwise_s
         )
+
+    @property
+    def loop_s(self) -> float:
+        """The training loop: device and host overlapped, plus visible communication."""
+        return self.device_s + self.host_s + self.overlap_s + self.comm_s
+
+    @property
+    def total_s(self) -> float:
+        """Wall-clock seconds."""
+        return self.loop_s + self.overhead_s
 
     @property
     def hours(self) -> float:
@@ -222,6 +265,17 @@ def adapter_bytes_per_token(
     return elements * activation_bytes
 
 
+def elementwise_bytes_per_token(analysis: ModelAnalysis, *, activation_bytes: int) -> float:
+    """Bytes the elementwise operations of one forward and backward pass move per token."""
+    layers = analysis.num_layers + analysis.num_decoder_layers
+    per_layer = (
+        ELEMENTWISE_BYTES_PER_HIDDEN * analysis.hidden_size
+        + ELEMENTWISE_BYTES_PER_INTERMEDIATE * analysis.intermediate_size
+    )
+    loss = LOSS_BYTES_PER_VOCAB * analysis.vocab_size
+    return (layers * per_layer * activation_bytes / HALF_BYTES) + loss
+
+
 def _comm_kind(strategy: str) -> str:
     text = strategy.lower()
     for kind in ("zero3", "zero2", "ddp"):
@@ -253,28 +307,38 @@ def estimate_time(
     artifact_bytes: float = 0.0,
     lora: LoraSpec | None = None,
     run_overhead_s: float | None = None,
-    step_s: float = 0.0,
+    host_scale: float = 1.0,
+    speed: DeviceSpeed | None = None,
 ) -> TimeBreakdown:
-    """Wall time of the run described by `workload` on `num_gpus` x `gpu` at efficiency `mfu`.
+    """Wall time of the run described by `workload` on `num_gpus` x `gpu`.
 
-    `run_overhead_s` and `step_s` come from calibration: the measured seconds outside the
-    training loop replace the modelled start-up, loading and saving, and `step_s` is added to
-    every micro-step.
+    `mfu` is the efficiency of large matmuls; this run's matmuls reach
+    `matmul_efficiency(mfu, ...)` of it at their size. `run_overhead_s` and `host_scale` come
+    from calibration: the measured seconds outside the training loop replace the modelled
+    start-up, loading and saving, and `host_scale` multiplies the modelled per-step floor.
+    `speed`, a worker's measurement of its device, replaces the catalog's peak, bandwidth and
+    host floor.
     """
     method = Method(method)
     peft = method is not Method.FULL
     mm = matmul_params(analysis)
     dtype = compute_dtype(training.precision)
-    peak = gpu.peak_flops(dtype)
+    peak = gpu.peak_flops(dtype) if speed is None else speed.matmul_flops
     if mfu <= 0:
         raise ValueError(f"efficiency must be positive, got {mfu}")
+    if host_scale <= 0:
+        raise ValueError(f"host_scale must be positive, got {host_scale}")
     if peak <= 0:
         raise EstimateInputError(
             f"{gpu.id} has no {dtype} throughput in the catalog; choose another "
             "training.precision or GPU",
             field="training.precision",
         )
-    bandwidth = gpu.memory_bandwidth_gbps * GIGA * BANDWIDTH_EFFICIENCY
+    bandwidth = (
+        gpu.memory_bandwidth_gbps * GIGA * BANDWIDTH_EFFICIENCY
+        if speed is None
+        else speed.memory_bytes_per_s
+    )
     pb = (
         DTYPE_BYTES[adapter_dtype(precision=training.precision)]
         if peft
@@ -293,21 +357,18 @@ def estimate_time(
     micro_steps = workload.micro_steps_per_gpu(num_gpus)
     steps = workload.optimizer_steps(num_gpus)
     tokens_per_micro = workload.tokens_per_micro_batch
-    compute_micro = tokens_per_micro * flops.total / (peak * mfu)
+    efficiency = matmul_efficiency(mfu, tokens=tokens_per_micro, width=analysis.hidden_size)
+    compute_micro = tokens_per_micro * flops.total / (peak * efficiency)
 
     # Every weight is streamed once per pass (forward, input-gradient, recompute); the
     # trained ones also get a gradient written. QLoRA streams the dequantized bf16 copy.
     passes = 3 if training.gradient_checkpointing else 2
     stored_bytes, stream_bytes = weight_bytes(method, training.precision, qlora)
     stream_micro = (passes * mm.total * stream_bytes + trainable * pb) / bandwidth
-    # eager PyTorch cannot launch kernels faster than this, however small they are; backward
-    # issues about twice the kernels of forward
-    launch_micro = (passes + 1) * analysis.num_layers * EAGER_SECONDS_PER_LAYER_PASS
-    body_micro = max(compute_micro + stream_micro, launch_micro)
     dequant_micro = 0.0
     if method is Method.QLORA:
         per_weight = quantized_bytes_per_weight(qlora) + HALF_BYTES
-        dequant_micro = passes * mm.quantizable * per_weight / bandwidth
+        dequant_micro = passes * mm.quantizable * per_weight / (bandwidth * DEQUANT_BANDWIDTH_SHARE)
 
     shards = num_gpus if _comm_kind(strategy) in {"zero2", "zero3"} and num_gpus > 1 else 1
     opt_bytes = optimizer_bytes_per_param(
@@ -328,11 +389,37 @@ def estimate_time(
     visible = 1.0 - COMM_OVERLAP
 
     adapter_micro = 0.0
+    adapters = 0
     if peft and lora is not None:
+        adapters = len(lora_targets(analysis, lora))
         per_token = adapter_bytes_per_token(
             analysis, lora, activation_bytes=4 if training.precision == "fp32" else HALF_BYTES
         )
         adapter_micro = tokens_per_micro * per_token / bandwidth
+
+    activation_bytes = 4 if training.precision == "fp32" else HALF_BYTES
+    recompute = 4.0 / 3.0 if training.gradient_checkpointing else 1.0
+    elementwise_micro = (
+        tokens_per_micro
+        * recompute
+        * elementwise_bytes_per_token(analysis, activation_bytes=activation_bytes)
+        / bandwidth
+    )
+    host = host_floor(
+        num_layers=analysis.num_layers + analysis.num_decoder_layers,
+        adapters=adapters,
+        four_bit_layers=len(quantizable_layers(analysis)) if method is Method.QLORA else 0,
+        checkpointing=training.gradient_checkpointing,
+        seconds_per_layer=HOST_S_PER_LAYER if speed is None else speed.host_s_per_layer,
+    )
+    host_s = host_scale * (micro_steps * host.micro_s + steps * host.optimizer_s)
+    device_s = (
+        micro_steps
+        * (compute_micro + stream_micro + dequant_micro + adapter_micro + elementwise_micro)
+        + steps * optimizer_step
+    )
+    power = overlap_power(is_cpu=gpu.is_cpu)
+    busy = overlapped(host_s, device_s, power)
 
     load_bytes = analysis.total_params * HALF_BYTES  # checkpoints are published in 16-bit
     overhead = STARTUP_SECONDS + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
@@ -340,39 +427,23 @@ def estimate_time(
         overhead = run_overhead_s
     return TimeBreakdown(
         compute_s=micro_steps * compute_micro,
-        weight_stream_s=micro_steps * (body_micro - compute_micro),
+        weight_stream_s=micro_steps * stream_micro,
         dequant_s=micro_steps * dequant_micro,
         optimizer_s=steps * optimizer_step,
         comm_s=visible * (steps * comm_step + micro_steps * comm_micro),
         overhead_s=overhead,
         flops=workload.processed_tokens * flops.total,
-        mfu=mfu,
+        mfu=efficiency,
         micro_steps=micro_steps,
         optimizer_steps=steps,
-        step_fixed_s=micro_steps * step_s,
         adapter_s=micro_steps * adapter_micro,
+        host_s=host_s,
+        overlap_s=busy - host_s - device_s,
+        mfu_peak=mfu,
+        elementwise_s=micro_steps * elementwise_micro,
+        host_scale=host_scale,
+        overlap_power=power,
     )
-
-
-def fit_mfu(*, breakdown: TimeBreakdown, measured_seconds: float) -> float | None:
-    """The efficiency that makes the predicted time equal a measured one (None if impossible).
-
-    Everything but the matmul term is taken as modelled; the matmul term absorbs the rest.
-    This is what calibration fits per (GPU, method) from finished jobs.
-    """
-    fixed = (
-        breakdown.weight_stream_s
-        + breakdown.dequant_s
-        + breakdown.optimizer_s
-        + breakdown.comm_s
-        + breakdown.overhead_s
-        + breakdown.step_fixed_s
-        + breakdown.adapter_s
-    )
-    remaining = measured_seconds - fixed
-    if remaining <= 0 or breakdown.compute_s <= 0:
-        return None
-    return breakdown.mfu * breakdown.compute_s / remaining
 
 
 def achieved_mfu(*, flops: float, seconds: float, peak_flops: float, num_gpus: int = 1) -> float:

@@ -10,27 +10,33 @@ from __future__ import annotations
 
 from app.estimator.spec import Method
 
-# Fraction of dense peak reached by the matmul-bound part of an HF/PEFT fine-tune, by GPU class.
-# Anchors: PaLM reaches 46% MFU on a tuned stack (Chowdhery et al. 2022, table 3); MosaicML
-# llm-foundry reports ~0.40-0.50 on A100 and ~0.35-0.40 on H100 for 7B-70B bf16 training with
-# FSDP + flash attention (llm-foundry `scripts/train/benchmarking/README.md`); eager-mode HF/PEFT
-# fine-tunes sit lower, ~0.30-0.45 on A100/H100. Hopper is harder to keep fed than Ampere, so its
-# fraction is lower. LoRA/QLoRA count fewer FLOPs per token (no weight gradients) but keep the
-# same per-step overheads (norms, softmax, dropout, kernel launches), so their fraction is lower;
-# QLoRA also runs bitsandbytes 4-bit matmul paths that are slower than cuBLAS bf16 beyond the
-# dequantization traffic modelled in compute.py (Dettmers et al. 2023, QLoRA, section 4 notes
-# the speed cost). Consumer/workstation and older parts reach less of their (often
-# power-limited) datasheet peak. MI300X: third-party training benchmarks of the ROCm PyTorch
-# stack report well under H100's achieved fraction (SemiAnalysis, "MI300X vs H100", Dec 2024).
+# Fraction of dense peak the matmuls of a fine-tune reach when each carries plenty of work
+# (see MATMUL_HALF_WORK for less), by GPU class. What is not a matmul is modelled apart
+# (compute.py: weight streaming, elementwise work, dequantization, the optimizer; floor.py: the
+# host), so the figure is the same for every method. Anchor: the H200 runs of bench/results/
+# (transformers 5.17, torch 2.11, bench/gpu_rescore.py): 0.55 fits Llama-3.2-1B and Llama-3-8B
+# full, LoRA and QLoRA at 512-8192 tokens a step within 21% tokens/s. cuBLAS reaches ~70-80% of
+# the dense peak on large bf16 GEMMs on A100 and H100 (NVIDIA's "Matrix Multiplication
+# Background User's Guide", GEMM performance figures), Hopper less of its much higher peak than
+# Ampere does of its own (MosaicML llm-foundry benchmarking README: ~0.40-0.50 MFU on A100,
+# ~0.35-0.40 on H100 for the same models), so Ampere's share is set a fifth higher, as the
+# earlier per-class priors were. Consumer/workstation and older parts reach less of their
+# (often power-limited) datasheet peak. MI300X: third-party training benchmarks of the ROCm
+# PyTorch stack report well under H100's achieved fraction (SemiAnalysis, "MI300X vs H100",
+# Dec 2024).
+_MATMUL_SHARE: dict[str, float] = {
+    "hopper": 0.55,
+    "ampere_dc": 0.66,
+    "ampere_ga10x": 0.57,
+    "ada": 0.68,
+    "legacy": 0.47,
+    "cdna3": 0.39,
+    # CPU: the catalog's `cpu` peak is itself an order of magnitude; a worker's measurement of
+    # its own CPU (worker/speed.py) replaces it, and calibration after that.
+    "cpu": 0.47,
+}
 MFU_PRIORS: dict[str, dict[Method, float]] = {
-    "hopper": {Method.FULL: 0.35, Method.LORA: 0.30, Method.QLORA: 0.22},
-    "ampere_dc": {Method.FULL: 0.42, Method.LORA: 0.36, Method.QLORA: 0.27},
-    "ampere_ga10x": {Method.FULL: 0.36, Method.LORA: 0.31, Method.QLORA: 0.23},
-    "ada": {Method.FULL: 0.36, Method.LORA: 0.31, Method.QLORA: 0.23},
-    "legacy": {Method.FULL: 0.30, Method.LORA: 0.25, Method.QLORA: 0.18},
-    "cdna3": {Method.FULL: 0.25, Method.LORA: 0.21, Method.QLORA: 0.15},
-    # CPU: the catalog's `cpu` peak is itself an order of magnitude; calibrate before trusting.
-    "cpu": {Method.FULL: 0.30, Method.LORA: 0.25, Method.QLORA: 0.10},
+    cls: dict.fromkeys(Method, share) for cls, share in _MATMUL_SHARE.items()
 }
 DEFAULT_MFU_CLASS = "ampere_ga10x"  # a middle value for a GPU class without priors
 
@@ -62,3 +68,19 @@ def mfu_prior(mfu_class: str, method: Method) -> float:
     """The prior efficiency for a GPU class and method."""
     table = MFU_PRIORS.get(mfu_class, MFU_PRIORS[DEFAULT_MFU_CLASS])
     return table[method]
+
+
+# Matmuls reach their large-size efficiency (the priors above) only once each carries enough
+# work: a micro-batch's tokens times the model's width (its hidden size). At this work they
+# reach half of it (efficiency = prior x work / (work + MATMUL_HALF_WORK)): small tiles leave
+# most of a GPU's multiprocessors idle and cannot hide the memory latency of the weights they
+# read. Fitted to the H200 runs of bench/results/: Llama-3-8B full fine-tuning at 512 tokens
+# x 4096 wide (work 2.1M) takes 232 ms a step, 2048 x 4096 takes 313 ms, which with the
+# modelled optimizer step, streaming and host floor leaves ~0.3 and ~0.45 of peak.
+MATMUL_HALF_WORK = 1.0e6
+
+
+def matmul_efficiency(mfu: float, *, tokens: float, width: int) -> float:
+    """The efficiency matmuls of `tokens` x `width` reach, `mfu` being that of large ones."""
+    work = max(tokens, 1.0) * max(width, 1)
+    return mfu * work / (work + MATMUL_HALF_WORK)

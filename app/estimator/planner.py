@@ -148,7 +148,7 @@ def evaluate(ctx: PlanContext, gpu: GpuSpec, num_gpus: int) -> Candidate:
             artifact_bytes=ctx.artifact_bytes,
             lora=ctx.lora,
             run_overhead_s=cal.run_overhead_s if cal is not None else None,
-            step_s=(cal.step_s or 0.0) if cal is not None else 0.0,
+            host_scale=(cal.host_scale or 1.0) if cal is not None else 1.0,
         )
         need = memory.per_gpu_bytes * factor
         if need > gpu.memory_bytes:

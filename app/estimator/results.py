@@ -55,10 +55,24 @@ class TimeOut(_Out):
     optimizer_s: float
     comm_s: float
     overhead_s: float
-    step_fixed_s: float = 0.0  # calibrated fixed seconds of all micro-steps
     adapter_s: float = 0.0  # LoRA/QLoRA adapter branches (memory-bound)
+    elementwise_s: float = Field(
+        0.0, description="norms, rotary, activations, residuals and the loss: memory-bound"
+    )
+    host_s: float = Field(0.0, description="the host issuing each step's work (per-step floor)")
+    overlap_s: float = Field(
+        0.0,
+        description="host and device at work at once (never positive): the terms sum to total_s",
+    )
     total_s: float
     micro_steps: int | None = None  # per GPU
+    mfu_peak: float | None = Field(
+        None, description="efficiency of large matmuls; `mfu` is this run's, at its work per matmul"
+    )
+    host_scale: float = Field(1.0, description="calibrated factor on the modelled per-step floor")
+    overlap_power: float | None = Field(
+        None, description="how host and device time combine: 1 adds them (CPU), large p is the max"
+    )
 
 
 class RangeOut(_Out):

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from app.db import make_engine
+from app.estimator.floor import OVERLAP_POWER_GPU, overlapped
 from app.kit.migrate import upgrade_head
 from app.models import Job
 from tests.conftest import PG_ADMIN_URL
@@ -63,14 +64,16 @@ def slowed_job(session: Session, *, slowdown: float, mem: float = 1.0, **kw: Any
     """
     job = make_job(session, **kw)
     t = job.estimate_snapshot["time"]
-    per_step = (
+    device = (
         t["weight_stream_s"]
         + t["dequant_s"]
         + t["optimizer_s"]
-        + t["comm_s"]
         + t.get("adapter_s", 0)
+        + t.get("elementwise_s", 0)
+        + t["compute_s"] * slowdown
     )
-    train_s = per_step + t["compute_s"] * slowdown
+    power = t.get("overlap_power") or OVERLAP_POWER_GPU
+    train_s = overlapped(t.get("host_s", 0.0), device, power) + t["comm_s"]
     job.actuals = {"train_s": train_s}
     job.act_wall_s = t["overhead_s"] + train_s
     job.act_gpu_hours = job.act_wall_s / 3600 * job.num_gpus

@@ -18,7 +18,8 @@ from app.calibration.samples import (
     job_efficiency,
     steady_loop_s,
 )
-from app.calibration.time_fit import TimeSample, fit_time, worse_than_prior
+from app.calibration.time_fit import TimeSample, fit_time, predicted_wall_s, worse_than_prior
+from app.estimator.floor import OVERLAP_POWER_CPU, OVERLAP_POWER_GPU, overlapped
 from app.estimator.spec import Method
 from app.models import JobStatus
 from tests.calibration.conftest import slowed_job
@@ -189,22 +190,51 @@ def _timed(job: int, steps: float, train_s: float, estimated_wall_s: float) -> T
         train_s=train_s,
         micro_steps=steps,
         unit_compute_s=steps * 0.01,
-        modelled_step_s=0.0,
+        device_s=0.0,
+        host_s=steps * 0.001,
+        prior_mfu=0.3,
         estimated_wall_s=estimated_wall_s,
     )
 
 
-def test_time_fit_learns_overhead_and_per_step_seconds() -> None:
-    # Loop time = 0.05 s per micro-step + compute at 25% of peak; two step sizes separate them.
-    samples = [
-        TimeSample(f"j{i}", 5.0 + i % 2, 0.05 * n + (n * c) / 0.25, n, n * c, 0.0)
-        for i, (n, c) in enumerate([(10, 0.01), (40, 0.01), (20, 0.04), (80, 0.04), (30, 0.02)])
-    ]
+@pytest.mark.parametrize("power", [OVERLAP_POWER_GPU, OVERLAP_POWER_CPU])
+def test_time_fit_learns_overhead_floor_and_efficiency(power: float) -> None:
+    # Jobs of different depth (host floor) and width (compute per step): loop time =
+    # overlapped(1.7 x modelled host, 0.2 s per step of streaming + compute at 25% of peak).
+    shapes = [(10, 0.01, 0.02), (40, 0.01, 0.05), (20, 0.04, 0.01), (80, 0.04, 0.03)]
+    shapes.append((30, 0.02, 0.1))
+    samples = []
+    for i, (n, compute, host) in enumerate(shapes):
+        true = overlapped(1.7 * n * host, n * 0.002 + n * compute / 0.25, power)
+        samples.append(
+            TimeSample(
+                f"j{i}", 5.0 + i % 2, true, n, n * compute, n * 0.002, n * host,
+                overlap_power=power, prior_mfu=0.4,
+            )
+        )  # fmt: skip
     fit = fit_time(samples)
     assert fit.used == 5 and fit.outliers == 0
-    assert fit.step_s == pytest.approx(0.05, rel=1e-6)
-    assert fit.mfu == pytest.approx(0.25, rel=1e-6)
+    assert fit.host_scale == pytest.approx(1.7, rel=0.03)
+    assert fit.mfu == pytest.approx(0.25, rel=0.03)
     assert fit.run_overhead_s in (5.0, 6.0)
+    assert fit.run_overhead_s is not None
+    for sample in samples:
+        predicted = predicted_wall_s(fit, sample)
+        assert predicted is not None
+        assert predicted - fit.run_overhead_s == pytest.approx(sample.train_s, rel=0.02)
+
+
+def test_jobs_of_one_size_keep_the_prior_floor() -> None:
+    # Every job the same shape, compute-bound: the floor cannot be told apart, so it stays
+    # near the prior (factor 1) while the efficiency moves to what the jobs took.
+    samples = [
+        TimeSample(f"j{i}", 5.0, overlapped(0.1, 10 * 0.05 / 0.2, 4.0), 10, 0.5, 0.0, 0.1,
+                   prior_mfu=0.4)
+        for i in range(4)
+    ]  # fmt: skip
+    fit = fit_time(samples)
+    assert fit.mfu == pytest.approx(0.2, rel=0.05)
+    assert fit.host_scale == pytest.approx(1.0, rel=0.5)
 
 
 def test_a_fit_worse_than_the_prior_on_newer_jobs_is_flagged() -> None:

@@ -16,7 +16,6 @@ from app.estimator.compute import (
     achieved_mfu,
     compute_dtype,
     estimate_time,
-    fit_mfu,
     flops_per_token,
     matmul_params,
 )
@@ -201,17 +200,25 @@ def test_optimizer_traffic_makes_full_slower_than_its_flop_ratio() -> None:
     full, lora = _time(Method.FULL, every_step), _time(Method.LORA, every_step)
     flop_ratio = full.compute_s / lora.compute_s
     assert 1.45 < flop_ratio < 1.55  # ~6N vs ~4N per token
-    assert full.total_s / lora.total_s > 2 * flop_ratio
+    # the optimizer step outweighs the matmuls; PEFT's L40S runs measured 2.9x (bench/)
+    assert full.optimizer_s > full.compute_s
+    assert full.total_s / lora.total_s > 1.5 * flop_ratio
     spaced = TrainingSpec(seq_len=1304, gradient_accumulation_steps=64)
     full_acc, lora_acc = _time(Method.FULL, spaced), _time(Method.LORA, spaced)
     assert full_acc.optimizer_s == pytest.approx(full.optimizer_s / 64, rel=0.01)
     assert full_acc.total_s / lora_acc.total_s < full.total_s / lora.total_s
 
 
-def test_small_micro_batches_are_bound_by_streaming_the_weights() -> None:
-    one_token = DatasetShape(num_examples=1000, avg_tokens=1, max_tokens=1)
-    tiny = _time(Method.LORA, TrainingSpec(), dataset=one_token)
-    assert tiny.weight_stream_s > 10 * tiny.compute_s
+def test_small_micro_batches_cost_the_same_whatever_their_tokens() -> None:
+    # Streaming the weights and tiny matmuls' low efficiency are fixed costs per micro-step:
+    # twice the tokens of a one-token micro-batch cost about the same.
+    def fixed(tokens: int) -> float:
+        shape = DatasetShape(num_examples=1000, avg_tokens=tokens, max_tokens=tokens)
+        tiny = _time(Method.LORA, TrainingSpec(), dataset=shape)
+        assert tiny.weight_stream_s > 0.2 * tiny.compute_s
+        return tiny.compute_s + tiny.weight_stream_s
+
+    assert fixed(2) == pytest.approx(fixed(1), rel=0.01)
     big = _time(Method.LORA, TrainingSpec(micro_batch_size=16, padding="max_length", seq_len=2048))
     assert 0 < big.weight_stream_s < 0.05 * big.compute_s
 
@@ -253,16 +260,6 @@ def test_sharding_a_frozen_base_costs_gathers_that_ddp_does_not_pay() -> None:
     assert zero3.optimizer_s < ddp.optimizer_s  # but the optimizer step is sharded
 
 
-def test_fitted_efficiency_reproduces_a_measured_time() -> None:
-    prior = _time(Method.LORA, TrainingSpec(seq_len=1304), mfu=0.36)
-    slower = prior.total_s + prior.compute_s  # a run that took one more compute-time
-    fitted = fit_mfu(breakdown=prior, measured_seconds=slower)
-    assert fitted is not None and fitted < prior.mfu
-    again = _time(Method.LORA, TrainingSpec(seq_len=1304), mfu=fitted)
-    assert again.total_s == pytest.approx(slower, rel=1e-6)
-    assert fit_mfu(breakdown=prior, measured_seconds=prior.overhead_s) is None
-
-
 def test_achieved_mfu_of_the_compute_term_is_the_efficiency_used() -> None:
     t = _time(Method.FULL, TrainingSpec(seq_len=1304, micro_batch_size=8), n=2)
     gpu = CATALOG.gpu("A100-80GB")
@@ -275,8 +272,8 @@ def test_achieved_mfu_of_the_compute_term_is_the_efficiency_used() -> None:
         achieved_mfu(flops=1.0, seconds=0.0, peak_flops=peak)
 
 
-def test_tiny_models_are_bound_by_kernel_launches_not_flops() -> None:
-    # Doubling the tokens of a tiny model's micro-step costs nothing more: the host launching
+def test_tiny_models_are_bound_by_the_host_not_flops() -> None:
+    # Doubling the tokens of a tiny model's micro-step costs nothing more: the host issuing
     # kernels, not the GPU, sets the pace; a 7B model at long sequences scales with tokens.
     tiny = analyze_model(TINY["llama"])
     h100 = CATALOG.gpu("H100-80GB-SXM")
@@ -296,7 +293,8 @@ def test_tiny_models_are_bound_by_kernel_launches_not_flops() -> None:
             strategy="single",
             mfu=0.35,
         )
-        return time.compute_s + time.weight_stream_s
+        assert time.overlap_s <= 0
+        return time.loop_s
 
     assert seconds(tiny, 64) == pytest.approx(seconds(tiny, 32), rel=1e-3)
-    assert seconds(LLAMA7, 4096) > 2 * seconds(LLAMA7, 2048)  # and attention grows faster
+    assert seconds(LLAMA7, 4096) > 1.6 * seconds(LLAMA7, 2048)  # the floor is a small part

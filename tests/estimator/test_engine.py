@@ -95,7 +95,8 @@ def test_llama2_7b_lora_on_a100_40gb_end_to_end() -> None:
 
 def test_calibration_switches_the_basis_and_moves_the_numbers() -> None:
     prior = run().results[Method.LORA]
-    slower = Calibration(mfu=prior.mfu / 2, memory_factor=1.1, jobs=3)
+    assert prior.time.mfu_peak is not None
+    slower = Calibration(mfu=prior.time.mfu_peak / 2, memory_factor=1.1, jobs=3)
     calibrated = run(calibration={("A100-40GB", Method.LORA): slower}).results[Method.LORA]
     assert calibrated.basis == "calibrated" and calibrated.calibration_jobs == 3
     assert calibrated.mfu == pytest.approx(prior.mfu / 2)
