@@ -67,7 +67,13 @@ class SnapshotTime(_Snap):
     @property
     def device_s(self) -> float:
         """The bandwidth-bound device terms, taken as modelled by the fit."""
-        return sum(getattr(self, k) for k in _DEVICE_TERMS)
+        return (
+            self.weight_stream_s
+            + self.dequant_s
+            + self.optimizer_s
+            + self.adapter_s
+            + self.elementwise_s
+        )
 
 
 class JobScaled(_Snap):
