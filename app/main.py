@@ -17,6 +17,7 @@ from app.config import get_settings
 from app.datasets.router import router as datasets_router
 from app.errors import PROBLEM_JSON, install_error_handlers
 from app.estimates.router import router as estimates_router
+from app.evals.router import router as evals_router
 from app.health.metrics import install_metrics
 from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
@@ -68,6 +69,7 @@ def create_app() -> FastAPI:
         datasets_router,
         estimates_router,
         jobs_router,
+        evals_router,
         reports_router,
         budgets_router,
         webhooks_router,

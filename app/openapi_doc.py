@@ -22,15 +22,17 @@ from starlette.routing import BaseRoute
 from app.budgets.router import create_budget, update_budget
 from app.catalog.router import set_price
 from app.errors import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
+from app.evals.router import compare_jobs
 from app.jobs.router import cancel_job, submit_job
 from app.models import Scope
 from app.reports.router import focus_export
 
 # Routes whose service raises Conflict: a concurrent price change; a job over budget (its own or
 # a team's hard budget), that does not fit, or an Idempotency-Key reused with another body;
-# cancelling a job that already ended; a budget name the team already uses.
+# cancelling a job that already ended; a budget name the team already uses; comparing a
+# job that has no final evaluation yet.
 CONFLICTING: frozenset[Callable[..., Any]] = frozenset(
-    {set_price, submit_job, cancel_job, create_budget, update_budget}
+    {set_price, submit_job, cancel_job, create_budget, update_budget, compare_jobs}
 )
 # Path ids looked up by whole id or unique prefix (app/kit/ids.py): a prefix of several is a 409.
 PREFIX_IDS = frozenset({"dataset_id", "estimate_id", "job_id", "key_id"})

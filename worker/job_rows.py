@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from app.catalog.service import effective_catalog
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.evals.points import EvalPoint
 from app.jobs import billing, lifecycle, provenance
 from app.jobs.lifecycle import ACTIVE, add_event, owned
 from app.jobs.metered import Metered
 from app.jobs.spec import JobSpec
-from app.models import Dataset, Job, JobAttempt, JobEvent, JobStatus
+from app.models import Dataset, Job, JobAttempt, JobEval, JobEvent, JobStatus
 from app.models.base import utcnow
 from worker.training.messages import ProgressEvent
 
@@ -146,6 +147,21 @@ def add_progress(job_id: str, *, attempt: int, events: list[ProgressEvent]) -> N
                 accrued_cost_usd=e.accrued_cost_usd,
             )
             for e in events
+        )
+
+
+def add_eval(job_id: str, *, attempt: int, point: EvalPoint) -> None:
+    """Store one point of the job's eval curve if this attempt still owns the job."""
+    with session_scope() as session:
+        if session.scalar(select(Job.id).where(owned(job_id, attempt))) is None:
+            return
+        session.add(
+            JobEval(
+                job_id=job_id,
+                attempt=attempt,
+                created_at=utcnow(),
+                **point.model_dump(exclude={"type"}),
+            )
         )
 
 

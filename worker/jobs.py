@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from app.config import get_settings
+from app.evals.points import EvalPoint
 from app.jobs.artifacts import artifact_url
 from app.jobs.metered import Artifact, Metered
 from app.kit import redact
@@ -116,6 +117,9 @@ def _upload_artifact(job_id: str, local_dir: Path) -> tuple[str, int, int]:
 
 def _event_writer(claim: Claim) -> runner.EventCallback:
     def write(message: PipeMessage) -> None:
+        if isinstance(message, EvalPoint):
+            job_rows.add_eval(claim.job_id, attempt=claim.attempt, point=message)
+            return
         if isinstance(message, PhaseEvent):
             info = ", ".join(f"{k}={v}" for k, v in message.info.items())
             text = message.phase + (f" ({info})" if info else "")

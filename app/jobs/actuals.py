@@ -54,7 +54,14 @@ class JobActuals(BaseModel):
     mfu: float | None = None
     peak_tflops_per_gpu: float | None = None
     energy_kwh: float | None = None
-    eval_loss: float | None = None
+    eval_loss: float | None = Field(
+        None, description="token-weighted mean loss over the held-out items (app/evals)"
+    )
+    eval_loss_se: float | None = Field(None, description="its standard error over the items")
+    eval_token_accuracy: float | None = None
+    eval_items: int | None = None
+    eval_set_id: str | None = Field(None, description="the held-out set's content hash")
+    eval_s: float | None = Field(None, description="evaluating, at intervals and at the end")
     precision: str | None = Field(None, description="what was used, e.g. fp32 on the CPU")
     precision_requested: str | None = None
     library_versions: dict[str, str | None] = Field(default_factory=dict)

@@ -8,7 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.estimator.spec import HardwareSpec, LoraSpec, Method, QLoraSpec, TrainingSpec
-from app.jobs.spec import MAX_EVAL_FRACTION, ModelRef
+from app.jobs.spec import (
+    DEFAULT_EVAL_POINTS,
+    MAX_EVAL_FRACTION,
+    MAX_EVAL_POINTS,
+    LrSchedule,
+    ModelRef,
+)
 from app.kit.instants import UtcInstant
 from app.models import JobStatus
 
@@ -48,9 +54,28 @@ class JobIn(BaseModel):
     eval_fraction: float = Field(
         0.05, ge=0, le=MAX_EVAL_FRACTION, description="held-out share of examples for eval loss"
     )
+    eval_points: int = Field(
+        DEFAULT_EVAL_POINTS,
+        ge=0,
+        le=MAX_EVAL_POINTS,
+        description="evaluations spread over the run, besides the base model's (step 0) and the "
+        "final one; GET /v1/jobs/{id}/evals is the curve",
+    )
+    data_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="train on this share of the training examples (the same examples for every "
+        "job on the dataset, nested across fractions); the eval set stays the whole dataset's",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     learning_rate: float | None = Field(
         None, gt=0, le=1e30, description="default: 2e-4 for LoRA/QLoRA, 2e-5 for full"
+    )
+    lr_schedule: LrSchedule = Field(
+        "constant",
+        description="after warm-up: constant, or decaying to zero at the run's end (linear, "
+        "cosine); a decay settles the final loss, so runs of different lengths compare",
     )
     tags: dict[str, str] = Field(default_factory=dict, description='e.g. {"team": "ml"}')
     force: bool = Field(False, description="run even when the estimate exceeds max_cost_usd")

@@ -151,7 +151,12 @@ def create(
     refusal = estimates_link.untrainable(result)
     if refusal is not None:
         raise InvalidInput(f"{refusal}; choose a decoder-only model", field="model")
-    snap = snapshot.take(result, method=str(job_in.method), max_steps=job_in.max_steps)
+    snap = snapshot.take(
+        result,
+        method=str(job_in.method),
+        max_steps=job_in.max_steps,
+        data_fraction=job_in.data_fraction,
+    )
     if snap.price_per_gpu_hour is None:
         raise InvalidInput(
             f"the catalog has no price for {snap.gpu}; name a provider in hardware.provider",
@@ -172,6 +177,9 @@ def create(
             "strategy": snap.method_result.strategy,  # the plan's; the worker runs it
             "flops_per_token": snap.flops_per_token,
             "eval_fraction": job_in.eval_fraction,
+            "eval_points": job_in.eval_points,
+            "data_fraction": job_in.data_fraction,
+            "lr_schedule": job_in.lr_schedule,
             "seed": job_in.seed,
             "learning_rate": job_in.learning_rate,
             "forced": job_in.force,

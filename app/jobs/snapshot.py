@@ -8,6 +8,7 @@ are not.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,11 @@ class Snapshot:
         }
 
 
-def take(result: EstimateResult, *, method: str, max_steps: int | None) -> Snapshot:
-    """The snapshot of `method` from an estimate result, scaled to `max_steps` if given.
+def take(
+    result: EstimateResult, *, method: str, max_steps: int | None, data_fraction: float = 1.0
+) -> Snapshot:
+    """The snapshot of `method` from an estimate result, scaled to `max_steps` if given, else to
+    the steps a run on `data_fraction` of the examples takes.
 
     The worker runs exactly `max_steps` optimizer steps when it is set (HF Trainer's rule: it
     overrides the epochs), so the step part scales up as well as down.
@@ -67,6 +71,8 @@ def take(result: EstimateResult, *, method: str, max_steps: int | None) -> Snaps
         )
     steps, hours, gpu_hours, cost = mr.steps, mr.hours, mr.gpu_hours, mr.cost_usd
     overhead_h = mr.time.overhead_s / 3600.0
+    if max_steps is None and data_fraction < 1:
+        max_steps = max(1, math.ceil(steps * data_fraction))
     if max_steps is not None and 0 < max_steps != steps and hours > 0:
         fraction = max_steps / steps
         scaled_hours = overhead_h + max(hours - overhead_h, 0.0) * fraction

@@ -22,6 +22,11 @@ DEFAULT_LR = {Method.FULL: 2e-5, Method.LORA: 2e-4, Method.QLORA: 2e-4}
 DEFAULT_MAX_GRAD_NORM = 1.0  # HF Trainer's default gradient clipping
 DEFAULT_EVAL_FRACTION = 0.05  # a small held-out slice: eval loss without starving training
 MAX_EVAL_FRACTION = 0.5  # hold out more and there is little left to train on
+# Evaluations spread over a run (plus one of the base model before the first step, and one at the
+# end of a completed run): enough points to draw an eval curve, few enough that evaluating stays a
+# small part of the run.
+DEFAULT_EVAL_POINTS = 4
+MAX_EVAL_POINTS = 50
 MAX_MODEL_PATH_CHARS = 1024  # as app/kit/paths.py allows
 MAX_HUB_ID_CHARS = 96  # the Hub's own limit on a repo id (huggingface_hub validate_repo_id)
 # A Hugging Face repo id, owner/name, and never a path: each part starts and ends with a letter,
@@ -31,6 +36,7 @@ MAX_HUB_ID_CHARS = 96  # the Hub's own limit on a repo id (huggingface_hub valid
 _HUB_PART = r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?"
 HUB_ID_PATTERN = rf"^{_HUB_PART}/{_HUB_PART}$"
 Strategy = Literal["single", "auto", "ddp", "fsdp_zero2", "fsdp_zero3"]
+LrSchedule = Literal["constant", "linear", "cosine"]
 
 
 class ModelRef(BaseModel):
@@ -88,10 +94,23 @@ class JobSpec(BaseModel):
     )
     flops_per_token: float | None = Field(None, gt=0, description="from the estimate, for MFU")
     eval_fraction: float = Field(DEFAULT_EVAL_FRACTION, ge=0, le=MAX_EVAL_FRACTION)
+    eval_points: int = Field(
+        DEFAULT_EVAL_POINTS,
+        ge=0,
+        le=MAX_EVAL_POINTS,
+        description="evaluations spread over the run besides the base model's and the final one; "
+        "0: the final one only",
+    )
+    data_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of the training examples to train on (pilots)"
+    )
     seed: int = Field(0, ge=0)
     learning_rate: float | None = Field(None, gt=0, description="default: by method")
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
+    lr_schedule: LrSchedule = Field(
+        "constant", description="after warm-up: constant, or decaying to zero at the run's end"
+    )
     max_grad_norm: float | None = Field(DEFAULT_MAX_GRAD_NORM, gt=0)
     mask_prompt: bool = Field(True, description="no loss on prompt tokens (non-text formats)")
     forced: bool = Field(False, description="submitted with force: past a fit or budget refusal")

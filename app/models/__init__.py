@@ -8,6 +8,7 @@ from app.models.dataset import Dataset
 from app.models.estimate import Estimate
 from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus, JobTag
 from app.models.job_attempt import JobAttempt
+from app.models.job_eval import JobEval
 from app.models.price_import import ImportedPrice, PriceImport
 from app.models.rate_card import RateCardLine
 from app.models.webhook import (
@@ -34,6 +35,7 @@ __all__ = [
     "ImportedPrice",
     "Job",
     "JobAttempt",
+    "JobEval",
     "JobEvent",
     "JobStatus",
     "JobTag",

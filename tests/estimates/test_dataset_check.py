@@ -27,7 +27,6 @@ def _worker_drops(path: Path, folder: Path, seq_len: int) -> int:
         packing=False,
         mask_prompt=True,
         eval_fraction=0.0,
-        seed=0,
         model_max=4096,
         max_bytes=MAX_BYTES,
     )

@@ -80,6 +80,17 @@ def test_snapshot_scales_only_the_step_part_to_max_steps() -> None:
     assert more.hours - overhead_h == pytest.approx((full.hours - overhead_h) * 5)
 
 
+def test_snapshot_of_a_pilot_on_a_fraction_of_the_data_scales_its_steps() -> None:
+    pilot = snapshot.take(_result(), method="lora", max_steps=None, data_fraction=0.2)
+    overhead_h = 36.0 / 3600
+    assert pilot.steps == 20
+    assert pilot.hours == pytest.approx(overhead_h + (0.02 - overhead_h) * 0.2)
+    assert pilot.cost_usd == pytest.approx(0.0136 * pilot.hours / 0.02)
+    # max_steps decides when it is given, as in the worker
+    both = snapshot.take(_result(), method="lora", max_steps=50, data_fraction=0.2)
+    assert both.steps == 50
+
+
 def test_snapshot_of_a_method_the_estimate_lacks_names_what_it_has() -> None:
     with pytest.raises(InvalidInput, match=r"no result for method .full.*lora"):
         snapshot.take(_result(), method="full", max_steps=None)

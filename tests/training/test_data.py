@@ -79,15 +79,20 @@ def test_pack_keeps_every_token_in_order() -> None:
     assert [t for b in blocks for t in b.input_ids] == [t for x in items for t in x.input_ids]
 
 
-def test_split_holdout_is_seeded_and_disjoint() -> None:
+def test_split_holdout_is_by_content_and_disjoint() -> None:
     items = [TokenizedExample([i, i], [i, i]) for i in range(40)]
-    train, held = split_holdout(items, fraction=0.1, seed=7)
-    again, held_again = split_holdout(items, fraction=0.1, seed=7)
-    assert held == held_again and train == again
+    contents = [f"example {i}" for i in range(40)]
+    train, held = split_holdout(items, contents, fraction=0.1)
+    # The same contents in another order hold out the same examples.
+    order = list(reversed(range(40)))
+    _, held_reordered = split_holdout(
+        [items[i] for i in order], [contents[i] for i in order], fraction=0.1
+    )
+    assert sorted(x.input_ids[0] for x in held) == sorted(x.input_ids[0] for x in held_reordered)
     assert len(held) == 4 and len(train) == 36
     assert {x.input_ids[0] for x in train}.isdisjoint({x.input_ids[0] for x in held})
-    assert split_holdout(items[:1], fraction=0.5, seed=0) == (items[:1], [])
-    assert split_holdout(items, fraction=0.0, seed=0) == (items, [])
+    assert split_holdout(items[:1], contents[:1], fraction=0.5) == (items[:1], [])
+    assert split_holdout(items, contents, fraction=0.0) == (items, [])
 
 
 def test_collate_pads_to_the_longest_item_by_default() -> None:
@@ -155,7 +160,6 @@ def _prepare(path: Path, tokenizer: Any, **kw: Any) -> Any:
         "packing": False,
         "mask_prompt": True,
         "eval_fraction": 0.1,
-        "seed": 0,
         "model_max": 2048,
         "max_bytes": 10_000_000,
     }
@@ -203,3 +207,20 @@ def test_prepare_data_errors(tmp_path: Path, tokenizer: Any) -> None:
     )
     with pytest.raises(DatasetError, match="no training sequence"):
         _prepare(long_prompt, tokenizer, seq_len=8, eval_fraction=0.0)
+
+
+def test_fractions_share_the_eval_set_and_nest_their_training_examples(
+    tiny_dataset: Path, tokenizer: Any
+) -> None:
+    whole = _prepare(tiny_dataset, tokenizer)
+    runs = {f: _prepare(tiny_dataset, tokenizer, data_fraction=f) for f in (0.1, 0.25, 0.5)}
+    key = {f: {tuple(x.input_ids) for x in run.train} for f, run in runs.items()}
+    assert [len(key[f]) <= len(runs[f].train) for f in runs] == [True] * 3
+    assert [runs[f].stats.train_examples for f in (0.1, 0.25, 0.5)] == [6, 15, 29]  # of 58
+    assert key[0.1] <= key[0.25] <= key[0.5] <= {tuple(x.input_ids) for x in whole.train}
+    # Every fraction is scored on the whole dataset's held-out items, with the same seq_len.
+    ids = {run.stats.eval_set_id for run in runs.values()}
+    assert ids == {whole.stats.eval_set_id} and whole.stats.eval_set_id is not None
+    assert all(run.eval == whole.eval and run.seq_len == whole.seq_len for run in runs.values())
+    other = _prepare(tiny_dataset, tokenizer, eval_fraction=0.2)
+    assert other.stats.eval_set_id != whole.stats.eval_set_id

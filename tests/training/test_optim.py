@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from app.jobs.spec import LrSchedule
 from worker.training.errors import JobSpecError, UnsupportedOnDevice
 from worker.training.optim import build_optimizer, warmup_schedule
 
@@ -59,3 +60,29 @@ def test_warmup_then_constant() -> None:
         opt.step()
         sched.step()
     assert seen == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def _lrs(schedule: LrSchedule, warmup: int, total: int) -> list[float]:
+    opt = build_optimizer(
+        "sgd", [torch.nn.Parameter(torch.zeros(1))], lr=1.0, weight_decay=0, device_type="cpu"
+    )
+    sched = warmup_schedule(opt, warmup_steps=warmup, schedule=schedule, total_steps=total)
+    seen = []
+    for _ in range(total):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return seen
+
+
+def test_decaying_schedules_fall_towards_zero_at_the_runs_end() -> None:
+    # As transformers' schedules count: the factor would reach 0 at step total_steps, after the
+    # run's last step.
+    assert _lrs("linear", 2, 6) == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+    cosine = _lrs("cosine", 0, 5)
+    assert cosine == pytest.approx([1.0, 0.9045085, 0.6545085, 0.3454915, 0.0954915])
+    with pytest.raises(ValueError, match="total_steps"):
+        opt = build_optimizer(
+            "sgd", [torch.nn.Parameter(torch.zeros(1))], lr=1.0, weight_decay=0, device_type="cpu"
+        )
+        warmup_schedule(opt, warmup_steps=0, schedule="linear")

@@ -145,6 +145,7 @@ def child_main(
                 on_progress=sender.progress,
                 stop_requested=stop.is_set,
                 on_phase=lambda phase, info: sender.send(PhaseEvent(phase=phase, info=info)),
+                on_eval=sender.send,
             )
             final = ResultMessage(actuals=actuals)
         except TrainingError as exc:

@@ -1,6 +1,8 @@
 """From a JSONL file to padded or packed micro-batches, with a held-out split for eval loss.
 
-Records are rendered by `app.datasets.formats`; prompt tokens can be kept out of the loss. Without
+Records are rendered by `app.datasets.formats`; prompt tokens can be kept out of the loss. The
+held-out eval set and the subset a run on a fraction of the data trains on are chosen by content
+(`app.evals.holdout`), so every job on a dataset is scored on the same items. Without
 packing every micro-batch is padded to its longest example (`padding="longest"`, the default) or
 to `seq_len` (`"max_length"`), optionally with examples of similar length batched together
 (`group_by_length`); padded positions count in "processed tokens" as the estimator counts them.
@@ -25,6 +27,7 @@ from app.datasets.reader import CorruptStream, DatasetReader, DatasetTooLarge
 from app.datasets.tokens import chat_renderer
 from app.estimator.spec import Padding
 from app.estimator.workload import GROUP_BY_LENGTH_MEGABATCH
+from app.evals import holdout
 from worker.training.errors import DatasetError, JobSpecError
 
 IGNORE_INDEX = -100  # label value torch's cross_entropy skips (its ignore_index default)
@@ -62,8 +65,11 @@ class DataStats:
     dropped_no_loss_tokens: int = 0
     loss_tokens: int = 0  # labels learned from in the train and eval sequences (no packing)
     chat_template: dict[str, int] | None = None  # conversations by the model's template / plain
-    train_examples: int = 0
+    train_examples: int = 0  # of the fraction trained on
     eval_examples: int = 0
+    data_fraction: float = 1.0
+    train_examples_all: int = 0  # before taking the fraction
+    eval_set_id: str | None = None
     seq_len: int = 0
     packing: bool = False
     train_sequences: int = 0
@@ -136,17 +142,12 @@ def tokenize_examples(
 
 
 def split_holdout(
-    items: list[TokenizedExample], *, fraction: float, seed: int
+    items: list[TokenizedExample], contents: Sequence[str], *, fraction: float
 ) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
-    """A seeded random split (train, eval); eval is empty for fraction 0 or under two items."""
-    if fraction <= 0 or len(items) < 2:
-        return items, []
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(max(1, round(len(items) * fraction)), len(items) - 1)
-    held = set(order[:n_eval])
-    train = [x for i, x in enumerate(items) if i not in held]
-    return train, [items[i] for i in sorted(held)]
+    """(train, eval): the eval set is chosen by each example's content (app/evals/holdout.py);
+    empty for fraction 0 or under two items."""
+    train, held = holdout.split_indexes(contents, fraction=fraction)
+    return [items[i] for i in train], [items[i] for i in held]
 
 
 def choose_seq_len(items: Sequence[TokenizedExample], requested: int | None, model_max: int) -> int:
@@ -206,18 +207,29 @@ def prepare_data(
     packing: bool,
     mask_prompt: bool,
     eval_fraction: float,
-    seed: int,
     model_max: int,
     max_bytes: int,
     columns: dict[str, str] | None = None,
+    data_fraction: float = 1.0,
 ) -> PreparedData:
-    """Read, render, tokenize, split and fit the dataset to `seq_len` (packed or not)."""
-    stats = DataStats(packing=packing)
+    """Read, render, tokenize, split and fit the dataset to `seq_len` (packed or not).
+
+    `data_fraction` < 1 trains on that share of the training examples (nested across fractions,
+    app/evals/holdout.py); the eval set and `seq_len` stay those of the whole dataset.
+    """
+    stats = DataStats(packing=packing, data_fraction=data_fraction)
     examples = read_examples(
         path, max_bytes=max_bytes, stats=stats, tokenizer=tokenizer, columns=columns
     )
     tokenized = tokenize_examples(examples, tokenizer, mask_prompt=mask_prompt)
-    train, held = split_holdout(tokenized, fraction=eval_fraction, seed=seed)
+    contents = [e.text for e in examples]
+    train_idx, held_idx = holdout.split_indexes(contents, fraction=eval_fraction)
+    stats.train_examples_all = len(train_idx)
+    if data_fraction < 1:
+        keep = holdout.fraction_indexes([contents[i] for i in train_idx], fraction=data_fraction)
+        train_idx = [train_idx[k] for k in keep]
+    train = [tokenized[i] for i in train_idx]
+    held = [tokenized[i] for i in held_idx]
     stats.train_examples, stats.eval_examples = len(train), len(held)
     length = choose_seq_len(tokenized, seq_len, model_max)
     if packing:
@@ -230,6 +242,7 @@ def prepare_data(
         )
     stats.seq_len = length
     stats.train_sequences, stats.eval_sequences = len(train), len(held)
+    stats.eval_set_id = holdout.eval_set_id((x.input_ids, x.labels) for x in held) if held else None
     return PreparedData(train, held, length, stats)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from app.config import get_settings
+from app.evals.stats import mean_loss
 from app.jobs.actuals import JobActuals
 from app.jobs.spec import JobSpec
 from worker.training import metering
@@ -28,10 +29,10 @@ from worker.training.cpu_threads import cpu_threads
 from worker.training.data import Batch, PreparedData, iterate_batches, one_pass, prepare_data
 from worker.training.distributed import SOLO, Ranks, full_state_dict, unwrap, wrap_model
 from worker.training.errors import JobSpecError
+from worker.training.evaluation import EvalCallback, EvalCurve
 from worker.training.loop import (
     LoopResult,
     StopReason,
-    evaluate,
     plan_total_steps,
     save_artifact,
     train_loop,
@@ -118,6 +119,7 @@ class TrainingRecipe:
             num_gpus=self.spec.num_gpus,
             price_per_gpu_hour=self.spec.price_per_gpu_hour,
         )
+        self.curve: EvalCurve | None = None
 
     def elapsed(self) -> float:
         """Seconds since the attempt started (its billing start)."""
@@ -200,7 +202,7 @@ class TrainingRecipe:
             packing=training.packing,
             mask_prompt=self.spec.mask_prompt,
             eval_fraction=self.spec.eval_fraction,
-            seed=self.spec.seed,
+            data_fraction=self.spec.data_fraction,
             model_max=_model_max_positions(loaded.model, loaded.tokenizer),
             max_bytes=self.run.max_dataset_bytes,
             columns=self.run.dataset_columns,
@@ -222,8 +224,10 @@ class TrainingRecipe:
         *,
         on_progress: Callable[[ProgressEvent], None],
         stop_requested: Callable[[], bool],
+        on_eval: EvalCallback | None = None,
     ) -> LoopResult:
-        """The training loop until done, cancelled or over budget; a completed run is evaluated."""
+        """The training loop until done, cancelled or over budget; the held-out set is scored
+        before the first step, at intervals, and at the end of a completed run."""
         budget = self.launch.budget_usd
 
         def should_stop() -> StopReason | None:
@@ -243,10 +247,18 @@ class TrainingRecipe:
                 "precision": loaded.precision.used,
             },
         )
+        curve = self.curve = self._curve(setup, on_eval)
+        if curve is not None:
+            curve.base()
         result = train_loop(
             model=setup.model,
             optimizer=setup.optimizer,
-            scheduler=warmup_schedule(setup.optimizer, warmup_steps=self.spec.warmup_steps),
+            scheduler=warmup_schedule(
+                setup.optimizer,
+                warmup_steps=self.spec.warmup_steps,
+                schedule=self.spec.lr_schedule,
+                total_steps=setup.total_steps,
+            ),
             batches=setup.batches,
             total_steps=setup.total_steps,
             grad_accum=training.gradient_accumulation_steps,
@@ -258,24 +270,39 @@ class TrainingRecipe:
             accrued_cost=self.accrued,
             elapsed=self.elapsed,
             ranks=self.ranks,
+            after_step=curve.after_step if curve is not None else None,
         )
-        if result.stop_reason == "completed":  # a stopped run does not spend more on evaluation
-            result.eval_loss = self._evaluate(setup)
+        # A stopped run does not spend more on evaluation.
+        if result.stop_reason == "completed" and curve is not None:
+            self.phase("evaluating", {"eval_sequences": len(setup.data.eval)})
+            result.eval_loss = curve.finish(result.steps, result.tokens)
         return result
 
-    def _evaluate(self, setup: Setup) -> float | None:
-        self.phase("evaluating", {"eval_sequences": len(setup.data.eval)})
-        training = self.spec.training
-        eval_batches = one_pass(
-            setup.data.eval,
+    def _curve(self, setup: Setup, on_eval: EvalCallback | None) -> EvalCurve | None:
+        """The run's evaluations (None without a held-out set)."""
+        data, training = setup.data, self.spec.training
+        if not data.eval or data.stats.eval_set_id is None:
+            return None
+        batches = one_pass(
+            data.eval,
             micro_batch_size=training.micro_batch_size,
-            seq_len=setup.data.seq_len,
+            seq_len=data.seq_len,
             pad_id=setup.pad_id,
             padding=training.padding,
         )
-        # Every rank evaluates every held-out batch: FSDP's forward is a collective.
-        return evaluate(
-            setup.model, eval_batches, device=setup.device, precision=setup.loaded.precision
+        # Every rank evaluates every held-out batch (FSDP's forward is a collective); only the
+        # rank that reports sends the points.
+        return EvalCurve(
+            model=setup.model,
+            batches=batches,
+            device=setup.device,
+            precision=setup.loaded.precision,
+            eval_set_id=data.stats.eval_set_id,
+            total_steps=setup.total_steps,
+            points=self.spec.eval_points,
+            accrued_cost=self.accrued,
+            elapsed=self.elapsed,
+            on_eval=on_eval if self.ranks.is_main else None,
         )
 
     def save(self, setup: Setup, result: LoopResult) -> int | None:
@@ -317,6 +344,9 @@ class TrainingRecipe:
             num_gpus=spec.num_gpus,
         )
         train_s = result.train_s
+        curve = self.curve
+        final = curve.final if curve is not None else None
+        final_stats = mean_loss(final.loss_sums, final.tokens) if final is not None else None
         return JobActuals(
             device_kind=kind,
             device_name=setup.device_info.name if device.type == "cuda" else metering.cpu_name(),
@@ -347,6 +377,11 @@ class TrainingRecipe:
             ),
             final_loss=result.final_loss,
             eval_loss=result.eval_loss,
+            eval_loss_se=final_stats.se if final_stats and final_stats.items > 1 else None,
+            eval_token_accuracy=final.token_accuracy if final is not None else None,
+            eval_items=final_stats.items if final_stats is not None else None,
+            eval_set_id=setup.data.stats.eval_set_id if final is not None else None,
+            eval_s=curve.seconds if curve is not None else None,
             precision=loaded.precision.used,
             library_versions=metering.library_versions(),
             stop_reason=result.stop_reason,
@@ -371,11 +406,12 @@ def run_training(
     on_progress: Callable[[ProgressEvent], None],
     stop_requested: Callable[[], bool],
     on_phase: PhaseCallback | None = None,
+    on_eval: EvalCallback | None = None,
 ) -> JobActuals:
     """Train the launched job on one device and save the artifact into `out_dir`; its actuals.
 
     `on_phase(name, info)` marks loading_model, preparing_data, training (with the plan),
-    evaluating and saving, for status displays.
+    evaluating and saving, for status displays; `on_eval` receives each point of the eval curve.
     """
     actuals = train_rank(
         launch,
@@ -384,6 +420,7 @@ def run_training(
         on_progress=on_progress,
         stop_requested=stop_requested,
         on_phase=on_phase,
+        on_eval=on_eval,
     )
     assert actuals is not None, "the only rank is rank 0, which meters"
     return actuals
@@ -397,11 +434,14 @@ def train_rank(
     on_progress: Callable[[ProgressEvent], None],
     stop_requested: Callable[[], bool],
     on_phase: PhaseCallback | None = None,
+    on_eval: EvalCallback | None = None,
 ) -> JobActuals | None:
     """`run_training` as one of the job's ranks: every rank calls it with its `ranks`; rank 0
     returns the actuals of the whole job, the others None."""
     recipe = TrainingRecipe(launch, out_dir=out_dir, on_phase=on_phase, ranks=ranks)
     setup = recipe.setup()
-    result = recipe.train(setup, on_progress=on_progress, stop_requested=stop_requested)
+    result = recipe.train(
+        setup, on_progress=on_progress, stop_requested=stop_requested, on_eval=on_eval
+    )
     artifact_bytes = recipe.save(setup, result)
     return recipe.meter(setup, result, artifact_bytes)

@@ -253,6 +253,7 @@ def _train_rank(
                     if sender is not None
                     else None
                 ),
+                on_eval=sender.send if sender is not None else None,
                 ranks=ranks,
             )
             # Only after success: a failing rank exits without waiting on peers that may hang.

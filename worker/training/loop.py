@@ -17,14 +17,16 @@ from typing import Any, Literal
 
 import torch
 
-from worker.training.data import Batch
+from worker.training.data import IGNORE_INDEX, Batch
 from worker.training.distributed import SOLO, Ranks
 from worker.training.errors import NanLossError, OutOfMemory
 from worker.training.messages import ProgressEvent
 from worker.training.model import PrecisionPlan
 
 StopReason = Literal["completed", "budget_exceeded", "cancelled"]
-MAX_EVAL_BATCHES = 64  # bounds eval time on big held-out sets; enough for a stable mean loss
+# Called after an optimizer step with (step, real tokens trained so far); its time is not
+# training time (evaluations at intervals run there).
+AfterStep = Callable[[int, int], None]
 
 
 @dataclass
@@ -41,6 +43,7 @@ class LoopResult:
     final_loss: float | None
     eval_loss: float | None
     first_step_s: float | None = None  # the first optimizer step alone
+    paused_s: float = 0.0  # spent in `after_step` (evaluations), not in train_s
 
     @property
     def warmup_s(self) -> float:
@@ -101,11 +104,13 @@ def train_loop(
     accrued_cost: Callable[[], float],
     elapsed: Callable[[], float],
     ranks: Ranks = SOLO,
+    after_step: AfterStep | None = None,
 ) -> LoopResult:
     """Run up to `total_steps` optimizer steps; stop early when `should_stop` names a reason.
 
     With several ranks, `batches` is this rank's shard and `grad_accum` its micro-batches per
     step; losses, token counts and the stop decision are over all ranks (see distributed.py).
+    `after_step` runs after each step's progress event; its time is left out of `train_s`.
     """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -115,6 +120,7 @@ def train_loop(
     final_loss: float | None = None
     reason: StopReason = "completed"
     start = time.perf_counter()
+    paused = 0.0
     first_step_s: float | None = None
     try:
         while step < total_steps:
@@ -162,7 +168,7 @@ def train_loop(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             final_loss = value
-            train_s = time.perf_counter() - start
+            train_s = time.perf_counter() - start - paused
             if first_step_s is None:
                 first_step_s = train_s
             on_progress(
@@ -176,6 +182,10 @@ def train_loop(
                     accrued_cost_usd=accrued_cost(),
                 )
             )
+            if after_step is not None:
+                began = time.perf_counter()
+                after_step(step, tokens)
+                paused += time.perf_counter() - began
     except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
         raise OutOfMemory(f"out of memory at step {step + 1}: {exc}") from exc
     return LoopResult(
@@ -185,31 +195,68 @@ def train_loop(
         tokens=tokens,
         tokens_processed=processed,
         loss_tokens=loss_tokens,
-        train_s=time.perf_counter() - start,
+        train_s=time.perf_counter() - start - paused,
         final_loss=final_loss,
         eval_loss=None,
         first_step_s=first_step_s,
+        paused_s=paused,
     )
+
+
+@dataclass(frozen=True)
+class ItemLosses:
+    """Per held-out item: summed token loss, loss tokens, and tokens predicted right."""
+
+    loss_sums: list[float]
+    tokens: list[int]
+    correct: list[int]
+
+    @property
+    def mean(self) -> float | None:
+        """The token-weighted mean loss (None when no item has a loss token or it is not finite)."""
+        total = sum(self.tokens)
+        value = math.fsum(self.loss_sums) / total if total else math.nan
+        return value if math.isfinite(value) else None
+
+    @property
+    def token_accuracy(self) -> float | None:
+        """Share of loss tokens whose most likely prediction was the label."""
+        total = sum(self.tokens)
+        return sum(self.correct) / total if total else None
 
 
 @torch.no_grad()
 def evaluate(
     model: Any, batches: Sequence[Batch], *, device: torch.device, precision: PrecisionPlan
-) -> float | None:
-    """Token-weighted mean loss over the held-out batches (None when there are none)."""
+) -> ItemLosses | None:
+    """Every held-out item's summed loss, loss tokens and correct tokens (None without items).
+
+    The losses are torch's cross entropy per target token in fp32, as the training loss takes
+    them (after the causal shift, labels of -100 skipped), summed per item.
+    """
     if not batches:
         return None
     model.eval()
-    total = torch.zeros((), device=device, dtype=torch.float64)
-    count = 0
-    for batch in batches[:MAX_EVAL_BATCHES]:
+    sums: list[float] = []
+    tokens: list[int] = []
+    correct: list[int] = []
+    for batch in batches:
         with _autocast(device, precision):
-            loss = _forward_loss(model, batch, device)
-        total += loss.double() * batch.loss_tokens
-        count += batch.loss_tokens
+            logits = model(
+                input_ids=batch.input_ids.to(device, non_blocking=True),
+                attention_mask=batch.attention_mask.to(device, non_blocking=True),
+            ).logits
+        labels = batch.labels[:, 1:].to(device, non_blocking=True)
+        shifted = logits[:, :-1, :].float()
+        per_token = torch.nn.functional.cross_entropy(
+            shifted.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+        )
+        mask = labels != IGNORE_INDEX
+        sums += per_token.double().mul(mask).sum(dim=1).tolist()
+        tokens += mask.sum(dim=1).tolist()
+        correct += ((shifted.argmax(dim=-1) == labels) & mask).sum(dim=1).tolist()
     model.train()
-    value = float(total.item()) / max(count, 1)
-    return value if math.isfinite(value) else None
+    return ItemLosses(sums, [int(t) for t in tokens], [int(c) for c in correct])
 
 
 def directory_bytes(path: Path) -> int:

@@ -4,7 +4,8 @@ One tagged union, `PipeMessage`: a sender builds a member and sends `encode(mess
 JSON types, so any pickling pipe carries it); the reader turns what it received back into the
 member with `decode`, which validates it. A new kind of message is a new member here.
 
-During a run the trainer sends `phase` and `progress`; it ends with one `result` (rank 0, or the
+During a run the trainer sends `phase`, `progress` and `eval` (a point of the eval curve,
+`app.evals.points.EvalPoint`, which the worker stores); it ends with one `result` (rank 0, or the
 only child), `done` (another rank that finished) or `error`.
 """
 
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from app.evals.points import EvalPoint
 from app.jobs.actuals import JobActuals
 
 PhaseInfo = dict[str, str | int | float | bool | None]
@@ -69,7 +71,7 @@ class ErrorMessage(_Message):
 
 
 PipeMessage = Annotated[
-    ProgressEvent | PhaseEvent | ResultMessage | DoneMessage | ErrorMessage,
+    ProgressEvent | PhaseEvent | EvalPoint | ResultMessage | DoneMessage | ErrorMessage,
     Field(discriminator="type"),
 ]
 _PIPE: TypeAdapter[PipeMessage] = TypeAdapter(PipeMessage)

@@ -6,11 +6,13 @@ UnsupportedOnDevice rather than silently swapping in another optimizer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from app.jobs.spec import LrSchedule
 from worker.training.errors import JobSpecError, UnsupportedOnDevice
 
 CUDA_ONLY = frozenset({"adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"})
@@ -69,15 +71,30 @@ def _bnb_optimizer(
 
 
 def warmup_schedule(
-    optimizer: torch.optim.Optimizer, *, warmup_steps: int
+    optimizer: torch.optim.Optimizer,
+    *,
+    warmup_steps: int,
+    schedule: LrSchedule = "constant",
+    total_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup_steps`, then the constant learning rate.
+    """Linear warm-up over `warmup_steps`, then the learning rate constant, or decaying to zero
+    at `total_steps` (linearly, or along a half cosine).
 
-    Constant rather than decaying: a run may be stopped by its budget at any step, and a decay
-    tied to a planned length would make a stopped run's last steps differ from a finished one's.
+    Constant is the default: a run may be stopped by its budget at any step, and a decay tied
+    to a planned length would make a stopped run's last steps differ from a finished one's. A
+    decay ends a run on a quiet iterate, so runs of different lengths (a study's pilots on
+    fractions of the data, each its own complete run) are compared at their settled losses.
     """
+    if schedule != "constant" and total_steps is None:
+        raise ValueError(f"a {schedule} schedule needs total_steps")
+    decay_steps = max((total_steps or 0) - warmup_steps, 1)
 
     def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        left = max(0.0, 1.0 - (step - warmup_steps) / decay_steps)
+        return left if schedule == "linear" else 0.5 * (1.0 - math.cos(math.pi * left))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
