@@ -8,20 +8,30 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
+from app.auth.tenancy import can_see
 from app.errors import Conflict, InvalidInput, NotFound
 from app.evals.schemas import EvalPage, EvalPointOut, PairedComparison
 from app.evals.stats import NotPaired, mean_loss, paired_difference
-from app.jobs import service as jobs
-from app.models import JobEval
+from app.models import Job, JobEval
 
 MAX_EVALS_PAGE = 500  # a curve has a handful of points per attempt; one page holds any real one
+
+
+def visible_job(session: Session, *, job_id: str, principal: Principal) -> Job:
+    """A job of the caller's tenant by id; 404 if there is none (or it is another's)."""
+    job = session.get(Job, job_id)
+    if job is None or not can_see(
+        principal, team=job.team, created_by_key_id=job.created_by_key_id
+    ):
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
 
 
 def curve(
     session: Session, *, job_id: str, principal: Principal, after: int | None, limit: int
 ) -> EvalPage:
     """The eval points of a job of the caller's tenant after point id `after`, oldest first."""
-    jobs.get(session, job_id=job_id, principal=principal)
+    visible_job(session, job_id=job_id, principal=principal)
     stmt = select(JobEval).where(JobEval.job_id == job_id)
     if after is not None:
         stmt = stmt.where(JobEval.id > after)
@@ -77,9 +87,9 @@ def compare(
     session: Session, *, job_id: str, other_job_id: str, principal: Principal
 ) -> PairedComparison:
     """The final eval losses of two jobs of the caller's tenant, paired on their items."""
-    jobs.get(session, job_id=job_id, principal=principal)
+    visible_job(session, job_id=job_id, principal=principal)
     try:
-        jobs.get(session, job_id=other_job_id, principal=principal)
+        visible_job(session, job_id=other_job_id, principal=principal)
     except NotFound:  # the other job is a query parameter: a bad field, not an unknown URL
         raise InvalidInput(f"no job with id {other_job_id!r}", field="with") from None
     rows = {jid: final_eval(session, job_id=jid) for jid in (job_id, other_job_id)}
