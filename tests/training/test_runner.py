@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from app.evals.points import EvalPoint
 from worker.training.messages import PhaseEvent, PipeMessage, ProgressEvent, ResultMessage
 from worker.training.runner import Throttle, TrainingChild, run_in_child, run_job
 from worker.training.spec import Launch
@@ -52,15 +53,21 @@ def test_each_method_trains_meters_and_saves(
     assert isinstance(events[-1], ResultMessage)
     # Phases arrive in order, progress only while training.
     kinds = [e.phase if isinstance(e, PhaseEvent) else e.type for e in events]
+    # The eval curve: the base model, the steps inside the run, then the completed run.
     assert [k for k in kinds if k != "progress"] == [
         "loading_model",
         "preparing_data",
         "training",
+        "eval",
+        "eval",
+        "eval",
         "evaluating",
+        "eval",
         "saving",
         "result",
     ]
-    assert kinds.index("training") < kinds.index("progress") and kinds[-4] == "progress"
+    assert [e.step for e in events if isinstance(e, EvalPoint)] == [0, 1, 2, 3]
+    assert kinds.index("training") < kinds.index("progress") and kinds[-5] == "progress"
 
     # Tokens: 3 steps x 4 sequences, each micro-batch padded to its longest (at most seq_len).
     seq_len = act.data["seq_len"]
