@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.auth.deps import authenticate_headers, needs_key
 from app.auth.router import router as keys_router
@@ -23,6 +23,7 @@ from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
 from app.kit.limits import RequestGate
+from app.kit.nul import refuse_nul
 from app.kit.requestid import RequestIdMiddleware
 from app.openapi_doc import document_routes, fill_success_schemas
 from app.reports.router import router as reports_router
@@ -49,6 +50,8 @@ def create_app() -> FastAPI:
         description=API_DESCRIPTION,
         docs_url=None,
         redoc_url=None,
+        # A NUL in the query, the path or a JSON body is a 422 naming where (app/kit/nul.py).
+        dependencies=[Depends(refuse_nul)],
     )
     install_error_handlers(app)
     app.add_middleware(

@@ -125,11 +125,17 @@ class _Receiver:
     def _part_end(self) -> None:
         if not self._is_file:
             try:
-                self.fields[self._part_name] = self._buffer.decode("utf-8")
+                value = self._buffer.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidInput(
                     f"form field {self._part_name!r} is not UTF-8", field=self._part_name
                 ) from None
+            if "\x00" in value:
+                raise InvalidInput(
+                    f"form field {self._part_name!r} holds a NUL character (U+0000)",
+                    field=self._part_name,
+                )
+            self.fields[self._part_name] = value
 
 
 async def receive_upload(

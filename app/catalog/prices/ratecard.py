@@ -22,6 +22,9 @@ from app.estimator.results import EstimateResult, MethodResult, Plan
 from app.estimator.spec import Pricing
 
 MAX_LINES = 10_000  # a whole organisation's negotiated rates fit many times over
+# Names are stored as text: no control characters (a NUL would only be refused by the database,
+# naming no field).
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 CSV_COLUMNS = (
     "provider",
     "gpu",
@@ -42,15 +45,19 @@ class RateLineIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    gpu: str | None = Field(None, min_length=1, max_length=64, description="catalog GPU id")
-    instance: str | None = Field(None, min_length=1, max_length=200)
-    region: str | None = Field(None, min_length=1, max_length=64, description="unset: any")
+    gpu: str | None = Field(
+        None, min_length=1, max_length=64, pattern=PRINTABLE, description="catalog GPU id"
+    )
+    instance: str | None = Field(None, min_length=1, max_length=200, pattern=PRINTABLE)
+    region: str | None = Field(
+        None, min_length=1, max_length=64, pattern=PRINTABLE, description="unset: any"
+    )
     pricing: Pricing | None = Field(None, description="unset: every pricing kind")
     discount_pct: float | None = Field(None, gt=0, lt=100)
     contracted_usd_per_gpu_hour: float | None = Field(None, ge=0, le=1000)
     valid_from: date
     valid_to: date | None = Field(None, description="last day it applies; unset: open-ended")
-    commitment_id: str | None = Field(None, min_length=1, max_length=200)
+    commitment_id: str | None = Field(None, min_length=1, max_length=200, pattern=PRINTABLE)
 
     @model_validator(mode="after")
     def _one_rate_and_a_target(self) -> RateLineIn:

@@ -44,7 +44,7 @@ def create_import(
     doc: Annotated[dict[str, Any], Body(description="the provider's price-list document")],
     session: SessionDep,
     principal: AdminPrincipal,
-    source: Annotated[str, Query(min_length=1, max_length=400)],
+    source: Annotated[str, Query(min_length=1, max_length=400, pattern=r"^[^\x00-\x1f\x7f]+$")],
     provider: Annotated[str | None, Query(pattern=PROVIDER_PATTERN)] = None,
     fetched_at: UtcInstant | None = None,
 ) -> PriceImportOut:
@@ -60,5 +60,5 @@ def create_import(
         )
     except PriceImportError as exc:
         detail = f"price list not imported, nothing changed: {exc}"
-        raise InvalidInput(detail, field="body") from None
+        raise InvalidInput(detail, field="body" + (f".{exc.field}" if exc.field else "")) from None
     return _out(row)

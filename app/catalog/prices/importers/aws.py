@@ -78,6 +78,7 @@ def parse(doc: Mapping[str, Any], *, fetched_at: datetime, source: str) -> list[
                     pricing=pricing,
                     region=region,
                     fetched_at=fetched_at,
+                    where=where,
                     source=f"{source} (AWS Price List {OFFER_CODE} "
                     f"{doc.get('version', '?')}, SKU {sku})",
                 )

@@ -70,6 +70,7 @@ def parse(doc: Mapping[str, Any], *, fetched_at: datetime, source: str) -> list[
                 pricing=pricing,
                 region=need(item, "armRegionName", str, where),
                 fetched_at=fetched_at,
+                where=where,
                 source=f"{source} (Azure Retail Prices, meter {item.get('meterId', '?')})",
             )
         )

@@ -15,11 +15,42 @@ from datetime import datetime
 from typing import Any
 
 from app.catalog.loader import CATALOG_DIR, load_catalog
+from app.catalog.schemas import MAX_USD_PER_GPU_HOUR
 from app.estimator.catalog_types import PriceRow, PricingKind
+
+MAX_REGION_CHARS = 64  # the width of imported_prices.region
+MAX_INSTANCE_CHARS = 200  # the width of imported_prices.instance
 
 
 class PriceImportError(ValueError):
-    """A provider document that cannot be imported as a whole; the message says why."""
+    """A provider document that cannot be imported as a whole; the message says why and
+    `field`, when known, is where in the document (a dotted path)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def stored_name(value: str, *, what: str, max_chars: int, where: str) -> str:
+    """A name from the document that can be stored: at most `max_chars`, no control characters
+    (a NUL would only be refused by the database, naming nothing)."""
+    if len(value) > max_chars or not value.isprintable():
+        raise PriceImportError(
+            f"{where}: {what} {value[:80]!r} is not at most {max_chars} printable characters",
+            field=_path(where),
+        )
+    return value
+
+
+def gpu_hour_price(usd_per_gpu_hour: float, where: str) -> float:
+    """A per-GPU hourly price within the bound a price override has (MAX_USD_PER_GPU_HOUR)."""
+    if usd_per_gpu_hour > MAX_USD_PER_GPU_HOUR:
+        raise PriceImportError(
+            f"{where}: {usd_per_gpu_hour:.6g} USD per GPU-hour is over the "
+            f"{MAX_USD_PER_GPU_HOUR:g} any price may be (a typo or a wrong unit?)",
+            field=_path(where),
+        )
+    return usd_per_gpu_hour
 
 
 @dataclass(frozen=True)
@@ -56,23 +87,40 @@ def instances_of(provider: str) -> dict[str, InstanceGpus]:
 def need(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     """`obj[key]` when it is of `kind`; otherwise a `PriceImportError` naming `where`."""
     if not isinstance(obj, Mapping):
-        raise PriceImportError(f"{where}: expected an object, got {type(obj).__name__}")
+        raise PriceImportError(
+            f"{where}: expected an object, got {type(obj).__name__}", field=_path(where)
+        )
     if key not in obj:
-        raise PriceImportError(f"{where}: missing {key!r}")
+        raise PriceImportError(f"{where}: missing {key!r}", field=_path(where, key))
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise PriceImportError(f"{where}.{key}: unexpected {type(value).__name__} {value!r}")
+        raise PriceImportError(
+            f"{where}.{key}: unexpected {type(value).__name__} {value!r}"[:400],
+            field=_path(where, key),
+        )
     return value
 
 
-def usd(text: Any, where: str) -> float:
+def _path(where: str, key: str | None = None) -> str | None:
+    """A dotted path in the document; None for the document itself (its importers call the root
+    'offer file', 'page', 'list' or 'answer')."""
+    inside = None if " " in where or where in ("page", "list", "answer") else where
+    parts = [p for p in (inside, key) if p]
+    return ".".join(parts) or None
+
+
+def usd(value_in: Any, where: str) -> float:
     """A non-negative price from a number or a decimal string."""
     try:
-        value = float(text)
+        value = float(value_in)
     except (TypeError, ValueError):
-        raise PriceImportError(f"{where}: price {text!r} is not a number") from None
+        raise PriceImportError(
+            f"{where}: price {value_in!r} is not a number"[:400], field=_path(where)
+        ) from None
     if not value >= 0 or value == float("inf"):
-        raise PriceImportError(f"{where}: price {text!r} is not a finite non-negative number")
+        raise PriceImportError(
+            f"{where}: price {value_in!r} is not a finite non-negative number", field=_path(where)
+        )
     return value
 
 
@@ -85,20 +133,22 @@ def per_gpu_row(
     region: str,
     fetched_at: datetime,
     source: str,
+    where: str,
 ) -> PriceRow:
-    """One catalog row: the instance's hourly price divided by its GPUs."""
+    """One catalog row: the instance's hourly price divided by its GPUs (`where`: the entry's
+    path in the document, for errors)."""
     if gpus < 1:
-        raise PriceImportError(f"{item.instance}: {gpus} GPUs per instance")
+        raise PriceImportError(f"{item.instance}: {gpus} GPUs per instance", field=_path(where))
     return PriceRow(
         provider=item.provider,
         gpu=item.gpu,
         pricing=pricing,
-        usd_per_gpu_hour=instance_usd_per_hour / gpus,
+        usd_per_gpu_hour=gpu_hour_price(instance_usd_per_hour / gpus, where),
         as_of=fetched_at.date(),
-        source=source,
+        source=stored_name(source, what="source", max_chars=len(source), where=where),
         instance=item.instance,
         gpus_per_instance=gpus,
-        region=region,
+        region=stored_name(region, what="region", max_chars=MAX_REGION_CHARS, where=where),
         origin="import",
     )
 

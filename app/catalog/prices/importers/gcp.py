@@ -69,6 +69,7 @@ def parse(doc: Mapping[str, Any], *, fetched_at: datetime, source: str) -> list[
                     pricing=pricing,
                     region=str(region),
                     fetched_at=fetched_at,
+                    where=where,
                     source=f"{source} (Cloud Billing Catalog SKU {sku.get('skuId', '?')}; "
                     "GPU only, host VM billed apart)",
                 )

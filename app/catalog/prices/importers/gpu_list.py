@@ -14,7 +14,16 @@ from datetime import datetime
 from typing import Any
 
 from app.catalog.loader import load_catalog
-from app.catalog.prices.importers.common import PriceImportError, check_rows, need, usd
+from app.catalog.prices.importers.common import (
+    MAX_INSTANCE_CHARS,
+    MAX_REGION_CHARS,
+    PriceImportError,
+    check_rows,
+    gpu_hour_price,
+    need,
+    stored_name,
+    usd,
+)
 from app.estimator.catalog_types import PRICING_KINDS, PriceRow, UnknownGpuError
 
 FORMAT = "tunecost-gpu-prices/1"
@@ -24,10 +33,15 @@ PROVIDER_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 def parse(doc: Mapping[str, Any], *, fetched_at: datetime, source: str) -> list[PriceRow]:
     """One row per listed price; raises `PriceImportError` at the first bad entry."""
     if need(doc, "format", str, "list") != FORMAT:
-        raise PriceImportError(f"list: format is {doc['format']!r}, expected {FORMAT!r}")
+        raise PriceImportError(
+            f"list: format is {doc['format']!r}, expected {FORMAT!r}"[:400], field="format"
+        )
     provider = need(doc, "provider", str, "list")
     if not provider or not set(provider) <= PROVIDER_CHARS or len(provider) > 64:
-        raise PriceImportError(f"list.provider {provider!r}: lowercase letters, digits, _ and -")
+        raise PriceImportError(
+            f"list.provider {provider[:80]!r}: lowercase letters, digits, _ and -",
+            field="provider",
+        )
     catalog = load_catalog()
     rows = []
     for i, entry in enumerate(need(doc, "prices", list, "list")):
@@ -35,25 +49,48 @@ def parse(doc: Mapping[str, Any], *, fetched_at: datetime, source: str) -> list[
         try:
             gpu = catalog.resolve_gpu_id(need(entry, "gpu", str, where))
         except UnknownGpuError as exc:
-            raise PriceImportError(f"{where}.gpu: {exc}") from None
+            raise PriceImportError(f"{where}.gpu: {exc}", field=f"{where}.gpu") from None
         pricing = next((k for k in PRICING_KINDS if k == entry.get("pricing")), None)
         if pricing is None:
-            raise PriceImportError(f"{where}.pricing: one of {', '.join(PRICING_KINDS)}")
+            raise PriceImportError(
+                f"{where}.pricing: one of {', '.join(PRICING_KINDS)}", field=f"{where}.pricing"
+            )
         per = entry.get("gpus_per_instance", 1)
         if not isinstance(per, int) or isinstance(per, bool) or per < 1:
-            raise PriceImportError(f"{where}.gpus_per_instance: a whole number of at least 1")
+            raise PriceImportError(
+                f"{where}.gpus_per_instance: a whole number of at least 1",
+                field=f"{where}.gpus_per_instance",
+            )
         rows.append(
             PriceRow(
                 provider=provider,
                 gpu=gpu,
                 pricing=pricing,
-                usd_per_gpu_hour=usd(need(entry, "usd_per_gpu_hour", (int, float), where), where),
+                usd_per_gpu_hour=gpu_hour_price(
+                    usd(need(entry, "usd_per_gpu_hour", (int, float), where), where),
+                    f"{where}.usd_per_gpu_hour",
+                ),
                 as_of=fetched_at.date(),
                 source=f"{source} ({FORMAT})",
-                instance=str(entry.get("instance", "")),
+                instance=stored_name(
+                    _text(entry, "instance"),
+                    what="instance",
+                    max_chars=MAX_INSTANCE_CHARS,
+                    where=f"{where}.instance",
+                ),
                 gpus_per_instance=per,
-                region=str(entry.get("region", "")),
+                region=stored_name(
+                    _text(entry, "region"),
+                    what="region",
+                    max_chars=MAX_REGION_CHARS,
+                    where=f"{where}.region",
+                ),
                 origin="import",
             )
         )
     return check_rows(rows, provider)
+
+
+def _text(entry: Mapping[str, Any], key: str) -> str:
+    """An optional text field of an entry, as text ("" when absent)."""
+    return str(entry.get(key, ""))

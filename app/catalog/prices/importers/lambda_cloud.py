@@ -41,6 +41,7 @@ def parse(doc: Mapping[str, Any], *, fetched_at: datetime, source: str) -> list[
                 pricing="on_demand",
                 region=ANY_REGION,
                 fetched_at=fetched_at,
+                where=where,
                 source=f"{source} (Lambda Cloud API instance-types, {spec['name']})",
             )
         )
