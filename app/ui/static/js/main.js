@@ -1,11 +1,15 @@
-// The console's shell: the key, the scope it grants, and switching between the three views.
+// The console's shell: the key, the scope it grants, and switching between the views.
 import { api, forgetKey, h, saveKey, savedKey, session } from "./api.js";
+import { showBudgets } from "./budgets.js";
 import { showJobs, stopJobs } from "./jobs.js";
 import { initPlan } from "./plan.js";
 import { showReports } from "./reports.js";
+import { showWebhooks } from "./webhooks.js";
 
 const $ = (id) => document.getElementById(id);
-const views = { plan: () => {}, jobs: showJobs, reports: showReports };
+const views = {
+  plan: () => {}, jobs: showJobs, reports: showReports, budgets: showBudgets, webhooks: showWebhooks,
+};
 
 export function showView(name) {
   for (const v of Object.keys(views)) $(`view-${v}`).hidden = v !== name;
