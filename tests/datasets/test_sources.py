@@ -220,3 +220,11 @@ def test_caps_count_rows_not_newline_bytes_in_binary_containers(tmp_path: Path) 
     assert measure(parquet, max_bytes=LIMIT, max_lines=300).lines == 300
     with pytest.raises(DatasetTooManyLines):
         measure(parquet, max_bytes=LIMIT, max_lines=299)
+
+
+def test_a_json_array_nested_past_the_parser_is_one_bad_element(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('[{"text": "ok"}, ' + "[" * 100_000 + "]" * 100_000 + "]")
+    reader, got = _read(path)
+    assert len(got) == 1 and reader.bad_count == 1
+    assert "too_deep: 1 element, e.g. element 2" in reader.summary()
