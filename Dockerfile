@@ -32,4 +32,4 @@ USER tunecost
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --retries=5 \
     CMD curl -fsS http://127.0.0.1:8000/v1/health || exit 1
-CMD ["sh", "-c", "tunecost bootstrap && uvicorn app.main:create_app --factory --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 30"]
+CMD ["sh", "-c", "tunecost bootstrap && uvicorn app.main:create_app --factory --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 30 --no-server-header"]

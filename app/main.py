@@ -22,6 +22,7 @@ from app.health.metrics import install_metrics
 from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
 from app.jobs.router import router as jobs_router
+from app.kit.headers import SecurityHeadersMiddleware
 from app.kit.limits import RequestGate
 from app.kit.nul import refuse_nul
 from app.kit.requestid import RequestIdMiddleware
@@ -61,8 +62,9 @@ def create_app() -> FastAPI:
         needs_key=needs_key,
         authenticate=authenticate_headers,
     )
-    # Added last, so outermost of ours: even a 413 or 431 carries the id.
+    # Added last, so outermost of ours: even a 413 or 431 carries the id and the headers.
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     for router in (
         health_router,
         keys_router,

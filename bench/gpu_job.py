@@ -123,6 +123,10 @@ def _wait_for_worker(client: httpx.Client) -> dict[str, Any]:
     deadline = time.monotonic() + WORKER_WAIT_S
     while True:
         try:
+            if "Authorization" not in client.headers and client.get("/v1/health").is_success:
+                # Up, so its database is migrated: a key can be made, and health lists the
+                # workers to a key only.
+                client.headers["Authorization"] = f"Bearer {_submit_key()}"
             health = client.get("/v1/health").json()
             if health["workers"]["live"] > 0:
                 return dict(health)
@@ -138,7 +142,6 @@ def submit(args: argparse.Namespace) -> None:
     client = httpx.Client(base_url=URL, timeout=120)
     health = _wait_for_worker(client)
     print(f"server: {health['workers']}")
-    client.headers["Authorization"] = f"Bearer {_submit_key()}"
     data = Path(args.data)
     with data.open("rb") as fh:
         ds = _check(

@@ -17,7 +17,7 @@ worker_pid=$!
   -B -s var/celerybeat-schedule --loglevel INFO &
 control_pid=$!
 "$VENV/bin/uvicorn" app.main:create_app --factory --host "$HOST" --port "$PORT" \
-  --timeout-graceful-shutdown 30 &
+  --timeout-graceful-shutdown 30 --no-server-header &
 api_pid=$!
 
 stop() {

@@ -51,7 +51,8 @@ def serve(variables: dict[str, str], log: Path) -> Iterator[LiveApi]:
     port = _free_port()
     env = {**os.environ, **variables}
     cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    # As the Dockerfile and scripts/run.sh start it: no `server: uvicorn` banner.
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-server-header"]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     api = LiveApi(url=f"http://127.0.0.1:{port}", log=log, pid=proc.pid)

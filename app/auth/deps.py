@@ -66,6 +66,15 @@ def authenticate_headers(authorization: str | None, x_api_key: str | None) -> Pr
     return authenticate(secret_from(authorization=authorization, x_api_key=x_api_key))
 
 
+def _maybe_principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> Principal | None:
+    secret = bearer.credentials if bearer else header
+    return _principal(request, bearer, header) if secret else None
+
+
 def needs_key(route: APIRoute) -> bool:
     """Whether a route authenticates its caller with an API key."""
     return _depends_on_key(route.dependant)
@@ -88,6 +97,8 @@ def require(scope: Scope) -> Callable[..., Principal]:
     return _check
 
 
+# A route that answers anyone, and says more to a key: None without one (a bad key is a 401).
+OptionalPrincipal = Annotated[Principal | None, Depends(_maybe_principal)]
 ReadPrincipal = Annotated[Principal, Depends(require(Scope.READ))]
 SubmitPrincipal = Annotated[Principal, Depends(require(Scope.SUBMIT))]
 AdminPrincipal = Annotated[Principal, Depends(require(Scope.ADMIN))]

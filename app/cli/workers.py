@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
-import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.cli.client import DEFAULT_URL, HTTP_TIMEOUT_S, UrlOption, err_console
+from app.cli.client import DEFAULT_URL, Api, KeyOption, UrlOption
 
 console = Console()
 
@@ -16,18 +14,9 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-def workers(url: UrlOption = DEFAULT_URL) -> None:
-    """Live workers with their devices total and free; no key needed (GET /v1/health)."""
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/v1/health", timeout=HTTP_TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        err_console.print(f"[red]cannot reach {url}: {exc}[/red]")
-        raise typer.Exit(1) from None
-    body = response.json()
-    if response.status_code != 200:
-        err_console.print(f"[red]{response.status_code}: {body.get('detail', response.text)}[/red]")
-        raise typer.Exit(1)
-    live = body["workers"]
+def workers(url: UrlOption = DEFAULT_URL, key: KeyOption = None) -> None:
+    """Live workers with their devices total and free (GET /v1/health with any key)."""
+    live = Api(url=url, key=key).get("/v1/health")["workers"]
     table = Table("worker", "GPU kind", "devices", "free", "last heartbeat", title="Live workers")
     for node in live["nodes"]:
         table.add_row(

@@ -66,11 +66,12 @@ class PricesHealth(BaseModel):
 
 
 class HealthOut(BaseModel):
-    """Database, broker, live workers, price freshness and the schema revision."""
+    """Ok or degraded; with a key also the database, broker, live workers, price freshness and
+    the schema revision (without one, nothing about hosts or devices)."""
 
     status: str = Field(description="ok, or degraded when prices are stale (still 200)")
-    prices: PricesHealth
-    database: DatabaseHealth
-    broker: BrokerHealth
-    workers: WorkersHealth
-    schema_revision: str | None
+    prices: PricesHealth | None = Field(None, description="with a key")
+    database: DatabaseHealth | None = Field(None, description="with a key")
+    broker: BrokerHealth | None = Field(None, description="with a key")
+    workers: WorkersHealth | None = Field(None, description="with a key")
+    schema_revision: str | None = Field(None, description="with a key")

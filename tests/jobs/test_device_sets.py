@@ -39,8 +39,14 @@ def _body(job_body: Body, *, num_gpus: int, gpu: str = GPU, **over: Any) -> dict
     return job_body("lora", hardware={"gpu": gpu, "provider": "aws", "num_gpus": num_gpus}, **over)
 
 
-def _node(app_client: Any, worker: WorkerProcess) -> dict[str, Any] | None:
-    nodes = app_client.get("/v1/health").json()["workers"]["nodes"]
+def _health(app_client: Any, keys: dict[str, str]) -> dict[str, Any]:
+    """/v1/health with a key: the workers and their devices (without one it says only ok)."""
+    body: dict[str, Any] = app_client.get("/v1/health", headers=auth(keys["read"])).json()
+    return body
+
+
+def _node(app_client: Any, keys: dict[str, str], worker: WorkerProcess) -> dict[str, Any] | None:
+    nodes = _health(app_client, keys)["workers"]["nodes"]
     return next((n for n in nodes if n["name"] == worker.hostname), None)
 
 
@@ -63,12 +69,12 @@ def _cores(app_client: Any, keys: dict[str, str], job_id: str) -> set[int]:
 
 
 def test_health_reports_each_workers_devices_total_and_free(
-    two_device_worker: WorkerProcess, app_client: Any
+    two_device_worker: WorkerProcess, app_client: Any, keys: dict[str, str]
 ) -> None:
-    node = wait_for(lambda: _node(app_client, two_device_worker), timeout=30, what="the node")
+    node = wait_for(lambda: _node(app_client, keys, two_device_worker), timeout=30, what="the node")
     assert node is not None
     assert (node["gpu"], node["devices_total"], node["devices_free"]) == (GPU, 2, 2)
-    by_kind = app_client.get("/v1/health").json()["workers"]["devices"][GPU]
+    by_kind = _health(app_client, keys)["workers"]["devices"][GPU]
     assert by_kind["total"] >= 2 and by_kind["largest_worker"] >= 2
 
 
@@ -80,7 +86,7 @@ def test_two_one_device_jobs_run_at_once_on_different_devices(
     assert first["queue"] == second["queue"] == f"gpu.{GPU}"
     # While both run, the heartbeat says the worker has no device left.
     wait_for(
-        lambda: (_node(app_client, two_device_worker) or {}).get("devices_free") == 0,
+        lambda: (_node(app_client, keys, two_device_worker) or {}).get("devices_free") == 0,
         timeout=300,
         what="both devices held",
     )
@@ -96,7 +102,7 @@ def test_two_one_device_jobs_run_at_once_on_different_devices(
     assert cores[0] and cores[1], cores
     assert (not cores[0] & cores[1]) == (len(os.sched_getaffinity(0)) >= 2), cores
     wait_for(
-        lambda: (_node(app_client, two_device_worker) or {}).get("devices_free") == 2,
+        lambda: (_node(app_client, keys, two_device_worker) or {}).get("devices_free") == 2,
         timeout=60,
         what="both devices free again",
     )

@@ -86,7 +86,7 @@ def test_stale_price_warns_in_the_estimate_and_degrades_health(
     assert len(warning) == 1 and aws_a10g.as_of.isoformat() in warning[0]
     stored = app_client.get(f"/v1/estimates/{out['id']}", headers=auth(iso_keys["read"])).json()
     assert stored["notes"] == out["notes"]
-    health = app_client.get("/v1/health")
+    health = app_client.get("/v1/health", headers=auth(iso_keys["read"]))
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert health.json()["prices"]["ok"] is False and health.json()["prices"]["stale"] > 0
@@ -94,7 +94,8 @@ def test_stale_price_warns_in_the_estimate_and_degrades_health(
     max_age(age + 1)  # now young enough: no warning, health ok on prices
     fresh = app_client.post("/v1/estimates", json=BODY, headers=auth(iso_keys["read"])).json()
     assert not any(n.startswith("stale price") for n in fresh["notes"])
-    assert app_client.get("/v1/health").json()["prices"]["ok"] is True
+    healthy = app_client.get("/v1/health", headers=auth(iso_keys["read"])).json()
+    assert healthy["prices"]["ok"] is True
 
 
 def test_an_override_set_today_is_fresh(

@@ -81,17 +81,32 @@ def offline(live_api: LiveApi) -> Offline:
 
 
 @pytest.fixture
-def page(browser: Any, live_api: LiveApi, offline: Offline) -> Iterator[Any]:
+def csp_refused() -> list[str]:
+    """What the page's Content-Security-Policy blocked, as Chromium reported it (the `page`
+    fixture fails a test that leaves anything here)."""
+    return []
+
+
+@pytest.fixture
+def page(
+    browser: Any, live_api: LiveApi, offline: Offline, csp_refused: list[str]
+) -> Iterator[Any]:
     """A fresh browser context (empty session storage) whose only reachable host is the API."""
     context = browser.new_context(base_url=live_api.url, accept_downloads=True)
     context.route(offline.elsewhere, offline.abort)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Chromium reports what the Content-Security-Policy blocked as a console error.
+    tab.on(
+        "console",
+        lambda msg: csp_refused.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     tab.set_default_timeout(30_000)
     yield tab
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not csp_refused, f"the Content-Security-Policy blocked: {csp_refused}"
     assert not offline.blocked, f"the page reached outside the API: {offline.blocked}"
 
 
