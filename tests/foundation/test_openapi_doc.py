@@ -52,7 +52,7 @@ def test_error_codes_are_those_the_route_can_return(spec: dict[str, Any]) -> Non
     assert _codes(spec, "GET", "/v1/jobs/{job_id}") == {401, 404, 409, 422, 431, 500, 503}
     assert 409 in _codes(spec, "POST", "/v1/keys/{key_id}/revoke")
     assert 409 not in _codes(spec, "GET", "/v1/catalog/models/{model_id}")
-    assert _codes(spec, "GET", "/v1/health") == {401, 431, 500, 503}  # a key is optional
+    assert _codes(spec, "GET", "/v1/health") == {431, 500, 503}
     assert all(429 not in _codes(spec, m, p) for m, p, _ in _operations(spec))
     problem = spec["paths"]["/v1/jobs"]["post"]["responses"]["409"]["content"]
     assert list(problem) == ["application/problem+json"]
