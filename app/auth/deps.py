@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -10,6 +10,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from starlette.concurrency import run_in_threadpool
 
 from app.auth import service
 from app.auth.service import Principal
@@ -47,16 +48,17 @@ def authenticate(secret: str | None) -> Principal:
         return Principal(key_id=key.id, name=key.name, scope=Scope(key.scope), team=key.team)
 
 
-def _principal(
+async def _principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
 ) -> Principal:
     # The request gate (app/kit/limits.py) authenticates before any body is read; reuse its answer.
+    # Async, so reusing it costs no trip through the thread pool; the lookup itself takes one.
     known = getattr(request.state, PRINCIPAL_STATE, None)
     if isinstance(known, Principal):
         return known
-    principal = authenticate(bearer.credentials if bearer else header)
+    principal = await run_in_threadpool(authenticate, bearer.credentials if bearer else header)
     setattr(request.state, PRINCIPAL_STATE, principal)  # the gate need not check it again
     return principal
 
@@ -90,10 +92,11 @@ def _depends_on_key(dependant: Dependant) -> bool:
     return any(d.call is _principal or _depends_on_key(d) for d in dependant.dependencies)
 
 
-def require(scope: Scope) -> Callable[..., Principal]:
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency that admits keys whose scope includes `scope`."""
 
-    def _check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    async def _check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        # Async: a comparison, not worth a trip through the thread pool.
         if not principal.scope.allows(scope):
             raise Forbidden(
                 f"this route needs the '{scope.value}' scope; the key has '{principal.scope.value}'"

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, true, update
+from sqlalchemy import bindparam, func, select, true, update
 from sqlalchemy.orm import Session
 
 from app.kit import ids
@@ -67,9 +67,12 @@ def create(
     return key, secret
 
 
+_BY_DIGEST = select(ApiKey).where(ApiKey.digest == bindparam("digest"))  # built once: every request
+
+
 def authenticate(session: Session, *, secret: str) -> ApiKey | None:
     """The live key with this secret, or None if unknown, revoked or expired."""
-    key = session.scalar(select(ApiKey).where(ApiKey.digest == digest(secret)))
+    key = session.scalar(_BY_DIGEST, {"digest": digest(secret)})
     if key is None or key.revoked_at is not None:
         return None
     if key.expires_at is not None and _aware(key.expires_at) <= utcnow():

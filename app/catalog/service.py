@@ -36,9 +36,14 @@ _lock = threading.Lock()
 _effective: tuple[int, Catalog] | None = None
 
 
+# Every price import, override and rate card makes a new version; asked on every estimate
+# (built once: SQLAlchemy reuses its compiled form).
+NEWEST_VERSION = select(func.max(CatalogVersion.id))
+
+
 def current_version(session: Session) -> int:
     """The newest catalog version id (the shipped files alone are version 1)."""
-    newest = session.scalar(select(func.max(CatalogVersion.id)))
+    newest = session.scalar(NEWEST_VERSION)
     return int(newest or load_catalog().version)
 
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Request, status
+from fastapi import APIRouter, FastAPI, Path, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import ReadPrincipal
@@ -40,6 +40,7 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/v1/estimates", tags=["estimates"], lifespan=_lifespan)
+_URL = {"type": "string"}
 
 
 def admission(app: FastAPI) -> Admission:
@@ -59,20 +60,32 @@ def admission(app: FastAPI) -> Admission:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=EstimateOut,
-    responses={503: {"description": "the estimator is busy: retry after Retry-After seconds"}},
+    responses={
+        201: {"headers": {"Location": {"description": "the estimate's URL", "schema": _URL}}},
+        503: {"description": "the estimator is busy: retry after Retry-After seconds"},
+    },
 )
 async def create_estimate(
     estimate_in: EstimateIn, principal: ReadPrincipal, request: Request
-) -> EstimateOut:
+) -> Response:
     """Estimate memory, time and cost of full fine-tuning, LoRA and QLoRA, and recommend one.
 
+    The same request of the same tenant on the same UTC day, with the same catalog and
+    calibration, gets the estimate stored for it (same id) instead of a new one.
     At most TUNECOST_ESTIMATE_SLOTS run at once and TUNECOST_ESTIMATE_QUEUE wait; past that
     the answer is 503 with Retry-After.
     """
     async with admission(request.app).slot():
-        return await run_in_threadpool(
-            partial(service.create_detached, estimate_in=estimate_in, principal=principal)
+        estimate_id, body = await run_in_threadpool(
+            partial(service.create_or_reuse, estimate_in=estimate_in, principal=principal)
         )
+    # An EstimateOut validated and serialized when it was built, not again by the route.
+    return Response(
+        body,
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+        headers={"Location": f"{router.prefix}/{estimate_id}"},
+    )
 
 
 @router.get("/{estimate_id}", response_model=EstimateOut)

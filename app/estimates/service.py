@@ -25,6 +25,7 @@ from app.datasets.loss_tokens import APPROXIMATE, TruncationCheck
 from app.datasets.tokens import GENERIC
 from app.db import session_scope
 from app.errors import InvalidInput, NotFound
+from app.estimates import reuse
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.errors import EstimateInputError
@@ -184,6 +185,67 @@ def create_detached(*, estimate_in: EstimateIn, principal: Principal) -> Estimat
         return prepared.store(session, principal=principal)
 
 
+def create_or_reuse(*, estimate_in: EstimateIn, principal: Principal) -> tuple[str, bytes]:
+    """POST /v1/estimates: the estimate's id and JSON (`EstimateOut`), stored once per content.
+
+    The tenant's estimate of the same content (app/estimates/reuse.py: same request, model,
+    dataset, catalog, calibration and UTC day) is answered as it was stored, without running
+    the estimator or writing a row; otherwise as `create_detached`, its row carrying the key.
+    A request this process answered already costs one query (`reuse.STAMPS`).
+    """
+    today, max_age = utcnow().date(), get_settings().price_max_age_days
+    with session_scope() as session:
+        where = reuse.request_key(
+            session, estimate_in=estimate_in, principal=principal, price_max_age_days=max_age
+        )
+        known = None if where is None else reuse.answers.get(where)
+        if known is not None and known.day == today and known.stamps == reuse.stamps(session):
+            return known.estimate_id, known.body
+    analysis, model_ref = resolve_model(estimate_in.model)
+    request = estimate_in.model_dump(mode="json", exclude_none=True)
+    with session_scope() as session:
+        stamps = reuse.stamps(session)  # before the reads they vouch for
+        inputs = gather(session, estimate_in=estimate_in, principal=principal)
+        key = reuse.content_key(
+            request=request,
+            model_ref=model_ref,
+            config_hash=analysis.config_hash,
+            dataset=f"{inputs.dataset_id} {inputs.dataset.model_dump_json()}",
+            catalog_version=inputs.catalog.version,
+            calibration=inputs.calibration,
+            day=today,
+            price_max_age_days=max_age,
+        )
+        found = reuse.find(session, key=key, principal=principal)
+        body = b""
+        if found is not None:
+            body = reuse.responses.get(found) or _remember(
+                to_out(get(session, estimate_id=found, principal=principal))
+            )
+    if found is None:
+        result = estimate(estimate_in=estimate_in, analysis=analysis, inputs=inputs)
+        with session_scope() as session:
+            out = store(
+                session,
+                estimate_in=estimate_in,
+                result=result,
+                model_ref=model_ref,
+                dataset_id=inputs.dataset_id,
+                principal=principal,
+                content_hash=key,
+            )
+        found, body = out.id, _remember(out)
+    if where is not None:
+        reuse.answers.put(where, reuse.Answer(found, body, stamps, today))
+    return found, body
+
+
+def _remember(out: EstimateOut) -> bytes:
+    body = out.model_dump_json().encode()
+    reuse.responses.put(out.id, body)
+    return body
+
+
 def estimate(*, estimate_in: EstimateIn, analysis: ModelAnalysis, inputs: Inputs) -> EstimateResult:
     """The CPU-bound part: the estimator run on the gathered inputs (no database)."""
     return compute(
@@ -203,8 +265,13 @@ def store(
     model_ref: str,
     dataset_id: str | None,
     principal: Principal,
+    content_hash: str | None = None,
 ) -> EstimateOut:
-    """Add the estimate's row (flushed) and return its API view."""
+    """Add the estimate's row (flushed) and return its API view.
+
+    `content_hash`: its reuse key (app/estimates/reuse.py); none for the estimate a job submit
+    makes for itself (a refused submit deletes it, so it must never be handed to anyone else).
+    """
     # The organisation's negotiated rates beside the list prices (app/catalog/prices/ratecard.py).
     today = utcnow().date()
     result = ratecard.apply(result, lines=ratecard_service.lines(session), on=today)
@@ -235,6 +302,7 @@ def store(
         result=stored,
         created_by_key_id=principal.key_id,
         team=principal.team,
+        content_hash=content_hash,
     )
     session.add(row)
     session.flush()

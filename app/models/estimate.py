@@ -24,3 +24,7 @@ class Estimate(TimestampMixin, Base):
         ForeignKey("api_keys.id", ondelete="SET NULL")
     )
     team: Mapped[str | None] = mapped_column(String(200))
+    # SHA-256 of what an identical request of the same tenant and UTC day would store
+    # (app/estimates/service.py `content_key`): such a request gets this row back. Null on
+    # estimates a job submit made for itself, which are never shared.
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -191,7 +192,9 @@ def test_an_estimator_bug_is_a_500_problem_not_a_client_error(
     module, name = where.split(".")
     monkeypatch.setattr({"engine": engine, "model_analysis": model_analysis}[module], name, broken)
     engine.clear_cache()
-    # A config of its own, so that no cached analysis or estimate answers instead.
+    # A config no request asked about before, so that no cached analysis, no cached estimate and
+    # no stored estimate of the same content (app/estimates/reuse.py) answers instead.
     config = TINY_LLAMA | {"vocab_size": 1000 + 10 * INTERNALS.index(where) + BUGS.index(bug)}
+    config |= {"bug_probe": uuid.uuid4().hex}
     problem = _problem(app_client, keys["read"], BASE | {"model": {"config": config}}, 500)
     assert "errors" not in problem and str(bug) not in problem["detail"]
