@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         description="devices this worker runs jobs on; unset: every GPU NVML sees, or 1 on a "
         "CPU-only machine (where it sets how many logical CPU devices the worker has)",
     )
+    # What the fleet can run (README "Runnable plans"): a plan needing more devices than one
+    # job may have, or a GPU kind no worker serves, is shown but never recommended, and a job
+    # for it is refused at submit.
+    gpus_per_node: int = Field(
+        8, ge=1, le=64, description="devices of the largest worker node (an HGX/DGX node has 8)"
+    )
+    max_nodes_per_job: int = Field(
+        1, ge=1, le=64, description="nodes one job may span (1: a job runs on one worker node)"
+    )
+    fleet_gpus: Annotated[list[str], NoDecode] | None = Field(
+        None, description="comma-separated catalog GPU ids the workers serve; unset: any"
+    )
     worker_lock_dir: Path | None = Field(
         None,
         description="folder of the worker's device lock files (default: the system temp folder)",
@@ -208,6 +220,13 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [Path(p.strip()) for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("fleet_gpus", mode="before")
+    @classmethod
+    def _split_gpus(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [g.strip() for g in value.split(",") if g.strip()]
         return value
 
     @field_validator("database_url")

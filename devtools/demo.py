@@ -200,7 +200,8 @@ def main() -> None:
 
     console.rule("5. estimate vs actual")
     table = Table(title="per job")
-    for col in ("job", "method", "basis", "est. GPU-s", "act. GPU-s", "error", "est. peak", "peak"):
+    columns = ("job", "method", "basis", "est. GPU-s", "act. GPU-s", "error")
+    for col in (*columns, "est. start-up s", "act. start-up s", "est. peak", "peak"):
         table.add_column(col)
     for job_id in jobs:
         j = _check(client.get(f"/v1/jobs/{job_id}"))
@@ -215,6 +216,8 @@ def main() -> None:
             f"{est_s:.1f}",
             f"{act_s:.1f}",
             f"{(est_s - act_s) / act_s * 100:+.0f}%" if act_s else "-",
+            f"{j['estimate']['time']['overhead_s']:.1f}",
+            _startup(j.get("actuals") or {}),
             _gib(j["est_peak_bytes"]),
             _gib(j["act_peak_bytes"]),
         )
@@ -239,6 +242,15 @@ def main() -> None:
     console.print(table)
     _calibration_summary(client)
     console.print("done: see README.md for the same steps with curl.")
+
+
+def _startup(actuals: dict[str, Any]) -> str:
+    """Seconds the job spent outside its training loop: what the estimate's start-up stands for
+    (wall - training loop + the first step's one-time set-up)."""
+    wall, train = actuals.get("wall_s"), actuals.get("train_s")
+    if wall is None or train is None:
+        return "-"
+    return f"{wall - train + (actuals.get('warmup_s') or 0.0):.1f}"
 
 
 def _calibration_summary(client: httpx.Client) -> None:

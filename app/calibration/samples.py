@@ -57,6 +57,7 @@ class SnapshotTime(_Snap):
     dequant_s: float = 0.0
     optimizer_s: float = 0.0
     comm_s: float = 0.0
+    paging_s: float = 0.0  # paged optimizer states to host and back: like comm_s, not overlapped
     adapter_s: float = 0.0
     elementwise_s: float = 0.0
     host_s: float = 0.0
@@ -153,7 +154,7 @@ def _terms(snapshot: FitSnapshot) -> _Terms | None:
         unit_compute_s=frac * compute * peak,
         device_s=frac * time.device_s,
         host_s=frac * time.host_s / host_scale,
-        comm_s=frac * time.comm_s,
+        comm_s=frac * (time.comm_s + time.paging_s),
         power=_pos(time.overlap_power) or OVERLAP_POWER_GPU,
         prior_mfu=peak,
         own_host_scale=host_scale,
@@ -272,6 +273,7 @@ _SNAPSHOT_FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
             "overhead_s",
             "micro_steps",
             "comm_s",
+            "paging_s",
             "host_s",
             "host_scale",
             "mfu_peak",

@@ -65,7 +65,7 @@ def build_request(
     micro_batch: int,
     epochs: float,
     packing: bool,
-    gradient_checkpointing: bool,
+    gradient_checkpointing: bool | None,
     lora_r: int,
     target_modules: str,
     variants: int,
@@ -90,18 +90,15 @@ def build_request(
         "model": _model_ref(model) if model else None,  # --model-path: set by the caller
         "dataset": dataset,
         "methods": [m.strip() for m in methods.split(",") if m.strip()],
-        "training": {
-            "epochs": epochs,
-            "micro_batch_size": micro_batch,
-            "packing": packing,
-            "gradient_checkpointing": gradient_checkpointing,
-        },
+        "training": {"epochs": epochs, "micro_batch_size": micro_batch, "packing": packing},
         "lora": {"r": lora_r, "alpha": 2 * lora_r, "target_modules": targets},
         "hardware": {"gpu": gpu, "num_gpus": num_gpus, "provider": provider, "pricing": pricing},
         "variants": variants,
     }
     if seq_len:
         body["training"]["seq_len"] = seq_len
+    if gradient_checkpointing is not None:
+        body["training"]["gradient_checkpointing"] = gradient_checkpointing
     if budget is not None:
         body["budget_usd"] = budget
     if domain_shift:
@@ -175,6 +172,24 @@ def _params(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
+def _verdict(r: dict[str, Any]) -> str:
+    """Fits, in the order that decides: memory, what a worker can run, the budget."""
+    if not r["fits"]:
+        return "[red]no[/red]"
+    if not r.get("runnable", True):
+        return "[red]no worker can run it[/red]"
+    if r.get("over_budget"):
+        return "[red]over budget[/red]"
+    return "[yellow]tight[/yellow]" if r.get("tight") else "[green]yes[/green]"
+
+
+def _levers(r: dict[str, Any]) -> str:
+    """The memory levers the plan runs with."""
+    training = r.get("training") or {}
+    names = [lever["lever"].replace("_", " ") for lever in training.get("levers", [])]
+    return ", ".join(names) or "-"
+
+
 def render(data: dict[str, Any]) -> None:
     """Print the methods side by side and the recommendation with its reasons."""
     console = Console()  # made here so that COLUMNS set by the caller is honoured
@@ -197,10 +212,11 @@ def render(data: dict[str, Any]) -> None:
             "  low - high",
             lambda r: f"{_gb(r['memory']['low_bytes'])} - {_gb(r['memory']['high_bytes'])}",
         ),
-        ("fits", lambda r: "[green]yes[/green]" if r["fits"] else "[red]no[/red]"),
+        ("fits", _verdict),
         ("GPUs", lambda r: f"{r['num_gpus']}x {r['gpu']}"),
         ("GPUs billed", lambda r: str(r["billed_gpus"])),  # whole instances are billed
         ("strategy", lambda r: r["strategy"]),
+        ("levers", _levers),
         ("hours", lambda r: f"{r['hours']:,.2f}"),
         ("GPU-hours", lambda r: f"{r['gpu_hours']:,.2f}"),
         (
@@ -209,7 +225,7 @@ def render(data: dict[str, Any]) -> None:
         ),
         ("provider", lambda r: r["provider"] or "-"),
         ("price as of", lambda r: r.get("price_as_of") or "-"),
-        ("cost", lambda r: _usd(r["cost_usd"])),
+        ("cost", lambda r: _usd(r["cost_usd"]) if r["fits"] else "- (does not fit)"),
         ("MFU", lambda r: f"{r['mfu']:.0%} ({r['basis']})"),
         ("artifact", lambda r: _gb(r["artifact_bytes"])),
         ("storage cost", lambda r: _usd(r["storage_cost_usd"])),
@@ -230,7 +246,7 @@ def render(data: dict[str, Any]) -> None:
         table.add_row(label, *(cell(r) for r in results.values()))
     console.print(table)
     rec = data["recommendation"]
-    console.print(f"[bold]Recommendation:[/bold] {rec['method'] or 'none of the methods fits'}")
+    console.print(f"[bold]Recommendation:[/bold] {rec['method'] or 'none of the methods'}")
     for reason in rec["reasons"]:
         console.print(f"  - {reason}")
     for note in data.get("notes", []):
@@ -262,7 +278,9 @@ def estimate(
     micro_batch: Annotated[int, typer.Option()] = 1,
     epochs: Annotated[float, typer.Option()] = 1.0,
     packing: Annotated[bool, typer.Option()] = False,
-    gradient_checkpointing: Annotated[bool, typer.Option()] = False,
+    gradient_checkpointing: Annotated[
+        bool | None, typer.Option(help="default: on where memory needs it (the planner decides)")
+    ] = None,
     lora_r: Annotated[int, typer.Option()] = 8,
     target_modules: Annotated[
         str, typer.Option(help="comma-separated, all-linear, or auto (peft's per-model default)")

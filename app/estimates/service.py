@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -29,6 +29,7 @@ from app.estimates import reuse
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.errors import EstimateInputError
+from app.estimator.fleet import Fleet
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.results import EstimateResult, RangeOut
 from app.estimator.spec import DatasetShape
@@ -54,6 +55,22 @@ def resolve_dataset(
     except NotFound as exc:
         raise InvalidInput(exc.detail, field="dataset.dataset_id") from None
     return datasets_service.shape(row), row.id
+
+
+def current_fleet(gpu_ids: Iterable[str]) -> Fleet:
+    """What the workers can run, from the settings (TUNECOST_GPUS_PER_NODE, ..._MAX_NODES_PER_JOB,
+    ..._FLEET_GPUS, matched to `gpu_ids`, the catalog's); an id the catalog does not know serves
+    nothing."""
+    settings = get_settings()
+    kinds = None
+    if settings.fleet_gpus is not None:
+        known = {g.lower(): g for g in gpu_ids}
+        kinds = frozenset(known[g.lower()] for g in settings.fleet_gpus if g.lower() in known)
+    return Fleet(
+        gpus_per_node=settings.gpus_per_node,
+        nodes_per_job=settings.max_nodes_per_job,
+        gpu_kinds=kinds,
+    )
 
 
 def current_calibration(session: Session, *, principal: Principal) -> CalibrationTable:
@@ -99,6 +116,7 @@ def compute(
             domain_shift=estimate_in.domain_shift,
             lora_tried_and_insufficient=estimate_in.lora_tried_and_insufficient,
             available_gpus=estimate_in.available_gpus,
+            fleet=current_fleet(catalog.gpus),
         )
     except UnknownGpuError as exc:
         field = "hardware.gpu" if exc.gpu == estimate_in.hardware.gpu else "available_gpus"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.estimator.compute import TimeBreakdown, flops_per_token
+from app.estimator.lever_notes import idle_sentence, training_out
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.planner import Candidate, MemoryLike, PlanContext
 from app.estimator.pricing import RunCost
@@ -18,7 +19,7 @@ from app.estimator.results import (
 )
 from app.estimator.workload import Workload
 
-GB = 1e9
+GIB = 1024**3
 
 
 def model_summary(analysis: ModelAnalysis) -> ModelSummary:
@@ -46,6 +47,7 @@ def memory_out(memory: MemoryLike, factor: float) -> MemoryOut:
         breakdown=MemoryBreakdownOut(
             **{k: int(v * factor) for k, v in parts.items() if k in fields}
         ),
+        pageable_bytes=int(memory.pageable_bytes * factor),
     )
 
 
@@ -62,20 +64,21 @@ def method_result(
     notes = list(workload.notes)
     if candidate.reason:
         notes.append(candidate.reason)
+    if candidate.unrunnable:
+        notes.append(f"no worker can run it: {candidate.unrunnable}")
     memory = memory_out(candidate.memory, candidate.memory_factor)
-    tight = candidate.fits and memory.high_bytes > candidate.gpu.memory_bytes
+    tight = candidate.tight
     if tight:
         notes.append(
-            f"tight: the high estimate ({memory.high_bytes / GB:.1f} GB) exceeds "
-            f"{candidate.gpu.id}'s {candidate.gpu.memory_gb:.1f} GB"
+            f"tight: the high estimate ({(memory.high_bytes - memory.pageable_bytes) / GIB:.1f} "
+            f"GiB) exceeds {candidate.gpu.id}'s {candidate.gpu.memory_gib:.1f} GiB"
         )
-    if cost is None:
+    idle = 0
+    if cost is None and candidate.fits:
         notes.append(f"no price for {candidate.gpu.id} matches the provider and pricing asked for")
-    elif cost.billed_gpus > candidate.num_gpus:
-        notes.append(
-            f"{cost.provider} rents {candidate.gpu.id} only as {cost.instance} "
-            f"({cost.gpus_per_instance} GPUs): billed for {cost.billed_gpus}"
-        )
+    elif cost is not None and cost.billed_gpus > candidate.num_gpus:
+        idle = cost.billed_gpus - candidate.num_gpus
+        notes.append(idle_sentence(candidate.gpu.id, cost, candidate.num_gpus))
     per_token = flops_per_token(
         analysis=ctx.analysis,
         method=ctx.method,
@@ -91,10 +94,13 @@ def method_result(
         trainable_params=ctx.lora_trainable or ctx.analysis.total_params,
         memory=memory,
         gpu=candidate.gpu.id,
+        gpu_memory_bytes=candidate.gpu.memory_bytes,
         num_gpus=candidate.num_gpus,
         nodes=candidate.nodes,
         strategy=candidate.memory.strategy,
+        training=training_out(ctx, candidate),
         fits=candidate.fits,
+        runnable=candidate.runnable,
         tight=tight,
         flops=time.flops if time else workload.processed_tokens * per_token.total,
         flops_detail=FlopsOut(
@@ -104,6 +110,8 @@ def method_result(
         time=TimeOut(**_time_parts(time)),
         steps=time.optimizer_steps if time else workload.optimizer_steps(candidate.num_gpus),
         billed_gpus=cost.billed_gpus if cost else candidate.num_gpus,
+        idle_gpus=idle,
+        idle_cost_usd=cost.cost_usd * idle / cost.billed_gpus if cost and idle else None,
         gpu_hours=gpu_hours,
         provider=cost.provider if cost else None,
         pricing=cost.pricing if cost else "on_demand",
@@ -138,6 +146,7 @@ def _time_parts(time: TimeBreakdown | None) -> dict[str, float | int]:
         "elementwise_s",
         "host_s",
         "overlap_s",
+        "paging_s",
     )
     if time is None:
         return dict.fromkeys((*names, "total_s"), 0.0)

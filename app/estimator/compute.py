@@ -28,9 +28,9 @@ from app.estimator.efficiency import (
     COMM_EFFICIENCY,
     COMM_OVERLAP,
     INTER_NODE_GBPS_PER_NODE,
-    STARTUP_SECONDS,
     WEIGHT_LOAD_GBPS,
     matmul_efficiency,
+    startup_seconds,
 )
 from app.estimator.errors import EstimateInputError
 from app.estimator.floor import (
@@ -166,6 +166,7 @@ class TimeBreakdown:
     elementwise_s: float = 0.0  # norms, rotary, activations, residuals and the loss (per token)
     host_scale: float = 1.0  # calibrated factor on the modelled floor, included in host_s
     overlap_power: float = OVERLAP_POWER_GPU  # how host and device time combine (floor.py)
+    paging_s: float = 0.0  # paged optimizer states moved to host memory and back (host link)
 
     @property
     def device_s(self) -> float:
@@ -181,8 +182,9 @@ class TimeBreakdown:
 
     @property
     def loop_s(self) -> float:
-        """The training loop: device and host overlapped, plus visible communication."""
-        return self.device_s + self.host_s + self.overlap_s + self.comm_s
+        """The training loop: device and host overlapped, plus visible communication and the
+        paging of optimizer states."""
+        return self.device_s + self.host_s + self.overlap_s + self.comm_s + self.paging_s
 
     @property
     def total_s(self) -> float:
@@ -309,6 +311,7 @@ def estimate_time(
     run_overhead_s: float | None = None,
     host_scale: float = 1.0,
     speed: DeviceSpeed | None = None,
+    paging_s_per_step: float = 0.0,
 ) -> TimeBreakdown:
     """Wall time of the run described by `workload` on `num_gpus` x `gpu`.
 
@@ -317,7 +320,8 @@ def estimate_time(
     from calibration: the measured seconds outside the training loop replace the modelled
     start-up, loading and saving, and `host_scale` multiplies the modelled per-step floor.
     `speed`, a worker's measurement of its device, replaces the catalog's peak, bandwidth and
-    host floor.
+    host floor. `paging_s_per_step`: what a paged optimizer's states take to leave the GPU and
+    come back, once per optimizer step.
     """
     method = Method(method)
     peft = method is not Method.FULL
@@ -340,7 +344,9 @@ def estimate_time(
         else speed.memory_bytes_per_s
     )
     pb = (
-        DTYPE_BYTES[adapter_dtype(precision=training.precision)]
+        DTYPE_BYTES[
+            adapter_dtype(precision=training.precision, adapters_fp32=training.adapters_fp32)
+        ]
         if peft
         else param_bytes(training.precision)
     )
@@ -362,7 +368,7 @@ def estimate_time(
 
     # Every weight is streamed once per pass (forward, input-gradient, recompute); the
     # trained ones also get a gradient written. QLoRA streams the dequantized bf16 copy.
-    passes = 3 if training.gradient_checkpointing else 2
+    passes = 3 if training.checkpointing else 2
     stored_bytes, stream_bytes = weight_bytes(method, training.precision, qlora)
     stream_micro = (passes * mm.total * stream_bytes + trainable * pb) / bandwidth
     dequant_micro = 0.0
@@ -372,7 +378,7 @@ def estimate_time(
 
     shards = num_gpus if _comm_kind(strategy) in {"zero2", "zero3"} and num_gpus > 1 else 1
     opt_bytes = optimizer_bytes_per_param(
-        training.optimizer, training.precision, param_dtype_bytes=pb
+        training.optimizer_name, training.precision, param_dtype_bytes=pb
     )
     optimizer_step = trainable * opt_bytes / shards / bandwidth
 
@@ -398,7 +404,7 @@ def estimate_time(
         adapter_micro = tokens_per_micro * per_token / bandwidth
 
     activation_bytes = 4 if training.precision == "fp32" else HALF_BYTES
-    recompute = 4.0 / 3.0 if training.gradient_checkpointing else 1.0
+    recompute = 4.0 / 3.0 if training.checkpointing else 1.0
     elementwise_micro = (
         tokens_per_micro
         * recompute
@@ -409,7 +415,7 @@ def estimate_time(
         num_layers=analysis.num_layers + analysis.num_decoder_layers,
         adapters=adapters,
         four_bit_layers=len(quantizable_layers(analysis)) if method is Method.QLORA else 0,
-        checkpointing=training.gradient_checkpointing,
+        checkpointing=training.checkpointing,
         seconds_per_layer=HOST_S_PER_LAYER if speed is None else speed.host_s_per_layer,
     )
     host_s = host_scale * (micro_steps * host.micro_s + steps * host.optimizer_s)
@@ -422,7 +428,7 @@ def estimate_time(
     busy = overlapped(host_s, device_s, power)
 
     load_bytes = analysis.total_params * HALF_BYTES  # checkpoints are published in 16-bit
-    overhead = STARTUP_SECONDS + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
+    overhead = startup_seconds(gpu) + (load_bytes + artifact_bytes) / (WEIGHT_LOAD_GBPS * GIGA)
     if run_overhead_s is not None:
         overhead = run_overhead_s
     return TimeBreakdown(
@@ -443,6 +449,7 @@ def estimate_time(
         elementwise_s=micro_steps * elementwise_micro,
         host_scale=host_scale,
         overlap_power=power,
+        paging_s=steps * paging_s_per_step,
     )
 
 

@@ -6,11 +6,13 @@ Dtypes are named "fp32" / "bf16" / "fp16"; each side maps the name to torch dtyp
 
 * **Trained weights** are fp32 under `fp32` and `*_mixed` (fp32 masters, torch.autocast computes
   in 16 bits) and 16-bit under `bf16_true`.
-* **LoRA adapters are always fp32** (`ADAPTERS_FP32`): peft's own default
-  (`get_peft_model(..., autocast_adapter_dtype=True)` upcasts bf16/fp16 adapters). bf16 keeps 8
-  significant bits, so an adapter update smaller than 1/256 of the weight is lost; adapters are
-  well under 1% of a model's parameters, so fp32 costs little. peft then casts each adapter's
-  input to fp32 too (`LoraLayer._cast_input_dtype`), which the activation count includes.
+* **LoRA adapters are fp32** (`ADAPTERS_FP32`) unless the plan's `adapter_dtype` is bf16 (a
+  memory lever, only under `bf16_true`, as the QLoRA paper's code trains them): peft's own
+  default (`get_peft_model(..., autocast_adapter_dtype=True)` upcasts bf16/fp16 adapters). bf16
+  keeps 8 significant bits, so an adapter update smaller than 1/256 of the weight is lost;
+  adapters are well under 1% of a model's parameters, so fp32 costs little. peft then casts
+  each adapter's input to fp32 too (`LoraLayer._cast_input_dtype`), which the activation count
+  includes.
   `modules_to_save` copies are not adapters (peft leaves them in the base dtype): they train
   as fp32 masters under `*_mixed` (the worker upcasts them; fp16's GradScaler refuses 16-bit
   gradients) and in bf16 under `bf16_true` (`saved_module_dtype`).

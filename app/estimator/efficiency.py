@@ -8,6 +8,7 @@ per (GPU, method); until then they are informed guesses and are labelled `basis=
 
 from __future__ import annotations
 
+from app.estimator.catalog_types import GpuSpec
 from app.estimator.spec import Method
 
 # Fraction of dense peak the matmuls of a fine-tune reach when each carries plenty of work
@@ -58,10 +59,23 @@ COMM_OVERLAP = 0.5
 # shared by the node's GPUs. Faster fabrics (p5: 3200 Gbps) only make this conservative.
 INTER_NODE_GBPS_PER_NODE = 50.0
 
-# Fixed start-up per run (container start, CUDA context, tokenisation, first compile): about a
-# minute in HF Trainer runs; and a read rate for the weights from local NVMe or a warm cache.
-STARTUP_SECONDS = 60.0
+# Seconds a run spends outside its training loop besides reading the weights (process start
+# and imports, CUDA context, tokenizing, evaluation, saving), per device class, measured:
+# - GPU: the H200 job of bench/results/gpu_job-2026-11-30.txt ran 69.7 s, 46.8 s of it in the
+#   training loop: 23.0 s outside it, 2.5 s of which are its 2.5 GB of weights and adapter at
+#   WEIGHT_LOAD_GBPS (counted apart), so 20.5 s.
+GPU_STARTUP_SECONDS = 20.5
+# - CPU: `make demo`'s LoRA and QLoRA jobs (tiny model, 40 steps) on this project's 2-core CPU
+#   machine, through the worker's training child (`PYTHONPATH=. python bench/startup.py --runs
+#   2`): 4 runs, 23.4-27.4 s, median 25.5 s (process start and imports of torch, transformers,
+#   peft and bitsandbytes are most of it; measured with the machine shared, load average ~12).
+CPU_STARTUP_SECONDS = 25.5
 WEIGHT_LOAD_GBPS = 1.0  # GB/s; S3/hub downloads are slower, a page-cached file faster
+
+
+def startup_seconds(gpu: GpuSpec) -> float:
+    """The start-up prior of a run on `gpu`'s device class (until calibration learns it)."""
+    return CPU_STARTUP_SECONDS if gpu.is_cpu else GPU_STARTUP_SECONDS
 
 
 def mfu_prior(mfu_class: str, method: Method) -> float:

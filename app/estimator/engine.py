@@ -16,6 +16,7 @@ from app.estimator.assemble import dataset_summary, method_result, model_summary
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.catalog_types import Catalog, GpuSpec
 from app.estimator.errors import EstimateInputError
+from app.estimator.fleet import ANY, Fleet
 from app.estimator.lora import lora_trainable_params
 from app.estimator.memory import estimate_memory
 from app.estimator.model_analysis import ModelAnalysis
@@ -27,12 +28,13 @@ from app.estimator.planner import (
     MemoryLike,
     PlanContext,
     costs,
-    evaluate,
+    options_for,
     plan_method,
 )
 from app.estimator.pricing import (
     RunCost,
     artifact_size,
+    base_model_bytes,
     storage_usd,
     stored_bytes,
     variant_storage,
@@ -76,10 +78,12 @@ def estimate(
     domain_shift: DomainShift | None = None,
     lora_tried_and_insufficient: bool = False,
     available_gpus: AvailableGpus | None = None,
+    fleet: Fleet = ANY,
 ) -> EstimateResult:
     """Memory, time, cost, plans and a recommendation for each method (cached by inputs).
 
     `available_gpus` limits the plans to GPUs the caller can get: ids, or ids with a count.
+    `fleet` says what the workers can run; a plan beyond it is shown, never recommended.
     Unknown GPU ids raise `UnknownGpuError`; unknown providers `UnknownProviderError`.
     """
     wanted = tuple(dict.fromkeys(Method(m) for m in methods))
@@ -115,6 +119,7 @@ def estimate(
         domain_shift,
         lora_tried_and_insufficient,
         tuple(sorted(available.items())) if available is not None else None,
+        fleet,
     )
     cached = _CACHE.get(key)
     if cached is not None:
@@ -138,6 +143,7 @@ def estimate(
         domain_shift=domain_shift,
         lora_tried_and_insufficient=lora_tried_and_insufficient,
         available=available,
+        fleet=fleet,
     )
     _CACHE[key] = result
     if len(_CACHE) > CACHE_SIZE:
@@ -160,12 +166,11 @@ def _available(catalog: Catalog, given: AvailableGpus | None) -> dict[str, int |
 def _memory_fn(
     analysis: ModelAnalysis,
     method: Method,
-    training: TrainingSpec,
     lora: LoraSpec,
     qlora: QLoraSpec,
     seq_len: int,
 ) -> MemoryFn:
-    def memory(num_gpus: int, gpu_memory_bytes: int | None) -> MemoryLike:
+    def memory(training: TrainingSpec, num_gpus: int, gpu_memory_bytes: int | None) -> MemoryLike:
         return estimate_memory(
             analysis=analysis,
             method=method,
@@ -199,6 +204,7 @@ def _estimate(
     domain_shift: DomainShift | None,
     lora_tried_and_insufficient: bool,
     available: dict[str, int | None] | None,
+    fleet: Fleet,
 ) -> EstimateResult:
     workload = build_workload(
         dataset=dataset,
@@ -230,6 +236,8 @@ def _estimate(
 
     results: dict[Method, MethodResult] = {}
     plans: dict[Method, list[Plan]] = {}
+    # one storage price for every method, so a smaller artifact never costs more to store
+    store = catalog.storage_price(hardware.provider)
     for method in methods:
         art = full_art if method is Method.FULL or adapter_art is None else adapter_art
         ctx = PlanContext(
@@ -240,9 +248,12 @@ def _estimate(
             workload=workload,
             lora_trainable=trainable if method is not Method.FULL else 0,
             artifact_bytes=art.bytes,
-            memory=_memory_fn(analysis, method, training, lora, qlora, workload.peak_len),
+            memory=_memory_fn(analysis, method, lora, qlora, workload.peak_len),
             lora=lora if method is not Method.FULL else None,
             calibration=calibration,
+            fleet=fleet,
+            dataset=dataset,
+            max_positions=analysis.max_position_embeddings or None,
         )
         plans[method] = plan_method(
             ctx,
@@ -253,30 +264,41 @@ def _estimate(
             available=available,
             counts=counts,
         )
-        candidate, cost = _choose(ctx, catalog, hardware, gpu_id, plans[method], counts)
-        store = catalog.storage_price(cost.provider if cost else hardware.provider)
-        stored = stored_bytes(
-            analysis=analysis, method=method, artifact_bytes=art.bytes, variants=variants
-        )
+        candidate, cost = _choose(ctx, catalog, hardware, gpu_id, plan_gpus, available, counts)
+        if method is not Method.FULL and candidate.training.adapter_dtype != "fp32":
+            art = artifact_size(
+                analysis=analysis,
+                method=method,
+                training=candidate.training,
+                lora=lora,
+                lora_trainable=trainable,
+            )
+        stored = stored_bytes(artifact_bytes=art.bytes, variants=variants)
         results[method] = method_result(
             ctx,
             candidate,
             cost,
-            workload=workload,
+            workload=ctx.workload_for(candidate.training),
             artifact_bytes=art.bytes,
             storage_cost=storage_usd(stored_bytes=stored, months=storage_months, price=store),
         )
 
+    if budget_usd is not None:
+        results = {
+            m: r.model_copy(
+                update={"over_budget": r.cost_usd is not None and r.cost_usd > budget_usd}
+            )
+            for m, r in results.items()
+        }
     storage = None
     if adapter_art is not None:
-        first = next(iter(results.values()))
+        adapter_bytes = min(r.artifact_bytes for m, r in results.items() if m is not Method.FULL)
         storage = variant_storage(
-            analysis=analysis,
             full_artifact_bytes=full_art.bytes,
-            adapter_artifact_bytes=adapter_art.bytes,
+            adapter_artifact_bytes=adapter_bytes,
             variants=variants,
             months=storage_months,
-            price=catalog.storage_price(hardware.provider or first.provider),
+            price=store,
         )
     recommendation = recommend(
         results=results,
@@ -285,6 +307,7 @@ def _estimate(
         budget_usd=budget_usd,
         domain_shift=domain_shift,
         lora_tried_and_insufficient=lora_tried_and_insufficient,
+        base_bytes=base_model_bytes(analysis),
     )
     return EstimateResult(
         catalog_version=catalog.version,
@@ -313,28 +336,40 @@ def _choose(
     catalog: Catalog,
     hardware: HardwareSpec,
     gpu_id: str | None,
-    plans: list[Plan],
+    plan_gpus: list[GpuSpec],
+    available: dict[str, int | None] | None,
     counts: Sequence[int],
 ) -> tuple[Candidate, RunCost | None]:
-    """The configuration a method's result reports, and its cheapest price."""
-    if gpu_id is not None:
-        gpu = catalog.gpus[gpu_id]
-        tried = (evaluate(ctx, gpu, n) for n in counts)
-        candidate = next((c for c in tried if c.fits), None) or evaluate(ctx, gpu, counts[0])
-    else:
-        best = next((p for p in plans if p.fits), None)
-        if best is not None:
-            candidate = evaluate(ctx, catalog.gpus[best.gpu], best.num_gpus)
-            priced = costs(candidate, catalog, provider=best.provider, pricing=hardware.pricing)
-            return candidate, next((c for c in priced if c.cost_usd == best.cost_usd), None)
-        seen = list(ctx._candidates.values())
-        if not seen:
-            raise EstimateInputError(
-                f"available_gpus offers no GPU in the counts asked for: {counts}",
-                field="available_gpus",
-            )
-        runnable = [c for c in seen if c.time is not None] or seen
-        candidate = min(runnable, key=lambda c: c.per_gpu_bytes / c.gpu.memory_bytes)
+    """The configuration a method's result reports, and its price: the best fitting option
+    (runnable first), else the runnable configuration closest to fitting, unpriced."""
+    pool = [catalog.gpus[gpu_id]] if gpu_id is not None else plan_gpus
+    fitting, _ = options_for(
+        ctx,
+        catalog,
+        gpus=pool,
+        provider=hardware.provider,
+        pricing=hardware.pricing,
+        available=available,
+        counts=counts,
+    )
+    if fitting:
+        return fitting[0]
+    ids = {g.id for g in pool}
+    seen = [c for c in ctx._candidates.values() if c.gpu.id in ids]
+    if not seen:
+        raise EstimateInputError(
+            f"available_gpus offers no GPU in the counts asked for: {counts}",
+            field="available_gpus",
+        )
+    # closest to fitting among what a worker could run and the GPU can compute
+    usable = [c for c in seen if c.time is not None and c.runnable]
+    usable = usable or [c for c in seen if c.time is not None] or seen
+    candidate = min(
+        usable,
+        key=lambda c: (c.memory.must_fit_bytes * c.memory_factor / c.gpu.memory_bytes, c.num_gpus),
+    )
+    if not candidate.fits:
+        return candidate, None
     priced = costs(candidate, catalog, provider=hardware.provider, pricing=hardware.pricing)
     return candidate, (priced[0] if priced else None)
 

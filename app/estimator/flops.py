@@ -170,7 +170,7 @@ def flops_per_token(
     peft = method is not Method.FULL
     trainable = float(lora_trainable) if peft else 0.0
     recompute = 0.0
-    if training.gradient_checkpointing:
+    if training.checkpointing:
         # HF checkpoints each decoder block: the LM head and embeddings are not run again.
         # transformers 5 uses torch's non-reentrant checkpoint, which stops recomputing once
         # every tensor backward needs exists again: each block's last MLP projection, whose

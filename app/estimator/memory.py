@@ -33,7 +33,6 @@ from app.estimator.activations import (
     dtype_policy,
     estimate_activations,
 )
-from app.estimator.conventions import ADAPTERS_FP32
 from app.estimator.lora import lora_layout
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.spec import LoraSpec, Method, QLoraSpec, TrainingSpec
@@ -114,6 +113,14 @@ class MemoryEstimate:
     peak_phase: str  # "backward_start", "optimizer_step" or "forward_end"
     num_gpus: int
     activations: ActivationEstimate
+    # bitsandbytes' paged optimizer states at the peak: CUDA unified memory that the driver
+    # evicts to host memory when the GPU runs short, so they need not fit beside the rest
+    pageable_bytes: int = 0
+
+    @property
+    def must_fit_bytes(self) -> int:
+        """What must fit in the GPU's memory: the peak less what may page out to the host."""
+        return self.per_gpu_bytes - self.pageable_bytes
 
 
 @dataclass(frozen=True)
@@ -262,7 +269,7 @@ def estimate_memory(
     device: Device = "cuda",
     bnb_keeps_4bit_input: bool = False,
     gpu_memory_bytes: int | None = None,
-    adapters_fp32: bool = ADAPTERS_FP32,
+    adapters_fp32: bool | None = None,
     loop_keeps_last_graph: bool = False,
 ) -> MemoryEstimate:
     """Peak memory per GPU of fine-tuning `analysis` with `method` on `num_gpus` GPUs.
@@ -279,8 +286,9 @@ def estimate_memory(
     (hence its autograd graph) until the next forward returns (LitGPT's `fit` rebinds `logits`
     only then): with `bnb_keeps_4bit_input`, the last step's 4-bit matmul inputs, held as ctx
     attributes of that graph, are alive at the end of the next forward.
-    `adapters_fp32=False` models stacks that keep LoRA adapters in 16 bits under `bf16_true`
-    (LitGPT); the worker follows `conventions.ADAPTERS_FP32`.
+    `adapters_fp32` overrides `training.adapter_dtype` (False models stacks that keep LoRA
+    adapters in 16 bits under `bf16_true`, such as LitGPT); the worker follows the training spec
+    (peft's fp32 unless `adapter_dtype` is bf16).
     Results are cached: the same question twice costs a dict lookup."""
     targets = lora.target_modules
     lora_key = (
@@ -290,6 +298,8 @@ def estimate_memory(
         targets if isinstance(targets, str) else tuple(targets),
         tuple(lora.modules_to_save),
     )
+    if adapters_fp32 is None:
+        adapters_fp32 = training.adapters_fp32
     candidates = [sharding]
     if sharding == "auto" and num_gpus > 1 and gpu_memory_bytes is not None:
         full = method is Method.FULL
@@ -351,7 +361,7 @@ def _estimate_cached(
         analysis=analysis,
         method=method,
         precision=training.precision,
-        optimizer=training.optimizer,
+        optimizer=training.optimizer_name,
         lora=lora,
         qlora=qlora,
         adapters_fp32=adapters_fp32,
@@ -366,7 +376,7 @@ def _estimate_cached(
         lora=layout,
         full=full,
         attention=training.attention,
-        gradient_checkpointing=training.gradient_checkpointing,
+        gradient_checkpointing=training.checkpointing,
         micro_batch_size=training.micro_batch_size,
         seq_len=seq_len,
         padded=training.micro_batch_size > 1 and not training.packing,
@@ -391,7 +401,7 @@ def _estimate_cached(
 
     def total(
         *, slack: float, context: int, act_scale: float, held: bool, transient: bool
-    ) -> tuple[str, MemoryBreakdown, int, int]:
+    ) -> tuple[str, MemoryBreakdown, int, int, int]:
         phase, parts = _phases(
             per_gpu,
             act,
@@ -401,23 +411,24 @@ def _estimate_cached(
             previous_held=act.held_bytes if loop_keeps_last_graph else 0,
         )
         parts["logits"] = round(parts["logits"] * overhead_factor)
-        allocated = sum(parts.values()) - (per_gpu.paged if parts["optimizer_states"] else 0)
+        paged = per_gpu.paged if parts["optimizer_states"] and cuda else 0
+        allocated = sum(parts.values()) - paged
         reserved = round(allocated * (1 + slack)) if cuda else allocated
         outside = (context + nccl) if cuda else 0
         overhead = round((reserved - allocated + outside) * overhead_factor)
-        return phase, MemoryBreakdown(**parts, overhead=overhead), allocated, reserved
+        return phase, MemoryBreakdown(**parts, overhead=overhead), allocated, reserved, paged
 
-    phase, breakdown, allocated, reserved = total(
+    phase, breakdown, allocated, reserved, pageable = total(
         slack=ALLOCATOR_SLACK, context=CUDA_CONTEXT_BYTES, act_scale=1.0, held=True, transient=True
     )
-    _, low, _, _ = total(
+    _, low, _, _, _ = total(
         slack=ALLOCATOR_SLACK_LOW,
         context=CUDA_CONTEXT_LOW_BYTES,
         act_scale=1.0,
         held=False,
         transient=False,
     )
-    _, high, _, _ = total(
+    _, high, _, _, _ = total(
         slack=ALLOCATOR_SLACK_HIGH,
         context=CUDA_CONTEXT_HIGH_BYTES,
         act_scale=1.0 + ACTIVATION_HIGH_MARGIN,
@@ -435,4 +446,5 @@ def _estimate_cached(
         peak_phase=phase,
         num_gpus=num_gpus,
         activations=act,
+        pageable_bytes=pageable,
     )

@@ -3,6 +3,12 @@
 A full fine-tune leaves a whole checkpoint per task; LoRA and QLoRA leave a small adapter file
 that needs the (shared) base model beside it. With many task variants that difference, not the
 training bill, can dominate (the storage argument for adapters).
+
+Storage cost is defined once, here: what the fine-tune adds to storage, i.e. its artifact
+(the checkpoint or the adapter file) once per task variant, kept for `months`, at one storage
+price per estimate (the asked provider's, else the cheapest listed). The base model is not
+counted: every method starts from it and serving an adapter keeps it anyway. So a smaller
+artifact never costs more to store.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ class VariantStorage:
     provider: str
     usd_per_gb_month: float
     full_bytes: int  # K full checkpoints
-    adapter_bytes: int  # one base checkpoint + K adapters
+    adapter_bytes: int  # K adapters (served on one shared base, not counted)
     full_usd: float
     adapter_usd: float
 
@@ -96,7 +102,8 @@ def artifact_size(
     """Bytes of the checkpoint (full) or adapter_model.safetensors (LoRA/QLoRA) a run saves.
 
     peft saves the adapter in the dtype it trained in: A and B in `conventions.adapter_dtype`
-    (fp32), modules_to_save copies in `conventions.saved_module_dtype`.
+    (fp32, or bf16 with `training.adapter_dtype`), modules_to_save copies in
+    `conventions.saved_module_dtype`.
     """
     width = saved_dtype_bytes(training.precision)
     if Method(method) is Method.FULL:
@@ -116,7 +123,9 @@ def artifact_size(
     extra = max(0, lora_trainable - counted)
     if extra:
         tensors.append((PEFT_PREFIX + "modules_to_save.weight", [extra]))
-    adapter = DTYPE_BYTES[adapter_dtype(precision=training.precision)]
+    adapter = DTYPE_BYTES[
+        adapter_dtype(precision=training.precision, adapters_fp32=training.adapters_fp32)
+    ]
     saved = DTYPE_BYTES[saved_module_dtype(precision=training.precision)]
     header = _header_bytes(tensors, "BF16" if adapter == 2 else "F32", adapter)
     return ArtifactSize(
@@ -151,35 +160,28 @@ def storage_usd(*, stored_bytes: float, months: float, price: StoragePrice) -> f
     return stored_bytes / GIB * price.usd_per_gb_month * months
 
 
-def stored_bytes(
-    *, analysis: ModelAnalysis, method: Method | str, artifact_bytes: int, variants: int
-) -> int:
-    """Bytes kept for `variants` tasks: K checkpoints, or one base checkpoint plus K adapters."""
-    if Method(method) is Method.FULL:
-        return variants * artifact_bytes
-    base = analysis.total_params * BASE_CHECKPOINT_BYTES_PER_PARAM
-    return base + variants * artifact_bytes
+def stored_bytes(*, artifact_bytes: int, variants: int) -> int:
+    """Bytes a fine-tune adds to storage for `variants` tasks: one artifact per variant."""
+    return variants * artifact_bytes
+
+
+def base_model_bytes(analysis: ModelAnalysis) -> int:
+    """The published base checkpoint adapters are served on (16-bit safetensors)."""
+    return analysis.total_params * BASE_CHECKPOINT_BYTES_PER_PARAM
 
 
 def variant_storage(
     *,
-    analysis: ModelAnalysis,
     full_artifact_bytes: int,
     adapter_artifact_bytes: int,
     variants: int,
     months: float,
     price: StoragePrice,
 ) -> VariantStorage:
-    """K full checkpoints versus one base checkpoint plus K adapters, in bytes and dollars."""
-    full = stored_bytes(
-        analysis=analysis, method=Method.FULL, artifact_bytes=full_artifact_bytes, variants=variants
-    )
-    adapters = stored_bytes(
-        analysis=analysis,
-        method=Method.LORA,
-        artifact_bytes=adapter_artifact_bytes,
-        variants=variants,
-    )
+    """K full checkpoints versus K adapters, in bytes and dollars (storage cost as defined
+    above: the shared base model is not counted)."""
+    full = stored_bytes(artifact_bytes=full_artifact_bytes, variants=variants)
+    adapters = stored_bytes(artifact_bytes=adapter_artifact_bytes, variants=variants)
     return VariantStorage(
         variants=variants,
         months=months,

@@ -31,7 +31,9 @@ CITE_LORA_LEARNS_LESS = (
 )
 CITE_QLORA = "QLoRA matches 16-bit LoRA quality with a 4-bit base (Dettmers et al. 2023, QLoRA)"
 NAMES = {Method.FULL: "full fine-tuning", Method.LORA: "LoRA", Method.QLORA: "QLoRA"}
-GB, MB = 1e9, 1e6
+GIB, MIB = 1024**3, 1024**2
+# Two costs within this share of each other are "about the same" in a comparison sentence.
+SAME_COST = 0.005
 
 
 def _first_upper(text: str) -> str:
@@ -43,11 +45,15 @@ def _usd(value: float | None) -> str:
 
 
 def _size(n_bytes: float) -> str:
-    return f"{n_bytes / GB:,.1f} GB" if n_bytes >= GB else f"{n_bytes / MB:,.1f} MB"
+    return f"{n_bytes / GIB:,.1f} GiB" if n_bytes >= GIB else f"{n_bytes / MIB:,.1f} MiB"
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.1f} GiB"
 
 
 def _hardware(r: MethodResult) -> str:
-    return f"{r.num_gpus}x {r.gpu} ({r.memory.per_gpu_bytes / GB:.1f} GB per GPU)"
+    return f"{r.num_gpus}x {r.gpu} ({_gib(r.memory.per_gpu_bytes)} per GPU)"
 
 
 def _where(r: MethodResult) -> str:
@@ -57,15 +63,29 @@ def _where(r: MethodResult) -> str:
 def _blocker(r: MethodResult, budget: float | None, plans: list[Plan]) -> str | None:
     """Why a method cannot be used as estimated, or None if it can."""
     name = NAMES[r.method]
+    fit = next((p for p in plans if p.fits and p.runnable and p.cost_usd is not None), None)
     if not r.fits:
-        gb = r.memory.per_gpu_bytes / GB
-        fit = next((p for p in plans if p.fits), None)
+        need = r.memory.per_gpu_bytes - r.memory.pageable_bytes
         alt = (
             f"; the cheapest option that fits is {p_desc(fit)}"
             if fit is not None
             else "; nothing in the catalog fits it"
         )
-        return f"{name} does not fit {r.num_gpus}x {r.gpu}: it needs {gb:.1f} GB per GPU{alt}"
+        return (
+            f"{name} does not fit {r.num_gpus}x {r.gpu}: it needs {_gib(need)} per GPU, "
+            f"more than the GPU's {_gib(r.gpu_memory_bytes)}{alt}"
+        )
+    if not r.runnable:
+        alt = (
+            f"; the cheapest option a worker can run is {p_desc(fit)}"
+            if fit is not None
+            else "; no option in the catalog fits what a worker can run"
+        )
+        where = "nodes" if r.nodes > 1 else "node"
+        return (
+            f"{name} on {r.num_gpus}x {r.gpu} ({r.nodes} {where}) is not something a worker "
+            f"can run{alt}"
+        )
     if budget is not None and r.cost_usd is not None and r.cost_usd > budget:
         return f"{name} costs {_usd(r.cost_usd)}, over the {_usd(budget)} budget"
     return None
@@ -77,25 +97,35 @@ def p_desc(plan: Plan) -> str:
     return f"{plan.num_gpus}x {plan.gpu}{where} for {_usd(plan.cost_usd)}"
 
 
+def compare_costs(a: float, b: float) -> str:
+    """`a` against `b` in the direction the numbers go: '4.1x', '12% less than', 'about'."""
+    if abs(a - b) <= SAME_COST * max(a, b):
+        return "about the same as"
+    if b <= 0:
+        return "more than"
+    if a > b:
+        return f"{a / b:.1f}x" if a >= 1.1 * b else f"{(a - b) / b:.0%} more than"
+    return f"{(b - a) / b:.0%} less than"
+
+
 def _ratio_sentence(a: MethodResult, b: MethodResult) -> str | None:
     if a.cost_usd is None or b.cost_usd is None or b.cost_usd <= 0:
         return None
     return (
         f"{_first_upper(NAMES[a.method])} needs {_hardware(a)} and costs {_usd(a.cost_usd)} "
-        f"over {a.hours:.1f} h: {a.cost_usd / b.cost_usd:.1f}x {NAMES[b.method]}'s "
+        f"over {a.hours:.1f} h: {compare_costs(a.cost_usd, b.cost_usd)} {NAMES[b.method]}'s "
         f"{_usd(b.cost_usd)} ({_where(b)})."
     )
 
 
-def storage_sentence(storage: VariantStorage, adapter_bytes: int, full_bytes: int) -> str:
+def storage_sentence(storage: VariantStorage, base_bytes: int) -> str:
     """The storage argument for K task variants, with sizes and dollars."""
     k = storage.variants
     return (
-        f"{k} task variants: {k} full copies = {_size(storage.full_bytes)} of storage "
+        f"{k} task variants: {k} full checkpoints = {_size(storage.full_bytes)} of storage "
         f"({_usd(storage.full_usd)} over {storage.months:g} months at {storage.provider}) vs "
-        f"{k} adapters = {_size(k * adapter_bytes)} on one shared base "
-        f"({_size(storage.adapter_bytes)} in all, {_usd(storage.adapter_usd)}); "
-        f"one full copy is {_size(full_bytes)}."
+        f"{k} adapters = {_size(storage.adapter_bytes)} ({_usd(storage.adapter_usd)}), served "
+        f"on one shared base model ({_size(base_bytes)}, kept whichever method is chosen)."
     )
 
 
@@ -107,6 +137,7 @@ def recommend(
     budget_usd: float | None = None,
     domain_shift: DomainShift | None = None,
     lora_tried_and_insufficient: bool = False,
+    base_bytes: int | None = None,
 ) -> Recommendation:
     """The recommended method among those estimated, with the reasons as sentences."""
     blockers = {m: _blocker(r, budget_usd, plans.get(m, [])) for m, r in results.items()}
@@ -161,22 +192,25 @@ def recommend(
         if blocker is not None and m != choice and not (m is Method.FULL and full_justified):
             reasons.append(_first_upper(blocker) + ".")
     if choice is not None:
-        others = [m for m in results if m != choice and results[m].fits]
+        others = [m for m in results if m != choice and blockers[m] is None]
         reasons.extend(
             s for s in (_ratio_sentence(results[m], results[choice]) for m in others) if s
         )
+    if choice is not None and results[choice].idle_gpus:
+        chosen = results[choice]
+        idle_note = next((n for n in chosen.notes if "idle" in n), None)
+        if idle_note is not None:
+            reasons.append(_first_upper(idle_note) + ".")
     if choice is not None and results[choice].tight:
         chosen = results[choice]
+        high = chosen.memory.high_bytes - chosen.memory.pageable_bytes
         reasons.append(
-            f"Tight fit: {chosen.gpu}'s memory holds the expected peak but not the high estimate "
-            f"({chosen.memory.high_bytes / 1e9:.1f} GB); it may run out of memory. A larger GPU, "
-            "gradient checkpointing or a smaller micro-batch leaves room."
+            f"Tight fit: {chosen.gpu}'s {_gib(chosen.gpu_memory_bytes)} hold the expected peak "
+            f"but not the high estimate ({_gib(high)}); it may run out of memory. A larger GPU "
+            "or more GPUs leave room."
         )
-    if storage is not None and storage.variants > 1:
-        peft_result = results.get(Method.LORA) or results.get(Method.QLORA)
-        full_bytes = storage.full_bytes // storage.variants
-        if peft_result is not None:
-            reasons.append(storage_sentence(storage, peft_result.artifact_bytes, full_bytes))
+    if storage is not None and storage.variants > 1 and base_bytes is not None:
+        reasons.append(storage_sentence(storage, base_bytes))
     return Recommendation(method=choice, reasons=reasons)
 
 
@@ -191,15 +225,14 @@ def _pick_peft(
             and qlora.cost_usd <= (1 - QLORA_MIN_SAVING) * lora.cost_usd
         ):
             reasons.append(
-                f"QLoRA costs {_usd(qlora.cost_usd)} on {_hardware(qlora)} vs LoRA's "
+                f"QLoRA costs {_usd(qlora.cost_usd)} on {_hardware(qlora)}, "
+                f"{compare_costs(qlora.cost_usd, lora.cost_usd)} LoRA's "
                 f"{_usd(lora.cost_usd)}: the 4-bit base lets a cheaper GPU do it; {CITE_QLORA}."
             )
             return Method.QLORA
         reasons.append(
-            f"LoRA fits {_hardware(lora)} and costs {_usd(lora.cost_usd)} "
-            f"({lora.hours:.1f} h); QLoRA would save memory "
-            f"({qlora.memory.per_gpu_bytes / GB:.1f} GB per GPU) but not enough money to "
-            f"justify its slower 4-bit steps."
+            f"LoRA fits {_hardware(lora)} and costs {_usd(lora.cost_usd)} ({lora.hours:.1f} h); "
+            + _why_not_qlora(lora, qlora)
         )
         return Method.LORA
     if Method.LORA in usable and lora:
@@ -213,3 +246,22 @@ def _pick_peft(
         f"{_usd(qlora.cost_usd)} ({qlora.hours:.1f} h); {CITE_QLORA}."
     )
     return Method.QLORA
+
+
+def _why_not_qlora(lora: MethodResult, qlora: MethodResult) -> str:
+    """Why LoRA over a QLoRA that also runs, saying only what the numbers say."""
+    if lora.cost_usd is None or qlora.cost_usd is None:
+        return "QLoRA's price is not known to compare."
+    memory = ""
+    if qlora.memory.per_gpu_bytes < lora.memory.per_gpu_bytes:
+        memory = f"needs less memory ({_gib(qlora.memory.per_gpu_bytes)} per GPU) but "
+    if qlora.cost_usd >= lora.cost_usd:
+        return (
+            f"QLoRA {memory}costs {_usd(qlora.cost_usd)}, "
+            f"{compare_costs(qlora.cost_usd, lora.cost_usd)} LoRA, in {qlora.hours:.1f} h."
+        )
+    return (
+        f"QLoRA {memory}would save only {_usd(lora.cost_usd - qlora.cost_usd)} "
+        f"({compare_costs(qlora.cost_usd, lora.cost_usd)} LoRA), under the "
+        f"{QLORA_MIN_SAVING:.0%} that justifies its slower 4-bit steps ({qlora.hours:.1f} h)."
+    )

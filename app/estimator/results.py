@@ -37,6 +37,40 @@ class MemoryOut(_Out):
     low_bytes: int
     high_bytes: int
     breakdown: MemoryBreakdownOut
+    pageable_bytes: int = Field(
+        0,
+        description="of per_gpu_bytes, paged optimizer states the driver may move to host "
+        "memory: what must fit in the GPU is per_gpu_bytes - pageable_bytes",
+    )
+
+
+LeverName = Literal[
+    "optimizer_8bit", "adapter_bf16", "micro_batch", "gradient_checkpointing", "paged_optimizer"
+]
+
+
+class LeverOut(_Out):
+    """One memory lever in effect: what it is set to, who chose it, and why."""
+
+    lever: LeverName
+    setting: str
+    chosen_by: Literal["planner", "request"]
+    why: str = Field(description="its effect on memory and time, in GiB and hours")
+
+
+class TrainingOut(_Out):
+    """The training settings the plan runs with; a job submitted from it runs with exactly these."""
+
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    gradient_checkpointing: bool
+    optimizer: str
+    adapter_dtype: Literal["fp32", "bf16"] | None = Field(
+        None, description="LoRA/QLoRA: the dtype of A and B (None for full fine-tuning)"
+    )
+    levers: list[LeverOut] = Field(
+        default_factory=list, description="each memory lever that is on, and why"
+    )
 
 
 class FlopsOut(_Out):
@@ -63,6 +97,9 @@ class TimeOut(_Out):
     overlap_s: float = Field(
         0.0,
         description="host and device at work at once (never positive): the terms sum to total_s",
+    )
+    paging_s: float = Field(
+        0.0, description="paged optimizer states moved to host memory and back (the host link)"
     )
     total_s: float
     micro_steps: int | None = None  # per GPU
@@ -111,6 +148,9 @@ class Plan(_PriceOrigin):
     provider: str | None
     pricing: str
     fits: bool
+    runnable: bool = Field(
+        True, description="a worker of the fleet can run it (devices of one node, a GPU served)"
+    )
     tight: bool = Field(
         False,
         description="fits at the expected peak, but the high memory bound exceeds the GPU's",
@@ -119,8 +159,13 @@ class Plan(_PriceOrigin):
     per_gpu_bytes: int
     gpu_memory_bytes: int
     strategy: str
+    levers: list[LeverName] = Field(
+        default_factory=list, description="memory levers the option needs (see `training`)"
+    )
     hours: float
     billed_gpus: int
+    idle_gpus: int = Field(0, description="GPUs billed (whole instances) that the run leaves idle")
+    idle_cost_usd: float | None = Field(None, description="what the idle GPUs cost")
     gpu_hours: float
     price_per_gpu_hour: float | None
     cost_usd: float | None
@@ -137,10 +182,20 @@ class MethodResult(_PriceOrigin):
     trainable_params: int
     memory: MemoryOut
     gpu: str
+    gpu_memory_bytes: int = Field(0, description="memory of one of its GPUs, what must fit")
     num_gpus: int
     nodes: int
     strategy: str
+    training: TrainingOut | None = Field(
+        None, description="the settings it runs with: which memory levers are on, and why"
+    )
     fits: bool
+    runnable: bool = Field(
+        True,
+        description="a worker of the fleet can run it: the devices of one node, of a GPU kind "
+        "served; a job for a plan that is not is refused at submit",
+    )
+    over_budget: bool = Field(False, description="its cost exceeds the request's budget_usd")
     tight: bool = Field(
         False,
         description="fits at the expected peak, but the high memory bound exceeds the GPU's: "
@@ -152,11 +207,15 @@ class MethodResult(_PriceOrigin):
     time: TimeOut
     steps: int
     billed_gpus: int
+    idle_gpus: int = Field(0, description="GPUs billed (whole instances) that the run leaves idle")
+    idle_cost_usd: float | None = Field(None, description="what the idle GPUs cost")
     gpu_hours: float
     provider: str | None
     pricing: str
     price_per_gpu_hour: float | None
-    cost_usd: float | None
+    cost_usd: float | None = Field(
+        description="GPU-hours x price; None when it does not fit (it cannot run as estimated)"
+    )
     hours_range: RangeOut | None = Field(
         None, description="low/high wall-clock hours: widest on priors, narrower calibrated"
     )
@@ -166,8 +225,16 @@ class MethodResult(_PriceOrigin):
     basis: Basis
     calibration_jobs: int
     memory_factor: float = Field(1.0, description="calibrated factor applied to memory")
-    artifact_bytes: int
-    storage_cost_usd: float
+    artifact_bytes: int = Field(
+        description="what the run saves: the full checkpoint, or the adapter file"
+    )
+    storage_cost_usd: float = Field(
+        description="what storing the run's output costs: `artifact_bytes` once per task "
+        "variant (`variants` copies), kept `storage_months`, at one storage price per estimate "
+        "(hardware.provider's, else the cheapest listed); the base model, which every method "
+        "starts from and serving an adapter keeps, is not counted. A smaller artifact never "
+        "costs more."
+    )
     notes: list[str]
 
 

@@ -28,6 +28,12 @@ Attention = Literal["sdpa", "flash_attention_2", "eager"]
 Sharding = Literal["auto", "ddp", "fsdp_zero2", "fsdp_zero3"]
 Pricing = Literal["on_demand", "spot", "committed"]  # committed: only when named
 Padding = Literal["longest", "max_length"]
+AdapterDtype = Literal["fp32", "bf16"]
+
+# What a lever left to the planner is when memory does not need it: the settings a plain run
+# uses (torch AdamW, no recomputation, peft's fp32 adapters).
+DEFAULT_OPTIMIZER: Optimizer = "adamw"
+DEFAULT_ADAPTER_DTYPE: AdapterDtype = "fp32"
 
 # Bounds that reject nonsense while admitting every real run we know of.
 MAX_SEQ_LEN = 1_048_576  # longest context of any catalog model is 131,072; leave headroom
@@ -64,11 +70,69 @@ class TrainingSpec(_Spec):
         description="without packing: batch examples of similar length together (sorted within "
         "shuffled groups of micro-batches, like HF Trainer's group_by_length), less padding",
     )
-    gradient_checkpointing: bool = False
-    optimizer: Optimizer = "adamw"
+    gradient_checkpointing: bool | None = Field(
+        None,
+        description="recompute each block's activations in backward; default: the planner turns "
+        "it on where memory needs it (`training` in each result says)",
+    )
+    optimizer: Optimizer | None = Field(
+        None,
+        description="default: adamw, or bitsandbytes' 8-bit / paged AdamW where memory needs it",
+    )
+    adapter_dtype: AdapterDtype | None = Field(
+        None,
+        description="LoRA/QLoRA A and B matrices: fp32 (peft's default) or bf16 (as the QLoRA "
+        "paper trained them; bf16_true only); default: fp32 unless memory needs bf16",
+    )
     precision: Precision = "bf16_true"
     attention: Attention = "sdpa"
     sharding: Sharding = Field("auto", description="multi-GPU strategy for full fine-tuning")
+
+    @model_validator(mode="after")
+    def _adapter_dtype_fits_precision(self) -> TrainingSpec:
+        if self.adapter_dtype == "bf16" and self.precision != "bf16_true":
+            raise ValueError(
+                f"adapter_dtype bf16 needs precision bf16_true (under {self.precision} trained "
+                "weights are fp32 masters); leave adapter_dtype out or set it to fp32"
+            )
+        return self
+
+    @property
+    def levers_left(self) -> frozenset[str]:
+        """The memory levers this spec leaves to the planner (not set here)."""
+        fields = {
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "optimizer": self.optimizer,
+            "adapter_dtype": self.adapter_dtype,
+        }
+        return frozenset(name for name, value in fields.items() if value is None)
+
+    def resolved(self) -> TrainingSpec:
+        """This spec with every lever left to the planner at its plain default."""
+        if not self.levers_left:
+            return self
+        return self.model_copy(
+            update={
+                "gradient_checkpointing": bool(self.gradient_checkpointing),
+                "optimizer": self.optimizer or DEFAULT_OPTIMIZER,
+                "adapter_dtype": self.adapter_dtype or DEFAULT_ADAPTER_DTYPE,
+            }
+        )
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether gradient checkpointing is on (off while left to the planner)."""
+        return bool(self.gradient_checkpointing)
+
+    @property
+    def optimizer_name(self) -> Optimizer:
+        """The optimizer in effect (adamw while left to the planner)."""
+        return self.optimizer or DEFAULT_OPTIMIZER
+
+    @property
+    def adapters_fp32(self) -> bool:
+        """Whether LoRA's A and B are fp32 (peft's default, and any precision but bf16_true)."""
+        return self.adapter_dtype != "bf16"
 
 
 class LoraSpec(_Spec):

@@ -45,8 +45,11 @@ def submit_job(
 ) -> JobOut:
     """Snapshot the estimate, queue the job on its GPU kind's queue and send it to a worker.
 
-    409 (with the estimate) when the estimate exceeds `max_cost_usd` or does not fit, unless
-    `force`. 422 naming `hardware.num_gpus` when the job needs more devices than the largest
+    With `estimate_id`, a `dataset_id` or `model` other than the estimate's is estimated again
+    for what the job will really run (its snapshot's `replanned` says what differed). 409
+    (with the estimate) when the estimate exceeds `max_cost_usd` or does not fit, unless
+    `force`; 422 naming `hardware` (and the runnable alternative) for a plan no worker node
+    can run. 422 naming `hardware.num_gpus` when the job needs more devices than the largest
     live worker of its GPU kind has (a job runs on one worker); with no live worker of that
     kind the job is accepted and waits in its queue (`gpu.<kind>`, or `gpu.<kind>.x<n>` for
     n devices). The same Idempotency-Key with the same body returns the same job (200).
@@ -59,17 +62,27 @@ def submit_job(
         return service.outs(session, [found])[0]
     service.check_tags(job_in=job_in, principal=principal)
     prepared = None
+    replanned = None
+    # The estimate a body implies, or the estimate named made again for the dataset or model
+    # the body names instead, is CPU work: end the read-only transaction first so no pooled
+    # connection waits on it; it is stored with the job, in one transaction.
+    different = estimates_link.differences(session, job_in=job_in, principal=principal)
     if job_in.estimate_id is None:
-        # The estimate this body implies is CPU work: end the read-only transaction first so
-        # no pooled connection waits on it; it is stored with the job, in one transaction.
         session.close()
         prepared = estimates_link.prepare(job_in=job_in, principal=principal)
+    elif different is not None:
+        session.close()
+        request, what_differs = different
+        replanned = estimates_link.replan(
+            job_in=job_in, principal=principal, request=request, found=what_differs
+        )
     job, created = service.create(
         session,
         job_in=job_in,
         principal=principal,
         idempotency_key=idempotency_key,
         prepared=prepared,
+        replanned=replanned,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -130,11 +130,15 @@ def create(
     principal: Principal,
     idempotency_key: str | None,
     prepared: Prepared | None = None,
+    replanned: estimates_link.Replan | None = None,
 ) -> tuple[Job, bool]:
     """Validate, snapshot the estimate and add a queued job; returns (job, created).
 
     `prepared`: the estimate a body without estimate_id implies, computed by the route while
-    holding no connection (`estimates_link.prepare`); stored here with the job.
+    holding no connection (`estimates_link.prepare`); stored here with the job. `replanned`:
+    the estimate named by estimate_id made again for the dataset or model the body names
+    instead (`estimates_link.replan`); without it such a job is refused (409), since the job
+    must be the plan.
     """
     digest = idempotency.request_hash(job_in)
     found = idempotency.replay(
@@ -144,6 +148,10 @@ def create(
         return found, False
 
     team, tags = _team(principal, job_in.tags)
+    if replanned is not None:
+        prepared = replanned.prepared
+    elif job_in.estimate_id is not None:
+        _refuse_a_different_job(session, job_in=job_in, principal=principal)
     estimate = estimates_link.resolve(
         session, job_in=job_in, principal=principal, prepared=prepared
     )
@@ -162,14 +170,21 @@ def create(
             f"the catalog has no price for {snap.gpu}; name a provider in hardware.provider",
             field="hardware.provider",
         )
+    capacity.check_runnable(
+        result=result, method=job_in.method, gpu=snap.gpu, num_gpus=snap.num_gpus
+    )
     _check_budget(job_in, snap)
     model = _model(job_in, estimate)
     dataset = _dataset(session, job_in, estimate, principal)
+    settings_in = estimates_link.settings_of(estimate)
+    # the plan's levers (checkpointing, micro-batch split, optimizer, adapter dtype): the job
+    # runs with exactly the settings its estimate was made for
+    settings_in["training"] = {**settings_in["training"], **snap.planned_training()}
     spec = build_spec(
         {
             "method": job_in.method,
             "model": model,
-            **estimates_link.settings_of(estimate),
+            **settings_in,
             "max_steps": job_in.max_steps,
             "max_cost_usd": job_in.max_cost_usd,
             "price_per_gpu_hour": snap.price_per_gpu_hour,
@@ -215,7 +230,7 @@ def create(
         idempotency_key=idempotency_key,
         request_hash=digest,
         spec=spec.model_dump(mode="json"),
-        estimate_snapshot=snap.as_json(),
+        estimate_snapshot=_snapshot_json(snap, replanned),
         max_cost_usd=job_in.max_cost_usd,
         max_steps=job_in.max_steps,
         price_per_gpu_hour=snap.price_per_gpu_hour,
@@ -258,11 +273,19 @@ def create(
         with session.begin_nested():
             session.add(job)
             session.add_all(JobTag(job_id=job.id, key=k, value=v) for k, v in tags.items())
+            if replanned is not None:
+                add_event(
+                    session,
+                    job_id=job.id,
+                    kind="status",
+                    message=f"estimated again (estimate {estimate.id}): the job differs from "
+                    f"estimate {replanned.from_estimate_id}: {'; '.join(replanned.differences)}",
+                )
             add_event(session, job_id=job.id, kind="status", message=f"queued on {queue}")
             session.flush()
         added = expected_cost(snap.cost_usd, job_in.max_cost_usd)
         alerts.after_submit(session, counted=counted, added_usd=added, now=now)
-        implied = estimate.id if job_in.estimate_id is None else None
+        implied = estimate.id if prepared is not None else None
         outbox.send_after_commit(
             session, outbox.RunJobMessage(job.id, queue, undo=_undo_submit(job.id, implied))
         )
@@ -277,6 +300,25 @@ def create(
             raise
         return idempotency.same_body(found, digest), False
     return job, True
+
+
+def _refuse_a_different_job(session: Session, *, job_in: JobIn, principal: Principal) -> None:
+    """A job whose dataset or model differs from the estimate it names, not estimated again."""
+    found = estimates_link.differences(session, job_in=job_in, principal=principal)
+    if found is not None:
+        raise Conflict(
+            f"the job differs from estimate {job_in.estimate_id}: {'; '.join(found[1])}; "
+            "estimate what it will run (or submit through POST /v1/jobs, which does)",
+            extra={"differences": list(found[1])},
+        )
+
+
+def _snapshot_json(snap: snapshot.Snapshot, replanned: estimates_link.Replan | None) -> Any:
+    """The snapshot stored on the job, saying when it was estimated again and why."""
+    out = snap.as_json()
+    if replanned is not None:
+        out["replanned"] = replanned.as_json()
+    return out
 
 
 def _undo_submit(job_id: str, estimate_id: str | None) -> Callable[[Session], None]:

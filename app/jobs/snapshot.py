@@ -40,6 +40,15 @@ class Snapshot:
     steps: int
     flops_per_token: float | None
     fits: bool
+    runnable: bool = True
+
+    def planned_training(self) -> dict[str, Any]:
+        """The training settings the plan chose (its memory levers): what the job runs with."""
+        chosen = self.method_result.training
+        if chosen is None:
+            return {}  # an estimate stored before plans named their levers
+        out = chosen.model_dump(exclude={"levers"}, exclude_none=True)
+        return out
 
     def as_json(self) -> dict[str, Any]:
         """The snapshot stored on the job: the method's estimate plus the scaled figures."""
@@ -96,6 +105,7 @@ def take(
         # the run's FLOPs over the tokens it processes (for MFU)
         flops_per_token=mr.flops / tokens if mr.flops > 0 and tokens > 0 else None,
         fits=mr.fits,
+        runnable=mr.runnable,
     )
 
 

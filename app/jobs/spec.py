@@ -121,6 +121,12 @@ class JobSpec(BaseModel):
     )
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("training")
+    @classmethod
+    def _levers_decided(cls, training: TrainingSpec) -> TrainingSpec:
+        # A job runs with every lever decided: the plan's choice, else the plain default.
+        return training.resolved()
+
     @property
     def lr(self) -> float:
         """The learning rate in effect."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from app.catalog import PriceRow, load_catalog
 from app.catalog.model_catalog import get_model_config
+from app.estimator.engine import estimate
 from app.estimator.lora import lora_trainable_params
 from app.estimator.model_analysis import analyze_model
 from app.estimator.pricing import (
@@ -19,7 +21,14 @@ from app.estimator.pricing import (
     storage_usd,
     variant_storage,
 )
-from app.estimator.spec import LoraSpec, Method, TrainingSpec
+from app.estimator.spec import (
+    DatasetShape,
+    HardwareSpec,
+    LoraSpec,
+    Method,
+    QLoraSpec,
+    TrainingSpec,
+)
 from tests.estimator.realmodel import TINY, build_real, with_lora, worker_adapters_fp32
 
 CATALOG = load_catalog()
@@ -116,23 +125,56 @@ def test_a_one_gpu_run_on_an_eight_gpu_offer_pays_for_the_whole_instance() -> No
     assert run_cost(hours=2.0, num_gpus=3, price=single).cost_usd == pytest.approx(9.0)
 
 
-def test_twelve_variants_store_one_base_and_twelve_adapters() -> None:
+def test_twelve_variants_store_twelve_artifacts() -> None:
     analysis = analyze_model(get_model_config("meta-llama/Llama-2-7b-hf"))
     price = CATALOG.storage_price("aws")
     full_bytes, adapter_bytes = analysis.total_params * 2, 8_400_000
     stored = variant_storage(
-        analysis=analysis,
         full_artifact_bytes=full_bytes,
         adapter_artifact_bytes=adapter_bytes,
         variants=12,
         months=12,
         price=price,
     )
+    # what the fine-tunes add: one artifact per variant; the base model is not counted
     assert stored.full_bytes == 12 * full_bytes
-    assert stored.adapter_bytes == full_bytes + 12 * adapter_bytes  # base in bf16 + adapters
+    assert stored.adapter_bytes == 12 * adapter_bytes
     assert stored.full_usd == pytest.approx(12 * full_bytes / GIB * price.usd_per_gb_month * 12)
-    assert stored.full_usd / stored.adapter_usd > 10
+    assert stored.full_usd / stored.adapter_usd == pytest.approx(full_bytes / adapter_bytes)
     assert storage_usd(stored_bytes=GIB, months=1, price=price) == price.usd_per_gb_month
+
+
+def test_a_smaller_artifact_never_costs_more_to_store() -> None:
+    # every method of one estimate, on GPUs from every provider: the storage price is one per
+    # estimate, so storage cost follows artifact size
+    llama70 = analyze_model(get_model_config("meta-llama/Llama-3.1-70B"))
+    for hardware in (
+        HardwareSpec(),
+        HardwareSpec(gpu="H100-80GB-SXM"),
+        HardwareSpec(gpu="H100-80GB-SXM", num_gpus=1),
+        HardwareSpec(provider="lambda"),
+    ):
+        result = estimate(
+            analysis=llama70,
+            dataset=DatasetShape(num_examples=50_000, avg_tokens=300, max_tokens=2048),
+            methods=["full", "lora", "qlora"],
+            training=TrainingSpec(),
+            lora=LoraSpec(),
+            qlora=QLoraSpec(),
+            hardware=hardware,
+            catalog=CATALOG,
+            variants=3,
+        )
+        ranked = sorted(result.results.values(), key=lambda r: r.artifact_bytes)
+        for smaller, larger in itertools.pairwise(ranked):
+            assert smaller.storage_cost_usd <= larger.storage_cost_usd, hardware
+        per_byte = {r.storage_cost_usd / r.artifact_bytes for r in ranked}
+        assert max(per_byte) == pytest.approx(min(per_byte))  # one price, K=3 copies
+        price = CATALOG.storage_price(hardware.provider)
+        for r in ranked:
+            assert r.storage_cost_usd == pytest.approx(
+                3 * r.artifact_bytes / GIB * price.usd_per_gb_month * 12
+            )
 
 
 def test_unknown_provider_storage_falls_back_to_the_cheapest() -> None:

@@ -19,6 +19,7 @@ from app.estimator.results import (
 from app.estimator.spec import Method
 
 GB = 10**9
+GIB = 2**30
 LLAMA7 = analyze_model(get_model_config("meta-llama/Llama-2-7b-hf"))
 FULL_BYTES = LLAMA7.total_params * 2
 ADAPTER_BYTES = 4_194_304 * 2 + 8_000
@@ -109,14 +110,15 @@ def test_justified_full_finetuning_still_needs_budget_and_hardware() -> None:
     nofit_plans = {Method.FULL: [_plan(fits=False)]}
     no_room = recommend(results=three(full_fits=False), plans=nofit_plans, domain_shift="high")
     assert no_room.method is Method.LORA
-    assert any("does not fit" in r and "61.2 GB per GPU" in r for r in no_room.reasons)
+    need = f"{61.2 * GB / GIB:.1f} GiB per GPU"
+    assert any("does not fit" in r and need in r for r in no_room.reasons)
 
 
 def test_qlora_when_memory_is_the_constraint() -> None:
     verdict = recommend(results=three(lora_fits=False), plans={}, domain_shift="low")
     assert verdict.method is Method.QLORA
     text = " ".join(verdict.reasons)
-    assert "QLoRA is what the memory allows" in text and "9.9 GB per GPU" in text
+    assert "QLoRA is what the memory allows" in text and f"{9.9 * GB / GIB:.1f} GiB per GPU" in text
     assert "LoRA does not fit" in text
 
 
@@ -137,24 +139,27 @@ def test_nothing_feasible_gives_no_method_and_says_why() -> None:
 
 def test_twelve_variants_storage_sentence() -> None:
     storage = variant_storage(
-        analysis=LLAMA7,
         full_artifact_bytes=FULL_BYTES,
         adapter_artifact_bytes=ADAPTER_BYTES,
         variants=12,
         months=12,
         price=load_catalog().storage_price("aws"),
     )
-    verdict = recommend(results=three(), plans={}, storage=storage)
+    verdict = recommend(results=three(), plans={}, storage=storage, base_bytes=FULL_BYTES)
     sentence = next(r for r in verdict.reasons if r.startswith("12 task variants"))
-    full = re.search(r"12 full copies = ([\d.,]+) GB", sentence)
-    adapters = re.search(r"12 adapters = ([\d.,]+) MB", sentence)
+    full = re.search(r"12 full checkpoints = ([\d.,]+) GiB", sentence)
+    adapters = re.search(r"12 adapters = ([\d.,]+) MiB", sentence)
     assert full is not None and adapters is not None, sentence
-    full_gb, adapters_mb = float(full[1]), float(adapters[1])
-    assert full_gb == round(12 * FULL_BYTES / GB, 1)
-    assert adapters_mb == round(12 * ADAPTER_BYTES / 1e6, 1)
+    full_gib, adapters_mib = float(full[1].replace(",", "")), float(adapters[1])
+    assert full_gib == round(12 * FULL_BYTES / GIB, 1)
+    assert adapters_mib == round(12 * ADAPTER_BYTES / 2**20, 1)
     assert "$" in sentence and "12 months" in sentence
+    assert f"{FULL_BYTES / GIB:.1f} GiB, kept whichever method" in sentence
     single = recommend(
-        results=three(), plans={}, storage=storage.__class__(**{**storage.__dict__, "variants": 1})
+        results=three(),
+        plans={},
+        storage=storage.__class__(**{**storage.__dict__, "variants": 1}),
+        base_bytes=FULL_BYTES,
     )
     assert not any("task variants" in r for r in single.reasons)
 

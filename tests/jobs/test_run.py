@@ -170,7 +170,11 @@ def test_cancel_ends_the_training_child_within_10_s(
 
 
 def test_budget_cap_stops_the_run_as_budget_exceeded(
-    cpu_worker: WorkerProcess, app_client: Any, keys: dict[str, str], job_body: Body
+    cpu_worker: WorkerProcess,
+    app_client: Any,
+    keys: dict[str, str],
+    job_body: Body,
+    service_env: ServiceEnv,
 ) -> None:
     long_run = dict(job_body()["training"], epochs=1000)
     body = job_body("lora", training=long_run, max_steps=None)
@@ -196,8 +200,10 @@ def test_budget_cap_stops_the_run_as_budget_exceeded(
     done = wait_status(app_client, keys, job["id"])
     assert done["status"] == "budget_exceeded", (done["error"], done["status_detail"])
     assert done["act_cost_usd"] >= budget
-    # Stopped within seconds of crossing: the runner's 3 s grace, a step and the save.
-    assert done["act_cost_usd"] <= budget + price * 30 / 3600
+    # Stopped within 10% of the budget, plus one heartbeat of accrual (the worker's interval):
+    # crossed while the child starts or loads, it is ended at once (#24)
+    heartbeat = price * float(service_env.variables()["TUNECOST_HEARTBEAT_INTERVAL_S"]) / 3600
+    assert done["act_cost_usd"] <= 1.1 * budget + heartbeat
     steps = done["actuals"]["steps"]
     assert steps < done["estimate"]["steps"]
     # It saves what it has: an artifact exactly when a step ran before the stop.

@@ -9,15 +9,18 @@ import torch
 
 from app.estimator.memory import state_bytes
 from app.estimator.model_analysis import analyze_model
-from app.estimator.spec import LoraSpec, Method, QLoraSpec
+from app.estimator.spec import AdapterDtype, LoraSpec, Method, QLoraSpec, TrainingSpec
 from app.jobs.spec import JobSpec, ModelRef
 from tests.estimator.realmodel import TINY, build_real
 from worker.training.model import (
     _add_lora,
+    adapter_torch_dtype,
     base_torch_dtype,
     resolve_precision,
     upcast_trained_to_fp32,
 )
+
+BF16_TRUE_ON_GPU = resolve_precision("bf16_true", device_type="cuda", bf16_ok=True)
 
 
 @pytest.mark.parametrize(
@@ -44,8 +47,12 @@ def test_cpu_trains_everything_in_fp32() -> None:
     assert base_torch_dtype(Method.QLORA, plan) == torch.float32
 
 
-def test_worker_adapters_on_a_bf16_base_cost_what_the_estimate_counts(tmp_path: Path) -> None:
-    """A bf16 base through the worker's own `_add_lora`: stored bytes equal the estimate's."""
+@pytest.mark.parametrize("adapter_dtype", ["fp32", "bf16"])
+def test_worker_adapters_on_a_bf16_base_cost_what_the_estimate_counts(
+    adapter_dtype: AdapterDtype, tmp_path: Path
+) -> None:
+    """A bf16 base through the worker's own `_add_lora`: stored bytes equal the estimate's,
+    with peft's fp32 adapters or the bf16 ones the planner may choose."""
     config = TINY["llama"]
     model = build_real(config).to(torch.bfloat16)
     lora = LoraSpec(r=4, target_modules=["q_proj", "v_proj"])
@@ -53,8 +60,11 @@ def test_worker_adapters_on_a_bf16_base_cost_what_the_estimate_counts(tmp_path: 
         method=Method.LORA,
         model=ModelRef(path=str(tmp_path)),
         lora=lora,
+        training=TrainingSpec(adapter_dtype=adapter_dtype),
     )
-    peft_model = _add_lora(model, spec)
+    peft_model = _add_lora(model, spec, BF16_TRUE_ON_GPU)
+    adapters = {p.dtype for n, p in peft_model.named_parameters() if ".lora_" in n}
+    assert adapters == {torch.float32 if adapter_dtype == "fp32" else torch.bfloat16}
     stored = sum(p.numel() * p.element_size() for p in peft_model.parameters())
     est = state_bytes(
         analysis=analyze_model(config),
@@ -63,8 +73,21 @@ def test_worker_adapters_on_a_bf16_base_cost_what_the_estimate_counts(tmp_path: 
         optimizer="sgd",
         lora=lora,
         qlora=QLoraSpec(),
+        adapters_fp32=adapter_dtype == "fp32",
     )
     assert est.weights == stored
+
+
+def test_bf16_adapters_fall_back_to_fp32_where_the_run_trains_in_fp32(tmp_path: Path) -> None:
+    # on a CPU everything trains in fp32 (model.py): adapters too, whatever the plan chose
+    spec = JobSpec(
+        method=Method.LORA,
+        model=ModelRef(path=str(tmp_path)),
+        training=TrainingSpec(adapter_dtype="bf16"),
+    )
+    cpu = resolve_precision("bf16_true", device_type="cpu", bf16_ok=False)
+    assert adapter_torch_dtype(spec, cpu) == torch.float32
+    assert adapter_torch_dtype(spec, BF16_TRUE_ON_GPU) == torch.bfloat16
 
 
 @pytest.mark.parametrize("precision", ["bf16_true", "bf16_mixed"])
@@ -80,8 +103,8 @@ def test_modules_to_save_copies_train_in_the_dtype_the_estimate_counts(
         model=ModelRef(path=str(tmp_path)),
         lora=lora,
     )
-    model = _add_lora(build_real(config).to(torch.bfloat16), spec)
     plan = resolve_precision(precision, device_type="cuda", bf16_ok=True)
+    model = _add_lora(build_real(config).to(torch.bfloat16), spec, plan)
     if plan.autocast_dtype is not None:
         assert upcast_trained_to_fp32(model) > 0  # the lm_head copy
     stored = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -1,4 +1,4 @@
-"""Optimizers build and step on real parameters; CUDA-only ones refuse the CPU by name."""
+"""Optimizers build and step on real parameters, bitsandbytes' on the CPU too."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from app.jobs.spec import LrSchedule
-from worker.training.errors import JobSpecError, UnsupportedOnDevice
+from worker.training.errors import JobSpecError
 from worker.training.optim import build_optimizer, warmup_schedule
 
 
@@ -32,13 +32,15 @@ def test_cpu_optimizers_reduce_the_loss(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"])
-def test_bitsandbytes_optimizers_refuse_the_cpu(name: str) -> None:
-    with pytest.raises(UnsupportedOnDevice) as err:
-        build_optimizer(
-            name, [torch.nn.Parameter(torch.zeros(2))], lr=1e-3, weight_decay=0, device_type="cpu"
-        )
-    assert err.value.feature.endswith(f"{name} (bitsandbytes)") and err.value.device == "cpu"
-    assert name in str(err.value) and "adamw" in str(err.value)
+def test_bitsandbytes_optimizers_run_on_the_cpu(name: str) -> None:
+    # bitsandbytes >= 0.49 steps its optimizers on the CPU; with no unified memory there, a
+    # paged optimizer runs unpaged
+    first, last = _fit_once(name)
+    assert last < first
+    opt = build_optimizer(
+        name, [torch.nn.Parameter(torch.zeros(8))], lr=1e-3, weight_decay=0, device_type="cpu"
+    )
+    assert not type(opt).__name__.startswith("Paged")
 
 
 def test_unknown_optimizer_and_nothing_to_train() -> None:

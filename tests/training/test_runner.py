@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from app.config import get_settings
 from app.evals.points import EvalPoint
 from worker.training.messages import PhaseEvent, PipeMessage, ProgressEvent, ResultMessage
 from worker.training.runner import Throttle, TrainingChild, run_in_child, run_job
@@ -186,6 +187,28 @@ def test_budget_cap_stops_the_child(
     assert out.status == "budget_exceeded"
     assert out.actuals is not None and out.actuals.steps < LONG_RUN_STEPS
     assert out.actuals.cost_usd >= 2.0
+
+
+def test_a_budget_crossed_while_loading_stops_within_ten_percent(
+    job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
+) -> None:
+    """A budget of a few cents, crossed before the first step (the child is still importing
+    or loading the model, where it checks nothing itself): the run ends within 10% of it plus
+    one heartbeat of accrual, not after the grace a training step gets."""
+    price = 36.0  # $0.01 per second
+    budget = 0.01  # crossed 1 s after the start: importing torch and peft alone takes longer
+    spec = {**job_spec, "max_steps": LONG_RUN_STEPS, "price_per_gpu_hour": price}
+    phases: list[str] = []
+    out = run_in_child(
+        launch({**spec, "max_cost_usd": budget}),
+        out_dir=tmp_path / "artifact",
+        on_event=lambda m: phases.append(m.phase) if isinstance(m, PhaseEvent) else None,
+    )
+    assert out.status == "budget_exceeded" and out.actuals is not None
+    assert "training" not in phases  # stopped before it trained: nothing to save
+    heartbeat = price / 3600 * get_settings().heartbeat_interval_s
+    assert budget <= out.actuals.cost_usd <= 1.1 * budget + heartbeat
+    assert out.exit_code == -signal.SIGKILL and out.actuals.steps == 0
 
 
 def test_bad_model_path_fails_clearly(

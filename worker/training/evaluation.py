@@ -16,7 +16,8 @@ import torch
 from app.evals.points import EvalPoint
 from app.evals.stats import mean_loss
 from worker.training.data import Batch
-from worker.training.loop import ItemLosses, evaluate
+from worker.training.distributed import SOLO, Ranks
+from worker.training.loop import EvaluationStopped, ItemLosses, StopReason, evaluate
 from worker.training.model import PrecisionPlan
 
 EvalCallback = Callable[[EvalPoint], None]
@@ -46,6 +47,8 @@ class EvalCurve:
         accrued_cost: Callable[[], float],
         elapsed: Callable[[], float],
         on_eval: EvalCallback | None,
+        should_stop: Callable[[], StopReason | None] = lambda: None,
+        ranks: Ranks = SOLO,
     ) -> None:
         self.model, self.batches, self.device, self.precision = model, batches, device, precision
         self.eval_set_id = eval_set_id
@@ -54,6 +57,8 @@ class EvalCurve:
         self.steps = interval_steps(total_steps, points)
         self.accrued_cost, self.elapsed = accrued_cost, elapsed
         self.on_eval = on_eval
+        self.should_stop, self.ranks = should_stop, ranks
+        self.stopped: StopReason | None = None  # a cancel or the budget ended an evaluation
         self.seconds = 0.0
         self.final: ItemLosses | None = None
 
@@ -75,8 +80,20 @@ class EvalCurve:
     def score(self, step: int, tokens: int, *, final: bool = False) -> ItemLosses | None:
         """Evaluate now and send the point (a non-finite loss is not sent)."""
         began = time.perf_counter()
-        losses = evaluate(self.model, self.batches, device=self.device, precision=self.precision)
-        self.seconds += time.perf_counter() - began
+        try:
+            losses = evaluate(
+                self.model,
+                self.batches,
+                device=self.device,
+                precision=self.precision,
+                should_stop=self.should_stop,
+                ranks=self.ranks,
+            )
+        except EvaluationStopped as stop:  # the loop stops at its next step; no point is sent
+            self.stopped = stop.reason
+            return None
+        finally:
+            self.seconds += time.perf_counter() - began
         if losses is None or losses.mean is None or self.on_eval is None:
             return losses
         stats = mean_loss(losses.loss_sums, losses.tokens)

@@ -211,7 +211,7 @@ class TrainingRecipe:
     def _setup_optimizer(self, model: Any, device: torch.device) -> torch.optim.Optimizer:
         # After wrapping: FSDP replaces the parameters by their shards.
         return build_optimizer(
-            self.spec.training.optimizer,
+            self.spec.training.optimizer_name,
             model.parameters(),
             lr=self.spec.lr,
             weight_decay=self.spec.weight_decay,
@@ -247,7 +247,7 @@ class TrainingRecipe:
                 "precision": loaded.precision.used,
             },
         )
-        curve = self.curve = self._curve(setup, on_eval)
+        curve = self.curve = self._curve(setup, on_eval, should_stop)
         if curve is not None:
             curve.base()
         result = train_loop(
@@ -276,9 +276,16 @@ class TrainingRecipe:
         if result.stop_reason == "completed" and curve is not None:
             self.phase("evaluating", {"eval_sequences": len(setup.data.eval)})
             result.eval_loss = curve.finish(result.steps, result.tokens)
+            if curve.stopped is not None:  # every step trained; a cancel or the budget
+                result.stop_reason = curve.stopped  # ended the last evaluation
         return result
 
-    def _curve(self, setup: Setup, on_eval: EvalCallback | None) -> EvalCurve | None:
+    def _curve(
+        self,
+        setup: Setup,
+        on_eval: EvalCallback | None,
+        should_stop: Callable[[], StopReason | None],
+    ) -> EvalCurve | None:
         """The run's evaluations (None without a held-out set)."""
         data, training = setup.data, self.spec.training
         if not data.eval or data.stats.eval_set_id is None:
@@ -303,6 +310,8 @@ class TrainingRecipe:
             accrued_cost=self.accrued,
             elapsed=self.elapsed,
             on_eval=on_eval if self.ranks.is_main else None,
+            should_stop=should_stop,
+            ranks=self.ranks,
         )
 
     def save(self, setup: Setup, result: LoopResult) -> int | None:

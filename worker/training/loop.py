@@ -225,14 +225,30 @@ class ItemLosses:
         return sum(self.correct) / total if total else None
 
 
+class EvaluationStopped(Exception):
+    """A cancel or a crossed budget ended an evaluation before its last batch."""
+
+    def __init__(self, reason: StopReason) -> None:
+        super().__init__(reason)
+        self.reason: StopReason = reason
+
+
 @torch.no_grad()
 def evaluate(
-    model: Any, batches: Sequence[Batch], *, device: torch.device, precision: PrecisionPlan
+    model: Any,
+    batches: Sequence[Batch],
+    *,
+    device: torch.device,
+    precision: PrecisionPlan,
+    should_stop: Callable[[], StopReason | None] = lambda: None,
+    ranks: Ranks = SOLO,
 ) -> ItemLosses | None:
     """Every held-out item's summed loss, loss tokens and correct tokens (None without items).
 
     The losses are torch's cross entropy per target token in fp32, as the training loss takes
-    them (after the causal shift, labels of -100 skipped), summed per item.
+    them (after the causal shift, labels of -100 skipped), summed per item. Evaluation spends
+    money too: before each batch the ranks agree whether to go on, and a cancel or a crossed
+    budget (`should_stop`) raises EvaluationStopped, as the training loop stops at a step.
     """
     if not batches:
         return None
@@ -241,6 +257,11 @@ def evaluate(
     tokens: list[int] = []
     correct: list[int] = []
     for batch in batches:
+        stop = should_stop()
+        cancels, budgets = ranks.sum([stop == "cancelled", stop == "budget_exceeded"])
+        if cancels or budgets:
+            model.train()
+            raise EvaluationStopped("cancelled" if cancels else "budget_exceeded")
         with _autocast(device, precision):
             logits = model(
                 input_ids=batch.input_ids.to(device, non_blocking=True),

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from app.estimator.conventions import ADAPTERS_FP32, base_dtype
+from app.estimator.conventions import adapter_dtype, base_dtype
 from app.estimator.lora_defaults import resolve_lora_targets
 from app.estimator.model_notes import worker_refusal
 from app.estimator.spec import Method
@@ -159,7 +159,7 @@ def load_model(launch: Launch, *, device: torch.device, bf16_ok: bool) -> Loaded
     else:
         model.to(device)
     model.config.use_cache = False  # the KV cache is useless in training and breaks checkpointing
-    model = _make_trainable(model, spec)
+    model = _make_trainable(model, spec, precision)
     if precision.autocast_dtype is not None:
         upcast_trained_to_fp32(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -258,19 +258,37 @@ def _enable_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _make_trainable(model: Any, spec: JobSpec) -> Any:
+def _make_trainable(model: Any, spec: JobSpec, precision: PrecisionPlan) -> Any:
     if spec.method is Method.QLORA:
         model = freeze_4bit_base(model)
-    if spec.training.gradient_checkpointing:
+    if spec.training.checkpointing:
         _enable_checkpointing(model)
     if spec.method is Method.FULL:
         for param in model.parameters():
             param.requires_grad_(True)
         return model
-    return _add_lora(model, spec)
+    return _add_lora(model, spec, precision)
 
 
-def _add_lora(model: Any, spec: JobSpec) -> Any:
+def adapter_torch_dtype(spec: JobSpec, precision: PrecisionPlan) -> torch.dtype:
+    """dtype of LoRA's A and B: fp32 (peft's default), or bf16 where the spec asks for it and
+    the run trains in bf16_true (the estimator counts by the same rule)."""
+    name = adapter_dtype(precision=precision.used, adapters_fp32=spec.training.adapters_fp32)
+    return _TORCH_DTYPES[name]
+
+
+def set_adapter_dtype(model: Any, dtype: torch.dtype) -> int:
+    """Store every LoRA A and B matrix in `dtype` (as the QLoRA paper's code casts its LoRA
+    layers to bf16); return the tensors cast."""
+    cast = 0
+    for name, param in model.named_parameters():
+        if ".lora_" in name and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+            cast += 1
+    return cast
+
+
+def _add_lora(model: Any, spec: JobSpec, precision: PrecisionPlan) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora = spec.lora
@@ -286,13 +304,17 @@ def _add_lora(model: Any, spec: JobSpec) -> Any:
         modules_to_save=list(lora.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
+    dtype = adapter_torch_dtype(spec, precision)
     try:
-        return get_peft_model(model, config, autocast_adapter_dtype=ADAPTERS_FP32)
+        # peft upcasts 16-bit adapters to fp32 by default; bf16 adapters are asked for explicitly
+        peft_model = get_peft_model(model, config, autocast_adapter_dtype=dtype == torch.float32)
     except ValueError as exc:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if _is_linear(m)})
         raise JobSpecError(
             f"LoRA cannot be applied: {exc}. Linear module names in this model: {linear}"
         ) from exc
+    set_adapter_dtype(peft_model, dtype)
+    return peft_model
 
 
 def _is_linear(module: Any) -> bool:

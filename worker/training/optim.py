@@ -1,7 +1,10 @@
 """The optimizer a job asks for, and its learning-rate schedule.
 
-bitsandbytes' 8-bit and paged optimizers are used on CUDA only; elsewhere they raise
-UnsupportedOnDevice rather than silently swapping in another optimizer.
+bitsandbytes' 8-bit AdamW runs on CUDA and, since bitsandbytes 0.49, on the CPU (its blockwise
+8-bit states are the same tensors there, which is how the tests count them). Paged optimizers
+keep their states in CUDA unified memory that the driver may evict to host memory; a CPU device
+has nothing to page to, so there the same optimizer runs unpaged (bitsandbytes would fall back
+to it with a warning).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from typing import Any
 import torch
 
 from app.jobs.spec import LrSchedule
-from worker.training.errors import JobSpecError, UnsupportedOnDevice
+from worker.training.errors import JobSpecError
 
-CUDA_ONLY = frozenset({"adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"})
-OPTIMIZERS = frozenset({"adamw", "sgd", "adafactor"}) | CUDA_ONLY
+BITSANDBYTES = frozenset({"adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"})
+OPTIMIZERS = frozenset({"adamw", "sgd", "adafactor"}) | BITSANDBYTES
+UNPAGED = {"paged_adamw_8bit": "adamw_8bit", "paged_adamw_32bit": "adamw_32bit"}
 
 
 def build_optimizer(
@@ -30,10 +34,6 @@ def build_optimizer(
     """The optimizer `name` over the trainable `params`."""
     if name not in OPTIMIZERS:
         raise JobSpecError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
-    if name in CUDA_ONLY and device_type != "cuda":
-        raise UnsupportedOnDevice(
-            f"optimizer {name} (bitsandbytes)", device_type, "use adamw, sgd or adafactor"
-        )
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise JobSpecError("the model has no trainable parameters")
@@ -53,6 +53,8 @@ def build_optimizer(
             relative_step=False,
             warmup_init=False,
         )
+    if device_type != "cuda":
+        name = UNPAGED.get(name, name)
     return _bnb_optimizer(name, trainable, lr=lr, weight_decay=weight_decay)
 
 
@@ -63,6 +65,7 @@ def _bnb_optimizer(
 
     cls: Any = {
         "adamw_8bit": bnb.optim.AdamW8bit,
+        "adamw_32bit": bnb.optim.AdamW32bit,
         "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
         "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
     }[name]

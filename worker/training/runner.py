@@ -34,6 +34,7 @@ from worker.training.errors import JobSpecError
 from worker.training.launch import launcher_main
 from worker.training.messages import (
     ErrorMessage,
+    PhaseEvent,
     PipeMessage,
     ProgressEvent,
     ResultMessage,
@@ -48,6 +49,9 @@ EventCallback = Callable[[PipeMessage], None]
 
 DEFAULT_GRACE_S = 5.0  # SIGTERM to SIGKILL: time to finish a step and save a small artifact
 BUDGET_GRACE_S = 3.0  # the child stops itself at its next step; the parent steps in after this
+# Phases in which the child checks the budget itself (before each step or evaluation batch) and
+# then saves what it has; before them (start-up, loading, tokenizing) the parent ends it at once.
+CHECKS_ITS_BUDGET = frozenset({"training", "evaluating", "saving"})
 POLL_S = 0.2  # how long the parent blocks waiting for an event before re-checking the child
 CANCEL_CHECK_S = 1.0  # `should_cancel` may hit the database: ask at most this often
 
@@ -184,6 +188,7 @@ class TrainingChild:
         events = 0
         next_cancel_check = 0.0
         over_budget_since: float | None = None
+        phase: str | None = None  # the child's, from its phase events; None while it starts
         eof = False
         while True:
             if not eof:
@@ -197,6 +202,8 @@ class TrainingChild:
                             error = message
                         elif isinstance(message, ProgressEvent):
                             last_progress = message
+                        elif isinstance(message, PhaseEvent):
+                            phase = message.phase
                         if on_event is not None:
                             self._guarded(on_event, message)
                 except (EOFError, OSError):
@@ -214,7 +221,11 @@ class TrainingChild:
                     self.request_stop("cancelled", grace_s=grace_s)
             if max_cost is not None and self._stop_reason is None and accrued() >= max_cost:
                 over_budget_since = over_budget_since or now
-                if now - over_budget_since >= BUDGET_GRACE_S:
+                if phase not in CHECKS_ITS_BUDGET:
+                    # starting, loading the model or tokenizing: no step to stop at, nothing
+                    # to save; every second more is money past the budget
+                    self.request_stop("budget_exceeded", grace_s=0)
+                elif now - over_budget_since >= BUDGET_GRACE_S:
                     self.request_stop("budget_exceeded", grace_s=grace_s)
             self._enforce_kill()
         self._proc.join()

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import date
 
 from app.estimator.catalog_types import PriceRow
-from app.estimator.results import EstimateResult, MethodResult, Plan
+from app.estimator.results import EstimateResult
 
 
 def age_days(as_of: date, *, today: date) -> int:
@@ -24,23 +24,28 @@ def is_stale(as_of: date, *, today: date, max_age_days: int) -> bool:
 
 
 def stale_notes(result: EstimateResult, *, today: date, max_age_days: int) -> list[str]:
-    """One warning per distinct stale price that a method result or plan of `result` uses."""
-    seen: dict[tuple[str, str, str, date], str] = {}
-    priced: list[MethodResult | Plan] = list(result.results.values())
-    priced += [p for plans in result.plans.values() for p in plans]
-    for item in priced:
+    """One warning per provider whose stale prices the answer used (the offer each method's
+    result is priced at; the alternatives listed in `plans` are not used)."""
+    by_provider: dict[str, dict[tuple[str, str, date], str]] = {}
+    for item in result.results.values():
         if item.price_as_of is None or item.provider is None:
             continue
         if not is_stale(item.price_as_of, today=today, max_age_days=max_age_days):
             continue
-        key = (item.provider, item.gpu, item.pricing, item.price_as_of)
-        seen.setdefault(key, item.price_source or "")
-    return [
-        f"stale price: {provider} {gpu} {pricing} is as of {as_of.isoformat()} "
-        f"({age_days(as_of, today=today)} days old, more than {max_age_days}; source: {source}); "
-        "refresh it with `tunecost prices refresh` or set a current price"
-        for (provider, gpu, pricing, as_of), source in sorted(seen.items())
-    ]
+        offers = by_provider.setdefault(item.provider, {})
+        offers.setdefault((item.gpu, item.pricing, item.price_as_of), item.price_source or "")
+    notes = []
+    for provider, offers in sorted(by_provider.items()):
+        listed = ", ".join(
+            f"{gpu} {pricing} as of {as_of.isoformat()} ({age_days(as_of, today=today)} days old)"
+            for gpu, pricing, as_of in sorted(offers)
+        )
+        sources = "; ".join(sorted(set(offers.values())))
+        notes.append(
+            f"stale price: {provider} {listed}, more than {max_age_days} days (source: "
+            f"{sources}); refresh with `tunecost prices refresh` or set a current price"
+        )
+    return notes
 
 
 def stale_rows(rows: Iterable[PriceRow], *, today: date, max_age_days: int) -> list[PriceRow]:
