@@ -144,6 +144,58 @@ def test_plan_from_the_page_is_submitted_and_finishes(
     assert row.locator(".spent").inner_text().endswith("/ $5.00")
 
 
+def test_the_plan_view_tells_one_story_against_the_gpus_memory(
+    page: Any, keys: dict[str, str], live_api: LiveApi
+) -> None:
+    """70B on H100s under a $1 budget: every method fits but costs more, so no card says
+    `fits`; each memory bar is drawn against the H100's memory (not the estimate's high bound);
+    the stale-price notes are a list naming only the offers the results are priced at."""
+    log_in(page, keys["read"])
+    page.select_option("#model-catalog", "meta-llama/Llama-3.1-70B")
+    page.fill("#ds-examples", "50000")
+    page.fill("#ds-avg", "300")
+    page.fill("#ds-max", "2048")
+    page.select_option("#hw-gpu", "H100-80GB-SXM")
+    page.fill("#budget", "1")
+    page.click("#estimate-btn")
+    page.wait_for_selector("#plan-result:not([hidden])", timeout=120_000)
+    with live_api.client(keys["read"]) as client:
+        estimate = client.get("/v1/estimates?limit=1").json()["items"][0]
+    assert estimate["request"]["budget_usd"] == 1
+    h100 = 79.6 * 2**30
+    for method, result in estimate["results"].items():
+        assert result["fits"] and result["over_budget"], method
+        card = page.locator(f"#methods .card[data-method={method}]")
+        assert card.locator(".badge").inner_text() == "over budget"
+        assert card.locator(".badge.fits").count() == 0
+        bar = card.locator(".membar")
+        capacity = int(bar.get_attribute("data-capacity-bytes") or 0)
+        assert capacity == result["gpu_memory_bytes"] == int(h100)
+        assert card.locator(".memory").inner_text().endswith(f"of {h100 / 2**30:.2f} GiB")
+        # the GPU's mark sits at the end of the bar: the peak is drawn to the GPU's scale
+        assert int(bar.get_attribute("data-scale-bytes") or 0) == capacity
+        mark = bar.locator(".cap").get_attribute("style") or ""
+        assert "left: 100%" in mark
+        levers = [lever["lever"] for lever in result["training"]["levers"]]
+        assert levers == [li.get_attribute("data-lever") for li in card.locator(".levers li").all()]
+    assert page.locator("#recommendation h3").inner_text() == "No method to recommend"
+    assert estimate["recommendation"]["method"] is None
+    notes = page.locator("#recommendation ul.est-notes li")
+    stale = [n for n in estimate["notes"] if n.startswith("stale price")]
+    assert stale and notes.count() == len(estimate["notes"])
+    used = {r["provider"] for r in estimate["results"].values()}
+    shown = [n for n in notes.all_inner_texts() if n.startswith("stale price")]
+    assert sorted(n.split()[2] for n in shown) == sorted(used)  # one line per provider used
+    for note in shown:
+        offers = {
+            f"{r['gpu']} {r['pricing']}"
+            for r in estimate["results"].values()
+            if r["provider"] == note.split()[2]
+        }
+        assert all(offer in note for offer in offers)
+        assert "A100" not in note and "MI300X" not in note  # alternatives are not used
+
+
 def test_jobs_view_follows_a_running_job_and_cancels_it(
     page: Any,
     keys: dict[str, str],

@@ -110,16 +110,23 @@ async function estimate() {
   }
 }
 
+// One verdict per method, in the order that decides it: memory, the fleet, the budget.
 function badge(r) {
   if (!r.fits) return h("span", { class: "badge nofit" }, "does not fit");
+  if (r.runnable === false) return h("span", { class: "badge nofit" }, "no worker can run it");
+  if (r.over_budget) return h("span", { class: "badge overbudget" }, "over budget");
   if (r.tight) return h("span", { class: "badge tight" }, "tight");
   return h("span", { class: "badge fits" }, "fits");
 }
 
-// One bar: each part of the expected peak, to scale against the GPU's memory (the black mark).
+// One bar against the GPU's memory (the black mark at its end): each part of the expected
+// peak to scale; a peak larger than the GPU runs past the mark.
 function memoryBar(r, capacity) {
-  const scale = Math.max(capacity, r.memory.high_bytes, r.memory.per_gpu_bytes);
-  const bar = h("div", { class: "membar", title: `expected ${gib(r.memory.per_gpu_bytes)} of ${gib(capacity)}` },
+  const scale = Math.max(capacity, r.memory.per_gpu_bytes);
+  const bar = h("div", {
+    class: "membar", "data-capacity-bytes": capacity, "data-scale-bytes": scale,
+    title: `expected ${gib(r.memory.per_gpu_bytes)} of ${gib(capacity)}`,
+  },
     PARTS.map(([part, color]) => {
       const bytes = r.memory.breakdown[part] || 0;
       return h("span", { style: `width:${(100 * bytes) / scale}%;background:${color}`, title: `${part}: ${gib(bytes)}` });
@@ -130,9 +137,26 @@ function memoryBar(r, capacity) {
   return [bar, legend];
 }
 
+// The memory of the result's GPU (older estimates did not carry it: its plan row does).
 function capacityOf(est, method) {
-  const plan = (est.plans[method] || []).find((p) => p.gpu === est.results[method].gpu);
-  return plan ? plan.gpu_memory_bytes : est.results[method].memory.high_bytes;
+  const r = est.results[method];
+  if (r.gpu_memory_bytes) return r.gpu_memory_bytes;
+  const plan = (est.plans[method] || []).find((p) => p.gpu === r.gpu);
+  return plan ? plan.gpu_memory_bytes : null;
+}
+
+// The training settings the plan runs with, each memory lever that is on and why.
+function levers(r) {
+  const t = r.training;
+  if (!t) return [];
+  const setting = `micro-batch ${t.micro_batch_size} x ${t.gradient_accumulation_steps} · `
+    + `${t.optimizer}${t.gradient_checkpointing ? " · gradient checkpointing" : ""}`
+    + `${t.adapter_dtype ? ` · ${t.adapter_dtype} adapters` : ""}`;
+  return [
+    h("dt", {}, "training"), h("dd", { class: "training" }, setting),
+    t.levers.length ? h("ul", { class: "levers" }, t.levers.map((l) =>
+      h("li", { "data-lever": l.lever }, `${l.lever.replaceAll("_", " ")} (${l.chosen_by}): ${l.why}`))) : null,
+  ];
 }
 
 function card(est, method) {
@@ -150,14 +174,16 @@ function card(est, method) {
       h("dt", {}, "trainable"), h("dd", {}, r.trainable_params.toLocaleString("en")),
       h("dt", {}, "time"), h("dd", { class: "hours" }, hours(r.hours) + range(r.hours_range, hours)),
       h("dt", {}, "GPU-hours"), h("dd", {}, r.gpu_hours.toFixed(3) + range(r.gpu_hours_range, (x) => x.toFixed(3))),
-      h("dt", {}, "cost"), h("dd", { class: "cost" }, usd(r.cost_usd) + range(r.cost_usd_range, usd)),
+      h("dt", {}, "cost"), h("dd", { class: "cost" }, r.fits
+        ? usd(r.cost_usd) + range(r.cost_usd_range, usd) : "- (does not fit: it cannot run as estimated)"),
       h("dt", {}, "artifact"), h("dd", {}, `${gib(r.artifact_bytes)} · storage ${usd(r.storage_cost_usd)}`),
-      h("dt", {}, "basis"), h("dd", {}, `${r.basis}${r.calibration_jobs ? ` (${r.calibration_jobs} jobs)` : ""}`)),
+      h("dt", {}, "basis"), h("dd", {}, `${r.basis}${r.calibration_jobs ? ` (${r.calibration_jobs} jobs)` : ""}`),
+      levers(r)),
     r.notes.length ? h("ul", { class: "notes" }, r.notes.map((n) => h("li", {}, n))) : null);
 }
 
 function cheapest(est, method) {
-  const plans = (est.plans[method] || []).filter((p) => p.fits && p.cost_usd != null).slice(0, 3);
+  const plans = (est.plans[method] || []).filter((p) => p.fits && p.runnable !== false && p.cost_usd != null).slice(0, 3);
   return h("div", { class: "card" }, h("h3", {}, method),
     plans.length ? h("table", {}, h("tbody", {}, plans.map((p) => h("tr", {},
       h("td", {}, `${p.num_gpus}× ${p.gpu}`), h("td", {}, p.provider || "-"),
@@ -169,9 +195,9 @@ function cheapest(est, method) {
 function render(est) {
   const methods = METHODS.filter((m) => est.results[m]);
   $("recommendation").replaceChildren(
-    h("h3", {}, est.recommendation.method ? `Recommended: ${est.recommendation.method}` : "Nothing fits"),
+    h("h3", {}, est.recommendation.method ? `Recommended: ${est.recommendation.method}` : "No method to recommend"),
     h("ul", {}, est.recommendation.reasons.map((r) => h("li", {}, r))),
-    est.notes.length ? h("p", { class: "note" }, est.notes.join(" ")) : null);
+    est.notes.length ? h("ul", { class: "note est-notes" }, est.notes.map((n) => h("li", {}, n))) : null);
   $("methods").replaceChildren(...methods.map((m) => card(est, m)));
   $("cheapest").replaceChildren(...methods.map((m) => cheapest(est, m)));
   $("job-method").replaceChildren(...methods.map((m) => h("option", { value: m }, m)));
