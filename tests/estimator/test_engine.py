@@ -206,9 +206,11 @@ def test_budget_and_justification_reach_the_recommendation() -> None:
     shifted = run(**both, domain_shift="high").recommendation
     assert shifted.method is Method.FULL
     assert any("Biderman" in r for r in shifted.reasons)
-    full_cost = run(**both).results[Method.FULL].cost_usd
-    assert full_cost is not None
-    tight = run(**both, domain_shift="high", budget_usd=full_cost / 2).recommendation
+    plain = run(**both).results
+    full_cost, lora_cost = plain[Method.FULL].cost_usd, plain[Method.LORA].cost_usd
+    assert full_cost is not None and lora_cost is not None and lora_cost < full_cost
+    budget = (full_cost + lora_cost) / 2  # LoRA within it, full over it
+    tight = run(**both, domain_shift="high", budget_usd=budget).recommendation
     assert tight.method is Method.LORA
     assert any("budget" in r for r in tight.reasons)
 
