@@ -22,12 +22,14 @@ from sqlalchemy import update
 from app.auth import service as keys_service
 from app.config import Settings
 from app.db import session_scope
+from app.jobs.filters import ReportFilters
+from app.kit.migrate import upgrade_head
 from app.kit.queue import CONTROL_QUEUE, DELIVER_FOCUS_TASK, celery_config
 from app.models import Job, Scope
-from app.reports import delivery
+from app.reports import delivery, focus
 from tests.conftest import auth
 from tests.reports.factory import make_job
-from tests.support import ServiceEnv, WorkerProcess, start_control_worker, wait_for
+from tests.support import ServiceEnv, WorkerProcess, pointed_at, start_control_worker, wait_for
 
 pytestmark = pytest.mark.slow
 MARCH, APRIL = "2025-03", "2025-04"
@@ -177,3 +179,23 @@ def test_beat_schedules_the_delivery_daily_by_default_on_the_control_queue() -> 
         "deliver-focus" not in celery_config(Settings(focus_delivery_every_h=None))["beat_schedule"]
     )
     assert DELIVER_FOCUS_TASK in celery_app.tasks
+
+
+def test_the_embedded_sqlite_database_delivers_the_same_way(
+    service_env: ServiceEnv, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tunecost.db'}"
+    upgrade_head(url)
+    with pointed_at({"TUNECOST_DATABASE_URL": url, "TUNECOST_FOCUS_DELIVERY_URL": str(tmp_path)}):
+        with session_scope() as session:
+            for day in (3, 17):
+                make_job(session, finished_at=datetime(2025, 6, day, 12, tzinfo=UTC))
+        assert delivery.deliver_all() == {"2025-06": "delivered revision 1 (2 rows)"}
+        assert delivery.deliver_all() == {"2025-06": "unchanged"}  # nothing changed since
+        with session_scope() as session:
+            filters = ReportFilters(
+                start=datetime(2025, 6, 1, tzinfo=UTC), end=datetime(2025, 7, 1, tzinfo=UTC)
+            )
+            want = [focus.as_dict(r) for b in focus.iter_batches(session, filters) for r in b]
+    got = _parquet_rows(tmp_path / "parquet" / "billing_period=2025-06" / "focus-2025-06.parquet")
+    assert got == want and len(got) == 2
