@@ -178,7 +178,7 @@ def _add_active(
 
 def _accrued(session: Session, jobs: Sequence[Any]) -> dict[str, float]:
     """What the attempts of these jobs cost so far, by job id."""
-    ids = [job.id for job in jobs if job.id is not None]
+    ids = [job.id for job in jobs]
     if not ids:
         return {}
     price = {job.id: (job.price_per_gpu_hour, job.num_gpus) for job in jobs}

@@ -73,6 +73,7 @@ DECIMAL_COLUMNS = frozenset(
 INTEGER_COLUMNS = frozenset({"x_NumGpus"})
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 GZIP_MTIME = 0  # no time in the gzip header: the same rows give the same file
+DELIVERY_LOCK_ID = 0x7475_6E65_666F_6375  # "tunefocu": the advisory lock key of a delivery run
 
 
 def arrow_type(column: str) -> pa.DataType:
@@ -307,6 +308,14 @@ def _delivered_labels(fs: Any, root: str) -> set[str]:
     return {str(p).rsplit("billing_period=", 1)[1].split("/", 1)[0] for p in found}
 
 
+def _only_run(session: Session) -> bool:
+    """Whether this run may deliver: on PostgreSQL, a transaction-level advisory lock that one
+    run holds at a time (several beats, a run outlasting its interval); SQLite serves one host."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(DELIVERY_LOCK_ID))))
+
+
 def deliver_all(*, now: datetime | None = None) -> dict[str, str]:
     """Deliver every period whose rows changed (or were never delivered); period → outcome."""
     settings = get_settings()
@@ -315,6 +324,8 @@ def deliver_all(*, now: datetime | None = None) -> dict[str, str]:
     root = root.rstrip("/")
     outcome: dict[str, str] = {}
     with session_scope() as session:
+        if not _only_run(session):
+            return {"*": "skipped: another delivery is running"}
         found = periods(session)
         known = {p.label for p in found}
         for label in sorted(_delivered_labels(fs, root) - known):

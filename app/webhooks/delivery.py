@@ -39,7 +39,7 @@ from app.webhooks import secrets, signing, targets
 
 USER_AGENT = "tunecost-webhooks/1"
 JITTER = 0.1  # up to +10% on each wait, so retries of many deliveries spread out
-EXCERPT_CHARS = 500  # of the receiver's answer, kept in the delivery log
+EXCERPT_BYTES = 500  # of the receiver's answer, kept in the delivery log
 CLAIM_SLACK_S = 1.0  # a countdown may fire a little early; such a message still claims
 SWEEP_GRACE_S = 60.0  # overdue this long: its message is taken for lost and sent again
 SWEEP_BATCH = 500
@@ -154,14 +154,26 @@ def post(claimed: Claimed, *, settings: Settings) -> Outcome:
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     try:
         # trust_env off: a proxy from the environment would connect to the name, not the
-        # address checked above.
-        with httpx.Client(timeout=settings.webhook_timeout_s, trust_env=False) as client:
-            response = client.post(
-                target.url_at(addresses[0]), content=body, headers=headers, extensions=extensions
-            )
+        # address checked above. The answer is streamed and only its start read: a receiver
+        # cannot make the worker hold a large body.
+        with (
+            httpx.Client(timeout=settings.webhook_timeout_s, trust_env=False) as client,
+            client.stream(
+                "POST",
+                target.url_at(addresses[0]),
+                content=body,
+                headers=headers,
+                extensions=extensions,
+            ) as response,
+        ):
+            start = b""
+            for piece in response.iter_bytes():
+                start += piece
+                if len(start) >= EXCERPT_BYTES:
+                    break
     except httpx.HTTPError as exc:
-        return done(None, f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS])
-    excerpt = response.text[:EXCERPT_CHARS] if response.content else None
+        return done(None, f"{type(exc).__name__}: {exc}"[:EXCERPT_BYTES])
+    excerpt = start[:EXCERPT_BYTES].decode("utf-8", "replace") or None
     error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
     return done(response.status_code, error, excerpt)
 

@@ -55,7 +55,7 @@ def body(*, event_id: str, type_: EventType, team: str | None, data: dict[str, A
         "team": team,
         "data": data,
     }
-    return json.dumps(document, separators=(",", ":"), sort_keys=False)
+    return json.dumps(document, separators=(",", ":"))
 
 
 def add_delivery(

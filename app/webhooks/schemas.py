@@ -95,7 +95,7 @@ class AttemptOut(BaseModel):
     duration_ms: float
     status_code: int | None = Field(description="the receiver's HTTP status; null: no answer")
     error: str | None
-    response_excerpt: str | None = Field(description="the first 500 characters of the answer")
+    response_excerpt: str | None = Field(description="the first 500 bytes of the answer")
 
 
 class DeliveryOut(BaseModel):
