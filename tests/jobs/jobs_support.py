@@ -19,6 +19,10 @@ ACTIVE = ("queued", "running", "cancel_requested")
 # peft, load) takes from ~10 s on an idle machine to a minute on two busy cores; several jobs
 # may queue behind each other on the one test worker.
 JOB_TIMEOUT_S = 420
+# No test starts a worker of this kind: a job on it stays queued, trains nothing and holds no
+# worker that another test waits on (a queued job on a served kind is trained when its worker
+# starts, ahead of that test's own jobs).
+IDLE_HARDWARE = {"gpu": "V100-16GB", "provider": "aws"}
 
 
 @contextmanager

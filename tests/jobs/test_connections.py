@@ -11,6 +11,7 @@ from sqlalchemy.pool import QueuePool
 from app.db import get_engine
 from app.estimates import service as estimates_service
 from tests.conftest import auth
+from tests.jobs.jobs_support import IDLE_HARDWARE
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_a_job_computes_its_implied_estimate_holding_no_connection(
     held_during_estimates: list[int],
 ) -> None:
     r = app_client.post(
-        "/v1/jobs", json=job_body(hardware={"gpu": "A10G", "provider": "aws"}),
+        "/v1/jobs", json=job_body(hardware=IDLE_HARDWARE),
         headers={**auth(keys["submit"]), "Idempotency-Key": "no-connection-held"},
     )  # fmt: skip
     assert r.status_code == 201, r.text

@@ -14,7 +14,7 @@ from app.jobs.lifecycle import add_event
 from app.models import Job
 from tests.conftest import auth
 from tests.jobs.conftest import TINY_NAME
-from tests.jobs.jobs_support import submit
+from tests.jobs.jobs_support import IDLE_HARDWARE, submit
 from tests.support import ServiceEnv
 from worker.jobs import _strip_server_paths
 
@@ -37,7 +37,7 @@ def test_datasets_jobs_errors_and_events_carry_no_server_path(
     dataset = app_client.get(f"/v1/datasets/{dataset_id}", headers=read)
     assert dataset.json()["storage_path"] == f"datasets/{dataset_id}/data.jsonl"
 
-    job = submit(app_client, keys, job_body(hardware={"gpu": "A10G", "provider": "aws"}))
+    job = submit(app_client, keys, job_body(hardware=IDLE_HARDWARE))
     dataset_file = service_env.storage_root / "datasets" / dataset_id / "data.jsonl"
     leak = (
         f"the dataset file file://{dataset_file} is missing; Traceback: "

@@ -18,6 +18,7 @@ from app.db import session_scope
 from app.jobs.artifacts import artifact_url
 from app.models import Job, Scope
 from tests.conftest import auth
+from tests.jobs.jobs_support import IDLE_HARDWARE
 
 
 def _key(scope: Scope, team: str | None, name: str) -> dict[str, str]:
@@ -40,7 +41,8 @@ def team_a_job(
     app_client: Any, keys: dict[str, str], job_body: Callable[..., dict[str, Any]]
 ) -> dict[str, Any]:
     """A job of team `ml` whose artifact folder exists in storage (as a finished job's would)."""
-    resp = app_client.post("/v1/jobs", json=job_body(), headers=auth(keys["submit"]))
+    body = job_body(hardware=IDLE_HARDWARE)  # it is read, never run
+    resp = app_client.post("/v1/jobs", json=body, headers=auth(keys["submit"]))
     assert resp.status_code == 201, resp.text
     job = dict(resp.json())
     url = artifact_url(job["id"])
