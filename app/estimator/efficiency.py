@@ -66,10 +66,11 @@ INTER_NODE_GBPS_PER_NODE = 50.0
 #   WEIGHT_LOAD_GBPS (counted apart), so 20.5 s.
 GPU_STARTUP_SECONDS = 20.5
 # - CPU: `make demo`'s LoRA and QLoRA jobs (tiny model, 40 steps) on this project's 2-core CPU
-#   machine, through the worker's training child (`PYTHONPATH=. python bench/startup.py --runs
-#   2`): 4 runs, 23.4-27.4 s, median 25.5 s (process start and imports of torch, transformers,
-#   peft and bitsandbytes are most of it; measured with the machine shared, load average ~12).
-CPU_STARTUP_SECONDS = 25.5
+#   machine, through the worker's training child (`PYTHONPATH=. python bench/startup.py`): 10
+#   runs in two sittings, 15.3-27.4 s, median 20.8 s. Most of it is the child's start and its
+#   imports (torch, transformers, peft, bitsandbytes), which grow with the machine's load: ~19 s
+#   at a load average of 7, ~25 s at 12.
+CPU_STARTUP_SECONDS = 20.8
 WEIGHT_LOAD_GBPS = 1.0  # GB/s; S3/hub downloads are slower, a page-cached file faster
 
 
