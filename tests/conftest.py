@@ -83,8 +83,9 @@ def pg_url() -> Iterator[str]:
 def _claim_redis_db() -> int:
     """A Redis database index (1-15) no other test session on this machine holds.
 
-    Each index is claimed by an advisory lock held for the whole session (the kernel drops it
-    when the process ends), so two suites run at once never flush each other's queues.
+    Each index is claimed by an advisory lock held until `_release_redis_db` or the end of the
+    session (the kernel drops it when the process ends), so two suites run at once never flush
+    each other's queues.
     """
     order = list(range(1, 16))
     random.shuffle(order)
@@ -95,12 +96,17 @@ def _claim_redis_db() -> int:
         except BlockingIOError:
             fh.close()
             continue
-        _HELD_LOCKS.append(fh)
+        _HELD_LOCKS[index] = fh
         return index
     pytest.fail("every Redis database 1-15 is held by another test session on this machine")
 
 
-_HELD_LOCKS: list[IO[str]] = []
+def _release_redis_db(index: int) -> None:
+    """Give back a Redis database claimed with `_claim_redis_db`."""
+    _HELD_LOCKS.pop(index).close()
+
+
+_HELD_LOCKS: dict[int, IO[str]] = {}
 
 
 @pytest.fixture(scope="session")

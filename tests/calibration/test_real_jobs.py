@@ -8,7 +8,6 @@ Run with `-s` to see each job's metered phases and the fit.
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,7 +23,7 @@ from app.db import session_scope
 from app.main import create_app
 from app.models import Scope
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
-from tests.conftest import REDIS_URL, auth
+from tests.conftest import REDIS_URL, _claim_redis_db, _release_redis_db, auth
 from tests.jobs.jobs_support import upload_dataset, wait_status
 from tests.support import ServiceEnv, pointed_at, start_worker
 
@@ -39,7 +38,7 @@ TRAINING = {"seq_len": 64, "micro_batch_size": 4, "precision": "fp32", "optimize
 @pytest.fixture(scope="module")
 def own_services(isolated_db: str, service_env: ServiceEnv) -> Iterator[ServiceEnv]:
     """The isolated database, an emptied Redis database of our own and a CPU worker on both."""
-    index = random.choice([i for i in range(1, 16) if not service_env.broker_url.endswith(f"/{i}")])
+    index = _claim_redis_db()  # never one another session (or this one) uses
     broker = f"{REDIS_URL.rstrip('/')}/{index}"
     redis.Redis.from_url(broker).flushdb()
     env = replace(service_env, database_url=isolated_db, broker_url=broker)
@@ -47,11 +46,14 @@ def own_services(isolated_db: str, service_env: ServiceEnv) -> Iterator[ServiceE
     log = env.storage_root.parent / f"calib-worker-{uuid.uuid4().hex[:6]}.log"
     env.storage_root.mkdir(parents=True, exist_ok=True)
     name = f"calib-{uuid.uuid4().hex[:6]}"
-    with (
-        pointed_at({"TUNECOST_BROKER_URL": broker}),
-        start_worker(env, gpu="cpu", hostname=name, log=log),
-    ):
-        yield env
+    try:
+        with (
+            pointed_at({"TUNECOST_BROKER_URL": broker}),
+            start_worker(env, gpu="cpu", hostname=name, log=log),
+        ):
+            yield env
+    finally:
+        _release_redis_db(index)
 
 
 def _run(client: TestClient, keys: dict[str, str], dataset_id: str, steps: int) -> dict[str, Any]:
