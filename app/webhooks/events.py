@@ -2,7 +2,7 @@
 
 An event is emitted inside the transaction that made it true (a job ended, a budget crossed a
 threshold): its delivery rows are written there, and the `deliver_webhook` task of each is sent
-once that transaction commits (app/outbox.py). A rollback leaves neither. The body is fixed at
+once that transaction commits (app/kit/outbox.py). A rollback leaves neither. The body is fixed at
 emit time, so every attempt and every redelivery sends the same bytes.
 
 Body: `{"id": "evt_...", "type": "job.succeeded", "created_at": "...Z", "team": "ml",
