@@ -28,6 +28,7 @@ from app.calibration.schemas import EvalSummary, EvaluationOut, JobEvalOut, Quan
 from app.calibration.service import fit_groups, tenant_jobs, to_table
 from app.estimator.calibration_types import Calibration
 from app.estimator.spec import Method
+from app.jobs.peak import peak_estimate_column
 from app.models import Job, JobStatus
 
 HOLDOUT_FRACTION = 0.3  # the newest 30% of eligible jobs are scored (a 70/30 time split)
@@ -193,7 +194,7 @@ def evaluate(
             Job.act_gpu_hours,
             Job.est_cost_usd,
             Job.act_cost_usd,
-            Job.est_peak_bytes,
+            peak_estimate_column().label("est_peak_bytes"),  # like with like (app/jobs/peak.py)
             Job.act_peak_bytes,
         )
         .where(*_eligible(), *mine, Job.finished_at >= split)

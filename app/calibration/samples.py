@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.calibration.time_fit import TimeSample
 from app.estimator.floor import OVERLAP_POWER_GPU, overlapped
+from app.jobs.peak import peak_estimate_column
 from app.models import Job, JobStatus
 
 # The modelled fixed terms must leave at least this share of the measured wall time to the
@@ -340,7 +341,7 @@ def load_samples(
         Job.est_gpu_hours,
         Job.act_peak_bytes,
         Job.act_peak_kind,
-        Job.est_peak_bytes,
+        peak_estimate_column().label("est_peak_compared"),
         Job.errors["complete_run"].as_boolean().label("complete_run"),
         Job.spec["as_estimated"].as_boolean().label("as_estimated"),
         Job.actuals["train_s"].as_float().label("train_s"),
@@ -383,7 +384,8 @@ def load_samples(
             act_gpu_hours=r.act_gpu_hours,
             act_mfu=r.act_mfu,
         )
-        est_peak = raw_peak_bytes(snapshot, r.est_peak_bytes)
+        # like with like: the estimate of the quantity the worker metered (app/jobs/peak.py)
+        est_peak = raw_peak_bytes(snapshot, r.est_peak_compared)
         act_peak = _pos(r.act_peak_bytes)
         out.append(
             JobSample(

@@ -207,7 +207,9 @@ def render(data: dict[str, Any]) -> None:
         table.add_column(method, justify="right")
     rows: list[tuple[str, Any]] = [
         ("trainable params", lambda r: _params(r["trainable_params"])),
-        ("memory / GPU", lambda r: _gb(r["memory"]["per_gpu_bytes"])),
+        ("memory / GPU (must fit)", lambda r: _gb(r["memory"]["per_gpu_bytes"])),
+        ("  allocated", lambda r: _gb(r["memory"].get("allocated_bytes"))),
+        ("  reserved", lambda r: _gb(r["memory"].get("reserved_bytes"))),
         (
             "  low - high",
             lambda r: f"{_gb(r['memory']['low_bytes'])} - {_gb(r['memory']['high_bytes'])}",

@@ -169,7 +169,23 @@ def show(
     table.add_row("cost", usd(job["est_cost_usd"]), usd(job["act_cost_usd"]))
     gpu_hours = (job["est_gpu_hours"], job["act_gpu_hours"])
     table.add_row("GPU-hours", *(f"{h:.4f}" if h is not None else "-" for h in gpu_hours))
-    table.add_row("peak memory", gib(job["est_peak_bytes"]), gib(job["act_peak_bytes"]))
+    # memory like with like: each estimated figure beside the metered one of the same quantity
+    on_cpu = job.get("act_peak_kind") == "cpu_rss"
+    table.add_row(
+        "memory allocated",
+        gib(job.get("est_allocated_bytes")),
+        "-" if on_cpu else gib(job["act_peak_bytes"]),
+    )
+    table.add_row(
+        "memory reserved", gib(job.get("est_reserved_bytes")), gib(job.get("act_reserved_bytes"))
+    )
+    table.add_row(
+        "memory per GPU (must fit)",
+        gib(job["est_peak_bytes"]),
+        gib(job["act_peak_bytes"]) + " (process RSS)"
+        if on_cpu
+        else gib(job.get("act_device_peak_bytes")),
+    )
     table.add_row("artifact", gib(job["est_artifact_bytes"]), gib(job["artifact_bytes"]))
     out.print(
         f"{job['method']} of {job['model_ref']} on {job['num_gpus']}x {job['gpu']} "

@@ -56,6 +56,9 @@ def report(
         )
     console.print(table)
     peak = data["total"]["peak_bytes"]
+    compared = data["total"].get("peak_compared") or {}
     console.print(
-        f"mean peak memory: estimated {gib(peak['estimated'])}, actual {gib(peak['actual'])}"
+        f"mean peak memory: estimated {gib(peak['estimated'])}, actual {gib(peak['actual'])} "
+        f"(like with like: allocated vs allocated on {compared.get('allocated', 0)} GPU jobs, "
+        f"what must fit vs peak resident set on {compared.get('per_gpu', 0)})"
     )

@@ -42,6 +42,8 @@ def memory_out(memory: MemoryLike, factor: float) -> MemoryOut:
     fields = MemoryBreakdownOut.model_fields
     return MemoryOut(
         per_gpu_bytes=int(memory.per_gpu_bytes * factor),
+        allocated_bytes=int(memory.allocated_bytes * factor),
+        reserved_bytes=int(memory.reserved_bytes * factor),
         low_bytes=int(memory.low_bytes * factor),
         high_bytes=int(memory.high_bytes * factor),
         breakdown=MemoryBreakdownOut(

@@ -31,11 +31,20 @@ class MemoryBreakdownOut(_Out):
 
 
 class MemoryOut(_Out):
-    """Peak memory per GPU: expected, with a low-high range, in bytes."""
+    """Peak memory per GPU, in bytes, as three named quantities: what torch allocates, what its
+    caching allocator reserves, and what must fit on the GPU. Compare a measurement with the
+    quantity it measures: `allocated_bytes` with torch.cuda.max_memory_allocated (LitGPT and
+    torchtune report it), `reserved_bytes` with max_memory_reserved (PEFT's tables),
+    `per_gpu_bytes` with the GPU's capacity or nvidia-smi."""
 
-    per_gpu_bytes: int
-    low_bytes: int
-    high_bytes: int
+    per_gpu_bytes: int = Field(
+        description="what must fit on one GPU: reserved + the CUDA context and NCCL buffers "
+        "(what nvidia-smi shows); the plans fit this"
+    )
+    allocated_bytes: int = Field(0, description="expected torch.cuda.max_memory_allocated")
+    reserved_bytes: int = Field(0, description="expected torch.cuda.max_memory_reserved")
+    low_bytes: int = Field(description="low bound of per_gpu_bytes")
+    high_bytes: int = Field(description="high bound of per_gpu_bytes")
     breakdown: MemoryBreakdownOut
     pageable_bytes: int = Field(
         0,

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.deps import ReadPrincipal
 from app.auth.tenancy import visible
 from app.db import session_scope
+from app.jobs.peak import peak_estimate_column
 from app.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _ERROR_QUANTITIES = (
     ("cost_usd", Job.est_cost_usd, Job.act_cost_usd),
     ("gpu_hours", Job.est_gpu_hours, Job.act_gpu_hours),
-    ("peak_bytes", Job.est_peak_bytes, Job.act_peak_bytes),
+    ("peak_bytes", peak_estimate_column(), Job.act_peak_bytes),  # like with like
 )
 
 

@@ -44,8 +44,19 @@ class JobActuals(BaseModel):
         "inside the loop); calibration counts it with start-up, not with the per-step time",
     )
     peak_memory_bytes: int | None = None
-    peak_memory_kind: str | None = Field(None, description="cuda_allocated, or cpu_rss")
-    peak_memory_reserved_bytes: int | None = None
+    peak_memory_kind: str | None = Field(
+        None,
+        description="cuda_allocated (torch.cuda.max_memory_allocated), or cpu_rss (the "
+        "process's peak resident set)",
+    )
+    peak_memory_reserved_bytes: int | None = Field(
+        None, description="torch.cuda.max_memory_reserved (GPU only)"
+    )
+    peak_memory_device_bytes: int | None = Field(
+        None,
+        description="the process's memory on its device as the driver counts it (NVML) when "
+        "training ends: reserved + CUDA context, what nvidia-smi shows (GPU only)",
+    )
     tokens_processed: int | None = Field(None, description="including padding")
     loss_tokens: int | None = Field(None, description="tokens the loss was computed on")
     tokens_per_s: float | None = Field(None, description="real tokens per second of training")

@@ -35,6 +35,8 @@ def record(job: Job, result: Metered, *, full_run: bool) -> None:
     job.act_gpu_hours = act.gpu_hours if act else None
     job.act_peak_bytes = act.peak_memory_bytes if act else None
     job.act_peak_kind = act.peak_memory_kind if act else None
+    job.act_reserved_bytes = act.peak_memory_reserved_bytes if act else None
+    job.act_device_peak_bytes = act.peak_memory_device_bytes if act else None
     job.act_tokens = act.tokens if act else None
     job.act_tokens_per_s = act.tokens_per_s if act else None
     job.act_mfu = act.mfu if act else None
@@ -59,6 +61,12 @@ def record(job: Job, result: Metered, *, full_run: bool) -> None:
             "artifact_bytes": act.artifact_weights_bytes if act else None,
         },
         full_run=full_run,
+    )
+    job.errors["peak_bytes"] = snapshot.peak_error(
+        kind=job.act_peak_kind,
+        per_gpu_bytes=job.est_peak_bytes,
+        allocated_bytes=job.est_allocated_bytes,
+        actual=job.act_peak_bytes,
     )
     # The child's artifact_path is its local folder; the stored URL is the column.
     job.actuals = act.model_dump(mode="json", exclude={"artifact_path"}) if act else None

@@ -152,7 +152,15 @@ class JobOut(BaseModel):
     estimate: dict[str, Any] = Field(description="the chosen method's estimate when submitted")
     est_cost_usd: float | None
     est_gpu_hours: float | None
-    est_peak_bytes: int | None
+    est_peak_bytes: int | None = Field(
+        description="what must fit on one GPU (the estimate's per_gpu_bytes, CUDA context included)"
+    )
+    est_allocated_bytes: int | None = Field(
+        None, description="the estimate's torch.cuda.max_memory_allocated"
+    )
+    est_reserved_bytes: int | None = Field(
+        None, description="the estimate's torch.cuda.max_memory_reserved"
+    )
     est_artifact_bytes: int | None
     created_at: UtcInstant
     started_at: UtcInstant | None
@@ -167,8 +175,16 @@ class JobOut(BaseModel):
     error: str | None
     act_wall_s: float | None
     act_gpu_hours: float | None
-    act_peak_bytes: int | None
+    act_peak_bytes: int | None = Field(
+        description="metered peak: torch.cuda.max_memory_allocated on a GPU, the peak resident "
+        "set on the CPU (act_peak_kind says which); errors.peak_bytes compares it with the "
+        "estimate of the same quantity"
+    )
     act_peak_kind: str | None
+    act_reserved_bytes: int | None = Field(None, description="torch.cuda.max_memory_reserved")
+    act_device_peak_bytes: int | None = Field(
+        None, description="the process's memory as the GPU driver counts it, CUDA context included"
+    )
     act_tokens: int | None
     act_tokens_per_s: float | None
     act_mfu: float | None

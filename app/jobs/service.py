@@ -237,6 +237,8 @@ def create(
         est_cost_usd=snap.cost_usd,
         est_gpu_hours=snap.gpu_hours,
         est_peak_bytes=snap.peak_bytes,
+        est_allocated_bytes=snap.allocated_bytes,
+        est_reserved_bytes=snap.reserved_bytes,
         est_artifact_bytes=snap.artifact_bytes,
         attempts=0,
     )

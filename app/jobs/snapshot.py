@@ -15,6 +15,7 @@ from typing import Any
 from app.errors import InvalidInput
 from app.estimator.results import EstimateResult, MethodResult
 from app.estimator.spec import Method
+from app.jobs.peak import compared_peak
 
 # The estimated quantities that have a metered counterpart: (name, est key, act column suffix).
 ERROR_QUANTITIES = ("cost_usd", "gpu_hours", "peak_bytes", "artifact_bytes")
@@ -35,7 +36,9 @@ class Snapshot:
     cost_usd: float | None
     gpu_hours: float
     hours: float
-    peak_bytes: int
+    peak_bytes: int  # what must fit on one GPU
+    allocated_bytes: int | None  # the estimate's torch.cuda.max_memory_allocated
+    reserved_bytes: int | None  # and max_memory_reserved
     artifact_bytes: int
     steps: int
     flops_per_token: float | None
@@ -100,6 +103,8 @@ def take(
         gpu_hours=gpu_hours,
         hours=hours,
         peak_bytes=mr.memory.per_gpu_bytes,
+        allocated_bytes=mr.memory.allocated_bytes or None,
+        reserved_bytes=mr.memory.reserved_bytes or None,
         artifact_bytes=mr.artifact_bytes,
         steps=steps,
         # the run's FLOPs over the tokens it processes (for MFU)
@@ -137,3 +142,26 @@ def errors(
         }
     out["complete_run"] = full_run
     return out
+
+
+def peak_error(
+    *,
+    kind: str | None,
+    per_gpu_bytes: int | None,
+    allocated_bytes: int | None,
+    actual: int | None,
+) -> dict[str, Any]:
+    """The peak memory's error, like with like, naming what was compared with what."""
+    estimated, compared = compared_peak(
+        kind, per_gpu_bytes=per_gpu_bytes, allocated_bytes=allocated_bytes
+    )
+    return {
+        "estimated": estimated,
+        "actual": actual,
+        "error_pct": signed_error_pct(
+            float(estimated) if estimated is not None else None,
+            float(actual) if actual is not None else None,
+        ),
+        "estimated_quantity": compared,
+        "actual_quantity": kind,
+    }

@@ -65,7 +65,9 @@ REPORT_COLUMNS = (
     "est_gpu_hours",
     "act_gpu_hours",
     "est_peak_bytes",
+    "est_allocated_bytes",
     "act_peak_bytes",
+    "act_peak_kind",
     "cost_source",
     "price_per_gpu_hour",
     "internal_usd_per_gpu_hour",
@@ -122,7 +124,11 @@ class Job(TimestampMixin, Base):
 
     est_cost_usd: Mapped[float | None] = mapped_column(Float)
     est_gpu_hours: Mapped[float | None] = mapped_column(Float)
+    # what must fit on one GPU (allocated + allocator slack + CUDA context), and the estimate's
+    # torch.cuda.max_memory_allocated / max_memory_reserved beside it
     est_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    est_allocated_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    est_reserved_bytes: Mapped[int | None] = mapped_column(BigInteger)
     est_artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     started_at: Mapped[datetime | None]
@@ -137,6 +143,8 @@ class Job(TimestampMixin, Base):
     act_gpu_hours: Mapped[float | None] = mapped_column(Float)
     act_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
     act_peak_kind: Mapped[str | None] = mapped_column(String(32))
+    act_reserved_bytes: Mapped[int | None] = mapped_column(BigInteger)  # max_memory_reserved
+    act_device_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)  # NVML, with context
     act_tokens: Mapped[int | None] = mapped_column(BigInteger)
     act_tokens_per_s: Mapped[float | None] = mapped_column(Float)
     act_mfu: Mapped[float | None] = mapped_column(Float)

@@ -23,6 +23,19 @@ class QuantityError(BaseModel):
     mape_pct: float | None = Field(description="mean absolute percentage error, in %")
 
 
+class PeakCompared(BaseModel):
+    """What `peak_bytes` compared, like with like: how many jobs of each kind."""
+
+    allocated: int = Field(
+        description="GPU jobs: torch.cuda.max_memory_allocated against the estimate's "
+        "allocated_bytes"
+    )
+    per_gpu: int = Field(
+        description="CPU jobs (peak resident set) and jobs estimated before allocated_bytes "
+        "was stored: against the estimate's per_gpu_bytes (what must fit)"
+    )
+
+
 class ReportRow(BaseModel):
     """One group of the estimate-vs-actual report."""
 
@@ -35,7 +48,11 @@ class ReportRow(BaseModel):
     effective_usd: float = Field(description="cost to you: billed, or self-hosted internal rate")
     cost_usd: QuantityError
     gpu_hours: QuantityError
-    peak_bytes: QuantityError
+    peak_bytes: QuantityError = Field(
+        description="peak memory: each job's metered peak against the estimate of the same "
+        "quantity (peak_compared says which)"
+    )
+    peak_compared: PeakCompared
 
 
 class EstimateVsActualReport(BaseModel):

@@ -28,12 +28,14 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.jobs.filters import JOB_COLUMNS, Grouping, ReportFilters, describe
+from app.jobs.peak import peak_estimate_column, vs_allocated_column
 from app.models import Job, JobTag
 from app.reports.focus_columns import billed_cost, effective_cost
 from app.reports.schemas import (
     QUANTITIES,
     Bucket,
     EstimateVsActualReport,
+    PeakCompared,
     QuantityError,
     ReportRow,
     SpendReport,
@@ -54,11 +56,17 @@ SPEND_COLUMNS = (
     "estimated_cost_usd",
 )
 
+# A metered peak is compared with the estimate of the same quantity (app/jobs/snapshot.py
+# PEAK_COMPARED): torch's allocated peak with the estimate's allocated bytes, a CPU process's
+# resident set with what must fit (per_gpu_bytes); jobs from before the estimate stored its
+# allocated bytes fall back to per_gpu_bytes.
+_VS_ALLOCATED = vs_allocated_column()
+_PEAK_ESTIMATE = peak_estimate_column()
 # (quantity, estimate column, actual column, whether the report shows a mean instead of a sum)
 _QUANTITY_COLUMNS = (
     ("cost_usd", Job.est_cost_usd, Job.act_cost_usd, False),
     ("gpu_hours", Job.est_gpu_hours, Job.act_gpu_hours, False),
-    ("peak_bytes", Job.est_peak_bytes, Job.act_peak_bytes, True),  # a mean of peaks
+    ("peak_bytes", _PEAK_ESTIMATE, Job.act_peak_bytes, True),  # a mean of peaks
 )
 # Only additive aggregates (count, sum): the means are derived from them, and the totals are the
 # sums of the groups' sums. PostgreSQL's sum(float8) is also far cheaper than avg(float8), whose
@@ -70,6 +78,8 @@ _SUMS = (
     "billed_usd",
     "effective_usd",
     *(f"{q}_{s}" for q in QUANTITIES for s in _QUANTITY_STATS),
+    "peak_vs_allocated",
+    "peak_vs_per_gpu",
 )
 
 
@@ -104,6 +114,9 @@ def _aggregates() -> list[ColumnElement[Any]]:
     ]
     for name, est, act, _ in _QUANTITY_COLUMNS:
         cols.extend(_quantity_aggregates(name, est, act))
+    peak = and_(_PEAK_ESTIMATE.is_not(None), Job.act_peak_bytes.is_not(None))
+    cols.append(func.count(case((and_(peak, _VS_ALLOCATED), 1))).label("peak_vs_allocated"))
+    cols.append(func.count(case((and_(peak, ~_VS_ALLOCATED), 1))).label("peak_vs_per_gpu"))
     return cols
 
 
@@ -141,6 +154,9 @@ def _row(sums: dict[str, float], group: Any) -> ReportRow:
         spend_usd=sums["spend_usd"],
         billed_usd=sums["billed_usd"],
         effective_usd=sums["effective_usd"],
+        peak_compared=PeakCompared(
+            allocated=int(sums["peak_vs_allocated"]), per_gpu=int(sums["peak_vs_per_gpu"])
+        ),
         **quantities,
     )
 

@@ -145,7 +145,8 @@ def test_peak_rss_grows_with_a_real_allocation() -> None:
         "before = peak_cpu_rss_bytes()\n"
         "block = bytearray(128 * 2**20)\n"
         "block[::4096] = b'x' * len(block[::4096])\n"
-        "print(before, peak_cpu_rss_bytes(), *peak_memory('cpu'))\n"
+        "p = peak_memory('cpu')\n"
+        "print(before, peak_cpu_rss_bytes(), p.bytes, p.kind, p.reserved_bytes, p.device_bytes)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
@@ -154,7 +155,7 @@ def test_peak_rss_grows_with_a_real_allocation() -> None:
     # The child's own peak: the interpreter alone stays below the block, with it it cannot.
     # (Started from this big pytest process, so ru_maxrss alone would report our size.)
     assert before < 128 * 2**20 <= after
-    assert peak >= after and out[3] == "cpu_rss" and out[4] == "None"
+    assert peak >= after and out[3] == "cpu_rss" and out[4] == "None" and out[5] == "None"
 
 
 def test_money_and_flops() -> None:

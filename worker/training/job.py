@@ -336,10 +336,11 @@ class TrainingRecipe:
         peaks = self.ranks.gather(metering.peak_memory(device.type))  # a collective
         if not self.ranks.is_main:
             return None
-        peak_kind = peaks[0][1]
-        peak = max(p[0] for p in peaks)
-        reserved_all = [p[2] for p in peaks if p[2] is not None]
+        peak_kind = peaks[0].kind
+        peak = max(p.bytes for p in peaks)
+        reserved_all = [p.reserved_bytes for p in peaks if p.reserved_bytes is not None]
         reserved = max(reserved_all) if reserved_all else None
+        device_all = [p.device_bytes for p in peaks if p.device_bytes is not None]
         wall_s = self.elapsed()
         kind = setup.device_info.kind if device.type == "cuda" else metering.CPU_KIND
         peak_flops = self.run.peak_flops_per_gpu or metering.catalog_peak_flops(
@@ -368,6 +369,7 @@ class TrainingRecipe:
             peak_memory_bytes=peak,
             peak_memory_kind=peak_kind,
             peak_memory_reserved_bytes=reserved,
+            peak_memory_device_bytes=max(device_all) if device_all else None,
             steps=result.steps,
             tokens=result.tokens,
             tokens_processed=result.tokens_processed,
@@ -404,7 +406,7 @@ class TrainingRecipe:
             artifact_bytes=artifact_bytes,
             world_size=self.ranks.world_size,
             strategy=self.ranks.strategy,
-            peak_memory_per_rank_bytes=[p[0] for p in peaks],
+            peak_memory_per_rank_bytes=[p.bytes for p in peaks],
         )
 
 

@@ -291,14 +291,51 @@ def catalog_peak_flops(kind: str, compute_dtype: str) -> float | None:
     return peak or None
 
 
-def peak_memory(device_type: str) -> tuple[int, str, int | None]:
-    """(peak bytes, kind, reserved bytes or None) for this process on `device_type`."""
+@dataclass(frozen=True)
+class PeakMemory:
+    """This process's memory peaks: allocated (or the CPU's resident set), reserved, device."""
+
+    bytes: int  # torch.cuda.max_memory_allocated, or the peak resident set on the CPU
+    kind: str  # "cuda_allocated" or "cpu_rss"
+    reserved_bytes: int | None = None  # torch.cuda.max_memory_reserved
+    device_bytes: int | None = None  # the driver's count for this process, CUDA context included
+
+
+def device_process_bytes(pid: int | None = None) -> int | None:
+    """The memory NVML counts for process `pid` (this one) on the visible GPUs, or None.
+
+    The caching allocator keeps what it reserved until emptied, so read before the model is
+    freed this is the process's peak as nvidia-smi shows it: reserved + the CUDA context. None
+    where NVML lists no such process (a container's own PID namespace, a driver without
+    per-process accounting).
+    """
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    pid = os.getpid() if pid is None else pid
+    total = 0
+    found = False
+    for handle in _visible_handles(nvml):
+        try:
+            processes = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        except Exception:  # not supported on this device or driver
+            return None
+        for proc in processes:
+            used = getattr(proc, "usedGpuMemory", None)
+            if proc.pid == pid and isinstance(used, int):
+                total, found = total + used, True
+    return total if found else None
+
+
+def peak_memory(device_type: str) -> PeakMemory:
+    """The memory peaks of this process on `device_type`."""
     if device_type == "cuda":
         import torch
 
-        return (
-            int(torch.cuda.max_memory_allocated()),
-            "cuda_allocated",
-            int(torch.cuda.max_memory_reserved()),
+        return PeakMemory(
+            bytes=int(torch.cuda.max_memory_allocated()),
+            kind="cuda_allocated",
+            reserved_bytes=int(torch.cuda.max_memory_reserved()),
+            device_bytes=device_process_bytes(),
         )
-    return peak_cpu_rss_bytes(), "cpu_rss", None
+    return PeakMemory(bytes=peak_cpu_rss_bytes(), kind="cpu_rss")

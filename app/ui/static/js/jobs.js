@@ -1,5 +1,5 @@
 // Jobs: the tenant's jobs with live progress (percent, tokens/s, ETA, $ against the budget).
-import { api, duration, h, session, usd } from "./api.js";
+import { api, duration, gib, h, session, usd } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const ACTIVE = new Set(["queued", "running", "cancel_requested"]);
@@ -41,6 +41,20 @@ function eta(seen) {
   return rate > 0 ? (last.total_steps - last.step) / rate : null;
 }
 
+// Memory like with like: on a GPU the allocated peak against the estimate's allocated bytes;
+// on the CPU the process's peak resident set against what must fit.
+function memory(job) {
+  const cpu = job.act_peak_kind === "cpu_rss";
+  const est = cpu ? job.est_peak_bytes : (job.est_allocated_bytes ?? job.est_peak_bytes);
+  return `${gib(est)} / ${gib(job.act_peak_bytes)}`;
+}
+
+function memoryTitle(job) {
+  return `allocated ${gib(job.est_allocated_bytes)} est · reserved ${gib(job.est_reserved_bytes)} est, `
+    + `${gib(job.act_reserved_bytes)} metered · per GPU (must fit) ${gib(job.est_peak_bytes)} est, `
+    + `${gib(job.act_device_peak_bytes)} on the device`;
+}
+
 function row(job, seen, canSubmit) {
   const done = !ACTIVE.has(job.status);
   const last = seen && seen.last;
@@ -59,6 +73,7 @@ function row(job, seen, canSubmit) {
     h("td", { class: "tps" }, tps == null ? "-" : tps.toFixed(0)),
     h("td", { class: "eta" }, done ? "-" : duration(seen ? eta(seen) : null)),
     h("td", { class: "spent" }, `${usd(spent)} / ${job.max_cost_usd == null ? "no cap" : usd(job.max_cost_usd)}`),
+    h("td", { class: "memory", title: memoryTitle(job) }, memory(job)),
     h("td", {}, cancel));
 }
 

@@ -81,7 +81,7 @@ async function errorTable() {
   const report = await api("/v1/reports/estimate-vs-actual?group_by=method");
   $("eva-table").tBodies[0].replaceChildren(...report.rows.map((r) => h("tr", { "data-group": r.group ?? "" },
     h("td", {}, r.group ?? "-"), h("td", {}, r.jobs), h("td", {}, r.spend_usd.toFixed(4)),
-    h("td", {}, pct(r.cost_usd)), h("td", {}, pct(r.gpu_hours)), h("td", {}, pct(r.peak_bytes)))));
+    h("td", {}, pct(r.cost_usd)), h("td", {}, pct(r.gpu_hours)), h("td", { class: "peak", title: `like with like: allocated vs allocated on ${r.peak_compared.allocated} GPU jobs, must-fit vs peak RSS on ${r.peak_compared.per_gpu}` }, pct(r.peak_bytes)))));
 }
 
 // A plain link cannot send the key, so downloads are fetched with it and saved from a blob.
