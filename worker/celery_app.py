@@ -19,6 +19,7 @@ from celery import Celery
 from celery.signals import celeryd_init, worker_ready, worker_shutdown
 
 from app.config import get_settings
+from app.estimator.speed import DeviceSpeed
 from app.kit.queue import QUEUE_PREFIX, celery_config, queue_for, queues_up_to
 from worker import devices
 
@@ -70,6 +71,8 @@ class _Heartbeat:
         allocator = devices.Allocator(devices.worker_devices(nodename=hostname, settings=settings))
 
         def beat() -> None:
+            measured: DeviceSpeed | None = None
+            tried = False
             while True:
                 try:
                     registry.beat(
@@ -80,9 +83,14 @@ class _Heartbeat:
                         device_count=count,
                         devices_free=allocator.free(),
                         pid=os.getpid(),
+                        speed=measured,
                     )
                 except Exception:  # the database may be briefly down; keep beating
                     log.warning("worker heartbeat failed", exc_info=True)
+                if not tried:  # after the first beat, so the worker is live meanwhile
+                    tried = True
+                    measured = _measure_speed(kind, name, count)
+                    continue
                 if self.stop.wait(interval):
                     return
 
@@ -98,6 +106,25 @@ class _Heartbeat:
                 registry.remove(hostname=self.hostname)
             except Exception:
                 log.warning("could not remove worker row", exc_info=True)
+
+
+def _measure_speed(kind: str, name: str, count: int) -> DeviceSpeed | None:
+    """This machine's measured speed of the worker's device (worker/speed.py), cached."""
+    from worker import speed
+    from worker.training.cpu_threads import cpu_threads
+    from worker.training.metering import CPU_KIND, visible_gpu_uuids
+
+    settings = get_settings()
+    on_cpu = kind == CPU_KIND
+    if not on_cpu and not visible_gpu_uuids():
+        return None  # a GPU kind named by settings on a machine without one: nothing to measure
+    threads = max(1, cpu_threads(settings.worker_cpu_threads) // count) if on_cpu else 1
+    found = speed.device_speed(
+        kind=kind, name=name, device="cpu" if on_cpu else "cuda", threads=threads
+    )
+    if found is None:
+        log.warning("could not measure the speed of %s (%s)", kind, name)
+    return found
 
 
 _heartbeat = _Heartbeat()

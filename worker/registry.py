@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete
 
 from app.db import session_scope
+from app.estimator.speed import DeviceSpeed
 from app.models import WorkerNode
 from app.models.base import utcnow
 
@@ -18,8 +19,10 @@ def beat(
     device_count: int,
     devices_free: int,
     pid: int,
+    speed: DeviceSpeed | None = None,
 ) -> None:
-    """Insert or refresh this worker's row, with how many of its devices no job holds now."""
+    """Insert or refresh this worker's row, with how many of its devices no job holds now and,
+    once measured, its device's speed."""
     with session_scope() as session:
         row = session.get(WorkerNode, hostname)
         if row is None:
@@ -28,6 +31,10 @@ def beat(
         row.gpu, row.queue, row.device_name = gpu, queue, device_name
         row.device_count, row.devices_free = device_count, devices_free
         row.pid, row.last_seen_at = pid, utcnow()
+        if speed is not None:
+            row.matmul_tflops = speed.matmul_tflops
+            row.memory_gbps = speed.memory_gbps
+            row.host_s_per_layer = speed.host_s_per_layer
 
 
 def remove(*, hostname: str) -> None:

@@ -28,8 +28,8 @@ from app.calibration.schemas import EvalSummary, EvaluationOut, JobEvalOut, Quan
 from app.calibration.service import fit_groups, tenant_jobs, to_table
 from app.estimator.calibration_types import Calibration
 from app.estimator.spec import Method
-from app.jobs.peak import peak_estimate_column
 from app.models import Job, JobStatus
+from app.models.peak import peak_estimate_column
 
 HOLDOUT_FRACTION = 0.3  # the newest 30% of eligible jobs are scored (a 70/30 time split)
 MAX_HELDOUT_JOBS = 5_000  # scored jobs per evaluation (the first after the split): bounds its cost
@@ -194,7 +194,7 @@ def evaluate(
             Job.act_gpu_hours,
             Job.est_cost_usd,
             Job.act_cost_usd,
-            peak_estimate_column().label("est_peak_bytes"),  # like with like (app/jobs/peak.py)
+            peak_estimate_column().label("est_peak_bytes"),  # like with like (app/models/peak.py)
             Job.act_peak_bytes,
         )
         .where(*_eligible(), *mine, Job.finished_at >= split)

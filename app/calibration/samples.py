@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 
 from app.calibration.time_fit import TimeSample
 from app.estimator.floor import OVERLAP_POWER_GPU, overlapped
-from app.jobs.peak import peak_estimate_column
 from app.models import Job, JobStatus
+from app.models.peak import peak_estimate_column
 
 # The modelled fixed terms must leave at least this share of the measured wall time to the
 # matmuls; below it the fitted efficiency is mostly noise in the start-up model (tiny CPU runs).
@@ -384,7 +384,7 @@ def load_samples(
             act_gpu_hours=r.act_gpu_hours,
             act_mfu=r.act_mfu,
         )
-        # like with like: the estimate of the quantity the worker metered (app/jobs/peak.py)
+        # like with like: the estimate of the quantity the worker metered (app/models/peak.py)
         est_peak = raw_peak_bytes(snapshot, r.est_peak_compared)
         act_peak = _pos(r.act_peak_bytes)
         out.append(

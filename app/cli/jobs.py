@@ -172,15 +172,17 @@ def show(
     # memory like with like: each estimated figure beside the metered one of the same quantity
     on_cpu = job.get("act_peak_kind") == "cpu_rss"
     table.add_row(
-        "memory allocated",
+        "peak memory allocated",
         gib(job.get("est_allocated_bytes")),
         "-" if on_cpu else gib(job["act_peak_bytes"]),
     )
     table.add_row(
-        "memory reserved", gib(job.get("est_reserved_bytes")), gib(job.get("act_reserved_bytes"))
+        "peak memory reserved",
+        gib(job.get("est_reserved_bytes")),
+        gib(job.get("act_reserved_bytes")),
     )
     table.add_row(
-        "memory per GPU (must fit)",
+        "peak memory per GPU (must fit)",
         gib(job["est_peak_bytes"]),
         gib(job["act_peak_bytes"]) + " (process RSS)"
         if on_cpu

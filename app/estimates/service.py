@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,9 +34,10 @@ from app.estimator.fleet import Fleet
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.results import EstimateResult, RangeOut
 from app.estimator.spec import DatasetShape
+from app.estimator.speed import DeviceSpeed
 from app.kit import ids
 from app.kit.pagination import keyset_page
-from app.models import Dataset, Estimate
+from app.models import Dataset, Estimate, WorkerNode
 from app.models.base import new_id, utcnow
 
 
@@ -84,6 +86,35 @@ def current_calibration(session: Session, *, principal: Principal) -> Calibratio
     return calibration.current(session, principal=principal)
 
 
+def measured_speeds(session: Session) -> dict[str, DeviceSpeed]:
+    """The device speed live workers measured, per GPU kind (the most recently heard worker's).
+
+    Estimates for a kind use it in place of the catalog's datasheet figures until calibration
+    from finished jobs takes over (app/estimator/planner.py).
+    """
+    stale = utcnow() - timedelta(seconds=get_settings().heartbeat_stale_s)
+    rows = session.execute(
+        select(
+            WorkerNode.gpu,
+            WorkerNode.matmul_tflops,
+            WorkerNode.memory_gbps,
+            WorkerNode.host_s_per_layer,
+        )
+        .where(
+            WorkerNode.last_seen_at >= stale,
+            WorkerNode.matmul_tflops.is_not(None),
+            WorkerNode.memory_gbps.is_not(None),
+            WorkerNode.host_s_per_layer.is_not(None),
+        )
+        .order_by(WorkerNode.last_seen_at)
+    )
+    out: dict[str, DeviceSpeed] = {}
+    for gpu, tflops, gbps, host in rows:
+        if tflops and gbps and host and tflops > 0 and gbps > 0 and host > 0:
+            out[gpu] = DeviceSpeed(matmul_tflops=tflops, memory_gbps=gbps, host_s_per_layer=host)
+    return out
+
+
 def compute(
     *,
     estimate_in: EstimateIn,
@@ -91,6 +122,7 @@ def compute(
     dataset: DatasetShape,
     catalog: Catalog,
     calibration: CalibrationTable | None,
+    speeds: Mapping[str, DeviceSpeed] | None = None,
 ) -> EstimateResult:
     """Run the estimator; each input problem it detects becomes a 422 naming the field.
 
@@ -110,6 +142,7 @@ def compute(
             hardware=estimate_in.hardware,
             catalog=catalog,
             calibration=calibration,
+            speeds=speeds,
             variants=estimate_in.variants,
             storage_months=estimate_in.storage_months,
             budget_usd=estimate_in.budget_usd,
@@ -135,6 +168,7 @@ class Inputs:
     dataset_id: str | None
     catalog: Catalog
     calibration: CalibrationTable
+    speeds: dict[str, DeviceSpeed] = field(default_factory=dict)
 
 
 def gather(session: Session, *, estimate_in: EstimateIn, principal: Principal) -> Inputs:
@@ -145,6 +179,7 @@ def gather(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
         dataset_id=dataset_id,
         catalog=catalog_service.effective_catalog(session),
         calibration=current_calibration(session, principal=principal),
+        speeds=measured_speeds(session),
     )
 
 
@@ -272,6 +307,7 @@ def estimate(*, estimate_in: EstimateIn, analysis: ModelAnalysis, inputs: Inputs
         dataset=inputs.dataset,
         catalog=inputs.catalog,
         calibration=inputs.calibration,
+        speeds=inputs.speeds,
     )
 
 

@@ -28,6 +28,8 @@ from app.estimator.efficiency import (
     COMM_EFFICIENCY,
     COMM_OVERLAP,
     INTER_NODE_GBPS_PER_NODE,
+    MATMUL_HALF_WORK,
+    MATMUL_HALF_WORK_CPU,
     WEIGHT_LOAD_GBPS,
     matmul_efficiency,
     startup_seconds,
@@ -363,7 +365,12 @@ def estimate_time(
     micro_steps = workload.micro_steps_per_gpu(num_gpus)
     steps = workload.optimizer_steps(num_gpus)
     tokens_per_micro = workload.tokens_per_micro_batch
-    efficiency = matmul_efficiency(mfu, tokens=tokens_per_micro, width=analysis.hidden_size)
+    efficiency = matmul_efficiency(
+        mfu,
+        tokens=tokens_per_micro,
+        width=analysis.hidden_size,
+        half_work=MATMUL_HALF_WORK_CPU if gpu.is_cpu else MATMUL_HALF_WORK,
+    )
     compute_micro = tokens_per_micro * flops.total / (peak * efficiency)
 
     # Every weight is streamed once per pass (forward, input-gradient, recompute); the

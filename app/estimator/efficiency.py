@@ -39,6 +39,12 @@ _MATMUL_SHARE: dict[str, float] = {
 MFU_PRIORS: dict[str, dict[Method, float]] = {
     cls: dict.fromkeys(Method, share) for cls, share in _MATMUL_SHARE.items()
 }
+# On a device whose speed a worker measured (worker/speed.py), peak is the sustained rate of
+# large square matmuls, not the datasheet's: a training step's matmuls reach about this share
+# of it. cuBLAS sustains ~75% of the dense datasheet peak on large bf16 GEMMs (NVIDIA's "Matrix
+# Multiplication Background User's Guide"), and the H200 runs reach 0.55 of the datasheet
+# (hopper above): 0.55 / 0.75.
+MEASURED_MATMUL_SHARE = 0.73
 DEFAULT_MFU_CLASS = "ampere_ga10x"  # a middle value for a GPU class without priors
 
 # Elementwise kernels (optimizer step, dequantization, weight streaming) reach ~80-90% of peak
@@ -93,9 +99,15 @@ def mfu_prior(mfu_class: str, method: Method) -> float:
 # x 4096 wide (work 2.1M) takes 232 ms a step, 2048 x 4096 takes 313 ms, which with the
 # modelled optimizer step, streaming and host floor leaves ~0.3 and ~0.45 of peak.
 MATMUL_HALF_WORK = 1.0e6
+# A CPU has a few cores, not a hundred multiprocessors to fill: its matmuls reach their rate at
+# tiles of a few dozen rows, and what small layers cost beyond it is in the host time per layer
+# a worker measures on a tiny model (worker/speed.py). No roll-off on the CPU.
+MATMUL_HALF_WORK_CPU = 0.0
 
 
-def matmul_efficiency(mfu: float, *, tokens: float, width: int) -> float:
+def matmul_efficiency(
+    mfu: float, *, tokens: float, width: int, half_work: float = MATMUL_HALF_WORK
+) -> float:
     """The efficiency matmuls of `tokens` x `width` reach, `mfu` being that of large ones."""
     work = max(tokens, 1.0) * max(width, 1)
-    return mfu * work / (work + MATMUL_HALF_WORK)
+    return mfu * work / (work + half_work)

@@ -53,6 +53,7 @@ from app.estimator.spec import (
     QLoraSpec,
     TrainingSpec,
 )
+from app.estimator.speed import DeviceSpeed
 from app.estimator.workload import build_workload
 
 CACHE_SIZE = 512  # distinct requests kept; an entry is a few KB
@@ -72,6 +73,7 @@ def estimate(
     hardware: HardwareSpec,
     catalog: Catalog,
     calibration: CalibrationTable | None = None,
+    speeds: Mapping[str, DeviceSpeed] | None = None,
     variants: int = 1,
     storage_months: float = 12,
     budget_usd: float | None = None,
@@ -84,6 +86,8 @@ def estimate(
 
     `available_gpus` limits the plans to GPUs the caller can get: ids, or ids with a count.
     `fleet` says what the workers can run; a plan beyond it is shown, never recommended.
+    `speeds` are devices' speeds as workers measured them, by GPU id: used for a GPU and method
+    without calibration, in place of the catalog's datasheet figures.
     Unknown GPU ids raise `UnknownGpuError`; unknown providers `UnknownProviderError`.
     """
     wanted = tuple(dict.fromkeys(Method(m) for m in methods))
@@ -113,6 +117,7 @@ def estimate(
         catalog.version,
         hash(catalog.prices),
         tuple(sorted((k[0], str(k[1]), v) for k, v in (calibration or {}).items())),
+        tuple(sorted((speeds or {}).items())),
         variants,
         storage_months,
         budget_usd,
@@ -137,6 +142,7 @@ def estimate(
         gpu_id=gpu_id,
         catalog=catalog,
         calibration=calibration,
+        speeds=speeds,
         variants=variants,
         storage_months=storage_months,
         budget_usd=budget_usd,
@@ -198,6 +204,7 @@ def _estimate(
     gpu_id: str | None,
     catalog: Catalog,
     calibration: CalibrationTable | None,
+    speeds: Mapping[str, DeviceSpeed] | None,
     variants: int,
     storage_months: float,
     budget_usd: float | None,
@@ -254,6 +261,7 @@ def _estimate(
             fleet=fleet,
             dataset=dataset,
             max_positions=analysis.max_position_embeddings or None,
+            speeds=speeds or {},
         )
         plans[method] = plan_method(
             ctx,

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from app.estimator.calibration_types import Calibration, CalibrationTable, lookup
 from app.estimator.catalog_types import Catalog, GpuSpec, PricingKind
 from app.estimator.compute import TimeBreakdown, compute_dtype, estimate_time
-from app.estimator.efficiency import mfu_prior
+from app.estimator.efficiency import MEASURED_MATMUL_SHARE, mfu_prior
 from app.estimator.fleet import ANY, Fleet
 from app.estimator.intervals import Basis
 from app.estimator.levers import (
@@ -33,6 +33,7 @@ from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.pricing import RunCost, run_cost
 from app.estimator.results import LeverName, Plan, range_of
 from app.estimator.spec import DatasetShape, LoraSpec, Method, QLoraSpec, TrainingSpec
+from app.estimator.speed import DeviceSpeed
 from app.estimator.workload import Workload, build_workload
 
 GPU_COUNTS = (1, 2, 4, 8, 16, 32, 64)  # up to 8 nodes of 8: beyond that, talk to the provider
@@ -89,6 +90,7 @@ class PlanContext:
     fleet: Fleet = ANY
     dataset: DatasetShape | None = None  # to count tokens again for a micro-batch split
     max_positions: int | None = None
+    speeds: Mapping[str, DeviceSpeed] = field(default_factory=dict)  # measured by workers
     _memory: dict[tuple[TrainingSpec, int, int | None], MemoryLike] = field(
         default_factory=dict, repr=False
     )
@@ -178,16 +180,22 @@ class _Terms:
     factor: float
     mfu: float
     offered: int
+    speed: DeviceSpeed | None = None  # a worker's measurement, until calibration
 
 
 def _terms(ctx: PlanContext, gpu: GpuSpec) -> _Terms:
     cal = lookup(ctx.calibration, gpu.id, ctx.method)
     factor = cal.memory_factor if cal is not None and cal.memory_factor is not None else 1.0
-    mfu = (
-        cal.mfu if cal is not None and cal.mfu is not None else mfu_prior(gpu.mfu_class, ctx.method)
-    )
+    # a worker's measurement of the device stands in for the datasheet until calibration
+    speed = ctx.speeds.get(gpu.id) if cal is None else None
+    if cal is not None and cal.mfu is not None:
+        mfu = cal.mfu
+    elif speed is not None:
+        mfu = MEASURED_MATMUL_SHARE
+    else:
+        mfu = mfu_prior(gpu.mfu_class, ctx.method)
     # the strategy must fit once calibrated: offer the estimate the GPU's bytes / factor
-    return _Terms(cal, factor, mfu, int(gpu.memory_bytes / factor))
+    return _Terms(cal, factor, mfu, int(gpu.memory_bytes / factor), speed)
 
 
 def memory_of(
@@ -228,6 +236,7 @@ def time_of(ctx: PlanContext, gpu: GpuSpec, num_gpus: int, training: TrainingSpe
         run_overhead_s=cal.run_overhead_s if cal is not None else None,
         host_scale=(cal.host_scale or 1.0) if cal is not None else 1.0,
         paging_s_per_step=paged / HOST_LINK_BYTES_PER_S,
+        speed=terms.speed,
     )
 
 

@@ -32,8 +32,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth.deps import ReadPrincipal
 from app.auth.tenancy import visible
 from app.db import session_scope
-from app.jobs.peak import peak_estimate_column
 from app.models import Job, JobStatus
+from app.models.peak import peak_estimate_column
 
 log = logging.getLogger(__name__)
 

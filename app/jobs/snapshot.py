@@ -15,7 +15,7 @@ from typing import Any
 from app.errors import InvalidInput
 from app.estimator.results import EstimateResult, MethodResult
 from app.estimator.spec import Method
-from app.jobs.peak import compared_peak
+from app.models.peak import compared_peak
 
 # The estimated quantities that have a metered counterpart: (name, est key, act column suffix).
 ERROR_QUANTITIES = ("cost_usd", "gpu_hours", "peak_bytes", "artifact_bytes")

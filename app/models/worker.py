@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -23,5 +23,9 @@ class WorkerNode(Base):
     # Devices no job holds at the last heartbeat; None from a worker that predates it.
     devices_free: Mapped[int | None]
     pid: Mapped[int]
+    # The device's speed as this worker measured it at start (worker/speed.py); None until then.
+    matmul_tflops: Mapped[float | None] = mapped_column(Float)
+    memory_gbps: Mapped[float | None] = mapped_column(Float)
+    host_s_per_layer: Mapped[float | None] = mapped_column(Float)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.jobs.filters import JOB_COLUMNS, Grouping, ReportFilters, describe
-from app.jobs.peak import peak_estimate_column, vs_allocated_column
 from app.models import Job, JobTag
+from app.models.peak import peak_estimate_column, vs_allocated_column
 from app.reports.focus_columns import billed_cost, effective_cost
 from app.reports.schemas import (
     QUANTITIES,

@@ -1,4 +1,4 @@
-"""Jobs keep the three memory figures: allocated, reserved and what must fit on the device.
+"""Jobs keep the three memory figures; workers report the speed they measured of their device.
 
 Revision ID: 0011
 Revises: 0010
@@ -8,6 +8,9 @@ Create Date: 2026-12-06 13:30:00
 estimate's allocated and reserved bytes are stored beside it, and the worker's reserved peak and
 the device's own count of the process's memory beside the allocated peak it always stored, so
 estimate and actual are compared like with like. Jobs written before keep them empty.
+
+A worker measures its device at start (sustained matmul TFLOP/s, memory GB/s, the host's seconds
+per decoder layer) and its heartbeat row carries them; empty until it has.
 """
 
 from collections.abc import Sequence
@@ -28,13 +31,22 @@ _COLUMNS = (
 )
 
 
+_SPEED = ("matmul_tflops", "memory_gbps", "host_s_per_layer")
+
+
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         for name in _COLUMNS:
             batch.add_column(sa.Column(name, sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("workers") as batch:
+        for name in _SPEED:
+            batch.add_column(sa.Column(name, sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("workers") as batch:
+        for name in reversed(_SPEED):
+            batch.drop_column(name)
     with op.batch_alter_table("jobs") as batch:
         for name in reversed(_COLUMNS):
             batch.drop_column(name)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, case
 
-from app.models import Job
+from app.models.job import Job
 
 # What a job's metered peak measures, and so which estimated figure it is compared with:
 # torch's allocator peak with the estimate's allocated bytes; a CPU process's peak resident set
