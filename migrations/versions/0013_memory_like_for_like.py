@@ -1,7 +1,7 @@
 """Jobs keep the three memory figures; workers report the speed they measured of their device.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-06 13:30:00
 
 `est_peak_bytes` stays what must fit on a GPU (allocated + allocator slack + CUDA context); the
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
