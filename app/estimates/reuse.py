@@ -78,6 +78,7 @@ def content_key(
     calibration: Mapping[Any, Any],
     day: date,
     price_max_age_days: int,
+    speeds: Mapping[str, Any] | None = None,
 ) -> str:
     """The SHA-256 naming an estimate's content by what it is computed from."""
     inputs = [
@@ -90,6 +91,8 @@ def content_key(
         repr(sorted((repr(k), repr(v)) for k, v in calibration.items())),
         day.isoformat(),
         price_max_age_days,
+        # the device speeds live workers measured (an estimate made without them is another)
+        repr(sorted((k, repr(v)) for k, v in (speeds or {}).items())),
     ]
     return hashlib.sha256(json.dumps(inputs, separators=(",", ":")).encode()).hexdigest()
 

@@ -266,6 +266,7 @@ def create_or_reuse(*, estimate_in: EstimateIn, principal: Principal) -> tuple[s
             dataset=f"{inputs.dataset_id} {inputs.dataset.model_dump_json()}",
             catalog_version=inputs.catalog.version,
             calibration=inputs.calibration,
+            speeds=inputs.speeds,
             day=today,
             price_max_age_days=max_age,
         )
