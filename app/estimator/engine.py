@@ -86,8 +86,8 @@ def estimate(
 
     `available_gpus` limits the plans to GPUs the caller can get: ids, or ids with a count.
     `fleet` says what the workers can run; a plan beyond it is shown, never recommended.
-    `speeds` are devices' speeds as workers measured them, by GPU id: used for a GPU and method
-    without calibration, in place of the catalog's datasheet figures.
+    `speeds` are devices' speeds as workers measured them, by GPU id: used in place of the
+    catalog's datasheet figures, with calibration's efficiency and floor factor on top.
     Unknown GPU ids raise `UnknownGpuError`; unknown providers `UnknownProviderError`.
     """
     wanted = tuple(dict.fromkeys(Method(m) for m in methods))

@@ -180,14 +180,15 @@ class _Terms:
     factor: float
     mfu: float
     offered: int
-    speed: DeviceSpeed | None = None  # a worker's measurement, until calibration
+    speed: DeviceSpeed | None = None  # a worker's measurement of the device
 
 
 def _terms(ctx: PlanContext, gpu: GpuSpec) -> _Terms:
     cal = lookup(ctx.calibration, gpu.id, ctx.method)
     factor = cal.memory_factor if cal is not None and cal.memory_factor is not None else 1.0
-    # a worker's measurement of the device stands in for the datasheet until calibration
-    speed = ctx.speeds.get(gpu.id) if cal is None else None
+    # a worker's measurement of the device stands in for the datasheet; calibration then fits
+    # its efficiency and floor factor on top of the same figures its jobs were estimated with
+    speed = ctx.speeds.get(gpu.id)
     if cal is not None and cal.mfu is not None:
         mfu = cal.mfu
     elif speed is not None:
