@@ -315,7 +315,9 @@ def _refuse_a_different_job(session: Session, *, job_in: JobIn, principal: Princ
         )
 
 
-def _snapshot_json(snap: snapshot.Snapshot, replanned: estimates_link.Replan | None) -> Any:
+def _snapshot_json(
+    snap: snapshot.Snapshot, replanned: estimates_link.Replan | None
+) -> dict[str, Any]:
     """The snapshot stored on the job, saying when it was estimated again and why."""
     out = snap.as_json()
     if replanned is not None:
