@@ -45,6 +45,8 @@ ROUTES: list[tuple[str, str, Scope | None, int]] = [
     ("GET", "/v1/jobs", Scope.READ, 200),
     ("GET", "/v1/jobs/{job_id}", Scope.READ, 404),
     ("GET", "/v1/jobs/{job_id}/events", Scope.READ, 404),
+    ("GET", "/v1/jobs/{job_id}/evals", Scope.READ, 404),
+    ("GET", "/v1/jobs/{job_id}/evals/compare", Scope.READ, 422),
     ("POST", "/v1/jobs/{job_id}/cancel", Scope.SUBMIT, 404),
     ("GET", "/v1/jobs/{job_id}/artifact", Scope.SUBMIT, 404),
     ("GET", "/v1/reports/estimate-vs-actual", Scope.READ, 200),

@@ -22,6 +22,9 @@ from worker.training.spec import Launch, parse_launch
 
 QUEUE_GPU = "L4"  # a queue of its own: only the worker started here takes these jobs
 REPO = "tunecost-test/tiny-llama"
+# A catalog model (so the service can estimate it), laid out in the worker's hub cache with a
+# tiny model's weights under its name: the job trains whatever that cache holds for the id.
+CATALOG_REPO = "TinyLlama/TinyLlama-1.1B-Chat-v1.0"
 TRAINING = {"seq_len": 64, "micro_batch_size": 2, "precision": "fp32", "optimizer": "adamw"}
 PATHS = [
     "../outside",  # the attack: the worker loaded the folder beside its working directory
@@ -94,7 +97,7 @@ def test_a_cached_hub_model_trains_from_the_cache(
     folder = tmp_path / "src"
     make_tiny_model(folder, vocab_size=384, hidden_size=64, layers=2)
     cache = tmp_path / "hub"
-    cache_model(cache, REPO, folder)
+    cache_model(cache, CATALOG_REPO, folder)
     model_in_root = service_env.model_root / "tiny-llama-hub"
     if not model_in_root.exists():
         shutil.copytree(folder, model_in_root)
@@ -111,7 +114,7 @@ def test_a_cached_hub_model_trains_from_the_cache(
         estimate = client.post(
             "/v1/estimates",
             json={
-                "model": {"path": "tiny-llama-hub"},
+                "model": CATALOG_REPO,
                 "dataset": {"dataset_id": up.json()["id"]},
                 "methods": ["lora"],
                 "training": TRAINING,
@@ -122,11 +125,11 @@ def test_a_cached_hub_model_trains_from_the_cache(
         body: dict[str, Any] = {
             "estimate_id": estimate.json()["id"],
             "method": "lora",
-            "model": {"hub_id": REPO},
             "max_steps": 2,
         }
         job = client.post("/v1/jobs", json=body, headers=headers)
         assert job.status_code == 201, job.text
+        assert job.json()["spec"]["model"]["hub_id"] == CATALOG_REPO, job.json()["spec"]
         job_id = job.json()["id"]
         env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
         with start_worker(

@@ -92,19 +92,28 @@ def test_team_b_cannot_move_team_a_estimate(
                 body["model"] = model
             r = client.post("/v1/jobs", json=body)
             assert r.status_code == 201, r.text
-            assert r.json()["spec"]["as_estimated"] is (model is None)
+            # a job naming another model is estimated again for the model it trains: it runs
+            # as (re)estimated, never as the tiny model's estimate
+            assert r.json()["spec"]["as_estimated"] is True
+            replanned = r.json()["estimate"].get("replanned")
+            if model is None:
+                assert replanned is None and r.json()["estimate_id"] == tiny.json()["id"]
+            else:
+                assert replanned["from_estimate_id"] == tiny.json()["id"], replanned
+                assert r.json()["estimate_id"] != tiny.json()["id"]
+                assert any(d.startswith("model:") for d in replanned["differences"]), replanned
             jobs.append(r.json()["id"])
-    # The larger model runs 5x slower than the tiny one's estimate; so, here, do B's own
-    # matching jobs (a slow machine of theirs): neither may move team A's estimate.
+    # B's jobs (a slow machine of theirs) run 5x slower than their estimates: they may move
+    # B's estimates, never team A's.
     for i, job_id in enumerate(jobs):
         _finish(job_id, slowdown=5.0, finished_at=T0 + timedelta(hours=10 + i))
     after = _estimate(live_api, teams["alpha"]["read"], gpu)
     moved = abs(after["cost_usd"] / before["cost_usd"] - 1)
     print(f"team A's estimate: ${before['cost_usd']:.6f} -> ${after['cost_usd']:.6f} ({moved:.1%})")
     assert moved < MOVE_LIMIT
-    # B's own estimate learns from B's six jobs that ran as estimated, not from the other six.
+    # B's own estimates learn from all twelve of B's jobs, each against what it was estimated as.
     b_fit = _calibration(live_api, teams["beta"]["read"], gpu)
-    assert b_fit["mfu_jobs"] == 6 and b_fit["eligible_jobs"] == 6
+    assert b_fit["mfu_jobs"] == 12 and b_fit["eligible_jobs"] == 12
     a_fit = _calibration(live_api, teams["alpha"]["read"], gpu)
     assert a_fit["mfu_jobs"] == 5
 
