@@ -1,0 +1,344 @@
+"""Eval loss against data size, fitted over a study's pilots, and the full-data loss it predicts.
+
+The law. A fine-tune's eval loss falls with the data it trains on as L(D) = E + B * D^-beta:
+E the loss no amount of this data removes, B and beta how fast the rest goes (the data-size
+term of Zhang et al. 2024, "When Scaling Meets LLM Finetuning", arXiv 2402.17193; Lin et al.
+2024, "Selecting Large Language Model to Fine-tune via Rectified Scaling Law", arXiv 2402.02314,
+show it holds once D is past a small-data "pre-power" phase, which pilots of a few per cent of a
+real dataset are). D is measured as a share of the full training set (u = D / full size), so
+B is the reducible loss left at full data and the prediction is simply E + B. For a fixed beta
+the law is linear in E and B, so the fit profiles beta over a grid, solves E and B in closed
+form with E >= 0 and B >= 0 (a loss that rises with data is fitted flat, never as a negative
+power), and then polishes all three with scipy's bounded least squares.
+
+What is predicted. The loss the full-data run will measure on the SAME eval items the pilots
+were scored on (every job of a dataset shares its held-out set: app/evals/holdout.py). So the
+items' difficulty is not uncertainty here: a hard item is as hard for the full run. What is
+uncertain is (1) how the curve's shape, fitted on a handful of pilots, extrapolates, which the
+bootstrap measures by resampling eval items with the same indices in every pilot (paired: an
+item's losses along the pilots stay together, so the resampled curves keep the within-item
+correlation between pilots, which is most of the signal); each item's losses are centred on its
+own mean over the pilots first, so a resample moves the curve's shape and not the shared level;
+(2) each run's own noise on these items, pilots' and the full run's, added from the items'
+scatter about the mean curve; (3) whole-run noise and misfit of the law, taken from the mean
+curve's residuals when there are more pilots than parameters. The interval is the bootstrap's
+percentiles. The tests (tests/studies/test_fit.py) check its coverage on synthetic curves; the
+benchmark (bench/study_accuracy.py) checks it against real full-data runs.
+
+A poor fit says why (`CurveFit.poor`): fewer than three data sizes (three parameters cannot be
+told apart), pilot losses that do not fall with data, residuals large next to the items' noise,
+or beta at a bound of its range (the pilots do not pin the curvature; the extrapolation then
+rests on the bound).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.stats import norm
+
+MIN_SIZES = 3  # E, B and beta: three distinct data sizes at least
+# The range of beta. Below 0.02 the curve falls by under 6% of B over a 20x span of data, a
+# flat line to any pilot; above 2 it is flat after the smallest pilot. Either end means the
+# pilots did not pin the curvature.
+BETA_MIN, BETA_MAX = 0.02, 2.0
+BETA_GRID = 400  # log-spaced profile points: ~1.2% apart in beta, finer than its bootstrap spread
+# Residuals this many times the pilots' standard error mean the law does not describe the pilots.
+POOR_RESIDUAL_Z = 3.0
+DEFAULT_LEVEL = 0.8  # the interval the study reports (issue 25: "an 80% interval")
+DEFAULT_BOOT = 200
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """One complete short run of a candidate on a share of the data, scored at its end.
+
+    `rows` is D, the training examples the pilot trained on (in the unit of `fit_curve`'s
+    `full_size`). `item_losses` are the mean token losses of the eval items, the same items in
+    the same order in every pilot of a study; `item_tokens`, when given, weight them so the mean
+    is the token-weighted eval loss a job reports (app/evals/stats.py); else items weigh equally.
+    """
+
+    fraction: float
+    rows: int
+    item_losses: tuple[float, ...]
+    cost_usd: float
+    item_tokens: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.rows < 1:
+            raise ValueError(f"rows must be at least 1, got {self.rows}")
+        if not self.item_losses:
+            raise ValueError("a pilot needs the losses of its eval items")
+        if self.item_tokens and len(self.item_tokens) != len(self.item_losses):
+            raise ValueError("item_tokens must have one count per item loss")
+
+    @property
+    def loss(self) -> float:
+        """The pilot's mean eval loss (token-weighted when item_tokens are given)."""
+        return float(np.average(self.item_losses, weights=_weights(self)))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A value with the interval at `level` around it; `samples` are the bootstrap draws behind
+    it (left out of equality and repr), for probabilities such as `prob_above`."""
+
+    value: float
+    low: float
+    high: float
+    level: float = DEFAULT_LEVEL
+    samples: tuple[float, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """L(D) = e + b * (D / full_size)^-beta fitted over a study's pilots.
+
+    `residual_rmse` is over the pilots' mean losses; `poor` is a reason to distrust the fit
+    (None when there is none).
+    """
+
+    e: float
+    b: float
+    beta: float
+    n_pilots: int
+    residual_rmse: float
+    poor: str | None
+    full_size: int = 1
+
+    def predict(self, d: float) -> float:
+        """The fitted loss at data size `d` (the pilots' unit, e.g. rows)."""
+        return self.e + self.b * float((d / self.full_size) ** -self.beta)
+
+
+def _weights(pilot: Pilot) -> np.ndarray:
+    if pilot.item_tokens:
+        return np.asarray(pilot.item_tokens, dtype=float)
+    return np.ones(len(pilot.item_losses))
+
+
+def _beta_grid() -> np.ndarray:
+    return np.geomspace(BETA_MIN, BETA_MAX, BETA_GRID)
+
+
+def _profile(u: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (E, B, beta) per row of `means` (shape (R, k)) over the beta grid, E, B >= 0."""
+    betas = _beta_grid()
+    x = u[None, :] ** -betas[:, None]  # (G, k)
+    xc = x - x.mean(axis=1, keepdims=True)
+    sxx = (xc**2).sum(axis=1)  # (G,)
+    mbar = means.mean(axis=1, keepdims=True)  # (R, 1)
+    mc = means - mbar
+    syy = (mc**2).sum(axis=1, keepdims=True)  # (R, 1)
+    sxy = mc @ xc.T  # (R, G)
+    b = sxy / sxx
+    e = mbar - b * x.mean(axis=1)[None, :]
+    ssr = syy - sxy * b
+    # A loss that does not fall with data: flat at its mean.
+    flat = b < 0
+    b = np.where(flat, 0.0, b)
+    e = np.where(flat, mbar, e)
+    ssr = np.where(flat, syy, ssr)
+    # A floor below zero: the curve through the origin instead.
+    neg = e < 0
+    sxm = means @ x.T  # (R, G)
+    sxx0 = (x**2).sum(axis=1)[None, :]
+    b0 = np.maximum(sxm / sxx0, 0.0)
+    ssr0 = (means**2).sum(axis=1, keepdims=True) - sxm * b0
+    b = np.where(neg, b0, b)
+    e = np.where(neg, 0.0, e)
+    ssr = np.where(neg, ssr0, ssr)
+    best = np.argmin(ssr, axis=1)
+    rows = np.arange(means.shape[0])
+    return e[rows, best], b[rows, best], betas[best]
+
+
+def _polish(u: np.ndarray, m: np.ndarray, e: float, b: float, beta: float) -> np.ndarray:
+    """Refine a profile fit with scipy's bounded least squares (trust region reflective)."""
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return np.asarray(p[0] + p[1] * u ** -p[2] - m)
+
+    lo, hi = [0.0, 0.0, BETA_MIN], [np.inf, np.inf, BETA_MAX]
+    start = np.clip([e, b, beta], [0.0, 0.0, BETA_MIN], [np.inf, np.inf, BETA_MAX])
+    start = np.minimum(np.maximum(start, np.asarray(lo) + 1e-12), hi)
+    res = least_squares(resid, start, bounds=(lo, hi), method="trf", x_scale="jac")
+    best = res.x if np.sum(res.fun**2) <= np.sum(resid(start) ** 2) else start
+    return np.asarray(best, dtype=float)
+
+
+def _check(pilots: Sequence[Pilot], full_size: int) -> None:
+    if not pilots:
+        raise ValueError("no pilots to fit")
+    if full_size < 1:
+        raise ValueError(f"full_size must be at least 1, got {full_size}")
+    n = len(pilots[0].item_losses)
+    if any(len(p.item_losses) != n for p in pilots):
+        raise ValueError("every pilot must be scored on the same eval items")
+    if any(p.item_tokens != pilots[0].item_tokens for p in pilots):
+        raise ValueError("every pilot must weigh the eval items alike (same item_tokens)")
+    if any(p.rows > full_size for p in pilots):
+        raise ValueError("a pilot cannot train on more rows than the full data")
+
+
+def fit_curve(
+    pilots: Sequence[Pilot],
+    full_size: int,
+    *,
+    level: float = DEFAULT_LEVEL,
+    n_boot: int = DEFAULT_BOOT,
+    seed: int = 0,
+) -> tuple[CurveFit, Interval]:
+    """Fit E + B * D^-beta over the pilots and predict the full-data eval loss with an interval.
+
+    Args:
+        pilots: complete runs on shares of the data, scored on the same eval items.
+        full_size: D of the full-data run, in the pilots' unit (`Pilot.rows`).
+        level: the interval's coverage (0.8: from the 10th to the 90th percentile).
+        n_boot: bootstrap replicates.
+        seed: the bootstrap's random seed (the same pilots and seed give the same interval).
+
+    Returns:
+        The fit over the pilots' mean losses, and the predicted loss of the full-data run on
+        the same eval items with its interval and bootstrap samples.
+    """
+    _check(pilots, full_size)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    order = sorted(range(len(pilots)), key=lambda i: pilots[i].rows)
+    ps = [pilots[i] for i in order]
+    u = np.asarray([p.rows / full_size for p in ps], dtype=float)
+    y = np.asarray([p.item_losses for p in ps], dtype=float)  # (k, n)
+    w = _weights(ps[0])
+    k, n = y.shape
+    m = y @ w / w.sum()
+
+    sizes = len(set(u.tolist()))
+    if sizes < MIN_SIZES:
+        e0, b0 = float(m.mean()), 0.0
+        fit = CurveFit(e0, b0, BETA_MIN, k, float(np.std(m)), _too_few(sizes), full_size=full_size)
+        return fit, _flat_interval(m, y, w, level)
+
+    e, b, beta = (float(v[0]) for v in _profile(u, m[None, :]))
+    e, b, beta = (float(v) for v in _polish(u, m, e, b, beta))
+    curve = e + b * u**-beta
+    resid = m - curve
+    rmse = float(np.sqrt(np.mean(resid**2)))
+
+    # Each item's losses about its own mean over the pilots (paired, level removed), and their
+    # scatter about the mean curve's shape: the runs' own per-item noise.
+    item_mean = y.mean(axis=0)
+    centred = y - item_mean[None, :]
+    level_obs = float(item_mean @ w / w.sum())
+    shape = m - m.mean()
+    within = centred - shape[:, None]
+    n_eff = w.sum() ** 2 / (w**2).sum()
+    dof = max((k - 1) * (n - 1), 1)
+    item_var = float(((within**2) @ (w / w.mean())).sum() / dof)
+    run_noise_var = item_var / n_eff  # of one run's mean loss on these items
+    # Whole-run noise and misfit: what the mean curve's residuals hold beyond the items' noise.
+    extra_var = 0.0
+    if k > 3:
+        extra_var = max(float((resid**2).sum()) / (k - 3) - run_noise_var, 0.0)
+
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    wb = w[idx]  # (R, n)
+    boot_means = level_obs + np.einsum("rn,krn->rk", wb, centred[:, idx]) / wb.sum(axis=1)[:, None]
+    if extra_var > 0:
+        boot_means = boot_means + rng.normal(0.0, math.sqrt(extra_var), size=boot_means.shape)
+    be, bb, _ = _profile(u, boot_means)
+    # The pilots' level noise the centring removed, and the full run's own noise.
+    level_sd = math.sqrt(run_noise_var * (1 + 1 / k) + extra_var)
+    samples = be + bb + rng.normal(0.0, level_sd, size=n_boot)
+
+    value = e + b
+    tail = (1 - level) / 2
+    low, high = (float(q) for q in np.quantile(samples, [tail, 1 - tail]))
+    se = [math.sqrt(run_noise_var)] * k
+    poor = _poor(u, m, resid, se, beta, sizes)
+    fit = CurveFit(e, b, beta, k, rmse, poor, full_size=full_size)
+    interval = Interval(
+        value, min(low, value), max(high, value), level, tuple(float(s) for s in samples)
+    )
+    return fit, interval
+
+
+def _too_few(sizes: int) -> str:
+    return (
+        f"{sizes} data size(s): the law has three parameters and needs pilots on at least "
+        f"{MIN_SIZES} fractions; the prediction is the pilots' mean, not an extrapolation"
+    )
+
+
+def _flat_interval(m: np.ndarray, y: np.ndarray, w: np.ndarray, level: float) -> Interval:
+    """Too few sizes to extrapolate: the last pilot's loss with its items' standard error."""
+    last = y[-1]
+    n_eff = w.sum() ** 2 / (w**2).sum()
+    sd = float(np.sqrt(np.cov(last, aweights=w) / n_eff)) if len(last) > 1 else 0.0
+    z = float(norm.ppf(0.5 + level / 2))
+    value = float(m[-1])
+    return Interval(value, value - z * sd, value + z * sd, level)
+
+
+def _poor(
+    u: np.ndarray,
+    m: np.ndarray,
+    resid: np.ndarray,
+    se: Sequence[float],
+    beta: float,
+    sizes: int,
+) -> str | None:
+    """Why the fit should not be trusted, or None."""
+    order = np.argsort(u)
+    steps = np.diff(m[order])
+    tol = 2 * max(se) if se else 0.0
+    if np.any(steps > tol):
+        return (
+            "non-monotone: a larger pilot has a higher eval loss than a smaller one by more "
+            "than two standard errors; the loss does not fall with data as the law says"
+        )
+    if beta <= BETA_MIN * 1.01 or beta >= BETA_MAX * 0.99:
+        return (
+            f"beta at a bound of [{BETA_MIN}, {BETA_MAX}]: the pilots do not pin the curve's "
+            "bend; add a smaller or larger fraction"
+        )
+    scale = max(se) if se else 0.0
+    if scale > 0 and float(np.sqrt(np.mean(resid**2))) > POOR_RESIDUAL_Z * scale:
+        return (
+            f"large residuals: the pilots sit {float(np.sqrt(np.mean(resid**2))):.3g} from the "
+            f"curve, over {POOR_RESIDUAL_Z:g}x their noise; the law does not describe them"
+        )
+    return None
+
+
+def separated(a: Interval, b: Interval) -> bool:
+    """Whether two intervals do not overlap (the pilots tell the two candidates apart)."""
+    return a.high < b.low or b.high < a.low
+
+
+def prob_above(estimate: Interval | Sequence[float], target: float) -> float:
+    """The probability that the loss is above `target`.
+
+    From the bootstrap samples when there are any (an Interval's `samples`, or a sequence of
+    draws); else from a normal with the interval's centre and width.
+    """
+    if isinstance(estimate, Interval):
+        if estimate.samples:
+            return prob_above(estimate.samples, target)
+        z = float(norm.ppf(0.5 + estimate.level / 2))
+        sd = (estimate.high - estimate.low) / (2 * z)
+        if sd <= 0:
+            return float(estimate.value > target)
+        return float(norm.sf(target, loc=estimate.value, scale=sd))
+    draws = np.asarray(estimate, dtype=float)
+    if draws.size == 0:
+        raise ValueError("no samples")
+    return float(np.mean(draws > target))
