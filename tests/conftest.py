@@ -11,10 +11,12 @@ import random
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -153,8 +155,8 @@ def app_client(service_env: ServiceEnv) -> Iterator[object]:
         yield client
 
 
-def key_per_scope(name: str) -> dict[str, str]:
-    """One new key per scope in the current database, by scope; read and submit of team 'ml'."""
+def key_per_scope(name: str, *, team: str = "ml") -> dict[str, str]:
+    """One new key per scope in the current database, by scope; read and submit of `team`."""
     from app.auth import service
     from app.db import session_scope
     from app.models import Scope
@@ -163,8 +165,8 @@ def key_per_scope(name: str) -> dict[str, str]:
     with session_scope() as session:
         for scope in Scope:
             # One tenant: the read key sees what the submit key made (tenancy, app/auth/tenancy).
-            team = None if scope == Scope.ADMIN else "ml"
-            _, secret = service.create(session, name=f"{name} {scope}", scope=scope, team=team)
+            owner = None if scope == Scope.ADMIN else team
+            _, secret = service.create(session, name=f"{name} {scope}", scope=scope, team=owner)
             out[scope.value] = secret
     return out
 
@@ -200,6 +202,24 @@ def isolated_db(service_env: ServiceEnv) -> Iterator[str]:
     os.environ["TUNECOST_DATABASE_URL"] = service_env.database_url
     clear_caches()
     _drop(name)
+
+
+@pytest.fixture(scope="module")
+def isolated_services(isolated_db: str, service_env: ServiceEnv) -> Iterator[ServiceEnv]:
+    """The module's own database and an emptied Redis database of its own as the broker.
+
+    A worker on the session's database (`cpu_worker`) consumes the same queue names: on the
+    session's broker it would take this module's jobs, find no such job in its database and
+    drop them. The app and the workers the module starts on this env use the private broker.
+    """
+    index = _claim_redis_db()  # never one another session (or this one) uses
+    broker = f"{REDIS_URL.rstrip('/')}/{index}"
+    redis.Redis.from_url(broker).flushdb()
+    try:
+        with pointed_at({"TUNECOST_BROKER_URL": broker}):
+            yield replace(service_env, database_url=isolated_db, broker_url=broker)
+    finally:
+        _release_redis_db(index)
 
 
 @pytest.fixture

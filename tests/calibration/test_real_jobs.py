@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from app.auth import service as keys_service
@@ -23,9 +21,9 @@ from app.db import session_scope
 from app.main import create_app
 from app.models import Scope
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
-from tests.conftest import REDIS_URL, _claim_redis_db, _release_redis_db, auth
+from tests.conftest import auth
 from tests.jobs.jobs_support import upload_dataset, wait_status
-from tests.support import ServiceEnv, pointed_at, start_worker
+from tests.support import ServiceEnv, start_worker
 
 pytestmark = pytest.mark.slow
 SEEN_STEPS = (10, 40, 80)  # three sizes, the minimum a fit needs
@@ -36,24 +34,15 @@ TRAINING = {"seq_len": 64, "micro_batch_size": 4, "precision": "fp32", "optimize
 
 
 @pytest.fixture(scope="module")
-def own_services(isolated_db: str, service_env: ServiceEnv) -> Iterator[ServiceEnv]:
+def own_services(isolated_services: ServiceEnv) -> Iterator[ServiceEnv]:
     """The isolated database, an emptied Redis database of our own and a CPU worker on both."""
-    index = _claim_redis_db()  # never one another session (or this one) uses
-    broker = f"{REDIS_URL.rstrip('/')}/{index}"
-    redis.Redis.from_url(broker).flushdb()
-    env = replace(service_env, database_url=isolated_db, broker_url=broker)
+    env = isolated_services
     make_tiny_model(env.model_root / MODEL, vocab_size=384, hidden_size=64, layers=2, heads=4)
     log = env.storage_root.parent / f"calib-worker-{uuid.uuid4().hex[:6]}.log"
     env.storage_root.mkdir(parents=True, exist_ok=True)
     name = f"calib-{uuid.uuid4().hex[:6]}"
-    try:
-        with (
-            pointed_at({"TUNECOST_BROKER_URL": broker}),
-            start_worker(env, gpu="cpu", hostname=name, log=log),
-        ):
-            yield env
-    finally:
-        _release_redis_db(index)
+    with start_worker(env, gpu="cpu", hostname=name, log=log):
+        yield env
 
 
 def _run(client: TestClient, keys: dict[str, str], dataset_id: str, steps: int) -> dict[str, Any]:

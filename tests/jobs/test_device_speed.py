@@ -2,8 +2,9 @@
 
 Real parts: a Celery worker process that measures this machine's CPU (worker/speed.py) and
 reports it in its heartbeat, an estimate that uses the measurement, and a LoRA job of a model
-size no job has run before, in a database of its own (so nothing is calibrated), trained to the
-end. The estimate's training loop must land within +-50% of the loop the worker metered.
+size no job has run before, in a database and a broker of its own (so nothing is calibrated and
+no other test's worker takes the job), trained to the end. The estimate's training loop must
+land within +-50% of the loop the worker metered.
 """
 
 from __future__ import annotations
@@ -40,18 +41,12 @@ def speed_keys(isolated_db: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def measuring_worker(
-    service_env: ServiceEnv, isolated_db: str, tmp_path_factory: pytest.TempPathFactory
+    isolated_services: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A CPU worker on the module's database; its hostname once its heartbeat has a speed."""
     name = f"cpu-speed-{uuid.uuid4().hex[:6]}"
     log = tmp_path_factory.mktemp("speed") / "worker.log"
-    with start_worker(
-        service_env,
-        gpu="cpu",
-        hostname=name,
-        log=log,
-        extra_env={"TUNECOST_DATABASE_URL": isolated_db},
-    ):
+    with start_worker(isolated_services, gpu="cpu", hostname=name, log=log):
         deadline = time.monotonic() + SPEED_WAIT_S
         while time.monotonic() < deadline:
             with session_scope() as session:
