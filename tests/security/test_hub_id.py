@@ -127,6 +127,10 @@ def test_a_cached_hub_model_trains_from_the_cache(
             "method": "lora",
             "max_steps": 2,
         }
+        # A hub id the catalog does not know cannot be estimated again for the job: refused.
+        unknown = client.post("/v1/jobs", json={**body, "model": {"hub_id": REPO}})
+        assert unknown.status_code == 422, unknown.text
+        assert unknown.json()["errors"][0]["loc"] == ["model"], unknown.text
         job = client.post("/v1/jobs", json=body, headers=headers)
         assert job.status_code == 201, job.text
         assert job.json()["spec"]["model"]["hub_id"] == CATALOG_REPO, job.json()["spec"]

@@ -32,7 +32,12 @@ def test_no_key_with_an_upload_content_type_is_refused_before_the_body(
         # Declared: over the route's JSON limit, 413 before anything else. Chunked: no key, 401.
         assert answer.status == (413 if declare_length else 401), answer.text
         assert answer.body_sent < 8 * MB and answer.seconds < ANSWER_WITHIN_S, answer
-    assert live_api.rss_bytes() - before < RSS_BUDGET
+        print(
+            f"no key, {answer.status}: {answer.body_sent / MB:.1f} MB taken, {answer.seconds:.2f} s"
+        )
+    grown = live_api.rss_bytes() - before
+    print(f"4 x {ATTACK_BYTES / MB:.0f} MB without a key: RSS growth {grown / MB:.1f} MB")
+    assert grown < RSS_BUDGET
 
 
 def test_an_unknown_key_is_refused_before_the_body(live_api: LiveApi) -> None:
@@ -66,7 +71,11 @@ def test_a_json_route_keeps_the_json_limit_whatever_the_content_type(
         assert answer.status == 413, answer.text
         assert "TUNECOST_MAX_BODY_BYTES" in answer.text
         assert answer.body_sent < 8 * MB and answer.seconds < ANSWER_WITHIN_S, answer
-    assert live_api.rss_bytes() - before < RSS_BUDGET
+    grown = live_api.rss_bytes() - before
+    print(
+        f"multipart to JSON route: 413 at {answer.body_sent / MB:.1f} MB; RSS +{grown / MB:.1f} MB"
+    )
+    assert grown < RSS_BUDGET
 
 
 def test_the_upload_route_takes_more_than_the_json_limit(
