@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from cryptography.fernet import Fernet
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -208,6 +209,18 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("webhook_keys")
+    @classmethod
+    def _fernet_keys(cls, value: list[str]) -> list[str]:
+        for i, key in enumerate(value):
+            try:
+                Fernet(key.encode())
+            except ValueError:
+                raise ValueError(
+                    f"key {i + 1} is not a Fernet key (32 bytes, url-safe base64: 44 characters)"
+                ) from None
         return value
 
     @field_validator("focus_delivery_every_h", mode="before")

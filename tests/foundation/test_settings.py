@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
 
 from app.config import SettingsError, load_settings
 
@@ -15,6 +16,8 @@ from app.config import SettingsError, load_settings
         ("TUNECOST_MAX_UPLOAD_BYTES", "-5"),
         ("TUNECOST_MAX_UPLOAD_BYTES", "lots"),
         ("TUNECOST_STORAGE_ROOT", "  "),
+        ("TUNECOST_WEBHOOK_KEYS", "not-a-key"),
+        ("TUNECOST_WEBHOOK_KEYS", Fernet.generate_key().decode() + ",short"),
     ],
 )
 def test_invalid_value_names_the_variable(
@@ -33,3 +36,9 @@ def test_model_roots_are_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_postgres_scheme_gets_the_psycopg_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNECOST_DATABASE_URL", "postgresql://u@h/db")
     assert load_settings().database_url == "postgresql+psycopg://u@h/db"
+
+
+def test_webhook_keys_are_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [Fernet.generate_key().decode() for _ in range(2)]
+    monkeypatch.setenv("TUNECOST_WEBHOOK_KEYS", f" {keys[0]} ,{keys[1]},")
+    assert load_settings().webhook_keys == keys
