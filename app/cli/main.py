@@ -12,6 +12,7 @@ from app.cli.keys import bootstrap_admin_key, keys_app
 from app.cli.prices import prices_app
 from app.cli.report import report
 from app.cli.workers import workers
+from app.config import get_settings
 from devtools.cli import make_tiny_dataset, make_tiny_model
 
 cli = typer.Typer(help="tunecost: estimate, run and meter LLM fine-tunes.", no_args_is_help=True)
@@ -42,6 +43,9 @@ def bootstrap() -> None:
     from app.kit.migrate import upgrade_head
 
     upgrade_head()
+    if not get_settings().bootstrap_admin_key:
+        console.print("TUNECOST_BOOTSTRAP_ADMIN_KEY is off: no key created")
+        return
     secret = bootstrap_admin_key()
     if secret:
         console.print(
