@@ -12,9 +12,9 @@ id in a bounded in-process cache (estimates are immutable once stored).
 
 The hot path goes further for a request whose inputs are all in its body (a catalog model or
 an inline config, no uploaded dataset): the process remembers its answer with the stamps of
-what could change it (`STAMPS`: the newest catalog version, and the count and newest finish of
-succeeded jobs, from which every tenant's calibration is fitted), and a repeat costs one query
-comparing them.
+what could change it (`STAMPS`: the newest catalog version; the count and newest finish of
+succeeded jobs, from which every tenant's calibration is fitted; and the device speeds live
+workers measured), and a repeat costs one query comparing them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -35,8 +35,10 @@ from sqlalchemy.orm import Session
 from app.auth.service import Principal
 from app.catalog import service as catalog_service
 from app.catalog.schemas import ModelPathIn
+from app.config import get_settings
 from app.estimates.schemas import EstimateIn
-from app.models import Estimate, Job, JobStatus
+from app.models import Estimate, Job, JobStatus, WorkerNode
+from app.models.base import utcnow
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -52,8 +54,33 @@ _SUCCEEDED = (
     .where(Job.status == JobStatus.SUCCEEDED)
     .subquery()
 )
+
+
+def measured_live(cutoff: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
+    """Workers heard since `cutoff` whose heartbeat carries a measured device speed."""
+    return (
+        (WorkerNode.last_seen_at >= cutoff)
+        & WorkerNode.matmul_tflops.is_not(None)
+        & WorkerNode.memory_gbps.is_not(None)
+        & WorkerNode.host_s_per_layer.is_not(None)
+    )
+
+
+# Estimates for a GPU kind use the speed its live workers measured (service.measured_speeds):
+# how many such workers there are and the sums of their figures change when a worker reports its
+# first measurement, measures again, or falls silent past the heartbeat limit.
+_SPEEDS = (
+    select(
+        func.count(),
+        func.sum(WorkerNode.matmul_tflops),
+        func.sum(WorkerNode.memory_gbps),
+        func.sum(WorkerNode.host_s_per_layer),
+    )
+    .where(measured_live(bindparam("heard_since")))
+    .subquery()
+)
 # Everything an estimate reads from the database that can change, in one round trip.
-STAMPS = select(catalog_service.NEWEST_VERSION.scalar_subquery(), *_SUCCEEDED.c)
+STAMPS = select(catalog_service.NEWEST_VERSION.scalar_subquery(), *_SUCCEEDED.c, *_SPEEDS.c)
 
 
 def _code_fingerprint() -> str:
@@ -167,9 +194,14 @@ class Answer:
 answers: Lru[tuple[str, str | None, str, int, str], Answer] = Lru()
 
 
+def heard_since() -> datetime:
+    """The oldest heartbeat of a worker still counted as alive."""
+    return utcnow() - timedelta(seconds=get_settings().heartbeat_stale_s)
+
+
 def stamps(session: Session) -> tuple[Any, ...]:
     """The current `STAMPS`."""
-    return tuple(session.execute(STAMPS).one())
+    return tuple(session.execute(STAMPS, {"heard_since": heard_since()}).one())
 
 
 def request_key(

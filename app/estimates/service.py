@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -92,7 +91,6 @@ def measured_speeds(session: Session) -> dict[str, DeviceSpeed]:
     Estimates for a kind use it in place of the catalog's datasheet figures until calibration
     from finished jobs takes over (app/estimator/planner.py).
     """
-    stale = utcnow() - timedelta(seconds=get_settings().heartbeat_stale_s)
     rows = session.execute(
         select(
             WorkerNode.gpu,
@@ -100,12 +98,7 @@ def measured_speeds(session: Session) -> dict[str, DeviceSpeed]:
             WorkerNode.memory_gbps,
             WorkerNode.host_s_per_layer,
         )
-        .where(
-            WorkerNode.last_seen_at >= stale,
-            WorkerNode.matmul_tflops.is_not(None),
-            WorkerNode.memory_gbps.is_not(None),
-            WorkerNode.host_s_per_layer.is_not(None),
-        )
+        .where(reuse.measured_live(reuse.heard_since()))
         .order_by(WorkerNode.last_seen_at)
     )
     out: dict[str, DeviceSpeed] = {}

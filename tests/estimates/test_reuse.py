@@ -3,7 +3,10 @@ the same UTC day, with the same catalog and calibration, gets the same estimate 
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -17,10 +20,13 @@ from app.db import session_scope
 from app.estimates import reuse
 from app.estimates import service as estimates_service
 from app.estimates.schemas import EstimateIn
+from app.estimator.efficiency import MEASURED_MATMUL_SHARE
+from app.estimator.speed import DeviceSpeed
 from app.models import Estimate, Scope
 from app.models.base import utcnow
 from tests.conftest import auth
 from tests.reports.factory import make_job, unique
+from worker import registry
 
 BODY = {
     "model": "meta-llama/Llama-2-7b-hf",
@@ -150,3 +156,40 @@ def test_an_estimate_a_job_made_for_itself_is_never_handed_out() -> None:
     posted, _ = estimates_service.create_or_reuse(estimate_in=estimate_in, principal=principal)
     again, _ = estimates_service.create_or_reuse(estimate_in=estimate_in, principal=principal)
     assert posted == again != implied
+
+
+def test_a_device_speed_a_worker_measures_after_an_answer_is_used(app_client: TestClient) -> None:
+    # Answered from the catalog's datasheet figures, then a worker of that kind reports the
+    # speed it measured at start in its heartbeat: the same question must use the measurement,
+    # also in the process that answered it already.
+    secret = _key(unique("reuse"))
+    body = BODY | {"variants": 10}
+    first = _post(app_client, secret, body).json()
+    assert _post(app_client, secret, body).json()["id"] == first["id"]  # answered from memory
+    gpu = "A100-80GB"  # BODY's
+    beat = partial(
+        registry.beat,
+        hostname=f"speed-{uuid.uuid4().hex[:8]}",
+        gpu=gpu,
+        queue=f"gpu.{gpu}",
+        device_name="NVIDIA A100-SXM4-80GB",
+        device_count=1,
+        devices_free=1,
+        pid=os.getpid(),
+    )
+    # a third of the datasheet's peak, a quarter of its bandwidth, and a slow host
+    slow = DeviceSpeed(matmul_tflops=104.0, memory_gbps=510.0, host_s_per_layer=8e-3)
+    try:
+        beat()  # alive, nothing measured yet: the same content
+        assert _post(app_client, secret, body).json()["id"] == first["id"]
+        beat(speed=slow)
+        measured = _post(app_client, secret, body).json()
+        assert measured["id"] != first["id"]
+        before, after = first["results"]["lora"]["time"], measured["results"]["lora"]["time"]
+        assert after["mfu_peak"] == MEASURED_MATMUL_SHARE != before["mfu_peak"]
+        assert after["total_s"] > before["total_s"]
+        assert _post(app_client, secret, body).json()["id"] == measured["id"]  # from memory
+    finally:
+        registry.remove(hostname=beat.keywords["hostname"])
+    # The worker gone, its measurement no longer counts: the first content again.
+    assert _post(app_client, secret, body).json()["id"] == first["id"]
