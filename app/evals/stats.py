@@ -62,3 +62,15 @@ def paired_difference(
         raise NotPaired("the two evaluations were not made on the same items")
     diff = np.asarray(a_sums, dtype=float) - np.asarray(b_sums, dtype=float)
     return mean_loss(diff.tolist(), list(tokens_a))
+
+
+def cost_per_improvement(cost_usd: float, base_loss: float, loss: float) -> float | None:
+    """Dollars per nat of eval loss a run removed from its base model's: cost / (base - loss).
+
+    None when the run did not lower the loss (no improvement to price) or a figure is not
+    finite; 0 for a free run that improved.
+    """
+    gain = base_loss - loss
+    if not (math.isfinite(cost_usd) and math.isfinite(gain)) or gain <= 0 or cost_usd < 0:
+        return None
+    return cost_usd / gain

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.evals import holdout
-from app.evals.stats import NotPaired, mean_loss, paired_difference
+from app.evals.stats import NotPaired, cost_per_improvement, mean_loss, paired_difference
 
 
 def test_the_eval_set_follows_content_and_keeps_duplicates_together() -> None:
@@ -61,3 +61,12 @@ def test_pairing_removes_what_the_items_share() -> None:
     assert diff.se < unpaired / 10
     with pytest.raises(NotPaired):
         paired_difference([1.0], [1.0, 2.0], [1], [1, 1])
+
+
+def test_cost_per_improvement_prices_each_nat_removed() -> None:
+    assert cost_per_improvement(40.0, 1.45, 1.25) == pytest.approx(200.0)  # $40 for 0.2 nats
+    assert cost_per_improvement(0.0, 1.45, 1.25) == 0.0
+    assert cost_per_improvement(40.0, 1.25, 1.25) is None  # nothing gained: no price
+    assert cost_per_improvement(40.0, 1.25, 1.30) is None
+    assert cost_per_improvement(40.0, float("nan"), 1.0) is None
+    assert cost_per_improvement(-1.0, 1.5, 1.0) is None
