@@ -28,6 +28,8 @@ from app.kit.nul import refuse_nul
 from app.kit.requestid import RequestIdMiddleware
 from app.openapi_doc import document_routes, fill_success_schemas
 from app.reports.router import router as reports_router
+from app.studies import analysis as study_analysis
+from app.studies.router import router as studies_router
 from app.ui.router import install_ui
 from app.webhooks.router import router as webhooks_router
 
@@ -55,6 +57,7 @@ def create_app() -> FastAPI:
         dependencies=[Depends(refuse_nul)],
     )
     install_error_handlers(app)
+    study_analysis.install()  # a study moves on when a pilot ends here (a cancel, a sweep)
     app.add_middleware(
         RequestGate,
         max_body_bytes=settings.max_body_bytes,
@@ -75,6 +78,7 @@ def create_app() -> FastAPI:
         estimates_router,
         jobs_router,
         evals_router,
+        studies_router,
         reports_router,
         budgets_router,
         webhooks_router,

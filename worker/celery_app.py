@@ -21,6 +21,7 @@ from celery.signals import celeryd_init, worker_ready, worker_shutdown
 from app.config import get_settings
 from app.estimator.speed import DeviceSpeed
 from app.kit.queue import QUEUE_PREFIX, celery_config, queue_for, queues_up_to
+from app.studies import analysis as study_analysis
 from worker import devices
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def _make_app() -> Celery:
 
 
 celery_app = _make_app()
+# A study moves on when one of its pilots ends, on whichever worker ends it (job-ended hook).
+study_analysis.install()
 app = celery_app  # `celery -A worker.celery_app` finds either name
 
 

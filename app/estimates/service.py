@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
+from app.benefit import evidence
 from app.catalog import Catalog, UnknownGpuError, UnknownProviderError
 from app.catalog import service as catalog_service
 from app.catalog.prices import ratecard, ratecard_service
@@ -29,6 +30,7 @@ from app.estimates import reuse
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.errors import EstimateInputError
+from app.estimator.evidence import StudyEvidence
 from app.estimator.fleet import Fleet
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.results import EstimateResult, RangeOut
@@ -116,6 +118,7 @@ def compute(
     catalog: Catalog,
     calibration: CalibrationTable | None,
     speeds: Mapping[str, DeviceSpeed] | None = None,
+    evidence: StudyEvidence | None = None,
 ) -> EstimateResult:
     """Run the estimator; each input problem it detects becomes a 422 naming the field.
 
@@ -143,6 +146,7 @@ def compute(
             lora_tried_and_insufficient=estimate_in.lora_tried_and_insufficient,
             available_gpus=estimate_in.available_gpus,
             fleet=current_fleet(catalog.gpus),
+            evidence=evidence,
         )
     except UnknownGpuError as exc:
         field = "hardware.gpu" if exc.gpu == estimate_in.hardware.gpu else "available_gpus"
@@ -162,9 +166,12 @@ class Inputs:
     catalog: Catalog
     calibration: CalibrationTable
     speeds: dict[str, DeviceSpeed] = field(default_factory=dict)
+    evidence: StudyEvidence | None = None  # the tenant's newest study of this model and dataset
 
 
-def gather(session: Session, *, estimate_in: EstimateIn, principal: Principal) -> Inputs:
+def gather(
+    session: Session, *, estimate_in: EstimateIn, principal: Principal, model_ref: str
+) -> Inputs:
     """The database reads of an estimate, done in one short stretch before the CPU work."""
     dataset, dataset_id = resolve_dataset(session, estimate_in=estimate_in, principal=principal)
     return Inputs(
@@ -173,13 +180,16 @@ def gather(session: Session, *, estimate_in: EstimateIn, principal: Principal) -
         catalog=catalog_service.effective_catalog(session),
         calibration=current_calibration(session, principal=principal),
         speeds=measured_speeds(session),
+        evidence=evidence.latest(
+            session, principal=principal, dataset_id=dataset_id, model_ref=model_ref
+        ),
     )
 
 
 def create(session: Session, *, estimate_in: EstimateIn, principal: Principal) -> EstimateOut:
     """Estimate with the effective catalog and calibration, store it, and return it."""
     analysis, model_ref = resolve_model(estimate_in.model)
-    inputs = gather(session, estimate_in=estimate_in, principal=principal)
+    inputs = gather(session, estimate_in=estimate_in, principal=principal, model_ref=model_ref)
     return store(
         session,
         estimate_in=estimate_in,
@@ -219,7 +229,7 @@ def prepare_detached(*, estimate_in: EstimateIn, principal: Principal) -> Prepar
     """
     analysis, model_ref = resolve_model(estimate_in.model)
     with session_scope() as session:
-        inputs = gather(session, estimate_in=estimate_in, principal=principal)
+        inputs = gather(session, estimate_in=estimate_in, principal=principal, model_ref=model_ref)
     result = estimate(estimate_in=estimate_in, analysis=analysis, inputs=inputs)
     return Prepared(estimate_in, result, model_ref, inputs.dataset_id)
 
@@ -251,12 +261,14 @@ def create_or_reuse(*, estimate_in: EstimateIn, principal: Principal) -> tuple[s
     request = estimate_in.model_dump(mode="json", exclude_none=True)
     with session_scope() as session:
         stamps = reuse.stamps(session)  # before the reads they vouch for
-        inputs = gather(session, estimate_in=estimate_in, principal=principal)
+        inputs = gather(session, estimate_in=estimate_in, principal=principal, model_ref=model_ref)
+        evidence_key = inputs.evidence.key() if inputs.evidence is not None else ""
         key = reuse.content_key(
             request=request,
             model_ref=model_ref,
             config_hash=analysis.config_hash,
-            dataset=f"{inputs.dataset_id} {inputs.dataset.model_dump_json()}",
+            # the study evidence cited on this dataset is part of what the answer rests on
+            dataset=f"{inputs.dataset_id} {inputs.dataset.model_dump_json()} {evidence_key}",
             catalog_version=inputs.catalog.version,
             calibration=inputs.calibration,
             speeds=inputs.speeds,
@@ -302,6 +314,7 @@ def estimate(*, estimate_in: EstimateIn, analysis: ModelAnalysis, inputs: Inputs
         catalog=inputs.catalog,
         calibration=inputs.calibration,
         speeds=inputs.speeds,
+        evidence=inputs.evidence,
     )
 
 

@@ -16,6 +16,7 @@ from app.estimator.assemble import dataset_summary, method_result, model_summary
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.catalog_types import Catalog, GpuSpec
 from app.estimator.errors import EstimateInputError
+from app.estimator.evidence import StudyEvidence
 from app.estimator.fleet import ANY, Fleet
 from app.estimator.lora import lora_trainable_params
 from app.estimator.memory import estimate_memory
@@ -81,6 +82,7 @@ def estimate(
     lora_tried_and_insufficient: bool = False,
     available_gpus: AvailableGpus | None = None,
     fleet: Fleet = ANY,
+    evidence: StudyEvidence | None = None,
 ) -> EstimateResult:
     """Memory, time, cost, plans and a recommendation for each method (cached by inputs).
 
@@ -125,6 +127,7 @@ def estimate(
         lora_tried_and_insufficient,
         tuple(sorted(available.items())) if available is not None else None,
         fleet,
+        evidence.key() if evidence is not None else None,
     )
     cached = _CACHE.get(key)
     if cached is not None:
@@ -150,6 +153,7 @@ def estimate(
         lora_tried_and_insufficient=lora_tried_and_insufficient,
         available=available,
         fleet=fleet,
+        evidence=evidence,
     )
     _CACHE[key] = result
     if len(_CACHE) > CACHE_SIZE:
@@ -212,6 +216,7 @@ def _estimate(
     lora_tried_and_insufficient: bool,
     available: dict[str, int | None] | None,
     fleet: Fleet,
+    evidence: StudyEvidence | None,
 ) -> EstimateResult:
     workload = build_workload(
         dataset=dataset,
@@ -316,6 +321,7 @@ def _estimate(
         domain_shift=domain_shift,
         lora_tried_and_insufficient=lora_tried_and_insufficient,
         base_bytes=base_model_bytes(analysis),
+        evidence=evidence,
     )
     return EstimateResult(
         catalog_version=catalog.version,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
+from app.estimator.evidence import StudyEvidence
 from app.estimator.pricing import VariantStorage
 from app.estimator.results import MethodResult, Plan, Recommendation
 from app.estimator.spec import Method
@@ -138,8 +139,13 @@ def recommend(
     domain_shift: DomainShift | None = None,
     lora_tried_and_insufficient: bool = False,
     base_bytes: int | None = None,
+    evidence: StudyEvidence | None = None,
 ) -> Recommendation:
-    """The recommended method among those estimated, with the reasons as sentences."""
+    """The recommended method among those estimated, with the reasons as sentences.
+
+    `evidence` (a finished study of this model and dataset) decides whether full fine-tuning is
+    justified in place of the `domain_shift` and `lora_tried_and_insufficient` the caller states.
+    """
     blockers = {m: _blocker(r, budget_usd, plans.get(m, [])) for m, r in results.items()}
     usable = [m for m in results if blockers[m] is None]
     full_justified = domain_shift == "high" or lora_tried_and_insufficient
@@ -149,6 +155,9 @@ def recommend(
         if lora_tried_and_insufficient
         else "the domain shift is high"
     )
+    if evidence is not None:
+        full_justified = evidence.lora_insufficient
+        why_full = f"LoRA was tried and is not enough: {evidence.summary()}"
     peft = next((m for m in (Method.LORA, Method.QLORA) if m in usable), None)
 
     choice: Method | None
@@ -165,6 +174,11 @@ def recommend(
                 f"Full fine-tuning may be justified ({why_full}; {CITE_LORA_LEARNS_LESS}): "
                 "estimate it too."
             )
+        elif evidence is not None:
+            reasons.append(
+                f"Full fine-tuning is not needed on the evidence: {evidence.summary()}; "
+                "no adapter is shown to miss the target with 80% confidence."
+            )
         elif Method.FULL in results:
             shift = f"domain shift is {domain_shift}" if domain_shift else "no domain shift given"
             reasons.append(
@@ -180,6 +194,8 @@ def recommend(
             )
     elif Method.FULL in usable:
         choice = Method.FULL
+        if evidence is not None:
+            reasons.append(f"Evidence: {evidence.summary()}.")
         reasons.append(
             "Full fine-tuning is the only estimated method that can run; "
             "estimate LoRA too before paying for it."
@@ -188,6 +204,11 @@ def recommend(
         choice = None
         reasons.append("No estimated method can run on the hardware and budget given.")
 
+    if evidence is not None and (domain_shift == "high" or lora_tried_and_insufficient):
+        reasons.append(
+            "The study's evidence decides whether full fine-tuning is justified, in place of "
+            "the domain_shift or lora_tried_and_insufficient given with the request."
+        )
     for m, blocker in blockers.items():
         if blocker is not None and m != choice and not (m is Method.FULL and full_justified):
             reasons.append(_first_upper(blocker) + ".")

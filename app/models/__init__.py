@@ -11,6 +11,7 @@ from app.models.job_attempt import JobAttempt
 from app.models.job_eval import JobEval
 from app.models.price_import import ImportedPrice, PriceImport
 from app.models.rate_card import RateCardLine
+from app.models.study import Study, StudyPilot, StudyStatus
 from app.models.webhook import (
     DeliveryStatus,
     WebhookAttempt,
@@ -43,6 +44,9 @@ __all__ = [
     "PriceOverride",
     "RateCardLine",
     "Scope",
+    "Study",
+    "StudyPilot",
+    "StudyStatus",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookSubscription",
