@@ -203,6 +203,8 @@ def test_budget_cap_stops_the_run_as_budget_exceeded(
     # Stopped within 10% of the budget, plus one heartbeat of accrual (the worker's interval):
     # crossed while the child starts or loads, it is ended at once (#24)
     heartbeat = price * float(service_env.variables()["TUNECOST_HEARTBEAT_INTERVAL_S"]) / 3600
+    over = done["act_cost_usd"] / budget - 1
+    print(f"budget ${budget:.6f}: stopped at ${done['act_cost_usd']:.6f} ({over:+.1%})")
     assert done["act_cost_usd"] <= 1.1 * budget + heartbeat
     steps = done["actuals"]["steps"]
     assert steps < done["estimate"]["steps"]
