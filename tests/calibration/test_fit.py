@@ -119,6 +119,31 @@ def test_exclusions(session: Session) -> None:
     assert service.fit(session, finished_before=T0 + timedelta(hours=2)) == {}
 
 
+def test_a_job_that_trained_other_than_its_estimate_never_enters_a_fit(session: Session) -> None:
+    _seed_a100_lora(session)
+    session.commit()
+    genuine = service.fit(session)[("A100-80GB", Method.LORA)]
+    # Three runs 5x slower than their estimates said, because they trained another model or
+    # dataset (spec.as_estimated, decided at submit): left out, the fit is the genuine one's.
+    others = [
+        slowed_job(session, slowdown=5.0, mfu=PRIOR, finished_at=T0 + timedelta(hours=10 + i))
+        for i in range(3)
+    ]
+    for job in others:
+        job.spec = {**job.spec, "as_estimated": False}
+    session.commit()
+    fitted = service.fit(session)[("A100-80GB", Method.LORA)]
+    assert fitted.jobs == genuine.jobs == 5
+    assert fitted.mfu == pytest.approx(genuine.mfu, rel=1e-12)
+    (group,) = service.fit_groups(session)
+    assert group.eligible_jobs == 5
+    for job in others:  # the same runs, as estimated, are read (and then judged as outliers)
+        job.spec = {**job.spec, "as_estimated": True}
+    session.commit()
+    (group,) = service.fit_groups(session)
+    assert group.eligible_jobs == 8
+
+
 def test_memory_fit_ignores_peaks_it_cannot_compare(session: Session) -> None:
     for i in range(3):
         slowed_job(session, slowdown=1.0, mem=1.3, finished_at=T0 + timedelta(hours=i))
