@@ -3,12 +3,12 @@
 The law. A fine-tune's eval loss falls with the data it trains on as L(D) = E + B * D^-beta:
 E the loss no amount of this data removes, B and beta how fast the rest goes (the data-size
 term of Zhang et al. 2024, "When Scaling Meets LLM Finetuning", arXiv 2402.17193; Lin et al.
-2024, "Selecting Large Language Model to Fine-tune via Rectified Scaling Law", arXiv 2402.02314,
-show it holds once D is past a small-data "pre-power" phase, which pilots of a few per cent of a
-real dataset are). D is measured as a share of the full training set (u = D / full size), so
-B is the reducible loss left at full data and the prediction is simply E + B. For a fixed beta
-the law is linear in E and B, so the fit profiles beta over a grid, solves E and B in closed
-form with E >= 0 and B >= 0 (a loss that rises with data is fitted flat, never as a negative
+2024, "Selecting Large Language Model to Fine-tune via Rectified Scaling Law", arXiv
+2402.02314, show it holds once D is past a small-data "pre-power" phase; see below for pilots
+that are not). D is measured as a share of the full training set (u = D / full size), so B is
+the reducible loss left at full data and the prediction is simply E + B. For a fixed beta the
+law is linear in E and B, so the fit profiles beta over a grid, solves E and B in closed form
+with E >= 0 and B >= 0 (a loss that rises with data is fitted flat, never as a negative
 power), and then polishes all three with scipy's bounded least squares.
 
 What is predicted. The loss the full-data run will measure on the SAME eval items the pilots
@@ -25,10 +25,19 @@ curve's residuals when there are more pilots than parameters. The interval is th
 percentiles. The tests (tests/studies/test_fit.py) check its coverage on synthetic curves; the
 benchmark (bench/study_accuracy.py) checks it against real full-data runs.
 
+Before the law sets in. A power law's drop per doubling of data shrinks as data grows. Lin et
+al. 2024 find a "pre-power" stretch at small data where it does not; pilots on that stretch
+(unless their drop per doubling shrinks in 90% of the bootstrap replicates, they count as on
+it) cannot say where the curve will bend. The law fitted to them anyway under-predicts
+the gain (bench/study_accuracy.py measures this on tiny models), so the prediction then carries
+the pilots' latest fall per doubling on to full data, and the interval is drawn half from the
+law's extrapolation (the least gain) and half from the pilots' trend with its steepening
+carried on (the most). Such a fit is flagged poor with that reason: larger pilots settle it.
+
 A poor fit says why (`CurveFit.poor`): fewer than three data sizes (three parameters cannot be
-told apart), pilot losses that do not fall with data, residuals large next to the items' noise,
-or beta at a bound of its range (the pilots do not pin the curvature; the extrapolation then
-rests on the bound).
+told apart), pilot losses that do not fall with data, beta at a bound of its range (the pilots
+do not pin the curvature; the extrapolation then rests on the bound), residuals large next to
+the items' noise, a floor E fitted at its bound 0, or the pre-power stretch above.
 """
 
 from __future__ import annotations
@@ -49,6 +58,10 @@ BETA_MIN, BETA_MAX = 0.02, 2.0
 BETA_GRID = 400  # log-spaced profile points: ~1.2% apart in beta, finer than its bootstrap spread
 # Residuals this many times the pilots' standard error mean the law does not describe the pilots.
 POOR_RESIDUAL_Z = 3.0
+FLOOR_AT_BOUND = 1e-6  # a fitted E this close to 0 sits on its bound
+# The share of bootstrap replicates that must agree for the pilots' drop per doubling to count
+# as shrinking (the law's bend) or growing, rather than noise.
+ACCELERATING_SUPPORT = 0.9
 DEFAULT_LEVEL = 0.8  # the interval the study reports (issue 25: "an 80% interval")
 DEFAULT_BOOT = 200
 
@@ -260,10 +273,18 @@ def fit_curve(
     samples = be + bb + rng.normal(0.0, level_sd, size=n_boot)
 
     value = e + b
+    se = [math.sqrt(run_noise_var)] * k
+    poor = _poor(u, m, resid, se, beta, e)
+    bend = _no_bend(u, boot_means)
+    if bend is not None:
+        # Half the samples continue the pilots' own trend instead (same resampled items).
+        reason, continued = bend
+        half = n_boot // 2
+        samples[:half] = continued[:half] + rng.normal(0.0, level_sd, size=half)
+        value = float(_trend(u, m[None, :])[2][0])
+        poor = reason
     tail = (1 - level) / 2
     low, high = (float(q) for q in np.quantile(samples, [tail, 1 - tail]))
-    se = [math.sqrt(run_noise_var)] * k
-    poor = _poor(u, m, resid, se, beta, sizes)
     fit = CurveFit(e, b, beta, k, rmse, poor, full_size=full_size)
     interval = Interval(
         value, min(low, value), max(high, value), level, tuple(float(s) for s in samples)
@@ -288,13 +309,61 @@ def _flat_interval(m: np.ndarray, y: np.ndarray, w: np.ndarray, level: float) ->
     return Interval(value, value - z * sd, value + z * sd, level)
 
 
+def _trend(
+    u: np.ndarray, means: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of `means`: the loss's slope per unit of log-size between the two smallest and
+    between the two largest data sizes, and the largest pilot's loss carried to full data
+    (u = 1) along the pilots' own trend in log-size: at its latest slope, and at the lower of
+    that and the parabola through the three largest sizes (the trend's steepening carried on
+    too). Pilots on one size are averaged."""
+    sizes = np.unique(u)
+    by_size = np.stack([means[:, u == s].mean(axis=1) for s in sizes], axis=1)
+    t = np.log(sizes)
+    first = (by_size[:, 1] - by_size[:, 0]) / (t[1] - t[0])
+    last = (by_size[:, -1] - by_size[:, -2]) / (t[-1] - t[-2])
+    linear = by_size[:, -1] - last * t[-1]
+    t3, y3 = t[-3:], by_size[:, -3:]
+    # Lagrange's form of the parabola through the three points, at t = 0.
+    weights = [
+        np.prod([(0 - t3[i]) / (t3[j] - t3[i]) for i in range(3) if i != j]) for j in range(3)
+    ]
+    parabola = y3 @ np.asarray(weights)
+    return first, last, linear, np.minimum(linear, parabola)
+
+
+def _no_bend(u: np.ndarray, boot_means: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """Why the pilots do not show the power law's bend, with their trend (steepening included)
+    carried to full data per bootstrap replicate; None when they bend as the law does.
+
+    A power law's drop per doubling of data shrinks as data grows. Pilots whose drop does not
+    shrink (in at least ACCELERATING_SUPPORT of the replicates) are on the stretch Lin et al.
+    2024 call the pre-power phase, before the law sets in: there the law, fitted anyway,
+    under-predicts the gain, and the data cannot say where the bend will come.
+    """
+    first, last, _, continued = _trend(u, boot_means)
+    if float(np.mean(last > first)) >= ACCELERATING_SUPPORT:  # flatter at the larger pilots
+        return None
+    if float(np.mean(last < first)) >= ACCELERATING_SUPPORT:
+        shape = "the loss falls faster per doubling of data at the larger pilots"
+    else:
+        shape = "the loss falls about as much per doubling of data at every pilot size"
+    return (
+        f"pre-power phase: {shape}, and a power law's fall slows (Lin et al. 2024's rectified "
+        "stretch); the pilots cannot say where the curve bends: the prediction carries their "
+        "latest fall per doubling on to full data, and the interval spans the law's "
+        "extrapolation (less gain) and their steepening carried on (more)",
+        continued,
+    )
+
+
 def _poor(
     u: np.ndarray,
     m: np.ndarray,
     resid: np.ndarray,
     se: Sequence[float],
     beta: float,
-    sizes: int,
+    e: float,
 ) -> str | None:
     """Why the fit should not be trusted, or None."""
     order = np.argsort(u)
@@ -315,6 +384,11 @@ def _poor(
         return (
             f"large residuals: the pilots sit {float(np.sqrt(np.mean(resid**2))):.3g} from the "
             f"curve, over {POOR_RESIDUAL_Z:g}x their noise; the law does not describe them"
+        )
+    if e <= FLOOR_AT_BOUND:
+        return (
+            "floor at zero: the pilots fall too steadily for a power law with a positive floor "
+            "E; the extrapolation leans on the bound E >= 0"
         )
     return None
 
