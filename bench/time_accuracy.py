@@ -124,6 +124,16 @@ def _ratios(rows: dict[str, tuple[dict[str, Any], float]]) -> list[tuple[str, fl
     return out
 
 
+def _dataset(case: dict[str, Any], micro_batch_size: int, avg: float) -> dict[str, Any]:
+    """The dataset shape of `case`'s run of `micro_steps` micro-batches at mean length `avg`."""
+    return {
+        "num_examples": case["micro_steps"] * micro_batch_size,
+        "avg_tokens": avg,
+        "max_tokens": case["max_tokens"],
+        "min_tokens": case.get("min_tokens"),
+    }
+
+
 def ratio_case_errors(case: dict[str, Any]) -> list[tuple[float, float, float]]:
     """(mean tokens, estimated QLoRA/LoRA time ratio, measured ratio) for a published pair whose
     token counts are unknown, at the ends and middle of its plausible mean-length range."""
@@ -136,11 +146,7 @@ def ratio_case_errors(case: dict[str, Any]) -> list[tuple[float, float, float]]:
             run = {
                 **case,
                 "method": method,
-                "dataset": {
-                    "num_examples": case["micro_steps"] * case["training"]["micro_batch_size"],
-                    "avg_tokens": avg,
-                    "max_tokens": case["max_tokens"],
-                },
+                "dataset": _dataset(case, case["training"]["micro_batch_size"], avg),
             }
             est[method] = train_seconds(estimate_case(run, {}))
         out.append((avg, est["qlora"] / est["lora"], measured))
@@ -163,11 +169,7 @@ def pair_case_errors(case: dict[str, Any]) -> list[tuple[float, float, float]]:
         est = {}
         for side in ("numerator", "denominator"):
             run = _merged(case, case[side])
-            run["dataset"] = {
-                "num_examples": case["micro_steps"] * run["training"]["micro_batch_size"],
-                "avg_tokens": avg,
-                "max_tokens": case["max_tokens"],
-            }
+            run["dataset"] = _dataset(case, run["training"]["micro_batch_size"], avg)
             est[side] = train_seconds(estimate_case(run, {}))
         out.append((avg, est["numerator"] / est["denominator"], measured))
     return out
@@ -220,20 +222,15 @@ def main(argv: list[str]) -> int:
         *((c, pair_case_errors) for c in added.get("pair_cases", [])),
     ]
     for case, errors_of in pairs:
-        miss = case.get("known_miss")
         for avg, est_ratio, measured_ratio in errors_of(case):
             error = _pct(est_ratio, measured_ratio)
-            if miss is None:
-                worst = max(worst, abs(error))
+            worst = max(worst, abs(error))
             print(
                 f"ratio {case['id']} (mean {avg:.0f} tokens): estimate {est_ratio:.2f}, "
                 f"measured {measured_ratio:.2f}, {error:+.1f}%"
-                + (" (known miss, not scored)" if miss else "")
             )
-        scored += miss is None
+        scored += 1
         notes.append(f"{case['id']}: {case['source']}")
-        if miss:
-            notes.append(f"{case['id']} is a known miss: {miss}")
     for note in notes:
         print(f"note: {note}")
     print(

@@ -340,8 +340,10 @@ def truncation_check(row: Dataset, *, seq_len: int) -> loss_tokens.TruncationChe
 def shape(row: Dataset) -> DatasetShape:
     """What the estimator needs of a stored dataset."""
     mean = float(row.stats.get("mean_tokens") or row.total_tokens / max(row.num_examples, 1))
+    shortest = row.stats.get("min_tokens")  # absent from uploads that predate it
     return DatasetShape(
         num_examples=row.num_examples,
         avg_tokens=mean,
         max_tokens=max(row.max_tokens, 1),
+        min_tokens=int(shortest) if shortest and 1 <= shortest <= mean else None,
     )

@@ -24,6 +24,7 @@ from app.estimator.spec import (
     Method,
     QLoraSpec,
     TrainingSpec,
+    check_lengths,
 )
 from app.kit.instants import UtcInstant
 
@@ -67,7 +68,13 @@ class DatasetIn(DatasetShape):
         if self.dataset_id is not None:
             given = [
                 name
-                for name in ("num_examples", "avg_tokens", "max_tokens", "total_tokens")
+                for name in (
+                    "num_examples",
+                    "avg_tokens",
+                    "max_tokens",
+                    "min_tokens",
+                    "total_tokens",
+                )
                 if getattr(self, name) is not None
             ]
             if given:
@@ -78,12 +85,7 @@ class DatasetIn(DatasetShape):
             raise ValueError(
                 "give total_tokens, num_examples together with avg_tokens, or dataset_id"
             )
-        if (
-            self.max_tokens is not None
-            and self.avg_tokens is not None
-            and self.max_tokens < self.avg_tokens
-        ):
-            raise ValueError("max_tokens must be at least avg_tokens")
+        check_lengths(self)
         return self
 
     def shape(self) -> DatasetShape:
@@ -99,7 +101,9 @@ class EstimateIn(_In):
         examples=["meta-llama/Llama-2-7b-hf"],
     )
     dataset: DatasetIn = Field(
-        description="{num_examples, avg_tokens, max_tokens}, {total_tokens} or {dataset_id}",
+        description=(
+            "{num_examples, avg_tokens, max_tokens, min_tokens}, {total_tokens} or {dataset_id}"
+        ),
         examples=[{"num_examples": 50000, "avg_tokens": 150, "max_tokens": 1304}],
     )
     methods: list[Method] = Field(

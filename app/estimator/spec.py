@@ -170,22 +170,32 @@ class HardwareSpec(_Spec):
 class DatasetShape(_Spec):
     """What the estimator needs of a dataset: how many examples and how long they are.
 
-    Give either `num_examples` with `avg_tokens` (and ideally `max_tokens`), or `total_tokens`.
+    Give either `num_examples` with `avg_tokens` (and ideally `max_tokens` and `min_tokens`),
+    or `total_tokens`.
     """
 
     num_examples: int | None = Field(None, ge=1, le=MAX_EXAMPLES)
     avg_tokens: float | None = Field(None, gt=0, le=MAX_SEQ_LEN)
     max_tokens: int | None = Field(None, ge=1, le=MAX_SEQ_LEN)
     total_tokens: float | None = Field(None, ge=1, le=MAX_TOTAL_TOKENS)
+    # The shortest example: what every example carries (a prompt template, a system prompt).
+    # Only the length above it varies, so it sets how much a micro-batch pads (workload.py).
+    min_tokens: int | None = Field(None, ge=1, le=MAX_SEQ_LEN)
 
     @model_validator(mode="after")
     def _enough_to_count(self) -> DatasetShape:
         if self.total_tokens is None and (self.num_examples is None or self.avg_tokens is None):
             raise ValueError("give total_tokens, or num_examples together with avg_tokens")
-        if (
-            self.max_tokens is not None
-            and self.avg_tokens is not None
-            and self.max_tokens < self.avg_tokens
-        ):
-            raise ValueError("max_tokens must be at least avg_tokens")
+        check_lengths(self)
         return self
+
+
+def check_lengths(shape: DatasetShape) -> None:
+    """Raise ValueError unless min_tokens <= avg_tokens <= max_tokens where they are given."""
+    low, mean, high = shape.min_tokens, shape.avg_tokens, shape.max_tokens
+    if high is not None and mean is not None and high < mean:
+        raise ValueError("max_tokens must be at least avg_tokens")
+    if low is not None and mean is not None and low > mean:
+        raise ValueError("min_tokens must be at most avg_tokens")
+    if low is not None and high is not None and low > high:
+        raise ValueError("min_tokens must be at most max_tokens")

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
+from app.estimator.workload import expected_longest
 from devtools.tinymodel import make_tiny_dataset, make_tiny_model
 from tests.conftest import auth
 from tests.support import ServiceEnv
@@ -83,3 +85,13 @@ def test_estimate_counts_examples_truncation_leaves_without_loss_tokens(
     fine = _estimate(app_client, keys["read"], ds["id"], keep_all)
     assert fine["dataset_check"]["dropped_no_loss_tokens"] == 0
     assert not any("no token to learn from" in n for n in fine["notes"])
+
+    # Padding is counted from the upload's own lengths: every example carries the Alpaca
+    # template, so only the part above the shortest pads a micro-batch of 4.
+    stats = ds["stats"]
+    whole = _estimate(app_client, keys["read"], ds["id"], stats["max_tokens"])
+    padded = whole["dataset"]["mean_padded_len"]
+    mean, shortest = stats["mean_tokens"], stats["min_tokens"]
+    assert 0 < shortest < mean
+    assert padded == pytest.approx(expected_longest(mean, 4, shortest))
+    assert padded < expected_longest(mean, 4)

@@ -77,6 +77,11 @@ def test_unknown_gpu_is_422_listing_valid_ids(app_client: TestClient, keys: dict
         ({"dataset": {"num_examples": 1e12, "avg_tokens": 100}}, ["dataset", "num_examples"]),
         ({"dataset": {"total_tokens": -5}}, ["dataset", "total_tokens"]),
         ({"dataset": {"avg_tokens": 100}}, ["dataset"]),
+        (
+            {"dataset": {"num_examples": 10, "avg_tokens": 100, "min_tokens": 0}},
+            ["dataset", "min_tokens"],
+        ),
+        ({"dataset": {"num_examples": 10, "avg_tokens": 100, "min_tokens": 101}}, ["dataset"]),
         ({"hardware": {"num_gpus": 0}}, ["hardware", "num_gpus"]),
         ({"methods": []}, ["methods"]),
         ({"methods": ["lora", "lora"]}, ["methods"]),

@@ -225,6 +225,31 @@ def test_expected_longest_matches_sampled_exponential_lengths() -> None:
         assert expected_longest(150.0, n) == pytest.approx(lengths.max(axis=1).mean(), rel=0.02)
 
 
+def test_expected_longest_of_templated_lengths_pads_only_the_part_above_the_shortest() -> None:
+    rng = np.random.default_rng(1)
+    for n in (2, 4, 8):
+        # every example carries a 40-token template; the rest is exponential, mean 85
+        lengths = 40.0 + rng.exponential(85.0, size=(20_000, n))
+        sampled = lengths.max(axis=1).mean()
+        assert expected_longest(125.0, n, shortest=40.0) == pytest.approx(sampled, rel=0.02)
+        assert expected_longest(125.0, n) > 1.1 * sampled  # lengths from zero pad too much
+    assert expected_longest(125.0, 8, shortest=125.0) == 125.0  # all alike: no padding
+    assert expected_longest(125.0, 8, shortest=400.0) == 125.0  # never below the mean
+
+
+def test_the_shortest_example_sets_padding_in_the_workload() -> None:
+    def padded(**dataset: Any) -> float:
+        return build_workload(
+            dataset=DatasetShape(num_examples=50_000, avg_tokens=124, max_tokens=1304, **dataset),
+            training=TrainingSpec(micro_batch_size=2),
+            max_position_embeddings=4096,
+        ).padded_len
+
+    assert padded() == pytest.approx(124 * 1.5)
+    assert padded(min_tokens=42) == pytest.approx(42 + (124 - 42) * 1.5)
+    assert padded(min_tokens=124) == 124
+
+
 def test_processed_tokens_count_padding_unless_packed() -> None:
     def workload(**training: Any) -> Workload:
         return build_workload(

@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from app.datasets.formats import render_record
-from app.estimator.workload import GROUP_BY_LENGTH_MEGABATCH, expected_grouped_padding
+from app.estimator.workload import (
+    GROUP_BY_LENGTH_MEGABATCH,
+    expected_grouped_padding,
+    expected_longest,
+)
 from worker.training.data import (
     IGNORE_INDEX,
     DataStats,
@@ -123,6 +127,22 @@ def test_length_grouping_cuts_padding_and_keeps_every_item() -> None:
     mean = sum(len(x.input_ids) for x in items) / len(items)
     modelled = expected_grouped_padding(mean, 4, GROUP_BY_LENGTH_MEGABATCH)
     assert padded / len(items) == pytest.approx(modelled, rel=0.15)
+
+
+def test_random_micro_batches_of_templated_examples_pad_as_modelled() -> None:
+    # Every example carries a 40-token prompt template, the rest varies (exponential, mean 60):
+    # the worker pads a micro-batch to its longest, which the estimator models from the mean
+    # and the shortest example; from the mean alone it would count far more padding.
+    gen = random.Random(1)
+    lengths = [40 + int(gen.expovariate(1 / 60)) for _ in range(4000)]
+    items = [TokenizedExample([1] * n, [1] * n) for n in lengths]
+    mean, shortest = sum(lengths) / len(lengths), min(lengths)
+    for micro_batch in (2, 4):
+        it = iterate_batches(items, micro_batch_size=micro_batch, seq_len=2000, pad_id=0, seed=5)
+        batches = [next(it) for _ in range(len(items) // micro_batch)]
+        padded = sum(b.processed_tokens for b in batches) / (len(batches) * micro_batch)
+        assert padded == pytest.approx(expected_longest(mean, micro_batch, shortest), rel=0.05)
+        assert expected_longest(mean, micro_batch) > 1.15 * padded
 
 
 def test_collate_pads_right_and_counts_tokens() -> None:
