@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 
 from app.catalog.model_catalog import get_model_config
-from app.estimator.memory import CUDA_CONTEXT_BYTES
 from devtools.tinymodel import corpus_sentences, save_tokenizer
 
 URL = os.environ.get("TUNECOST_URL", "http://127.0.0.1:8000")
@@ -240,18 +239,23 @@ def compare(est: dict[str, Any], job: dict[str, Any], *, tokens_per_step: int) -
     mr = est["results"]["lora"]
     memory = mr["memory"]
     act = job.get("actuals") or {}
-    per_gpu = int(memory["per_gpu_bytes"])
-    est_allocated = per_gpu - int(memory["breakdown"]["overhead"])  # the exact parts' sum
     cuda = act.get("peak_memory_kind") == "cuda_allocated"
-    est_reserved = per_gpu - CUDA_CONTEXT_BYTES if cuda else None  # overhead = slack + context
     overhead_s = float((mr.get("time") or {}).get("overhead_s") or 0)
     est_train_s = float(job["est_gpu_hours"]) / int(job["num_gpus"]) * 3600 - overhead_s
     steps = int(job["max_steps"] or mr["steps"])
     est_tps = steps * tokens_per_step / est_train_s if est_train_s > 0 else None
+    # Memory like with like (the three quantities of the estimate): torch's allocated and
+    # reserved peaks, and what must fit (CUDA context included) against the process's memory
+    # as the driver counts it.
     rows = [
-        ("peak allocated GiB", est_allocated, act.get("peak_memory_bytes"), GIB),
-        ("peak reserved GiB", est_reserved, act.get("peak_memory_reserved_bytes"), GIB),
-        ("per-GPU est vs job peak GiB", per_gpu, job.get("act_peak_bytes"), GIB),
+        ("peak allocated GiB", memory.get("allocated_bytes"), act.get("peak_memory_bytes"), GIB),
+        ("peak reserved GiB", memory.get("reserved_bytes"), job.get("act_reserved_bytes"), GIB),
+        (
+            "must fit vs device peak GiB",
+            memory["per_gpu_bytes"],
+            job.get("act_device_peak_bytes"),
+            GIB,
+        ),
         ("tokens/s (training)", est_tps, act.get("processed_tokens_per_s"), 1),
         ("training s", est_train_s, act.get("train_s"), 1),
         ("overhead s (wall - train)", overhead_s, _overhead(act), 1),
@@ -262,6 +266,14 @@ def compare(est: dict[str, Any], job: dict[str, Any], *, tokens_per_step: int) -
         es = "-" if e is None else f"{e / unit:,.4g}"
         ms = "-" if m is None else f"{m / unit:,.4g}"
         lines.append(f"{name:<30}{es:>12}{ms:>12}{_pct(e, m):>10}")
+    peak = (job.get("errors") or {}).get("peak_bytes") or {}
+    if peak.get("estimated_quantity"):
+        lines.append(
+            f"the job's peak_bytes error (the report's): {peak.get('estimated_quantity')} vs "
+            f"{peak.get('actual_quantity')} {peak.get('error_pct', 0):+.1f}%"
+        )
+    if not cuda:
+        lines.append(f"peak measured as {act.get('peak_memory_kind')}, not CUDA's allocator")
     lines.append(
         f"device {act.get('device_name')} ({act.get('device_kind')}), steps {act.get('steps')}, "
         f"tokens {act.get('tokens_processed')}, mfu {act.get('mfu')} (prior {mr.get('mfu')}), "

@@ -90,6 +90,7 @@ class SpendReport(BaseModel):
 
 QUANTITY_FIELDS = ("n", "estimated", "actual", "mean_error", "mean_pct_error", "mape_pct")
 QUANTITIES = ("cost_usd", "gpu_hours", "peak_bytes")
+PEAK_COMPARED = tuple(PeakCompared.model_fields)  # the CSV's peak_compared_<kind> columns
 
 
 def flat_row(row: ReportRow) -> dict[str, Any]:
@@ -105,6 +106,8 @@ def flat_row(row: ReportRow) -> dict[str, Any]:
         err: QuantityError = getattr(row, quantity)
         for name in QUANTITY_FIELDS:
             out[f"{quantity}_{name}"] = getattr(err, name)
+    for kind in PEAK_COMPARED:
+        out[f"peak_compared_{kind}"] = getattr(row.peak_compared, kind)
     return out
 
 
@@ -112,6 +115,7 @@ def flat_columns() -> list[str]:
     """The CSV header of the estimate-vs-actual report."""
     cols = ["group", "jobs", "spend_usd", "billed_usd", "effective_usd"]
     cols += [f"{q}_{name}" for q in QUANTITIES for name in QUANTITY_FIELDS]
+    cols += [f"peak_compared_{kind}" for kind in PEAK_COMPARED]
     return cols
 
 

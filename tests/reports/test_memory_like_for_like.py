@@ -7,6 +7,8 @@ GiB. Compared with what must fit, a good estimate looked 13.5% high; like with l
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import pytest
@@ -125,3 +127,12 @@ def test_the_report_compares_like_with_like_and_says_which(
     assert cpu["peak_compared"] == {"allocated": 0, "per_gpu": 1}
     assert cpu["peak_bytes"]["mean_pct_error"] == pytest.approx(-100 / 3)
     assert r.json()["total"]["peak_compared"] == {"allocated": 1, "per_gpu": 1}
+    # The CSV says the same, a column per kind of comparison.
+    r = app_client.get(URL, params=params | {"format": "csv"}, headers=auth(keys["admin"]))
+    assert r.status_code == 200, r.text
+    lines = {line["group"]: line for line in csv.DictReader(io.StringIO(r.text))}
+    compared = {
+        g: (line["peak_compared_allocated"], line["peak_compared_per_gpu"])
+        for g, line in lines.items()
+    }
+    assert compared == {"H200": ("1", "0"), "cpu": ("0", "1")}
