@@ -13,11 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth.deps import ReadPrincipal
 from app.catalog.resolve import ensure_estimator_loaded
-from app.config import get_settings
 from app.db import SessionDep
 from app.estimates import service
+from app.estimates.admission import admission
 from app.estimates.schemas import EstimateIn, EstimateOut
-from app.kit.admission import Admission, of_app
 from app.kit.pagination import CursorQuery, LimitQuery, Page
 
 log = logging.getLogger(__name__)
@@ -41,19 +40,6 @@ async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/v1/estimates", tags=["estimates"], lifespan=_lifespan)
 _URL = {"type": "string"}
-
-
-def admission(app: FastAPI) -> Admission:
-    """The app's limiter for CPU-heavy estimates."""
-    settings = get_settings()
-    return of_app(
-        app,
-        name="estimate_admission",
-        what="the estimator is busy",
-        slots=settings.estimate_slots,
-        queue=settings.estimate_queue,
-        wait_s=settings.estimate_wait_s,
-    )
 
 
 @router.post(

@@ -9,14 +9,16 @@ Idempotency-Key).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
 from app.errors import NotFound
+from app.estimates.admission import run_in_slot
 from app.jobs import artifacts, estimates_link, idempotency, service
 from app.jobs.filters import ReportFiltersDep
 from app.jobs.schemas import ArtifactFormat, EventPage, JobIn, JobOut
@@ -34,13 +36,17 @@ JobId = Annotated[str, Path(max_length=40, description="the job's id")]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobOut,
-    responses={200: {"model": JobOut, "description": "replay of an Idempotency-Key"}},
+    responses={
+        200: {"model": JobOut, "description": "replay of an Idempotency-Key"},
+        503: {"description": "the estimator is busy: retry after Retry-After seconds"},
+    },
 )
 def submit_job(
     job_in: JobIn,
     session: SessionDep,
     principal: SubmitPrincipal,
     response: Response,
+    http: Request,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobOut:
     """Snapshot the estimate, queue the job on its GPU kind's queue and send it to a worker.
@@ -53,6 +59,8 @@ def submit_job(
     live worker of its GPU kind has (a job runs on one worker); with no live worker of that
     kind the job is accepted and waits in its queue (`gpu.<kind>`, or `gpu.<kind>.x<n>` for
     n devices). The same Idempotency-Key with the same body returns the same job (200).
+    An estimate made here runs in the estimator's slots (TUNECOST_ESTIMATE_SLOTS): 503 with
+    Retry-After when they and their queue are full.
     """
     found = idempotency.replay(
         session, job_in=job_in, principal=principal, idempotency_key=idempotency_key
@@ -65,16 +73,26 @@ def submit_job(
     replanned = None
     # The estimate a body implies, or the estimate named made again for the dataset or model
     # the body names instead, is CPU work: end the read-only transaction first so no pooled
-    # connection waits on it; it is stored with the job, in one transaction.
+    # connection waits on it, and run it in one of the estimator's slots like any estimate
+    # (503 + Retry-After when they are busy); it is stored with the job, in one transaction.
     different = estimates_link.differences(session, job_in=job_in, principal=principal)
     if job_in.estimate_id is None:
         session.close()
-        prepared = estimates_link.prepare(job_in=job_in, principal=principal)
+        prepared = run_in_slot(
+            http.app, partial(estimates_link.prepare, job_in=job_in, principal=principal)
+        )
     elif different is not None:
         session.close()
         request, what_differs = different
-        replanned = estimates_link.replan(
-            job_in=job_in, principal=principal, request=request, found=what_differs
+        replanned = run_in_slot(
+            http.app,
+            partial(
+                estimates_link.replan,
+                job_in=job_in,
+                principal=principal,
+                request=request,
+                found=what_differs,
+            ),
         )
     job, created = service.create(
         session,

@@ -16,6 +16,7 @@ from app.errors import Conflict
 from app.estimator.spec import Method
 from app.jobs import service
 from app.jobs.schemas import JobIn
+from app.kit.admission import Admission
 from tests.conftest import auth
 from tests.jobs.conftest import TINY_NAME
 
@@ -180,3 +181,47 @@ def test_the_submit_service_refuses_a_different_job_it_was_not_given_a_new_plan_
     assert refused.value.status == 409
     assert "differs from estimate" in refused.value.detail
     assert refused.value.extra["differences"][0].startswith("dataset:")
+
+
+def test_an_estimate_made_at_submit_takes_an_estimator_slot(
+    app_client: Any, keys: dict[str, str], dataset_id: str
+) -> None:
+    # One slot, no queue, held here: what the submit would estimate must wait for it.
+    app = app_client.app
+    kept = getattr(app.state, "estimate_admission", None)
+    gate = Admission(what="the estimator is busy", slots=1, queue=0, wait_s=0.2)
+    app.state.estimate_admission = gate
+    body = {
+        "method": "lora",
+        "model": {"path": TINY_NAME},
+        "dataset_id": dataset_id,
+        "training": {"seq_len": 64, "micro_batch_size": 2, "precision": "fp32"},
+        "hardware": {"gpu": "L4", "provider": "aws"},
+    }
+    other = _estimate(
+        app_client,
+        keys["read"],
+        {
+            "model": {"path": TINY_NAME},
+            "dataset": {"num_examples": 50_000, "avg_tokens": 60, "max_tokens": 64},
+            "methods": ["lora"],
+            "training": body["training"],
+            "hardware": body["hardware"],
+        },
+    )
+    replan = {"estimate_id": other["id"], "method": "lora", "dataset_id": dataset_id}
+    try:
+        app_client.portal.call(gate.acquire)
+        for refused in (body, replan):  # estimated from the body / estimated again
+            resp = _submit(app_client, keys["submit"], refused)
+            assert resp.status_code == 503, resp.text
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert "the estimator is busy" in resp.json()["detail"]
+        assert (gate.running, gate.waiting) == (1, 0)
+        app_client.portal.call(gate.release)
+        for admitted in (body, replan):
+            resp = _submit(app_client, keys["submit"], admitted)
+            assert resp.status_code == 201, resp.text
+        assert (gate.running, gate.waiting) == (0, 0)
+    finally:
+        app.state.estimate_admission = kept
