@@ -4,11 +4,13 @@ import { showBudgets } from "./budgets.js";
 import { showJobs, stopJobs } from "./jobs.js";
 import { initPlan } from "./plan.js";
 import { showReports } from "./reports.js";
+import { showStudies } from "./studies.js";
 import { showWebhooks } from "./webhooks.js";
 
 const $ = (id) => document.getElementById(id);
 const views = {
-  plan: () => {}, jobs: showJobs, reports: showReports, budgets: showBudgets, webhooks: showWebhooks,
+  plan: () => {}, jobs: showJobs, studies: showStudies, reports: showReports, budgets: showBudgets,
+  webhooks: showWebhooks,
 };
 
 export function showView(name) {
