@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from app.auth.deps import ReadPrincipal, SubmitPrincipal
 from app.db import SessionDep
+from app.estimates.admission import run_in_slot
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobOut
 from app.kit.pagination import CursorQuery, LimitQuery, Page
@@ -19,9 +21,18 @@ router = APIRouter(prefix="/v1/studies", tags=["studies"])
 StudyId = Annotated[str, Path(max_length=40, description="the study's id")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StudyOut,
+    responses={503: {"description": "the estimator is busy: retry after Retry-After seconds"}},
+)
 def submit_study(
-    study_in: StudyIn, session: SessionDep, principal: SubmitPrincipal, response: Response
+    study_in: StudyIn,
+    session: SessionDep,
+    principal: SubmitPrincipal,
+    response: Response,
+    http: Request,
 ) -> StudyOut:
     """Estimate each candidate on the whole data and run its pilots: one ordinary job per
     candidate and data fraction, complete short runs on nested shares of the training examples,
@@ -29,12 +40,17 @@ def submit_study(
 
     When the last pilot ends the study fits E + B * D^-beta per candidate and predicts its
     full-data eval loss (80% interval) and cost. 422 naming `pilot_budget_usd` when the pilots
-    are estimated above it, `fractions` when they are too small for the dataset.
+    are estimated above it, `fractions` when they are too small for the dataset. The candidates
+    are estimated in one of the estimator's slots (TUNECOST_ESTIMATE_SLOTS): 503 with
+    Retry-After when they and their queue are full.
     """
     full_rows = service.dataset_rows(session, study_in=study_in, principal=principal)
     # Estimating the candidates is CPU work: end the read-only transaction first.
     session.close()
-    planned = service.plan(study_in=study_in, principal=principal, full_rows=full_rows)
+    planned = run_in_slot(
+        http.app,
+        partial(service.plan, study_in=study_in, principal=principal, full_rows=full_rows),
+    )
     study = service.create(session, planned=planned, principal=principal)
     out = service.to_out(session, study)
     session.commit()
