@@ -27,6 +27,7 @@ from app.kit.limits import RequestGate
 from app.kit.nul import refuse_nul
 from app.kit.requestid import RequestIdMiddleware
 from app.openapi_doc import document_routes, fill_success_schemas
+from app.reports import rollups
 from app.reports.router import router as reports_router
 from app.studies import analysis as study_analysis
 from app.studies.router import router as studies_router
@@ -41,6 +42,10 @@ Authenticate with `Authorization: Bearer <api key>` (or `X-API-Key: <api key>`).
 A web console is at `/ui/`. Scopes: `read` (estimates, catalog, reports),
 `submit` (datasets, jobs), `admin` (prices, keys). Errors are RFC 9457 `application/problem+json`.
 """
+
+
+# Every job this process writes keeps the report rollups in the same transaction.
+rollups.track()
 
 
 def create_app() -> FastAPI:

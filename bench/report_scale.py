@@ -1,13 +1,21 @@
-"""Reports at scale: 100,000 finished jobs in PostgreSQL, the grouped report and the FOCUS export.
+"""Reports at scale: a tenant with N finished jobs in PostgreSQL, its reports and FOCUS export.
 
-Creates a fresh PostgreSQL database (dropped at the end), migrates it with Alembic, bulk-loads
-jobs and their tags with COPY, then prints:
+Creates a fresh PostgreSQL database (dropped at the end), migrates it with Alembic, and writes
+the jobs in SQL (`generate_series`: a year of jobs of tenant `bench`, N of them, and N/20 of
+another tenant, `other`, which the bench's key must never see), their tags (team, project,
+cost_center, env), then computes the report rollups once from them. It prints, over real HTTP
+(uvicorn + httpx) with the tenant's read key:
 
-- the estimate-vs-actual report per group_by (median of several runs), in the service and over
-  real HTTP (uvicorn + httpx): target under 300 ms;
-- the FOCUS export of every row streamed over HTTP as CSV and JSON: target under 5 s;
-- the export's peak Python memory (tracemalloc) at 10k and at 100k rows: it must not grow with
-  the row count, since rows are fetched through a server-side cursor and written batch by batch.
+- the estimate-vs-actual report per group_by and with filters (median of several runs; target
+  under 150 ms), with the jobs it covered, where it read them from, and the time of the same
+  report from the jobs themselves (one run, in the service: what a report cost before rollups);
+- the weekly spend report (target under 150 ms);
+- the FOCUS export of every row streamed as CSV and JSON (CSV target: 100,000 rows/s);
+- the export's peak Python memory (tracemalloc) at a tenth of the rows and at all of them.
+
+Every figure is checked before it is printed: each report covers exactly the tenant's jobs it
+should (counted in SQL), groups are not empty, the export has one row per job with a cost; else
+the bench exits non-zero.
 
 Run: `.venv/bin/python bench/report_scale.py [--jobs 100000]`. The server is taken from
 TUNECOST_BENCH_PG_ADMIN_URL (default: the test suite's postgres@127.0.0.1:5432).
@@ -16,9 +24,7 @@ TUNECOST_BENCH_PG_ADMIN_URL (default: the test suite's postgres@127.0.0.1:5432).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import socket
 import statistics
 import sys
@@ -27,11 +33,10 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -43,114 +48,109 @@ ADMIN_URL = os.environ.get(
         "TUNECOST_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     ),
 )
-TARGET_REPORT_S = 0.3
-TARGET_FOCUS_S = 5.0
+TARGET_REPORT_S = 0.15
+TARGET_FOCUS_ROWS_S = 100_000
 RUNS = 7  # timed runs per figure; the median is printed
-SEED = 20250101
+TENANT, OTHER = "bench", "other"
+OTHER_SHARE = 20  # the other tenant has N / OTHER_SHARE jobs
 
-METHODS = ("full", "lora", "qlora")
-GPUS = {
-    "H100-80GB-SXM": 12.29,
-    "A100-80GB": 5.12,
-    "L40S": 1.86,
-    "H200": 10.6,
-    "A10G": 1.21,
-    "RTX-4090": 0.69,
-    "cpu": 0.0,
-}
-PROVIDERS = ("aws", "gcp", "azure", "lambda", "runpod", None)
-STATUSES = ("succeeded",) * 8 + ("failed", "cancelled", "budget_exceeded")
-MODELS = tuple(f"org/model-{i}B" for i in (1, 3, 7, 8, 13, 14, 32, 70, 72, 405))
-TEAMS = tuple(f"team-{i:02d}" for i in range(12))
-PROJECTS = tuple(f"project-{i:02d}" for i in range(40))
-JOB_COLUMNS = (
-    "id", "status", "method", "model_ref", "gpu", "num_gpus", "provider", "pricing", "queue",
-    "team", "request_hash", "spec", "estimate_snapshot", "price_per_gpu_hour", "est_cost_usd",
-    "est_gpu_hours", "est_peak_bytes", "est_artifact_bytes", "started_at", "finished_at",
-    "attempts", "act_wall_s", "act_gpu_hours", "act_peak_bytes", "act_peak_kind",
-    "act_cost_usd", "errors", "created_at", "updated_at",
-)  # fmt: skip
-
-
-def _snapshot(rng: random.Random, method: str, gpu: str, n: int, hours: float) -> dict[str, Any]:
-    """A MethodResult-sized estimate (about 1 kB of JSON), as jobs store."""
-    total = hours * 3600
-    parts = {
-        "weights": rng.randrange(1, 80) << 30,
-        "gradients": rng.randrange(1, 20) << 30,
-        "optimizer_states": rng.randrange(1, 40) << 30,
-        "master_weights": 0,
-        "activations": rng.randrange(1, 30) << 30,
-        "logits": 1 << 30,
-        "overhead": 1 << 30,
-    }
-    peak = sum(parts.values())
-    return {
-        "method": method, "gpu": gpu, "num_gpus": n, "mfu": round(rng.uniform(0.2, 0.45), 3),
-        "basis": "prior", "calibration_jobs": 0, "steps": rng.randrange(100, 20000),
-        "hours": hours, "gpu_hours": hours * n, "memory": {
-            "per_gpu_bytes": peak, "low_bytes": int(peak * 0.9), "high_bytes": int(peak * 1.15),
-            "breakdown": parts},
-        "time": {"compute_s": total * 0.8, "weight_stream_s": 0.0, "dequant_s": total * 0.05,
-                 "optimizer_s": total * 0.1, "comm_s": 0.0, "overhead_s": total * 0.05,
-                 "total_s": total},
-        "flops_detail": {"per_token": {"forward": 1.4e10, "backward_input": 1.4e10,
-                                       "total": 4.2e10}, "total": 4.2e10 * 1e8},
-        "notes": ["padded to the longest example of each micro-batch"],
-    }  # fmt: skip
-
-
-def job_rows(n: int, rng: random.Random) -> Iterator[tuple[tuple[Any, ...], list[tuple[str, str]]]]:
-    """`n` finished jobs over 2025 and their tags (team, project, env), reproducibly."""
-    start = datetime(2025, 1, 1, tzinfo=UTC)
-    for _ in range(n):
-        method, gpu = rng.choice(METHODS), rng.choice(tuple(GPUS))
-        num = 1 if gpu == "cpu" else rng.choice((1, 1, 2, 4, 8))
-        price, status = GPUS[gpu], rng.choice(STATUSES)
-        est_h = rng.uniform(0.05, 48.0)
-        act_h = est_h * rng.lognormvariate(0.1, 0.3) * (0.4 if status != "succeeded" else 1)
-        finished = start + timedelta(seconds=rng.uniform(0, 365 * 86400))
-        snap = _snapshot(rng, method, gpu, num, est_h)
-        peak = snap["memory"]["per_gpu_bytes"]
-        team = rng.choice(TEAMS)
-        job_id = f"job_{uuid.UUID(int=rng.getrandbits(128)).hex}"
-        row = (
-            job_id, status, method, rng.choice(MODELS), gpu, num, rng.choice(PROVIDERS),
-            rng.choice(("on_demand", "spot")), f"gpu.{gpu}", team, uuid.uuid4().hex,
-            json.dumps({"method": method}), json.dumps(snap), price, est_h * num * price,
-            est_h * num, peak, 1 << 28, finished - timedelta(hours=act_h), finished, 1,
-            act_h * 3600, act_h * num, int(peak * rng.uniform(0.8, 1.3)),
-            "cpu_rss" if gpu == "cpu" else "cuda_allocated", act_h * num * price,
-            json.dumps({"complete_run": status == "succeeded"}),
-            finished - timedelta(hours=act_h + 0.1), finished,
-        )  # fmt: skip
-        tags = [
-            ("team", team),
-            ("project", rng.choice(PROJECTS)),
-            ("env", rng.choice(("prod", "dev"))),
-        ]
-        yield row, tags
+# One statement writes every job: a year of 2025, methods, GPUs (with their list prices), models,
+# providers (or none: self-hosted), statuses, estimates and actuals (lognormal error), and a
+# MethodResult-sized estimate snapshot (about 700 bytes of JSON), as jobs store.
+SEED_JOBS = """
+WITH d AS (
+  SELECT g,
+    CASE WHEN g <= :n THEN :tenant ELSE :other END AS team,
+    (ARRAY['full','lora','qlora'])[1 + floor(random() * 3)::int] AS method,
+    1 + floor(random() * 7)::int AS gi,
+    (ARRAY['aws','gcp','azure','lambda','runpod',NULL])[1 + floor(random() * 6)::int] AS provider,
+    (ARRAY['succeeded','succeeded','succeeded','succeeded','succeeded','succeeded','succeeded',
+           'succeeded','failed','cancelled','budget_exceeded'])[1 + floor(random() * 11)::int]
+      AS status,
+    'org/model-' || (ARRAY[1,3,7,8,13,14,32,70,72,405])[1 + floor(random() * 10)::int] || 'B'
+      AS model,
+    (ARRAY[1,1,2,4,8])[1 + floor(random() * 5)::int] AS num,
+    0.05 + random() * 47.95 AS est_h,
+    exp(0.1 + 0.3 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())) AS err,
+    timestamptz '2025-01-01 00:00:00+00' + random() * interval '365 days' AS finished,
+    (1 + floor(random() * 79))::bigint << 30 AS w,
+    (1 + floor(random() * 29))::bigint << 30 AS a,
+    0.8 + random() * 0.5 AS peak_ratio,
+    0.2 + random() * 0.25 AS mfu,
+    random() < 0.5 AS spot
+  FROM generate_series(1, :n + :n / :share) AS g
+), j AS (
+  SELECT d.*,
+    (ARRAY['H100-80GB-SXM','A100-80GB','L40S','H200','A10G','RTX-4090','cpu'])[gi] AS gpu,
+    (ARRAY[12.29, 5.12, 1.86, 10.6, 1.21, 0.69, 0.0])[gi] AS price,
+    est_h * err * CASE WHEN status = 'succeeded' THEN 1 ELSE 0.4 END AS act_h,
+    w + a + (2::bigint << 30) AS peak
+  FROM d
+)
+INSERT INTO jobs (id, status, method, model_ref, gpu, num_gpus, provider, pricing, queue, team,
+  request_hash, spec, estimate_snapshot, price_per_gpu_hour, est_cost_usd, est_gpu_hours,
+  est_peak_bytes, est_artifact_bytes, started_at, finished_at, attempts, act_wall_s,
+  act_gpu_hours, act_peak_bytes, act_peak_kind, act_cost_usd, cost_source, billing_provider,
+  internal_usd_per_gpu_hour, errors, created_at, updated_at)
+SELECT 'job_' || md5(g::text || '-bench'), status, method, model, gpu,
+  CASE WHEN gpu = 'cpu' THEN 1 ELSE num END, provider,
+  CASE WHEN spot THEN 'spot' ELSE 'on_demand' END, 'gpu.' || gpu, team, md5(g::text),
+  jsonb_build_object('method', method), jsonb_build_object(
+    'method', method, 'gpu', gpu, 'num_gpus', num, 'mfu', round(mfu::numeric, 3),
+    'basis', 'prior', 'calibration_jobs', 0, 'steps', 100 + g % 19900, 'hours', est_h,
+    'gpu_hours', est_h * num, 'memory', jsonb_build_object(
+      'per_gpu_bytes', peak, 'low_bytes', (peak * 0.9)::bigint,
+      'high_bytes', (peak * 1.15)::bigint, 'breakdown', jsonb_build_object(
+        'weights', w, 'activations', a, 'logits', 1::bigint << 30,
+        'overhead', 1::bigint << 30)),
+    'time', jsonb_build_object('compute_s', est_h * 2880, 'optimizer_s', est_h * 360,
+      'overhead_s', est_h * 180, 'dequant_s', est_h * 180, 'total_s', est_h * 3600),
+    'notes', jsonb_build_array('padded to the longest example of each micro-batch')),
+  price, est_h * num * price, est_h * num, peak, 1::bigint << 28,
+  finished - act_h * interval '1 hour', finished, 1, act_h * 3600, act_h * num,
+  (peak * peak_ratio)::bigint,
+  CASE WHEN gpu = 'cpu' THEN 'cpu_rss' ELSE 'cuda_allocated' END, act_h * num * price,
+  CASE WHEN gpu = 'cpu' OR provider IS NULL THEN 'self_hosted' ELSE 'cloud' END,
+  CASE WHEN gpu = 'cpu' OR provider IS NULL THEN NULL ELSE provider END,
+  CASE WHEN gpu = 'cpu' OR provider IS NULL THEN 0.02 END,
+  jsonb_build_object('complete_run', status = 'succeeded'),
+  finished - (act_h + 0.1) * interval '1 hour', finished
+FROM j
+"""
+# Tags from the job's id, so they are reproducible: the team (the service sets it to the
+# tenant), one of 40 projects, 12 cost centres and two environments.
+SEED_TAGS = """
+INSERT INTO job_tags (job_id, key, value)
+SELECT id, 'team', team FROM jobs
+UNION ALL
+SELECT id, 'project', 'project-' || lpad((abs(hashtext(id || 'p')) % 40)::text, 2, '0') FROM jobs
+UNION ALL
+SELECT id, 'cost_center', 'cc-' || lpad((abs(hashtext(id || 'c')) % 12)::text, 2, '0') FROM jobs
+UNION ALL
+SELECT id, 'env', (ARRAY['prod', 'dev'])[1 + abs(hashtext(id || 'e')) % 2] FROM jobs
+"""
 
 
-def seed(url: str, n: int) -> float:
-    """COPY `n` jobs and their tags into the database at `url`; returns seconds taken."""
+def seed(url: str, n: int) -> tuple[float, float]:
+    """Write the jobs and tags in SQL, then the rollups; returns the seconds of each part."""
+    from app.reports import rollups
+
+    engine = create_engine(url)
     t = time.perf_counter()
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    rng = random.Random(SEED)
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        tags: list[tuple[str, str, str]] = []
-        with cur.copy(f"COPY jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
-            for row, job_tags in job_rows(n, rng):
-                copy.write_row(row)
-                tags.extend((row[0], k, v) for k, v in job_tags)
-        with cur.copy("COPY job_tags (job_id, key, value) FROM STDIN") as copy:
-            for tag in tags:
-                copy.write_row(tag)
-        conn.commit()
-        conn.autocommit = True
-        cur.execute("VACUUM ANALYZE jobs")
-        cur.execute("VACUUM ANALYZE job_tags")
-    return time.perf_counter() - t
+    with engine.begin() as conn:
+        conn.execute(text("SELECT setseed(0.2025)"))
+        params = {"n": n, "tenant": TENANT, "other": OTHER, "share": OTHER_SHARE}
+        conn.execute(text(SEED_JOBS), params)
+        conn.execute(text(SEED_TAGS))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE jobs"))
+        conn.execute(text("VACUUM ANALYZE job_tags"))
+    jobs_s = time.perf_counter() - t
+    t = time.perf_counter()
+    with engine.begin() as conn:
+        rollups.rebuild(conn)
+    engine.dispose()
+    return jobs_s, time.perf_counter() - t
 
 
 def median_s(fn: Callable[[], Any], runs: int = RUNS) -> float:
@@ -162,31 +162,6 @@ def median_s(fn: Callable[[], Any], runs: int = RUNS) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process `pid` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ms(fn: Callable[[Any], Any]) -> float:
-    """CPU milliseconds of `fn(session)`: its PostgreSQL backend (serial plan) plus this process.
-
-    Wall time on this shared machine depends on what else runs; CPU time much less so. With
-    parallel query off, backend CPU is about what the query takes on one idle core.
-    """
-    from sqlalchemy import text as sql
-
-    from app.db import session_scope
-
-    with session_scope() as session:
-        session.execute(sql("SET max_parallel_workers_per_gather = 0"))
-        pid = int(session.execute(sql("SELECT pg_backend_pid()")).scalar_one())
-        fn(session)  # warm
-        db0, py0 = _proc_cpu_s(pid), time.process_time()
-        fn(session)
-        return (_proc_cpu_s(pid) - db0 + time.process_time() - py0) * 1000
 
 
 class Server:
@@ -215,60 +190,119 @@ class Server:
         self.thread.join(timeout=10)
 
 
-def report_figures(base: str, key: str) -> None:
-    """The grouped report in the service and over HTTP, per group_by."""
+def _fail(message: str) -> None:
+    raise SystemExit(f"report_scale: {message}")
+
+
+CASES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("method", {}),
+    ("status", {}),
+    ("gpu", {}),
+    ("model", {}),
+    ("provider", {}),
+    ("tag:team", {}),
+    ("tag:project", {}),
+    ("tag:cost_center", {}),
+    ("tag:project", {"method": "lora", "from": "2025-04-01", "to": "2025-10-01"}),
+    ("gpu", {"status": "succeeded", "from": "2025-03-14T09:30+05:30", "to": "2025-11-02T18:00Z"}),
+)  # fmt: skip
+
+
+def _expected_jobs(url: str, params: dict[str, str]) -> int:
+    """The tenant's finished jobs a report with these filters covers, counted in SQL."""
+    where = ["team = :team", "finished_at IS NOT NULL"]
+    args: dict[str, Any] = {"team": TENANT}
+    if "method" in params:
+        where.append("method = :method")
+        args["method"] = params["method"]
+    if "status" in params:
+        where.append("status = :status")
+        args["status"] = params["status"]
+    if "from" in params:
+        where.append("finished_at >= :start")
+        args["start"] = _instant(params["from"])
+    if "to" in params:
+        where.append("finished_at < :end")
+        args["end"] = _instant(params["to"])
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        count = conn.scalar(text(f"SELECT count(*) FROM jobs WHERE {' AND '.join(where)}"), args)
+    engine.dispose()
+    return int(count or 0)
+
+
+def _instant(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def report_figures(base: str, key: str, url: str) -> None:
+    """Every grouped report and the weekly spend over HTTP, checked against SQL counts."""
     import httpx
 
+    from app.auth.service import Principal
     from app.db import session_scope
     from app.jobs.filters import parse_filters, parse_group_by
+    from app.models import Scope
     from app.reports import service
 
-    everything = parse_filters(start=None, end=None, params={})
+    principal = Principal(key_id="bench", name="bench", scope=Scope.READ, team=TENANT)
     headers = {"Authorization": f"Bearer {key}"}
-    print(f"\nestimate-vs-actual over all rows (target < {TARGET_REPORT_S * 1000:.0f} ms), "
-          f"load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
-    print(f"  {'group_by':<28}{'rows':>6}{'service ms':>12}{'HTTP ms':>10}{'CPU ms':>9}")
-    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-        window = {"method": "lora", "from": "2025-04-01", "to": "2025-10-01"}
-        cases = [("method", {}), ("gpu", {}), ("model", {}), ("provider", {}),
-                 ("tag:team", {}), ("tag:project", {}), ("tag:team", window)]  # fmt: skip
-        for group_by, params in cases:
-            filters = parse_filters(
-                start=datetime.fromisoformat(params["from"]).replace(tzinfo=UTC)
-                if "from" in params else None,
-                end=datetime.fromisoformat(params["to"]).replace(tzinfo=UTC)
-                if "to" in params else None,
-                params={k: [v] for k, v in params.items() if k not in ("from", "to")},
-            ) if params else everything  # fmt: skip
-            grouping = parse_group_by(group_by)
-
-            def report(session: Any, f: Any = filters, g: Any = grouping) -> Any:
-                return service.estimate_vs_actual(session, filters=f, grouping=g)
-
-            def in_service(f: Any = filters, g: Any = grouping) -> Any:
-                with session_scope() as session:
-                    return report(session)
+    print(f"\nestimate-vs-actual of tenant {TENANT!r} over HTTP (target < "
+          f"{TARGET_REPORT_S * 1000:.0f} ms), load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
+    print(f"  {'group_by + filters':<44}{'groups':>7}{'jobs':>10}  {'source':<8}"
+          f"{'HTTP ms':>9}{'from jobs ms':>14}")  # fmt: skip
+    slowest = 0.0
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        for group_by, params in CASES:
 
             def over_http(p: dict[str, str] = params, g: str = group_by) -> Any:
                 r = client.get("/v1/reports/estimate-vs-actual", params={**p, "group_by": g})
                 r.raise_for_status()
-                return r
+                return r.json()
 
-            rows = len(in_service().rows)
-            label = group_by + (" +filters" if params else "")
-            print(f"  {label:<28}{rows:>6}{median_s(in_service) * 1000:>12.0f}"
-                  f"{median_s(over_http) * 1000:>10.0f}{cpu_ms(report):>9.0f}")  # fmt: skip
-        spend_s = median_s(lambda: client.get(
-            "/v1/reports/spend", params={"bucket": "week", "group_by": "tag:team"}
-        ).raise_for_status())  # fmt: skip
-        weekly = parse_group_by("tag:team")
-        spend_cpu = cpu_ms(
-            lambda session: service.spend(
-                session, filters=everything, grouping=weekly, bucket="week"
+            body = over_http()
+            want = _expected_jobs(url, params)
+            if body["total"]["jobs"] != want or not body["rows"] or want == 0:
+                _fail(f"{group_by} {params}: {body['total']['jobs']} jobs, {want} expected")
+            http_s = median_s(over_http)
+            slowest = max(slowest, http_s)
+            filters = parse_filters(
+                start=_instant(params["from"]) if "from" in params else None,
+                end=_instant(params["to"]) if "to" in params else None,
+                params={k: [v] for k, v in params.items() if k not in ("from", "to")},
+                principal=principal,
             )
-        )
-        print(f"  spend, weekly by tag:team: {spend_s * 1000:.0f} ms over HTTP, "
-              f"{spend_cpu:.0f} ms CPU")  # fmt: skip
+            t = time.perf_counter()
+            with session_scope() as session:
+                raw = service.estimate_vs_actual(
+                    session, filters=filters, grouping=parse_group_by(group_by), use_rollups=False
+                )
+            raw_s = time.perf_counter() - t
+            if raw.total.jobs != want:
+                _fail(f"{group_by} {params}: the jobs give {raw.total.jobs}, SQL {want}")
+            label = " ".join([group_by, *(f"{k}={v}" for k, v in params.items())])
+            print(f"  {label[:43]:<44}{len(body['rows']):>7}{want:>10,}  {body['source']:<8}"
+                  f"{http_s * 1000:>9.0f}{raw_s * 1000:>14.0f}")  # fmt: skip
+
+        def weekly() -> Any:
+            params = {"bucket": "week", "group_by": "tag:cost_center", "limit": "100000"}
+            r = client.get("/v1/reports/spend", params=params)
+            r.raise_for_status()
+            return r.json()
+
+        body = weekly()
+        jobs = sum(row["jobs"] for row in body["rows"])
+        want = _expected_jobs(url, {})
+        if jobs != want or body["truncated"]:
+            _fail(f"weekly spend: {jobs} jobs (truncated {body['truncated']}), {want} expected")
+        spend_s = median_s(weekly)
+        slowest = max(slowest, spend_s)
+        print(f"  spend, weekly by tag:cost_center: {len(body['rows']):,} rows, {jobs:,} jobs, "
+              f"{body['source']}, {spend_s * 1000:.0f} ms over HTTP")  # fmt: skip
+    verdict = "meets" if slowest < TARGET_REPORT_S else "MISSES"
+    print(f"  slowest report {slowest * 1000:.0f} ms: {verdict} the "
+          f"{TARGET_REPORT_S * 1000:.0f} ms target")  # fmt: skip
 
 
 def focus_http(base: str, key: str, fmt: str) -> tuple[float, int, int]:
@@ -280,7 +314,7 @@ def focus_http(base: str, key: str, fmt: str) -> tuple[float, int, int]:
     headers = {"Authorization": f"Bearer {key}"}
     params = {"format": fmt}
     with (
-        httpx.Client(base_url=base, headers=headers, timeout=120) as client,
+        httpx.Client(base_url=base, headers=headers, timeout=600) as client,
         client.stream("GET", "/v1/reports/focus", params=params) as r,
     ):
         r.raise_for_status()
@@ -291,35 +325,25 @@ def focus_http(base: str, key: str, fmt: str) -> tuple[float, int, int]:
     return time.perf_counter() - t, rows, size
 
 
-def focus_cpu_ms(fmt: str) -> float:
-    """CPU milliseconds (database + this process) of the whole export, as the route streams it."""
-    from app.jobs.filters import parse_filters
-    from app.reports import focus
-
-    everything = parse_filters(start=None, end=None, params={})
-    return cpu_ms(lambda session: sum(len(c) for c in focus.stream(session, everything, fmt)))
-
-
-def focus_memory(path: str, end: datetime | None) -> tuple[int, int]:
-    """(rows, peak traced bytes) of one export path over jobs finished before `end` (None: all).
-
-    Paths: "csv" (the API's one CSV writer over a server-side cursor, what the route streams on
-    every database) and "pg-json" (PostgreSQL renders the JSON records through COPY).
-    """
+def focus_memory(end: datetime | None) -> tuple[int, int]:
+    """(rows, peak traced bytes) of the tenant's CSV export of jobs finished before `end`."""
+    from app.auth.service import Principal
     from app.db import session_scope
     from app.jobs.filters import parse_filters
+    from app.models import Scope
     from app.reports import focus
 
-    filters = parse_filters(start=None, end=end, params={})
+    principal = Principal(key_id="bench", name="bench", scope=Scope.READ, team=TENANT)
+    filters = parse_filters(start=None, end=end, params={}, principal=principal)
     tracemalloc.start()
     lines = 0
     with session_scope() as session:
-        chunks: Iterator[str | bytes] = focus.stream(session, filters, path.removeprefix("pg-"))
+        chunks: Iterator[str | bytes] = focus.stream(session, filters, "csv")
         for chunk in chunks:
             lines += chunk.count(b"\n") if isinstance(chunk, bytes) else chunk.count("\n")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return lines - (2 if path == "pg-json" else 1), peak
+    return lines - 1, peak
 
 
 def main() -> None:
@@ -356,49 +380,46 @@ def run(url: str, n: int) -> None:
     upgrade_head(url)
     print(f"PostgreSQL {make_url(url).render_as_string(hide_password=True)}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
-    print(f"seeded {n:,} jobs (+{3 * n:,} tags) with COPY in {seed(url, n):.1f} s")
+    jobs_s, rollups_s = seed(url, n)
     with session_scope() as session:
-        _, key = keys.create(session, name="bench", scope=Scope.READ)
+        _, key = keys.create(session, name="bench", scope=Scope.READ, team=TENANT)
         size = session.scalar(text("SELECT pg_size_pretty(pg_total_relation_size('jobs'))"))
-    print(f"jobs table with indexes and TOAST: {size}")
+        counts = session.execute(
+            text("SELECT count(*) FILTER (WHERE team = :t), count(*), "
+                 "count(*) FILTER (WHERE team = :t AND act_cost_usd IS NOT NULL), "
+                 "(SELECT count(*) FROM job_tags), (SELECT count(*) FROM report_rollups) "
+                 "FROM jobs"), {"t": TENANT}
+        ).one()  # fmt: skip
+    mine, every, charged, tags, rollup_rows = (int(c) for c in counts)
+    if mine != n:
+        _fail(f"seeded {mine} jobs of {TENANT}, not {n}")
+    print(f"seeded {every:,} jobs ({mine:,} of {TENANT!r}, {every - mine:,} of {OTHER!r}) and "
+          f"{tags:,} tags in SQL in {jobs_s:.1f} s; {rollup_rows:,} rollup rows computed in "
+          f"{rollups_s:.1f} s; jobs table with indexes and TOAST: {size}")  # fmt: skip
 
     with Server() as base:
-        report_figures(base, key)
-        print(f"\nFOCUS export of every row over HTTP (target < {TARGET_FOCUS_S:.0f} s), "
-              f"load average {os.getloadavg()[0]:.1f}:")  # fmt: skip
+        report_figures(base, key, url)
+        print(f"\nFOCUS export of every row of {TENANT!r} over HTTP (target CSV >= "
+              f"{TARGET_FOCUS_ROWS_S:,} rows/s), load {os.getloadavg()[0]:.1f}:")  # fmt: skip
         for fmt in ("csv", "json"):
             seconds, rows, size_b = focus_http(base, key, fmt)
-            cpu_s = focus_cpu_ms(fmt) / 1000
-            print(f"  {fmt:<5}{rows:>8,} rows {size_b / 1e6:>7.1f} MB in {seconds:.2f} s "
-                  f"({rows / seconds:,.0f} rows/s), {cpu_s:.2f} s CPU")  # fmt: skip
+            if rows != charged:
+                _fail(f"FOCUS {fmt}: {rows} rows exported, {charged} jobs have a cost")
+            rate = rows / seconds
+            verdict = ""
+            if fmt == "csv":
+                verdict = " meets the target" if rate >= TARGET_FOCUS_ROWS_S else " MISSES"
+            print(f"  {fmt:<5}{rows:>10,} rows exported {size_b / 1e6:>8.1f} MB in "
+                  f"{seconds:.2f} s ({rate:,.0f} rows/s){verdict}")  # fmt: skip
 
     with session_scope() as session:
         tenth = session.scalar(
-            text("SELECT finished_at FROM jobs WHERE act_cost_usd IS NOT NULL "
-                 "ORDER BY finished_at OFFSET :k LIMIT 1"), {"k": n // 10}
+            text("SELECT finished_at FROM jobs WHERE team = :t AND act_cost_usd IS NOT NULL "
+                 "ORDER BY finished_at OFFSET :k LIMIT 1"), {"t": TENANT, "k": n // 10}
         )  # fmt: skip
-    from app.calibration import evaluation
-    from app.calibration import service as calibration
-
-    def fit_once() -> Any:
-        with session_scope() as session:
-            return calibration.fit_groups(session)
-
-    def evaluate_once() -> Any:
-        with session_scope() as session:
-            return evaluation.evaluate(session)
-
-    groups, scored = fit_once(), evaluate_once().heldout_jobs
-    print(f"\ncalibration fit: {len(groups)} (GPU, method) groups from "
-          f"{sum(g.eligible_jobs for g in groups):,} newest succeeded runs in "
-          f"{median_s(fit_once, 3) * 1000:.0f} ms; held-out evaluation of "
-          f"{scored:,} jobs in {median_s(evaluate_once, 3):.2f} s")  # fmt: skip
-
-    print("\nFOCUS export peak Python memory (tracemalloc) by row count:")
-    for path in ("csv", "pg-json"):
-        figures = [focus_memory(path, end) for end in (tenth, None)]
-        shown = ", ".join(f"{rows:>7,} rows {peak / 1e6:5.2f} MB" for rows, peak in figures)
-        print(f"  {path:<11} {shown}")
+    print("\nFOCUS CSV export peak Python memory (tracemalloc) by row count:")
+    figures = [focus_memory(end) for end in (tenth, None)]
+    print("  " + ", ".join(f"{rows:>9,} rows {peak / 1e6:5.2f} MB" for rows, peak in figures))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,12 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from app.reports import rollups
 from tests.support import ServiceEnv, clear_caches, drop_database, pointed_at, start_worker
+
+# Tests write finished jobs themselves (tests/reports/factory.py), as the API and the workers
+# do: like those processes, this one keeps the report rollups in each transaction.
+rollups.track()
 
 # live_api: a real uvicorn server on the test services, for the browser and CLI tests.
 pytest_plugins = ["tests.live_api"]

@@ -21,10 +21,13 @@ from celery.signals import celeryd_init, worker_ready, worker_shutdown
 from app.config import get_settings
 from app.estimator.speed import DeviceSpeed
 from app.kit.queue import QUEUE_PREFIX, celery_config, queue_for, queues_up_to
+from app.reports import rollups
 from app.studies import analysis as study_analysis
 from worker import devices
 
 log = logging.getLogger(__name__)
+# Every job this process ends keeps the report rollups in the same transaction.
+rollups.track()
 
 
 def device_kind() -> tuple[str, str, int]:

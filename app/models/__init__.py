@@ -11,6 +11,7 @@ from app.models.job_attempt import JobAttempt
 from app.models.job_eval import JobEval
 from app.models.price_import import ImportedPrice, PriceImport
 from app.models.rate_card import RateCardLine
+from app.models.report_rollup import report_rollups
 from app.models.study import Study, StudyPilot, StudyStatus
 from app.models.webhook import (
     DeliveryStatus,
@@ -51,4 +52,5 @@ __all__ = [
     "WebhookDelivery",
     "WebhookSubscription",
     "WorkerNode",
+    "report_rollups",
 ]

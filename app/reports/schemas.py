@@ -10,6 +10,13 @@ from app.kit.instants import UtcInstant
 
 Bucket = Literal["day", "week", "month"]
 Format = Literal["json", "csv"]
+ReportSource = Literal["rollups", "rows"]
+SOURCE_DOC = (
+    "rollups: the window's whole UTC days and months read from daily and monthly rollups, "
+    "only its partial edge days from the jobs; rows: every selected job read, because a filter "
+    "(on a job column other than method, status, team or the grouped one, on a tag other than "
+    "the grouped one) or group_by=job needs them. The figures are the same either way."
+)
 
 
 class QuantityError(BaseModel):
@@ -63,6 +70,7 @@ class EstimateVsActualReport(BaseModel):
     rows: list[ReportRow]
     total: ReportRow
     truncated: bool = Field(description="more groups exist than `limit` returned")
+    source: ReportSource = Field(description=SOURCE_DOC)
 
 
 class SpendRow(BaseModel):
@@ -86,6 +94,7 @@ class SpendReport(BaseModel):
     filters: dict[str, Any]
     rows: list[SpendRow]
     truncated: bool
+    source: ReportSource = Field(description=SOURCE_DOC)
 
 
 QUANTITY_FIELDS = ("n", "estimated", "actual", "mean_error", "mean_pct_error", "mape_pct")

@@ -1,23 +1,28 @@
-"""Estimate-vs-actual and spend reports, computed as one aggregate query each in the database.
+"""Estimate-vs-actual and spend reports: additive figures per group, then means and errors.
 
-Grouping happens in SQL (`GROUP BY`, tag groups through an outer join on `job_tags`); Python only
-renames the aggregated columns. Errors are (estimate - actual) / actual, so a positive number
-means the estimate was too high. A quantity is compared only on jobs that have both figures.
+A report the rollups hold (app/reports/rollup_read.py) adds the rollup rows of the window's whole
+months and days to the jobs of its partial edge days: its work grows with the groups and days,
+not with the jobs. Any other report is one aggregate query over the jobs (`GROUP BY`, tag groups
+through an outer join on `job_tags`). Either way the figures are the counts and sums of
+app/reports/aggregates.py. Errors are (estimate - actual) / actual, so a positive number means
+the estimate was too high. A quantity is compared only on jobs that have both figures.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    Float,
+    Date,
+    DateTime,
     FromClause,
     Integer,
     Select,
     String,
     and_,
-    case,
     cast,
     func,
     literal,
@@ -28,16 +33,16 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.jobs.filters import JOB_COLUMNS, Grouping, ReportFilters, describe
-from app.models import Job, JobTag
-from app.models.peak import peak_estimate_column, vs_allocated_column
-from app.reports.focus_columns import billed_cost, effective_cost
+from app.models import Job, JobTag, report_rollups
+from app.reports import aggregates, rollup_read
+from app.reports.aggregates import QUANTITIES, QUANTITY_STATS, Sums
 from app.reports.schemas import (
-    QUANTITIES,
     Bucket,
     EstimateVsActualReport,
     PeakCompared,
     QuantityError,
     ReportRow,
+    ReportSource,
     SpendReport,
     SpendRow,
 )
@@ -55,69 +60,8 @@ SPEND_COLUMNS = (
     "gpu_hours",
     "estimated_cost_usd",
 )
-
-# A metered peak is compared with the estimate of the same quantity (app/jobs/snapshot.py
-# PEAK_COMPARED): torch's allocated peak with the estimate's allocated bytes, a CPU process's
-# resident set with what must fit (per_gpu_bytes); jobs from before the estimate stored its
-# allocated bytes fall back to per_gpu_bytes.
-_VS_ALLOCATED = vs_allocated_column()
-_PEAK_ESTIMATE = peak_estimate_column()
-# (quantity, estimate column, actual column, whether the report shows a mean instead of a sum)
-_QUANTITY_COLUMNS = (
-    ("cost_usd", Job.est_cost_usd, Job.act_cost_usd, False),
-    ("gpu_hours", Job.est_gpu_hours, Job.act_gpu_hours, False),
-    ("peak_bytes", _PEAK_ESTIMATE, Job.act_peak_bytes, True),  # a mean of peaks
-)
-# Only additive aggregates (count, sum): the means are derived from them, and the totals are the
-# sums of the groups' sums. PostgreSQL's sum(float8) is also far cheaper than avg(float8), whose
-# state carries a sum of squares.
-_QUANTITY_STATS = ("n", "n_rel", "est", "act", "rel", "abs_rel")
-_SUMS = (
-    "jobs",
-    "spend_usd",
-    "billed_usd",
-    "effective_usd",
-    *(f"{q}_{s}" for q in QUANTITIES for s in _QUANTITY_STATS),
-    "peak_vs_allocated",
-    "peak_vs_per_gpu",
-)
-
-
-def _quantity_aggregates(name: str, est: Any, act: Any) -> list[ColumnElement[Any]]:
-    est_f, act_f = cast(est, Float), cast(act, Float)
-    both = and_(est.is_not(None), act.is_not(None))
-    rel = case((and_(both, act_f > 0), (est_f - act_f) / act_f))
-    return [
-        func.count(case((both, 1))).label(f"{name}_n"),
-        func.count(rel).label(f"{name}_n_rel"),
-        func.sum(case((both, est_f))).label(f"{name}_est"),
-        func.sum(case((both, act_f))).label(f"{name}_act"),
-        func.sum(rel).label(f"{name}_rel"),
-        func.sum(func.abs(rel)).label(f"{name}_abs_rel"),
-    ]
-
-
-def _provenance_sums() -> list[ColumnElement[Any]]:
-    """What was invoiced and what it cost the organisation (app/reports/focus_columns.py)."""
-    has_cost = Job.act_cost_usd.is_not(None)
-    return [
-        func.coalesce(func.sum(case((has_cost, billed_cost()))), 0.0).label("billed_usd"),
-        func.coalesce(func.sum(case((has_cost, effective_cost()))), 0.0).label("effective_usd"),
-    ]
-
-
-def _aggregates() -> list[ColumnElement[Any]]:
-    cols: list[ColumnElement[Any]] = [
-        func.count().label("jobs"),
-        func.coalesce(func.sum(Job.act_cost_usd), 0.0).label("spend_usd"),
-        *_provenance_sums(),
-    ]
-    for name, est, act, _ in _QUANTITY_COLUMNS:
-        cols.extend(_quantity_aggregates(name, est, act))
-    peak = and_(_PEAK_ESTIMATE.is_not(None), Job.act_peak_bytes.is_not(None))
-    cols.append(func.count(case((and_(peak, _VS_ALLOCATED), 1))).label("peak_vs_allocated"))
-    cols.append(func.count(case((and_(peak, ~_VS_ALLOCATED), 1))).label("peak_vs_per_gpu"))
-    return cols
+MEAN_QUANTITIES = ("peak_bytes",)  # shown as a mean of peaks, the others as sums
+Group = str | None
 
 
 def group_source(grouping: Grouping) -> tuple[Any, FromClause]:
@@ -132,14 +76,15 @@ def group_source(grouping: Grouping) -> tuple[Any, FromClause]:
     return JOB_COLUMNS[grouping.kind], jobs
 
 
-def _sums(mapping: Any) -> dict[str, float]:
-    return {k: float(mapping[k] or 0) for k in _SUMS}
+def _group(value: Any) -> Group:
+    return None if value is None else str(value)
 
 
-def _row(sums: dict[str, float], group: Any) -> ReportRow:
+def _row(sums: Sums, group: Group) -> ReportRow:
     quantities = {}
-    for name, _, _, mean in _QUANTITY_COLUMNS:
-        n, n_rel, est, act, rel, abs_rel = (sums[f"{name}_{stat}"] for stat in _QUANTITY_STATS)
+    for name in QUANTITIES:
+        n, n_rel, est, act, rel, abs_rel = (sums[f"{name}_{stat}"] for stat in QUANTITY_STATS)
+        mean = name in MEAN_QUANTITIES
         quantities[name] = QuantityError(
             n=int(n),
             estimated=(est / n if mean else est) if n else None,
@@ -149,7 +94,7 @@ def _row(sums: dict[str, float], group: Any) -> ReportRow:
             mape_pct=abs_rel / n_rel * PCT if n_rel else None,
         )
     return ReportRow(
-        group=None if group is None else str(group),
+        group=group,
         jobs=int(sums["jobs"]),
         spend_usd=sums["spend_usd"],
         billed_usd=sums["billed_usd"],
@@ -161,58 +106,124 @@ def _row(sums: dict[str, float], group: Any) -> ReportRow:
     )
 
 
+def _raw_groups(
+    session: Session, filters: ReportFilters, grouping: Grouping, limit: int | None
+) -> list[tuple[Group, Sums]]:
+    """Figures per group from the jobs, biggest spend first (`limit` + 1 groups at most)."""
+    if grouping.kind == "none":
+        stmt = select(*aggregates.columns()).select_from(Job.__table__).where(filters.where())
+        sums = aggregates.read(session.execute(stmt).mappings().one())
+        return [(None, sums)] if sums["jobs"] else []
+    expr, source = group_source(grouping)
+    grouped: Select[Any] = (
+        select(expr.label("grp"), *aggregates.columns())
+        .select_from(source)
+        .where(filters.where())
+        .group_by(expr)
+        .order_by(literal_column("spend_usd").desc(), expr)
+    )
+    if limit is not None:
+        grouped = grouped.limit(limit + 1)
+    return [(_group(r["grp"]), aggregates.read(r)) for r in session.execute(grouped).mappings()]
+
+
+def _edges(filters: ReportFilters, parts: rollup_read.Split) -> Iterator[ReportFilters]:
+    for start, end in parts.edges:
+        yield dataclasses.replace(filters, start=start, end=end)
+
+
+def _merge(into: dict[Any, Sums], key: Any, sums: Sums) -> None:
+    if key in into:
+        aggregates.add(into[key], sums)
+    else:
+        into[key] = dict(sums)
+
+
+def _by_spend(groups: Iterable[tuple[Group, Sums]]) -> list[tuple[Group, Sums]]:
+    """Biggest spend first, then by group value, the null group last among equals."""
+    return sorted(groups, key=lambda g: (-g[1]["spend_usd"], g[0] is None, g[0] or ""))
+
+
+def _rollup_groups(
+    session: Session, filters: ReportFilters, grouping: Grouping
+) -> list[tuple[Group, Sums]]:
+    """Every group's figures: rollup rows for whole months and days, jobs at the edges."""
+    parts = rollup_read.split(filters.start, filters.end)
+    merged: dict[Group, Sums] = {}
+    for _, group, sums in rollup_read.query(session, filters, grouping, parts):
+        _merge(merged, _group(group), sums)
+    for edge in _edges(filters, parts):
+        for group, sums in _raw_groups(session, edge, grouping, limit=None):
+            _merge(merged, group, sums)
+    settled = ((g, aggregates.settle(s)) for g, s in merged.items())
+    return _by_spend((g, s) for g, s in settled if s["jobs"] > 0)
+
+
+def _source(filters: ReportFilters, grouping: Grouping, use_rollups: bool) -> ReportSource:
+    return "rollups" if use_rollups and rollup_read.answerable(filters, grouping) else "rows"
+
+
 def estimate_vs_actual(
-    session: Session, *, filters: ReportFilters, grouping: Grouping, limit: int = DEFAULT_LIMIT
+    session: Session,
+    *,
+    filters: ReportFilters,
+    grouping: Grouping,
+    limit: int = DEFAULT_LIMIT,
+    use_rollups: bool = True,
 ) -> EstimateVsActualReport:
     """Per group: jobs, spend and the error of cost, GPU-hours and peak memory estimates.
 
-    One aggregate query; a second one for the totals only when `limit` cut groups off.
+    From the rollups where they hold the report, unless `use_rollups` is False (the jobs then).
     """
-    if grouping.kind == "none":
-        groups: list[tuple[Any, dict[str, float]]] = []
+    source = _source(filters, grouping, use_rollups)
+    if source == "rollups":
+        groups = _rollup_groups(session, filters, grouping)
+        totals = aggregates.total(s for _, s in groups)
     else:
-        expr, source = group_source(grouping)
-        grouped: Select[Any] = (
-            select(expr.label("grp"), *_aggregates())
-            .select_from(source)
-            .where(filters.where())
-            .group_by(expr)
-            .order_by(literal_column("spend_usd").desc(), expr)
-            .limit(limit + 1)
-        )
-        groups = [(r["grp"], _sums(r)) for r in session.execute(grouped).mappings()]
-    truncated = len(groups) > limit
-    if grouping.kind == "none" or truncated:
-        # Every grouping puts each job in exactly one group, so otherwise the total is the sum.
-        total_stmt = select(*_aggregates()).select_from(Job.__table__).where(filters.where())
-        totals = _sums(session.execute(total_stmt).mappings().one())
-    else:
-        totals = {k: sum(g[k] for _, g in groups) for k in _SUMS}
+        groups = _raw_groups(session, filters, grouping, limit)
+        if len(groups) > limit and grouping.kind != "none":
+            # Every grouping puts each job in exactly one group: the cut groups count too.
+            totals = _raw_groups(session, filters, Grouping("none"), None)[0][1]
+        else:
+            totals = aggregates.total(s for _, s in groups)
     total = _row(totals, None)
+    truncated = len(groups) > limit
     rows = [_row(sums, group) for group, sums in groups[:limit]]
-    if grouping.kind == "none" and total.jobs:
-        rows = [total]
     return EstimateVsActualReport(
         group_by=grouping.label,
         filters=describe(filters),
         rows=rows,
         total=total,
         truncated=truncated,
+        source=source,
     )
 
 
-def _bucket_expr(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
-    """First instant of the UTC day/week (Monday)/month holding `finished_at`."""
+def bucket_of(dialect: str, bucket: Bucket, day: Any) -> ColumnElement[Any]:
+    """First day of the UTC day/week (Monday)/month holding `day` (a UTC date or instant)."""
     if dialect == "postgresql":
-        utc = func.timezone(literal_column("'UTC'"), Job.finished_at)
-        return func.date_trunc(literal_column(f"'{bucket}'"), utc)
+        return func.date_trunc(literal_column(f"'{bucket}'"), day)
     if bucket == "day":
-        return func.strftime("%Y-%m-%d", Job.finished_at)
+        return func.date(day)
     if bucket == "month":
-        return func.strftime("%Y-%m-01", Job.finished_at)
+        return func.strftime(literal_column("'%Y-%m-01'"), day)
     # SQLite's %w counts from Sunday = 0; step back to the Monday that starts the ISO week.
-    back = (cast(func.strftime("%w", Job.finished_at), Integer) + 6).self_group() % 7
-    return func.date(Job.finished_at, literal("-").concat(cast(back, String)).concat(" days"))
+    back = (cast(func.strftime(literal_column("'%w'"), day), Integer) + 6).self_group() % 7
+    return func.date(day, literal("-").concat(cast(back, String)).concat(" days"))
+
+
+def _bucket_expr(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
+    """First instant of the UTC day/week/month holding `finished_at`."""
+    if dialect == "postgresql":
+        return bucket_of(dialect, bucket, func.timezone(literal_column("'UTC'"), Job.finished_at))
+    return bucket_of(dialect, bucket, Job.finished_at)
+
+
+def _rollup_bucket(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
+    day = report_rollups.c.bucket_start
+    if dialect == "postgresql":
+        return cast(bucket_of(dialect, bucket, cast(day, DateTime)), Date)
+    return bucket_of(dialect, bucket, day)
 
 
 def _day(value: Any) -> str:
@@ -223,15 +234,10 @@ def _day(value: Any) -> str:
     return str(value)[:10]
 
 
-def spend(
-    session: Session,
-    *,
-    filters: ReportFilters,
-    grouping: Grouping,
-    bucket: Bucket,
-    limit: int = DEFAULT_LIMIT,
-) -> SpendReport:
-    """Actual spend per time bucket and group, oldest bucket first."""
+def _raw_spend(
+    session: Session, filters: ReportFilters, grouping: Grouping, bucket: Bucket
+) -> Iterator[tuple[str, Group, Sums]]:
+    """(bucket start, group, figures) from the jobs."""
     dialect = session.get_bind().dialect.name
     if grouping.kind == "none":
         expr: ColumnElement[Any] = literal_column("NULL")
@@ -240,41 +246,74 @@ def spend(
     else:
         expr, source = group_source(grouping)
         keys = [literal_column("bucket_start"), expr]
-    bucket_col = _bucket_expr(dialect, bucket).label("bucket_start")
     stmt = (
         select(
-            bucket_col,
+            _bucket_expr(dialect, bucket).label("bucket_start"),
             expr.label("grp"),
-            func.count().label("jobs"),
-            func.coalesce(func.sum(Job.act_cost_usd), 0.0).label("spend_usd"),
-            *_provenance_sums(),
-            func.coalesce(func.sum(Job.act_gpu_hours), 0.0).label("gpu_hours"),
-            func.coalesce(func.sum(Job.est_cost_usd), 0.0).label("estimated_cost_usd"),
+            *aggregates.columns(),
         )
         .select_from(source)
         .where(filters.where())
         # By output name: PostgreSQL would not match two copies of a bound-parameter expression.
         .group_by(*keys)
-        .order_by(*keys)
-        .limit(limit + 1)
     )
-    rows = [
-        SpendRow(
-            bucket_start=_day(r["bucket_start"]),
-            group=None if r["grp"] is None else str(r["grp"]),
-            jobs=int(r["jobs"]),
-            spend_usd=float(r["spend_usd"]),
-            billed_usd=float(r["billed_usd"]),
-            effective_usd=float(r["effective_usd"]),
-            gpu_hours=float(r["gpu_hours"]),
-            estimated_cost_usd=float(r["estimated_cost_usd"]),
+    for r in session.execute(stmt).mappings():
+        yield _day(r["bucket_start"]), _group(r["grp"]), aggregates.read(r)
+
+
+def _spend_cells(
+    session: Session, filters: ReportFilters, grouping: Grouping, bucket: Bucket, source: str
+) -> dict[tuple[str, Group], Sums]:
+    if source == "rows":
+        return {(b, g): s for b, g, s in _raw_spend(session, filters, grouping, bucket)}
+    dialect = session.get_bind().dialect.name
+    # Weeks straddle months: only month buckets can use month rows.
+    parts = rollup_read.split(filters.start, filters.end, months=bucket == "month")
+    cells: dict[tuple[str, Group], Sums] = {}
+    expr = _rollup_bucket(dialect, bucket)
+    for b, group, sums in rollup_read.query(session, filters, grouping, parts, bucket=expr):
+        _merge(cells, (_day(b), _group(group)), sums)
+    for edge in _edges(filters, parts):
+        for b, group, sums in _raw_spend(session, edge, grouping, bucket):
+            _merge(cells, (b, group), sums)
+    return cells
+
+
+def spend(
+    session: Session,
+    *,
+    filters: ReportFilters,
+    grouping: Grouping,
+    bucket: Bucket,
+    limit: int = DEFAULT_LIMIT,
+    use_rollups: bool = True,
+) -> SpendReport:
+    """Actual spend per time bucket and group, oldest bucket first (rollups as above)."""
+    source = _source(filters, grouping, use_rollups)
+    cells = _spend_cells(session, filters, grouping, bucket, source)
+    ordered = sorted(cells.items(), key=lambda c: (c[0][0], c[0][1] is None, c[0][1] or ""))
+    rows = []
+    for (bucket_start, group), sums in ordered:
+        aggregates.settle(sums)
+        if sums["jobs"] <= 0:
+            continue
+        rows.append(
+            SpendRow(
+                bucket_start=bucket_start,
+                group=group,
+                jobs=int(sums["jobs"]),
+                spend_usd=sums["spend_usd"],
+                billed_usd=sums["billed_usd"],
+                effective_usd=sums["effective_usd"],
+                gpu_hours=sums["gpu_hours_all"],
+                estimated_cost_usd=sums["est_cost_all"],
+            )
         )
-        for r in session.execute(stmt).mappings()
-    ]
     return SpendReport(
         bucket=bucket,
         group_by=grouping.label,
         filters=describe(filters),
         rows=rows[:limit],
         truncated=len(rows) > limit,
+        source=source,
     )
