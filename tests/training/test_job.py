@@ -53,7 +53,9 @@ def test_budget_stop_saves_what_it_has(
     assert act.steps == len(events) >= 1
     # It stopped at the first step boundary past the cap, not later.
     assert all(e.accrued_cost_usd < 5.0 for e in events[:-1])
-    assert act.cost_usd >= 5.0
+    # ... and within 10% of it, the step it was in and saving the adapter included
+    print(f"budget $5 (5 s): stopped at ${act.cost_usd:.3f} after {act.steps} steps")
+    assert 5.0 <= act.cost_usd <= 1.1 * 5.0
     assert act.artifact_bytes > 0 and (tmp_path / "out" / "adapter_config.json").is_file()
     assert act.eval_loss is None  # a stopped run spends nothing more on evaluation
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from app.config import get_settings
 from app.evals.points import EvalPoint
 from worker.training.messages import PhaseEvent, PipeMessage, ProgressEvent, ResultMessage
 from worker.training.runner import Throttle, TrainingChild, run_in_child, run_job
@@ -193,10 +192,10 @@ def test_a_budget_crossed_while_loading_stops_within_ten_percent(
     job_spec: dict[str, Any], launch: Callable[..., Launch], tmp_path: Path
 ) -> None:
     """A budget of a few cents, crossed before the first step (the child is still importing
-    or loading the model, where it checks nothing itself): the run ends within 10% of it plus
-    one heartbeat of accrual, not after the grace a training step gets."""
+    or loading the model, where it checks nothing itself): the worker, which reads the accrued
+    cost every POLL_S, ends the run within 10% of it, not after the grace a training step gets."""
     price = 36.0  # $0.01 per second
-    budget = 0.01  # crossed 1 s after the start: importing torch and peft alone takes longer
+    budget = 0.03  # crossed 3 s after the start, while the child still imports its libraries
     spec = {**job_spec, "max_steps": LONG_RUN_STEPS, "price_per_gpu_hour": price}
     phases: list[str] = []
     out = run_in_child(
@@ -206,8 +205,9 @@ def test_a_budget_crossed_while_loading_stops_within_ten_percent(
     )
     assert out.status == "budget_exceeded" and out.actuals is not None
     assert "training" not in phases  # stopped before it trained: nothing to save
-    heartbeat = price / 3600 * get_settings().heartbeat_interval_s
-    assert budget <= out.actuals.cost_usd <= 1.1 * budget + heartbeat
+    cost = out.actuals.cost_usd
+    print(f"budget ${budget}: stopped at ${cost:.5f} ({cost / budget - 1:+.1%}), phases {phases}")
+    assert budget <= cost <= 1.1 * budget
     assert out.exit_code == -signal.SIGKILL and out.actuals.steps == 0
 
 
