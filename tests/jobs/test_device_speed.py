@@ -43,10 +43,18 @@ def speed_keys(isolated_db: str) -> dict[str, str]:
 def measuring_worker(
     isolated_services: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """A CPU worker on the module's database; its hostname once its heartbeat has a speed."""
+    """A CPU worker on the module's database; its hostname once its heartbeat has a speed.
+
+    Its temporary folder is its own, so it measures the device now (worker/speed.py caches the
+    measurement in the temporary folder) rather than reading what another run measured under
+    another load: the job it then runs meets the same machine its speed was measured on.
+    """
     name = f"cpu-speed-{uuid.uuid4().hex[:6]}"
-    log = tmp_path_factory.mktemp("speed") / "worker.log"
-    with start_worker(isolated_services, gpu="cpu", hostname=name, log=log):
+    folder = tmp_path_factory.mktemp("speed")
+    log = folder / "worker.log"
+    (folder / "tmp").mkdir()
+    fresh = {"TMPDIR": str(folder / "tmp")}
+    with start_worker(isolated_services, gpu="cpu", hostname=name, log=log, extra_env=fresh):
         deadline = time.monotonic() + SPEED_WAIT_S
         while time.monotonic() < deadline:
             with session_scope() as session:
