@@ -131,6 +131,9 @@ def test_studies_list_newest_first_in_pages(
         if cursor is None:
             break
     assert [s for s in seen if s in made] == made[::-1]
+    for study_id in made:  # their pilots leave no queued jobs behind
+        resp = app_client.post(f"/v1/studies/{study_id}/cancel", headers=auth(keys["submit"]))
+        assert resp.status_code == 200, resp.text
 
 
 def test_pilots_over_the_pilot_budget_are_refused_naming_it(
