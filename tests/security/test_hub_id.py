@@ -20,7 +20,7 @@ from worker.training.errors import ModelLoadError
 from worker.training.model import resolve_model_source
 from worker.training.spec import Launch, parse_launch
 
-QUEUE_GPU = "L4"  # a queue of its own: only the worker started here takes these jobs
+QUEUE_GPU = "H100-80GB-PCIe"  # a queue of its own: no other test submits to or serves it
 REPO = "tunecost-test/tiny-llama"
 # A catalog model (so the service can estimate it), laid out in the worker's hub cache with a
 # tiny model's weights under its name: the job trains whatever that cache holds for the id.
@@ -118,7 +118,7 @@ def test_a_cached_hub_model_trains_from_the_cache(
                 "dataset": {"dataset_id": up.json()["id"]},
                 "methods": ["lora"],
                 "training": TRAINING,
-                "hardware": {"gpu": QUEUE_GPU, "provider": "aws"},
+                "hardware": {"gpu": QUEUE_GPU, "provider": "runpod"},
             },
         )
         assert estimate.status_code == 201, estimate.text
