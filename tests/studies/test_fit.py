@@ -170,6 +170,14 @@ def test_poor_fits_say_why() -> None:
     ]
     fit, _ = fit_curve(rising, FULL_ROWS)
     assert fit.poor is not None and fit.poor.startswith("non-monotone")
+    # Up, then down faster: not a pre-power stretch either, the loss does not fall with data.
+    zigzag = [
+        Pilot(f, round(FULL_ROWS * f), (loss,) * 4, 1.0)
+        for f, loss in ((0.05, 2.0), (0.1, 2.5), (0.2, 1.5))
+    ]
+    fit, interval = fit_curve(zigzag, FULL_ROWS)
+    assert fit.poor is not None and fit.poor.startswith("non-monotone")
+    assert interval.value == pytest.approx(fit.predict(FULL_ROWS))
 
     # Loss that drops and then stops dead: only the steepest bend fits it.
     kink = [
