@@ -84,13 +84,25 @@ def test_the_fit_recovers_the_floor_and_the_exponent_from_noisy_pilots() -> None
     assert np.median(beta_err) < 0.02 and np.median(e_err) < 0.1
 
 
-def test_the_80_percent_interval_covers_the_full_data_loss_in_70_to_90_percent_of_studies() -> None:
-    # The production defaults (level 0.8, 200 bootstrap replicates) and the study's default
-    # fractions: the prediction extrapolates 5x past the largest pilot.
+@pytest.mark.parametrize(
+    ("fractions", "max_width"),
+    [
+        # The study's default fractions: the prediction extrapolates 5x past the largest pilot.
+        # The median width is ~0.24 nats, a third of the gain left after the 20% pilot.
+        (STUDY_FRACTIONS, 0.36),
+        # Four larger fractions, one more than the law's parameters (its misfit then enters the
+        # interval): ~0.06 nats.
+        ((0.1, 0.2, 0.4, 0.8), 0.09),
+    ],
+)
+def test_the_80_percent_interval_covers_the_full_data_loss_in_70_to_90_percent_of_studies(
+    fractions: tuple[float, ...], max_width: float
+) -> None:
+    # The production defaults: level 0.8 and 200 bootstrap replicates.
     covered, poor, widths = 0, 0, []
     for seed in range(200):
         study = Study(seed)
-        fit, interval = fit_curve(study.pilots(STUDY_FRACTIONS), FULL_ROWS, seed=seed)
+        fit, interval = fit_curve(study.pilots(fractions), FULL_ROWS, seed=seed)
         measured = float(study.run(1.0).mean())
         covered += interval.low <= measured <= interval.high
         poor += fit.poor is not None
@@ -99,8 +111,8 @@ def test_the_80_percent_interval_covers_the_full_data_loss_in_70_to_90_percent_o
         assert len(interval.samples) == 200
     assert 140 <= covered <= 180, f"covered {covered} of 200"
     assert poor <= 10  # pilots drawn from the law itself are rarely flagged
-    # Not covered by being vague: the interval is a fraction of the gain the pilots show.
-    assert np.median(widths) < 0.5 * B * (0.2**-BETA - 1)
+    # Not covered by being vague.
+    assert np.median(widths) < max_width
 
 
 def test_shared_item_difficulty_does_not_widen_the_interval() -> None:
