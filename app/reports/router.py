@@ -19,6 +19,7 @@ from app.kit.admission import of_app
 from app.kit.streams import ClosingStreamingResponse, DatabaseStream
 from app.models.base import utcnow
 from app.reports import focus, service
+from app.reports.benefit import BenefitReport, benefit
 from app.reports.forecast import forecast as make_forecast
 from app.reports.schemas import (
     Bucket,
@@ -84,6 +85,15 @@ def spend(
         records = [row.model_dump() for row in report.rows]
         return _csv(list(service.SPEND_COLUMNS), records, "spend.csv")
     return report
+
+
+@router.get("/benefit", response_model=BenefitReport)
+def benefit_by_method(session: SessionDep, filters: ReportFiltersDep) -> BenefitReport:
+    """$ per unit of eval-loss improvement by method: per method, the succeeded jobs that
+    evaluated their base model and their end, what they cost, the eval loss they removed
+    (base - final, in nats per token) and the dollars per nat removed. Compare methods on one
+    dataset's jobs (filter by its tags, e.g. `tag.study=<id>`)."""
+    return benefit(session, filters=filters)
 
 
 @router.get("/forecast", response_model=ForecastReport)

@@ -168,6 +168,9 @@ class CandidateOut(BaseModel):
     predicted_cost_usd: Interval | None
     fit: FitOut | None
     prob_above_target: float | None
+    usd_per_eval_loss_unit: float | None = Field(
+        description="predicted cost over the eval loss it removes from the base model's: $ per nat"
+    )
     note: str | None
 
 

@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
-from app.benefit.analysis import StudyAnalysis
+from app.benefit.analysis import CandidateAnalysis, StudyAnalysis
 from app.errors import Conflict, InvalidInput
 from app.estimates.service import Prepared
 from app.evals import holdout
 from app.evals.service import final_eval
+from app.evals.stats import cost_per_improvement
 from app.jobs import estimates_link, lifecycle, snapshot
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobIn
@@ -263,6 +264,17 @@ def _pilot_out(session: Session, pilot: StudyPilot, job: Job) -> PilotOut:
     )
 
 
+def _per_unit(analysis: StudyAnalysis | None, found: CandidateAnalysis | None) -> float | None:
+    """The candidate's predicted $ per nat of eval loss removed from the base model's."""
+    if analysis is None or analysis.base_eval_loss is None or found is None:
+        return None
+    if found.predicted_cost_usd is None or found.predicted_eval_loss is None:
+        return None
+    return cost_per_improvement(
+        found.predicted_cost_usd.value, analysis.base_eval_loss, found.predicted_eval_loss.value
+    )
+
+
 def to_out(session: Session, study: Study) -> StudyOut:
     """The API view of a study: its pilots as they stand and, once analysed, the analysis."""
     study_in = StudyIn.model_validate(study.spec)
@@ -283,6 +295,7 @@ def to_out(session: Session, study: Study) -> StudyOut:
                 predicted_cost_usd=found.predicted_cost_usd if found else None,
                 fit=found.fit if found else None,
                 prob_above_target=found.prob_above_target if found else None,
+                usd_per_eval_loss_unit=_per_unit(analysis, found),
                 note=found.note if found else None,
             )
         )

@@ -57,6 +57,7 @@ ROUTES: list[tuple[str, str, Scope | None, int]] = [
     ("POST", "/v1/studies/{study_id}/cancel", Scope.SUBMIT, 404),
     ("POST", "/v1/studies/{study_id}/run", Scope.SUBMIT, 404),
     ("GET", "/v1/reports/estimate-vs-actual", Scope.READ, 200),
+    ("GET", "/v1/reports/benefit", Scope.READ, 200),
     ("GET", "/v1/reports/spend", Scope.READ, 200),
     ("GET", "/v1/reports/focus", Scope.READ, 200),
     ("GET", "/v1/reports/forecast", Scope.READ, 200),

@@ -72,7 +72,7 @@ def _end_pilots(study: dict[str, Any]) -> None:
                             item_tokens=tokens,
                         )
                     )
-                job.act_cost_usd = 0.01
+                job.attempts, job.act_cost_usd = 1, 0.01  # its one attempt ran
                 lifecycle.end(session, job, JobStatus.SUCCEEDED, detail="succeeded")
 
 
@@ -141,6 +141,8 @@ def test_the_study_view_shows_the_frontier_curves_and_the_recommendation(
         assert row.locator(".loss").inner_text().startswith(f"{pred['value']:.3f} (")
         assert f"{pred['low']:.3f} \u2013 {pred['high']:.3f}" in row.locator(".loss").inner_text()
         assert row.locator(".pilots").inner_text().count("succeeded") == 3
+        per_unit = float(row.locator(".per-unit").inner_text().removeprefix("$"))
+        assert per_unit == pytest.approx(cand["usd_per_eval_loss_unit"], rel=5e-3)
     assert page.locator("#study-candidates tr.recommended").get_attribute("data-candidate") == "1"
     assert page.locator("#study-run").is_hidden()  # a read key runs nothing
 
@@ -160,3 +162,21 @@ def test_the_chosen_candidate_runs_on_the_full_data_from_the_page(
         assert job["tags"]["study"] == study["id"]
         assert job["status"] == "queued"
         client.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def test_reports_show_dollars_per_unit_of_eval_loss_removed_by_method(
+    page: Any, keys: dict[str, str], study: dict[str, Any], live_api: LiveApi
+) -> None:
+    with live_api.client(keys["read"]) as client:
+        rows = {r["method"]: r for r in client.get("/v1/reports/benefit").json()["rows"]}
+    assert {"lora", "full"} <= set(rows)  # the study's pilots at least
+    log_in(page, keys["read"])
+    page.click("#tabs [data-view=reports]")
+    page.wait_for_selector("#view-reports[data-ready=true]")
+    for method, row in rows.items():
+        cell = page.locator(f"#benefit-table tr[data-method='{method}'] .per-unit")
+        value, shown = row["usd_per_eval_loss_unit"], cell.inner_text()
+        if value is None:
+            assert shown == "-"
+        else:  # three significant figures
+            assert float(shown.removeprefix("$")) == pytest.approx(value, rel=5e-3)

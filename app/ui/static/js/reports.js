@@ -84,6 +84,17 @@ async function errorTable() {
     h("td", {}, pct(r.cost_usd)), h("td", {}, pct(r.gpu_hours)), h("td", { class: "peak", title: `like with like: allocated vs allocated on ${r.peak_compared.allocated} GPU jobs, must-fit vs peak RSS on ${r.peak_compared.per_gpu}` }, pct(r.peak_bytes)))));
 }
 
+const perUnit = (x) => (x == null ? "-" : `$${x.toPrecision(3)}`);
+
+async function benefitTable() {
+  const report = await api("/v1/reports/benefit");
+  $("benefit-table").tBodies[0].replaceChildren(...report.rows.map((r) => h("tr", { "data-method": r.method },
+    h("td", {}, r.method), h("td", {}, r.jobs), h("td", {}, r.cost_usd.toFixed(4)),
+    h("td", {}, r.eval_loss_improvement.toFixed(3)),
+    h("td", { class: "per-unit" }, perUnit(r.usd_per_eval_loss_unit)),
+    h("td", {}, perUnit(r.median_usd_per_eval_loss_unit)))));
+}
+
 // A plain link cannot send the key, so downloads are fetched with it and saved from a blob.
 async function download(button) {
   const resp = await api(button.dataset.url, { raw: true });
@@ -112,6 +123,8 @@ export async function showReports() {
     showReports.load = report(async () => { jobs = await finishedJobs(); scatter(jobs); });
   }
   $("reports-error").textContent = "";
-  await Promise.all([showReports.load(), report(spend)(), report(errorTable)()]);
+  await Promise.all([
+    showReports.load(), report(spend)(), report(errorTable)(), report(benefitTable)(),
+  ]);
   document.getElementById("view-reports").dataset.ready = "true";
 }

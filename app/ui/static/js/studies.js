@@ -115,6 +115,7 @@ function candidateRow(study, c) {
     h("td", { class: "loss" }, interval(c.predicted_eval_loss, loss)),
     h("td", { class: "cost" }, interval(c.predicted_cost_usd, usd)),
     h("td", { class: "above" }, above),
+    h("td", { class: "per-unit" }, c.usd_per_eval_loss_unit == null ? "-" : `$${c.usd_per_eval_loss_unit.toPrecision(3)}`),
     h("td", { class: "fit" }, fit),
     h("td", { class: "pilots" }, pilots.join(" · ")));
 }
