@@ -120,6 +120,14 @@ class EstimateIn(_In):
         None, description="how far the data is from the base model's: low, medium or high"
     )
     lora_tried_and_insufficient: bool = False
+    target_eval_loss: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="the eval loss the fine-tune must reach on an uploaded dataset's held-out "
+        "items: the team's finished jobs on it then say whether LoRA was tried and not enough "
+        "(a finished study of the dataset brings its own target)",
+    )
     available_gpus: dict[str, int] | None = Field(
         None,
         description="GPUs you can actually get, by catalog id, with how many: {'A100-80GB': 8}",
@@ -139,6 +147,15 @@ class EstimateIn(_In):
         if value is not None and any(not 0 <= n <= 4096 for n in value.values()):
             raise ValueError("each available GPU count must be between 0 and 4096")
         return value
+
+    @model_validator(mode="after")
+    def _target_on_held_out_items(self) -> EstimateIn:
+        if self.target_eval_loss is not None and self.dataset.dataset_id is None:
+            raise ValueError(
+                "target_eval_loss is judged on an uploaded dataset's held-out items: give "
+                "dataset.dataset_id, or leave target_eval_loss out"
+            )
+        return self
 
 
 class DatasetCheckOut(BaseModel):

@@ -30,7 +30,7 @@ from app.estimates import reuse
 from app.estimates.schemas import EstimateIn, EstimateOut
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.errors import EstimateInputError
-from app.estimator.evidence import StudyEvidence
+from app.estimator.evidence import Evidence
 from app.estimator.fleet import Fleet
 from app.estimator.model_analysis import ModelAnalysis
 from app.estimator.results import EstimateResult, RangeOut
@@ -118,7 +118,7 @@ def compute(
     catalog: Catalog,
     calibration: CalibrationTable | None,
     speeds: Mapping[str, DeviceSpeed] | None = None,
-    evidence: StudyEvidence | None = None,
+    evidence: Evidence | None = None,
 ) -> EstimateResult:
     """Run the estimator; each input problem it detects becomes a 422 naming the field.
 
@@ -166,7 +166,7 @@ class Inputs:
     catalog: Catalog
     calibration: CalibrationTable
     speeds: dict[str, DeviceSpeed] = field(default_factory=dict)
-    evidence: StudyEvidence | None = None  # the tenant's newest study of this model and dataset
+    evidence: Evidence | None = None  # the tenant's newest study of this model and dataset
 
 
 def gather(
@@ -181,7 +181,11 @@ def gather(
         calibration=current_calibration(session, principal=principal),
         speeds=measured_speeds(session),
         evidence=evidence.latest(
-            session, principal=principal, dataset_id=dataset_id, model_ref=model_ref
+            session,
+            principal=principal,
+            dataset_id=dataset_id,
+            model_ref=model_ref,
+            target_eval_loss=estimate_in.target_eval_loss,
         ),
     )
 

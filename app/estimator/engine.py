@@ -16,7 +16,7 @@ from app.estimator.assemble import dataset_summary, method_result, model_summary
 from app.estimator.calibration_types import CalibrationTable
 from app.estimator.catalog_types import Catalog, GpuSpec
 from app.estimator.errors import EstimateInputError
-from app.estimator.evidence import StudyEvidence
+from app.estimator.evidence import Evidence
 from app.estimator.fleet import ANY, Fleet
 from app.estimator.lora import lora_trainable_params
 from app.estimator.memory import estimate_memory
@@ -82,7 +82,7 @@ def estimate(
     lora_tried_and_insufficient: bool = False,
     available_gpus: AvailableGpus | None = None,
     fleet: Fleet = ANY,
-    evidence: StudyEvidence | None = None,
+    evidence: Evidence | None = None,
 ) -> EstimateResult:
     """Memory, time, cost, plans and a recommendation for each method (cached by inputs).
 
@@ -216,7 +216,7 @@ def _estimate(
     lora_tried_and_insufficient: bool,
     available: dict[str, int | None] | None,
     fleet: Fleet,
-    evidence: StudyEvidence | None,
+    evidence: Evidence | None,
 ) -> EstimateResult:
     workload = build_workload(
         dataset=dataset,

@@ -1,7 +1,9 @@
-"""Evidence from a finished study of the same dataset and model, for the verdict (pure data).
+"""Evidence of what each method reached on the same dataset and model, for the verdict (pure data).
 
-The estimates service reads it from the tenant's newest analysed study (app/benefit/evidence.py)
-and passes it in, as it passes calibration: the estimator itself reads no database.
+Either a finished study's predictions (`StudyEvidence`), or the team's finished full-data jobs
+scored on the dataset's held-out items (`JobsEvidence`). The estimates service reads it
+(app/benefit/evidence.py) and passes it in, as it passes calibration: the estimator itself reads
+no database.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class StudyEvidence:
     candidates: tuple[CandidateEvidence, ...]
     lora_insufficient: bool
     confidence: float | None
+    rule: str = "no adapter is shown to miss the target with 80% confidence"
 
     def summary(self) -> str:
         """The study's numbers in one sentence."""
@@ -55,3 +58,55 @@ class StudyEvidence:
     def key(self) -> str:
         """What identifies this evidence in an estimate's cache key."""
         return f"{self.study_id}:{self.lora_insufficient}:{self.summary()}"
+
+
+@dataclass(frozen=True)
+class TriedJob:
+    """The best finished full-data job of one configuration, scored on the held-out items."""
+
+    name: str
+    method: Method
+    job_id: str
+    eval_loss: float
+    se: float
+    cost_usd: float
+
+    def reached(self) -> str:
+        """'LoRA r16 lr 0.0002 (job_x) reached 1.31 +- 0.02 for $40.00'."""
+        cost = f"${self.cost_usd:,.2f}" if self.cost_usd >= 0.01 else f"${self.cost_usd:.2g}"
+        return (
+            f"{self.name} ({self.job_id}) reached {self.eval_loss:.3g} +- {2 * self.se:.2g} "
+            f"for {cost}"
+        )
+
+
+@dataclass(frozen=True)
+class JobsEvidence:
+    """What the team's finished jobs on this dataset reached against a target.
+
+    `lora_insufficient` (issue #25): adapters were tried at two or more ranks or learning rates,
+    and the best of each is above the target by more than two standard errors.
+    """
+
+    target_eval_loss: float
+    jobs: tuple[TriedJob, ...]
+    lora_insufficient: bool
+    rule: str = (
+        "no adapter tried at two or more ranks or learning rates stays above the target by "
+        "more than two standard errors"
+    )
+
+    def summary(self) -> str:
+        """The jobs' numbers in one sentence."""
+        each = "; ".join(j.reached() for j in self.jobs)
+        return (
+            f"the team's finished jobs on this dataset's held-out items: {each} "
+            f"(target {self.target_eval_loss:.3g})"
+        )
+
+    def key(self) -> str:
+        """What identifies this evidence in an estimate's cache key."""
+        return f"jobs:{self.lora_insufficient}:{self.summary()}"
+
+
+Evidence = StudyEvidence | JobsEvidence

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from app.estimator.evidence import StudyEvidence
+from app.estimator.evidence import Evidence
 from app.estimator.pricing import VariantStorage
 from app.estimator.results import MethodResult, Plan, Recommendation
 from app.estimator.spec import Method
@@ -139,11 +139,12 @@ def recommend(
     domain_shift: DomainShift | None = None,
     lora_tried_and_insufficient: bool = False,
     base_bytes: int | None = None,
-    evidence: StudyEvidence | None = None,
+    evidence: Evidence | None = None,
 ) -> Recommendation:
     """The recommended method among those estimated, with the reasons as sentences.
 
-    `evidence` (a finished study of this model and dataset) decides whether full fine-tuning is
+    `evidence` (a finished study of this model and dataset, or the team's finished jobs on it)
+    decides whether full fine-tuning is
     justified in place of the `domain_shift` and `lora_tried_and_insufficient` the caller states.
     """
     blockers = {m: _blocker(r, budget_usd, plans.get(m, [])) for m, r in results.items()}
@@ -177,7 +178,7 @@ def recommend(
         elif evidence is not None:
             reasons.append(
                 f"Full fine-tuning is not needed on the evidence: {evidence.summary()}; "
-                "no adapter is shown to miss the target with 80% confidence."
+                f"{evidence.rule}."
             )
         elif Method.FULL in results:
             shift = f"domain shift is {domain_shift}" if domain_shift else "no domain shift given"
@@ -206,7 +207,7 @@ def recommend(
 
     if evidence is not None and (domain_shift == "high" or lora_tried_and_insufficient):
         reasons.append(
-            "The study's evidence decides whether full fine-tuning is justified, in place of "
+            "The evidence decides whether full fine-tuning is justified, in place of "
             "the domain_shift or lora_tried_and_insufficient given with the request."
         )
     for m, blocker in blockers.items():
