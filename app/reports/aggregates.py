@@ -92,6 +92,18 @@ def _stats() -> tuple[Stat, ...]:
 
 STATS = _stats()
 STAT_NAMES = tuple(s.name for s in STATS)
+# What the spend report shows, and the counts that say when its sums are empty.
+SPEND_STATS = (
+    "jobs",
+    "spend_n",
+    "spend_usd",
+    "billed_usd",
+    "effective_usd",
+    "gpu_hours_all_n",
+    "gpu_hours_all",
+    "est_cost_all_n",
+    "est_cost_all",
+)
 _BY_NAME = {s.name: s for s in STATS}
 
 Sums = dict[str, float]
@@ -108,8 +120,8 @@ def row_columns() -> list[ColumnElement[Any]]:
 
 
 def read(mapping: Any) -> Sums:
-    """The figures of one result row (a missing sum is 0), empty sums exactly 0."""
-    sums = {name: float(mapping[name] or 0) for name in STAT_NAMES}
+    """The figures of one result row (a sum it lacks or that is null is 0), empty sums 0."""
+    sums = {name: float(mapping.get(name) or 0) for name in STAT_NAMES}
     return settle(sums)
 
 

@@ -107,8 +107,8 @@ def _tenant(filters: ReportFilters) -> ColumnElement[bool]:
     principal = filters.principal
     if principal is None or principal.is_admin:
         return true()
-    if principal.team is not None:
-        return _R.tenant == principal.team
+    if principal.team is not None:  # owner_key is '' on every row of a team (the key order)
+        return and_(_R.tenant == principal.team, _R.owner_key == "")
     return and_(_R.tenant == "", _R.owner_key == principal.key_id)
 
 
@@ -146,11 +146,13 @@ def query(
     grouping: Grouping,
     parts: Split,
     bucket: Any = None,
+    stats: tuple[str, ...] = aggregates.STAT_NAMES,
 ) -> Iterator[tuple[Any, Key, aggregates.Sums]]:
     """(bucket, group, figures) from the rollup rows of the window's whole months and days.
 
-    `bucket`: a SQL expression of `bucket_start` to group by too (None: one bucket). A group
-    column's or tag's null group (jobs without it) is the `*` row less its valued groups.
+    `bucket`: a SQL expression of `bucket_start` to group by too (None: one bucket); `stats`:
+    the figures read (the others are 0). A group column's or tag's null group (jobs without
+    it) is the `*` row less its valued groups.
     """
     if not parts.days and parts.months is None:
         return
@@ -166,7 +168,7 @@ def query(
     if kept is not None:
         where.append(_R.value.in_(kept))
     bucket_col = (bucket if bucket is not None else cast(None, _R.bucket_start.type)).label("b")
-    sums = [func.sum(_R[name]).label(name) for name in aggregates.STAT_NAMES]
+    sums = [func.sum(_R[name]).label(name) for name in stats]
     stmt = (
         select(bucket_col, _R.dim.label("dim"), group.label("grp"), *sums)
         .where(*where)

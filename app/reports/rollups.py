@@ -91,6 +91,12 @@ def _positions(n: int) -> list[Any]:
     return [text(str(i)) for i in range(1, n + 1)]
 
 
+def _key_order() -> list[Any]:
+    """The select's key positions in primary-key order: rows written in it lie where a report
+    reads them together (one dim of one tenant), and concurrent upserts lock in one order."""
+    return [text(str(KEY_COLUMNS.index(c.name) + 1)) for c in report_rollups.primary_key]
+
+
 def _contributions(
     dialect: str, scope: ColumnElement[bool], grains: tuple[str, ...] = GRAINS
 ) -> Select[Any]:
@@ -141,7 +147,7 @@ def _contributions(
     return (
         select(*(rows.c[i] for i in range(len(rows.c))))
         .where(true())  # SQLite's upsert parser needs a WHERE after INSERT ... SELECT
-        .order_by(*_positions(len(KEY_COLUMNS)))
+        .order_by(*_key_order())
     )
 
 
@@ -202,6 +208,7 @@ def rebuild(connection: Connection) -> None:
         select(*keys, *(func.sum(r[name]).label(name) for name in _STAT_COLUMNS))
         .where(r.grain == "day")
         .group_by(*_positions(len(KEY_COLUMNS)))
+        .order_by(*_key_order())
     )
     connection.execute(report_rollups.insert().from_select(columns, months))
     if dialect == "postgresql":

@@ -271,7 +271,10 @@ def _spend_cells(
     parts = rollup_read.split(filters.start, filters.end, months=bucket == "month")
     cells: dict[tuple[str, Group], Sums] = {}
     expr = _rollup_bucket(dialect, bucket)
-    for b, group, sums in rollup_read.query(session, filters, grouping, parts, bucket=expr):
+    figures = rollup_read.query(
+        session, filters, grouping, parts, bucket=expr, stats=aggregates.SPEND_STATS
+    )
+    for b, group, sums in figures:
         _merge(cells, (_day(b), _group(group)), sums)
     for edge in _edges(filters, parts):
         for b, group, sums in _raw_spend(session, edge, grouping, bucket):
