@@ -96,6 +96,21 @@ def _candidate_job(study_in: StudyIn, candidate: CandidateIn) -> JobIn:
     )
 
 
+# Fields of a job body that a candidate sets; the rest (model, dataset, training, hardware) are
+# the study's own and keep their names in an error.
+CANDIDATE_FIELDS = ("method", "lora", "qlora", "learning_rate")
+
+
+def _for_candidate(exc: InvalidInput, index: int) -> InvalidInput:
+    """An estimate's 422 for candidate `index`, naming the candidate's field when it is one."""
+    errors = exc.extra.get("errors") or []
+    loc = [str(p) for p in errors[0]["loc"]] if errors else []
+    if loc and loc[0] not in CANDIDATE_FIELDS:
+        return exc
+    field = ".".join([f"candidates.{index}", *loc])
+    return InvalidInput(f"candidates.{index}: {exc.detail}", field=field)
+
+
 def plan(*, study_in: StudyIn, principal: Principal, full_rows: int) -> Plan:
     """Estimate each candidate on the whole data and price its pilots (CPU work, no connection
     held); 422 naming the field when the pilots cannot run or cost more than the pilot budget."""
@@ -113,7 +128,7 @@ def plan(*, study_in: StudyIn, principal: Principal, full_rows: int) -> Plan:
         try:
             prepared = estimates_link.prepare(job_in=job_in, principal=principal)
         except InvalidInput as exc:
-            raise InvalidInput(f"candidates.{i}: {exc.detail}", field=f"candidates.{i}") from None
+            raise _for_candidate(exc, i) from None
         method = str(candidate.method)
         full = snapshot.take(prepared.result, method=method, max_steps=None)
         costs = []

@@ -160,6 +160,11 @@ def test_pilots_over_the_pilot_budget_are_refused_naming_it(
         ({"candidates": [{"method": "lora"}, {"method": "lora"}]}, "candidates"),
         ({"dataset_id": "ds_nope"}, "dataset_id"),
         ({"pilot_budget_usd": 0}, "pilot_budget_usd"),
+        ({"hardware": {"gpu": "NO-SUCH-GPU"}}, "hardware.gpu"),
+        (
+            {"candidates": [{"method": "lora", "lora": {"target_modules": ["nope"]}}]},
+            "candidates.0",
+        ),
     ],
 )
 def test_bad_studies_are_422_naming_the_field(
