@@ -67,8 +67,15 @@ _SIGN_CODES = (ord("+"), ord("-"))
 NUMBER_PATTERN = f"^{csv_out.NUMBER_PATTERN}$"  # PostgreSQL's ~ searches: anchor it
 # Session settings of the export's transaction: floats printed shortest-exact whatever the
 # server's default; no JIT (compiling the expressions cost more than it saved: 2.5 s of CPU
-# without, 3.9 s with, for 200k rows); a sort of narrow rows mostly in memory.
-SETTINGS = {"extra_float_digits": "1", "jit": "off", "work_mem": "64MB"}
+# without, 3.9 s with, for 200k rows); a sort of narrow rows mostly in memory; no parallel
+# workers (each built the whole tag aggregate again: a tenant's 200k of 210k rows took 7.0-8.0 s
+# with two, 5.3-5.8 s without, on a busy two-core machine).
+SETTINGS = {
+    "extra_float_digits": "1",
+    "jit": "off",
+    "work_mem": "64MB",
+    "max_parallel_workers_per_gather": "0",
+}
 
 
 def _special(name: str) -> Any:
