@@ -11,7 +11,7 @@ and per tag it has, at both grains. Kept in the transaction that writes the job
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Date, Float, PrimaryKeyConstraint, String, Table
+from sqlalchemy import BigInteger, Column, Date, Float, Index, PrimaryKeyConstraint, String, Table
 
 from app.models.base import Base
 
@@ -77,4 +77,6 @@ report_rollups = Table(
         "value",
         name="pk_report_rollups",
     ),
+    # An admin's reports span every tenant: one dim of one grain over a range of buckets.
+    Index("ix_report_rollups_dim_grain_bucket", "dim", "grain", "bucket_start"),
 )
