@@ -34,8 +34,8 @@ cannot say where the curve will bend. The law fitted to them anyway under-predic
 (bench/study_accuracy.py measures this on tiny models), so the prediction then carries the
 pilots' latest fall per doubling on to full data, and the interval is drawn a third each from
 the law's extrapolation (the least gain), that trend, and the trend steepened by
-PRE_POWER_STEEPENING (the most). Such a fit is flagged poor with that reason: larger pilots
-settle it.
+PRE_POWER_STEEPENING (the most). Such a fit is flagged poor with that reason: pilots past the
+bend settle it.
 
 A poor fit says why (`CurveFit.poor`): fewer than three data sizes (three parameters cannot be
 told apart), pilot losses that do not fall with data, beta at a bound of its range (the pilots
