@@ -9,11 +9,16 @@ and it stops its child.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.catalog.service import effective_catalog
@@ -27,6 +32,15 @@ from app.jobs.spec import JobSpec
 from app.models import Dataset, Job, JobAttempt, JobEval, JobEvent, JobStatus
 from app.models.base import utcnow
 from worker.training.messages import ProgressEvent
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long an attempt's last write (its end, its actuals) waits out an unreachable database before
+# giving up: a PostgreSQL restart or a managed failover takes seconds to about a minute; the run's
+# outcome exists only in this process until it is written.
+FINAL_WRITE_RETRY_S = 300.0
+FINAL_WRITE_PAUSE_S = 2.0  # between tries
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,20 @@ def beat(job_id: str, *, attempt: int) -> JobStatus | None:
     return JobStatus(status)
 
 
+def _progress_row(job_id: str, event: ProgressEvent, now: datetime) -> JobEvent:
+    return JobEvent(
+        job_id=job_id,
+        created_at=now,
+        kind="progress",
+        step=event.step,
+        total_steps=event.total_steps,
+        loss=event.loss,
+        tokens=event.tokens,
+        tokens_per_s=event.tokens_per_s,
+        accrued_cost_usd=event.accrued_cost_usd,
+    )
+
+
 def add_progress(job_id: str, *, attempt: int, events: list[ProgressEvent]) -> None:
     """Store progress events as `progress` rows if this attempt still owns the job."""
     if not events:
@@ -134,20 +162,7 @@ def add_progress(job_id: str, *, attempt: int, events: list[ProgressEvent]) -> N
         if session.scalar(select(Job.id).where(owned(job_id, attempt))) is None:
             return
         now = utcnow()
-        session.add_all(
-            JobEvent(
-                job_id=job_id,
-                created_at=now,
-                kind="progress",
-                step=e.step,
-                total_steps=e.total_steps,
-                loss=e.loss,
-                tokens=e.tokens,
-                tokens_per_s=e.tokens_per_s,
-                accrued_cost_usd=e.accrued_cost_usd,
-            )
-            for e in events
-        )
+        session.add_all(_progress_row(job_id, e, now) for e in events)
 
 
 def add_eval(job_id: str, *, attempt: int, point: EvalPoint) -> None:
@@ -173,16 +188,53 @@ def finish(
     detail: str | None,
     error: str | None = None,
     result: Metered | None = None,
+    last_progress: ProgressEvent | None = None,
 ) -> bool:
-    """End the job as `status`, storing what the attempt metered; False if another owns it."""
-    with session_scope() as session:
-        job = session.scalar(select(Job).where(owned(job_id, attempt)).with_for_update())
-        if job is None:
-            return False
-        lifecycle.finish(
-            session, job, attempt=attempt, status=status, detail=detail, error=error, result=result
-        )
-        return True
+    """End the job as `status`, storing what the attempt metered; False if another owns it.
+
+    `last_progress`, the run's last progress event, is stored with the end when the job's events
+    stop short of it (its own write failed: the database was unreachable as the run ended). The
+    write is retried while the database is unreachable, up to FINAL_WRITE_RETRY_S.
+    """
+
+    def write() -> bool:
+        with session_scope() as session:
+            job = session.scalar(select(Job).where(owned(job_id, attempt)).with_for_update())
+            if job is None:
+                return False
+            if last_progress is not None:
+                stored = session.scalar(
+                    select(func.max(JobEvent.step)).where(
+                        JobEvent.job_id == job_id, JobEvent.kind == "progress"
+                    )
+                )
+                if stored is None or stored < last_progress.step:
+                    session.add(_progress_row(job_id, last_progress, utcnow()))
+            lifecycle.finish(
+                session,
+                job,
+                attempt=attempt,
+                status=status,
+                detail=detail,
+                error=error,
+                result=result,
+            )
+            return True
+
+    return until_written(write, what=f"the end of job {job_id}")
+
+
+def until_written(write: Callable[[], T], *, what: str) -> T:
+    """`write()`, tried again while the database is unreachable, up to FINAL_WRITE_RETRY_S."""
+    deadline = time.monotonic() + FINAL_WRITE_RETRY_S
+    while True:
+        try:
+            return write()
+        except OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("writing %s failed: the database is unreachable; trying again", what)
+            time.sleep(FINAL_WRITE_PAUSE_S)
 
 
 def fail_unclaimed(job_id: str, *, reason: str) -> None:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from app.config import get_settings
 from app.evals.points import EvalPoint
 from app.jobs.artifacts import artifact_url
@@ -209,6 +211,7 @@ def _finish(claim: Claim, outcome: runner.RunOutcome, local_artifact: Path) -> N
         detail=detail,
         error=error,
         result=Metered(actuals=actuals, artifact=artifact),
+        last_progress=outcome.last_progress,
     )
 
 
@@ -334,7 +337,10 @@ def _run(claim: Claim, lease: devices.DeviceLease) -> str:
                 grace_s=STOP_GRACE_S,
                 on_start=_record_pid(claim),
             )
-        throttle.flush()
+        try:
+            throttle.flush()
+        except OperationalError:  # the run's last progress goes with its end (job_rows.finish)
+            log.warning("job %s: its last progress event was not written", job_id)
         # Which of the worker's devices the job held: the proof that jobs never share one.
         if outcome.actuals is not None:
             update = {"worker_devices": list(lease.indexes)}
