@@ -248,19 +248,29 @@ def pilots_of(session: Session, study_id: str) -> list[tuple[StudyPilot, Job]]:
 
 
 def cancel(session: Session, *, study_id: str, principal: Principal) -> Study:
-    """Cancel every pilot still queued or running, and the study with them; 409 once it ended."""
-    study = get(session, study_id=study_id, principal=principal, lock=True)
+    """Cancel every pilot still queued or running, and the study with them; 409 once it ended.
+
+    The pilots' job rows are locked before the study's, the order a pilot ending on a worker
+    takes them in (its job, then its study in the job-ended hook), so the two never deadlock.
+    """
+    found = get(session, study_id=study_id, principal=principal)
+    jobs = session.scalars(
+        select(Job)
+        .join(StudyPilot, StudyPilot.job_id == Job.id)
+        .where(StudyPilot.study_id == found.id)
+        .order_by(Job.id)
+        .with_for_update(of=Job)
+    ).all()
+    study = session.get(Study, found.id, with_for_update=True, populate_existing=True)
+    assert study is not None  # just found, and studies are not deleted
     if study.status != StudyStatus.RUNNING:
         raise Conflict(f"study {study.id} already ended: {study.status}")
     study.status = StudyStatus.CANCELLED
     study.finished_at = utcnow()
     study.status_detail = "cancelled; its pilots still queued or running were cancelled"
     session.flush()  # the pilots' job-ended hooks see a study that no longer waits for them
-    for pilot in session.scalars(
-        select(StudyPilot).where(StudyPilot.study_id == study.id).order_by(StudyPilot.job_id)
-    ):
-        job = session.get(Job, pilot.job_id, with_for_update=True)
-        if job is not None and not JobStatus(job.status).is_final:
+    for job in jobs:
+        if not JobStatus(job.status).is_final:
             lifecycle.cancel(session, job)
     session.flush()
     return study
