@@ -22,14 +22,13 @@ from app.benefit.analysis import CandidateAnalysis, StudyAnalysis
 from app.errors import Conflict, InvalidInput
 from app.estimates.service import Prepared
 from app.evals import holdout
-from app.evals.service import final_eval
 from app.evals.stats import cost_per_improvement
 from app.jobs import estimates_link, lifecycle, snapshot
 from app.jobs import service as jobs_service
 from app.jobs.schemas import JobIn
 from app.kit import ids
 from app.kit.pagination import keyset_page
-from app.models import Dataset, Job, JobStatus, Study, StudyPilot, StudyStatus
+from app.models import Dataset, Job, JobEval, JobStatus, Study, StudyPilot, StudyStatus
 from app.models.base import new_id, utcnow
 from app.studies.schemas import (
     CandidateIn,
@@ -276,8 +275,18 @@ def cancel(session: Session, *, study_id: str, principal: Principal) -> Study:
     return study
 
 
-def _pilot_out(session: Session, pilot: StudyPilot, job: Job) -> PilotOut:
-    evaluation = final_eval(session, job_id=job.id) if JobStatus(job.status).is_final else None
+def _finals(session: Session, jobs: list[Job]) -> dict[str, JobEval]:
+    """The final evaluation of each ended job's latest attempt, in one query."""
+    ended = {job.id: job.attempts for job in jobs if JobStatus(job.status).is_final}
+    rows = session.scalars(
+        select(JobEval)
+        .where(JobEval.job_id.in_(list(ended)), JobEval.final.is_(True))
+        .order_by(JobEval.id)
+    )
+    return {row.job_id: row for row in rows if row.attempt == ended[row.job_id]}
+
+
+def _pilot_out(pilot: StudyPilot, job: Job, evaluation: JobEval | None) -> PilotOut:
     return PilotOut(
         job_id=job.id,
         fraction=pilot.fraction,
@@ -305,6 +314,7 @@ def to_out(session: Session, study: Study) -> StudyOut:
     study_in = StudyIn.model_validate(study.spec)
     analysis = StudyAnalysis.model_validate(study.result) if study.result is not None else None
     pilots = pilots_of(session, study.id)
+    finals = _finals(session, [job for _, job in pilots])
     statuses = [JobStatus(job.status) for _, job in pilots]
     candidates = []
     for index, candidate in enumerate(study_in.candidates):
@@ -315,7 +325,9 @@ def to_out(session: Session, study: Study) -> StudyOut:
                 name=candidate.label(),
                 method=candidate.method,
                 settings=candidate,
-                pilots=[_pilot_out(session, p, j) for p, j in pilots if p.candidate == index],
+                pilots=[
+                    _pilot_out(p, j, finals.get(j.id)) for p, j in pilots if p.candidate == index
+                ],
                 predicted_eval_loss=found.predicted_eval_loss if found else None,
                 predicted_cost_usd=found.predicted_cost_usd if found else None,
                 fit=found.fit if found else None,

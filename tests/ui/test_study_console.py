@@ -108,6 +108,11 @@ def study(
     with live_api.client(keys["read"]) as client:
         got = client.get(f"/v1/studies/{resp.json()['id']}").json()
     assert got["status"] == "succeeded", got
+    for cand in got["candidates"]:  # each pilot's final evaluation, near its candidate's curve
+        e, b, beta = LAWS[cand["index"]]
+        for pilot in cand["pilots"]:
+            law = e + b * (pilot["rows"] / got["full_rows"]) ** -beta
+            assert pilot["eval_loss"] == pytest.approx(law, abs=0.05)
     yield got
 
 
