@@ -112,6 +112,23 @@ class Settings(BaseSettings):
     fleet_gpus: Annotated[list[str], NoDecode] | None = Field(
         None, description="comma-separated catalog GPU ids the workers serve; unset: any"
     )
+    # Jobs across nodes (README "Jobs across nodes"): where the other nodes reach this worker
+    # when it hosts a job's rendezvous (node 0), and the ports it offers for that.
+    worker_address: str | None = Field(
+        None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="host name or IP the other nodes of a job reach this worker at; unset: "
+        "the machine's host name",
+    )
+    worker_rendezvous_port: int | None = Field(
+        None,
+        ge=1024,
+        le=65535,
+        description="first TCP port of the rendezvous store this worker hosts for a job across "
+        "nodes (it takes the first free one of as many as it has devices); unset: any free port",
+    )
     worker_lock_dir: Path | None = Field(
         None,
         description="folder of the worker's device lock files (default: the system temp folder)",

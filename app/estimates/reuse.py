@@ -106,6 +106,7 @@ def content_key(
     day: date,
     price_max_age_days: int,
     speeds: Mapping[str, Any] | None = None,
+    fleet: str = "",
 ) -> str:
     """The SHA-256 naming an estimate's content by what it is computed from."""
     inputs = [
@@ -120,6 +121,7 @@ def content_key(
         price_max_age_days,
         # the device speeds live workers measured (an estimate made without them is another)
         repr(sorted((k, repr(v)) for k, v in (speeds or {}).items())),
+        fleet,  # what the workers can run: node size, nodes per job, kinds served
     ]
     return hashlib.sha256(json.dumps(inputs, separators=(",", ":")).encode()).hexdigest()
 
@@ -191,7 +193,7 @@ class Answer:
     day: date
 
 
-answers: Lru[tuple[str, str | None, str, int, str], Answer] = Lru()
+answers: Lru[tuple[str, str | None, str, int, str, str], Answer] = Lru()
 
 
 def heard_since() -> datetime:
@@ -205,8 +207,13 @@ def stamps(session: Session) -> tuple[Any, ...]:
 
 
 def request_key(
-    session: Session, *, estimate_in: EstimateIn, principal: Principal, price_max_age_days: int
-) -> tuple[str, str | None, str, int, str] | None:
+    session: Session,
+    *,
+    estimate_in: EstimateIn,
+    principal: Principal,
+    price_max_age_days: int,
+    fleet: str = "",
+) -> tuple[str, str | None, str, int, str, str] | None:
     """Where the process keeps this request's answer: database, tenant, price age limit and
     request; None when the request reads inputs outside its body (a model folder, an uploaded
     dataset)."""
@@ -215,4 +222,4 @@ def request_key(
     tenant = principal.team if principal.team is not None else None
     owner = "" if principal.team is not None else principal.key_id
     database = str(session.get_bind().engine.url)
-    return database, tenant, owner, price_max_age_days, estimate_in.model_dump_json()
+    return database, tenant, owner, price_max_age_days, fleet, estimate_in.model_dump_json()

@@ -253,10 +253,16 @@ def create_or_reuse(*, estimate_in: EstimateIn, principal: Principal) -> tuple[s
     the estimator or writing a row; otherwise as `create_detached`, its row carrying the key.
     A request this process answered already costs one query (`reuse.STAMPS`).
     """
-    today, max_age = utcnow().date(), get_settings().price_max_age_days
+    settings = get_settings()
+    today, max_age = utcnow().date(), settings.price_max_age_days
+    fleet = repr((settings.gpus_per_node, settings.max_nodes_per_job, settings.fleet_gpus))
     with session_scope() as session:
         where = reuse.request_key(
-            session, estimate_in=estimate_in, principal=principal, price_max_age_days=max_age
+            session,
+            estimate_in=estimate_in,
+            principal=principal,
+            price_max_age_days=max_age,
+            fleet=fleet,
         )
         known = None if where is None else reuse.answers.get(where)
         if known is not None and known.day == today and known.stamps == reuse.stamps(session):
@@ -278,6 +284,7 @@ def create_or_reuse(*, estimate_in: EstimateIn, principal: Principal) -> tuple[s
             speeds=inputs.speeds,
             day=today,
             price_max_age_days=max_age,
+            fleet=fleet,
         )
         found = reuse.find(session, key=key, principal=principal)
         body = b""

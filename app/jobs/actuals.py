@@ -85,6 +85,7 @@ class JobActuals(BaseModel):
     # several devices: one rank per device; tokens and energy above are over every rank, the
     # peak is the largest rank's, GPU-hours and cost bill every device
     world_size: int = Field(1, ge=1, description="ranks the job ran, one per device")
+    nodes: int = Field(1, ge=1, description="worker nodes the ranks ran on")
     strategy: str | None = Field(None, description="single, ddp, fsdp_zero2 or fsdp_zero3")
     peak_memory_per_rank_bytes: list[int] | None = Field(
         None, description="each rank's peak, in rank order"

@@ -36,15 +36,17 @@ def largest_live_worker(session: Session, *, gpu: str, stale_s: float) -> int | 
     )
 
 
-def check(session: Session, *, gpu: str, num_gpus: int, stale_s: float) -> None:
-    """Refuse a job needing more devices than every live worker of its GPU kind has."""
+def check(session: Session, *, gpu: str, num_gpus: int, stale_s: float, nodes: int = 1) -> None:
+    """Refuse a job whose node needs more devices (`num_gpus`, per node) than every live worker
+    of its GPU kind has."""
     largest = largest_live_worker(session, gpu=gpu, stale_s=stale_s)
     if largest is None or num_gpus <= largest:
         return
+    where = "on one worker" if nodes == 1 else f"on each of {nodes} workers (one per node)"
     raise InvalidInput(
-        f"the job needs {num_gpus} x {gpu} on one worker, but the largest live {gpu} worker has "
-        f"{largest} device(s); estimate with hardware.num_gpus of at most {largest}, or start a "
-        f"{gpu} worker with at least {num_gpus} devices (TUNECOST_WORKER_GPU_COUNT)",
+        f"the job needs {num_gpus} x {gpu} {where}, but the largest live {gpu} worker has "
+        f"{largest} device(s); estimate with hardware.num_gpus of at most {largest * nodes}, or "
+        f"start {gpu} workers with at least {num_gpus} devices (TUNECOST_WORKER_GPU_COUNT)",
         field="hardware.num_gpus",
         workers={"gpu": gpu, "largest_device_count": largest},
     )

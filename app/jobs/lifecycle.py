@@ -21,14 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, delete
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict
 from app.jobs import billing, ended, metered
 from app.jobs.provenance import Provenance
 from app.kit import outbox
-from app.models import Job, JobEvent, JobStatus
+from app.models import Job, JobEvent, JobSeat, JobStatus
 from app.models.base import utcnow
 
 # A job runs at most twice: the first attempt and one retry after its worker was lost. A second
@@ -88,6 +88,7 @@ def lose_attempt(session: Session, job: Job, *, reason: str, requeue: bool) -> b
     ends cancelled; one without attempts left ends failed. Otherwise it may run again: re-queued
     and sent after the commit when `requeue`, else left to the caller, who claims it at once.
     """
+    free_seats(session, job)
     billing.close(
         session,
         job=job,
@@ -111,7 +112,7 @@ def lose_attempt(session: Session, job: Job, *, reason: str, requeue: bool) -> b
         job.worker = None
         job.heartbeat_at = None
         add_event(session, job_id=job.id, kind="status", message=job.status_detail)
-        outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue))
+        outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue, copies=job.nodes))
     return True
 
 
@@ -188,7 +189,7 @@ def resend(session: Session, job: Job, *, message: str) -> None:
     """Send a queued job's message again after the commit (its first may be lost); say why."""
     job.updated_at = utcnow()
     add_event(session, job_id=job.id, kind="status", message=message)
-    outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue))
+    outbox.send_after_commit(session, outbox.RunJobMessage(job.id, job.queue, copies=job.nodes))
 
 
 def end(
@@ -204,6 +205,7 @@ def end(
     The status event says `message`, else `detail`, else the error of a failed job.
     """
     assert status.is_final, f"{status} is not a final state"
+    free_seats(session, job)
     job.status = status
     job.finished_at = utcnow()
     job.status_detail = detail
@@ -211,6 +213,13 @@ def end(
     add_event(session, job_id=job.id, kind="status", message=text)
     for hook in END_HOOKS:
         hook(session, job)
+
+
+def free_seats(session: Session, job: Job) -> None:
+    """End the gang of a job across nodes: its seats go, and a node still running sees that
+    and stops its ranks (app/jobs/gang.py)."""
+    if job.nodes > 1:
+        session.execute(delete(JobSeat).where(JobSeat.job_id == job.id))
 
 
 def _stamp(when: datetime | None) -> str:

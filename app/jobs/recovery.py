@@ -61,7 +61,7 @@ def resend_queued(session: Session, *, older_than_s: float, stale_s: float) -> l
         select(WorkerNode.hostname)
         .where(
             WorkerNode.gpu == Job.gpu,
-            WorkerNode.device_count >= Job.num_gpus,
+            WorkerNode.device_count * Job.nodes >= Job.num_gpus,
             WorkerNode.last_seen_at >= now - timedelta(seconds=stale_s),
         )
         .exists()
@@ -107,6 +107,11 @@ def live_worker_count(session: Session, *, gpu: str, stale_s: float, num_gpus: i
     return len(rows)
 
 
-def no_worker_detail(queue: str) -> str:
-    """The status detail of a queued job that no live worker can take."""
-    return f"no live worker for {queue}; the job waits in the queue"
+def no_worker_detail(queue: str, *, nodes: int = 1, live: int = 0) -> str:
+    """The status detail of a queued job that too few live workers can take."""
+    if nodes == 1:
+        return f"no live worker for {queue}; the job waits in the queue"
+    return (
+        f"the job needs {nodes} live workers for {queue} (one per node) and {live} are live; "
+        "it waits in the queue"
+    )

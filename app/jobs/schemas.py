@@ -136,7 +136,8 @@ class JobOut(BaseModel):
     method: Method
     model_ref: str
     gpu: str
-    num_gpus: int
+    num_gpus: int = Field(description="devices over every node")
+    nodes: int = Field(1, description="worker nodes the job spans, num_gpus / nodes on each")
     provider: str | None
     pricing: str
     queue: str

@@ -189,6 +189,7 @@ def create(
             "max_cost_usd": job_in.max_cost_usd,
             "price_per_gpu_hour": snap.price_per_gpu_hour,
             "num_gpus": snap.num_gpus,
+            "nodes": snap.nodes,
             "strategy": snap.method_result.strategy,  # the plan's; the worker runs it
             "flops_per_token": snap.flops_per_token,
             "eval_fraction": job_in.eval_fraction,
@@ -210,9 +211,14 @@ def create(
 
     settings = get_settings()
     capacity.check(
-        session, gpu=snap.gpu, num_gpus=snap.num_gpus, stale_s=settings.heartbeat_stale_s
+        session,
+        gpu=snap.gpu,
+        num_gpus=spec.gpus_per_node,
+        nodes=spec.nodes,
+        stale_s=settings.heartbeat_stale_s,
     )
-    queue = queue_for(snap.gpu, snap.num_gpus)
+    # A job across nodes is one message per node, each taken by a worker with a node's devices.
+    queue = queue_for(snap.gpu, spec.gpus_per_node)
     job = Job(
         id=new_id("job"),
         status=JobStatus.QUEUED,
@@ -220,6 +226,7 @@ def create(
         model_ref=estimate.model_ref,
         gpu=snap.gpu,
         num_gpus=snap.num_gpus,
+        nodes=spec.nodes,
         provider=snap.provider,
         pricing=snap.pricing,
         queue=queue,
@@ -243,10 +250,10 @@ def create(
         attempts=0,
     )
     live = live_worker_count(
-        session, gpu=snap.gpu, num_gpus=snap.num_gpus, stale_s=settings.heartbeat_stale_s
+        session, gpu=snap.gpu, num_gpus=spec.gpus_per_node, stale_s=settings.heartbeat_stale_s
     )
-    if live == 0:
-        job.status_detail = no_worker_detail(queue)
+    if live < spec.nodes:
+        job.status_detail = no_worker_detail(queue, nodes=spec.nodes, live=live)
     session.flush()  # everything before the job (e.g. the estimate it implies) is written
     # Budgets last, just before the insert: their locks are held until the commit, so as briefly
     # as the submit allows (app/budgets/guard.py).
@@ -289,7 +296,10 @@ def create(
         alerts.after_submit(session, counted=counted, added_usd=added, now=now)
         implied = estimate.id if prepared is not None else None
         outbox.send_after_commit(
-            session, outbox.RunJobMessage(job.id, queue, undo=_undo_submit(job.id, implied))
+            session,
+            outbox.RunJobMessage(
+                job.id, queue, undo=_undo_submit(job.id, implied), copies=spec.nodes
+            ),
         )
     except IntegrityError:
         if idempotency_key is None:
@@ -365,12 +375,15 @@ def refresh(session: Session, *, job: Job) -> None:
         session.refresh(job)
     if job.status == JobStatus.QUEUED:
         live = live_worker_count(
-            session, gpu=job.gpu, num_gpus=job.num_gpus, stale_s=settings.heartbeat_stale_s
+            session,
+            gpu=job.gpu,
+            num_gpus=job.num_gpus // job.nodes,
+            stale_s=settings.heartbeat_stale_s,
         )
-        missing = no_worker_detail(job.queue)
-        if live == 0 and job.status_detail is None:
+        missing = no_worker_detail(job.queue, nodes=job.nodes, live=live)
+        if live < job.nodes and job.status_detail is None:
             job.status_detail = missing
-        elif live > 0 and job.status_detail == missing:
+        elif live >= job.nodes and job.status_detail == missing:
             job.status_detail = None
         session.flush()
 

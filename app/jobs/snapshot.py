@@ -30,6 +30,7 @@ class Snapshot:
     method_result: MethodResult
     gpu: str
     num_gpus: int
+    nodes: int  # worker nodes the plan's devices span
     provider: str | None
     pricing: str
     price_per_gpu_hour: float | None
@@ -96,6 +97,7 @@ def take(
         method_result=mr,
         gpu=mr.gpu,
         num_gpus=mr.num_gpus,
+        nodes=mr.nodes,
         provider=mr.provider,
         pricing=mr.pricing,
         price_per_gpu_hour=mr.price_per_gpu_hour,

@@ -75,7 +75,8 @@ class ModelRef(BaseModel):
 class JobSpec(BaseModel):
     """One fine-tune as submitted and resolved: method, model, settings, budget and price.
 
-    `num_gpus` is the plan's device count and `strategy` how its ranks share the work.
+    `num_gpus` is the plan's device count over its `nodes` worker nodes and `strategy` how its
+    ranks share the work.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,7 +89,8 @@ class JobSpec(BaseModel):
     max_steps: int | None = Field(None, ge=1)
     max_cost_usd: float | None = Field(None, gt=0, description="the whole job's budget")
     price_per_gpu_hour: float = Field(0.0, ge=0)
-    num_gpus: int = Field(1, ge=1)
+    num_gpus: int = Field(1, ge=1, description="devices over every node")
+    nodes: int = Field(1, ge=1, description="worker nodes the job spans, num_gpus split evenly")
     strategy: Strategy | None = Field(
         None, description="how ranks share the work (the estimate's); default training.sharding"
     )
@@ -126,6 +128,20 @@ class JobSpec(BaseModel):
     def _levers_decided(cls, training: TrainingSpec) -> TrainingSpec:
         # A job runs with every lever decided: the plan's choice, else the plain default.
         return training.resolved()
+
+    @model_validator(mode="after")
+    def _whole_nodes(self) -> JobSpec:
+        if self.num_gpus % self.nodes:
+            raise ValueError(
+                f"num_gpus={self.num_gpus} does not split into {self.nodes} nodes of equal size; "
+                f"give a multiple of {self.nodes}"
+            )
+        return self
+
+    @property
+    def gpus_per_node(self) -> int:
+        """Devices (ranks) on each node."""
+        return self.num_gpus // self.nodes
 
     @property
     def lr(self) -> float:

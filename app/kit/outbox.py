@@ -39,6 +39,7 @@ class RunJobMessage:
     job_id: str
     queue: str
     undo: Callable[[Session], None] | None = None
+    copies: int = 1  # a job across nodes: one message per node (app/jobs/gang.py)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def flush(session: Session) -> None:
             _send_task(message)
             continue
         try:
-            queue.enqueue_job(message.job_id, queue=message.queue)
+            for _ in range(message.copies):
+                queue.enqueue_job(message.job_id, queue=message.queue)
         except Exception as exc:  # any transport error: the broker did not take the message
             if message.undo is None:
                 log.warning(

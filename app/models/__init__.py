@@ -9,6 +9,7 @@ from app.models.estimate import Estimate
 from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus, JobTag
 from app.models.job_attempt import JobAttempt
 from app.models.job_eval import JobEval
+from app.models.job_seat import JobSeat, SeatState
 from app.models.price_import import ImportedPrice, PriceImport
 from app.models.rate_card import RateCardLine
 from app.models.report_rollup import report_rollups
@@ -39,12 +40,14 @@ __all__ = [
     "JobAttempt",
     "JobEval",
     "JobEvent",
+    "JobSeat",
     "JobStatus",
     "JobTag",
     "PriceImport",
     "PriceOverride",
     "RateCardLine",
     "Scope",
+    "SeatState",
     "Study",
     "StudyPilot",
     "StudyStatus",

@@ -102,7 +102,8 @@ class Job(TimestampMixin, Base):
     method: Mapped[str] = mapped_column(String(16), index=True)
     model_ref: Mapped[str] = mapped_column(String(300), index=True)
     gpu: Mapped[str] = mapped_column(String(64), index=True)
-    num_gpus: Mapped[int]
+    num_gpus: Mapped[int]  # over every node
+    nodes: Mapped[int] = mapped_column(default=1, server_default="1")
     provider: Mapped[str | None] = mapped_column(String(64), index=True)
     pricing: Mapped[str] = mapped_column(String(16))
     queue: Mapped[str] = mapped_column(String(100))
