@@ -63,13 +63,17 @@ class Skip:
     reason: str
 
 
-def claim(job_id: str, *, hostname: str) -> Claim | Skip:
+BeforeClaim = Callable[[Session, Job], str | None]
+
+
+def claim(job_id: str, *, hostname: str, before: BeforeClaim | None = None) -> Claim | Skip:
     """Mark the job running on `hostname` if nobody else runs it; idempotent per delivery.
 
     Queued → claimed. Running with a fresh heartbeat on another worker → skipped. Running on this
     worker (the process that ran it died: while it lives, its job lock in worker/devices.py keeps
     other deliveries from getting here) or with a stale heartbeat → claimed again if attempts
-    remain, else failed. Final → skipped.
+    remain, else failed. Final → skipped. `before(session, job)`, under the job's lock just
+    before the claim, may refuse it with a reason (a gang that is not complete: app/jobs/gang.py).
     """
     settings = get_settings()
     with session_scope() as session:
@@ -94,19 +98,53 @@ def claim(job_id: str, *, hostname: str) -> Claim | Skip:
         except ValidationError as exc:
             lifecycle.fail(session, job, error=f"the stored job spec is not valid: {exc}")
             return Skip(f"job {job_id}: {job.error}")
+        if before is not None:
+            refused = before(session, job)
+            if refused is not None:
+                return Skip(refused)
         lifecycle.claim(
             session, job, worker=hostname, provenance=_provenance(session, job, settings), now=now
         )
-        dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
-        return Claim(
-            job_id=job.id,
-            attempt=job.attempts,
-            spec=spec,
-            dataset_url=dataset.storage_path if dataset else None,
-            dataset_columns=dataset.stats.get("columns") if dataset else None,
-            started_at_epoch=now.timestamp(),
-            billed_usd=job.act_cost_usd or 0.0,
+        return _claim_of(session, job, spec, started_at=now)
+
+
+def _claim_of(session: Session, job: Job, spec: JobSpec, *, started_at: datetime) -> Claim:
+    dataset = session.get(Dataset, job.dataset_id) if job.dataset_id else None
+    return Claim(
+        job_id=job.id,
+        attempt=job.attempts,
+        spec=spec,
+        dataset_url=dataset.storage_path if dataset else None,
+        dataset_columns=dataset.stats.get("columns") if dataset else None,
+        started_at_epoch=started_at.timestamp(),
+        billed_usd=job.act_cost_usd or 0.0,
+    )
+
+
+def running_claim(job_id: str, *, attempt: int) -> Claim | Skip:
+    """What a node other than 0 of a job across nodes runs: the attempt node 0 claimed."""
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(owned(job_id, attempt)))
+        if job is None:
+            return Skip(f"job {job_id} no longer runs attempt {attempt}")
+        started = session.scalar(
+            select(JobAttempt.started_at).where(
+                JobAttempt.job_id == job_id, JobAttempt.attempt == attempt
+            )
         )
+        spec = JobSpec.model_validate(job.spec)
+        return _claim_of(session, job, spec, started_at=started or job.started_at or utcnow())
+
+
+def lose(job_id: str, *, attempt: int, reason: str) -> bool:
+    """This attempt lost a node (`reason` names it): re-queue the job or end it, as a lost
+    worker's attempt is; False if another attempt owns the job."""
+    with session_scope() as session:
+        job = session.scalar(select(Job).where(owned(job_id, attempt)).with_for_update())
+        if job is None:
+            return False
+        lifecycle.lose_attempt(session, job, reason=reason, requeue=True)
+        return True
 
 
 def _provenance(session: Session, job: Job, settings: Settings) -> provenance.Provenance:
@@ -245,15 +283,23 @@ def fail_unclaimed(job_id: str, *, reason: str) -> None:
             lifecycle.fail(session, job, error=reason)
 
 
-def devices_needed(job_id: str) -> int | None:
-    """How many devices the job needs; None when it is gone or has ended (nothing to run)."""
+@dataclass(frozen=True)
+class Need:
+    """What one node of a job takes of its worker: its devices, and how many nodes there are."""
+
+    devices: int
+    nodes: int
+
+
+def devices_needed(job_id: str) -> Need | None:
+    """The devices each node of the job needs; None when it is gone or has ended."""
     with session_scope() as session:
         row = session.execute(
-            select(Job.num_gpus, Job.status).where(Job.id == job_id)
+            select(Job.num_gpus, Job.nodes, Job.status).where(Job.id == job_id)
         ).one_or_none()
     if row is None or JobStatus(row.status).is_final:
         return None
-    return int(row.num_gpus)
+    return Need(devices=int(row.num_gpus) // int(row.nodes), nodes=int(row.nodes))
 
 
 def note_waiting(job_id: str, *, detail: str) -> None:

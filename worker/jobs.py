@@ -1,8 +1,8 @@
-"""The `tunecost.run_job` task: claim the job, train it in a child process, meter and store it.
+"""One attempt of a job on this worker: claim it, train it in a child process, meter and store it.
 
-The task takes only the job id and reloads the row; it is safe to deliver twice (acks are late).
-It first takes the job's `num_gpus` devices of its worker (worker/devices.py; the job stays
-queued while they are held by other jobs), then claims the job and trains on those devices.
+The `tunecost.run_job` task (worker/tasks.py) first takes the job's devices of its worker
+(worker/devices.py; the job stays queued while they are held by other jobs), then claims the job
+here and trains on those devices (a job across nodes runs one node here: worker/gang.py).
 The training runs in a spawned child (worker/training/runner.py) so that cancel and budget stops
 really end it. While it runs, this process writes throttled progress events, refreshes the job's
 heartbeat and polls for a cancel request in one query every few seconds.
@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,11 +27,9 @@ from app.evals.points import EvalPoint
 from app.jobs.artifacts import artifact_url
 from app.jobs.metered import Artifact, Metered
 from app.kit import redact
-from app.kit.queue import RUN_JOB_TASK
 from app.kit.storage import open_file
 from app.models import JobStatus
 from worker import devices, job_rows
-from worker.celery_app import celery_app
 from worker.job_rows import Claim
 from worker.training import runner
 from worker.training.messages import PhaseEvent, PipeMessage, ProgressEvent
@@ -46,16 +43,14 @@ PROGRESS_EVERY_S = 2.0  # progress rows at most this often per job (and always t
 MAX_CHECK_S = 2.0
 STOP_GRACE_S = 5.0  # SIGTERM → SIGKILL: time for a step to finish and a small artifact to save
 COPY_CHUNK_BYTES = 1024 * 1024
-# A job waiting for its worker's devices asks the database at most this often whether it was
-# cancelled meanwhile (the wait itself looks at the device locks every WAIT_POLL_S).
-DEVICE_WAIT_CHECK_S = 5.0
 
 
 class JobInputError(Exception):
     """Something the job needs is missing (its dataset file, say): the job fails with this."""
 
 
-def _copy_dataset(url: str | None, dest_dir: Path) -> Path:
+def copy_dataset(url: str | None, dest_dir: Path) -> Path:
+    """Copy the job's dataset from storage into `dest_dir`; its local path."""
     if not url:
         raise JobInputError("the job's dataset was deleted; upload it again and resubmit")
     # The stored name's suffix (data.csv.gz, data.parquet...) tells a CSV apart from JSON Lines.
@@ -69,8 +64,11 @@ def _copy_dataset(url: str | None, dest_dir: Path) -> Path:
     return local
 
 
-def launch_of(claim: Claim, *, dataset_path: Path) -> Launch:
-    """The claimed job's spec and this attempt's run context, as the training child takes them."""
+def launch_of(
+    claim: Claim, *, dataset_path: Path, node_index: int = 0, rendezvous: str | None = None
+) -> Launch:
+    """The claimed job's spec and this attempt's run context, as the training child takes them
+    (on node `node_index` of a job across nodes, whose ranks meet at `rendezvous`)."""
     return Launch(
         spec=claim.spec,
         run=RunContext(
@@ -80,6 +78,8 @@ def launch_of(claim: Claim, *, dataset_path: Path) -> Launch:
             model_roots=[str(p) for p in get_settings().resolved_model_roots()],
             started_at=claim.started_at_epoch,
             billed_usd=claim.billed_usd,  # the budget is the job's, not the attempt's
+            node_index=node_index,
+            rendezvous=rendezvous,
         ),
     )
 
@@ -117,7 +117,9 @@ def _upload_artifact(job_id: str, local_dir: Path) -> tuple[str, int, int]:
     return url, total, weights
 
 
-def _event_writer(claim: Claim) -> runner.EventCallback:
+def event_writer(claim: Claim) -> runner.EventCallback:
+    """The callback that stores the child's phases, progress and eval points on the job."""
+
     def write(message: PipeMessage) -> None:
         if isinstance(message, EvalPoint):
             job_rows.add_eval(claim.job_id, attempt=claim.attempt, point=message)
@@ -134,7 +136,7 @@ def _event_writer(claim: Claim) -> runner.EventCallback:
     return write
 
 
-class _Watch:
+class Watch:
     """Heartbeat and cancel poll in one query every few seconds, from a thread.
 
     It beats for the whole attempt (copying the dataset, training, uploading the artifact), so
@@ -150,7 +152,7 @@ class _Watch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tunecost-job-beat", daemon=True)
 
-    def __enter__(self) -> _Watch:
+    def __enter__(self) -> Watch:
         self._thread.start()
         return self
 
@@ -177,7 +179,9 @@ class _Watch:
                 self.cancelled = True
 
 
-def _record_pid(claim: Claim) -> Callable[[runner.TrainingChild], None]:
+def record_pid(claim: Claim) -> Callable[[runner.TrainingChild], None]:
+    """The callback that records the training process's pid as a status event."""
+
     def on_start(child: runner.TrainingChild) -> None:
         job_rows.add_status_event(
             claim.job_id,
@@ -188,7 +192,8 @@ def _record_pid(claim: Claim) -> Callable[[runner.TrainingChild], None]:
     return on_start
 
 
-def _finish(claim: Claim, outcome: runner.RunOutcome, local_artifact: Path) -> None:
+def finish_attempt(claim: Claim, outcome: runner.RunOutcome, local_artifact: Path) -> None:
+    """End the claimed attempt as its outcome says, uploading the artifact it saved."""
     actuals = outcome.actuals
     status = JobStatus(outcome.status)
     artifact = None
@@ -215,60 +220,8 @@ def _finish(claim: Claim, outcome: runner.RunOutcome, local_artifact: Path) -> N
     )
 
 
-@celery_app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_job(job_id: str) -> str:
-    """Run job `job_id` to its end; returns a one-line summary (for the worker's log)."""
-    hostname = run_job.request.hostname or "worker"
-    settings = get_settings()
-    with devices.running_job(nodename=hostname, settings=settings, job_id=job_id) as ours:
-        if not ours:
-            log.info("run_job %s skipped: another process of this worker runs it", job_id)
-            return "skipped: another process of this worker runs it"
-        allocator = devices.Allocator(devices.worker_devices(nodename=hostname, settings=settings))
-        lease = _take_devices(job_id, hostname=hostname, allocator=allocator)
-        if isinstance(lease, str):
-            return lease
-        with lease:
-            return _claim_and_run(job_id, hostname=hostname, lease=lease)
-
-
-def _take_devices(
-    job_id: str, *, hostname: str, allocator: devices.Allocator
-) -> devices.DeviceLease | str:
-    """The job's devices once they are free (the job stays queued meanwhile), or why not."""
-    needed = job_rows.devices_needed(job_id)
-    if needed is None:
-        return f"skipped: job {job_id} is gone or has ended"
-    if needed > allocator.total:
-        # Only a worker started with a hand-written -Q list gets here: the queue of each job
-        # size names it, and a worker consumes only the sizes it has devices for.
-        reason = (
-            f"the job needs {needed} devices but worker {hostname} has {allocator.total}; it "
-            f"was sent to a worker that consumes a queue of a size it cannot hold"
-        )
-        job_rows.fail_unclaimed(job_id, reason=reason)
-        return f"failed: {reason}"
-    lease = allocator.try_acquire(needed)
-    if lease is not None:
-        return lease
-    job_rows.note_waiting(
-        job_id,
-        detail=f"waiting on {hostname} for {needed} of its {allocator.total} devices to be free",
-    )
-    next_check = time.monotonic() + DEVICE_WAIT_CHECK_S
-
-    def ended() -> bool:
-        nonlocal next_check
-        if time.monotonic() < next_check:
-            return False
-        next_check = time.monotonic() + DEVICE_WAIT_CHECK_S
-        return job_rows.devices_needed(job_id) is None  # cancelled or deleted while waiting
-
-    lease = allocator.acquire(needed, should_stop=ended)
-    return lease if lease is not None else f"skipped: job {job_id} ended while waiting for devices"
-
-
-def _claim_and_run(job_id: str, *, hostname: str, lease: devices.DeviceLease) -> str:
+def claim_and_run(job_id: str, *, hostname: str, lease: devices.DeviceLease) -> str:
+    """Claim job `job_id` for `hostname` and train it on `lease`; a one-line summary."""
     claimed = job_rows.claim(job_id, hostname=hostname)
     if isinstance(claimed, job_rows.Skip):
         log.info("run_job %s skipped: %s", job_id, claimed.reason)
@@ -289,7 +242,7 @@ def _claim_and_run(job_id: str, *, hostname: str, lease: devices.DeviceLease) ->
 
 
 @contextlib.contextmanager
-def _pinned(cores: set[int] | None) -> Iterator[None]:
+def pinned(cores: set[int] | None) -> Iterator[None]:
     """Run the block (and the training child it spawns, which inherits it) on `cores` only.
 
     A job on logical CPU devices gets its devices' share of the cores, so jobs running side by
@@ -311,23 +264,23 @@ def _run(claim: Claim, lease: devices.DeviceLease) -> str:
     job_id = claim.job_id
     held = ",".join(str(i) for i in lease.indexes)
     cores = lease.cores()
-    pinned = f"; cores {','.join(map(str, sorted(cores)))}" if cores is not None else ""
+    on_cores = f"; cores {','.join(map(str, sorted(cores)))}" if cores is not None else ""
     job_rows.add_status_event(
         job_id,
         attempt=claim.attempt,
-        message=f"holds device(s) {held} of its worker ({', '.join(lease.device_ids())}{pinned})",
+        message=f"holds device(s) {held} of its worker ({', '.join(lease.device_ids())}{on_cores})",
     )
-    with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp, _Watch(claim) as watch:
+    with tempfile.TemporaryDirectory(prefix=f"tunecost-{job_id}-") as tmp, Watch(claim) as watch:
         work = Path(tmp)
         try:
-            launch = launch_of(claim, dataset_path=_copy_dataset(claim.dataset_url, work))
+            launch = launch_of(claim, dataset_path=copy_dataset(claim.dataset_url, work))
         except JobInputError as exc:
             job_rows.finish(
                 job_id, attempt=claim.attempt, status=JobStatus.FAILED, detail=None, error=str(exc)
             )
             return f"failed: {exc}"
-        throttle = runner.Throttle(_event_writer(claim), interval_s=PROGRESS_EVERY_S)
-        with _pinned(cores):
+        throttle = runner.Throttle(event_writer(claim), interval_s=PROGRESS_EVERY_S)
+        with pinned(cores):
             outcome = runner.run_job(
                 launch,
                 devices=lease.device_ids(),
@@ -335,7 +288,7 @@ def _run(claim: Claim, lease: devices.DeviceLease) -> str:
                 on_event=throttle,
                 should_cancel=watch.should_cancel,
                 grace_s=STOP_GRACE_S,
-                on_start=_record_pid(claim),
+                on_start=record_pid(claim),
             )
         try:
             throttle.flush()
@@ -349,5 +302,5 @@ def _run(claim: Claim, lease: devices.DeviceLease) -> str:
             return f"abandoned: job {job_id} was taken over by another attempt"
         if watch.cancelled and outcome.status == "failed" and outcome.error_kind == "child_died":
             outcome.status = "cancelled"  # killed after the grace period: still a cancel
-        _finish(claim, outcome, work / "artifact")
+        finish_attempt(claim, outcome, work / "artifact")
     return f"{outcome.status}: job {job_id}"

@@ -27,7 +27,13 @@ IDLE_HARDWARE = {"gpu": "V100-16GB", "provider": "aws"}
 
 @contextmanager
 def device_worker(
-    env: ServiceEnv, *, gpu: str, name: str, log: Path, devices: int = 2
+    env: ServiceEnv,
+    *,
+    gpu: str,
+    name: str,
+    log: Path,
+    devices: int = 2,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[WorkerProcess]:
     """A worker of `gpu` that counts `devices` devices and sizes its own pool (one process per
     device), as a worker on a multi-GPU machine does."""
@@ -36,7 +42,7 @@ def device_worker(
         gpu=gpu,
         hostname=f"{name}-{uuid.uuid4().hex[:6]}",
         log=log,
-        extra_env={"TUNECOST_WORKER_GPU_COUNT": str(devices)},
+        extra_env={"TUNECOST_WORKER_GPU_COUNT": str(devices), **(extra_env or {})},
         concurrency=None,
     ) as worker:
         yield worker

@@ -52,6 +52,7 @@ class Ranks:
     world_size: int
     device: torch.device
     strategy: str = "single"
+    local_rank: int = 0  # on its node: a job across nodes has several ranks 0..n-1 locally
 
     @property
     def is_main(self) -> bool:
@@ -118,7 +119,7 @@ def join_group(launch: Launch, strategy: str) -> Ranks:
     world = int(os.environ["WORLD_SIZE"])
     if world != launch.spec.num_gpus:
         raise JobSpecError(f"launched {world} ranks for a job of {launch.spec.num_gpus} devices")
-    local = int(os.environ.get("LOCAL_RANK", rank))
+    local = int(os.environ.get("LOCAL_RANK", rank))  # the rank on this node
     wanted = launch.run.device
     if wanted != "cpu" and torch.cuda.is_available():
         device = torch.device("cuda", local)
@@ -130,7 +131,7 @@ def join_group(launch: Launch, strategy: str) -> Ranks:
         device = torch.device("cpu")
         backend = "gloo"  # run_training gives each CPU rank its share of the cores
     dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT, device_id=_device_id(device))
-    return Ranks(rank=rank, world_size=world, device=device, strategy=strategy)
+    return Ranks(rank=rank, world_size=world, device=device, strategy=strategy, local_rank=local)
 
 
 def _device_id(device: torch.device) -> torch.device | None:

@@ -11,6 +11,7 @@ its shard of the micro-batches, and rank 0 alone saves and meters the whole job.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -177,8 +178,9 @@ class TrainingRecipe:
         ranks = self.ranks
         device = ranks.device if ranks.distributed else _pick_device(self.run.device)
         if device.type == "cpu":
-            # The ranks of one job share the cores one job may use.
-            threads = cpu_threads(get_settings().worker_cpu_threads) // ranks.world_size
+            # The ranks of one job on this node share the cores the node's share of it may use.
+            local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size))
+            threads = cpu_threads(get_settings().worker_cpu_threads) // local_ranks
             torch.set_num_threads(max(1, threads))
         if device.type == "cuda":
             # CUDA starts lazily, and resetting the peak before its allocator exists raises
@@ -332,7 +334,10 @@ class TrainingRecipe:
         """Stop the meters and return what the run spent and did (None on ranks other than 0:
         rank 0 gathers every rank's peak memory and reports for the job)."""
         spec, loaded, device = self.spec, setup.loaded, setup.device
-        energy_kwh = setup.energy.stop()
+        # Each node's local rank 0 reads its node's devices; the job's energy is their sum.
+        node_energy = setup.energy.stop() if self.ranks.local_rank == 0 else None
+        energies = [e for e in self.ranks.gather(node_energy) if e is not None]  # a collective
+        energy_kwh = sum(energies) if energies else None
         peaks = self.ranks.gather(metering.peak_memory(device.type))  # a collective
         if not self.ranks.is_main:
             return None
@@ -361,6 +366,7 @@ class TrainingRecipe:
             device_kind=kind,
             device_name=setup.device_info.name if device.type == "cuda" else metering.cpu_name(),
             num_gpus=spec.num_gpus,
+            nodes=spec.nodes,
             wall_s=wall_s,
             startup_s=setup.startup_s,
             train_s=train_s,

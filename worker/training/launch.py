@@ -16,6 +16,12 @@ fails at the process group's timeout at worst. Ranks die with the launcher (PDEA
 parent kills the whole process tree when its grace period ends, so no process outlives the job.
 Torch is imported here only inside the functions: the worker process that imports the runner
 must not load it (the parent stays small and CUDA-free).
+
+A job across nodes (spec.nodes > 1) runs one such launcher per node, each started by its own
+worker: torch's static rendezvous puts node k's ranks at k x gpus_per_node + local rank, on a
+TCPStore that node 0's agent hosts at `run.rendezvous` (app/jobs/gang.py publishes it). Rank 0
+(on node 0) reports for the job; the other nodes' launchers end with `done`. A node whose peer
+dies sees its collectives fail (the peer's sockets close) and ends like a failed rank.
 """
 
 from __future__ import annotations
@@ -47,16 +53,21 @@ from worker.training.messages import (
 
 SHUTDOWN_S = 3  # agent: SIGTERM to SIGKILL for ranks, inside the parent's own grace (5 s)
 MONITOR_S = 0.1  # how often the agent looks at its ranks (torchrun's default is 0.1 s too)
-RENDEZVOUS_TIMEOUT_S = 300  # all ranks are local: they meet as soon as they have imported torch
+# Local ranks meet as soon as they have imported torch; the nodes of a job across nodes start
+# their launchers within seconds of each other, once their gang is complete (app/jobs/gang.py).
+RENDEZVOUS_TIMEOUT_S = 300
 
 
 class RankRelay(threading.Thread):
     """Reads every rank's pipe: forwards rank 0's phases and progress, keeps the endings."""
 
-    def __init__(self, readers: list[MpConnection], conn: Connection) -> None:
+    def __init__(
+        self, readers: list[MpConnection], conn: Connection, *, reports: bool = True
+    ) -> None:
         super().__init__(name="tunecost-ranks-relay", daemon=True)
         self._readers = readers
         self._conn = conn
+        self._reports = reports  # holds rank 0, which reports the job (node 0 of several)
         self.result: ResultMessage | None = None
         self.errors: dict[int, ErrorMessage] = {}  # the first error of each rank
         self.error_order: list[int] = []
@@ -101,6 +112,8 @@ class RankRelay(threading.Thread):
             )
         if self.error_order:
             return self.errors[self.error_order[0]]
+        if not self._reports:
+            return DoneMessage()  # another node's rank 0 reports for the job
         return ErrorMessage(kind="internal", message="the ranks ended without a result")
 
 
@@ -120,12 +133,14 @@ def launcher_main(
     # the agent's own handler turns SIGTERM into a shutdown of every rank.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     die_with_parent()
-    world = int(launch_json["spec"]["num_gpus"])
+    nodes = int(launch_json["spec"].get("nodes", 1))
+    world = int(launch_json["spec"]["num_gpus"]) // nodes  # this node's ranks
+    node_index = int(launch_json["run"].get("node_index", 0))
     _may_start_ranks()
     ctx = multiprocessing.get_context("spawn")
     pipes = [ctx.Pipe(duplex=False) for _ in range(world)]
     writers = [w for _, w in pipes]
-    relay = RankRelay([r for r, _ in pipes], conn)
+    relay = RankRelay([r for r, _ in pipes], conn, reports=node_index == 0)
     relay.start()
     failed_rank: int | None = None
     failure: str | None = None
@@ -179,14 +194,28 @@ def _launch(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    run = launch_json["run"]
+    nodes = int(launch_json["spec"].get("nodes", 1))
+    if nodes > 1:
+        # Node k's ranks are k x world + local rank: rank 0, which reports, is node 0's; node
+        # 0's agent hosts the store the others connect to.
+        rendezvous: dict[str, Any] = {
+            "rdzv_backend": "static",
+            "rdzv_endpoint": run["rendezvous"],
+            "rdzv_configs": {"rank": int(run["node_index"]), "timeout": RENDEZVOUS_TIMEOUT_S},
+        }
+    else:
+        rendezvous = {
+            "rdzv_backend": "c10d",
+            "rdzv_endpoint": "127.0.0.1:0",  # a free port: jobs on one machine never collide
+            "rdzv_configs": {"timeout": RENDEZVOUS_TIMEOUT_S},
+        }
     config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
+        min_nodes=nodes,
+        max_nodes=nodes,
         nproc_per_node=world,
-        run_id=str(launch_json["run"]["job_id"]),
-        rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0",  # a free port: jobs on one machine never collide
-        rdzv_configs={"timeout": RENDEZVOUS_TIMEOUT_S},
+        run_id=str(run["job_id"]),
+        **rendezvous,
         max_restarts=0,  # a failed rank fails the job; a retry is the queue's decision
         monitor_interval=MONITOR_S,
         start_method="spawn",
@@ -206,9 +235,10 @@ def _launch(
 def rank_main(launch_json: dict[str, Any], out_dir: str, writers: list[MpConnection]) -> None:
     """Entry point of one rank: join the group, train its shard, report; exit 1 on failure."""
     rank = int(os.environ["RANK"])
-    conn = writers[rank]
+    local = int(os.environ["LOCAL_RANK"])
+    conn = writers[local]
     for other, writer in enumerate(writers):
-        if other != rank:
+        if other != local:
             writer.close()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

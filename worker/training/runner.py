@@ -33,6 +33,7 @@ from worker.training.devices import DeviceSet, parse_devices
 from worker.training.errors import JobSpecError
 from worker.training.launch import launcher_main
 from worker.training.messages import (
+    DoneMessage,
     ErrorMessage,
     PhaseEvent,
     PipeMessage,
@@ -105,7 +106,9 @@ class TrainingChild:
     def start(self) -> None:
         """Start the child process."""
         reader, writer = self._ctx.Pipe(duplex=False)
-        several = self.devices is not None and self.devices.world_size > 1
+        several = (
+            self.devices is not None and self.devices.world_size > 1
+        ) or self.launch.spec.nodes > 1
         self._proc = self._ctx.Process(  # type: ignore[attr-defined]  # celery-types types billiard.get_context as the stdlib's BaseContext, which has no Process
             # One device trains in the child itself (no process group, no rendezvous port, no
             # second interpreter to start); several make the child torch's elastic launcher.
@@ -184,6 +187,7 @@ class TrainingChild:
         )
         result: JobActuals | None = None
         error: ErrorMessage | None = None
+        done = False  # a node other than 0 of a job across nodes: its ranks ended well
         last_progress: ProgressEvent | None = None
         events = 0
         next_cancel_check = 0.0
@@ -204,6 +208,8 @@ class TrainingChild:
                             last_progress = message
                         elif isinstance(message, PhaseEvent):
                             phase = message.phase
+                        elif isinstance(message, DoneMessage):
+                            done = True
                         if on_event is not None:
                             self._guarded(on_event, message)
                 except (EOFError, OSError):
@@ -231,6 +237,11 @@ class TrainingChild:
         self._proc.join()
         exit_code = self._proc.exitcode
         self._conn.close()
+        if done and result is None and error is None:
+            # Node 0's rank 0 meters the job; this node only says its ranks ended well.
+            return RunOutcome(
+                self._stop_reason or "succeeded", None, exit_code=exit_code, events_received=events
+            )
         return self._outcome(result, error, last_progress, exit_code, events, accrued())
 
     @staticmethod
@@ -330,15 +341,16 @@ def run_job(
 
     `devices` holds one id per rank: `CUDA_VISIBLE_DEVICES` entries on a GPU worker ("0", "3" or
     GPU UUIDs; the job's processes see only those), or CPU slots ("cpu", "cpu:1") on a CPU-only
-    worker. Its length must equal the spec's `num_gpus`.
+    worker. Its length must equal the spec's devices per node (`num_gpus` on one node).
     The call blocks until every process of the job has ended; the devices are free again when
     it returns. Callbacks are those of `run_in_child`.
     """
     try:
         device_set = parse_devices(devices)
-        if launch.spec.num_gpus != device_set.world_size:
+        if launch.spec.gpus_per_node != device_set.world_size:
+            where = "" if launch.spec.nodes == 1 else " on each of its nodes"
             raise JobSpecError(
-                f"the job needs {launch.spec.num_gpus} devices but was given "
+                f"the job needs {launch.spec.gpus_per_node} devices{where} but was given "
                 f"{device_set.world_size} ({', '.join(device_set.ids)})"
             )
     except JobSpecError as exc:

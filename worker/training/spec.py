@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.jobs.spec import JobSpec
 from worker.training.errors import JobSpecError
@@ -40,6 +40,11 @@ class RunContext(BaseModel):
     model_roots: list[str] | None = Field(None, description="if set, model.path must be inside")
     max_dataset_bytes: int = Field(DEFAULT_MAX_DATASET_BYTES, gt=0)
     peak_flops_per_gpu: float | None = Field(None, gt=0, description="default: the catalog's")
+    # A job across nodes (spec.nodes > 1): this node's place and where the ranks meet.
+    node_index: int = Field(0, ge=0, description="this worker's node of the job; 0 hosts")
+    rendezvous: str | None = Field(
+        None, description="host:port of the rendezvous store on node 0 (jobs across nodes)"
+    )
 
 
 class Launch(BaseModel):
@@ -49,6 +54,14 @@ class Launch(BaseModel):
 
     spec: JobSpec
     run: RunContext
+
+    @model_validator(mode="after")
+    def _placed(self) -> Launch:
+        if self.spec.nodes > 1 and self.run.rendezvous is None:
+            raise ValueError("a job across nodes needs run.rendezvous (host:port of node 0)")
+        if self.run.node_index >= self.spec.nodes:
+            raise ValueError(f"run.node_index must be below spec.nodes ({self.spec.nodes})")
+        return self
 
     @property
     def budget_usd(self) -> float | None:
