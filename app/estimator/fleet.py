@@ -1,9 +1,9 @@
 """What the workers can run: the rule that decides whether a plan is runnable.
 
-A job runs on one worker node today: its ranks are local processes of one machine (README, "Jobs
-on several devices"). A plan is runnable when its devices fit one node of a GPU kind the fleet
-serves. The numbers come from settings (`TUNECOST_GPUS_PER_NODE`, `TUNECOST_MAX_NODES_PER_JOB`,
-`TUNECOST_FLEET_GPUS`), so jobs across nodes widen this rule by raising one setting.
+A job's ranks are processes of one worker node, or of up to `nodes_per_job` worker nodes that run
+it together (README, "Jobs across nodes"). A plan is runnable when its devices fit that many
+nodes of a GPU kind the fleet serves. The numbers come from settings (`TUNECOST_GPUS_PER_NODE`,
+`TUNECOST_MAX_NODES_PER_JOB`, `TUNECOST_FLEET_GPUS`).
 """
 
 from __future__ import annotations
