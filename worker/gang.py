@@ -277,7 +277,13 @@ def _run(seat: gang.Seat, started: Started, lease: devices.DeviceLease, settings
                     on_start=record_pid(claim),
                 )
             throttle.flush()
-        failed = outcome.status == "failed" or (watch.trouble is not None and not watch.cancelled)
+        if watch.cancelled and outcome.status == "failed":
+            outcome.status = (
+                "cancelled"  # stopped for the cancel: what broke on the way is its doing
+            )
+        # Stopped because another node failed or was lost: this node failed with it.
+        stopped = watch.trouble is not None and not watch.cancelled
+        failed = outcome.status == "failed" or (stopped and outcome.status != "succeeded")
         own_error = (
             f"{outcome.error_kind}: {outcome.error}"
             if outcome.status == "failed"
@@ -292,9 +298,7 @@ def _run(seat: gang.Seat, started: Started, lease: devices.DeviceLease, settings
         if outcome.actuals is not None:
             update = {"worker_devices": list(lease.indexes)}
             outcome.actuals = outcome.actuals.model_copy(update=update)
-        if outcome.status == "succeeded" or not failed:
-            if watch.cancelled and outcome.status == "failed":
-                outcome.status = "cancelled"
+        if not failed:
             finish_attempt(claim, outcome, work / "artifact")
             return f"{outcome.status}: job {job_id} on {seat.nodes} nodes"
         return _end_failed(seat, claim, outcome, own_error, work / "artifact", settings)
