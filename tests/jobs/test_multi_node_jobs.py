@@ -177,17 +177,42 @@ def _runs(process: psutil.Process) -> bool:
         return False
 
 
+def _training_on_both(app_client: Any, keys: dict[str, str], job_id: str) -> Callable[[], bool]:
+    def check() -> bool:
+        seen = events(app_client, keys, job_id)
+        return len(_node_workers(seen)) == 2 and any(e["kind"] == "progress" for e in seen)
+
+    return check
+
+
+def test_a_cancel_ends_every_rank_on_every_node(
+    two_nodes: list[WorkerProcess], app_client: Any, keys: dict[str, str], job_body: Body
+) -> None:
+    with pointed_at(_fleet(2)):
+        job = submit(app_client, keys, _body(job_body, "lora", "ddp", max_steps=LONG_RUN_STEPS))
+    wait_for(_training_on_both(app_client, keys, job["id"]), timeout=300, what="both training")
+    ranks = [p for w in two_nodes for p in _tree(w)]
+    assert len(ranks) >= 6, ranks  # a launcher and two ranks on each node
+    resp = app_client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(keys["submit"]))
+    assert resp.status_code == 202, resp.text
+    done = wait_status(app_client, keys, job["id"])
+    assert (done["status"], done["attempts"]) == ("cancelled", 1), done
+    _gone, alive = psutil.wait_procs(ranks, timeout=GONE_WAIT_S)
+    left = [p for p in alive if _runs(p)] + [p for w in two_nodes for p in _tree(w) if _runs(p)]
+    assert not left, [_describe(p) for p in left]
+    print(  # the figures behind the assertions, for `pytest -s`
+        f"cancelled a 2-node job: {len(ranks)} launcher/rank processes over both nodes, none "
+        f"left; status {done['status']}, steps {done['actuals']['steps'] if done['actuals'] else 0}"
+    )
+
+
 def test_a_killed_node_ends_every_rank_and_the_job_is_retried_naming_it(
     two_nodes: list[WorkerProcess], app_client: Any, keys: dict[str, str], job_body: Body
 ) -> None:
     with pointed_at(_fleet(2)):
         job = submit(app_client, keys, _body(job_body, "lora", "ddp", max_steps=LONG_RUN_STEPS))
 
-    def training() -> bool:
-        seen = events(app_client, keys, job["id"])
-        return len(_node_workers(seen)) == 2 and any(e["kind"] == "progress" for e in seen)
-
-    wait_for(training, timeout=300, what="both nodes training")
+    wait_for(_training_on_both(app_client, keys, job["id"]), timeout=300, what="both training")
     placed = _node_workers(events(app_client, keys, job["id"]))
     by_name = {w.hostname: w for w in two_nodes}
     victim, survivor = by_name[placed[1]], by_name[placed[0]]
