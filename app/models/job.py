@@ -163,6 +163,9 @@ class Job(TimestampMixin, Base):
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger)
     actuals: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     errors: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The job's tags as a JSON object text, keys in order, as the FOCUS export writes them
+    # (null: no tags); kept by the flush listener of app/reports/rollups.py.
+    tags_text: Mapped[str | None] = mapped_column(Text)
 
 
 class JobTag(Base):

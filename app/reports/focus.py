@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from app.config import get_settings
 from app.jobs.filters import ReportFilters
 from app.kit import csv_out
-from app.models import Job, JobTag
+from app.models import Job
 from app.reports import focus_pg
 from app.reports.focus_columns import COLUMNS
 from app.reports.focus_columns import columns as focus_columns
@@ -48,35 +48,11 @@ _TAGS = COLUMNS.index("Tags")
 PG_MAX_ARGS = 100  # PostgreSQL's FUNC_MAX_ARGS: json_build_object takes 50 pairs at most
 
 
-def _tag_object(dialect: str) -> Any:
-    """Aggregate of a job's tag rows into a JSON object, as text."""
-    if dialect == "postgresql":
-        # json_object(keys[], values[]) writes the text directly; jsonb_object_agg would build
-        # and sort a jsonb value first (about twice the CPU per row).
-        return cast(
-            func.json_object(func.array_agg(JobTag.key), func.array_agg(JobTag.value)), Text
-        )
-    return func.json_group_object(JobTag.key, JobTag.value)
-
-
 def _tags(filters: ReportFilters, dialect: str) -> tuple[Any, FromClause]:
-    """The Tags expression and the FROM clause it needs.
-
-    Exporting everything, one pass aggregating all tag rows joined by job id is cheapest; for a
-    filtered export, a lookup per selected job reads only the tags needed.
+    """The Tags expression and the FROM clause it needs: the job's stored tags text, kept by
+    the flush listener (app/reports/rollups.py) from its tag rows.
     """
-    jobs = Job.__table__
-    if filters.start is None and filters.end is None and not filters.columns and not filters.tags:
-        per_job = (
-            select(JobTag.job_id, _tag_object(dialect).label("tags"))
-            .group_by(JobTag.job_id)
-            .subquery()
-        )
-        return func.coalesce(per_job.c.tags, "{}"), jobs.outerjoin(
-            per_job, per_job.c.job_id == Job.id
-        )
-    found = select(_tag_object(dialect)).where(JobTag.job_id == Job.id).correlate(Job)
-    return func.coalesce(found.scalar_subquery(), "{}"), jobs
+    return func.coalesce(Job.tags_text, "{}"), Job.__table__
 
 
 def _charges(stmt: Select[Any], source: FromClause, filters: ReportFilters) -> Select[Any]:

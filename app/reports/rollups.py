@@ -12,6 +12,11 @@ Updates are `INSERT ... ON CONFLICT DO UPDATE` increments, ordered by key, so co
 transactions ending jobs of one tenant and day wait for each other's row locks instead of losing
 an update. A Core UPDATE or DELETE of finished jobs bypasses the listener: call `refresh` on their
 ids around it, or `rebuild` after loading rows in bulk (the benchmarks' COPY).
+
+The same listener keeps each job's tags as the FOCUS export writes them (`Job.tags_text`, one
+JSON object text), so the export copies them instead of aggregating the tag rows per job: a
+flush that writes tag rows writes their jobs' text after it. A Core write of job_tags bypasses
+it too: call `store_tags` on the jobs after it (`rebuild` does it for every job).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Select,
     String,
+    Text,
     case,
     cast,
     delete,
@@ -35,6 +41,7 @@ from sqlalchemy import (
     text,
     true,
     union_all,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -59,6 +66,7 @@ TAG_DIM_PREFIX = "tag:"
 _STAT_COLUMNS = (*COUNT_COLUMNS, *SUM_COLUMNS)
 assert set(_STAT_COLUMNS) == set(aggregates.STAT_NAMES), "rollup columns != report figures"
 _PENDING = "tunecost_rollup_jobs"  # session.info: ids whose contributions were taken away
+_TAGGED = "tunecost_tagged_jobs"  # session.info: ids whose tag rows this flush writes
 
 
 def _text(value: str) -> ColumnElement[Any]:
@@ -183,17 +191,39 @@ def _apply(connection: Connection, job_ids: Iterable[str], sign: int) -> None:
     connection.execute(_increment(dialect, _contributions(dialect, Job.id.in_(ids)), sign))
 
 
+def tags_text(dialect: str) -> Any:
+    """The tags of the job of the outer query as one JSON object text, keys in order."""
+    found: ColumnElement[Any]
+    if dialect == "postgresql":
+        # json_object(keys[], values[]) writes the text directly; jsonb_object_agg would build
+        # and sort a jsonb value first (about twice the CPU per row).
+        keys = func.array_agg(postgresql.aggregate_order_by(JobTag.key, JobTag.key))
+        values = func.array_agg(postgresql.aggregate_order_by(JobTag.value, JobTag.key))
+        found = cast(func.json_object(keys, values), Text)
+    else:
+        # SQLite reads a job's tags through the primary key (job_id, key): in key order.
+        found = func.json_group_object(JobTag.key, JobTag.value)
+    return select(found).where(JobTag.job_id == Job.id).correlate(Job).scalar_subquery()
+
+
+def store_tags(connection: Connection, where: Any) -> None:
+    """Write `Job.tags_text` of the jobs matching `where` from their tag rows."""
+    tags = tags_text(connection.dialect.name)
+    connection.execute(update(Job).where(where).values(tags_text=tags))
+
+
 def refresh(session: Session, job_ids: Iterable[str], *, sign: int) -> None:
     """Take away (-1) or add (+1) the contributions of these jobs as the database holds them."""
     _apply(session.connection(), job_ids, sign)
 
 
 def rebuild(connection: Connection) -> None:
-    """Compute every rollup row again from the jobs (after a bulk load, or to repair).
+    """Compute every rollup row and job's `tags_text` again (after a bulk load, or to repair).
 
     The day rows from the jobs, then the month rows from the day rows (far fewer to read).
     """
     dialect = connection.dialect.name
+    store_tags(connection, true())
     connection.execute(delete(report_rollups))
     columns = [*KEY_COLUMNS, *_STAT_COLUMNS]
     days = _contributions(dialect, true(), grains=("day",))
@@ -242,6 +272,13 @@ def _touched(session: Session) -> set[str]:
 
 
 def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) -> None:
+    tagged = {
+        obj.job_id
+        for obj in (*session.new, *session.dirty, *session.deleted)
+        if isinstance(obj, JobTag)
+    }
+    if tagged:
+        session.info.setdefault(_TAGGED, set()).update(tagged)
     ids = _touched(session)
     if ids:
         refresh(session, ids, sign=-1)
@@ -249,6 +286,9 @@ def _before_flush(session: Session, _flush: UOWTransaction, _instances: object) 
 
 
 def _after_flush(session: Session, _flush: UOWTransaction) -> None:
+    tagged = session.info.pop(_TAGGED, None)
+    if tagged:
+        store_tags(session.connection(), Job.id.in_(sorted(tagged)))
     ids = session.info.pop(_PENDING, None)
     if ids:
         refresh(session, ids, sign=1)

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobStatus, JobTag
@@ -156,6 +157,18 @@ def make_job(
         session.add(JobTag(job_id=job.id, key=key, value=value))
     session.flush()
     return job
+
+
+def edit_tags(session: Session, job_id: str, tags: dict[str, str]) -> None:
+    """Make a job's tags `tags` through the ORM: rows deleted, changed and added, then commit."""
+    have = {t.key: t for t in session.scalars(select(JobTag).where(JobTag.job_id == job_id))}
+    for key, row in have.items():
+        if key not in tags:
+            session.delete(row)
+        elif row.value != tags[key]:
+            row.value = tags[key]
+    session.add_all(JobTag(job_id=job_id, key=k, value=v) for k, v in tags.items() if k not in have)
+    session.commit()
 
 
 def unique(prefix: str) -> str:

@@ -19,7 +19,7 @@ from app.reports import focus
 from app.reports.focus_columns import COLUMNS
 from tests.conftest import auth
 from tests.reports.conftest import Seeded
-from tests.reports.factory import make_job, unique
+from tests.reports.factory import edit_tags, make_job, unique
 
 URL = "/v1/reports/focus"
 DECIMALS = (
@@ -259,3 +259,29 @@ def test_a_client_leaving_early_frees_the_connection(
         chunks.close()  # what the server does when the client disconnects
         session.rollback()
         assert session.execute(select(func.count()).select_from(Job)).scalar_one() > 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_tags_follow_edits_of_a_finished_job(service_env: object, fmt: str) -> None:
+    # The export copies each job's stored tags text; every flush writing tag rows rewrites it.
+    suite = unique("retag")
+    with session_scope() as session:
+        start = {"suite": suite, "team": "a", "env": "dev"}
+        ids = [make_job(session, act_hours=1.0, tags=start).id for _ in "123"]
+    with session_scope() as session:
+        edit_tags(session, ids[0], {"suite": suite, "team": "b", "project": "p-2"})
+        edit_tags(session, ids[1], {"suite": suite})
+        edit_tags(session, ids[2], {"suite": suite, "team": "a", "env": "dev", "cost_center": "c"})
+    everything = parse_filters(start=None, end=None, params={})
+    for filters in (everything, parse_filters(start=None, end=None, params={"tag.suite": [suite]})):
+        with session_scope() as session:
+            text = _text(focus.stream(session, filters, fmt))
+        if fmt == "csv":
+            rows = csv.DictReader(io.StringIO(text))
+            tags = {r["ResourceId"]: json.loads(r["Tags"]) for r in rows}
+        else:
+            tags = {r["ResourceId"]: r["Tags"] for r in json.loads(text)["rows"]}
+        assert tags[ids[0]] == {"project": "p-2", "suite": suite, "team": "b"}
+        assert list(tags[ids[0]]) == ["project", "suite", "team"]  # keys in order
+        assert tags[ids[1]] == {"suite": suite}
+        assert tags[ids[2]] == {"cost_center": "c", "env": "dev", "suite": suite, "team": "a"}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
@@ -14,7 +17,7 @@ from app.jobs.filters import ReportFilters, parse_filters, parse_group_by
 from app.kit.migrate import upgrade_head
 from app.reports import focus, service
 from app.reports.schemas import Bucket
-from tests.reports.factory import make_job
+from tests.reports.factory import edit_tags, make_job
 
 DAYS = [
     datetime(2025, 2, 27, 23, 59, tzinfo=UTC),
@@ -89,3 +92,25 @@ def test_focus_tags_are_objects(sqlite_session: Session) -> None:
     chunks = focus.stream(sqlite_session, _filters(), "json")
     text = "".join(c if isinstance(c, str) else c.decode() for c in chunks)
     assert [r["Tags"] for r in json.loads(text)["rows"]] == [{"team": t} for t in "aabb"]
+
+
+def _export_tags(session: Session, fmt: str) -> dict[str, Any]:
+    chunks = focus.stream(session, _filters(), fmt)
+    text = "".join(c if isinstance(c, str) else c.decode() for c in chunks)
+    if fmt == "csv":
+        return {r["ResourceId"]: json.loads(r["Tags"]) for r in csv.DictReader(io.StringIO(text))}
+    return {r["ResourceId"]: r["Tags"] for r in json.loads(text)["rows"]}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_focus_tags_follow_edits(sqlite_session: Session, fmt: str) -> None:
+    # The export reads each job's stored tags text, which the flush listener rewrites.
+    first, second, third = sorted(_export_tags(sqlite_session, fmt))[:3]
+    edit_tags(sqlite_session, first, {"team": "z", "env": "prod", "project": "p-1"})
+    edit_tags(sqlite_session, second, {})
+    edit_tags(sqlite_session, third, {"cost_center": "cc-07"})
+    tags = _export_tags(sqlite_session, fmt)
+    assert tags[first] == {"env": "prod", "project": "p-1", "team": "z"}
+    assert list(tags[first]) == ["env", "project", "team"]  # keys in order
+    assert tags[second] == {}
+    assert tags[third] == {"cost_center": "cc-07"}
