@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from transformers import AutoTokenizer
 
-from tests.conftest import auth
+from tests.conftest import auth, key_per_scope
 from tests.jobs.conftest import TINY_NAME, tiny_model  # noqa: F401 (fixture)
 from tests.jobs.jobs_support import JOB_TIMEOUT_S, upload_dataset, wait_status
-from tests.support import WorkerProcess, wait_for
+from tests.support import ServiceEnv, WorkerProcess, start_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +82,24 @@ def _dataset(dest: Path, *, mapped: bool, seed: int) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def study_worker(
+    isolated_services: ServiceEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    """A CPU worker on a database and a broker of this module's own: the pilots and full-data
+    runs train as they do when this module runs alone, whatever other tests ran, queued or
+    calibrated before it."""
+    log = tmp_path_factory.mktemp("study") / "worker.log"
+    name = f"study-{uuid.uuid4().hex[:6]}"
+    with start_worker(isolated_services, gpu="cpu", hostname=name, log=log) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="module")
+def keys(isolated_services: ServiceEnv) -> dict[str, str]:
+    return key_per_scope("study")
+
+
 def _check_tokens(model_dir: Path) -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     for piece in KEYS + VALUES:
@@ -118,7 +138,7 @@ def _run_full(client: Any, keys: dict[str, str], study_id: str) -> dict[str, Any
 
 
 def test_a_study_recommends_full_fine_tuning_only_where_an_adapter_cannot_fit(
-    cpu_worker: WorkerProcess,
+    study_worker: WorkerProcess,
     app_client: Any,
     keys: dict[str, str],
     tiny_model: Path,  # noqa: F811 (the fixture)
