@@ -30,6 +30,9 @@ rollups.track()
 # live_api: a real uvicorn server on the test services, for the browser and CLI tests.
 pytest_plugins = ["tests.live_api"]
 
+# The environment the suite started with, before any fixture or test changed it: for a test that
+# must run in a fresh interpreter exactly as it runs alone (tests/studies/test_real_study.py).
+START_ENV = dict(os.environ)
 PG_ADMIN_URL = os.environ.get(
     "TUNECOST_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

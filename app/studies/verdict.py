@@ -81,10 +81,14 @@ def decide(items: Sequence[Evidence], *, target: float, budget_usd: float | None
     choice: Evidence | None
     adapter_meets = any(e.method != Method.FULL for e in meets)
     if meets and (adapter_meets or not adapters):
-        choice = meets[0]
+        # An adapter that meets the target is the answer even where full fine-tuning costs
+        # less: full fine-tuning is chosen only on evidence that the adapters miss it.
+        pool = [e for e in meets if e.method != Method.FULL] if adapter_meets else meets
+        choice = pool[0]
+        kind = "adapter" if adapter_meets else "candidate"
         reasons.append(
             f"{_reaches(choice)}: it meets the target {target:.3f} even at the high end of "
-            "its 80% interval, and it is the cheapest candidate that does."
+            f"its 80% interval, and it is the cheapest {kind} that does."
         )
     else:
         choice = _beyond_adapters(adapters, full, meets, target, budget_usd, reasons)

@@ -17,7 +17,10 @@ eval loss it measures must lie in the study's 80% interval of its predicted full
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +29,7 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from tests.conftest import auth, key_per_scope
+from tests.conftest import START_ENV, auth, key_per_scope
 from tests.jobs.conftest import TINY_NAME, tiny_model  # noqa: F401 (fixture)
 from tests.jobs.jobs_support import JOB_TIMEOUT_S, upload_dataset, wait_status
 from tests.support import ServiceEnv, WorkerProcess, start_worker, wait_for
@@ -137,7 +140,35 @@ def _run_full(client: Any, keys: dict[str, str], study_id: str) -> dict[str, Any
     return wait_status(client, keys, resp.json()["id"])
 
 
-def test_a_study_recommends_full_fine_tuning_only_where_an_adapter_cannot_fit(
+# In the whole suite the pilots trained to other (repeatable) losses than when this module runs
+# alone: something an earlier test leaves in the test process changes what the study trains, and
+# with it the verdict (LoRA and full cost almost the same here). Until that is found, the study
+# runs in a pytest session of its own, started from the suite's starting environment.
+FRESH = "TUNECOST_TEST_STUDY_SESSION"
+FRESH_TIMEOUT_S = 1800
+
+
+if os.environ.get(FRESH) != "1":
+
+    def test_a_study_in_a_session_of_its_own() -> None:
+        cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__]
+        env = {**START_ENV, FRESH: "1"}
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            cmd,
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=FRESH_TIMEOUT_S,
+            check=False,
+        )
+        print(done.stdout[-6000:])
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+        assert "1 passed" in done.stdout, done.stdout[-3000:]
+
+
+def _study_test(
     study_worker: WorkerProcess,
     app_client: Any,
     keys: dict[str, str],
@@ -212,3 +243,7 @@ def _estimates_cite_the_evidence(
             assert f"{cand['name']} reaches {cand['predicted_eval_loss']['value']:.3g}" in text
         assert "in place of the domain_shift" in text
         assert rec["method"] == ("full" if name == "mapping" else "lora"), rec
+
+
+if os.environ.get(FRESH) == "1":
+    test_a_study_recommends_full_fine_tuning_only_where_an_adapter_cannot_fit = _study_test
