@@ -16,7 +16,6 @@ import contextlib
 import logging
 import socket
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,10 @@ from app.models import Job, JobStatus, SeatState
 from worker import devices, job_rows
 from worker.job_rows import Claim, Skip
 from worker.jobs import (
-    MAX_CHECK_S,
     PROGRESS_EVERY_S,
     STOP_GRACE_S,
     JobInputError,
+    Watch,
     copy_dataset,
     event_writer,
     finish_attempt,
@@ -180,53 +179,32 @@ def _starts(seat: gang.Seat, endpoint: str) -> job_rows.BeforeClaim:
     return start
 
 
-class GangWatch:
+class GangWatch(Watch):
     """Beats this node's seat (and, on node 0, the job) and watches the job and the other nodes,
     from a thread; `should_cancel` says when this node's ranks must stop."""
 
+    THREAD_NAME = "tunecost-gang-beat"
+
     def __init__(self, seat: gang.Seat, claim: Claim, settings: Settings) -> None:
         self.seat = seat
-        self.claim = claim
         self.stale_s = settings.heartbeat_stale_s
-        self.every = min(settings.heartbeat_interval_s, MAX_CHECK_S)
-        self.cancelled = False
-        self.lost = False  # this attempt no longer owns the job, or this node's seat is gone
         self.trouble: str | None = None  # another node failed or was lost
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tunecost-gang-beat", daemon=True)
-
-    def __enter__(self) -> GangWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__(claim)  # `lost` also when this node's seat is gone
 
     def should_cancel(self) -> bool:
         """True once a cancel was requested, the job was taken over or a peer node is gone."""
         return self.cancelled or self.lost or self.trouble is not None
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                self._check()
-            except Exception:  # the database is briefly away: keep going, try again
-                log.warning("gang heartbeat of job %s failed", self.claim.job_id, exc_info=True)
-
-    def _check(self) -> None:
+    def _check(self) -> bool:
+        """Node 0 beats the job too; every node keeps watching to the end (False)."""
         job_id, attempt = self.claim.job_id, self.claim.attempt
         if self.seat.is_host:
-            status = job_rows.beat(job_id, attempt=attempt)
-            if status is None:
-                self.lost = True
-            elif status == JobStatus.CANCEL_REQUESTED:
-                self.cancelled = True
+            super()._check()
         with session_scope() as session:
             view = gang.look(session, self.seat, stale_s=self.stale_s)
         if view is None or view.attempts != attempt or view.status not in ACTIVE:
             self.lost = True
-            return
+            return False
         if view.status == JobStatus.CANCEL_REQUESTED:
             self.cancelled = True
         for peer in view.seats:
@@ -238,6 +216,7 @@ class GangWatch:
                 self.trouble = f"{peer.describe()} stopped beating"
             if self.trouble is not None:
                 log.warning("job %s: %s; stopping this node's ranks", job_id, self.trouble)
+        return False
 
 
 def _run(seat: gang.Seat, started: Started, lease: devices.DeviceLease, settings: Settings) -> str:

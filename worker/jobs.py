@@ -19,6 +19,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 from sqlalchemy.exc import OperationalError
 
@@ -144,15 +145,17 @@ class Watch:
     reads what the thread saw: a cancel request, or that another attempt owns the job now.
     """
 
+    THREAD_NAME = "tunecost-job-beat"
+
     def __init__(self, claim: Claim) -> None:
         self.claim = claim
         self.every = min(get_settings().heartbeat_interval_s, MAX_CHECK_S)
         self.lost = False
         self.cancelled = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tunecost-job-beat", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.THREAD_NAME, daemon=True)
 
-    def __enter__(self) -> Watch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -167,16 +170,21 @@ class Watch:
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                status = job_rows.beat(self.claim.job_id, attempt=self.claim.attempt)
+                if self._check():
+                    return
             except Exception:  # the database is briefly away: keep going, try again
                 log.warning("heartbeat of job %s failed", self.claim.job_id, exc_info=True)
-                continue
-            if status is None:
-                self.lost = True  # another attempt owns the job now; stop ours
-                log.warning("job %s is no longer ours; stopping its child", self.claim.job_id)
-                return
-            if status == JobStatus.CANCEL_REQUESTED:
-                self.cancelled = True
+
+    def _check(self) -> bool:
+        """One beat and look; True when there is nothing more to watch."""
+        status = job_rows.beat(self.claim.job_id, attempt=self.claim.attempt)
+        if status is None:
+            self.lost = True  # another attempt owns the job now; stop ours
+            log.warning("job %s is no longer ours; stopping its child", self.claim.job_id)
+            return True
+        if status == JobStatus.CANCEL_REQUESTED:
+            self.cancelled = True
+        return False
 
 
 def record_pid(claim: Claim) -> Callable[[runner.TrainingChild], None]:
