@@ -166,6 +166,11 @@ class Job(TimestampMixin, Base):
     # The job's tags as a JSON object text, keys in order, as the FOCUS export writes them
     # (null: no tags); kept by the flush listener of app/reports/rollups.py.
     tags_text: Mapped[str | None] = mapped_column(Text)
+    # The job's FOCUS CSV line and the fingerprint of the definition and settings that wrote it
+    # (app/reports/focus_pg.py; PostgreSQL only). Written by the flush listener, cleared by a
+    # trigger when a column it is made from changes; never loaded with the job.
+    focus_line: Mapped[str | None] = mapped_column(Text, deferred=True)
+    focus_key: Mapped[str | None] = mapped_column(String(16), deferred=True)
 
 
 class JobTag(Base):

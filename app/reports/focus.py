@@ -16,6 +16,7 @@ Which columns and what they hold: app/reports/focus_columns.py (and the README t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
@@ -45,6 +46,11 @@ FOCUS_VERSION = "1.2"
 BATCH_ROWS = 2000  # rows per server-side fetch and per chunk written to the client
 CHUNK_BYTES = 256 * 1024  # COPY output is passed on in pieces of about this size
 _TAGS = COLUMNS.index("Tags")
+# COPY's text format writes a backslash, and a few control characters, as escapes (PostgreSQL
+# manual, COPY, "Text Format"); every other byte as it is.
+_COPY_ESCAPES = {b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b",
+                 b"f": b"\f", b"v": b"\v"}  # fmt: skip
+_ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
 PG_MAX_ARGS = 100  # PostgreSQL's FUNC_MAX_ARGS: json_build_object takes 50 pairs at most
 
 
@@ -160,10 +166,9 @@ def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
     objects = _charges(select(_json_object(pairs)), source, filters)
     yield (json.dumps({"focus_version": FOCUS_VERSION})[:-1] + ', "rows": [\n').encode()
     separator = b""
-    for chunk in _chunked(_copy_out(session, objects, "FORMAT text")):
-        # COPY's text format doubles backslashes and escapes control characters (which JSON
-        # text never holds raw), one row per line: undo the doubling, put commas between rows.
-        yield separator + chunk[:-1].replace(b"\\\\", b"\\").replace(b"\n", b",\n")
+    for chunk in _copy_text(session, objects):
+        # One row per line (JSON text holds no raw line break): commas between rows.
+        yield separator + chunk[:-1].replace(b"\n", b",\n")
         separator = b",\n"
     yield b"\n]}\n"
 
@@ -174,12 +179,24 @@ def _pg_settings(session: Session) -> None:
         session.execute(select(func.set_config(name, value, True)))
 
 
+def _unescape(chunk: bytes) -> bytes:
+    """COPY text-format rows as the text they hold (each row still ends with a line feed)."""
+    if b"\\" not in chunk:
+        return chunk
+    return _ESCAPED.sub(lambda m: _COPY_ESCAPES[m.group(1)], chunk)
+
+
+def _copy_text(session: Session, stmt: Select[Any]) -> Iterator[bytes]:
+    """The one text column of `stmt`'s rows, a line each, in chunks of about CHUNK_BYTES."""
+    for chunk in _chunked(_copy_out(session, stmt, "FORMAT text")):
+        yield _unescape(chunk)
+
+
 def _pg_csv(session: Session, filters: ReportFilters) -> Iterator[str | bytes]:
-    """The CSV export written by PostgreSQL, byte for byte what render_csv writes."""
-    tags, source = _tags(filters, "postgresql")
-    stmt = focus_pg.csv_query(filters, get_settings(), tags=tags, source=source)
+    """The CSV export written by PostgreSQL, byte for byte what render_csv writes: each job's
+    stored line (or the line computed now, where it has none that is current), one per row."""
     yield "".join(render_csv(iter(())))  # the header
-    yield from _chunked(_copy_out(session, stmt, "FORMAT csv"))
+    yield from _copy_text(session, focus_pg.csv_query(filters, get_settings()))
 
 
 def stream(

@@ -1,33 +1,47 @@
-"""The FOCUS CSV export rendered by PostgreSQL: `COPY (query) TO STDOUT WITH (FORMAT csv)`.
+"""The FOCUS CSV export rendered by PostgreSQL: each job's CSV line, kept on the job.
 
 The CSV the API writes from Python (app/kit/csv_out.py over `focus.iter_batches`) is the
-definition; this query writes the same bytes at database speed, so the rows leave PostgreSQL
-as CSV and Python only passes the chunks on. What the Python writer does is done in SQL:
+definition; PostgreSQL writes the same bytes. A finished job's line is computed once, when a
+flush changes the job (the listener of app/reports/rollups.py calls `store`), and stored in
+`jobs.focus_line` with the fingerprint of the SQL that wrote it (`focus_key`: the record's
+definition and the settings it reads). An export copies the stored lines
+(`COPY (query) TO STDOUT`), and computes in the same query the line of any job whose stored one
+is missing or was written by another definition or other settings, so an export is always what
+the definition writes today. A trigger (migration 0019) clears a job's line whenever an UPDATE
+changes a column the line is made from, so a Core write that bypasses the listener leaves a
+missing line, never a stale one.
+
+What the Python writer does is done in SQL:
 
 - **Formula neutralisation** (OWASP CSV injection, csv_out): a text cell that starts with `=`,
   `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, unless it is a plain signed
-  number; an empty text is an empty cell, as Python writes it (COPY would write `""`).
+  number; an empty text is an empty cell, as Python writes it.
 - **Numbers as Python writes them** (`repr(float)`): PostgreSQL prints the same shortest
   round-trip digits but lays some out differently: `100` for 100.0 (Python: `100.0`), `1e+15`
   for 1e15 (Python writes positional digits below 1e16), `NaN` and `Infinity` (`nan`, `inf`).
+- **Quoting as the csv module does** (minimal, RFC 4180): a cell holding a comma, a double
+  quote, a line feed or a carriage return is quoted and its quotes doubled.
 
-The query has three levels, each behind an `OFFSET 0` fence so PostgreSQL evaluates it once
-per row instead of inlining it where the next level refers to it several times:
+The line is a scalar subquery of the job row of the outer statement, in four levels, each behind
+an `OFFSET 0` fence so PostgreSQL evaluates it once instead of inlining it where the next level
+refers to it several times: the job's columns the record reads (the estimate snapshot cut to the
+fields it reads), the record of `focus_columns.columns` (the one definition shared with the
+Python path and the JSON export), the CSV text of each cell, and the line.
 
-1. `focus_job`: the jobs selected, only the columns the record reads (the estimate snapshot cut
-   to the fields it reads), sorted by finish; narrow rows make the sort cheap.
-2. `focus_record`: the record of `focus_columns.columns`, the one definition shared with the
-   Python path and the JSON export, computed over level 1.
-3. The CSV text of each column.
-
-`tests/reports/test_focus_pg.py` holds the two paths to the same bytes, with one exception it
-states: a float between 2**53 and about 2**64 in magnitude (an integer, then; never a price or a
-cost) may be printed with up to 17 significant digits by PostgreSQL where Python prints the
-shortest; both read back as the same double.
+`tests/reports/test_focus_pg.py` holds the two paths to the same bytes, stored lines and lines
+computed at export alike, with one exception it states: a float between 2**53 and about 2**64 in
+magnitude (an integer, then; never a price or a cost) may be printed with up to 17 significant
+digits by PostgreSQL where Python prints the shortest; both read back as the same double.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
+import types
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -44,12 +58,16 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ColumnElement, Null
 from sqlalchemy.sql.functions import Function
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from app.config import Settings
 from app.jobs.filters import ReportFilters
@@ -70,6 +88,15 @@ NUMBER_PATTERN = f"^{csv_out.NUMBER_PATTERN}$"  # PostgreSQL's ~ searches: ancho
 # without, 3.9 s with, for 200k rows); a sort of narrow rows mostly in memory; no parallel
 # workers (each built the whole tag aggregate again: a tenant's 200k of 210k rows took 7.0-8.0 s
 # with two, 5.3-5.8 s without, on a busy two-core machine).
+# The settings a FOCUS record reads (app/reports/focus_columns.py): a stored line is valid for
+# these values only. The record is built from an object holding just these, so reading another
+# setting there fails at once.
+SHAPING_SETTINGS = ("focus_billing_account_id", "focus_billing_account_name",
+                    "focus_self_hosted_name")  # fmt: skip
+KEY_CHARS = 16  # hex digits of the definition's SHA-256 kept as `jobs.focus_key`
+# The csv module quotes a cell that holds its delimiter or quote character; csv_out also quotes
+# one with a line feed or a carriage return (RFC 4180).
+QUOTE_WHEN = '[,"\r\n]'
 SETTINGS = {
     "extra_float_digits": "1",
     "jit": "off",
@@ -164,38 +191,101 @@ def _job_columns(exprs: list[Any]) -> list[ColumnElement[Any]]:
     return [c for c in table.columns if c.name in used]
 
 
-def csv_query(filters: ReportFilters, settings: Settings, *, tags: Any, source: Any) -> Select[Any]:
-    """The FOCUS records selected by `filters` as CSV-ready text columns, in finish order.
+def _cell(text: Any) -> Any:
+    """A cell's CSV text as the csv module writes it (null: an empty cell)."""
+    quoted = literal('"', Text) + func.replace(text, '"', '""') + '"'
+    return case((text.regexp_match(QUOTE_WHEN), quoted), else_=func.coalesce(text, ""))
 
-    `tags` and `source` are the Tags expression and the FROM clause it needs (focus._tags).
-    """
+
+def _tags() -> Any:
+    return func.coalesce(Job.tags_text, "{}")
+
+
+def input_columns(settings: Settings) -> list[str]:
+    """The jobs columns a FOCUS line is made from (migration 0019's trigger watches them)."""
+    return [c.name for c in _job_columns([e for _, e in focus_columns.columns(
+        "postgresql", _tags(), settings)])]  # fmt: skip
+
+
+def _line(settings: Any) -> ScalarSelect[Any]:
+    """The CSV line (no terminator) of the job row of the enclosing statement."""
+    tags = _tags()
     needed = _job_columns([e for _, e in focus_columns.columns("postgresql", tags, settings)])
     snapshot = func.jsonb_build_object(
         *(arg for field in focus_columns.SNAPSHOT_FIELDS
           for arg in (field, Job.estimate_snapshot[field])),
         type_=JSONB,
     )  # fmt: skip
-    jobs = (
+    row = (
         select(
             *(c for c in needed if c.name != "estimate_snapshot"),
             snapshot.label("estimate_snapshot"),
             tags.label("focus_tags"),
         )
-        .select_from(source)
-        .where(filters.where(), Job.act_cost_usd.is_not(None))
-        .order_by(Job.finished_at, Job.id)
+        .correlate(Job)
         .offset(0)
         .subquery("focus_job")
     )
-    job = aliased(Job, jobs, adapt_on_names=True)
-    named = focus_columns.columns("postgresql", jobs.c.focus_tags, settings, job)
-    record = (
-        select(*(expr.label(name) for name, expr in named), jobs.c.finished_at, jobs.c.id)
-        .select_from(jobs)
-        .order_by(jobs.c.finished_at, jobs.c.id)
+    job = aliased(Job, row, adapt_on_names=True)
+    named = focus_columns.columns("postgresql", row.c.focus_tags, settings, job)
+    record = select(*(expr.label(name) for name, expr in named)).offset(0).subquery("focus_record")
+    cells = (
+        select(*(_formatted(name, record.c[name], expr) for name, expr in named))
         .offset(0)
-        .subquery("focus_record")
+        .subquery("focus_cells")
     )
-    return select(*(_formatted(name, record.c[name], expr) for name, expr in named)).order_by(
-        record.c.finished_at, record.c.id
+    texts = (_cell(cast(cells.c[name], Text)) for name, _ in named)
+    return select(func.concat_ws(",", *texts)).scalar_subquery()
+
+
+@functools.lru_cache(maxsize=8)
+def _definition(*values: str) -> tuple[ScalarSelect[Any], str]:
+    shaping = types.SimpleNamespace(**dict(zip(SHAPING_SETTINGS, values, strict=True)))
+    line = _line(shaping)
+    dialect = PGDialect_psycopg()  # type: ignore[no-untyped-call]  # SQLAlchemy ships it untyped
+    compiled = select(line).compile(dialect=dialect)
+    source = json.dumps([str(compiled), sorted(compiled.params.items())], default=repr)
+    return line, hashlib.sha256(source.encode()).hexdigest()[:KEY_CHARS]
+
+
+def definition(settings: Settings) -> tuple[ScalarSelect[Any], str]:
+    """(the line of the outer statement's job row, the fingerprint of its SQL) for `settings`."""
+    return _definition(*(getattr(settings, name) for name in SHAPING_SETTINGS))
+
+
+@contextlib.contextmanager
+def session_settings(connection: Connection) -> Iterator[None]:
+    """SETTINGS for the statements inside, the connection's own values back after them."""
+    names = list(SETTINGS)
+    previous = connection.execute(select(*(func.current_setting(n) for n in names))).one()
+    connection.execute(select(*(func.set_config(n, SETTINGS[n], True) for n in names)))
+    try:
+        yield
+    finally:
+        back = (func.set_config(n, str(v), True) for n, v in zip(names, previous, strict=True))
+        connection.execute(select(*back))
+
+
+def store(connection: Connection, where: Any, settings: Settings) -> None:
+    """Write the CSV line of every finished job with a cost that matches `where` (PostgreSQL)."""
+    line, key = definition(settings)
+    stmt = (
+        update(Job)
+        .where(where, Job.finished_at.is_not(None), Job.act_cost_usd.is_not(None))
+        # The job itself is unchanged: its updated_at stays (the column's onupdate would move it).
+        .values(focus_line=line, focus_key=key, updated_at=Job.updated_at)
+    )
+    with session_settings(connection):
+        connection.execute(stmt)
+
+
+def csv_query(filters: ReportFilters, settings: Settings) -> Select[Any]:
+    """The CSV lines of the FOCUS records selected by `filters`, in finish order: the stored
+    line where it was written by today's definition and settings, else computed here."""
+    line, key = definition(settings)
+    fresh = and_(Job.focus_key == key, Job.focus_line.is_not(None))
+    return (
+        select(case((fresh, Job.focus_line), else_=line))
+        .where(filters.where(), Job.act_cost_usd.is_not(None))
+        .order_by(Job.finished_at, Job.id)
     )

@@ -17,6 +17,11 @@ The same listener keeps each job's tags as the FOCUS export writes them (`Job.ta
 JSON object text), so the export copies them instead of aggregating the tag rows per job: a
 flush that writes tag rows writes their jobs' text after it. A Core write of job_tags bypasses
 it too: call `store_tags` on the jobs after it (`rebuild` does it for every job).
+
+And each finished job's FOCUS CSV line (`Job.focus_line`, app/reports/focus_pg.py): adding a
+job's contributions writes its line too. A Core write that bypasses the listener leaves no stale
+line behind (a trigger clears it; the export computes what is missing) but no stored one either:
+`refresh` (+1) or `store_lines` writes it.
 """
 
 from __future__ import annotations
@@ -48,9 +53,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.config import get_settings
 from app.models import Job, JobTag, report_rollups
 from app.models.report_rollup import COUNT_COLUMNS, KEY_COLUMNS, SUM_COLUMNS
-from app.reports import aggregates
+from app.reports import aggregates, focus_pg
 
 GRAINS = ("day", "month")
 TOTAL_DIM = "*"
@@ -213,17 +219,32 @@ def store_tags(connection: Connection, where: Any) -> None:
 
 
 def refresh(session: Session, job_ids: Iterable[str], *, sign: int) -> None:
-    """Take away (-1) or add (+1) the contributions of these jobs as the database holds them."""
-    _apply(session.connection(), job_ids, sign)
+    """Take away (-1) or add (+1) the contributions of these jobs as the database holds them.
+
+    Adding them also writes their FOCUS lines as the database now holds the jobs.
+    """
+    ids = sorted(set(job_ids))
+    _apply(session.connection(), ids, sign)
+    if sign > 0 and ids:
+        store_lines(session.connection(), Job.id.in_(ids))
+
+
+def store_lines(connection: Connection, where: Any) -> None:
+    """Write the FOCUS lines of the finished jobs matching `where` (PostgreSQL; SQLite's export
+    writes its CSV in Python)."""
+    if connection.dialect.name == "postgresql":
+        focus_pg.store(connection, where, get_settings())
 
 
 def rebuild(connection: Connection) -> None:
-    """Compute every rollup row and job's `tags_text` again (after a bulk load, or to repair).
+    """Compute every rollup row, job's `tags_text` and FOCUS line again (after a bulk load, or
+    to repair).
 
     The day rows from the jobs, then the month rows from the day rows (far fewer to read).
     """
     dialect = connection.dialect.name
     store_tags(connection, true())
+    store_lines(connection, true())
     connection.execute(delete(report_rollups))
     columns = [*KEY_COLUMNS, *_STAT_COLUMNS]
     days = _contributions(dialect, true(), grains=("day",))

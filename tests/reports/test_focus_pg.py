@@ -1,5 +1,7 @@
 """PostgreSQL writes the FOCUS CSV itself (app/reports/focus_pg.py): byte for byte what the API's
-Python writer makes of the same records, whatever text and numbers the rows hold."""
+Python writer makes of the same records, whatever text and numbers the rows hold, from lines
+stored on the jobs and from lines computed at export alike; a stored line never outlives a change
+to what it was made from."""
 
 from __future__ import annotations
 
@@ -12,13 +14,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, text, update
 
+from app.config import get_settings
 from app.db import session_scope
-from app.jobs.filters import parse_filters
+from app.jobs.filters import ReportFilters, parse_filters
 from app.kit import csv_out
-from app.models import Job, JobTag
-from app.reports import focus
+from app.models import Job, JobStatus, JobTag
+from app.reports import focus, focus_pg, rollups
 from app.reports.focus_columns import COLUMNS
 from tests.reports.factory import make_job, unique
 
@@ -58,15 +61,41 @@ FLOAT_COLUMNS = (
 NOT_NULL = ("model_ref", "gpu", "method", "status", "pricing", "price_per_gpu_hour")
 
 
-def _both(suite: str) -> tuple[str, str]:
-    """The suite's FOCUS CSV as PostgreSQL writes it and as the Python writer writes it."""
-    filters = parse_filters(params={"tag.suite": [suite]})
+def _by_db(filters: ReportFilters) -> str:
     with session_scope() as session:
         chunks = focus.stream(session, filters, "csv")
-        by_db = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+        return "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+
+
+def _stored(filters: ReportFilters) -> tuple[int, int]:
+    """(jobs selected with a cost, those whose stored line is current)."""
+    _, key = focus_pg.definition(get_settings())
+    with session_scope() as session:
+        row = session.execute(
+            select(func.count(), func.count().filter(Job.focus_key == key)).where(
+                filters.where(), Job.act_cost_usd.is_not(None)
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+def _both(suite: str) -> tuple[str, str]:
+    """The suite's FOCUS CSV as PostgreSQL writes it and as the Python writer writes it.
+
+    The suite's jobs were last changed by a Core UPDATE (`_job`), so PostgreSQL computes their
+    lines at export; then their lines are stored and the export, copying them, must not change.
+    """
+    filters = parse_filters(params={"tag.suite": [suite]})
+    jobs, current = _stored(filters)
+    assert jobs >= 1 and current == 0, "the Core update left a stored line"
+    computed = _by_db(filters)
+    with session_scope() as session:
+        rollups.store_lines(session.connection(), filters.where())
+    assert _stored(filters) == (jobs, jobs)
+    assert _by_db(filters) == computed
     with session_scope() as session:
         by_py = "".join(focus.render_csv(focus.iter_batches(session, filters)))
-    return by_db, by_py
+    return computed, by_py
 
 
 def _job(values: dict[str, Any], snapshot: dict[str, Any], tags: dict[str, str]) -> str:
@@ -181,3 +210,91 @@ def test_the_unfiltered_export_is_written_alike(suites: list[str]) -> None:
         by_py = "".join(focus.render_csv(focus.iter_batches(session, everything)))
     assert by_db == by_py
     assert by_db.count("\n") >= 1 + len(suites)
+
+
+def _python_line(job_id: str) -> str:
+    filters = parse_filters(params={})
+    with session_scope() as session:
+        stmt = focus.query(filters, "postgresql").where(Job.id == job_id)
+        rows = session.execute(stmt).all()
+    _header, line = "".join(focus.render_csv(iter([rows]))).splitlines()
+    return line
+
+
+def _line_of(job_id: str) -> tuple[str | None, str | None]:
+    with session_scope() as session:
+        row = session.execute(select(Job.focus_line, Job.focus_key).where(Job.id == job_id)).one()
+    return row[0], row[1]
+
+
+def test_a_flush_writes_the_line_and_a_change_writes_it_again(suites: list[str]) -> None:
+    suite = unique("pgline")
+    suites.append(suite)
+    _, key = focus_pg.definition(get_settings())
+    with session_scope() as session:
+        job_id = make_job(session, tags={"suite": suite, "k": "v"}).id
+    assert _line_of(job_id) == (_python_line(job_id), key)
+    with session_scope() as session:  # metering corrected, a tag added: through the ORM
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.act_cost_usd = 123.25
+        session.add(JobTag(job_id=job_id, key="late", value="x,y"))
+    line, stored_key = _line_of(job_id)
+    assert stored_key == key and line == _python_line(job_id)
+    assert "123.25" in line and '""late"" : ""x,y""' in line
+    with session_scope() as session:  # an unfinished job has no line: reports skip it
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.finished_at = None
+        job.status = JobStatus.QUEUED
+    assert _line_of(job_id) == (None, None)
+
+
+def test_the_trigger_clears_a_line_when_what_it_is_made_from_changes(
+    suites: list[str],
+) -> None:
+    with session_scope() as session:
+        definition = session.scalar(
+            select(func.pg_get_triggerdef(text("oid")))
+            .select_from(text("pg_trigger"))
+            .where(text("tgname = 'jobs_focus_line_stale'"))
+        )
+    assert definition is not None
+    watched = definition.lower()
+    missing = [c for c in focus_pg.input_columns(get_settings()) if f"old.{c} " not in watched
+               and f"old.{c})" not in watched and f"old.{c}," not in watched]  # fmt: skip
+    assert not missing, f"a new migration must add {missing} to the trigger"
+    suite = unique("pgline")
+    suites.append(suite)
+    with session_scope() as session:
+        job_id = make_job(session, tags={"suite": suite}).id
+    line, key = _line_of(job_id)
+    assert line is not None
+    with session_scope() as session:  # a column the line is not made from: kept
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=func.now()))
+    assert _line_of(job_id) == (line, key)
+    with session_scope() as session:  # one it is made from, by a Core write: cleared
+        session.execute(update(Job).where(Job.id == job_id).values(region="eu-west-1"))
+    assert _line_of(job_id) == (None, None)
+    by_db, by_py = _by_db(parse_filters(params={"tag.suite": [suite]})), None
+    with session_scope() as session:
+        filters = parse_filters(params={"tag.suite": [suite]})
+        by_py = "".join(focus.render_csv(focus.iter_batches(session, filters)))
+    assert by_db == by_py and "eu-west-1" in by_db
+
+
+def test_a_line_stored_under_other_settings_is_computed_again(suites: list[str]) -> None:
+    suite = unique("pgline")
+    suites.append(suite)
+    with session_scope() as session:
+        job_id = make_job(session, tags={"suite": suite}).id
+    stored, key = _line_of(job_id)
+    assert stored is not None
+    other = get_settings().model_copy(update={"focus_billing_account_name": "Other, Org"})
+    assert focus_pg.definition(other)[1] != key
+    filters = parse_filters(params={"tag.suite": [suite]})
+    with session_scope() as session:
+        focus._pg_settings(session)
+        body = b"".join(focus._copy_text(session, focus_pg.csv_query(filters, other))).decode()
+    name = get_settings().focus_billing_account_name
+    assert body == stored.replace(f",{name},", ',"Other, Org",', 1) + "\n"

@@ -27,13 +27,14 @@ from sqlalchemy.orm import Session
 
 from app.auth import service as keys
 from app.auth.service import Principal
+from app.config import get_settings
 from app.db import make_engine, session_scope
 from app.jobs import lifecycle
 from app.jobs.filters import ReportFilters, parse_filters, parse_group_by
 from app.kit.migrate import upgrade_head
 from app.models import Job, JobStatus, JobTag, Scope, report_rollups
 from app.models.report_rollup import COUNT_COLUMNS, KEY_COLUMNS, SUM_COLUMNS
-from app.reports import rollup_read, rollups, service
+from app.reports import focus_pg, rollup_read, rollups, service
 from app.reports.schemas import Bucket
 from tests.reports.factory import make_job
 
@@ -304,8 +305,25 @@ def _history(session_factory: Any, seed: int, n: int) -> History:
     return h
 
 
+def _lines_are_current(session: Session, h: History) -> int:
+    """Every job of the history a FOCUS export holds has its line stored, and it is the line
+    the definition computes from the job now (PostgreSQL); the count of such jobs."""
+    line, key = focus_pg.definition(get_settings())
+    mine = Job.team.in_(h.teams) | (Job.created_by_key_id == h.key_id)
+    exported = Job.finished_at.is_not(None) & Job.act_cost_usd.is_not(None)
+    with focus_pg.session_settings(session.connection()):
+        rows = session.execute(
+            select(Job.id, Job.focus_key, Job.focus_line == line).where(mine, exported)
+        ).all()
+    stale = [job_id for job_id, stored_key, same in rows if stored_key != key or not same]
+    assert not stale, f"{len(stale)} of {len(rows)} lines missing or stale"
+    return len(rows)
+
+
 def _check(session: Session, h: History) -> None:
     assert _compare_reports(session, h) > 0
+    if session.get_bind().dialect.name == "postgresql":
+        assert _lines_are_current(session, h) > 0
     for principal in h.principals()[:3]:
         report = service.estimate_vs_actual(
             session, filters=parse_filters(principal=principal), grouping=parse_group_by(None)
