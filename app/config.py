@@ -208,6 +208,14 @@ class Settings(BaseSettings):
     webhook_sweep_every_s: float = Field(
         60.0, gt=0, le=3600, description="beat re-sends deliveries whose message was lost"
     )
+    focus_lines_every_s: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description="celery beat writes the FOCUS CSV lines finished jobs lack (after an "
+        "upgrade, a change of the focus_* settings, a bulk write) this often, up to a minute "
+        "each time; until then an export computes them, more slowly",
+    )
     focus_delivery_every_h: float | None = Field(
         24.0,
         gt=0,

@@ -12,11 +12,13 @@ from app.config import get_settings
 from app.kit.queue import (
     DELIVER_FOCUS_TASK,
     DELIVER_WEBHOOK_TASK,
+    FILL_FOCUS_LINES_TASK,
     REFRESH_PRICES_TASK,
     RUN_JOB_TASK,
     SWEEP_WEBHOOKS_TASK,
 )
 from app.reports import delivery as focus_delivery
+from app.reports import focus_pg
 from app.webhooks import delivery
 from worker import devices, gang, job_rows, sweeper
 from worker.celery_app import celery_app
@@ -31,6 +33,7 @@ __all__ = [
     "deliver_focus",
     "deliver_webhook",
     "echo",
+    "fill_focus_lines",
     "refresh_prices",
     "run_job",
     "sweep_webhooks",
@@ -66,6 +69,12 @@ def sweep_webhooks() -> int:
 def deliver_focus() -> dict[str, str]:
     """Write each changed billing period's FOCUS files (beat, every focus_delivery_every_h)."""
     return focus_delivery.deliver_all()
+
+
+@celery_app.task(name=FILL_FOCUS_LINES_TASK)
+def fill_focus_lines() -> int:
+    """Write the FOCUS lines finished jobs lack (beat, every focus_lines_every_s)."""
+    return focus_pg.fill(get_settings())
 
 
 @celery_app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -20,6 +20,7 @@ CONTROL_QUEUE = "tunecost.control"
 DELIVER_WEBHOOK_TASK = "tunecost.deliver_webhook"
 SWEEP_WEBHOOKS_TASK = "tunecost.sweep_webhooks"
 DELIVER_FOCUS_TASK = "tunecost.deliver_focus"
+FILL_FOCUS_LINES_TASK = "tunecost.fill_focus_lines"
 
 
 def queue_for(gpu: str, num_gpus: int = 1) -> str:
@@ -71,14 +72,19 @@ REFRESH_PRICES_TASK = "tunecost.refresh_prices"
 
 
 def _beat_schedule(settings: Settings) -> dict[str, Any]:
-    """Periodic tasks for `celery beat`: the webhook sweep, the FOCUS delivery when it is on,
-    and the price refresh when it is on."""
+    """Periodic tasks for `celery beat`: the webhook sweep, the FOCUS lines jobs lack, the FOCUS
+    delivery when it is on, and the price refresh when it is on."""
     schedule: dict[str, Any] = {
         "sweep-webhooks": {
             "task": SWEEP_WEBHOOKS_TASK,
             "schedule": settings.webhook_sweep_every_s,
             "options": {"queue": CONTROL_QUEUE},
         }
+    }
+    schedule["fill-focus-lines"] = {
+        "task": FILL_FOCUS_LINES_TASK,
+        "schedule": settings.focus_lines_every_s,
+        "options": {"queue": CONTROL_QUEUE},
     }
     if settings.focus_delivery_every_h is not None:
         schedule["deliver-focus"] = {

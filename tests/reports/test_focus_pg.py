@@ -20,6 +20,7 @@ from app.config import get_settings
 from app.db import session_scope
 from app.jobs.filters import ReportFilters, parse_filters
 from app.kit import csv_out
+from app.kit.queue import CONTROL_QUEUE, FILL_FOCUS_LINES_TASK, celery_config
 from app.models import Job, JobStatus, JobTag
 from app.reports import focus, focus_pg, rollups
 from app.reports.focus_columns import COLUMNS
@@ -298,3 +299,24 @@ def test_a_line_stored_under_other_settings_is_computed_again(suites: list[str])
         body = b"".join(focus._copy_text(session, focus_pg.csv_query(filters, other))).decode()
     name = get_settings().focus_billing_account_name
     assert body == stored.replace(f",{name},", ',"Other, Org",', 1) + "\n"
+
+
+def test_beat_fills_the_lines_jobs_lack(suites: list[str]) -> None:
+    schedule = celery_config(get_settings())["beat_schedule"]["fill-focus-lines"]
+    assert schedule["task"] == FILL_FOCUS_LINES_TASK
+    assert schedule["options"] == {"queue": CONTROL_QUEUE}
+    suite = unique("pgfill")
+    suites.append(suite)
+    with session_scope() as session:
+        ids = [make_job(session, tags={"suite": suite}).id for _ in range(3)]
+    with session_scope() as session:  # behind the listener's back: the lines are cleared
+        session.execute(update(Job).where(Job.id.in_(ids)).values(sku="behind-the-back"))
+    assert [_line_of(i) for i in ids] == [(None, None)] * 3
+    assert focus_pg.fill(get_settings(), budget_s=0, batch=1) == 1  # one batch, however short
+    assert focus_pg.fill(get_settings(), budget_s=120) >= 2
+    _, key = focus_pg.definition(get_settings())
+    for job_id in ids:
+        line, stored_key = _line_of(job_id)
+        assert stored_key == key and line == _python_line(job_id)
+        assert line is not None and "behind-the-back" in line
+    assert focus_pg.fill(get_settings(), budget_s=60) == 0  # nothing left to write
