@@ -3,8 +3,9 @@
 Creates a fresh PostgreSQL database (dropped at the end), migrates it with Alembic, and writes
 the jobs in SQL (`generate_series`: a year of jobs of tenant `bench`, N of them, and N/20 of
 another tenant, `other`, which the bench's key must never see), their tags (team, project,
-cost_center, env), then computes the report rollups once from them. It prints, over real HTTP
-(uvicorn + httpx) with the tenant's read key:
+cost_center, env), then computes the report rollups, tags texts and FOCUS lines once from them
+(what the service keeps job by job). It prints, over real HTTP (uvicorn + httpx) with the
+tenant's read key:
 
 - the estimate-vs-actual report per group_by and with filters (median of several runs; target
   under 150 ms), with the jobs it covered, where it read them from, and the time of the same
@@ -132,7 +133,8 @@ SELECT id, 'env', (ARRAY['prod', 'dev'])[1 + abs(hashtext(id || 'e')) % 2] FROM 
 
 
 def seed(url: str, n: int) -> tuple[float, float]:
-    """Write the jobs and tags in SQL, then the rollups and tags texts; the seconds of each."""
+    """Write the jobs and tags in SQL, then the rollups, tags texts and FOCUS lines; the seconds
+    of each."""
     from app.reports import rollups
 
     engine = create_engine(url)
@@ -148,7 +150,7 @@ def seed(url: str, n: int) -> tuple[float, float]:
     jobs_s = time.perf_counter() - t
     t = time.perf_counter()
     with engine.begin() as conn:
-        rollups.rebuild(conn)  # and each job's tags text, which rewrites every job row
+        rollups.rebuild(conn)  # and each job's tags text and FOCUS line: rewrites every job row
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE jobs"))
     engine.dispose()
@@ -375,9 +377,11 @@ def run(url: str, n: int) -> None:
     os.environ["TUNECOST_DATABASE_URL"] = url
     os.environ["TUNECOST_BOOTSTRAP_ADMIN_KEY"] = "false"
     from app.auth import service as keys
+    from app.config import get_settings
     from app.db import session_scope
     from app.kit.migrate import upgrade_head
     from app.models import Scope
+    from app.reports import focus_pg
 
     upgrade_head(url)
     print(f"PostgreSQL {make_url(url).render_as_string(hide_password=True)}, "
@@ -393,11 +397,19 @@ def run(url: str, n: int) -> None:
                  "FROM jobs"), {"t": TENANT}
         ).one()  # fmt: skip
     mine, every, charged, tags, rollup_rows = (int(c) for c in counts)
+    with session_scope() as session:
+        _, line_key = focus_pg.definition(get_settings())
+        lines = session.scalar(
+            text("SELECT count(*) FROM jobs WHERE team = :t AND act_cost_usd IS NOT NULL "
+                 "AND finished_at IS NOT NULL AND focus_key = :k"), {"t": TENANT, "k": line_key}
+        )  # fmt: skip
     if mine != n:
         _fail(f"seeded {mine} jobs of {TENANT}, not {n}")
     print(f"seeded {every:,} jobs ({mine:,} of {TENANT!r}, {every - mine:,} of {OTHER!r}) and "
           f"{tags:,} tags in SQL in {jobs_s:.1f} s; {rollup_rows:,} rollup rows computed in "
-          f"{rollups_s:.1f} s; jobs table with indexes and TOAST: {size}")  # fmt: skip
+          f"{rollups_s:.1f} s (with tags texts and FOCUS lines); jobs table with indexes and "
+          f"TOAST: {size}; {lines:,} of the {charged:,} rows {TENANT!r} exports have their FOCUS "
+          f"line stored")  # fmt: skip
 
     with Server() as base:
         report_figures(base, key, url)

@@ -173,12 +173,6 @@ def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
     yield b"\n]}\n"
 
 
-def _pg_settings(session: Session) -> None:
-    """The export transaction's settings (focus_pg.SETTINGS), undone when it ends."""
-    for name, value in focus_pg.SETTINGS.items():
-        session.execute(select(func.set_config(name, value, True)))
-
-
 def _unescape(chunk: bytes) -> bytes:
     """COPY text-format rows as the text they hold (each row still ends with a line feed)."""
     if b"\\" not in chunk:
@@ -204,8 +198,8 @@ def stream(
 ) -> Generator[str | bytes, None, None]:
     """The whole export as CSV or JSON text, in chunks."""
     if session.get_bind().dialect.name == "postgresql":
-        _pg_settings(session)
-        yield from _pg_csv(session, filters) if fmt == "csv" else _pg_json(session, filters)
+        with focus_pg.session_settings(session.connection()):
+            yield from _pg_csv(session, filters) if fmt == "csv" else _pg_json(session, filters)
         return
     render = render_csv if fmt == "csv" else render_json
     yield from render(iter_batches(session, filters))

@@ -262,15 +262,15 @@ def definition(settings: Settings) -> tuple[ScalarSelect[Any], str]:
 
 @contextlib.contextmanager
 def session_settings(connection: Connection) -> Iterator[None]:
-    """SETTINGS for the statements inside, the connection's own values back after them."""
+    """SETTINGS for the statements inside, the transaction's own values back after them."""
     names = list(SETTINGS)
     previous = connection.execute(select(*(func.current_setting(n) for n in names))).one()
     connection.execute(select(*(func.set_config(n, SETTINGS[n], True) for n in names)))
-    try:
-        yield
-    finally:
-        back = (func.set_config(n, str(v), True) for n, v in zip(names, previous, strict=True))
-        connection.execute(select(*back))
+    yield
+    # Only after a normal end: the values are the transaction's own (set_config's is_local), so
+    # a transaction that failed or was cut short gets its own back when it is rolled back.
+    back = (func.set_config(n, str(v), True) for n, v in zip(names, previous, strict=True))
+    connection.execute(select(*back))
 
 
 def store(connection: Connection, where: Any, settings: Settings) -> int:

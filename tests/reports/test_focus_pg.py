@@ -294,8 +294,7 @@ def test_a_line_stored_under_other_settings_is_computed_again(suites: list[str])
     other = get_settings().model_copy(update={"focus_billing_account_name": "Other, Org"})
     assert focus_pg.definition(other)[1] != key
     filters = parse_filters(params={"tag.suite": [suite]})
-    with session_scope() as session:
-        focus._pg_settings(session)
+    with session_scope() as session, focus_pg.session_settings(session.connection()):
         body = b"".join(focus._copy_text(session, focus_pg.csv_query(filters, other))).decode()
     name = get_settings().focus_billing_account_name
     assert body == stored.replace(f",{name},", ',"Other, Org",', 1) + "\n"
