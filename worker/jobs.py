@@ -70,13 +70,15 @@ def launch_of(
 ) -> Launch:
     """The claimed job's spec and this attempt's run context, as the training child takes them
     (on node `node_index` of a job across nodes, whose ranks meet at `rendezvous`)."""
+    settings = get_settings()
     return Launch(
         spec=claim.spec,
         run=RunContext(
             job_id=claim.job_id,
             dataset_path=str(dataset_path),
             dataset_columns=claim.dataset_columns,
-            model_roots=[str(p) for p in get_settings().resolved_model_roots()],
+            model_roots=[str(p) for p in settings.resolved_model_roots()],
+            max_dataset_bytes=settings.dataset_bytes_cap,  # what the API let the upload hold
             started_at=claim.started_at_epoch,
             billed_usd=claim.billed_usd,  # the budget is the job's, not the attempt's
             node_index=node_index,
