@@ -4,8 +4,9 @@ The query itself yields each record in column order (timestamps already ISO 8601
 already a JSON object as text). The definition of the CSV is the API's one CSV writer
 (app/kit/csv_out.py, which neutralises formula-like cells) over rows fetched in batches through
 a server-side cursor (`yield_per`): what SQLite and any other caller of `iter_batches` get. On
-PostgreSQL the database writes the same bytes itself (`COPY (query) TO STDOUT WITH (FORMAT
-csv)`, the neutralising and number formatting done in SQL: app/reports/focus_pg.py), and renders
+PostgreSQL the database writes the same bytes itself: each job's CSV line is stored on the job
+and the export fetches them a thousand lines a row through a server-side cursor (the
+neutralising, number formatting and quoting done in SQL: app/reports/focus_pg.py); it renders
 JSON (`json_build_object` through COPY). Either way the output leaves in chunks and memory stays
 flat whatever the row count. Values are only ever what was recorded: a column is null when the
 job lacks the figure, never filled with a guess.
@@ -16,7 +17,6 @@ Which columns and what they hold: app/reports/focus_columns.py (and the README t
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
@@ -45,12 +45,8 @@ from app.reports.focus_columns import columns as focus_columns
 FOCUS_VERSION = "1.2"
 BATCH_ROWS = 2000  # rows per server-side fetch and per chunk written to the client
 CHUNK_BYTES = 256 * 1024  # COPY output is passed on in pieces of about this size
+FETCH_ROWS = 4  # rows of focus_pg.CHUNK_ROWS lines per server-side fetch of the CSV export
 _TAGS = COLUMNS.index("Tags")
-# COPY's text format writes a backslash, and a few control characters, as escapes (PostgreSQL
-# manual, COPY, "Text Format"); every other byte as it is.
-_COPY_ESCAPES = {b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b",
-                 b"f": b"\f", b"v": b"\v"}  # fmt: skip
-_ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
 PG_MAX_ARGS = 100  # PostgreSQL's FUNC_MAX_ARGS: json_build_object takes 50 pairs at most
 
 
@@ -166,31 +162,36 @@ def _pg_json(session: Session, filters: ReportFilters) -> Iterator[bytes]:
     objects = _charges(select(_json_object(pairs)), source, filters)
     yield (json.dumps({"focus_version": FOCUS_VERSION})[:-1] + ', "rows": [\n').encode()
     separator = b""
-    for chunk in _copy_text(session, objects):
-        # One row per line (JSON text holds no raw line break): commas between rows.
-        yield separator + chunk[:-1].replace(b"\n", b",\n")
+    for chunk in _chunked(_copy_out(session, objects, "FORMAT text")):
+        # COPY's text format doubles backslashes and escapes control characters (which JSON
+        # text never holds raw), one row per line: undo the doubling, put commas between rows.
+        yield separator + chunk[:-1].replace(b"\\\\", b"\\").replace(b"\n", b",\n")
         separator = b",\n"
     yield b"\n]}\n"
 
 
-def _unescape(chunk: bytes) -> bytes:
-    """COPY text-format rows as the text they hold (each row still ends with a line feed)."""
-    if b"\\" not in chunk:
-        return chunk
-    return _ESCAPED.sub(lambda m: _COPY_ESCAPES[m.group(1)], chunk)
-
-
-def _copy_text(session: Session, stmt: Select[Any]) -> Iterator[bytes]:
-    """The one text column of `stmt`'s rows, a line each, in chunks of about CHUNK_BYTES."""
-    for chunk in _chunked(_copy_out(session, stmt, "FORMAT text")):
-        yield _unescape(chunk)
+def _fetch_bytes(session: Session, stmt: Select[Any]) -> Iterator[bytes]:
+    """The one text column of `stmt`'s rows as UTF-8 bytes, row by row, through a server-side
+    cursor in binary format (no escaping to undo, no text decoded and encoded again)."""
+    conn = session.connection()
+    row = stmt.subquery("focus_text")
+    (column,) = row.c
+    as_bytes = select(func.convert_to(column, "UTF8")).select_from(row)
+    compiled = as_bytes.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, psycopg.Connection)
+    with raw.cursor(name="tunecost_focus_csv", binary=True) as cur:
+        cur.itersize = FETCH_ROWS
+        cur.execute(str(compiled), compiled.params)
+        for (data,) in cur:
+            yield data
 
 
 def _pg_csv(session: Session, filters: ReportFilters) -> Iterator[str | bytes]:
     """The CSV export written by PostgreSQL, byte for byte what render_csv writes: each job's
-    stored line (or the line computed now, where it has none that is current), one per row."""
+    stored line (or the line computed now, where it has none that is current), in chunks."""
     yield "".join(render_csv(iter(())))  # the header
-    yield from _copy_text(session, focus_pg.csv_query(filters, get_settings()))
+    yield from _fetch_bytes(session, focus_pg.csv_query(filters, get_settings()))
 
 
 def stream(
