@@ -27,6 +27,10 @@ from app.models import report_rollups
 from app.reports import aggregates, rollups
 
 FACETS = ("method", "status")  # job columns that are rollup key columns
+# PostgreSQL work_mem of a rollup read's transaction: a year's weekly spend by a tag groups ~57k
+# day rows, which PostgreSQL's default 4MB sorted on disk (167 ms); in memory it hashes them
+# (74 ms). bench/report_scale.py, 1M jobs.
+ROLLUP_WORK_MEM = "32MB"
 _R = report_rollups.c
 Key = str | None
 Range = tuple[date | None, date | None]
@@ -176,6 +180,8 @@ def query(
     )
     totals: dict[Any, aggregates.Sums] = {}
     valued: dict[Any, aggregates.Sums] = {}
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.set_config("work_mem", ROLLUP_WORK_MEM, True)))
     for row in session.execute(stmt).mappings():
         figures = aggregates.read(row)
         if row["dim"] == dim:
