@@ -277,34 +277,36 @@ def session_settings(connection: Connection) -> Iterator[None]:
     connection.execute(select(*back))
 
 
-def store(connection: Connection, where: Any, settings: Settings) -> int:
+def store(connection: Connection, where: Any, settings: Settings) -> list[str]:
     """Write the CSV line of every finished job with a cost that matches `where` (PostgreSQL);
-    how many were written."""
+    the ids of the jobs written."""
     line, key = definition(settings)
     stmt = (
         update(Job)
         .where(where, Job.finished_at.is_not(None), Job.act_cost_usd.is_not(None))
         # The job itself is unchanged: its updated_at stays (the column's onupdate would move it).
         .values(focus_line=line, focus_key=key, updated_at=Job.updated_at)
+        .returning(Job.id)
     )
     with session_settings(connection):
-        return connection.execute(stmt).rowcount
+        return list(connection.execute(stmt).scalars())
 
 
 def fill(settings: Settings, *, budget_s: float = FILL_BUDGET_S, batch: int = FILL_BATCH) -> int:
     """Write the lines that finished jobs with a cost lack (none stored, or one written by
-    another definition or other settings), a batch per transaction, until none is left or
-    `budget_s` is spent (one batch at least); how many were written (PostgreSQL; elsewhere
-    nothing to do).
+    another definition or other settings), a batch per transaction in id order, until none is
+    left or `budget_s` is spent (one batch at least); how many were written (PostgreSQL;
+    elsewhere nothing to do).
 
     Run by celery beat (`focus_lines_every_s`): after an upgrade, a change of the settings a
     line reads, or a bulk write that bypassed the flush listener, exports are fast again once
     it has caught up (computing a missing line at export is as slow as the export once was).
-    Rows another transaction holds are skipped, never waited for.
+    Each batch goes on from the last id written, so no batch reads again the rows its
+    predecessors wrote; rows another transaction holds are skipped, never waited for.
     """
     _, key = definition(settings)
     lacking = or_(Job.focus_key.is_(None), Job.focus_key != key)
-    written = 0
+    written, after = 0, ""
     deadline = time.monotonic() + budget_s
     while True:  # at least one batch, then as many as the budget allows
         with session_scope() as session:
@@ -313,14 +315,21 @@ def fill(settings: Settings, *, budget_s: float = FILL_BUDGET_S, batch: int = FI
                 return 0
             ids = (
                 select(Job.id)
-                .where(Job.finished_at.is_not(None), Job.act_cost_usd.is_not(None), lacking)
+                .where(
+                    Job.id > after,
+                    Job.finished_at.is_not(None),
+                    Job.act_cost_usd.is_not(None),
+                    lacking,
+                )
+                .order_by(Job.id)
                 .limit(batch)
                 .with_for_update(skip_locked=True)
             )
             done = store(connection, Job.id.in_(ids.scalar_subquery()), settings)
-        written += done
-        if done < batch or time.monotonic() >= deadline:
+        written += len(done)
+        if len(done) < batch or time.monotonic() >= deadline:
             return written
+        after = max(done)
 
 
 def csv_query(filters: ReportFilters, settings: Settings) -> Select[Any]:
