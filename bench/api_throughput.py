@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from served import free_port, start_server, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = {"num_examples": 50000, "avg_tokens": 150, "max_tokens": 1304}
@@ -47,14 +47,7 @@ ESTIMATE = {
     "hardware": {"gpu": "A100-40GB"},
 }
 NEW_ARCH_70B = "Qwen/Qwen2.5-72B"  # qwen2: not built by the server's warm-up (a Llama)
-SERVER_START_TIMEOUT_S = 180
 TARGET_RATIO = 0.8  # estimates/s over health/s
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _prepare(tmp: Path) -> tuple[dict[str, str], str]:
@@ -84,29 +77,6 @@ def _prepare(tmp: Path) -> tuple[dict[str, str], str]:
         text=True,
     )
     return env, out.stdout.strip().splitlines()[-1]
-
-
-def _start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as fh:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(base + "/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("server did not become ready")
 
 
 def _cpu_s(pid: int) -> float:
@@ -232,12 +202,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tunecost-bench-") as tmp_name:
         tmp = Path(tmp_name)
         env, secret = _prepare(tmp)
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = tmp / "server.log"
-        proc = _start_server(env, port, log)
+        proc = start_server(env, port, log)
         try:
-            _wait_ready(base, proc, log)
+            wait_ready(base, proc, log)
             headers = {"Authorization": f"Bearer {secret}"}
             start = time.perf_counter()
             first = httpx.post(base + "/v1/estimates", json=ESTIMATE, headers=headers, timeout=300)

@@ -4,8 +4,8 @@ Creates a fresh PostgreSQL database (dropped at the end), migrates it with Alemb
 the jobs in SQL (`generate_series`: a year of jobs of tenant `bench`, N of them, and N/20 of
 another tenant, `other`, which the bench's key must never see), their tags (team, project,
 cost_center, env), then computes the report rollups, tags texts and FOCUS lines once from them
-(what the service keeps job by job). It prints, over real HTTP (uvicorn + httpx) with the
-tenant's read key:
+(what the service keeps job by job). It prints, over real HTTP (uvicorn in a process of its
+own, bench/served.py; httpx) with the tenant's read key:
 
 - the estimate-vs-actual report per group_by and with filters (median of several runs; target
   under 150 ms), with the jobs it covered, where it read them from, and the time of the same
@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
-import threading
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -42,6 +41,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import served
 
 ADMIN_URL = os.environ.get(
     "TUNECOST_BENCH_PG_ADMIN_URL",
@@ -166,32 +167,6 @@ def median_s(fn: Callable[[], Any], runs: int = RUNS) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-class Server:
-    """The real app under uvicorn in a background thread, on a free local port."""
-
-    def __init__(self) -> None:
-        import uvicorn
-
-        from app.main import create_app
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(create_app(), port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def _fail(message: str) -> None:
@@ -411,7 +386,11 @@ def run(url: str, n: int) -> None:
           f"TOAST: {size}; {lines:,} of the {charged:,} rows {TENANT!r} exports have their FOCUS "
           f"line stored")  # fmt: skip
 
-    with Server() as base:
+    env = {**os.environ, "TUNECOST_DATABASE_URL": url, "TUNECOST_BOOTSTRAP_ADMIN_KEY": "false"}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        served.serving(env, Path(tmp) / "server.log") as (base, _),
+    ):
         report_figures(base, key, url)
         print(f"\nFOCUS export of every row of {TENANT!r} over HTTP (target CSV >= "
               f"{TARGET_FOCUS_ROWS_S:,} rows/s), load {os.getloadavg()[0]:.1f}:")  # fmt: skip

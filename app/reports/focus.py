@@ -183,8 +183,8 @@ def _fetch_bytes(session: Session, stmt: Select[Any]) -> Iterator[bytes]:
     with raw.cursor(name="tunecost_focus_csv", binary=True) as cur:
         cur.itersize = FETCH_ROWS
         cur.execute(str(compiled), compiled.params)
-        for (data,) in cur:
-            yield data
+        while rows := cur.fetchmany(FETCH_ROWS):
+            yield b"".join(data for (data,) in rows)
 
 
 def _pg_csv(session: Session, filters: ReportFilters) -> Iterator[str | bytes]:
