@@ -98,8 +98,8 @@ NUMBER_PATTERN = f"^{csv_out.NUMBER_PATTERN}$"  # PostgreSQL's ~ searches: ancho
 # setting there fails at once.
 SHAPING_SETTINGS = ("focus_billing_account_id", "focus_billing_account_name",
                     "focus_self_hosted_name")  # fmt: skip
-# fill(): jobs per transaction (an UPDATE of a stored line took about 190 us a row at 1M jobs
-# on a 2-core machine, bench/report_scale.py: ~0.4 s a batch), and seconds per beat run.
+# fill(): jobs per transaction (writing every line of report_scale's 1M jobs in one UPDATE took
+# 187 s on a 2-core machine, ~190 us a row: ~0.4 s a batch), and seconds per beat run.
 FILL_BATCH = 2000
 FILL_BUDGET_S = 60.0
 # Lines per row of the CSV export's query (csv_query): about 0.8 MB of text at ~800 bytes a line.
