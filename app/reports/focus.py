@@ -54,7 +54,7 @@ def _tags(filters: ReportFilters, dialect: str) -> tuple[Any, FromClause]:
     """The Tags expression and the FROM clause it needs: the job's stored tags text, kept by
     the flush listener (app/reports/rollups.py) from its tag rows.
     """
-    return func.coalesce(Job.tags_text, "{}"), Job.__table__
+    return focus_pg.tags_text(), Job.__table__
 
 
 def _charges(stmt: Select[Any], source: FromClause, filters: ReportFilters) -> Select[Any]:

@@ -208,20 +208,24 @@ def _cell(text: Any) -> Any:
     return case((text.regexp_match(QUOTE_WHEN), quoted), else_=func.coalesce(text, ""))
 
 
-def _tags() -> Any:
+def tags_text() -> Any:
+    """A job's Tags cell: its stored tags text (app/reports/rollups.py keeps it), `{}` if none."""
     return func.coalesce(Job.tags_text, "{}")
+
+
+def _inputs(settings: Any) -> list[ColumnElement[Any]]:
+    return _job_columns([e for _, e in focus_columns.columns("postgresql", tags_text(), settings)])
 
 
 def input_columns(settings: Settings) -> list[str]:
     """The jobs columns a FOCUS line is made from (migration 0019's trigger watches them)."""
-    return [c.name for c in _job_columns([e for _, e in focus_columns.columns(
-        "postgresql", _tags(), settings)])]  # fmt: skip
+    return [c.name for c in _inputs(settings)]
 
 
 def _line(settings: Any) -> ScalarSelect[Any]:
     """The CSV line (no terminator) of the job row of the enclosing statement."""
-    tags = _tags()
-    needed = _job_columns([e for _, e in focus_columns.columns("postgresql", tags, settings)])
+    tags = tags_text()
+    needed = _inputs(settings)
     snapshot = func.jsonb_build_object(
         *(arg for field in focus_columns.SNAPSHOT_FIELDS
           for arg in (field, Job.estimate_snapshot[field])),
