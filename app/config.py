@@ -52,6 +52,23 @@ class Settings(BaseSettings):
     max_dataset_lines: int = Field(
         1_000_000, gt=0, le=1 << 32, description="most lines (records) in one dataset"
     )
+    # Per-tenant quotas (app/auth/quotas.py, README "Quotas"): what one team (or teamless key)
+    # may hold at once, so no tenant fills the storage, the queue or the delivery fan-out alone.
+    quota_datasets: int = Field(1000, gt=0, le=1 << 31, description="datasets one tenant holds")
+    quota_dataset_bytes: int = Field(
+        100 * 1024**3,
+        gt=0,
+        le=1 << 60,
+        description="bytes of stored datasets (as uploaded) one tenant holds",
+    )
+    quota_active_jobs: int = Field(
+        200, gt=0, le=1 << 31, description="queued or running jobs of one tenant at once"
+    )
+    # GitHub's limit of webhooks on one event of a repository is 20 (docs.github.com,
+    # "Creating webhooks"); each subscription multiplies every event's deliveries.
+    quota_webhooks: int = Field(
+        20, gt=0, le=10_000, description="webhook subscriptions one tenant holds"
+    )
     bootstrap_admin_key: bool = Field(
         True, description="create and print an admin key at start when there are no keys"
     )

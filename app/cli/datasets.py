@@ -1,4 +1,5 @@
-"""`tunecost datasets upload|list|show`: the datasets of the key's team on a tunecost server."""
+"""`tunecost datasets upload|list|show|delete`: the datasets of the key's team on a tunecost
+server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from app.cli.client import Api, KeyOption, UrlOption
 from app.cli.tables import QuietOption, WideOption, console, fit_ids, id_table
 
 datasets_app = typer.Typer(
-    help="Upload, list and show datasets (talks to the API).", no_args_is_help=True
+    help="Upload, list, show and delete datasets (talks to the API).", no_args_is_help=True
 )
 UPLOAD_TIMEOUT_S = 600.0  # counting a 256 MiB upload's tokens takes minutes on a busy server
 
@@ -140,3 +141,19 @@ def show(
     out.print(f"formats: {formats}; {size}; stored as {ds['storage_path']}")
     if ds["stats"].get("tokenizer_note"):
         out.print(f"[yellow]{ds['stats']['tokenizer_note']}[/yellow]")
+
+
+@datasets_app.command("delete")
+def delete(
+    dataset_id: Annotated[str, typer.Argument(help="the id, or a unique start of it")],
+    url: UrlOption = "http://127.0.0.1:8000",
+    key: KeyOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before deleting")] = False,
+) -> None:
+    """Delete a dataset and its stored file (refused while an unfinished job trains on it)."""
+    api = Api(url=url, key=key)
+    ds = api.get(f"/v1/datasets/{dataset_id}")
+    if not yes:
+        typer.confirm(f"delete dataset {ds['id']} ({ds['name']})?", abort=True)
+    gone = api.request("DELETE", f"/v1/datasets/{ds['id']}").json()
+    console().print(f"deleted dataset {gone['id']} ({gone['name']}), {_size(gone['size_bytes'])}")

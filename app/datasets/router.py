@@ -1,4 +1,4 @@
-"""Dataset routes: upload (submit scope), get and list (read scope)."""
+"""Dataset routes: upload and delete (submit scope), get and list (read scope)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,20 @@ def get_dataset(
 ) -> DatasetOut:
     """One dataset of the key's tenant, with its token statistics."""
     return service.to_out(service.get(session, dataset_id=dataset_id, principal=principal))
+
+
+@router.delete("/{dataset_id}", response_model=DatasetOut)
+def delete_dataset(
+    dataset_id: Annotated[str, Path(max_length=40, description="the id, or a unique start of it")],
+    session: SessionDep,
+    principal: SubmitPrincipal,
+) -> DatasetOut:
+    """Delete a dataset and its stored file, making room under the tenant's dataset quotas.
+
+    Refused (409) while an unfinished job or a running study trains on it; finished jobs keep
+    their figures and lose only the link. The answer is the dataset as it was.
+    """
+    return service.to_out(service.delete(session, dataset_id=dataset_id, principal=principal))
 
 
 @router.get("", response_model=Page[DatasetOut])

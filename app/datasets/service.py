@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from app.auth import quotas
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.catalog.model_catalog import UnknownModelError, get_model_config
@@ -39,13 +40,13 @@ from app.datasets.tokens import (
     tokenizer_counter,
 )
 from app.datasets.upload import ReceivedUpload
-from app.errors import InvalidInput, NotFound, PayloadTooLarge
+from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.estimator.spec import DatasetShape
 from app.kit import ids, redact
 from app.kit.pagination import keyset_page
 from app.kit.paths import confine_model_path, relative_to_root
 from app.kit.storage import put_file, remove
-from app.models import Dataset
+from app.models import Dataset, Job, Study, StudyStatus
 from app.models.base import new_id
 
 MAX_NAME_CHARS = 300
@@ -207,6 +208,28 @@ def _delete_on_rollback(session: Session, url: str) -> None:
     pending.append(url)
 
 
+_DOOMED = "tunecost_files_removed_on_commit"
+
+
+def _remove_on_commit(session: Session, url: str) -> None:
+    """Remove the stored file once the session's transaction commits (kept on a rollback)."""
+    doomed: list[str] | None = session.info.get(_DOOMED)
+    if doomed is None:
+        doomed = session.info[_DOOMED] = []
+
+        @event.listens_for(session, "after_commit")
+        def _committed(_: Session) -> None:
+            for stored in doomed:
+                remove(stored)
+            doomed.clear()
+
+        @event.listens_for(session, "after_rollback")
+        def _rolled_back(_: Session) -> None:
+            doomed.clear()
+
+    doomed.append(url)
+
+
 def check_fields(fields: dict[str, str]) -> None:
     """Refuse form fields the upload does not take (422 naming them), rather than ignore them."""
     unknown = sorted(set(fields) - set(UPLOAD_FIELDS))
@@ -229,6 +252,8 @@ def create(session: Session, *, upload: ReceivedUpload, principal: Principal) ->
         columns = parse_columns(fields.get("columns", "")) or None
     except ValueError as exc:
         raise InvalidInput(f"columns: {exc}", field="columns") from None
+    tenant = quotas.Tenant(team=principal.team, key_id=principal.key_id)
+    quotas.check_dataset(session, tenant, size_bytes=upload.size_bytes, serialise=False)
     counter = counter_for(fields.get("model_path"), fields.get("model"))
     settings = get_settings()
     found = analyse_file(
@@ -240,6 +265,8 @@ def create(session: Session, *, upload: ReceivedUpload, principal: Principal) ->
         columns=columns,
     )
 
+    # Again, race-free, now that the work is done: the lock is held until the commit.
+    quotas.check_dataset(session, tenant, size_bytes=upload.size_bytes)
     dataset_id = new_id("ds")
     key = dataset_key(dataset_id, container=found["container"], compression=found["compression"])
     url = put_file(upload.path, key)
@@ -288,6 +315,44 @@ def get(
     found = session.get(Dataset, full)
     assert found is not None  # just matched, in this transaction
     return found
+
+
+def delete(session: Session, *, dataset_id: str, principal: Principal) -> Dataset:
+    """Delete one dataset of the caller's tenant (by id or unique id prefix) and, once
+    committed, its file.
+
+    Refused (409) while a job that is not finished, or a running study, trains on it. Finished
+    jobs keep their figures and lose only the link (`dataset_id` becomes null).
+    """
+    row = get(session, dataset_id=dataset_id, principal=principal)
+    # Lock the row first: a submit naming it either committed before (and is seen below) or
+    # waits for this delete and then fails on the missing dataset.
+    session.execute(select(Dataset.id).where(Dataset.id == row.id).with_for_update())
+    job = session.scalar(
+        select(Job.id)
+        .where(Job.dataset_id == row.id, Job.status.in_(quotas.ACTIVE_STATUSES))
+        .limit(1)
+    )
+    if job is not None:
+        raise Conflict(
+            f"dataset {row.id} is in use by job {job}, which has not finished; "
+            "wait for it or cancel it, then delete the dataset"
+        )
+    study = session.scalar(
+        select(Study.id)
+        .where(Study.dataset_id == row.id, Study.status == StudyStatus.RUNNING)
+        .limit(1)
+    )
+    if study is not None:
+        raise Conflict(
+            f"dataset {row.id} is in use by study {study}, which is running; "
+            "wait for it or cancel it, then delete the dataset"
+        )
+    url = row.storage_path
+    session.delete(row)
+    session.flush()
+    _remove_on_commit(session, url)
+    return row
 
 
 def list_(

@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.auth import quotas
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.budgets import alerts, guard
@@ -255,11 +256,13 @@ def create(
     if live < spec.nodes:
         job.status_detail = no_worker_detail(queue, nodes=spec.nodes, live=live)
     session.flush()  # everything before the job (e.g. the estimate it implies) is written
-    # Budgets last, just before the insert: their locks are held until the commit, so as briefly
-    # as the submit allows (app/budgets/guard.py).
+    # The tenant's active-jobs quota, then its budgets, just before the insert: their locks are
+    # held until the commit, so as briefly as the submit allows (app/auth/quotas.py,
+    # app/budgets/guard.py).
+    quotas.check_job(session, quotas.Tenant(team=team, key_id=principal.key_id))
     now = utcnow()
     budgets = guard.lock(session, team=team, tags=tags, now=now)
-    if budgets and idempotency_key is not None:
+    if idempotency_key is not None:
         # A concurrent submit with this key may have committed while this one waited for a lock.
         found = idempotency.replay(
             session, job_in=job_in, principal=principal, idempotency_key=idempotency_key

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth import quotas
 from app.auth.service import Principal
 from app.auth.tenancy import can_see, visible
 from app.config import get_settings
@@ -58,10 +59,12 @@ def create(
 ) -> tuple[WebhookSubscription, str]:
     """A new subscription and its signing secret (returned this once)."""
     _check_url(sub_in.url)
+    team = _team(principal, sub_in.team)
+    quotas.check_webhook(session, quotas.Tenant(team=team, key_id=principal.key_id))
     secret = secrets.new_secret()
     sub = WebhookSubscription(
         id=new_id("whk"),
-        team=_team(principal, sub_in.team),
+        team=team,
         created_by_key_id=principal.key_id,
         url=sub_in.url,
         events=sub_in.events,

@@ -170,3 +170,22 @@ def test_upload_a_save_to_disk_folder_and_a_csv_with_columns(
     assert refused.returncode == 2
     assert "unknown_format: 12 rows, e.g. rows 1, 2, 3" in refused.stderr
     assert "columns=prompt=question,completion=answer" in refused.stderr
+
+
+def test_delete_asks_first_and_takes_a_prefix(
+    live_api: LiveApi, keys: dict[str, str], tmp_path: Path
+) -> None:
+    data = make_tiny_dataset(tmp_path / "doomed.jsonl", n=5, fmt="text")
+    up = _cli(live_api, keys["submit"], "datasets", "upload", str(data), "-q")
+    assert up.returncode == 0, up.stderr
+    ds_id = up.stdout.strip()
+
+    unasked = _cli(live_api, keys["submit"], "datasets", "delete", ds_id[:12])  # no answer: no
+    assert unasked.returncode == 1, unasked.stdout + unasked.stderr
+    assert _cli(live_api, keys["read"], "datasets", "show", ds_id).returncode == 0
+
+    gone = _cli(live_api, keys["submit"], "datasets", "delete", ds_id[:12], "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert f"deleted dataset {ds_id} (doomed.jsonl)" in gone.stdout
+    again = _cli(live_api, keys["read"], "datasets", "show", ds_id)
+    assert again.returncode == 2 and "no dataset" in again.stderr, again.stderr
