@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from app.auth.deps import authenticate_headers, needs_key
+from app.auth.router import quotas_router
 from app.auth.router import router as keys_router
 from app.budgets.router import router as budgets_router
 from app.calibration.router import router as calibration_router
@@ -76,6 +77,7 @@ def create_app() -> FastAPI:
     for router in (
         health_router,
         keys_router,
+        quotas_router,
         catalog_router,
         prices_router,
         ratecard_router,

@@ -21,18 +21,33 @@ from starlette.routing import BaseRoute
 
 from app.budgets.router import create_budget, update_budget
 from app.catalog.router import set_price
+from app.datasets.router import upload_dataset
 from app.errors import PROBLEM_JSON, PROBLEM_RESPONSES, Problem
 from app.evals.router import compare_jobs
 from app.jobs.router import cancel_job, submit_job
 from app.models import Scope
 from app.reports.router import focus_export
+from app.studies.router import run_candidate, submit_study
+from app.webhooks.router import create_subscription
 
 # Routes whose service raises Conflict: a concurrent price change; a job over budget (its own or
 # a team's hard budget), that does not fit, or an Idempotency-Key reused with another body;
 # cancelling a job that already ended; a budget name the team already uses; comparing a
-# job that has no final evaluation yet.
+# job that has no final evaluation yet; a create past the tenant's quota (app/auth/quotas.py:
+# datasets, jobs, a study's pilots, webhook subscriptions).
 CONFLICTING: frozenset[Callable[..., Any]] = frozenset(
-    {set_price, submit_job, cancel_job, create_budget, update_budget, compare_jobs}
+    {
+        set_price,
+        submit_job,
+        cancel_job,
+        create_budget,
+        update_budget,
+        compare_jobs,
+        upload_dataset,
+        submit_study,
+        run_candidate,
+        create_subscription,
+    }
 )
 # Path ids looked up by whole id or unique prefix (app/kit/ids.py): a prefix of several is a 409.
 PREFIX_IDS = frozenset({"dataset_id", "estimate_id", "job_id", "key_id"})

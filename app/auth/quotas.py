@@ -23,6 +23,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from app.auth.service import Principal
 from app.config import get_settings
 from app.errors import AppError
 from app.models import ApiKey, Dataset, Job, WebhookSubscription
@@ -54,7 +55,7 @@ _ROOM = {
     Quota.ACTIVE_JOBS: "wait for queued or running jobs to finish, or cancel some",
     Quota.WEBHOOKS: "delete subscriptions you no longer need (DELETE /v1/webhooks/{id})",
 }
-_NOUN = {
+NOUN = {
     Quota.DATASETS: "datasets",
     Quota.DATASET_BYTES: "bytes of stored datasets",
     Quota.ACTIVE_JOBS: "queued or running jobs",
@@ -69,7 +70,7 @@ class QuotaExceeded(AppError):
 
     def __init__(self, quota: Quota, *, held: int, adding: int, limit: int) -> None:
         super().__init__(
-            f"this would make {held + adding:,} {_NOUN[quota]} of your tenant, over its quota "
+            f"this would make {held + adding:,} {NOUN[quota]} of your tenant, over its quota "
             f"of {limit:,} ({quota.setting}); {_ROOM[quota]}, or ask the operator to raise "
             f"{quota.setting}",
             extra={
@@ -90,6 +91,11 @@ class Tenant:
 
     team: str | None
     key_id: str
+
+    @classmethod
+    def of(cls, principal: Principal) -> Tenant:
+        """The tenant of the calling key."""
+        return cls(team=principal.team, key_id=principal.key_id)
 
     def owns(
         self,
@@ -119,9 +125,57 @@ def _serialise(session: Session, tenant: Tenant, quota: Quota) -> None:
         )
 
 
-def _refuse_past(quota: Quota, *, held: int, adding: int, limit: int) -> None:
-    if held + adding > limit:
-        raise QuotaExceeded(quota, held=held, adding=adding, limit=limit)
+def _refuse_past(quota: Quota, *, held: int, adding: int) -> None:
+    most = limit(quota)
+    if held + adding > most:
+        raise QuotaExceeded(quota, held=held, adding=adding, limit=most)
+
+
+def _datasets_held(session: Session, tenant: Tenant) -> tuple[int, int]:
+    """The tenant's datasets: how many, and their bytes as uploaded."""
+    count, stored = session.execute(
+        select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
+            tenant.owns(Dataset.team, Dataset.created_by_key_id)
+        )
+    ).one()
+    return int(count), int(stored)
+
+
+def _active_jobs_held(session: Session, tenant: Tenant) -> int:
+    active = session.scalar(
+        select(func.count()).where(
+            tenant.owns(Job.team, Job.created_by_key_id), Job.status.in_(ACTIVE_STATUSES)
+        )
+    )
+    return int(active or 0)
+
+
+def _webhooks_held(session: Session, tenant: Tenant) -> int:
+    held = session.scalar(
+        select(func.count()).where(
+            tenant.owns(WebhookSubscription.team, WebhookSubscription.created_by_key_id)
+        )
+    )
+    return int(held or 0)
+
+
+def limit(quota: Quota) -> int:
+    """The quota's configured limit."""
+    value = getattr(get_settings(), quota.value)
+    assert isinstance(value, int)
+    return value
+
+
+def usage(session: Session, tenant: Tenant) -> dict[Quota, tuple[int, int]]:
+    """What the tenant holds under each quota, and the limit: {quota: (held, limit)}."""
+    count, stored = _datasets_held(session, tenant)
+    held = {
+        Quota.DATASETS: count,
+        Quota.DATASET_BYTES: stored,
+        Quota.ACTIVE_JOBS: _active_jobs_held(session, tenant),
+        Quota.WEBHOOKS: _webhooks_held(session, tenant),
+    }
+    return {quota: (held[quota], limit(quota)) for quota in Quota}
 
 
 def check_dataset(
@@ -132,43 +186,20 @@ def check_dataset(
     `serialise=False` checks without the lock: a cheap early refusal before an upload's
     analysis, which must not hold the lock (or SQLite's write lock) for its minutes.
     """
-    settings = get_settings()
     if serialise:
         _serialise(session, tenant, Quota.DATASETS)
-    count, stored = session.execute(
-        select(func.count(), func.coalesce(func.sum(Dataset.size_bytes), 0)).where(
-            tenant.owns(Dataset.team, Dataset.created_by_key_id)
-        )
-    ).one()
-    _refuse_past(Quota.DATASETS, held=int(count), adding=1, limit=settings.quota_datasets)
-    _refuse_past(
-        Quota.DATASET_BYTES,
-        held=int(stored),
-        adding=size_bytes,
-        limit=settings.quota_dataset_bytes,
-    )
+    count, stored = _datasets_held(session, tenant)
+    _refuse_past(Quota.DATASETS, held=count, adding=1)
+    _refuse_past(Quota.DATASET_BYTES, held=stored, adding=size_bytes)
 
 
 def check_job(session: Session, tenant: Tenant) -> None:
     """Refuse a new job past the tenant's quota of jobs not yet finished."""
     _serialise(session, tenant, Quota.ACTIVE_JOBS)
-    active = session.scalar(
-        select(func.count()).where(
-            tenant.owns(Job.team, Job.created_by_key_id),
-            Job.status.in_(ACTIVE_STATUSES),
-        )
-    )
-    _refuse_past(
-        Quota.ACTIVE_JOBS, held=int(active or 0), adding=1, limit=get_settings().quota_active_jobs
-    )
+    _refuse_past(Quota.ACTIVE_JOBS, held=_active_jobs_held(session, tenant), adding=1)
 
 
 def check_webhook(session: Session, tenant: Tenant) -> None:
     """Refuse a new webhook subscription past the tenant's quota."""
     _serialise(session, tenant, Quota.WEBHOOKS)
-    held = session.scalar(
-        select(func.count()).where(
-            tenant.owns(WebhookSubscription.team, WebhookSubscription.created_by_key_id)
-        )
-    )
-    _refuse_past(Quota.WEBHOOKS, held=int(held or 0), adding=1, limit=get_settings().quota_webhooks)
+    _refuse_past(Quota.WEBHOOKS, held=_webhooks_held(session, tenant), adding=1)

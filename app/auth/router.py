@@ -1,4 +1,4 @@
-"""Admin routes to create, list and revoke API keys."""
+"""Admin routes to create, list and revoke API keys; any key's own identity and quotas."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from fastapi import APIRouter, status
 
-from app.auth import service
+from app.auth import quotas, service
 from app.auth.deps import AdminPrincipal, ReadPrincipal
-from app.auth.schemas import KeyCreated, KeyIn, KeyOut, KeySelf
+from app.auth.schemas import KeyCreated, KeyIn, KeyOut, KeySelf, QuotaOut, QuotasOut
 from app.db import SessionDep
 from app.models.base import utcnow
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
+quotas_router = APIRouter(prefix="/v1/quotas", tags=["keys"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
@@ -43,3 +44,21 @@ def list_keys(session: SessionDep, _: AdminPrincipal) -> list[KeyOut]:
 def revoke_key(key_id: str, session: SessionDep, _: AdminPrincipal) -> KeyOut:
     """Revoke a key (by id or unique id prefix) at once; requests with it get 401 from now on."""
     return KeyOut.model_validate(service.revoke(session, key_id=key_id))
+
+
+@quotas_router.get("", response_model=QuotasOut)
+def get_quotas(session: SessionDep, principal: ReadPrincipal) -> QuotasOut:
+    """What the key's tenant holds under each quota, its limit and what is left (README
+    "Quotas"); a create past a limit is refused with 409 `quota-exceeded`."""
+    items = [
+        QuotaOut(
+            name=quota.value,
+            setting=quota.setting,
+            counts=quotas.NOUN[quota],
+            limit=most,
+            held=held,
+            left=max(0, most - held),
+        )
+        for quota, (held, most) in quotas.usage(session, quotas.Tenant.of(principal)).items()
+    ]
+    return QuotasOut(team=principal.team, items=items)

@@ -48,3 +48,21 @@ class KeySelf(BaseModel):
     name: str
     scope: Scope
     team: str | None
+
+
+class QuotaOut(BaseModel):
+    """One quota of the caller's tenant: its limit, what the tenant holds and what is left."""
+
+    name: str = Field(description="the quota, e.g. quota_datasets")
+    setting: str = Field(description="the environment variable that sets its limit")
+    counts: str = Field(description="what it counts")
+    limit: int
+    held: int
+    left: int = Field(description="limit - held, at least 0")
+
+
+class QuotasOut(BaseModel):
+    """The quotas of the caller's tenant (a team, or the key itself when it has none)."""
+
+    team: str | None
+    items: list[QuotaOut]

@@ -252,7 +252,7 @@ def create(session: Session, *, upload: ReceivedUpload, principal: Principal) ->
         columns = parse_columns(fields.get("columns", "")) or None
     except ValueError as exc:
         raise InvalidInput(f"columns: {exc}", field="columns") from None
-    tenant = quotas.Tenant(team=principal.team, key_id=principal.key_id)
+    tenant = quotas.Tenant.of(principal)
     quotas.check_dataset(session, tenant, size_bytes=upload.size_bytes, serialise=False)
     counter = counter_for(fields.get("model_path"), fields.get("model"))
     settings = get_settings()

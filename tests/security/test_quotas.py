@@ -99,6 +99,14 @@ def _refused(resp: httpx.Response, name: str, *, limit: int, held: int) -> None:
     assert setting in body["detail"]
 
 
+def _quotas(api: LiveApi, secret: str) -> dict[str, dict[str, int]]:
+    """GET /v1/quotas of the key's tenant: {name: {limit, held, left}}."""
+    with api.client(secret) as client:
+        resp = client.get("/v1/quotas")
+    assert resp.status_code == 200, resp.text
+    return {q["name"]: {k: q[k] for k in ("limit", "held", "left")} for q in resp.json()["items"]}
+
+
 def _hook(client: httpx.Client, n: int) -> httpx.Response:
     return client.post(
         "/v1/webhooks", json={"url": f"http://127.0.0.1:9/hook-{n}", "events": ["job.failed"]}
@@ -129,7 +137,13 @@ def test_webhooks_past_the_quota_are_refused_and_a_delete_makes_room(
         assert [r.status_code for r in made] == [201] * WEBHOOKS
         _refused(_hook(client, 99), "quota_webhooks", limit=WEBHOOKS, held=WEBHOOKS)
         assert _hook(other, 0).status_code == 201  # another tenant's quota is its own
+        assert _quotas(quota_api, keys["read"])["quota_webhooks"] == {
+            "limit": WEBHOOKS,
+            "held": WEBHOOKS,
+            "left": 0,
+        }
         assert client.delete(f"/v1/webhooks/{made[0].json()['id']}").status_code == 200
+        assert _quotas(quota_api, keys["read"])["quota_webhooks"]["left"] == 1
         assert _hook(client, 100).status_code == 201
     with session_scope() as session:
         held = session.scalar(select(func.count()).where(WebhookSubscription.team == team))
@@ -175,7 +189,11 @@ def test_dataset_count_and_byte_quotas(
             held=2 * size,
         )
         assert _stored_files(service_env) == before  # nothing stored for the refused upload
-        assert _upload(client, small_file, "small").status_code == 201  # still under the bytes
+        small = _upload(client, small_file, "small")
+        assert small.status_code == 201  # still under the bytes
+        held = _quotas(quota_api, keys["read"])
+        assert held["quota_datasets"] == {"limit": DATASETS, "held": 3, "left": 0}
+        assert held["quota_dataset_bytes"]["held"] == 2 * size + small.json()["size_bytes"]
         _refused(_upload(client, small_file, "four"), "quota_datasets", limit=DATASETS, held=3)
         with session_scope() as session:
             rows = session.scalar(select(func.count()).where(Dataset.team == team))
@@ -228,6 +246,7 @@ def test_active_jobs_quota_and_datasets_in_use(quota_api: LiveApi, small_file: P
             assert resp.status_code == 201, resp.text
             jobs.append(resp.json()["id"])
         _refused(client.post("/v1/jobs", json=body), "quota_active_jobs", limit=ACTIVE_JOBS, held=2)
+        assert _quotas(quota_api, keys["read"])["quota_active_jobs"]["left"] == 0
         # A retry of a job already made is its replay, not a new job: never refused.
         again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "q-0"})
         assert again.status_code == 200, again.text
