@@ -10,13 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from app.auth import service as keys_service
 from app.db import session_scope
-from app.models import Scope
+from app.models import Scope, Study
 from tests.conftest import auth
 from tests.jobs.conftest import TINY_NAME, TRAINING, dataset_id, tiny_model  # noqa: F401 (fixtures)
 from tests.jobs.jobs_support import IDLE_HARDWARE
+from tests.support import pointed_at
 
 PROBLEM = "application/problem+json"
 Body = Callable[..., dict[str, Any]]
@@ -172,3 +174,28 @@ def test_bad_studies_are_422_naming_the_field(
 ) -> None:
     resp = app_client.post("/v1/studies", json=study_body(**over), headers=auth(keys["submit"]))
     _problem(resp, 422, field)
+
+
+def test_a_study_past_the_active_jobs_quota_is_refused_whole(
+    app_client: Any, keys: dict[str, str], study_body: Body
+) -> None:
+    def held() -> tuple[int, int]:
+        quotas = app_client.get("/v1/quotas", headers=auth(keys["read"])).json()["items"]
+        active = next(q for q in quotas if q["name"] == "quota_active_jobs")
+        with session_scope() as session:
+            studies = session.scalar(select(func.count()).where(Study.team == "ml"))
+        return active["held"], int(studies or 0)
+
+    before = held()
+    # Room for 8 more jobs: the study's 9 pilots do not fit, and none of them is made.
+    with pointed_at({"TUNECOST_QUOTA_ACTIVE_JOBS": str(before[0] + 8)}):
+        resp = app_client.post("/v1/studies", json=study_body(), headers=auth(keys["submit"]))
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["quota"]["name"] == "quota_active_jobs"
+        assert held() == before
+    with pointed_at({"TUNECOST_QUOTA_ACTIVE_JOBS": str(before[0] + 9)}):
+        resp = app_client.post("/v1/studies", json=study_body(), headers=auth(keys["submit"]))
+        assert resp.status_code == 201, resp.text
+    study = resp.json()["id"]
+    assert app_client.post(f"/v1/studies/{study}/cancel", headers=auth(keys["submit"])).is_success
+    assert held()[0] == before[0]
