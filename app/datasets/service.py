@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
@@ -186,48 +186,27 @@ def _chat_rendering(reader: DatasetReader) -> dict[str, int] | None:
     return {"model_template": reader.templated, "plain": reader.plain_chats}
 
 
-_PENDING = "tunecost_files_pending_commit"
+_FATES = "tunecost_stored_files_fates"
+Outcome = Literal["commit", "rollback"]
 
 
-def _delete_on_rollback(session: Session, url: str) -> None:
-    """Remove the stored file if the session's transaction is rolled back instead of committed."""
-    pending: list[str] | None = session.info.get(_PENDING)
-    if pending is None:
-        pending = session.info[_PENDING] = []
+def _remove_after(session: Session, url: str, *, outcome: Outcome) -> None:
+    """Remove the stored file `url` once the session's transaction ends in `outcome`; keep it
+    if it ends the other way (a new upload's file goes on a rollback, a deleted one's on the
+    commit)."""
+    fates: dict[Outcome, list[str]] | None = session.info.get(_FATES)
+    if fates is None:
+        fates = session.info[_FATES] = {"commit": [], "rollback": []}
 
-        @event.listens_for(session, "after_rollback")
-        def _rolled_back(_: Session) -> None:
-            for stored in pending:
+        def settle(ended: Outcome) -> None:
+            for stored in fates[ended]:
                 remove(stored)
-            pending.clear()
+            for urls in fates.values():
+                urls.clear()
 
-        @event.listens_for(session, "after_commit")
-        def _committed(_: Session) -> None:
-            pending.clear()
-
-    pending.append(url)
-
-
-_DOOMED = "tunecost_files_removed_on_commit"
-
-
-def _remove_on_commit(session: Session, url: str) -> None:
-    """Remove the stored file once the session's transaction commits (kept on a rollback)."""
-    doomed: list[str] | None = session.info.get(_DOOMED)
-    if doomed is None:
-        doomed = session.info[_DOOMED] = []
-
-        @event.listens_for(session, "after_commit")
-        def _committed(_: Session) -> None:
-            for stored in doomed:
-                remove(stored)
-            doomed.clear()
-
-        @event.listens_for(session, "after_rollback")
-        def _rolled_back(_: Session) -> None:
-            doomed.clear()
-
-    doomed.append(url)
+        event.listen(session, "after_commit", lambda _: settle("commit"))
+        event.listen(session, "after_rollback", lambda _: settle("rollback"))
+    fates[outcome].append(url)
 
 
 def check_fields(fields: dict[str, str]) -> None:
@@ -292,7 +271,7 @@ def create(session: Session, *, upload: ReceivedUpload, principal: Principal) ->
     except BaseException:
         remove(url)
         raise
-    _delete_on_rollback(session, url)
+    _remove_after(session, url, outcome="rollback")
     return row
 
 
@@ -351,7 +330,7 @@ def delete(session: Session, *, dataset_id: str, principal: Principal) -> Datase
     url = row.storage_path
     session.delete(row)
     session.flush()
-    _remove_on_commit(session, url)
+    _remove_after(session, url, outcome="commit")
     return row
 
 

@@ -275,21 +275,24 @@ def test_oversize_uploads_and_gzip_bombs_get_413(
     assert _row_count() == before_rows
 
 
-def test_a_stored_file_is_removed_when_the_transaction_rolls_back(
+def test_a_stored_file_is_removed_when_the_transaction_ends_as_told(
     service_env: ServiceEnv, tmp_path: Path
 ) -> None:
-    from app.datasets.service import _delete_on_rollback
+    """A new upload's file goes if its transaction rolls back, a deleted dataset's file if its
+    transaction commits; each is kept when the transaction ends the other way."""
+    from app.datasets.service import _remove_after
     from app.kit.storage import put_file
 
     local = tmp_path / "x.jsonl"
     local.write_text('{"text": "kept?"}\n')
-    for outcome in ("rollback", "commit"):
-        url = put_file(local, f"datasets/test-{outcome}/data.jsonl")
-        stored = Path(url.removeprefix("file://"))
-        assert stored.is_file()
-        with session_scope() as session:
-            session.execute(select(1))  # a real transaction to end
-            _delete_on_rollback(session, url)
-            if outcome == "rollback":
-                session.rollback()
-        assert stored.exists() is (outcome == "commit")
+    for told in ("rollback", "commit"):
+        for ended in ("rollback", "commit"):
+            url = put_file(local, f"datasets/test-{told}-{ended}/data.jsonl")
+            stored = Path(url.removeprefix("file://"))
+            assert stored.is_file()
+            with session_scope() as session:
+                session.execute(select(1))  # a real transaction to end
+                _remove_after(session, url, outcome=told)
+                if ended == "rollback":
+                    session.rollback()
+            assert stored.exists() is (told != ended), (told, ended)
