@@ -26,12 +26,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from app.auth.service import Principal
 from app.config import get_settings
 from app.errors import AppError
-from app.models import ApiKey, Dataset, Job, WebhookSubscription
-from app.models.job import FINAL_STATUSES, JobStatus
-
-# Listed rather than "not final" so the count reads the status index: a tenant's active jobs are
-# few, its finished ones may be millions.
-ACTIVE_STATUSES = tuple(str(s) for s in JobStatus if s not in FINAL_STATUSES)
+from app.models import UNFINISHED_STATUSES, ApiKey, Dataset, Job, WebhookSubscription
 
 
 class Quota(StrEnum):
@@ -144,7 +139,7 @@ def _datasets_held(session: Session, tenant: Tenant) -> tuple[int, int]:
 def _active_jobs_held(session: Session, tenant: Tenant) -> int:
     active = session.scalar(
         select(func.count()).where(
-            tenant.owns(Job.team, Job.created_by_key_id), Job.status.in_(ACTIVE_STATUSES)
+            tenant.owns(Job.team, Job.created_by_key_id), Job.status.in_(UNFINISHED_STATUSES)
         )
     )
     return int(active or 0)

@@ -36,9 +36,8 @@ from sqlalchemy.orm import Session
 from app.budgets.periods import Window
 from app.estimator.intervals import time_band
 from app.kit.instants import as_utc
-from app.models import Job, JobAttempt, JobStatus
+from app.models import UNFINISHED_STATUSES, Job, JobAttempt
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.CANCEL_REQUESTED)
 RUNNING_ATTEMPT = "running"  # JobAttempt.outcome of an attempt still under way
 HOUR_S = 3600.0
 
@@ -161,7 +160,7 @@ def _add_active(
             Job.estimate_snapshot["basis"].as_string().label("basis"),
         )
         .select_from(source)
-        .where(Job.status.in_(ACTIVE), *where)
+        .where(Job.status.in_(UNFINISHED_STATUSES), *where)
     )
     jobs = session.execute(stmt).all()
     accrued = _accrued(session, jobs)

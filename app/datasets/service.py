@@ -46,7 +46,7 @@ from app.kit import ids, redact
 from app.kit.pagination import keyset_page
 from app.kit.paths import confine_model_path, relative_to_root
 from app.kit.storage import put_file, remove
-from app.models import Dataset, Job, Study, StudyStatus
+from app.models import UNFINISHED_STATUSES, Dataset, Job, Study, StudyStatus
 from app.models.base import new_id
 
 MAX_NAME_CHARS = 300
@@ -308,9 +308,7 @@ def delete(session: Session, *, dataset_id: str, principal: Principal) -> Datase
     # waits for this delete and then fails on the missing dataset.
     session.execute(select(Dataset.id).where(Dataset.id == row.id).with_for_update())
     job = session.scalar(
-        select(Job.id)
-        .where(Job.dataset_id == row.id, Job.status.in_(quotas.ACTIVE_STATUSES))
-        .limit(1)
+        select(Job.id).where(Job.dataset_id == row.id, Job.status.in_(UNFINISHED_STATUSES)).limit(1)
     )
     if job is not None:
         raise Conflict(

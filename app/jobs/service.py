@@ -259,7 +259,7 @@ def create(
     # The tenant's active-jobs quota, then its budgets, just before the insert: their locks are
     # held until the commit, so as briefly as the submit allows (app/auth/quotas.py,
     # app/budgets/guard.py).
-    quotas.check_job(session, quotas.Tenant(team=team, key_id=principal.key_id))
+    quotas.check_job(session, quotas.Tenant.of(principal))  # the job's team is the key's
     now = utcnow()
     budgets = guard.lock(session, team=team, tags=tags, now=now)
     if idempotency_key is not None:

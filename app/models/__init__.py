@@ -6,7 +6,15 @@ from app.models.budget import Budget, BudgetAction, BudgetAlert, BudgetPeriod
 from app.models.catalog import CatalogVersion, PriceOverride
 from app.models.dataset import Dataset
 from app.models.estimate import Estimate
-from app.models.job import FINAL_STATUSES, CostSource, Job, JobEvent, JobStatus, JobTag
+from app.models.job import (
+    FINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    CostSource,
+    Job,
+    JobEvent,
+    JobStatus,
+    JobTag,
+)
 from app.models.job_attempt import JobAttempt
 from app.models.job_eval import JobEval
 from app.models.job_seat import JobSeat, SeatState
@@ -24,6 +32,7 @@ from app.models.worker import WorkerNode
 
 __all__ = [
     "FINAL_STATUSES",
+    "UNFINISHED_STATUSES",
     "ApiKey",
     "Base",
     "Budget",

@@ -49,6 +49,9 @@ class JobStatus(StrEnum):
 FINAL_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.BUDGET_EXCEEDED}
 )
+# The others, listed so a query reads the status index (`status IN (...)`): a tenant's unfinished
+# jobs are few, its finished ones may be millions.
+UNFINISHED_STATUSES = tuple(s for s in JobStatus if s not in FINAL_STATUSES)
 
 
 # Columns the reports read besides finished_at (covered by ix_jobs_report on PostgreSQL).
